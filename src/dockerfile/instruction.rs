@@ -1,0 +1,416 @@
+//! Nodes → typed instructions grouped into stages, with BuildKit's flag rules.
+//! Words stay unexpanded: expansion needs the ARG/ENV state at build time.
+
+use super::parser::{Ast, Heredoc, Node};
+
+/// An error in one instruction, with its Dockerfile line and text.
+#[derive(Debug, thiserror::Error)]
+#[error("Dockerfile:{line}: {message}: {text}")]
+pub struct InstructionError {
+    pub line: usize,
+    pub text: String,
+    pub message: String,
+}
+
+/// Where an instruction stands in the Dockerfile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    pub line: usize,
+    /// The instruction as written, continuations joined.
+    pub text: String,
+}
+
+impl Location {
+    pub fn error(&self, message: impl Into<String>) -> InstructionError {
+        InstructionError {
+            line: self.line,
+            text: self.text.trim().to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A command line: exec form (`["a","b"]`) or shell form (`a b`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandLine {
+    Exec(Vec<String>),
+    Shell(String),
+}
+
+/// COPY's source and destination words plus flags, unexpanded.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Copy {
+    pub sources: Vec<String>,
+    pub dest: String,
+    pub from: Option<String>,
+    pub chown: Option<String>,
+    pub chmod: Option<String>,
+    pub link: bool,
+    pub excludes: Vec<String>,
+    pub heredocs: Vec<Heredoc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Instruction {
+    Arg(Vec<(String, Option<String>)>),
+    Env(Vec<(String, String)>),
+    Label(Vec<(String, String)>),
+    Workdir(String),
+    Copy(Copy),
+    Entrypoint(CommandLine),
+    Cmd(CommandLine),
+    Expose(Vec<String>),
+    User(String),
+    Volume(Vec<String>),
+    StopSignal(String),
+    Maintainer(String),
+    Shell(Vec<String>),
+    Healthcheck(serde_json::Value),
+    Onbuild(String),
+    /// Known to BuildKit but not to Kiln yet (RUN, ADD): fails when reached.
+    Unsupported(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub at: Location,
+    pub instruction: Instruction,
+}
+
+/// `FROM image [AS name]` and the steps under it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub index: usize,
+    pub at: Location,
+    pub image: String,
+    pub name: Option<String>,
+    pub platform: Option<String>,
+    pub steps: Vec<Step>,
+}
+
+/// A Dockerfile ready to plan: global ARGs, stages, and its escape character.
+#[derive(Debug, Clone)]
+pub struct Dockerfile {
+    pub escape: char,
+    pub global_args: Vec<(Location, Vec<(String, Option<String>)>)>,
+    pub stages: Vec<Stage>,
+}
+
+/// Parses text into stages.
+pub fn parse_dockerfile(text: &str) -> Result<Dockerfile, InstructionError> {
+    let ast: Ast = super::parser::parse(text).map_err(|e| InstructionError {
+        line: e.line,
+        text: String::new(),
+        message: e.message,
+    })?;
+    let mut df = Dockerfile {
+        escape: ast.escape,
+        global_args: Vec::new(),
+        stages: Vec::new(),
+    };
+    for node in &ast.nodes {
+        let at = Location {
+            line: node.start_line,
+            text: node.original.clone(),
+        };
+        if node.keyword == "from" {
+            df.stages.push(parse_from(node, &at, df.stages.len())?);
+            continue;
+        }
+        let instruction = parse_instruction(node, &at)?;
+        match (df.stages.last_mut(), instruction) {
+            (Some(stage), instruction) => stage.steps.push(Step { at, instruction }),
+            (None, Instruction::Arg(args)) => df.global_args.push((at, args)),
+            (None, _) => {
+                return Err(at.error("no build stage in current context (the first instruction must be FROM or ARG)"))
+            }
+        }
+    }
+    if df.stages.is_empty() {
+        return Err(InstructionError {
+            line: 1,
+            text: String::new(),
+            message: "the Dockerfile has no FROM instruction".into(),
+        });
+    }
+    Ok(df)
+}
+
+/// Flags as `--name=value`, checked against what the instruction allows.
+struct Flags<'n> {
+    at: &'n Location,
+    values: Vec<(String, Option<String>)>,
+}
+
+impl<'n> Flags<'n> {
+    fn new(node: &Node, at: &'n Location, allowed: &[&str]) -> Result<Self, InstructionError> {
+        let mut values = Vec::new();
+        for f in &node.flags {
+            let body = f.strip_prefix("--").unwrap_or(f);
+            let (name, value) = match body.split_once('=') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => (body.to_string(), None),
+            };
+            if !allowed.contains(&name.as_str()) {
+                return Err(at.error(format!("unknown flag: --{name}")));
+            }
+            values.push((name, value));
+        }
+        Ok(Flags { at, values })
+    }
+
+    fn string(&self, name: &str) -> Result<Option<String>, InstructionError> {
+        match self.values.iter().rev().find(|(n, _)| n == name) {
+            None => Ok(None),
+            Some((_, Some(v))) => Ok(Some(v.clone())),
+            Some((_, None)) => Err(self.at.error(format!("missing a value on flag: --{name}"))),
+        }
+    }
+
+    fn strings(&self, name: &str) -> Vec<String> {
+        self.values
+            .iter()
+            .filter(|(n, _)| n == name)
+            .filter_map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, InstructionError> {
+        match self.values.iter().rev().find(|(n, _)| n == name) {
+            None => Ok(false),
+            Some((_, None)) => Ok(true),
+            Some((_, Some(v))) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(self.at.error(format!("expecting boolean value for flag --{name}, not: {v}"))),
+            },
+        }
+    }
+}
+
+fn parse_from(node: &Node, at: &Location, index: usize) -> Result<Stage, InstructionError> {
+    let flags = Flags::new(node, at, &["platform"])?;
+    let (image, name) = match node.args.as_slice() {
+        [image] => (image.clone(), None),
+        [image, kw, name] if kw.eq_ignore_ascii_case("as") => {
+            let valid = !name.is_empty()
+                && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !valid {
+                return Err(at.error(format!("invalid name for build stage: {name:?}, name can't start with a number or contain symbols")));
+            }
+            (image.clone(), Some(name.to_ascii_lowercase()))
+        }
+        _ => return Err(at.error("FROM requires either one or three arguments")),
+    };
+    Ok(Stage {
+        index,
+        at: at.clone(),
+        image,
+        name,
+        platform: flags.string("platform")?,
+        steps: Vec::new(),
+    })
+}
+
+fn no_flags(node: &Node, at: &Location) -> Result<(), InstructionError> {
+    Flags::new(node, at, &[]).map(|_| ())
+}
+
+fn one_arg(node: &Node, at: &Location) -> Result<String, InstructionError> {
+    no_flags(node, at)?;
+    match node.args.as_slice() {
+        [a] => Ok(a.clone()),
+        _ => Err(at.error(format!("{} requires exactly one argument", node.keyword.to_ascii_uppercase()))),
+    }
+}
+
+fn command_line(node: &Node, at: &Location) -> Result<CommandLine, InstructionError> {
+    no_flags(node, at)?;
+    Ok(if node.json {
+        CommandLine::Exec(node.args.clone())
+    } else {
+        CommandLine::Shell(node.args.first().cloned().unwrap_or_default())
+    })
+}
+
+fn triples(node: &Node, at: &Location) -> Result<Vec<(String, String)>, InstructionError> {
+    no_flags(node, at)?;
+    if node.args.is_empty() {
+        return Err(at.error(format!("{} requires at least one argument", node.keyword.to_ascii_uppercase())));
+    }
+    Ok(node
+        .args
+        .chunks(3)
+        .map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or_default()))
+        .collect())
+}
+
+fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, InstructionError> {
+    let kw = node.keyword.as_str();
+    Ok(match kw {
+        "arg" => {
+            no_flags(node, at)?;
+            if node.args.is_empty() {
+                return Err(at.error("ARG requires at least one argument"));
+            }
+            Instruction::Arg(
+                node.args
+                    .iter()
+                    .map(|w| match w.split_once('=') {
+                        Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                        None => (w.clone(), None),
+                    })
+                    .collect(),
+            )
+        }
+        "env" => Instruction::Env(triples(node, at)?),
+        "label" => Instruction::Label(triples(node, at)?),
+        "workdir" => Instruction::Workdir(one_arg(node, at)?),
+        "user" => Instruction::User(one_arg(node, at)?),
+        "stopsignal" => Instruction::StopSignal(one_arg(node, at)?),
+        "maintainer" => Instruction::Maintainer(one_arg(node, at)?),
+        "entrypoint" => Instruction::Entrypoint(command_line(node, at)?),
+        "cmd" => Instruction::Cmd(command_line(node, at)?),
+        "shell" => {
+            no_flags(node, at)?;
+            if !node.json || node.args.is_empty() {
+                return Err(at.error("SHELL requires the arguments to be in JSON form"));
+            }
+            Instruction::Shell(node.args.clone())
+        }
+        "expose" | "volume" => {
+            no_flags(node, at)?;
+            if node.args.is_empty() {
+                return Err(at.error(format!("{} requires at least one argument", kw.to_ascii_uppercase())));
+            }
+            if kw == "expose" {
+                Instruction::Expose(node.args.clone())
+            } else {
+                Instruction::Volume(node.args.clone())
+            }
+        }
+        "copy" => {
+            let flags = Flags::new(node, at, &["from", "chown", "chmod", "link", "exclude", "parents"])?;
+            if flags.bool("parents")? {
+                return Err(at.error("COPY --parents is not supported yet"));
+            }
+            let n = node.args.len();
+            let min = if node.heredocs.is_empty() { 2 } else { 1 };
+            if n < min {
+                return Err(at.error("COPY requires at least two arguments, but only one was provided. Destination could not be determined"));
+            }
+            Instruction::Copy(Copy {
+                sources: node.args[..n - 1].to_vec(),
+                dest: node.args[n - 1].clone(),
+                from: flags.string("from")?,
+                chown: flags.string("chown")?,
+                chmod: flags.string("chmod")?,
+                link: flags.bool("link")?,
+                excludes: flags.strings("exclude"),
+                heredocs: node.heredocs.clone(),
+            })
+        }
+        "healthcheck" => {
+            // Carried into the config as BuildKit writes it; Kiln runs no containers.
+            let flags = Flags::new(node, at, &["interval", "timeout", "start-period", "start-interval", "retries"])?;
+            let test = match node.args.first().map(|s| s.to_ascii_uppercase()) {
+                Some(t) if t == "NONE" => vec!["NONE".to_string()],
+                Some(t) if t == "CMD" => {
+                    if node.json {
+                        std::iter::once("CMD".to_string()).chain(node.args[1..].iter().cloned()).collect()
+                    } else {
+                        vec!["CMD-SHELL".to_string(), node.args.get(1).cloned().unwrap_or_default()]
+                    }
+                }
+                _ => return Err(at.error("HEALTHCHECK requires CMD or NONE")),
+            };
+            let mut hc = serde_json::Map::new();
+            hc.insert("Test".into(), test.into());
+            for (flag, key) in [("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"), ("start-interval", "StartInterval")] {
+                if let Some(v) = flags.string(flag)? {
+                    let ns = parse_duration(&v).ok_or_else(|| at.error(format!("invalid duration for --{flag}: {v}")))?;
+                    hc.insert(key.into(), ns.into());
+                }
+            }
+            if let Some(r) = flags.string("retries")? {
+                let r: i64 = r.parse().map_err(|_| at.error(format!("invalid --retries: {r}")))?;
+                hc.insert("Retries".into(), r.into());
+            }
+            Instruction::Healthcheck(serde_json::Value::Object(hc))
+        }
+        "onbuild" => {
+            let sub = node.sub.as_ref().ok_or_else(|| at.error("ONBUILD requires an instruction"))?;
+            if matches!(sub.keyword.as_str(), "onbuild" | "from" | "maintainer") {
+                return Err(at.error(format!("{} isn't allowed as an ONBUILD trigger", sub.keyword.to_ascii_uppercase())));
+            }
+            let text = node.original.trim();
+            let trigger = text.split_once(char::is_whitespace).map(|(_, r)| r.trim()).unwrap_or_default();
+            Instruction::Onbuild(trigger.to_string())
+        }
+        "run" | "add" => Instruction::Unsupported(kw.to_ascii_uppercase()),
+        _ => return Err(at.error(format!("unknown instruction: {}", node.original_keyword))),
+    })
+}
+
+/// Go-style durations (`30s`, `1m30s`, `500ms`) in nanoseconds.
+fn parse_duration(s: &str) -> Option<i64> {
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    if rest == "0" {
+        return Some(0);
+    }
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += n * mult;
+        rest = &rest[unit_end..];
+    }
+    Some(total as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_and_global_args() {
+        let df = parse_dockerfile("ARG V=1\nFROM a:$V AS Build\nCOPY --from=x --chown=1:2 a b /d/\nFROM scratch\nENTRYPOINT [\"/x\"]\n").unwrap();
+        assert_eq!(df.global_args.len(), 1);
+        assert_eq!(df.stages.len(), 2);
+        assert_eq!(df.stages[0].name.as_deref(), Some("build"));
+        let Instruction::Copy(c) = &df.stages[0].steps[0].instruction else { panic!() };
+        assert_eq!((c.sources.clone(), c.dest.as_str()), (vec!["a".to_string(), "b".to_string()], "/d/"));
+        assert_eq!(c.from.as_deref(), Some("x"));
+        assert_eq!(df.stages[1].steps[0].at.line, 5);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = parse_dockerfile("FROM a\nCOPY --bogus=1 a b\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.to_string().contains("unknown flag: --bogus"), "{e}");
+        let e = parse_dockerfile("FROM a\n\nFROBNICATE x\n").unwrap_err();
+        assert!(e.to_string().starts_with("Dockerfile:3: unknown instruction: FROBNICATE"), "{e}");
+        assert!(parse_dockerfile("COPY a b\n").is_err());
+        assert!(parse_dockerfile("ENV A=1\n").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_duration("500ms"), Some(500_000_000));
+        assert_eq!(parse_duration("x"), None);
+    }
+}
