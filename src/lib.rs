@@ -1,7 +1,14 @@
 //! Kiln: builds container images from Dockerfiles without a daemon or privileges,
 //! and pushes them to a registry.
 
+pub mod build;
+pub mod context;
 pub mod dockerfile;
+pub mod image;
+pub mod layer;
+pub mod publish;
+pub mod registry;
+pub mod rootfs;
 
 #[cfg(test)]
 mod testdata;

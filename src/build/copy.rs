@@ -1,0 +1,301 @@
+//! COPY with BuildKit's rules: a source directory copies its contents, several
+//! sources or a trailing `/` make the destination a directory, globs must match,
+//! top-level source symlinks are followed and inner ones kept, hardlinks within
+//! one COPY stay hardlinks, destination parents resolve through the image's
+//! symlinks, and created parents get the `--chown` owner.
+
+use super::stage::{PathKey, Planned};
+use super::BuildError;
+use crate::context::{has_wildcards, match_segments, BuildContext};
+use crate::layer::writer::{EntryBody, EntryMeta};
+use crate::rootfs::index::{FsIndex, NodeKind};
+use crate::rootfs::{join_rel, resolve_in_root, split_parent};
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Where COPY reads from: the build context (with its ignore rules) or an unpacked stage.
+pub struct SourceTree<'a> {
+    pub root: &'a Path,
+    pub context: Option<&'a BuildContext>,
+    /// How the source is named in messages (`build context`, `stage builder`).
+    pub label: String,
+}
+
+/// A COPY after expansion.
+pub struct CopyRequest {
+    pub sources: Vec<String>,
+    /// Heredoc sources: file name and contents.
+    pub inline: Vec<(String, Vec<u8>)>,
+    pub dest: String,
+    pub workdir: String,
+    pub owner: Option<(u64, u64)>,
+    pub chmod: Option<u32>,
+    pub now: u64,
+}
+
+struct Source {
+    /// Host path of the (symlink-resolved) source.
+    host: PathBuf,
+    /// Name used under a directory destination.
+    name: String,
+    meta: fs::Metadata,
+    /// Context-relative path, for ignore checks below it.
+    rel: String,
+}
+
+impl SourceTree<'_> {
+    fn ignored(&self, rel: &str) -> bool {
+        self.context.is_some_and(|c| c.is_ignored(rel))
+    }
+
+    /// Resolves one source word into the files it names.
+    fn expand(&self, src: &str) -> Result<Vec<Source>, BuildError> {
+        let clean = crate::layer::reader::clean_rooted(src);
+        let mut out = Vec::new();
+        if has_wildcards(&clean) {
+            let pat: Vec<String> = clean.split('/').map(str::to_string).collect();
+            let mut matches = Vec::new();
+            self.walk_matches(&pat, "", &mut matches);
+            matches.sort();
+            for rel in matches {
+                if let Some(s) = self.source_at(&rel)? {
+                    out.push(s);
+                }
+            }
+            return Ok(out);
+        }
+        if !clean.is_empty() && self.ignored(&clean) {
+            return Err(BuildError::Source(format!("{src:?}: excluded by .dockerignore from the {}", self.label)));
+        }
+        match self.source_at(&clean)? {
+            Some(s) => out.push(s),
+            None => return Err(BuildError::Source(format!("{src:?}: not found in the {}", self.label))),
+        }
+        Ok(out)
+    }
+
+    fn walk_matches(&self, pat: &[String], dir: &str, out: &mut Vec<String>) {
+        let host = if dir.is_empty() { self.root.to_path_buf() } else { self.root.join(dir) };
+        let Ok(rd) = fs::read_dir(&host) else { return };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = join_rel(dir, &name);
+            if self.ignored(&rel) {
+                continue;
+            }
+            let parts: Vec<&str> = rel.split('/').collect();
+            if match_segments(pat, &parts) {
+                out.push(rel.clone());
+            }
+            if parts.len() < pat.len() && e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                let prefix_ok = pat.iter().zip(&parts).all(|(p, s)| crate::context::match_segment(p, s));
+                if prefix_ok {
+                    self.walk_matches(pat, &rel, out);
+                }
+            }
+        }
+    }
+
+    /// The source at a root-relative path, following symlinks inside the tree.
+    fn source_at(&self, rel: &str) -> Result<Option<Source>, BuildError> {
+        let resolved = resolve_in_root(&format!("/{rel}"), true, |c| {
+            let p = self.root.join(c);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => fs::read_link(&p).ok().map(|t| t.to_string_lossy().into_owned()),
+                _ => None,
+            }
+        })?;
+        let host = if resolved.is_empty() { self.root.to_path_buf() } else { self.root.join(&resolved) };
+        match fs::symlink_metadata(&host) {
+            Ok(meta) => Ok(Some(Source {
+                host,
+                name: split_parent(rel).1.to_string(),
+                meta,
+                rel: resolved,
+            })),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// Plans the entries of a COPY layer against the target's index.
+pub fn plan(req: &CopyRequest, tree: &SourceTree<'_>, index: &FsIndex) -> Result<BTreeMap<PathKey, Planned>, BuildError> {
+    let mut sources = Vec::new();
+    let mut any_glob_matched = false;
+    let mut empty_globs = Vec::new();
+    for s in &req.sources {
+        let found = tree.expand(s)?;
+        if has_wildcards(s) {
+            if found.is_empty() {
+                empty_globs.push(s.clone());
+            } else {
+                any_glob_matched = true;
+            }
+        }
+        sources.extend(found);
+    }
+    if !empty_globs.is_empty() && !any_glob_matched && sources.is_empty() && req.inline.is_empty() {
+        return Err(BuildError::Source(format!("no source files were specified: {} matched nothing in the {}", empty_globs.join(", "), tree.label)));
+    }
+    let dest_abs = if req.dest.starts_with('/') {
+        req.dest.clone()
+    } else {
+        format!("{}/{}", req.workdir.trim_end_matches('/'), req.dest)
+    };
+    let last = dest_abs.rsplit('/').next().unwrap_or("");
+    let dir_syntax = dest_abs.ends_with('/') || last == "." || last == "..";
+    let n_sources = sources.len() + req.inline.len();
+    let dest_resolved = index.resolve(&dest_abs, true)?;
+    let dest_is_existing_dir = index.get(&dest_resolved).is_some_and(|n| n.kind == NodeKind::Dir);
+    let (uid, gid) = req.owner.unwrap_or((0, 0));
+    let mut out: BTreeMap<PathKey, Planned> = BTreeMap::new();
+    let mut links: HashMap<(u64, u64), String> = HashMap::new();
+
+    let into_dir = dir_syntax || n_sources > 1 || dest_is_existing_dir;
+    for src in &sources {
+        let (target_dir, name) = if src.meta.is_dir() {
+            (dest_resolved.clone(), None)
+        } else if into_dir {
+            (dest_resolved.clone(), Some(src.name.clone()))
+        } else {
+            let (p, n) = split_parent(&dest_abs.trim_end_matches('/').to_string()).to_owned_pair();
+            (index.resolve(&p, true)?, Some(n))
+        };
+        add_parents(&mut out, index, &target_dir, uid, gid, req.now)?;
+        match name {
+            None => {
+                add_dir_meta(&mut out, &target_dir, src, req, uid, gid);
+                walk_dir(&mut out, tree, &src.host, &src.rel, &target_dir, req, &mut links)?;
+            }
+            Some(n) => {
+                let dest = join_rel(&target_dir, &n);
+                add_entry(&mut out, tree, &src.host, &src.meta, &dest, req, &mut links, true)?;
+            }
+        }
+    }
+    for (name, bytes) in &req.inline {
+        let target_dir = if into_dir || n_sources > 1 { dest_resolved.clone() } else { index.resolve(split_parent(dest_abs.trim_end_matches('/')).0, true)? };
+        let file_name = if into_dir || n_sources > 1 { name.clone() } else { split_parent(dest_abs.trim_end_matches('/')).1.to_string() };
+        add_parents(&mut out, index, &target_dir, uid, gid, req.now)?;
+        let meta = EntryMeta { mode: req.chmod.unwrap_or(0o644), uid, gid, mtime: req.now };
+        out.insert(PathKey(join_rel(&target_dir, &file_name)), Planned { meta, body: EntryBody::Bytes(bytes.clone()) });
+    }
+    Ok(out)
+}
+
+trait OwnedPair {
+    fn to_owned_pair(self) -> (String, String);
+}
+
+impl OwnedPair for (&str, &str) {
+    fn to_owned_pair(self) -> (String, String) {
+        let p = if self.0.is_empty() { "/".to_string() } else { self.0.to_string() };
+        (p, self.1.to_string())
+    }
+}
+
+/// Every ancestor of `dir` (and `dir`), with the image's metadata where it exists.
+fn add_parents(out: &mut BTreeMap<PathKey, Planned>, index: &FsIndex, dir: &str, uid: u64, gid: u64, now: u64) -> Result<(), BuildError> {
+    if dir.is_empty() {
+        return Ok(());
+    }
+    let mut cur = String::new();
+    for part in dir.split('/') {
+        cur = join_rel(&cur, part);
+        if out.contains_key(&PathKey(cur.clone())) {
+            continue;
+        }
+        let meta = match index.get(&cur) {
+            Some(n) if n.kind == NodeKind::Dir => EntryMeta { mode: n.mode, uid: n.uid, gid: n.gid, mtime: n.mtime },
+            Some(_) => return Err(BuildError::Source(format!("cannot copy into /{cur}: it is not a directory in the image"))),
+            None => EntryMeta { mode: 0o755, uid, gid, mtime: now },
+        };
+        out.insert(PathKey(cur.clone()), Planned { meta, body: EntryBody::Dir });
+    }
+    Ok(())
+}
+
+fn add_dir_meta(out: &mut BTreeMap<PathKey, Planned>, dir: &str, src: &Source, req: &CopyRequest, uid: u64, gid: u64) {
+    // The destination directory takes the source directory's mode when COPY creates it.
+    if dir.is_empty() {
+        return;
+    }
+    if let Some(p) = out.get_mut(&PathKey(dir.to_string())) {
+        if p.meta.mtime == req.now && p.meta.uid == uid && p.meta.gid == gid {
+            p.meta.mode = req.chmod.unwrap_or(src.meta.mode() & 0o7777);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_entry(
+    out: &mut BTreeMap<PathKey, Planned>,
+    tree: &SourceTree<'_>,
+    host: &Path,
+    meta: &fs::Metadata,
+    dest: &str,
+    req: &CopyRequest,
+    links: &mut HashMap<(u64, u64), String>,
+    top: bool,
+) -> Result<(), BuildError> {
+    let (uid, gid) = req.owner.unwrap_or((0, 0));
+    let mode = req.chmod.unwrap_or(meta.mode() & 0o7777);
+    let m = EntryMeta { mode, uid, gid, mtime: meta.mtime().max(0) as u64 };
+    let ft = meta.file_type();
+    let body = if ft.is_symlink() {
+        let t = fs::read_link(host).map_err(|e| BuildError::io(format!("reading link {}", host.display()), e))?;
+        EntryBody::Symlink(t.to_string_lossy().into_owned())
+    } else if ft.is_dir() {
+        EntryBody::Dir
+    } else if ft.is_file() {
+        if meta.nlink() > 1 && !top {
+            match links.get(&(meta.dev(), meta.ino())) {
+                Some(first) => EntryBody::Hardlink(first.clone()),
+                None => {
+                    links.insert((meta.dev(), meta.ino()), dest.to_string());
+                    EntryBody::File { source: host.to_path_buf(), size: meta.len() }
+                }
+            }
+        } else {
+            EntryBody::File { source: host.to_path_buf(), size: meta.len() }
+        }
+    } else {
+        eprintln!("WARN skipping {} in the {}: not a file, directory or symlink", host.display(), tree.label);
+        return Ok(());
+    };
+    out.insert(PathKey(dest.to_string()), Planned { meta: m, body });
+    Ok(())
+}
+
+fn walk_dir(
+    out: &mut BTreeMap<PathKey, Planned>,
+    tree: &SourceTree<'_>,
+    host_dir: &Path,
+    rel_dir: &str,
+    dest_dir: &str,
+    req: &CopyRequest,
+    links: &mut HashMap<(u64, u64), String>,
+) -> Result<(), BuildError> {
+    let rd = fs::read_dir(host_dir).map_err(|e| BuildError::io(format!("reading {}", host_dir.display()), e))?;
+    let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    for name in names {
+        let rel = join_rel(rel_dir, &name);
+        let is_ignored = tree.ignored(&rel);
+        let host = host_dir.join(&name);
+        let meta = fs::symlink_metadata(&host).map_err(|e| BuildError::io(format!("reading {}", host.display()), e))?;
+        if is_ignored && !(meta.is_dir() && tree.context.is_some_and(|c| c.has_exceptions())) {
+            continue;
+        }
+        let dest = join_rel(dest_dir, &name);
+        if !is_ignored {
+            add_entry(out, tree, &host, &meta, &dest, req, links, false)?;
+        }
+        if meta.is_dir() {
+            walk_dir(out, tree, &host, &rel, &dest, req, links)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! Step handlers: COPY and WORKDIR (which add layers) and the instructions that
+//! only change the image config.
+
+use super::copy::{self, CopyRequest, SourceTree};
+use super::stage::{PathKey, Planned, StageFs};
+use super::{users, BuildError, BuildOptions, Session, StageState};
+use crate::context::BuildContext;
+use crate::dockerfile::shell::{self, Env};
+use crate::dockerfile::{CommandLine, Copy, Dockerfile, Instruction};
+use crate::image::remote::{self, ManifestFormat};
+use crate::image::spec::{MT_DOCKER_LAYER, MT_OCI_LAYER};
+use crate::image::Reference;
+use crate::layer::writer::{EntryBody, EntryMeta};
+use crate::rootfs::index::NodeKind;
+use crate::rootfs::join_rel;
+use std::collections::{BTreeMap, HashMap};
+
+/// Joins a WORKDIR or destination onto the current working directory and cleans it.
+pub fn absolute(path: &str, workdir: Option<&str>) -> String {
+    let joined = if path.starts_with('/') { path.to_string() } else { format!("{}/{path}", workdir.unwrap_or("/")) };
+    format!("/{}", crate::layer::reader::clean_rooted(&joined))
+}
+
+fn layer_media_type(format: ManifestFormat) -> String {
+    match format {
+        ManifestFormat::Docker => MT_DOCKER_LAYER.into(),
+        ManifestFormat::Oci => MT_OCI_LAYER.into(),
+    }
+}
+
+fn commit(session: &Session, st: &mut StageState, entries: BTreeMap<PathKey, Planned>) -> Result<(), BuildError> {
+    st.fs.commit(session, entries)?;
+    if let Some(l) = st.fs.layers.last_mut() {
+        l.descriptor.media_type = layer_media_type(st.format);
+    }
+    Ok(())
+}
+
+/// Looks up `user[:group]` against the stage's passwd and group files when names are used.
+async fn owner(session: &Session, st: &mut StageState, spec: &str) -> Result<(u64, u64), BuildError> {
+    let numeric = spec.split(':').all(|p| p.parse::<u64>().is_ok());
+    let (passwd, group) = if numeric {
+        (None, None)
+    } else {
+        let p = st.fs.read_file(session, "/etc/passwd").await?;
+        let g = st.fs.read_file(session, "/etc/group").await?;
+        (p.map(|b| String::from_utf8_lossy(&b).into_owned()), g.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    };
+    users::parse_owner(spec, passwd.as_deref(), group.as_deref()).map_err(BuildError::Source)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn copy_step(
+    session: &Session,
+    df: &Dockerfile,
+    st: &mut StageState,
+    c: &Copy,
+    env: &Env,
+    built: &mut HashMap<usize, StageState>,
+    ctx: &BuildContext,
+    stage_index: usize,
+    opts: &BuildOptions,
+) -> Result<(), BuildError> {
+    let esc = df.escape;
+    let mut sources = Vec::new();
+    let mut inline = Vec::new();
+    for s in &c.sources {
+        if let Some(h) = c.heredocs.iter().find(|h| s.starts_with("<<") && s.trim_start_matches("<<").trim_start_matches('-').trim_matches(['"', '\'']) == h.name) {
+            let content = if h.expand { shell::expand(&h.content, esc, env).unwrap_or_else(|_| h.content.clone()) } else { h.content.clone() };
+            inline.push((h.name.clone(), content.into_bytes()));
+        } else {
+            sources.push(shell::expand(s, esc, env)?);
+        }
+    }
+    let dest = shell::expand(&c.dest, esc, env)?;
+    let owner = match &c.chown {
+        Some(spec) => Some(owner(session, st, &shell::expand(spec, esc, env)?).await?),
+        None => None,
+    };
+    let chmod = match &c.chmod {
+        Some(m) => {
+            let m = shell::expand(m, esc, env)?;
+            Some(u32::from_str_radix(&m, 8).ok().filter(|v| *v <= 0o7777).ok_or_else(|| BuildError::Source(format!("invalid --chmod={m}: only octal modes are supported")))?)
+        }
+        None => None,
+    };
+    let req = CopyRequest {
+        sources,
+        inline,
+        dest,
+        workdir: st.config.config.working_dir.clone().unwrap_or_else(|| "/".into()),
+        owner,
+        chmod,
+        now: session.now,
+    };
+    let from = match &c.from {
+        Some(f) => Some(shell::expand(f, esc, env)?),
+        None => None,
+    };
+    let entries = match from {
+        None => {
+            let tree = SourceTree { root: ctx.root(), context: Some(ctx), label: "build context".into() };
+            let index = st.fs.index(session).await?;
+            copy::plan(&req, &tree, index)?
+        }
+        Some(name) => {
+            let lower = name.to_ascii_lowercase();
+            let by_name = df.stages[..stage_index].iter().position(|s| s.name.as_deref() == Some(&lower));
+            let by_index = name.parse::<usize>().ok().filter(|&i| i < stage_index);
+            if let Some(j) = by_name.or(by_index) {
+                let src = built.get_mut(&j).ok_or_else(|| BuildError::Source(format!("stage {name} was not built")))?;
+                let root = src.fs.rootfs(session).await?;
+                let tree = SourceTree { root: root.path(), context: None, label: format!("stage {name}") };
+                let index = st.fs.index(session).await?;
+                copy::plan(&req, &tree, index)?
+            } else if df.stages.iter().any(|s| s.name.as_deref() == Some(&lower)) {
+                return Err(BuildError::Source(format!("stage {name} is defined after this COPY --from; a stage can only copy from earlier stages")));
+            } else {
+                let reference = Reference::parse(&name).map_err(|e| BuildError::Source(format!("--from={name} is neither a stage nor an image: {e}")))?;
+                let image = remote::fetch(&session.registry, &reference, &opts.platform, &session.blobs_dir).await?;
+                let dir = opts.scratch_dir.join(format!("from-{}", image.manifest_digest.replace(':', "-")));
+                let mut fs = StageFs::new(image.layers, dir);
+                let root = fs.rootfs(session).await?;
+                let tree = SourceTree { root: root.path(), context: None, label: format!("image {reference}") };
+                let index = st.fs.index(session).await?;
+                copy::plan(&req, &tree, index)?
+            }
+        }
+    };
+    commit(session, st, entries)
+}
+
+/// WORKDIR: creates missing directories (0755) and always adds a layer, empty
+/// when nothing was missing, as BuildKit does.
+pub(super) async fn workdir_step(session: &Session, st: &mut StageState, path: &str) -> Result<(), BuildError> {
+    let abs = absolute(path, st.config.config.working_dir.as_deref());
+    st.config.config.working_dir = Some(abs.clone());
+    let (uid, gid) = match st.config.config.user.clone().filter(|u| !u.is_empty()) {
+        Some(u) => owner(session, st, &u).await?,
+        None => (0, 0),
+    };
+    let index = st.fs.index(session).await?;
+    let resolved = index.resolve(&abs, true)?;
+    let mut entries = BTreeMap::new();
+    let mut cur = String::new();
+    let mut created = false;
+    for part in resolved.split('/').filter(|p| !p.is_empty()) {
+        cur = join_rel(&cur, part);
+        let meta = match index.get(&cur) {
+            Some(n) if n.kind == NodeKind::Dir => EntryMeta { mode: n.mode, uid: n.uid, gid: n.gid, mtime: n.mtime },
+            Some(_) => return Err(BuildError::Source(format!("WORKDIR {abs}: /{cur} exists and is not a directory"))),
+            None => {
+                created = true;
+                EntryMeta { mode: 0o755, uid, gid, mtime: session.now }
+            }
+        };
+        entries.insert(PathKey(cur.clone()), Planned { meta, body: EntryBody::Dir });
+    }
+    if !created {
+        entries.clear();
+    }
+    commit(session, st, entries)
+}
+
+fn shell_form(st: &StageState, cmd: &CommandLine) -> Vec<String> {
+    match cmd {
+        CommandLine::Exec(v) => v.clone(),
+        CommandLine::Shell(s) => {
+            let mut v = st.config.config.shell.clone().unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+            v.push(s.clone());
+            v
+        }
+    }
+}
+
+/// Instructions that change only the config.
+pub(super) fn config_step(st: &mut StageState, ins: &Instruction, esc: char, env: &Env) -> Result<(), BuildError> {
+    let x = |w: &str| shell::expand(w, esc, env);
+    let cfg = &mut st.config.config;
+    match ins {
+        Instruction::Env(pairs) => {
+            let expanded: Vec<(String, String)> = pairs.iter().map(|(k, v)| Ok((x(k)?, x(v)?))).collect::<Result<_, BuildError>>()?;
+            for (k, v) in expanded {
+                if k.is_empty() {
+                    return Err(BuildError::Source("ENV names can not be blank".into()));
+                }
+                st.config.config.set_env(&k, &v);
+            }
+        }
+        Instruction::Label(pairs) => {
+            for (k, v) in pairs {
+                let (k, v) = (x(k)?, x(v)?);
+                cfg.labels.get_or_insert_with(BTreeMap::new).insert(k, v);
+            }
+        }
+        Instruction::Entrypoint(c) => {
+            let v = shell_form(st, c);
+            let cfg = &mut st.config.config;
+            cfg.entrypoint = Some(v);
+            if !st.cmd_set {
+                cfg.cmd = None;
+            }
+        }
+        Instruction::Cmd(c) => {
+            let v = shell_form(st, c);
+            st.config.config.cmd = Some(v);
+            st.cmd_set = true;
+        }
+        Instruction::Expose(ports) => {
+            for p in ports {
+                for word in shell::expand_words(p, esc, env)? {
+                    for port in expand_port(&word)? {
+                        cfg.exposed_ports.get_or_insert_with(BTreeMap::new).insert(port, serde_json::json!({}));
+                    }
+                }
+            }
+        }
+        Instruction::User(u) => cfg.user = Some(x(u)?),
+        Instruction::Volume(vs) => {
+            for v in vs {
+                let v = x(v)?;
+                if v.trim().is_empty() {
+                    return Err(BuildError::Source("VOLUME specified can not be an empty string".into()));
+                }
+                cfg.volumes.get_or_insert_with(BTreeMap::new).insert(v, serde_json::json!({}));
+            }
+        }
+        Instruction::StopSignal(s) => cfg.stop_signal = Some(x(s)?),
+        Instruction::Maintainer(m) => st.config.author = Some(x(m)?),
+        Instruction::Shell(s) => cfg.shell = Some(s.clone()),
+        Instruction::Healthcheck(h) => cfg.healthcheck = Some(h.clone()),
+        Instruction::Onbuild(t) => cfg.on_build.get_or_insert_with(Vec::new).push(t.clone()),
+        Instruction::Arg(_) | Instruction::Copy(_) | Instruction::Workdir(_) | Instruction::Unsupported(_) => {}
+    }
+    Ok(())
+}
+
+/// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp` …
+fn expand_port(spec: &str) -> Result<Vec<String>, BuildError> {
+    let (ports, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
+    let proto = proto.to_ascii_lowercase();
+    let bad = || BuildError::Source(format!("invalid port specification: {spec:?}"));
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (a.parse::<u16>().map_err(|_| bad())?, b.parse::<u16>().map_err(|_| bad())?),
+        None => {
+            let p = ports.parse::<u16>().map_err(|_| bad())?;
+            (p, p)
+        }
+    };
+    if lo > hi || !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(bad());
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_ports() {
+        assert_eq!(absolute("app", Some("/usr/local")), "/usr/local/app");
+        assert_eq!(absolute("../x", Some("/a/b")), "/a/x");
+        assert_eq!(absolute("/abs/", None), "/abs");
+        assert_eq!(expand_port("80").unwrap(), ["80/tcp"]);
+        assert_eq!(expand_port("53/UDP").unwrap(), ["53/udp"]);
+        assert_eq!(expand_port("8000-8001").unwrap(), ["8000/tcp", "8001/tcp"]);
+        assert!(expand_port("x").is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! A stage's filesystem as a list of layers, with a file index and an unpacked
+//! root made only when a step needs them.
+
+use super::{BuildError, Session};
+use crate::image::{Layer, LayerSource};
+use crate::layer::reader::{self, Kind, Whiteout};
+use crate::layer::writer::{EntryBody, EntryMeta, LayerWriter};
+use crate::rootfs::apply::ScratchRoot;
+use crate::rootfs::index::{FsIndex, Node, NodeKind};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+/// One entry a step adds, by root-relative path.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub meta: EntryMeta,
+    pub body: EntryBody,
+}
+
+pub struct StageFs {
+    pub layers: Vec<Layer>,
+    index: Option<FsIndex>,
+    rootfs: Option<ScratchRoot>,
+    dir: PathBuf,
+}
+
+impl StageFs {
+    pub fn new(layers: Vec<Layer>, dir: PathBuf) -> StageFs {
+        StageFs { layers, index: None, rootfs: None, dir }
+    }
+
+    /// The blob file of a layer, downloading it once per build.
+    pub async fn blob(session: &Session, layer: &Layer) -> Result<PathBuf, BuildError> {
+        match &layer.source {
+            LayerSource::Local(p) => Ok(p.clone()),
+            LayerSource::Remote(r) => {
+                let digest = &layer.descriptor.digest;
+                let path = session.blobs_dir.join(digest.replace(':', "-"));
+                if path.exists() {
+                    return Ok(path);
+                }
+                let _guard = session.download_lock.lock().await;
+                if !path.exists() {
+                    let part = path.with_extension("part");
+                    session.registry.download_blob(r, digest, &part).await?;
+                    std::fs::rename(&part, &path).map_err(|e| BuildError::io(format!("storing blob {digest}"), e))?;
+                }
+                Ok(path)
+            }
+        }
+    }
+
+    /// The file index, built by streaming every layer once.
+    pub async fn index(&mut self, session: &Session) -> Result<&mut FsIndex, BuildError> {
+        if self.index.is_none() {
+            let mut idx = FsIndex::default().with_root();
+            for l in &self.layers {
+                let blob = Self::blob(session, l).await?;
+                idx.apply_layer(&blob, &l.descriptor.digest)?;
+            }
+            self.index = Some(idx);
+        }
+        Ok(self.index.as_mut().expect("index set above"))
+    }
+
+    /// The unpacked root, applying every layer into this stage's scratch dir.
+    pub async fn rootfs(&mut self, session: &Session) -> Result<&ScratchRoot, BuildError> {
+        if self.rootfs.is_none() {
+            let dir = self.dir.join("rootfs");
+            std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
+            let root = ScratchRoot::new(&dir);
+            for l in &self.layers {
+                let blob = Self::blob(session, l).await?;
+                let report = root.apply_layer(&blob, &l.descriptor.digest)?;
+                if report.skipped_devices > 0 {
+                    eprintln!("WARN layer {}: skipped {} device nodes (not running as root)", l.descriptor.digest, report.skipped_devices);
+                }
+            }
+            self.rootfs = Some(root);
+        }
+        Ok(self.rootfs.as_ref().expect("rootfs set above"))
+    }
+
+    /// Reads one file's bytes from the layers (for /etc/passwd and /etc/group).
+    pub async fn read_file(&mut self, session: &Session, abs: &str) -> Result<Option<Vec<u8>>, BuildError> {
+        let rel = self.index(session).await?.resolve(abs, true)?;
+        if let Some(root) = &self.rootfs {
+            return Ok(std::fs::read(root.host_path(&rel)).ok());
+        }
+        let mut found: Option<Vec<u8>> = None;
+        for l in self.layers.clone() {
+            let blob = Self::blob(session, &l).await?;
+            reader::for_each_entry(&blob, &l.descriptor.digest, |e, data| {
+                match (&e.whiteout, &e.kind) {
+                    (Some(Whiteout::Remove(p)), _) if *p == rel || rel.starts_with(&format!("{p}/")) => found = None,
+                    (Some(Whiteout::Opaque(d)), _) if rel.starts_with(&format!("{d}/")) => found = None,
+                    (None, Kind::File) if e.path == rel => {
+                        let mut b = Vec::new();
+                        data.read_to_end(&mut b).map_err(|source| reader::ReadError::Io { layer: l.descriptor.digest.clone(), source })?;
+                        found = Some(b);
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })?;
+        }
+        Ok(found)
+    }
+
+    /// Writes `entries` (plus nothing else) as a new layer and records it.
+    pub fn commit(&mut self, session: &Session, entries: BTreeMap<PathKey, Planned>) -> Result<Layer, BuildError> {
+        let n = self.layers.len();
+        let path = self.dir.join(format!("layer-{n}.tar.gz"));
+        let mut w = LayerWriter::create(&path, session.compression_level)?;
+        for (key, p) in &entries {
+            w.append(&key.0, &p.meta, &p.body)?;
+        }
+        let file = w.finish()?;
+        if let Some(idx) = self.index.as_mut() {
+            let mut sizes: HashMap<&str, u64> = HashMap::new();
+            for (key, p) in &entries {
+                let (kind, size) = match &p.body {
+                    EntryBody::Dir => (NodeKind::Dir, 0),
+                    EntryBody::File { size, .. } => (NodeKind::File, *size),
+                    EntryBody::Bytes(b) => (NodeKind::File, b.len() as u64),
+                    EntryBody::Symlink(t) => (NodeKind::Symlink(t.clone()), 0),
+                    EntryBody::Hardlink(t) => (NodeKind::File, sizes.get(t.as_str()).copied().unwrap_or(0)),
+                };
+                sizes.insert(&key.0, size);
+                if kind != NodeKind::Dir {
+                    // A file replacing a directory hides the directory's tree.
+                    idx.remove_children(&key.0);
+                }
+                idx.insert(key.0.clone(), Node { kind, mode: p.meta.mode, uid: p.meta.uid, gid: p.meta.gid, size, mtime: p.meta.mtime });
+            }
+        }
+        let layer = Layer {
+            descriptor: crate::image::spec::Descriptor {
+                media_type: String::new(),
+                digest: file.digest,
+                size: file.size,
+                platform: None,
+                annotations: None,
+                urls: None,
+            },
+            diff_id: file.diff_id,
+            source: LayerSource::Local(file.path.clone()),
+        };
+        if let Some(root) = &self.rootfs {
+            root.apply_layer(&file.path, &layer.descriptor.digest)?;
+        }
+        self.layers.push(layer.clone());
+        Ok(layer)
+    }
+}
+
+/// A root-relative path ordered as a directory walk visits it: by components,
+/// so `a/b` sorts right after `a` and before `a-b`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathKey(pub String);
+
+impl Ord for PathKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.split('/').cmp(other.0.split('/'))
+    }
+}
+
+impl PartialOrd for PathKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}

@@ -1,0 +1,129 @@
+//! Command-line flags with Kaniko's names, validated once into options.
+
+use clap::{ArgAction, Parser};
+use std::path::PathBuf;
+
+/// Builds a container image from a Dockerfile and pushes it, without a Docker daemon.
+#[derive(Debug, Parser)]
+#[command(name = "executor", version, about, args_override_self = true)]
+pub struct Cli {
+    /// Path to the Dockerfile (relative paths are tried against the context too).
+    #[arg(short = 'f', long, default_value = "Dockerfile")]
+    pub dockerfile: String,
+    /// Build context: a directory path or dir://path.
+    #[arg(short = 'c', long, default_value = ".")]
+    pub context: String,
+    /// Where to push the image (repeatable): registry/repository:tag.
+    #[arg(short = 'd', long = "destination", action = ArgAction::Append)]
+    pub destinations: Vec<String>,
+    /// Build argument KEY=VALUE (repeatable); KEY alone takes the value from the environment.
+    #[arg(long = "build-arg", action = ArgAction::Append)]
+    pub build_args: Vec<String>,
+    /// Stage to build (default: the last one).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Build without pushing.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub no_push: bool,
+    /// Also write the image as a docker-archive tarball (docker load).
+    #[arg(long)]
+    pub tar_path: Option<PathBuf>,
+    /// Also write the image into an OCI layout directory.
+    #[arg(long)]
+    pub oci_layout_path: Option<PathBuf>,
+    /// Write the image digest to this file.
+    #[arg(long)]
+    pub digest_file: Option<PathBuf>,
+    /// Write `repository@digest` of every destination to this file.
+    #[arg(long)]
+    pub image_name_with_digest_file: Option<PathBuf>,
+    /// Label KEY=VALUE added to the image (repeatable).
+    #[arg(long = "label", action = ArgAction::Append)]
+    pub labels: Vec<String>,
+    /// Push to plain-HTTP registries.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub insecure: bool,
+    /// Pull from plain-HTTP registries.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub insecure_pull: bool,
+    /// Registry HOST[:PORT] reached over plain HTTP for pull and push (repeatable).
+    #[arg(long = "insecure-registry", action = ArgAction::Append)]
+    pub insecure_registries: Vec<String>,
+    /// Do not verify TLS certificates when pushing.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub skip_tls_verify: bool,
+    /// Do not verify TLS certificates when pulling.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub skip_tls_verify_pull: bool,
+    /// Registry HOST[:PORT] whose TLS certificate is not verified (repeatable).
+    #[arg(long = "skip-tls-verify-registry", action = ArgAction::Append)]
+    pub skip_tls_verify_registries: Vec<String>,
+    /// Platform to build for, os/arch[/variant] (default: this machine's).
+    #[arg(long)]
+    pub custom_platform: Option<String>,
+    /// Zero timestamps in layers and config, for reproducible digests.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub reproducible: bool,
+    /// Log level: panic, fatal, error, warn, info, debug, trace.
+    #[arg(short = 'v', long, default_value = "info")]
+    pub verbosity: String,
+    /// Retries for registry requests after 5xx, 429, resets and timeouts.
+    #[arg(long, default_value_t = 3)]
+    pub push_retry: u32,
+    /// gzip level for new layers (0-9).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub compression_level: u32,
+    /// Directory for the scratch root (default: the system temp dir).
+    #[arg(long = "kaniko-dir", alias = "scratch-dir")]
+    pub kaniko_dir: Option<PathBuf>,
+    /// Accepted for Kaniko compatibility: the scratch root is always removed.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub cleanup: bool,
+}
+
+/// A flag value that is wrong, with the flag named.
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag}: {reason}")]
+pub struct FlagError {
+    pub flag: &'static str,
+    pub reason: String,
+}
+
+/// `K=V` pairs; `K` alone reads the environment (Docker's rule for --build-arg).
+pub fn key_values(flag: &'static str, items: &[String], from_env: bool) -> Result<Vec<(String, String)>, FlagError> {
+    items
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            None if from_env && !s.is_empty() => Ok((s.clone(), std::env::var(s).unwrap_or_default())),
+            _ => Err(FlagError { flag, reason: format!("{s:?} is not KEY=VALUE") }),
+        })
+        .collect()
+}
+
+/// `dir://path` or a plain path.
+pub fn context_dir(s: &str) -> Result<PathBuf, FlagError> {
+    if let Some(p) = s.strip_prefix("dir://") {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some((scheme, _)) = s.split_once("://") {
+        return Err(FlagError { flag: "context", reason: format!("{scheme}:// contexts are not supported yet; use a directory or dir://") });
+    }
+    Ok(PathBuf::from(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kaniko_style_flags() {
+        let c = Cli::try_parse_from(["executor", "--dockerfile=D", "-c", "dir:///ws", "--destination", "a/b:c", "-d", "x/y", "--no-push", "--insecure=true", "--build-arg", "A=1"]).unwrap();
+        assert_eq!(c.destinations, ["a/b:c", "x/y"]);
+        assert!(c.no_push && c.insecure);
+        assert_eq!(context_dir(&c.context).unwrap(), PathBuf::from("/ws"));
+        assert!(Cli::try_parse_from(["executor", "--bogus"]).is_err());
+        assert!(context_dir("git://x").is_err());
+        assert!(key_values("label", &["=x".into()], false).is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! The image model: references, manifest/index/config types, lazy remote images.
+
+pub mod reference;
+pub mod remote;
+pub mod spec;
+
+pub use reference::Reference;
+pub use remote::{Layer, LayerSource, ManifestFormat, RemoteImage};

@@ -1,0 +1,102 @@
+//! Lazy remote images: a base is its manifest, config and layer descriptors;
+//! layer bytes are fetched only when a step needs them.
+
+use super::reference::Reference;
+use super::spec::{Descriptor, ImageConfig, Index, Manifest, Platform, MT_DOCKER_LIST, MT_OCI_INDEX};
+use crate::registry::{Registry, RegistryError};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{reference}: {reason}")]
+    Invalid { reference: String, reason: String },
+    #[error("{reference}: no manifest for platform {platform} (the index has {available})")]
+    NoPlatform { reference: String, platform: String, available: String },
+    #[error("{op}: {source}")]
+    Io { op: String, source: std::io::Error },
+}
+
+/// Where a layer's bytes are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LayerSource {
+    /// In a registry repository (registry and repository of the reference).
+    Remote(Reference),
+    /// A blob file this build wrote or downloaded.
+    Local(PathBuf),
+}
+
+/// A layer: descriptor and diff_id known, bytes opened on demand.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub descriptor: Descriptor,
+    pub diff_id: String,
+    pub source: LayerSource,
+}
+
+/// Whether a manifest uses Docker's or OCI's media types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestFormat {
+    Docker,
+    Oci,
+}
+
+/// A base image as fetched: config and layers, nothing downloaded yet.
+#[derive(Debug, Clone)]
+pub struct RemoteImage {
+    pub reference: Reference,
+    /// Digest of the image manifest (after platform selection).
+    pub manifest_digest: String,
+    pub format: ManifestFormat,
+    pub config: ImageConfig,
+    pub layers: Vec<Layer>,
+}
+
+/// Fetches manifest (resolving an index to `platform`) and config of `reference`.
+pub async fn fetch(registry: &Registry, reference: &Reference, platform: &Platform, tmp: &std::path::Path) -> Result<RemoteImage, RemoteError> {
+    let invalid = |reason: String| RemoteError::Invalid { reference: reference.to_string(), reason };
+    let mut raw = registry.manifest(reference).await?;
+    if raw.media_type == MT_DOCKER_LIST || raw.media_type == MT_OCI_INDEX {
+        let index: Index = serde_json::from_slice(&raw.bytes).map_err(|e| invalid(format!("bad index: {e}")))?;
+        let chosen = index
+            .manifests
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| p.matches(platform)))
+            .ok_or_else(|| RemoteError::NoPlatform {
+                reference: reference.to_string(),
+                platform: platform.to_string(),
+                available: index
+                    .manifests
+                    .iter()
+                    .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        raw = registry.manifest(&reference.with_object(None, Some(chosen.digest.clone()))).await?;
+    }
+    let manifest: Manifest = serde_json::from_slice(&raw.bytes).map_err(|e| invalid(format!("bad manifest ({}): {e}", raw.media_type)))?;
+    let format = if raw.media_type.contains("oci") || manifest.config.media_type.contains("oci") {
+        ManifestFormat::Oci
+    } else {
+        ManifestFormat::Docker
+    };
+    let cfg_path = tmp.join(format!("config-{}", manifest.config.digest.replace(':', "-")));
+    registry.download_blob(reference, &manifest.config.digest, &cfg_path).await?;
+    let cfg_bytes = std::fs::read(&cfg_path).map_err(|source| RemoteError::Io { op: format!("reading {}", cfg_path.display()), source })?;
+    let config: ImageConfig = serde_json::from_slice(&cfg_bytes).map_err(|e| invalid(format!("bad config: {e}")))?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(invalid(format!(
+            "config lists {} diff_ids but the manifest {} layers",
+            config.rootfs.diff_ids.len(),
+            manifest.layers.len()
+        )));
+    }
+    let layers = manifest
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(d, diff_id)| Layer { descriptor: d.clone(), diff_id: diff_id.clone(), source: LayerSource::Remote(reference.clone()) })
+        .collect();
+    Ok(RemoteImage { reference: reference.clone(), manifest_digest: raw.digest, format, config, layers })
+}

@@ -1,0 +1,177 @@
+//! Reads a layer blob (gzip or plain tar) entry by entry. Paths come out cleaned and
+//! rooted (`../../etc` → `etc`), whiteouts are recognised, nothing is written.
+
+use flate2::read::GzDecoder;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading layer {layer}: {source}")]
+    Io { layer: String, source: io::Error },
+    #[error("layer {layer}: entry {path:?}: {reason}")]
+    Entry { layer: String, path: String, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink(String),
+    /// Hard link to another entry, path cleaned like entry paths.
+    Hardlink(String),
+    Char(u32, u32),
+    Block(u32, u32),
+    Fifo,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Whiteout {
+    /// `.wh.name`: remove `path`.
+    Remove(String),
+    /// `.wh..wh..opq`: hide what lower layers had under this directory.
+    Opaque(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Relative to the root, no leading `/`; empty for the root itself.
+    pub path: String,
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub size: u64,
+    pub mtime: u64,
+    pub whiteout: Option<Whiteout>,
+}
+
+/// Lexically cleans a path as if rooted at `/`: `..` cannot climb above the root.
+pub fn clean_rooted(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
+}
+
+/// Calls `f` for every entry of the layer at `path`, with a reader for its bytes.
+pub fn for_each_entry<F>(path: &Path, label: &str, mut f: F) -> Result<(), ReadError>
+where
+    F: FnMut(Entry, &mut dyn Read) -> Result<(), ReadError>,
+{
+    let io_err = |source| ReadError::Io {
+        layer: label.to_string(),
+        source,
+    };
+    let mut file = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err)?);
+    let mut magic = [0u8; 2];
+    let n = file.get_mut().read(&mut magic).map_err(io_err)?;
+    let file = File::open(path).map_err(io_err)?;
+    let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(GzDecoder::new(BufReader::with_capacity(1 << 20, file)))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, file))
+    };
+    for_each_in_stream(reader, label, &mut f)
+}
+
+/// Like [`for_each_entry`] over an uncompressed tar stream.
+pub fn for_each_in_stream<R: Read, F>(reader: R, label: &str, f: &mut F) -> Result<(), ReadError>
+where
+    F: FnMut(Entry, &mut dyn Read) -> Result<(), ReadError>,
+{
+    let io_err = |source| ReadError::Io {
+        layer: label.to_string(),
+        source,
+    };
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(io_err)? {
+        let mut entry = entry.map_err(io_err)?;
+        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let path = clean_rooted(&raw_path);
+        let h = entry.header();
+        let bad = |reason: String| ReadError::Entry {
+            layer: label.to_string(),
+            path: raw_path.clone(),
+            reason,
+        };
+        let mode = h.mode().map_err(|e| bad(e.to_string()))?;
+        let uid = h.uid().map_err(|e| bad(e.to_string()))?;
+        let gid = h.gid().map_err(|e| bad(e.to_string()))?;
+        let mtime = h.mtime().unwrap_or(0);
+        let size = entry.size();
+        let link = || -> Result<String, ReadError> {
+            let l = entry
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .ok_or_else(|| bad("link without a target".into()))?;
+            Ok(l)
+        };
+        let et = h.entry_type();
+        let kind = match et {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => Kind::File,
+            tar::EntryType::Directory => Kind::Dir,
+            tar::EntryType::Symlink => Kind::Symlink(link()?),
+            tar::EntryType::Link => Kind::Hardlink(clean_rooted(&link()?)),
+            tar::EntryType::Char | tar::EntryType::Block => {
+                let major = h.device_major().ok().flatten().unwrap_or(0);
+                let minor = h.device_minor().ok().flatten().unwrap_or(0);
+                if et == tar::EntryType::Char {
+                    Kind::Char(major, minor)
+                } else {
+                    Kind::Block(major, minor)
+                }
+            }
+            tar::EntryType::Fifo => Kind::Fifo,
+            // PAX/GNU metadata entries are consumed by the tar crate; others are skipped.
+            _ => continue,
+        };
+        let (dir, name) = match path.rsplit_once('/') {
+            Some((d, n)) => (d.to_string(), n.to_string()),
+            None => (String::new(), path.clone()),
+        };
+        let whiteout = if name == ".wh..wh..opq" {
+            Some(Whiteout::Opaque(dir))
+        } else if let Some(hidden) = name.strip_prefix(".wh.") {
+            let target = if dir.is_empty() { hidden.to_string() } else { format!("{dir}/{hidden}") };
+            Some(Whiteout::Remove(target))
+        } else {
+            None
+        };
+        if path.is_empty() && whiteout.is_none() && kind != Kind::Dir {
+            continue;
+        }
+        let e = Entry {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            size,
+            mtime,
+            whiteout,
+        };
+        f(e, &mut entry)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_is_rooted() {
+        assert_eq!(clean_rooted("../../etc/passwd"), "etc/passwd");
+        assert_eq!(clean_rooted("/a/./b/../c/"), "a/c");
+        assert_eq!(clean_rooted("./"), "");
+    }
+}

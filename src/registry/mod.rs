@@ -1,0 +1,597 @@
+//! The registry protocol (distribution v2): manifests, blobs, cross-repo mounts,
+//! uploads; auth from the Docker config with Basic and Bearer challenges; plain
+//! HTTP for loopback and `--insecure-registry` hosts; retries with backoff.
+
+pub mod auth;
+
+use crate::image::reference::Reference;
+use crate::image::spec::MANIFEST_ACCEPT;
+use auth::{parse_challenge, Challenge, Credential, Keychain};
+use base64::Engine;
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Client, RequestBuilder, Response, StatusCode};
+use sha2::{Digest as _, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{op} {registry}/{repository}: {source}")]
+    Http {
+        op: String,
+        registry: String,
+        repository: String,
+        source: reqwest::Error,
+    },
+    #[error("{op} {registry}/{repository}: {status}{hint}: {body}")]
+    Status {
+        op: String,
+        registry: String,
+        repository: String,
+        status: StatusCode,
+        hint: &'static str,
+        body: String,
+    },
+    #[error("{what} from {registry}/{repository} has digest {actual}, expected {expected}")]
+    DigestMismatch {
+        what: String,
+        registry: String,
+        repository: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("authenticating to {registry}: {reason}")]
+    Auth { registry: String, reason: String },
+    #[error(transparent)]
+    Credentials(#[from] auth::AuthError),
+    #[error("{op}: {source}")]
+    Io { op: String, source: std::io::Error },
+}
+
+/// How to reach registries: which are plain HTTP or unverified TLS, how often to retry.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    pub insecure_push: bool,
+    pub insecure_pull: bool,
+    pub insecure_registries: Vec<String>,
+    pub skip_tls_verify_push: bool,
+    pub skip_tls_verify_pull: bool,
+    pub skip_tls_verify_registries: Vec<String>,
+    /// Extra attempts after a 5xx, 429, reset or timeout.
+    pub retries: u32,
+}
+
+/// What a request needs the token to allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    Pull,
+    Push,
+}
+
+/// A manifest exactly as the registry sent it.
+#[derive(Debug, Clone)]
+pub struct RawManifest {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    pub digest: String,
+}
+
+pub struct Registry {
+    http: Client,
+    http_unverified: Client,
+    opts: RegistryOptions,
+    keychain: Keychain,
+    challenges: Mutex<HashMap<String, Option<Challenge>>>,
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+/// One repository on one registry, with the access wanted and repositories to mount from.
+struct Scope<'a> {
+    registry: &'a str,
+    repository: &'a str,
+    access: Access,
+    mount_from: Option<&'a str>,
+}
+
+impl Scope<'_> {
+    fn key(&self) -> String {
+        let mut k = format!("{}|{}", self.registry, self.scope_param());
+        if let Some(from) = self.mount_from {
+            k.push_str(&format!("|repository:{from}:pull"));
+        }
+        k
+    }
+    fn scope_param(&self) -> String {
+        let actions = match self.access {
+            Access::Pull => "pull",
+            Access::Push => "pull,push",
+        };
+        format!("repository:{}:{actions}", self.repository)
+    }
+}
+
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn is_loopback(registry: &str) -> bool {
+    let host = registry.rsplit_once(':').map_or(registry, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { registry });
+    host == "localhost" || host.starts_with("127.") || host == "[::1]"
+}
+
+impl Registry {
+    pub fn new(opts: RegistryOptions, keychain: Keychain) -> Result<Registry, RegistryError> {
+        let build = |verify: bool| {
+            Client::builder()
+                .danger_accept_invalid_certs(!verify)
+                .pool_max_idle_per_host(8)
+                .connect_timeout(Duration::from_secs(30))
+                .read_timeout(Duration::from_secs(300))
+                .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|source| RegistryError::Http {
+                    op: "creating HTTP client".into(),
+                    registry: String::new(),
+                    repository: String::new(),
+                    source,
+                })
+        };
+        Ok(Registry {
+            http: build(true)?,
+            http_unverified: build(false)?,
+            opts,
+            keychain,
+            challenges: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn base_url(&self, registry: &str, access: Access) -> String {
+        let plain = is_loopback(registry)
+            || self.opts.insecure_registries.iter().any(|r| r == registry)
+            || match access {
+                Access::Pull => self.opts.insecure_pull,
+                Access::Push => self.opts.insecure_push,
+            };
+        let host = if registry == crate::image::reference::DOCKER_HUB { "registry-1.docker.io" } else { registry };
+        format!("{}://{host}", if plain { "http" } else { "https" })
+    }
+
+    fn client(&self, registry: &str, access: Access) -> &Client {
+        let skip = self.opts.skip_tls_verify_registries.iter().any(|r| r == registry)
+            || match access {
+                Access::Pull => self.opts.skip_tls_verify_pull,
+                Access::Push => self.opts.skip_tls_verify_push,
+            };
+        if skip {
+            &self.http_unverified
+        } else {
+            &self.http
+        }
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn auth_header(&self, scope: &Scope<'_>) -> Result<Option<String>, RegistryError> {
+        let challenge = Self::lock(&self.challenges).get(scope.registry).cloned().flatten();
+        match challenge {
+            None => Ok(None),
+            Some(Challenge::Basic) => Ok(match self.keychain.credential(scope.registry)? {
+                Some(Credential::Basic { username, password }) => Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+                )),
+                _ => None,
+            }),
+            Some(Challenge::Bearer { realm, service }) => {
+                if let Some(t) = Self::lock(&self.tokens).get(&scope.key()) {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                let token = self.fetch_token(scope, &realm, service.as_deref()).await?;
+                Self::lock(&self.tokens).insert(scope.key(), token.clone());
+                Ok(Some(format!("Bearer {token}")))
+            }
+        }
+    }
+
+    async fn fetch_token(&self, scope: &Scope<'_>, realm: &str, service: Option<&str>) -> Result<String, RegistryError> {
+        let fail = |reason: String| RegistryError::Auth {
+            registry: scope.registry.to_string(),
+            reason,
+        };
+        let mut params: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = service {
+            params.push(("service", s.to_string()));
+        }
+        params.push(("scope", scope.scope_param()));
+        if let Some(from) = scope.mount_from {
+            params.push(("scope", format!("repository:{from}:pull")));
+        }
+        let client = self.client(scope.registry, scope.access);
+        let req = match self.keychain.credential(scope.registry)? {
+            Some(Credential::IdentityToken(refresh)) => {
+                let mut form = params.clone();
+                form.extend([("grant_type", "refresh_token".to_string()), ("refresh_token", refresh), ("client_id", "kiln".to_string())]);
+                client.post(realm).form(&form)
+            }
+            Some(Credential::Basic { username, password }) => client.get(realm).query(&params).basic_auth(username, Some(password)),
+            None => client.get(realm).query(&params),
+        };
+        let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(fail(format!("token endpoint {realm} answered {status}: {}", body.trim())));
+        }
+        #[derive(serde::Deserialize)]
+        struct Token {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let t: Token = resp.json().await.map_err(|e| fail(format!("token response: {e}")))?;
+        t.token.or(t.access_token).ok_or_else(|| fail("token response had no token".into()))
+    }
+
+    /// Sends a request built by `build`, answering one auth challenge and retrying
+    /// transient failures with exponential backoff (honouring Retry-After).
+    async fn send<F>(&self, op: &str, scope: &Scope<'_>, build: F) -> Result<Response, RegistryError>
+    where
+        F: Fn(&Client, &str) -> Result<RequestBuilder, RegistryError>,
+    {
+        let base = self.base_url(scope.registry, scope.access);
+        let client = self.client(scope.registry, scope.access);
+        let http_err = |source| RegistryError::Http {
+            op: op.to_string(),
+            registry: scope.registry.to_string(),
+            repository: scope.repository.to_string(),
+            source,
+        };
+        let mut attempt = 0;
+        let mut authed = false;
+        loop {
+            let mut req = build(client, &base)?;
+            if let Some(h) = self.auth_header(scope).await? {
+                req = req.header(AUTHORIZATION, h);
+            }
+            let result = req.send().await;
+            let retry_after = match result {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !authed => {
+                    authed = true;
+                    let challenge = resp
+                        .headers()
+                        .get("www-authenticate")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_challenge);
+                    if challenge.is_none() {
+                        return Ok(resp);
+                    }
+                    Self::lock(&self.challenges).insert(scope.registry.to_string(), challenge);
+                    Self::lock(&self.tokens).remove(&scope.key());
+                    continue;
+                }
+                Ok(resp) if (resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS) && attempt < self.opts.retries => {
+                    retry_after(resp.headers())
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) if attempt < self.opts.retries && (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()) => None,
+                Err(e) => return Err(http_err(e)),
+            };
+            let backoff = retry_after.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))));
+            attempt += 1;
+            tracing_retry(op, scope, attempt, backoff);
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    fn status_error(op: &str, scope: &Scope<'_>, status: StatusCode, body: String) -> RegistryError {
+        let hint = match status {
+            StatusCode::UNAUTHORIZED => " (no or wrong credentials in the docker config)",
+            StatusCode::FORBIDDEN => " (the credentials are not allowed this)",
+            StatusCode::NOT_FOUND => " (not found)",
+            _ => "",
+        };
+        RegistryError::Status {
+            op: op.to_string(),
+            registry: scope.registry.to_string(),
+            repository: scope.repository.to_string(),
+            status,
+            hint,
+            body: body.trim().chars().take(500).collect(),
+        }
+    }
+
+    /// Fetches a manifest or index by tag or digest; the digest is checked when named.
+    pub async fn manifest(&self, r: &Reference) -> Result<RawManifest, RegistryError> {
+        let scope = Scope { registry: &r.registry, repository: &r.repository, access: Access::Pull, mount_from: None };
+        let op = format!("fetching manifest {}", r.object());
+        let url_path = format!("/v2/{}/manifests/{}", r.repository, r.object());
+        let resp = self
+            .send(&op, &scope, |c, base| Ok(c.get(format!("{base}{url_path}")).header("Accept", MANIFEST_ACCEPT)))
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Self::status_error(&op, &scope, status, body));
+        }
+        let media_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_string())
+            .unwrap_or_default();
+        let bytes = resp.bytes().await.map_err(|source| RegistryError::Http {
+            op,
+            registry: r.registry.clone(),
+            repository: r.repository.clone(),
+            source,
+        })?;
+        let digest = sha256_digest(&bytes);
+        if let Some(want) = &r.digest {
+            if *want != digest {
+                return Err(RegistryError::DigestMismatch {
+                    what: "manifest".into(),
+                    registry: r.registry.clone(),
+                    repository: r.repository.clone(),
+                    expected: want.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        let media_type = if media_type.is_empty() || media_type == "application/json" {
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string))
+                .unwrap_or_default()
+        } else {
+            media_type
+        };
+        Ok(RawManifest { bytes: bytes.to_vec(), media_type, digest })
+    }
+
+    /// Whether the repository already holds a blob.
+    pub async fn blob_exists(&self, r: &Reference, digest: &str, access: Access) -> Result<bool, RegistryError> {
+        let scope = Scope { registry: &r.registry, repository: &r.repository, access, mount_from: None };
+        let op = format!("checking blob {digest}");
+        let path = format!("/v2/{}/blobs/{digest}", r.repository);
+        let resp = self.send(&op, &scope, |c, base| Ok(c.head(format!("{base}{path}")))).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(Self::status_error(&op, &scope, s, String::new())),
+        }
+    }
+
+    /// Downloads a blob into `dest`, verifying its digest as it streams.
+    pub async fn download_blob(&self, r: &Reference, digest: &str, dest: &Path) -> Result<u64, RegistryError> {
+        let scope = Scope { registry: &r.registry, repository: &r.repository, access: Access::Pull, mount_from: None };
+        let op = format!("downloading blob {digest}");
+        let path = format!("/v2/{}/blobs/{digest}", r.repository);
+        let io = |source| RegistryError::Io { op: format!("writing {}", dest.display()), source };
+        let mut last_err = None;
+        for _ in 0..=self.opts.retries {
+            last_err = None;
+            let mut resp = self.send(&op, &scope, |c, base| Ok(c.get(format!("{base}{path}")))).await?;
+            if !resp.status().is_success() {
+                let status = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                return Err(Self::status_error(&op, &scope, status, body));
+            }
+            let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        hasher.update(&chunk);
+                        size += chunk.len() as u64;
+                        file.write_all(&chunk).await.map_err(io)?;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        last_err = Some(e);
+                        break;
+                    }
+                }
+            }
+            if last_err.is_some() {
+                continue;
+            }
+            file.flush().await.map_err(io)?;
+            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+            if actual != digest {
+                return Err(RegistryError::DigestMismatch {
+                    what: "blob".into(),
+                    registry: r.registry.clone(),
+                    repository: r.repository.clone(),
+                    expected: digest.to_string(),
+                    actual,
+                });
+            }
+            return Ok(size);
+        }
+        Err(RegistryError::Http {
+            op,
+            registry: r.registry.clone(),
+            repository: r.repository.clone(),
+            source: last_err.expect("loop ran at least once"),
+        })
+    }
+
+    /// Mounts a blob from another repository of the same registry; false if the
+    /// registry declined (the caller then uploads).
+    pub async fn mount_blob(&self, target: &Reference, digest: &str, from: &str) -> Result<bool, RegistryError> {
+        let scope = Scope { registry: &target.registry, repository: &target.repository, access: Access::Push, mount_from: Some(from) };
+        let op = format!("mounting blob {digest} from {from}");
+        let path = format!("/v2/{}/blobs/uploads/?mount={digest}&from={from}", target.repository);
+        let resp = self
+            .send(&op, &scope, |c, base| Ok(c.post(format!("{base}{path}")).header(CONTENT_LENGTH, 0)))
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => Ok(false),
+            s => {
+                let body = resp.text().await.unwrap_or_default();
+                Err(Self::status_error(&op, &scope, s, body))
+            }
+        }
+    }
+
+    /// Uploads a blob from a file in one PUT after opening an upload session.
+    pub async fn upload_blob(&self, target: &Reference, digest: &str, file: &Path) -> Result<(), RegistryError> {
+        let scope = Scope { registry: &target.registry, repository: &target.repository, access: Access::Push, mount_from: None };
+        let op = format!("uploading blob {digest}");
+        let mut attempt = 0;
+        loop {
+            let start = format!("/v2/{}/blobs/uploads/", target.repository);
+            let resp = self
+                .send(&op, &scope, |c, base| Ok(c.post(format!("{base}{start}")).header(CONTENT_LENGTH, 0)))
+                .await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                let s = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                return Err(Self::status_error(&op, &scope, s, body));
+            }
+            let location = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| Self::status_error(&op, &scope, StatusCode::ACCEPTED, "upload session without Location".into()))?
+                .to_string();
+            let base = self.base_url(&target.registry, Access::Push);
+            let mut url = if location.starts_with("http://") || location.starts_with("https://") {
+                location
+            } else {
+                format!("{base}{location}")
+            };
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&format!("digest={digest}"));
+            let size = std::fs::metadata(file).map_err(|source| RegistryError::Io { op: format!("reading {}", file.display()), source })?.len();
+            let file_path = file.to_path_buf();
+            let client = self.client(&target.registry, Access::Push);
+            let mut req = client
+                .put(&url)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, size);
+            if let Some(h) = self.auth_header(&scope).await? {
+                req = req.header(AUTHORIZATION, h);
+            }
+            let body_file = tokio::fs::File::open(&file_path)
+                .await
+                .map_err(|source| RegistryError::Io { op: format!("reading {}", file_path.display()), source })?;
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(body_file, 256 * 1024));
+            let result = req.body(body).send().await;
+            let retryable = match result {
+                Ok(resp) if resp.status() == StatusCode::CREATED => return Ok(()),
+                Ok(resp) => {
+                    let s = resp.status();
+                    if !(s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS) || attempt >= self.opts.retries {
+                        let body = resp.text().await.unwrap_or_default();
+                        return Err(Self::status_error(&op, &scope, s, body));
+                    }
+                    retry_after(resp.headers())
+                }
+                Err(e) if attempt < self.opts.retries => {
+                    let _ = e;
+                    None
+                }
+                Err(source) => {
+                    return Err(RegistryError::Http {
+                        op,
+                        registry: target.registry.clone(),
+                        repository: target.repository.clone(),
+                        source,
+                    })
+                }
+            };
+            let backoff = retryable.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))));
+            attempt += 1;
+            tracing_retry(&op, &scope, attempt, backoff);
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// Puts a manifest under `target`'s tag (or digest); returns its digest.
+    pub async fn put_manifest(&self, target: &Reference, bytes: &[u8], media_type: &str) -> Result<String, RegistryError> {
+        let scope = Scope { registry: &target.registry, repository: &target.repository, access: Access::Push, mount_from: None };
+        let digest = sha256_digest(bytes);
+        let object = target.tag.clone().unwrap_or_else(|| digest.clone());
+        let op = format!("pushing manifest {object}");
+        let path = format!("/v2/{}/manifests/{object}", target.repository);
+        let body = bytes.to_vec();
+        let resp = self
+            .send(&op, &scope, |c, base| {
+                Ok(c.put(format!("{base}{path}")).header(CONTENT_TYPE, media_type).body(body.clone()))
+            })
+            .await?;
+        if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
+            let s = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Self::status_error(&op, &scope, s, body));
+        }
+        Ok(digest)
+    }
+
+    /// Lists tags (used by tests and the cache).
+    pub async fn tags(&self, r: &Reference) -> Result<Vec<String>, RegistryError> {
+        let scope = Scope { registry: &r.registry, repository: &r.repository, access: Access::Pull, mount_from: None };
+        let op = "listing tags".to_string();
+        let path = format!("/v2/{}/tags/list", r.repository);
+        let resp = self.send(&op, &scope, |c, base| Ok(c.get(format!("{base}{path}")))).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        if !resp.status().is_success() {
+            let s = resp.status();
+            return Err(Self::status_error(&op, &scope, s, String::new()));
+        }
+        #[derive(serde::Deserialize)]
+        struct Tags {
+            tags: Option<Vec<String>>,
+        }
+        let t: Tags = resp.json().await.map_err(|source| RegistryError::Http {
+            op,
+            registry: r.registry.clone(),
+            repository: r.repository.clone(),
+            source,
+        })?;
+        Ok(t.tags.unwrap_or_default())
+    }
+}
+
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    h.get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(60)))
+}
+
+fn tracing_retry(op: &str, scope: &Scope<'_>, attempt: u32, backoff: Duration) {
+    eprintln!(
+        "WARN {op} {}/{}: transient failure, retry {attempt} in {:?}",
+        scope.registry, scope.repository, backoff
+    );
+}
+
+/// Repositories already handled, so parallel pushes do not repeat work.
+pub type SeenBlobs = Mutex<HashSet<String>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_plain_http() {
+        assert!(is_loopback("127.0.0.1:5000"));
+        assert!(is_loopback("localhost:5000"));
+        assert!(is_loopback("localhost"));
+        assert!(!is_loopback("registry.example:5000"));
+        let r = Registry::new(RegistryOptions { insecure_registries: vec!["reg.svc:5000".into()], ..Default::default() }, Keychain::default()).unwrap();
+        assert_eq!(r.base_url("reg.svc:5000", Access::Push), "http://reg.svc:5000");
+        assert_eq!(r.base_url("ghcr.io", Access::Pull), "https://ghcr.io");
+    }
+}

@@ -1,0 +1,210 @@
+//! Unpacks layers into a scratch directory. Every path is resolved with
+//! [`resolve_in_root`] against the directory itself, and the last component is
+//! created without following links, so no entry can write outside the root.
+
+use super::{join_rel, resolve_in_root, split_parent};
+use crate::layer::reader::{self, Entry, Kind, ReadError, Whiteout};
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("layer {layer}: {path}: {source}")]
+    Io { layer: String, path: String, source: io::Error },
+    #[error("layer {layer}: {path}: {source}")]
+    Resolve { layer: String, path: String, source: super::ResolveError },
+}
+
+/// What one application did beyond the plain entries.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// Device nodes skipped because the executor is not root.
+    pub skipped_devices: usize,
+}
+
+/// A directory that layers are unpacked into.
+pub struct ScratchRoot {
+    root: PathBuf,
+    as_root: bool,
+}
+
+impl ScratchRoot {
+    pub fn new(root: &Path) -> ScratchRoot {
+        ScratchRoot { root: root.to_path_buf(), as_root: nix::unistd::geteuid().is_root() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Resolves an absolute image path to a root-relative one, following symlinks on disk.
+    pub fn resolve(&self, path: &str, follow_last: bool) -> Result<String, super::ResolveError> {
+        resolve_in_root(path, follow_last, |c| {
+            let p = self.root.join(c);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => fs::read_link(&p).ok().map(|t| t.to_string_lossy().into_owned()),
+                _ => None,
+            }
+        })
+    }
+
+    /// Host path of a root-relative path (already resolved).
+    pub fn host_path(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        }
+    }
+
+    /// Unpacks one layer blob.
+    pub fn apply_layer(&self, blob: &Path, label: &str) -> Result<ApplyReport, ApplyError> {
+        let mut written = HashSet::new();
+        let mut report = ApplyReport::default();
+        reader::for_each_entry(blob, label, |e, data| {
+            self.apply_entry(&e, data, &mut written, &mut report, label).map_err(|err| match err {
+                ApplyError::Read(r) => r,
+                other => ReadError::Entry { layer: label.to_string(), path: e.path.clone(), reason: other.to_string() },
+            })
+        })?;
+        Ok(report)
+    }
+
+    fn apply_entry(&self, e: &Entry, data: &mut dyn Read, written: &mut HashSet<String>, report: &mut ApplyReport, label: &str) -> Result<(), ApplyError> {
+        let io_err = |path: &str| {
+            let path = path.to_string();
+            let layer = label.to_string();
+            move |source| ApplyError::Io { layer, path, source }
+        };
+        let (parent, name) = split_parent(&e.path);
+        let parent_rel = self
+            .resolve(&format!("/{parent}"), true)
+            .map_err(|source| ApplyError::Resolve { layer: label.to_string(), path: e.path.clone(), source })?;
+        let parent_host = self.host_path(&parent_rel);
+        if !parent_rel.is_empty() {
+            self.make_dirs(&parent_rel).map_err(io_err(&e.path))?;
+        }
+        match &e.whiteout {
+            Some(Whiteout::Remove(_)) => {
+                let hidden = name.strip_prefix(".wh.").unwrap_or(name);
+                remove_any(&parent_host.join(hidden)).map_err(io_err(&e.path))?;
+                return Ok(());
+            }
+            Some(Whiteout::Opaque(_)) => {
+                if let Ok(rd) = fs::read_dir(&parent_host) {
+                    for child in rd.flatten() {
+                        let rel = join_rel(&parent_rel, &child.file_name().to_string_lossy());
+                        if !written.contains(&rel) {
+                            remove_any(&child.path()).map_err(io_err(&rel))?;
+                        }
+                    }
+                }
+                return Ok(());
+            }
+            None => {}
+        }
+        if e.path.is_empty() {
+            // The root directory itself: only its metadata.
+            self.set_meta(&self.root, e, true).map_err(io_err("/"))?;
+            return Ok(());
+        }
+        let rel = join_rel(&parent_rel, name);
+        let host = parent_host.join(name);
+        let existing = fs::symlink_metadata(&host).ok();
+        let is_dir_entry = e.kind == Kind::Dir;
+        if let Some(m) = &existing {
+            if !(is_dir_entry && m.is_dir()) {
+                remove_any(&host).map_err(io_err(&rel))?;
+            }
+        }
+        match &e.kind {
+            Kind::Dir => {
+                if !host.is_dir() || fs::symlink_metadata(&host).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+                    fs::create_dir(&host).map_err(io_err(&rel))?;
+                }
+            }
+            Kind::File => {
+                let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&host).map_err(io_err(&rel))?;
+                io::copy(data, &mut f).map_err(io_err(&rel))?;
+            }
+            Kind::Symlink(target) => symlink(target, &host).map_err(io_err(&rel))?,
+            Kind::Hardlink(target) => {
+                let (tp, tn) = split_parent(target);
+                let tparent = self
+                    .resolve(&format!("/{tp}"), true)
+                    .map_err(|source| ApplyError::Resolve { layer: label.to_string(), path: target.clone(), source })?;
+                let source = self.host_path(&join_rel(&tparent, tn));
+                // linkat without AT_SYMLINK_FOLLOW: a link to a symlink links the symlink.
+                fs::hard_link(&source, &host).map_err(io_err(&rel))?;
+                written.insert(rel);
+                return Ok(());
+            }
+            Kind::Char(..) | Kind::Block(..) | Kind::Fifo => {
+                if !self.as_root && !matches!(e.kind, Kind::Fifo) {
+                    report.skipped_devices += 1;
+                    return Ok(());
+                }
+                let (kind, dev) = match e.kind {
+                    Kind::Char(ma, mi) => (nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::makedev(ma.into(), mi.into())),
+                    Kind::Block(ma, mi) => (nix::sys::stat::SFlag::S_IFBLK, nix::sys::stat::makedev(ma.into(), mi.into())),
+                    _ => (nix::sys::stat::SFlag::S_IFIFO, 0),
+                };
+                nix::sys::stat::mknod(&host, kind, nix::sys::stat::Mode::from_bits_truncate(e.mode & 0o777), dev)
+                    .map_err(|errno| io_err(&rel)(io::Error::from(errno)))?;
+            }
+        }
+        self.set_meta(&host, e, is_dir_entry).map_err(io_err(&rel))?;
+        written.insert(rel);
+        Ok(())
+    }
+
+    /// Creates missing directories of an already-resolved relative path.
+    fn make_dirs(&self, rel: &str) -> io::Result<()> {
+        let host = self.host_path(rel);
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(io::Error::new(io::ErrorKind::Other, format!("{rel} is not a directory"))),
+            Err(_) => {
+                let (p, _) = split_parent(rel);
+                if !p.is_empty() {
+                    self.make_dirs(p)?;
+                }
+                fs::create_dir(&host)
+            }
+        }
+    }
+
+    fn set_meta(&self, host: &Path, e: &Entry, is_dir: bool) -> io::Result<()> {
+        if matches!(e.kind, Kind::Symlink(_)) {
+            if self.as_root {
+                nix::unistd::fchownat(None, host, Some(nix::unistd::Uid::from_raw(e.uid as u32)), Some(nix::unistd::Gid::from_raw(e.gid as u32)), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map_err(io::Error::from)?;
+            }
+            return Ok(());
+        }
+        if self.as_root {
+            nix::unistd::chown(host, Some(nix::unistd::Uid::from_raw(e.uid as u32)), Some(nix::unistd::Gid::from_raw(e.gid as u32))).map_err(io::Error::from)?;
+        }
+        let mut mode = e.mode & 0o7777;
+        if is_dir && !self.as_root {
+            // Unprivileged, the owner must keep the right to fill the directory.
+            mode |= 0o700;
+        }
+        fs::set_permissions(host, fs::Permissions::from_mode(mode))
+    }
+}
+
+/// Removes a file, link or whole directory tree without following links.
+fn remove_any(p: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,171 @@
+//! A file index of an image's filesystem: every path with its type, mode, owner,
+//! size and link target, built by streaming layers (no contents kept).
+
+use super::resolve_in_root;
+use crate::layer::reader::{self, Entry, Kind, ReadError, Whiteout};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink(String),
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub size: u64,
+    pub mtime: u64,
+}
+
+impl Node {
+    pub fn dir(mode: u32, uid: u64, gid: u64, mtime: u64) -> Node {
+        Node { kind: NodeKind::Dir, mode, uid, gid, size: 0, mtime }
+    }
+}
+
+/// Path (root-relative, `""` is the root) → node.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct FsIndex {
+    nodes: BTreeMap<String, Node>,
+}
+
+impl FsIndex {
+    pub fn get(&self, p: &str) -> Option<&Node> {
+        self.nodes.get(p)
+    }
+
+    pub fn insert(&mut self, p: String, n: Node) {
+        self.nodes.insert(p, n);
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
+        self.nodes.iter()
+    }
+
+    /// Resolves an absolute image path following symlinks inside the root.
+    pub fn resolve(&self, path: &str, follow_last: bool) -> Result<String, super::ResolveError> {
+        resolve_in_root(path, follow_last, |c| match self.nodes.get(c) {
+            Some(Node { kind: NodeKind::Symlink(t), .. }) => Some(t.clone()),
+            _ => None,
+        })
+    }
+
+    fn remove_tree(&mut self, p: &str, keep: &HashSet<String>) {
+        let prefix = format!("{p}/");
+        let doomed: Vec<String> = if p.is_empty() {
+            self.nodes.keys().filter(|k| !k.is_empty()).cloned().collect()
+        } else {
+            self.nodes.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, _)| k.clone()).collect()
+        };
+        for k in doomed {
+            if !keep.contains(&k) {
+                self.nodes.remove(&k);
+            }
+        }
+    }
+
+    /// Removes everything below `p` (not `p` itself).
+    pub fn remove_children(&mut self, p: &str) {
+        self.remove_tree(p, &HashSet::new());
+    }
+
+    /// Applies one layer entry; `this_layer` collects the paths the layer wrote.
+    pub fn apply_entry(&mut self, e: &Entry, this_layer: &mut HashSet<String>) {
+        match &e.whiteout {
+            Some(Whiteout::Remove(p)) => {
+                self.nodes.remove(p);
+                self.remove_tree(p, &HashSet::new());
+                return;
+            }
+            Some(Whiteout::Opaque(dir)) => {
+                self.remove_tree(dir, this_layer);
+                return;
+            }
+            None => {}
+        }
+        let kind = match &e.kind {
+            Kind::File => NodeKind::File,
+            Kind::Dir => NodeKind::Dir,
+            Kind::Symlink(t) => NodeKind::Symlink(t.clone()),
+            Kind::Hardlink(t) => match self.nodes.get(t) {
+                Some(n) => n.kind.clone(),
+                None => NodeKind::File,
+            },
+            _ => NodeKind::Other,
+        };
+        if kind != NodeKind::Dir {
+            // A non-directory replaces whatever tree stood there.
+            self.remove_tree(&e.path, this_layer);
+        }
+        let size = match &e.kind {
+            Kind::Hardlink(t) => self.nodes.get(t).map_or(0, |n| n.size),
+            _ => e.size,
+        };
+        // Implicit parents, as a container runtime's unpacker creates them.
+        let mut parent = e.path.as_str();
+        while let Some((p, _)) = parent.rsplit_once('/') {
+            if self.nodes.contains_key(p) {
+                break;
+            }
+            self.nodes.insert(p.to_string(), Node::dir(0o755, 0, 0, 0));
+            parent = p;
+        }
+        self.nodes.insert(e.path.clone(), Node { kind, mode: e.mode, uid: e.uid, gid: e.gid, size, mtime: e.mtime });
+        this_layer.insert(e.path.clone());
+    }
+
+    /// Streams a layer blob into the index.
+    pub fn apply_layer(&mut self, path: &Path, label: &str) -> Result<(), ReadError> {
+        let mut this_layer = HashSet::new();
+        reader::for_each_entry(path, label, |e, _| {
+            self.apply_entry(&e, &mut this_layer);
+            Ok(())
+        })
+    }
+
+    /// Ensures the root exists, as in every image.
+    pub fn with_root(mut self) -> Self {
+        self.nodes.entry(String::new()).or_insert_with(|| Node::dir(0o755, 0, 0, 0));
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: Kind) -> Entry {
+        let whiteout = None;
+        Entry { path: path.into(), kind, mode: 0o644, uid: 0, gid: 0, size: 1, mtime: 0, whiteout }
+    }
+
+    #[test]
+    fn whiteouts() {
+        let mut idx = FsIndex::default().with_root();
+        let mut l1 = HashSet::new();
+        for p in ["a/x", "a/y", "b/z"] {
+            idx.apply_entry(&entry(p, Kind::File), &mut l1);
+        }
+        let mut l2 = HashSet::new();
+        idx.apply_entry(&Entry { whiteout: Some(Whiteout::Opaque("a".into())), ..entry("a/.wh..wh..opq", Kind::File) }, &mut l2);
+        idx.apply_entry(&entry("a/new", Kind::File), &mut l2);
+        idx.apply_entry(&Entry { whiteout: Some(Whiteout::Remove("b".into())), ..entry(".wh.b", Kind::File) }, &mut l2);
+        let paths: Vec<&String> = idx.iter().map(|(k, _)| k).collect();
+        assert_eq!(paths, ["", "a", "a/new"]);
+    }
+}
