@@ -90,13 +90,22 @@ pub struct FlagError {
 }
 
 /// `K=V` pairs; `K` alone reads the environment (Docker's rule for --build-arg).
-pub fn key_values(flag: &'static str, items: &[String], from_env: bool) -> Result<Vec<(String, String)>, FlagError> {
+pub fn key_values(
+    flag: &'static str,
+    items: &[String],
+    from_env: bool,
+) -> Result<Vec<(String, String)>, FlagError> {
     items
         .iter()
         .map(|s| match s.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            None if from_env && !s.is_empty() => Ok((s.clone(), std::env::var(s).unwrap_or_default())),
-            _ => Err(FlagError { flag, reason: format!("{s:?} is not KEY=VALUE") }),
+            None if from_env && !s.is_empty() => {
+                Ok((s.clone(), std::env::var(s).unwrap_or_default()))
+            }
+            _ => Err(FlagError {
+                flag,
+                reason: format!("{s:?} is not KEY=VALUE"),
+            }),
         })
         .collect()
 }
@@ -107,7 +116,12 @@ pub fn context_dir(s: &str) -> Result<PathBuf, FlagError> {
         return Ok(PathBuf::from(p));
     }
     if let Some((scheme, _)) = s.split_once("://") {
-        return Err(FlagError { flag: "context", reason: format!("{scheme}:// contexts are not supported yet; use a directory or dir://") });
+        return Err(FlagError {
+            flag: "context",
+            reason: format!(
+                "{scheme}:// contexts are not supported yet; use a directory or dir://"
+            ),
+        });
     }
     Ok(PathBuf::from(s))
 }
@@ -118,7 +132,21 @@ mod tests {
 
     #[test]
     fn kaniko_style_flags() {
-        let c = Cli::try_parse_from(["executor", "--dockerfile=D", "-c", "dir:///ws", "--destination", "a/b:c", "-d", "x/y", "--no-push", "--insecure=true", "--build-arg", "A=1"]).unwrap();
+        let c = Cli::try_parse_from([
+            "executor",
+            "--dockerfile=D",
+            "-c",
+            "dir:///ws",
+            "--destination",
+            "a/b:c",
+            "-d",
+            "x/y",
+            "--no-push",
+            "--insecure=true",
+            "--build-arg",
+            "A=1",
+        ])
+        .unwrap();
         assert_eq!(c.destinations, ["a/b:c", "x/y"]);
         assert!(c.no_push && c.insecure);
         assert_eq!(context_dir(&c.context).unwrap(), PathBuf::from("/ws"));

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
     #[error("reading {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid pattern {pattern:?} in {file}")]
     Pattern { pattern: String, file: String },
 }
@@ -49,7 +52,10 @@ impl BuildContext {
                 Err(source) => return Err(ContextError::Io { path: c, source }),
             }
         }
-        Ok(BuildContext { root: root.to_path_buf(), rules })
+        Ok(BuildContext {
+            root: root.to_path_buf(),
+            rules,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -97,10 +103,16 @@ fn parse_ignore(text: &str, file: &str) -> Result<Vec<IgnoreRule>, ContextError>
         let segments: Vec<String> = cleaned.split('/').map(str::to_string).collect();
         for s in &segments {
             if !valid_segment(s) {
-                return Err(ContextError::Pattern { pattern: line.to_string(), file: file.to_string() });
+                return Err(ContextError::Pattern {
+                    pattern: line.to_string(),
+                    file: file.to_string(),
+                });
             }
         }
-        rules.push(IgnoreRule { segments, exclusion });
+        rules.push(IgnoreRule {
+            segments,
+            exclusion,
+        });
     }
     Ok(rules)
 }
@@ -127,7 +139,9 @@ pub fn match_segments(pat: &[String], path: &[&str]) -> bool {
     match pat.first() {
         None => path.is_empty(),
         Some(p) if p == "**" => (0..=path.len()).any(|i| match_segments(&pat[1..], &path[i..])),
-        Some(p) => !path.is_empty() && match_segment(p, path[0]) && match_segments(&pat[1..], &path[1..]),
+        Some(p) => {
+            !path.is_empty() && match_segment(p, path[0]) && match_segments(&pat[1..], &path[1..])
+        }
     }
 }
 
@@ -185,7 +199,10 @@ mod tests {
     use super::*;
 
     fn ctx(rules: &str) -> BuildContext {
-        BuildContext { root: PathBuf::from("/nonexistent"), rules: parse_ignore(rules, "t").unwrap() }
+        BuildContext {
+            root: PathBuf::from("/nonexistent"),
+            rules: parse_ignore(rules, "t").unwrap(),
+        }
     }
 
     #[test]

@@ -18,7 +18,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 fn main() {
     let cli = cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
@@ -47,7 +50,10 @@ fn main() {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -67,7 +73,10 @@ fn find_dockerfile(flag: &str, context: &Path) -> Result<PathBuf> {
     if p.is_relative() && in_ctx.is_file() {
         return Ok(in_ctx);
     }
-    bail!("--dockerfile {flag}: no such file (also looked for {})", in_ctx.display())
+    bail!(
+        "--dockerfile {flag}: no such file (also looked for {})",
+        in_ctx.display()
+    )
 }
 
 async fn run(cli: cli::Cli) -> Result<()> {
@@ -85,15 +94,21 @@ async fn run(cli: cli::Cli) -> Result<()> {
         bail!("no --destination given; pass one or more, or --no-push");
     }
     let platform = match &cli.custom_platform {
-        Some(p) => Platform::parse(p).with_context(|| format!("--custom-platform {p}: expected os/arch[/variant]"))?,
+        Some(p) => Platform::parse(p)
+            .with_context(|| format!("--custom-platform {p}: expected os/arch[/variant]"))?,
         None => Platform::host(),
     };
-    let text = std::fs::read_to_string(&dockerfile).with_context(|| format!("reading {}", dockerfile.display()))?;
+    let text = std::fs::read_to_string(&dockerfile)
+        .with_context(|| format!("reading {}", dockerfile.display()))?;
     let df = parse_dockerfile(&text)?;
 
     let scratch_parent = cli.kaniko_dir.clone().unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&scratch_parent).with_context(|| format!("creating {}", scratch_parent.display()))?;
-    let scratch = tempfile::Builder::new().prefix("kiln-").tempdir_in(&scratch_parent).with_context(|| format!("creating a scratch dir in {}", scratch_parent.display()))?;
+    std::fs::create_dir_all(&scratch_parent)
+        .with_context(|| format!("creating {}", scratch_parent.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-")
+        .tempdir_in(&scratch_parent)
+        .with_context(|| format!("creating a scratch dir in {}", scratch_parent.display()))?;
     let blobs_dir = scratch.path().join("blobs");
     std::fs::create_dir_all(&blobs_dir)?;
 
@@ -109,7 +124,14 @@ async fn run(cli: cli::Cli) -> Result<()> {
         },
         Keychain::load()?,
     )?;
-    let now = if cli.reproducible { 0 } else { SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) };
+    let now = if cli.reproducible {
+        0
+    } else {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
     let session = Session {
         registry,
         blobs_dir,
@@ -146,13 +168,16 @@ async fn run(cli: cli::Cli) -> Result<()> {
     let mut names = Vec::new();
     if !cli.no_push {
         for d in &destinations {
-            let digest = publish::push(&session.registry, d, &image, &s, tmp).await.with_context(|| format!("pushing {d}"))?;
+            let digest = publish::push(&session.registry, d, &image, &s, tmp)
+                .await
+                .with_context(|| format!("pushing {d}"))?;
             eprintln!("INFO pushed {d}@{digest}");
             names.push(format!("{}@{digest}", d.name()));
         }
     }
     if let Some(p) = &cli.digest_file {
-        std::fs::write(p, &s.manifest_digest).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, &s.manifest_digest)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &cli.image_name_with_digest_file {
         let lines: String = names.iter().map(|n| format!("{n}\n")).collect();

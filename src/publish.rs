@@ -3,7 +3,9 @@
 
 use crate::build::BuiltImage;
 use crate::image::remote::ManifestFormat;
-use crate::image::spec::{Descriptor, Manifest, MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_CONFIG, MT_OCI_MANIFEST};
+use crate::image::spec::{
+    Descriptor, Manifest, MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_CONFIG, MT_OCI_MANIFEST,
+};
 use crate::image::{Layer, LayerSource, Reference};
 use crate::registry::{sha256_digest, Access, Registry, RegistryError};
 use std::io::Write;
@@ -11,12 +13,22 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    // Boxed: registry errors are large and would bloat every Result.
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Registry(Box<RegistryError>),
     #[error("{op}: {source}")]
     Io { op: String, source: std::io::Error },
     #[error("serializing {what}: {source}")]
-    Json { what: &'static str, source: serde_json::Error },
+    Json {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+impl From<RegistryError> for PublishError {
+    fn from(e: RegistryError) -> Self {
+        PublishError::Registry(Box::new(e))
+    }
 }
 
 fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> PublishError {
@@ -34,7 +46,10 @@ pub struct Serialized {
 }
 
 pub fn serialize(image: &BuiltImage) -> Result<Serialized, PublishError> {
-    let config = serde_json::to_vec(&image.config).map_err(|source| PublishError::Json { what: "config", source })?;
+    let config = serde_json::to_vec(&image.config).map_err(|source| PublishError::Json {
+        what: "config",
+        source,
+    })?;
     let config_digest = sha256_digest(&config);
     let (mt, cmt) = match image.format {
         ManifestFormat::Docker => (MT_DOCKER_MANIFEST, MT_DOCKER_CONFIG),
@@ -43,21 +58,44 @@ pub fn serialize(image: &BuiltImage) -> Result<Serialized, PublishError> {
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(mt.to_string()),
-        config: Descriptor { media_type: cmt.into(), digest: config_digest.clone(), size: config.len() as u64, platform: None, annotations: None, urls: None },
+        config: Descriptor {
+            media_type: cmt.into(),
+            digest: config_digest.clone(),
+            size: config.len() as u64,
+            platform: None,
+            annotations: None,
+            urls: None,
+        },
         layers: image.layers.iter().map(|l| l.descriptor.clone()).collect(),
         annotations: None,
     };
-    let manifest = serde_json::to_vec(&manifest).map_err(|source| PublishError::Json { what: "manifest", source })?;
+    let manifest = serde_json::to_vec(&manifest).map_err(|source| PublishError::Json {
+        what: "manifest",
+        source,
+    })?;
     let manifest_digest = sha256_digest(&manifest);
-    Ok(Serialized { config, config_digest, manifest, manifest_digest, manifest_media_type: mt })
+    Ok(Serialized {
+        config,
+        config_digest,
+        manifest,
+        manifest_digest,
+        manifest_media_type: mt,
+    })
 }
 
 /// Makes sure `dest`'s repository has one layer blob, moving as little as possible.
-async fn ensure_layer(registry: &Registry, dest: &Reference, layer: &Layer, tmp: &Path) -> Result<&'static str, PublishError> {
+async fn ensure_layer(
+    registry: &Registry,
+    dest: &Reference,
+    layer: &Layer,
+    tmp: &Path,
+) -> Result<&'static str, PublishError> {
     let digest = &layer.descriptor.digest;
     match &layer.source {
         LayerSource::Remote(src) if src.registry == dest.registry => {
-            if src.repository == dest.repository || registry.blob_exists(dest, digest, Access::Push).await? {
+            if src.repository == dest.repository
+                || registry.blob_exists(dest, digest, Access::Push).await?
+            {
                 return Ok("exists");
             }
             if registry.mount_blob(dest, digest, &src.repository).await? {
@@ -85,31 +123,50 @@ async fn ensure_layer(registry: &Registry, dest: &Reference, layer: &Layer, tmp:
 }
 
 /// Pushes to one destination: every blob first (in parallel), the manifest last.
-pub async fn push(registry: &Registry, dest: &Reference, image: &BuiltImage, s: &Serialized, tmp: &Path) -> Result<String, PublishError> {
+pub async fn push(
+    registry: &Registry,
+    dest: &Reference,
+    image: &BuiltImage,
+    s: &Serialized,
+    tmp: &Path,
+) -> Result<String, PublishError> {
     let layer_jobs = image.layers.iter().map(|l| async move {
         let how = ensure_layer(registry, dest, l, tmp).await?;
-        eprintln!("INFO layer {} ({} bytes): {how}", l.descriptor.digest, l.descriptor.size);
+        eprintln!(
+            "INFO layer {} ({} bytes): {how}",
+            l.descriptor.digest, l.descriptor.size
+        );
         Ok::<_, PublishError>(())
     });
     let config_job = async {
-        if !registry.blob_exists(dest, &s.config_digest, Access::Push).await? {
+        if !registry
+            .blob_exists(dest, &s.config_digest, Access::Push)
+            .await?
+        {
             let p = tmp.join(format!("config-out-{}", s.config_digest.replace(':', "-")));
             std::fs::write(&p, &s.config).map_err(io(format!("writing {}", p.display())))?;
             registry.upload_blob(dest, &s.config_digest, &p).await?;
         }
         Ok::<_, PublishError>(())
     };
-    let (layers, config) = futures_util::future::join(futures_util::future::join_all(layer_jobs), config_job).await;
+    let (layers, config) =
+        futures_util::future::join(futures_util::future::join_all(layer_jobs), config_job).await;
     for r in layers {
         r?;
     }
     config?;
-    let digest = registry.put_manifest(dest, &s.manifest, s.manifest_media_type).await?;
+    let digest = registry
+        .put_manifest(dest, &s.manifest, s.manifest_media_type)
+        .await?;
     Ok(digest)
 }
 
 /// Local blob files for every layer, downloading remote ones (tarball and layout outputs).
-async fn local_blobs(registry: &Registry, image: &BuiltImage, tmp: &Path) -> Result<Vec<PathBuf>, PublishError> {
+async fn local_blobs(
+    registry: &Registry,
+    image: &BuiltImage,
+    tmp: &Path,
+) -> Result<Vec<PathBuf>, PublishError> {
     let mut out = Vec::new();
     for l in &image.layers {
         out.push(match &l.source {
@@ -117,7 +174,9 @@ async fn local_blobs(registry: &Registry, image: &BuiltImage, tmp: &Path) -> Res
             LayerSource::Remote(src) => {
                 let p = tmp.join(format!("xfer-{}", l.descriptor.digest.replace(':', "-")));
                 if !p.exists() {
-                    registry.download_blob(src, &l.descriptor.digest, &p).await?;
+                    registry
+                        .download_blob(src, &l.descriptor.digest, &p)
+                        .await?;
                 }
                 p
             }
@@ -126,26 +185,46 @@ async fn local_blobs(registry: &Registry, image: &BuiltImage, tmp: &Path) -> Res
     Ok(out)
 }
 
-fn append_file<W: Write>(tar: &mut tar::Builder<W>, name: &str, path: &Path) -> Result<(), PublishError> {
+fn append_file<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    path: &Path,
+) -> Result<(), PublishError> {
     let mut f = std::fs::File::open(path).map_err(io(format!("reading {}", path.display())))?;
-    let len = f.metadata().map_err(io(format!("reading {}", path.display())))?.len();
+    let len = f
+        .metadata()
+        .map_err(io(format!("reading {}", path.display())))?
+        .len();
     let mut h = tar::Header::new_ustar();
     h.set_size(len);
     h.set_mode(0o644);
     h.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut h, name, &mut f).map_err(io(format!("writing {name}")))
+    tar.append_data(&mut h, name, &mut f)
+        .map_err(io(format!("writing {name}")))
 }
 
-fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> Result<(), PublishError> {
+fn append_bytes<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), PublishError> {
     let mut h = tar::Header::new_ustar();
     h.set_size(bytes.len() as u64);
     h.set_mode(0o644);
     h.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut h, name, bytes).map_err(io(format!("writing {name}")))
+    tar.append_data(&mut h, name, bytes)
+        .map_err(io(format!("writing {name}")))
 }
 
 /// Writes a docker-archive tarball (`docker load` format) tagged with `tags`.
-pub async fn write_tarball(registry: &Registry, image: &BuiltImage, s: &Serialized, tags: &[String], path: &Path, tmp: &Path) -> Result<(), PublishError> {
+pub async fn write_tarball(
+    registry: &Registry,
+    image: &BuiltImage,
+    s: &Serialized,
+    tags: &[String],
+    path: &Path,
+    tmp: &Path,
+) -> Result<(), PublishError> {
     let blobs = local_blobs(registry, image, tmp).await?;
     let f = std::fs::File::create(path).map_err(io(format!("creating {}", path.display())))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(f));
@@ -153,27 +232,44 @@ pub async fn write_tarball(registry: &Registry, image: &BuiltImage, s: &Serializ
     append_bytes(&mut tar, &config_name, &s.config)?;
     let mut layer_names = Vec::new();
     for (l, blob) in image.layers.iter().zip(&blobs) {
-        let name = format!("{}.tar.gz", l.descriptor.digest.trim_start_matches("sha256:"));
+        let name = format!(
+            "{}.tar.gz",
+            l.descriptor.digest.trim_start_matches("sha256:")
+        );
         if !layer_names.contains(&name) {
             append_file(&mut tar, &name, blob)?;
         }
         layer_names.push(name);
     }
-    let manifest = serde_json::json!([{ "Config": config_name, "RepoTags": tags, "Layers": layer_names }]);
+    let manifest =
+        serde_json::json!([{ "Config": config_name, "RepoTags": tags, "Layers": layer_names }]);
     append_bytes(&mut tar, "manifest.json", manifest.to_string().as_bytes())?;
-    tar.into_inner().and_then(|mut w| w.flush()).map_err(io(format!("finishing {}", path.display())))
+    tar.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(io(format!("finishing {}", path.display())))
 }
 
 /// Writes (or adds to) an OCI image layout directory.
-pub async fn write_oci_layout(registry: &Registry, image: &BuiltImage, s: &Serialized, dir: &Path, tmp: &Path) -> Result<(), PublishError> {
+pub async fn write_oci_layout(
+    registry: &Registry,
+    image: &BuiltImage,
+    s: &Serialized,
+    dir: &Path,
+    tmp: &Path,
+) -> Result<(), PublishError> {
     let blobs = local_blobs(registry, image, tmp).await?;
     let blob_dir = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blob_dir).map_err(io(format!("creating {}", blob_dir.display())))?;
-    let put = |digest: &str, bytes: Option<&[u8]>, from: Option<&Path>| -> Result<(), PublishError> {
+    let put = |digest: &str,
+               bytes: Option<&[u8]>,
+               from: Option<&Path>|
+     -> Result<(), PublishError> {
         let p = blob_dir.join(digest.trim_start_matches("sha256:"));
         match (bytes, from) {
             (Some(b), _) => std::fs::write(&p, b).map_err(io(format!("writing {}", p.display()))),
-            (None, Some(f)) => std::fs::copy(f, &p).map(|_| ()).map_err(io(format!("writing {}", p.display()))),
+            (None, Some(f)) => std::fs::copy(f, &p)
+                .map(|_| ())
+                .map_err(io(format!("writing {}", p.display()))),
             _ => Ok(()),
         }
     };
@@ -182,7 +278,8 @@ pub async fn write_oci_layout(registry: &Registry, image: &BuiltImage, s: &Seria
     }
     put(&s.config_digest, Some(&s.config), None)?;
     put(&s.manifest_digest, Some(&s.manifest), None)?;
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io("writing oci-layout"))?;
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(io("writing oci-layout"))?;
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",

@@ -67,17 +67,29 @@ impl SourceTree<'_> {
             return Ok(out);
         }
         if !clean.is_empty() && self.ignored(&clean) {
-            return Err(BuildError::Source(format!("{src:?}: excluded by .dockerignore from the {}", self.label)));
+            return Err(BuildError::Source(format!(
+                "{src:?}: excluded by .dockerignore from the {}",
+                self.label
+            )));
         }
         match self.source_at(&clean)? {
             Some(s) => out.push(s),
-            None => return Err(BuildError::Source(format!("{src:?}: not found in the {}", self.label))),
+            None => {
+                return Err(BuildError::Source(format!(
+                    "{src:?}: not found in the {}",
+                    self.label
+                )))
+            }
         }
         Ok(out)
     }
 
     fn walk_matches(&self, pat: &[String], dir: &str, out: &mut Vec<String>) {
-        let host = if dir.is_empty() { self.root.to_path_buf() } else { self.root.join(dir) };
+        let host = if dir.is_empty() {
+            self.root.to_path_buf()
+        } else {
+            self.root.join(dir)
+        };
         let Ok(rd) = fs::read_dir(&host) else { return };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -90,7 +102,10 @@ impl SourceTree<'_> {
                 out.push(rel.clone());
             }
             if parts.len() < pat.len() && e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                let prefix_ok = pat.iter().zip(&parts).all(|(p, s)| crate::context::match_segment(p, s));
+                let prefix_ok = pat
+                    .iter()
+                    .zip(&parts)
+                    .all(|(p, s)| crate::context::match_segment(p, s));
                 if prefix_ok {
                     self.walk_matches(pat, &rel, out);
                 }
@@ -103,11 +118,17 @@ impl SourceTree<'_> {
         let resolved = resolve_in_root(&format!("/{rel}"), true, |c| {
             let p = self.root.join(c);
             match fs::symlink_metadata(&p) {
-                Ok(m) if m.file_type().is_symlink() => fs::read_link(&p).ok().map(|t| t.to_string_lossy().into_owned()),
+                Ok(m) if m.file_type().is_symlink() => fs::read_link(&p)
+                    .ok()
+                    .map(|t| t.to_string_lossy().into_owned()),
                 _ => None,
             }
         })?;
-        let host = if resolved.is_empty() { self.root.to_path_buf() } else { self.root.join(&resolved) };
+        let host = if resolved.is_empty() {
+            self.root.to_path_buf()
+        } else {
+            self.root.join(&resolved)
+        };
         match fs::symlink_metadata(&host) {
             Ok(meta) => Ok(Some(Source {
                 host,
@@ -121,7 +142,11 @@ impl SourceTree<'_> {
 }
 
 /// Plans the entries of a COPY layer against the target's index.
-pub fn plan(req: &CopyRequest, tree: &SourceTree<'_>, index: &FsIndex) -> Result<BTreeMap<PathKey, Planned>, BuildError> {
+pub fn plan(
+    req: &CopyRequest,
+    tree: &SourceTree<'_>,
+    index: &FsIndex,
+) -> Result<BTreeMap<PathKey, Planned>, BuildError> {
     let mut sources = Vec::new();
     let mut any_glob_matched = false;
     let mut empty_globs = Vec::new();
@@ -137,7 +162,11 @@ pub fn plan(req: &CopyRequest, tree: &SourceTree<'_>, index: &FsIndex) -> Result
         sources.extend(found);
     }
     if !empty_globs.is_empty() && !any_glob_matched && sources.is_empty() && req.inline.is_empty() {
-        return Err(BuildError::Source(format!("no source files were specified: {} matched nothing in the {}", empty_globs.join(", "), tree.label)));
+        return Err(BuildError::Source(format!(
+            "no source files were specified: {} matched nothing in the {}",
+            empty_globs.join(", "),
+            tree.label
+        )));
     }
     let dest_abs = if req.dest.starts_with('/') {
         req.dest.clone()
@@ -148,7 +177,9 @@ pub fn plan(req: &CopyRequest, tree: &SourceTree<'_>, index: &FsIndex) -> Result
     let dir_syntax = dest_abs.ends_with('/') || last == "." || last == "..";
     let n_sources = sources.len() + req.inline.len();
     let dest_resolved = index.resolve(&dest_abs, true)?;
-    let dest_is_existing_dir = index.get(&dest_resolved).is_some_and(|n| n.kind == NodeKind::Dir);
+    let dest_is_existing_dir = index
+        .get(&dest_resolved)
+        .is_some_and(|n| n.kind == NodeKind::Dir);
     let (uid, gid) = req.owner.unwrap_or((0, 0));
     let mut out: BTreeMap<PathKey, Planned> = BTreeMap::new();
     let mut links: HashMap<(u64, u64), String> = HashMap::new();
@@ -160,27 +191,56 @@ pub fn plan(req: &CopyRequest, tree: &SourceTree<'_>, index: &FsIndex) -> Result
         } else if into_dir {
             (dest_resolved.clone(), Some(src.name.clone()))
         } else {
-            let (p, n) = split_parent(&dest_abs.trim_end_matches('/').to_string()).to_owned_pair();
+            let (p, n) = split_parent(dest_abs.trim_end_matches('/')).to_owned_pair();
             (index.resolve(&p, true)?, Some(n))
         };
         add_parents(&mut out, index, &target_dir, uid, gid, req.now)?;
         match name {
             None => {
                 add_dir_meta(&mut out, &target_dir, src, req, uid, gid);
-                walk_dir(&mut out, tree, &src.host, &src.rel, &target_dir, req, &mut links)?;
+                walk_dir(
+                    &mut out,
+                    tree,
+                    &src.host,
+                    &src.rel,
+                    &target_dir,
+                    req,
+                    &mut links,
+                )?;
             }
             Some(n) => {
                 let dest = join_rel(&target_dir, &n);
-                add_entry(&mut out, tree, &src.host, &src.meta, &dest, req, &mut links, true)?;
+                add_entry(
+                    &mut out, tree, &src.host, &src.meta, &dest, req, &mut links, true,
+                )?;
             }
         }
     }
     for (name, bytes) in &req.inline {
-        let target_dir = if into_dir || n_sources > 1 { dest_resolved.clone() } else { index.resolve(split_parent(dest_abs.trim_end_matches('/')).0, true)? };
-        let file_name = if into_dir || n_sources > 1 { name.clone() } else { split_parent(dest_abs.trim_end_matches('/')).1.to_string() };
+        let target_dir = if into_dir || n_sources > 1 {
+            dest_resolved.clone()
+        } else {
+            index.resolve(split_parent(dest_abs.trim_end_matches('/')).0, true)?
+        };
+        let file_name = if into_dir || n_sources > 1 {
+            name.clone()
+        } else {
+            split_parent(dest_abs.trim_end_matches('/')).1.to_string()
+        };
         add_parents(&mut out, index, &target_dir, uid, gid, req.now)?;
-        let meta = EntryMeta { mode: req.chmod.unwrap_or(0o644), uid, gid, mtime: req.now };
-        out.insert(PathKey(join_rel(&target_dir, &file_name)), Planned { meta, body: EntryBody::Bytes(bytes.clone()) });
+        let meta = EntryMeta {
+            mode: req.chmod.unwrap_or(0o644),
+            uid,
+            gid,
+            mtime: req.now,
+        };
+        out.insert(
+            PathKey(join_rel(&target_dir, &file_name)),
+            Planned {
+                meta,
+                body: EntryBody::Bytes(bytes.clone()),
+            },
+        );
     }
     Ok(out)
 }
@@ -191,13 +251,24 @@ trait OwnedPair {
 
 impl OwnedPair for (&str, &str) {
     fn to_owned_pair(self) -> (String, String) {
-        let p = if self.0.is_empty() { "/".to_string() } else { self.0.to_string() };
+        let p = if self.0.is_empty() {
+            "/".to_string()
+        } else {
+            self.0.to_string()
+        };
         (p, self.1.to_string())
     }
 }
 
 /// Every ancestor of `dir` (and `dir`), with the image's metadata where it exists.
-fn add_parents(out: &mut BTreeMap<PathKey, Planned>, index: &FsIndex, dir: &str, uid: u64, gid: u64, now: u64) -> Result<(), BuildError> {
+fn add_parents(
+    out: &mut BTreeMap<PathKey, Planned>,
+    index: &FsIndex,
+    dir: &str,
+    uid: u64,
+    gid: u64,
+    now: u64,
+) -> Result<(), BuildError> {
     if dir.is_empty() {
         return Ok(());
     }
@@ -208,16 +279,43 @@ fn add_parents(out: &mut BTreeMap<PathKey, Planned>, index: &FsIndex, dir: &str,
             continue;
         }
         let meta = match index.get(&cur) {
-            Some(n) if n.kind == NodeKind::Dir => EntryMeta { mode: n.mode, uid: n.uid, gid: n.gid, mtime: n.mtime },
-            Some(_) => return Err(BuildError::Source(format!("cannot copy into /{cur}: it is not a directory in the image"))),
-            None => EntryMeta { mode: 0o755, uid, gid, mtime: now },
+            Some(n) if n.kind == NodeKind::Dir => EntryMeta {
+                mode: n.mode,
+                uid: n.uid,
+                gid: n.gid,
+                mtime: n.mtime,
+            },
+            Some(_) => {
+                return Err(BuildError::Source(format!(
+                    "cannot copy into /{cur}: it is not a directory in the image"
+                )))
+            }
+            None => EntryMeta {
+                mode: 0o755,
+                uid,
+                gid,
+                mtime: now,
+            },
         };
-        out.insert(PathKey(cur.clone()), Planned { meta, body: EntryBody::Dir });
+        out.insert(
+            PathKey(cur.clone()),
+            Planned {
+                meta,
+                body: EntryBody::Dir,
+            },
+        );
     }
     Ok(())
 }
 
-fn add_dir_meta(out: &mut BTreeMap<PathKey, Planned>, dir: &str, src: &Source, req: &CopyRequest, uid: u64, gid: u64) {
+fn add_dir_meta(
+    out: &mut BTreeMap<PathKey, Planned>,
+    dir: &str,
+    src: &Source,
+    req: &CopyRequest,
+    uid: u64,
+    gid: u64,
+) {
     // The destination directory takes the source directory's mode when COPY creates it.
     if dir.is_empty() {
         return;
@@ -242,10 +340,16 @@ fn add_entry(
 ) -> Result<(), BuildError> {
     let (uid, gid) = req.owner.unwrap_or((0, 0));
     let mode = req.chmod.unwrap_or(meta.mode() & 0o7777);
-    let m = EntryMeta { mode, uid, gid, mtime: meta.mtime().max(0) as u64 };
+    let m = EntryMeta {
+        mode,
+        uid,
+        gid,
+        mtime: meta.mtime().max(0) as u64,
+    };
     let ft = meta.file_type();
     let body = if ft.is_symlink() {
-        let t = fs::read_link(host).map_err(|e| BuildError::io(format!("reading link {}", host.display()), e))?;
+        let t = fs::read_link(host)
+            .map_err(|e| BuildError::io(format!("reading link {}", host.display()), e))?;
         EntryBody::Symlink(t.to_string_lossy().into_owned())
     } else if ft.is_dir() {
         EntryBody::Dir
@@ -255,14 +359,24 @@ fn add_entry(
                 Some(first) => EntryBody::Hardlink(first.clone()),
                 None => {
                     links.insert((meta.dev(), meta.ino()), dest.to_string());
-                    EntryBody::File { source: host.to_path_buf(), size: meta.len() }
+                    EntryBody::File {
+                        source: host.to_path_buf(),
+                        size: meta.len(),
+                    }
                 }
             }
         } else {
-            EntryBody::File { source: host.to_path_buf(), size: meta.len() }
+            EntryBody::File {
+                source: host.to_path_buf(),
+                size: meta.len(),
+            }
         }
     } else {
-        eprintln!("WARN skipping {} in the {}: not a file, directory or symlink", host.display(), tree.label);
+        eprintln!(
+            "WARN skipping {} in the {}: not a file, directory or symlink",
+            host.display(),
+            tree.label
+        );
         return Ok(());
     };
     out.insert(PathKey(dest.to_string()), Planned { meta: m, body });
@@ -278,14 +392,19 @@ fn walk_dir(
     req: &CopyRequest,
     links: &mut HashMap<(u64, u64), String>,
 ) -> Result<(), BuildError> {
-    let rd = fs::read_dir(host_dir).map_err(|e| BuildError::io(format!("reading {}", host_dir.display()), e))?;
-    let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let rd = fs::read_dir(host_dir)
+        .map_err(|e| BuildError::io(format!("reading {}", host_dir.display()), e))?;
+    let mut names: Vec<String> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     for name in names {
         let rel = join_rel(rel_dir, &name);
         let is_ignored = tree.ignored(&rel);
         let host = host_dir.join(&name);
-        let meta = fs::symlink_metadata(&host).map_err(|e| BuildError::io(format!("reading {}", host.display()), e))?;
+        let meta = fs::symlink_metadata(&host)
+            .map_err(|e| BuildError::io(format!("reading {}", host.display()), e))?;
         if is_ignored && !(meta.is_dir() && tree.context.is_some_and(|c| c.has_exceptions())) {
             continue;
         }

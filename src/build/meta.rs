@@ -17,7 +17,11 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Joins a WORKDIR or destination onto the current working directory and cleans it.
 pub fn absolute(path: &str, workdir: Option<&str>) -> String {
-    let joined = if path.starts_with('/') { path.to_string() } else { format!("{}/{path}", workdir.unwrap_or("/")) };
+    let joined = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{}/{path}", workdir.unwrap_or("/"))
+    };
     format!("/{}", crate::layer::reader::clean_rooted(&joined))
 }
 
@@ -28,7 +32,11 @@ fn layer_media_type(format: ManifestFormat) -> String {
     }
 }
 
-fn commit(session: &Session, st: &mut StageState, entries: BTreeMap<PathKey, Planned>) -> Result<(), BuildError> {
+fn commit(
+    session: &Session,
+    st: &mut StageState,
+    entries: BTreeMap<PathKey, Planned>,
+) -> Result<(), BuildError> {
     st.fs.commit(session, entries)?;
     if let Some(l) = st.fs.layers.last_mut() {
         l.descriptor.media_type = layer_media_type(st.format);
@@ -37,14 +45,21 @@ fn commit(session: &Session, st: &mut StageState, entries: BTreeMap<PathKey, Pla
 }
 
 /// Looks up `user[:group]` against the stage's passwd and group files when names are used.
-async fn owner(session: &Session, st: &mut StageState, spec: &str) -> Result<(u64, u64), BuildError> {
+async fn owner(
+    session: &Session,
+    st: &mut StageState,
+    spec: &str,
+) -> Result<(u64, u64), BuildError> {
     let numeric = spec.split(':').all(|p| p.parse::<u64>().is_ok());
     let (passwd, group) = if numeric {
         (None, None)
     } else {
         let p = st.fs.read_file(session, "/etc/passwd").await?;
         let g = st.fs.read_file(session, "/etc/group").await?;
-        (p.map(|b| String::from_utf8_lossy(&b).into_owned()), g.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        (
+            p.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            g.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        )
     };
     users::parse_owner(spec, passwd.as_deref(), group.as_deref()).map_err(BuildError::Source)
 }
@@ -65,8 +80,18 @@ pub(super) async fn copy_step(
     let mut sources = Vec::new();
     let mut inline = Vec::new();
     for s in &c.sources {
-        if let Some(h) = c.heredocs.iter().find(|h| s.starts_with("<<") && s.trim_start_matches("<<").trim_start_matches('-').trim_matches(['"', '\'']) == h.name) {
-            let content = if h.expand { shell::expand(&h.content, esc, env).unwrap_or_else(|_| h.content.clone()) } else { h.content.clone() };
+        if let Some(h) = c.heredocs.iter().find(|h| {
+            s.starts_with("<<")
+                && s.trim_start_matches("<<")
+                    .trim_start_matches('-')
+                    .trim_matches(['"', '\''])
+                    == h.name
+        }) {
+            let content = if h.expand {
+                shell::expand(&h.content, esc, env).unwrap_or_else(|_| h.content.clone())
+            } else {
+                h.content.clone()
+            };
             inline.push((h.name.clone(), content.into_bytes()));
         } else {
             sources.push(shell::expand(s, esc, env)?);
@@ -80,7 +105,16 @@ pub(super) async fn copy_step(
     let chmod = match &c.chmod {
         Some(m) => {
             let m = shell::expand(m, esc, env)?;
-            Some(u32::from_str_radix(&m, 8).ok().filter(|v| *v <= 0o7777).ok_or_else(|| BuildError::Source(format!("invalid --chmod={m}: only octal modes are supported")))?)
+            Some(
+                u32::from_str_radix(&m, 8)
+                    .ok()
+                    .filter(|v| *v <= 0o7777)
+                    .ok_or_else(|| {
+                        BuildError::Source(format!(
+                            "invalid --chmod={m}: only octal modes are supported"
+                        ))
+                    })?,
+            )
         }
         None => None,
     };
@@ -88,7 +122,12 @@ pub(super) async fn copy_step(
         sources,
         inline,
         dest,
-        workdir: st.config.config.working_dir.clone().unwrap_or_else(|| "/".into()),
+        workdir: st
+            .config
+            .config
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".into()),
         owner,
         chmod,
         now: session.now,
@@ -99,29 +138,57 @@ pub(super) async fn copy_step(
     };
     let entries = match from {
         None => {
-            let tree = SourceTree { root: ctx.root(), context: Some(ctx), label: "build context".into() };
+            let tree = SourceTree {
+                root: ctx.root(),
+                context: Some(ctx),
+                label: "build context".into(),
+            };
             let index = st.fs.index(session).await?;
             copy::plan(&req, &tree, index)?
         }
         Some(name) => {
             let lower = name.to_ascii_lowercase();
-            let by_name = df.stages[..stage_index].iter().position(|s| s.name.as_deref() == Some(&lower));
+            let by_name = df.stages[..stage_index]
+                .iter()
+                .position(|s| s.name.as_deref() == Some(&lower));
             let by_index = name.parse::<usize>().ok().filter(|&i| i < stage_index);
             if let Some(j) = by_name.or(by_index) {
-                let src = built.get_mut(&j).ok_or_else(|| BuildError::Source(format!("stage {name} was not built")))?;
+                let src = built
+                    .get_mut(&j)
+                    .ok_or_else(|| BuildError::Source(format!("stage {name} was not built")))?;
                 let root = src.fs.rootfs(session).await?;
-                let tree = SourceTree { root: root.path(), context: None, label: format!("stage {name}") };
+                let tree = SourceTree {
+                    root: root.path(),
+                    context: None,
+                    label: format!("stage {name}"),
+                };
                 let index = st.fs.index(session).await?;
                 copy::plan(&req, &tree, index)?
             } else if df.stages.iter().any(|s| s.name.as_deref() == Some(&lower)) {
                 return Err(BuildError::Source(format!("stage {name} is defined after this COPY --from; a stage can only copy from earlier stages")));
             } else {
-                let reference = Reference::parse(&name).map_err(|e| BuildError::Source(format!("--from={name} is neither a stage nor an image: {e}")))?;
-                let image = remote::fetch(&session.registry, &reference, &opts.platform, &session.blobs_dir).await?;
-                let dir = opts.scratch_dir.join(format!("from-{}", image.manifest_digest.replace(':', "-")));
+                let reference = Reference::parse(&name).map_err(|e| {
+                    BuildError::Source(format!(
+                        "--from={name} is neither a stage nor an image: {e}"
+                    ))
+                })?;
+                let image = remote::fetch(
+                    &session.registry,
+                    &reference,
+                    &opts.platform,
+                    &session.blobs_dir,
+                )
+                .await?;
+                let dir = opts
+                    .scratch_dir
+                    .join(format!("from-{}", image.manifest_digest.replace(':', "-")));
                 let mut fs = StageFs::new(image.layers, dir);
                 let root = fs.rootfs(session).await?;
-                let tree = SourceTree { root: root.path(), context: None, label: format!("image {reference}") };
+                let tree = SourceTree {
+                    root: root.path(),
+                    context: None,
+                    label: format!("image {reference}"),
+                };
                 let index = st.fs.index(session).await?;
                 copy::plan(&req, &tree, index)?
             }
@@ -132,7 +199,11 @@ pub(super) async fn copy_step(
 
 /// WORKDIR: creates missing directories (0755) and always adds a layer, empty
 /// when nothing was missing, as BuildKit does.
-pub(super) async fn workdir_step(session: &Session, st: &mut StageState, path: &str) -> Result<(), BuildError> {
+pub(super) async fn workdir_step(
+    session: &Session,
+    st: &mut StageState,
+    path: &str,
+) -> Result<(), BuildError> {
     let abs = absolute(path, st.config.config.working_dir.as_deref());
     st.config.config.working_dir = Some(abs.clone());
     let (uid, gid) = match st.config.config.user.clone().filter(|u| !u.is_empty()) {
@@ -147,14 +218,34 @@ pub(super) async fn workdir_step(session: &Session, st: &mut StageState, path: &
     for part in resolved.split('/').filter(|p| !p.is_empty()) {
         cur = join_rel(&cur, part);
         let meta = match index.get(&cur) {
-            Some(n) if n.kind == NodeKind::Dir => EntryMeta { mode: n.mode, uid: n.uid, gid: n.gid, mtime: n.mtime },
-            Some(_) => return Err(BuildError::Source(format!("WORKDIR {abs}: /{cur} exists and is not a directory"))),
+            Some(n) if n.kind == NodeKind::Dir => EntryMeta {
+                mode: n.mode,
+                uid: n.uid,
+                gid: n.gid,
+                mtime: n.mtime,
+            },
+            Some(_) => {
+                return Err(BuildError::Source(format!(
+                    "WORKDIR {abs}: /{cur} exists and is not a directory"
+                )))
+            }
             None => {
                 created = true;
-                EntryMeta { mode: 0o755, uid, gid, mtime: session.now }
+                EntryMeta {
+                    mode: 0o755,
+                    uid,
+                    gid,
+                    mtime: session.now,
+                }
             }
         };
-        entries.insert(PathKey(cur.clone()), Planned { meta, body: EntryBody::Dir });
+        entries.insert(
+            PathKey(cur.clone()),
+            Planned {
+                meta,
+                body: EntryBody::Dir,
+            },
+        );
     }
     if !created {
         entries.clear();
@@ -166,7 +257,12 @@ fn shell_form(st: &StageState, cmd: &CommandLine) -> Vec<String> {
     match cmd {
         CommandLine::Exec(v) => v.clone(),
         CommandLine::Shell(s) => {
-            let mut v = st.config.config.shell.clone().unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+            let mut v = st
+                .config
+                .config
+                .shell
+                .clone()
+                .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
             v.push(s.clone());
             v
         }
@@ -174,12 +270,20 @@ fn shell_form(st: &StageState, cmd: &CommandLine) -> Vec<String> {
 }
 
 /// Instructions that change only the config.
-pub(super) fn config_step(st: &mut StageState, ins: &Instruction, esc: char, env: &Env) -> Result<(), BuildError> {
+pub(super) fn config_step(
+    st: &mut StageState,
+    ins: &Instruction,
+    esc: char,
+    env: &Env,
+) -> Result<(), BuildError> {
     let x = |w: &str| shell::expand(w, esc, env);
     let cfg = &mut st.config.config;
     match ins {
         Instruction::Env(pairs) => {
-            let expanded: Vec<(String, String)> = pairs.iter().map(|(k, v)| Ok((x(k)?, x(v)?))).collect::<Result<_, BuildError>>()?;
+            let expanded: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| Ok((x(k)?, x(v)?)))
+                .collect::<Result<_, BuildError>>()?;
             for (k, v) in expanded {
                 if k.is_empty() {
                     return Err(BuildError::Source("ENV names can not be blank".into()));
@@ -210,7 +314,9 @@ pub(super) fn config_step(st: &mut StageState, ins: &Instruction, esc: char, env
             for p in ports {
                 for word in shell::expand_words(p, esc, env)? {
                     for port in expand_port(&word)? {
-                        cfg.exposed_ports.get_or_insert_with(BTreeMap::new).insert(port, serde_json::json!({}));
+                        cfg.exposed_ports
+                            .get_or_insert_with(BTreeMap::new)
+                            .insert(port, serde_json::json!({}));
                     }
                 }
             }
@@ -220,9 +326,13 @@ pub(super) fn config_step(st: &mut StageState, ins: &Instruction, esc: char, env
             for v in vs {
                 let v = x(v)?;
                 if v.trim().is_empty() {
-                    return Err(BuildError::Source("VOLUME specified can not be an empty string".into()));
+                    return Err(BuildError::Source(
+                        "VOLUME specified can not be an empty string".into(),
+                    ));
                 }
-                cfg.volumes.get_or_insert_with(BTreeMap::new).insert(v, serde_json::json!({}));
+                cfg.volumes
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(v, serde_json::json!({}));
             }
         }
         Instruction::StopSignal(s) => cfg.stop_signal = Some(x(s)?),
@@ -230,7 +340,10 @@ pub(super) fn config_step(st: &mut StageState, ins: &Instruction, esc: char, env
         Instruction::Shell(s) => cfg.shell = Some(s.clone()),
         Instruction::Healthcheck(h) => cfg.healthcheck = Some(h.clone()),
         Instruction::Onbuild(t) => cfg.on_build.get_or_insert_with(Vec::new).push(t.clone()),
-        Instruction::Arg(_) | Instruction::Copy(_) | Instruction::Workdir(_) | Instruction::Unsupported(_) => {}
+        Instruction::Arg(_)
+        | Instruction::Copy(_)
+        | Instruction::Workdir(_)
+        | Instruction::Unsupported(_) => {}
     }
     Ok(())
 }
@@ -241,7 +354,10 @@ fn expand_port(spec: &str) -> Result<Vec<String>, BuildError> {
     let proto = proto.to_ascii_lowercase();
     let bad = || BuildError::Source(format!("invalid port specification: {spec:?}"));
     let (lo, hi) = match ports.split_once('-') {
-        Some((a, b)) => (a.parse::<u16>().map_err(|_| bad())?, b.parse::<u16>().map_err(|_| bad())?),
+        Some((a, b)) => (
+            a.parse::<u16>().map_err(|_| bad())?,
+            b.parse::<u16>().map_err(|_| bad())?,
+        ),
         None => {
             let p = ports.parse::<u16>().map_err(|_| bad())?;
             (p, p)

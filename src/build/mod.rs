@@ -26,11 +26,16 @@ pub enum BuildError {
     #[error(transparent)]
     Dockerfile(#[from] InstructionError),
     #[error("Dockerfile:{line}: {message}: {text}")]
-    Step { line: usize, text: String, message: String },
+    Step {
+        line: usize,
+        text: String,
+        message: String,
+    },
+    // Boxed: registry errors carry several names and would bloat every Result.
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Registry(Box<RegistryError>),
     #[error(transparent)]
-    Remote(#[from] RemoteError),
+    Remote(Box<RemoteError>),
     #[error(transparent)]
     Context(#[from] ContextError),
     #[error(transparent)]
@@ -49,15 +54,34 @@ pub enum BuildError {
 
 impl BuildError {
     pub fn io(op: impl Into<String>, source: std::io::Error) -> BuildError {
-        BuildError::Io { op: op.into(), source }
+        BuildError::Io {
+            op: op.into(),
+            source,
+        }
     }
 
     /// Attaches the Dockerfile line to errors that do not carry one.
     fn at(self, loc: &Location) -> BuildError {
         match self {
             e @ (BuildError::Dockerfile(_) | BuildError::Step { .. }) => e,
-            other => BuildError::Step { line: loc.line, text: loc.text.trim().to_string(), message: other.to_string() },
+            other => BuildError::Step {
+                line: loc.line,
+                text: loc.text.trim().to_string(),
+                message: other.to_string(),
+            },
         }
+    }
+}
+
+impl From<RegistryError> for BuildError {
+    fn from(e: RegistryError) -> Self {
+        BuildError::Registry(Box::new(e))
+    }
+}
+
+impl From<RemoteError> for BuildError {
+    fn from(e: RemoteError) -> Self {
+        BuildError::Remote(Box::new(e))
     }
 }
 
@@ -137,7 +161,12 @@ impl StageState {
 }
 
 /// Builds the target stage of `df` and returns its image.
-pub async fn build(session: &Session, df: &Dockerfile, ctx: &BuildContext, opts: &BuildOptions) -> Result<BuiltImage, BuildError> {
+pub async fn build(
+    session: &Session,
+    df: &Dockerfile,
+    ctx: &BuildContext,
+    opts: &BuildOptions,
+) -> Result<BuiltImage, BuildError> {
     let overrides: BTreeMap<String, String> = opts.build_args.iter().cloned().collect();
     let mut used_args: std::collections::HashSet<String> = std::collections::HashSet::new();
 
@@ -152,7 +181,10 @@ pub async fn build(session: &Session, df: &Dockerfile, ctx: &BuildContext, opts:
                     Some(v.clone())
                 }
                 None => match default {
-                    Some(d) => Some(shell::expand(d, df.escape, &global).map_err(|e| BuildError::from(e).at(at))?),
+                    Some(d) => Some(
+                        shell::expand(d, df.escape, &global)
+                            .map_err(|e| BuildError::from(e).at(at))?,
+                    ),
                     None => None,
                 },
             };
@@ -179,13 +211,27 @@ pub async fn build(session: &Session, df: &Dockerfile, ctx: &BuildContext, opts:
         let stage = &df.stages[i];
         step_no += 1;
         eprintln!("INFO [{step_no}/{total_steps}] {}", stage.at.text.trim());
-        let mut st = start_stage(session, df, stage, &global, &built, opts).await.map_err(|e| e.at(&stage.at))?;
+        let mut st = start_stage(session, df, stage, &global, &built, opts)
+            .await
+            .map_err(|e| e.at(&stage.at))?;
         for step in &stage.steps {
             step_no += 1;
             eprintln!("INFO [{step_no}/{total_steps}] {}", step.at.text.trim());
-            run_step(session, df, &mut st, step, &overrides, &global_declared, &mut used_args, &mut built, ctx, opts, i)
-                .await
-                .map_err(|e| e.at(&step.at))?;
+            run_step(
+                session,
+                df,
+                &mut st,
+                step,
+                &overrides,
+                &global_declared,
+                &mut used_args,
+                &mut built,
+                ctx,
+                opts,
+                i,
+            )
+            .await
+            .map_err(|e| e.at(&step.at))?;
         }
         built.insert(i, st);
     }
@@ -196,12 +242,21 @@ pub async fn build(session: &Session, df: &Dockerfile, ctx: &BuildContext, opts:
     }
     let mut st = built.remove(&target).expect("target stage was built");
     for (k, v) in &opts.labels {
-        st.config.config.labels.get_or_insert_with(BTreeMap::new).insert(k.clone(), v.clone());
+        st.config
+            .config
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.clone(), v.clone());
     }
     st.config.rootfs.kind = "layers".into();
     st.config.rootfs.diff_ids = st.fs.layers.iter().map(|l| l.diff_id.clone()).collect();
     st.config.created = Some(session.created.clone());
-    Ok(BuiltImage { config: st.config, layers: st.fs.layers, format: st.format, base: st.base })
+    Ok(BuiltImage {
+        config: st.config,
+        layers: st.fs.layers,
+        format: st.format,
+        base: st.base,
+    })
 }
 
 /// The target and every stage it copies from, in Dockerfile order.
@@ -213,10 +268,13 @@ fn needed_stages(df: &Dockerfile, target: usize) -> Vec<usize> {
             continue;
         }
         need[i] = true;
-        let from_names = df.stages[i].steps.iter().filter_map(|s| match &s.instruction {
-            Instruction::Copy(c) => c.from.clone(),
-            _ => None,
-        });
+        let from_names = df.stages[i]
+            .steps
+            .iter()
+            .filter_map(|s| match &s.instruction {
+                Instruction::Copy(c) => c.from.clone(),
+                _ => None,
+            });
         let base = std::iter::once(df.stages[i].image.clone());
         for name in from_names.chain(base) {
             if name.contains('$') {
@@ -225,7 +283,10 @@ fn needed_stages(df: &Dockerfile, target: usize) -> Vec<usize> {
                 continue;
             }
             let lower = name.to_ascii_lowercase();
-            if let Some(j) = df.stages[..i].iter().position(|s| s.name.as_deref() == Some(&lower)) {
+            if let Some(j) = df.stages[..i]
+                .iter()
+                .position(|s| s.name.as_deref() == Some(&lower))
+            {
                 todo.push(j);
             } else if let Ok(j) = name.parse::<usize>() {
                 if j < i {
@@ -237,21 +298,35 @@ fn needed_stages(df: &Dockerfile, target: usize) -> Vec<usize> {
     (0..df.stages.len()).filter(|&i| need[i]).collect()
 }
 
-async fn start_stage(session: &Session, df: &Dockerfile, stage: &Stage, global: &Env, built: &HashMap<usize, StageState>, opts: &BuildOptions) -> Result<StageState, BuildError> {
+async fn start_stage(
+    session: &Session,
+    df: &Dockerfile,
+    stage: &Stage,
+    global: &Env,
+    built: &HashMap<usize, StageState>,
+    opts: &BuildOptions,
+) -> Result<StageState, BuildError> {
     let image = shell::expand(&stage.image, df.escape, global)?;
     let platform = match &stage.platform {
         Some(p) => {
             let p = shell::expand(p, df.escape, global)?;
-            Platform::parse(&p).ok_or_else(|| BuildError::Source(format!("invalid platform {p:?}")))?
+            Platform::parse(&p)
+                .ok_or_else(|| BuildError::Source(format!("invalid platform {p:?}")))?
         }
         None => opts.platform.clone(),
     };
     let dir = opts.scratch_dir.join(format!("stage-{}", stage.index));
-    std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
     // FROM an earlier stage: continue from its state.
     let lower = image.to_ascii_lowercase();
-    if let Some(prev) = df.stages[..stage.index].iter().find(|s| s.name.as_deref() == Some(&lower)) {
-        let p = built.get(&prev.index).ok_or_else(|| BuildError::Source(format!("stage {lower} was not built")))?;
+    if let Some(prev) = df.stages[..stage.index]
+        .iter()
+        .find(|s| s.name.as_deref() == Some(&lower))
+    {
+        let p = built
+            .get(&prev.index)
+            .ok_or_else(|| BuildError::Source(format!("stage {lower} was not built")))?;
         return Ok(StageState {
             config: p.config.clone(),
             fs: StageFs::new(p.fs.layers.clone(), dir),
@@ -269,7 +344,14 @@ async fn start_stage(session: &Session, df: &Dockerfile, stage: &Stage, global: 
             ..Default::default()
         };
         config.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
-        return Ok(StageState { config, fs: StageFs::new(Vec::new(), dir), args: Env::new(), cmd_set: false, format: ManifestFormat::Docker, base: None });
+        return Ok(StageState {
+            config,
+            fs: StageFs::new(Vec::new(), dir),
+            args: Env::new(),
+            cmd_set: false,
+            format: ManifestFormat::Docker,
+            base: None,
+        });
     }
     let reference = Reference::parse(&image).map_err(|e| BuildError::Source(e.to_string()))?;
     let base = remote::fetch(&session.registry, &reference, &platform, &session.blobs_dir).await?;
@@ -283,7 +365,14 @@ async fn start_stage(session: &Session, df: &Dockerfile, stage: &Stage, global: 
             eprintln!("WARN base image {reference} has ONBUILD triggers; Kiln does not run them yet: {triggers:?}");
         }
     }
-    Ok(StageState { config, fs: StageFs::new(base.layers, dir), args: Env::new(), cmd_set: false, format: base.format, base: Some(reference) })
+    Ok(StageState {
+        config,
+        fs: StageFs::new(base.layers, dir),
+        args: Env::new(),
+        cmd_set: false,
+        format: base.format,
+        base: Some(reference),
+    })
 }
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -314,7 +403,12 @@ async fn run_step(
                 } else if let Some(d) = default {
                     Some(shell::expand(d, esc, &st.env())?)
                 } else {
-                    global_declared.get(k).cloned().or_else(|| platform_args(&opts.platform).into_iter().find(|(n, _)| n == k).map(|(_, v)| v))
+                    global_declared.get(k).cloned().or_else(|| {
+                        platform_args(&opts.platform)
+                            .into_iter()
+                            .find(|(n, _)| n == k)
+                            .map(|(_, v)| v)
+                    })
                 };
                 if let Some(v) = value {
                     st.args.insert(k.clone(), v);
@@ -331,7 +425,9 @@ async fn run_step(
             push_history(st, session, created_by, false);
         }
         Instruction::Unsupported(kw) => {
-            return Err(BuildError::Source(format!("{kw} is not supported yet by Kiln")));
+            return Err(BuildError::Source(format!(
+                "{kw} is not supported yet by Kiln"
+            )));
         }
         other => {
             meta::config_step(st, other, esc, &env)?;

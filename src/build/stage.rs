@@ -26,7 +26,12 @@ pub struct StageFs {
 
 impl StageFs {
     pub fn new(layers: Vec<Layer>, dir: PathBuf) -> StageFs {
-        StageFs { layers, index: None, rootfs: None, dir }
+        StageFs {
+            layers,
+            index: None,
+            rootfs: None,
+            dir,
+        }
     }
 
     /// The blob file of a layer, downloading it once per build.
@@ -43,7 +48,8 @@ impl StageFs {
                 if !path.exists() {
                     let part = path.with_extension("part");
                     session.registry.download_blob(r, digest, &part).await?;
-                    std::fs::rename(&part, &path).map_err(|e| BuildError::io(format!("storing blob {digest}"), e))?;
+                    std::fs::rename(&part, &path)
+                        .map_err(|e| BuildError::io(format!("storing blob {digest}"), e))?;
                 }
                 Ok(path)
             }
@@ -67,13 +73,17 @@ impl StageFs {
     pub async fn rootfs(&mut self, session: &Session) -> Result<&ScratchRoot, BuildError> {
         if self.rootfs.is_none() {
             let dir = self.dir.join("rootfs");
-            std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
             let root = ScratchRoot::new(&dir);
             for l in &self.layers {
                 let blob = Self::blob(session, l).await?;
                 let report = root.apply_layer(&blob, &l.descriptor.digest)?;
                 if report.skipped_devices > 0 {
-                    eprintln!("WARN layer {}: skipped {} device nodes (not running as root)", l.descriptor.digest, report.skipped_devices);
+                    eprintln!(
+                        "WARN layer {}: skipped {} device nodes (not running as root)",
+                        l.descriptor.digest, report.skipped_devices
+                    );
                 }
             }
             self.rootfs = Some(root);
@@ -82,7 +92,11 @@ impl StageFs {
     }
 
     /// Reads one file's bytes from the layers (for /etc/passwd and /etc/group).
-    pub async fn read_file(&mut self, session: &Session, abs: &str) -> Result<Option<Vec<u8>>, BuildError> {
+    pub async fn read_file(
+        &mut self,
+        session: &Session,
+        abs: &str,
+    ) -> Result<Option<Vec<u8>>, BuildError> {
         let rel = self.index(session).await?.resolve(abs, true)?;
         if let Some(root) = &self.rootfs {
             return Ok(std::fs::read(root.host_path(&rel)).ok());
@@ -92,11 +106,21 @@ impl StageFs {
             let blob = Self::blob(session, &l).await?;
             reader::for_each_entry(&blob, &l.descriptor.digest, |e, data| {
                 match (&e.whiteout, &e.kind) {
-                    (Some(Whiteout::Remove(p)), _) if *p == rel || rel.starts_with(&format!("{p}/")) => found = None,
-                    (Some(Whiteout::Opaque(d)), _) if rel.starts_with(&format!("{d}/")) => found = None,
+                    (Some(Whiteout::Remove(p)), _)
+                        if *p == rel || rel.starts_with(&format!("{p}/")) =>
+                    {
+                        found = None
+                    }
+                    (Some(Whiteout::Opaque(d)), _) if rel.starts_with(&format!("{d}/")) => {
+                        found = None
+                    }
                     (None, Kind::File) if e.path == rel => {
                         let mut b = Vec::new();
-                        data.read_to_end(&mut b).map_err(|source| reader::ReadError::Io { layer: l.descriptor.digest.clone(), source })?;
+                        data.read_to_end(&mut b)
+                            .map_err(|source| reader::ReadError::Io {
+                                layer: l.descriptor.digest.clone(),
+                                source,
+                            })?;
                         found = Some(b);
                     }
                     _ => {}
@@ -108,7 +132,11 @@ impl StageFs {
     }
 
     /// Writes `entries` (plus nothing else) as a new layer and records it.
-    pub fn commit(&mut self, session: &Session, entries: BTreeMap<PathKey, Planned>) -> Result<Layer, BuildError> {
+    pub fn commit(
+        &mut self,
+        session: &Session,
+        entries: BTreeMap<PathKey, Planned>,
+    ) -> Result<Layer, BuildError> {
         let n = self.layers.len();
         let path = self.dir.join(format!("layer-{n}.tar.gz"));
         let mut w = LayerWriter::create(&path, session.compression_level)?;
@@ -124,14 +152,26 @@ impl StageFs {
                     EntryBody::File { size, .. } => (NodeKind::File, *size),
                     EntryBody::Bytes(b) => (NodeKind::File, b.len() as u64),
                     EntryBody::Symlink(t) => (NodeKind::Symlink(t.clone()), 0),
-                    EntryBody::Hardlink(t) => (NodeKind::File, sizes.get(t.as_str()).copied().unwrap_or(0)),
+                    EntryBody::Hardlink(t) => {
+                        (NodeKind::File, sizes.get(t.as_str()).copied().unwrap_or(0))
+                    }
                 };
                 sizes.insert(&key.0, size);
                 if kind != NodeKind::Dir {
                     // A file replacing a directory hides the directory's tree.
                     idx.remove_children(&key.0);
                 }
-                idx.insert(key.0.clone(), Node { kind, mode: p.meta.mode, uid: p.meta.uid, gid: p.meta.gid, size, mtime: p.meta.mtime });
+                idx.insert(
+                    key.0.clone(),
+                    Node {
+                        kind,
+                        mode: p.meta.mode,
+                        uid: p.meta.uid,
+                        gid: p.meta.gid,
+                        size,
+                        mtime: p.meta.mtime,
+                    },
+                );
             }
         }
         let layer = Layer {

@@ -3,20 +3,28 @@
 
 /// Parses `user[:group]`. A user without a group uses the user's number as the
 /// group (Docker's documented rule). Names are looked up with `lookup`.
-pub fn parse_owner(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<(u64, u64), String> {
+pub fn parse_owner(
+    spec: &str,
+    passwd: Option<&str>,
+    group: Option<&str>,
+) -> Result<(u64, u64), String> {
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     let uid = match u.parse::<u64>() {
         Ok(n) => n,
-        Err(_) => lookup(passwd, u, 2).ok_or_else(|| format!("unable to find user {u}: no matching entries in passwd file"))?,
+        Err(_) => lookup(passwd, u, 2).ok_or_else(|| {
+            format!("unable to find user {u}: no matching entries in passwd file")
+        })?,
     };
     let gid = match g {
         None => uid,
         Some(g) => match g.parse::<u64>() {
             Ok(n) => n,
-            Err(_) => lookup(group, g, 2).ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?,
+            Err(_) => lookup(group, g, 2).ok_or_else(|| {
+                format!("unable to find group {g}: no matching entries in group file")
+            })?,
         },
     };
     Ok((uid, gid))
@@ -26,7 +34,9 @@ pub fn parse_owner(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Res
 fn lookup(file: Option<&str>, name: &str, field: usize) -> Option<u64> {
     file?.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&name)).then(|| f.get(field)?.parse().ok()).flatten()
+        (f.first() == Some(&name))
+            .then(|| f.get(field)?.parse().ok())
+            .flatten()
     })
 }
 

@@ -52,7 +52,7 @@ pub struct Copy {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Instruction {
-    Arg(Vec<(String, Option<String>)>),
+    Arg(ArgList),
     Env(Vec<(String, String)>),
     Label(Vec<(String, String)>),
     Workdir(String),
@@ -88,11 +88,14 @@ pub struct Stage {
     pub steps: Vec<Step>,
 }
 
+/// `ARG` declarations: name and optional default.
+pub type ArgList = Vec<(String, Option<String>)>;
+
 /// A Dockerfile ready to plan: global ARGs, stages, and its escape character.
 #[derive(Debug, Clone)]
 pub struct Dockerfile {
     pub escape: char,
-    pub global_args: Vec<(Location, Vec<(String, Option<String>)>)>,
+    pub global_args: Vec<(Location, ArgList)>,
     pub stages: Vec<Stage>,
 }
 
@@ -122,7 +125,9 @@ pub fn parse_dockerfile(text: &str) -> Result<Dockerfile, InstructionError> {
             (Some(stage), instruction) => stage.steps.push(Step { at, instruction }),
             (None, Instruction::Arg(args)) => df.global_args.push((at, args)),
             (None, _) => {
-                return Err(at.error("no build stage in current context (the first instruction must be FROM or ARG)"))
+                return Err(at.error(
+                    "no build stage in current context (the first instruction must be FROM or ARG)",
+                ))
             }
         }
     }
@@ -182,7 +187,9 @@ impl<'n> Flags<'n> {
             Some((_, Some(v))) => match v.to_ascii_lowercase().as_str() {
                 "true" | "1" => Ok(true),
                 "false" | "0" => Ok(false),
-                _ => Err(self.at.error(format!("expecting boolean value for flag --{name}, not: {v}"))),
+                _ => Err(self.at.error(format!(
+                    "expecting boolean value for flag --{name}, not: {v}"
+                ))),
             },
         }
     }
@@ -195,7 +202,9 @@ fn parse_from(node: &Node, at: &Location, index: usize) -> Result<Stage, Instruc
         [image, kw, name] if kw.eq_ignore_ascii_case("as") => {
             let valid = !name.is_empty()
                 && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
             if !valid {
                 return Err(at.error(format!("invalid name for build stage: {name:?}, name can't start with a number or contain symbols")));
             }
@@ -221,7 +230,10 @@ fn one_arg(node: &Node, at: &Location) -> Result<String, InstructionError> {
     no_flags(node, at)?;
     match node.args.as_slice() {
         [a] => Ok(a.clone()),
-        _ => Err(at.error(format!("{} requires exactly one argument", node.keyword.to_ascii_uppercase()))),
+        _ => Err(at.error(format!(
+            "{} requires exactly one argument",
+            node.keyword.to_ascii_uppercase()
+        ))),
     }
 }
 
@@ -237,7 +249,10 @@ fn command_line(node: &Node, at: &Location) -> Result<CommandLine, InstructionEr
 fn triples(node: &Node, at: &Location) -> Result<Vec<(String, String)>, InstructionError> {
     no_flags(node, at)?;
     if node.args.is_empty() {
-        return Err(at.error(format!("{} requires at least one argument", node.keyword.to_ascii_uppercase())));
+        return Err(at.error(format!(
+            "{} requires at least one argument",
+            node.keyword.to_ascii_uppercase()
+        )));
     }
     Ok(node
         .args
@@ -282,7 +297,10 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
         "expose" | "volume" => {
             no_flags(node, at)?;
             if node.args.is_empty() {
-                return Err(at.error(format!("{} requires at least one argument", kw.to_ascii_uppercase())));
+                return Err(at.error(format!(
+                    "{} requires at least one argument",
+                    kw.to_ascii_uppercase()
+                )));
             }
             if kw == "expose" {
                 Instruction::Expose(node.args.clone())
@@ -291,7 +309,11 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
             }
         }
         "copy" => {
-            let flags = Flags::new(node, at, &["from", "chown", "chmod", "link", "exclude", "parents"])?;
+            let flags = Flags::new(
+                node,
+                at,
+                &["from", "chown", "chmod", "link", "exclude", "parents"],
+            )?;
             if flags.bool("parents")? {
                 return Err(at.error("COPY --parents is not supported yet"));
             }
@@ -313,39 +335,71 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
         }
         "healthcheck" => {
             // Carried into the config as BuildKit writes it; Kiln runs no containers.
-            let flags = Flags::new(node, at, &["interval", "timeout", "start-period", "start-interval", "retries"])?;
+            let flags = Flags::new(
+                node,
+                at,
+                &[
+                    "interval",
+                    "timeout",
+                    "start-period",
+                    "start-interval",
+                    "retries",
+                ],
+            )?;
             let test = match node.args.first().map(|s| s.to_ascii_uppercase()) {
                 Some(t) if t == "NONE" => vec!["NONE".to_string()],
                 Some(t) if t == "CMD" => {
                     if node.json {
-                        std::iter::once("CMD".to_string()).chain(node.args[1..].iter().cloned()).collect()
+                        std::iter::once("CMD".to_string())
+                            .chain(node.args[1..].iter().cloned())
+                            .collect()
                     } else {
-                        vec!["CMD-SHELL".to_string(), node.args.get(1).cloned().unwrap_or_default()]
+                        vec![
+                            "CMD-SHELL".to_string(),
+                            node.args.get(1).cloned().unwrap_or_default(),
+                        ]
                     }
                 }
                 _ => return Err(at.error("HEALTHCHECK requires CMD or NONE")),
             };
             let mut hc = serde_json::Map::new();
             hc.insert("Test".into(), test.into());
-            for (flag, key) in [("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"), ("start-interval", "StartInterval")] {
+            for (flag, key) in [
+                ("interval", "Interval"),
+                ("timeout", "Timeout"),
+                ("start-period", "StartPeriod"),
+                ("start-interval", "StartInterval"),
+            ] {
                 if let Some(v) = flags.string(flag)? {
-                    let ns = parse_duration(&v).ok_or_else(|| at.error(format!("invalid duration for --{flag}: {v}")))?;
+                    let ns = parse_duration(&v)
+                        .ok_or_else(|| at.error(format!("invalid duration for --{flag}: {v}")))?;
                     hc.insert(key.into(), ns.into());
                 }
             }
             if let Some(r) = flags.string("retries")? {
-                let r: i64 = r.parse().map_err(|_| at.error(format!("invalid --retries: {r}")))?;
+                let r: i64 = r
+                    .parse()
+                    .map_err(|_| at.error(format!("invalid --retries: {r}")))?;
                 hc.insert("Retries".into(), r.into());
             }
             Instruction::Healthcheck(serde_json::Value::Object(hc))
         }
         "onbuild" => {
-            let sub = node.sub.as_ref().ok_or_else(|| at.error("ONBUILD requires an instruction"))?;
+            let sub = node
+                .sub
+                .as_ref()
+                .ok_or_else(|| at.error("ONBUILD requires an instruction"))?;
             if matches!(sub.keyword.as_str(), "onbuild" | "from" | "maintainer") {
-                return Err(at.error(format!("{} isn't allowed as an ONBUILD trigger", sub.keyword.to_ascii_uppercase())));
+                return Err(at.error(format!(
+                    "{} isn't allowed as an ONBUILD trigger",
+                    sub.keyword.to_ascii_uppercase()
+                )));
             }
             let text = node.original.trim();
-            let trigger = text.split_once(char::is_whitespace).map(|(_, r)| r.trim()).unwrap_or_default();
+            let trigger = text
+                .split_once(char::is_whitespace)
+                .map(|(_, r)| r.trim())
+                .unwrap_or_default();
             Instruction::Onbuild(trigger.to_string())
         }
         "run" | "add" => Instruction::Unsupported(kw.to_ascii_uppercase()),
@@ -364,7 +418,9 @@ fn parse_duration(s: &str) -> Option<i64> {
         let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let n: f64 = rest[..num_end].parse().ok()?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let mult = match &rest[..unit_end] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,
@@ -390,8 +446,13 @@ mod tests {
         assert_eq!(df.global_args.len(), 1);
         assert_eq!(df.stages.len(), 2);
         assert_eq!(df.stages[0].name.as_deref(), Some("build"));
-        let Instruction::Copy(c) = &df.stages[0].steps[0].instruction else { panic!() };
-        assert_eq!((c.sources.clone(), c.dest.as_str()), (vec!["a".to_string(), "b".to_string()], "/d/"));
+        let Instruction::Copy(c) = &df.stages[0].steps[0].instruction else {
+            panic!()
+        };
+        assert_eq!(
+            (c.sources.clone(), c.dest.as_str()),
+            (vec!["a".to_string(), "b".to_string()], "/d/")
+        );
         assert_eq!(c.from.as_deref(), Some("x"));
         assert_eq!(df.stages[1].steps[0].at.line, 5);
     }
@@ -402,7 +463,11 @@ mod tests {
         assert_eq!(e.line, 2);
         assert!(e.to_string().contains("unknown flag: --bogus"), "{e}");
         let e = parse_dockerfile("FROM a\n\nFROBNICATE x\n").unwrap_err();
-        assert!(e.to_string().starts_with("Dockerfile:3: unknown instruction: FROBNICATE"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("Dockerfile:3: unknown instruction: FROBNICATE"),
+            "{e}"
+        );
         assert!(parse_dockerfile("COPY a b\n").is_err());
         assert!(parse_dockerfile("ENV A=1\n").is_err());
     }

@@ -5,4 +5,7 @@ pub mod instruction;
 pub mod parser;
 pub mod shell;
 
-pub use instruction::{parse_dockerfile, CommandLine, Copy, Dockerfile, Instruction, InstructionError, Location, Stage, Step};
+pub use instruction::{
+    parse_dockerfile, CommandLine, Copy, Dockerfile, Instruction, InstructionError, Location,
+    Stage, Step,
+};

@@ -59,7 +59,11 @@ pub fn parse(text: &str) -> Result<Ast, ParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines: Vec<&str> = text.split('\n').collect();
     // A final newline does not start another line.
-    let count = if text.ends_with('\n') { lines.len() - 1 } else { lines.len() };
+    let count = if text.ends_with('\n') {
+        lines.len() - 1
+    } else {
+        lines.len()
+    };
     let mut d = Directives::default();
     let mut nodes = Vec::new();
     let mut i = 0;
@@ -97,7 +101,11 @@ pub fn parse(text: &str) -> Result<Ast, ParseError> {
                 while i < count {
                     let body = trim_newline(lines[i]);
                     i += 1;
-                    let candidate = if h.chomp { body.trim_start_matches('\t') } else { body };
+                    let candidate = if h.chomp {
+                        body.trim_start_matches('\t')
+                    } else {
+                        body
+                    };
                     if candidate == h.name {
                         terminated = true;
                         break;
@@ -152,7 +160,11 @@ impl Directives {
     /// Strips comments, optionally leading space, and reads parser directives
     /// while they may still appear (only before anything else).
     fn process_line<'l>(&mut self, line: &'l str, strip_left: bool) -> Result<&'l str, ParseError> {
-        let token = if strip_left { trim_leading_ws(line) } else { line };
+        let token = if strip_left {
+            trim_leading_ws(line)
+        } else {
+            line
+        };
         self.directive(token)?;
         Ok(if is_comment(token) { "" } else { token })
     }
@@ -185,7 +197,9 @@ impl Directives {
                     other => {
                         return Err(ParseError {
                             line: 1,
-                            message: format!("invalid escape token '{other}' does not match ` or \\"),
+                            message: format!(
+                                "invalid escape token '{other}' does not match ` or \\"
+                            ),
                         })
                     }
                 }
@@ -287,24 +301,18 @@ fn node_from_line(line: &str, d: &Directives) -> Result<Node, String> {
             }
             None => node.args = split_ws_all(&rest),
         },
-        "cmd" | "entrypoint" | "run" | "shell" => {
-            if !rest.is_empty() {
-                match parse_json(&rest)? {
-                    Some(args) => {
-                        node.args = args;
-                        node.json = true;
-                    }
-                    None => node.args = vec![rest],
-                }
+        "cmd" | "entrypoint" | "run" | "shell" if !rest.is_empty() => match parse_json(&rest)? {
+            Some(args) => {
+                node.args = args;
+                node.json = true;
             }
-        }
+            None => node.args = vec![rest],
+        },
         "arg" => node.args = parse_words(&rest, d.escape),
         "env" | "label" => node.args = parse_name_val(&rest, &keyword, d.escape)?,
         "expose" | "from" => node.args = split_ws_all(&rest),
-        "maintainer" | "stopsignal" | "user" | "workdir" => {
-            if !rest.is_empty() {
-                node.args = vec![rest];
-            }
+        "maintainer" | "stopsignal" | "user" | "workdir" if !rest.is_empty() => {
+            node.args = vec![rest]
         }
         "healthcheck" => {
             let sep = rest.find(char::is_whitespace).unwrap_or(rest.len());
@@ -322,11 +330,7 @@ fn node_from_line(line: &str, d: &Directives) -> Result<Node, String> {
                 }
             }
         }
-        "onbuild" => {
-            if !rest.is_empty() {
-                node.sub = Some(Box::new(node_from_line(&rest, d)?));
-            }
-        }
+        "onbuild" if !rest.is_empty() => node.sub = Some(Box::new(node_from_line(&rest, d)?)),
         // Unknown keywords parse to nothing; the instruction layer rejects them.
         _ => {}
     }
@@ -628,12 +632,21 @@ mod tests {
     #[test]
     fn buildkit_testfiles() {
         let all = cases("testfiles");
-        assert!(all.len() >= 33, "expected BuildKit's 33 cases, found {}", all.len());
+        assert!(
+            all.len() >= 33,
+            "expected BuildKit's 33 cases, found {}",
+            all.len()
+        );
         for case in all {
             let text = std::fs::read_to_string(case.join("Dockerfile")).expect("Dockerfile");
             let want = std::fs::read_to_string(case.join("result")).expect("result");
             let ast = parse(&text).unwrap_or_else(|e| panic!("{}: {e}", case.display()));
-            let got: Vec<String> = ast.nodes.iter().map(dump).map(|d| format!("({d})")).collect();
+            let got: Vec<String> = ast
+                .nodes
+                .iter()
+                .map(dump)
+                .map(|d| format!("({d})"))
+                .collect();
             let want: Vec<&str> = want.lines().collect();
             assert_eq!(got, want, "{}", case.display());
         }
@@ -651,10 +664,15 @@ mod tests {
 
     #[test]
     fn heredoc_copy() {
-        let ast = parse("FROM scratch\nCOPY <<EOF /a\nhello\n$X\nEOF\nCOPY <<-'END' /b\n\tx\n\tEND\n").unwrap();
+        let ast =
+            parse("FROM scratch\nCOPY <<EOF /a\nhello\n$X\nEOF\nCOPY <<-'END' /b\n\tx\n\tEND\n")
+                .unwrap();
         assert_eq!(ast.nodes.len(), 3);
         let h = &ast.nodes[1].heredocs[0];
-        assert_eq!((h.name.as_str(), h.content.as_str(), h.expand), ("EOF", "hello\n$X\n", true));
+        assert_eq!(
+            (h.name.as_str(), h.content.as_str(), h.expand),
+            ("EOF", "hello\n$X\n", true)
+        );
         let h = &ast.nodes[2].heredocs[0];
         assert_eq!((h.content.as_str(), h.expand), ("x\n", false));
         assert_eq!(ast.nodes[2].start_line, 6);

@@ -297,18 +297,31 @@ impl Lexer<'_> {
                 let raw = op == '#' || op == '%';
                 let word = self.modifier_word('}', raw)?;
                 let value = self.lookup(&name);
-                let empty = |v: &Option<String>| v.as_deref().is_none_or(|v| null_is_unset && v.is_empty());
+                let empty =
+                    |v: &Option<String>| v.as_deref().is_none_or(|v| null_is_unset && v.is_empty());
                 match op {
-                    '-' => Ok(if empty(&value) { word } else { value.unwrap_or_default() }),
+                    '-' => Ok(if empty(&value) {
+                        word
+                    } else {
+                        value.unwrap_or_default()
+                    }),
                     '+' => Ok(if empty(&value) { String::new() } else { word }),
                     '?' => match value {
                         None => Err(format!(
                             "{name}: {}",
-                            if word.is_empty() { "is not allowed to be unset" } else { &word }
+                            if word.is_empty() {
+                                "is not allowed to be unset"
+                            } else {
+                                &word
+                            }
                         )),
                         Some(v) if null_is_unset && v.is_empty() => Err(format!(
                             "{name}: {}",
-                            if word.is_empty() { "is not allowed to be empty" } else { &word }
+                            if word.is_empty() {
+                                "is not allowed to be empty"
+                            } else {
+                                &word
+                            }
                         )),
                         Some(v) => Ok(v),
                     },
@@ -379,7 +392,11 @@ impl Pattern {
                     // `}` and `/` are escaped only to get past the ${} parser.
                     Some(n @ ('}' | '/' | '*' | '?')) => toks.push(Tok::Lit(n)),
                     Some(n) if n == escape => toks.push(Tok::Lit(n)),
-                    Some(n) => return Err(format!("invalid pattern ({src}) in substitution: invalid escape '\\{n}'")),
+                    Some(n) => {
+                        return Err(format!(
+                            "invalid pattern ({src}) in substitution: invalid escape '\\{n}'"
+                        ))
+                    }
                     None => toks.push(Tok::Lit(c)),
                 },
                 c => toks.push(Tok::Lit(c)),
@@ -433,7 +450,7 @@ impl Pattern {
         let mut i = 0;
         let mut replaced = false;
         while i <= v.len() {
-            if !(replaced && !all) {
+            if !replaced || all {
                 // Leftmost, then longest: the regex BuildKit builds has greedy stars.
                 if let Some(end) = (i..=v.len()).rev().find(|&e| self.matches(&v[i..e])) {
                     if end > i || !self.0.is_empty() {
@@ -474,7 +491,12 @@ mod tests {
     fn buildkit_env_var_test() {
         let text = std::fs::read_to_string(conformance_dir().join("envVarTest"))
             .expect("read shared/conformance/buildkit/shell/envVarTest");
-        let e = env(&[("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")]);
+        let e = env(&[
+            ("PWD", "/home"),
+            ("SHELL", "bash"),
+            ("KOREAN", "한국어"),
+            ("NULL", ""),
+        ]);
         let mut ran = 0;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -489,7 +511,11 @@ mod tests {
             }
             let got = expand(input, '\\', &e);
             if expected == "error" {
-                assert!(got.is_err(), "line {}: {input:?} should fail, got {got:?}", n + 1);
+                assert!(
+                    got.is_err(),
+                    "line {}: {input:?} should fail, got {got:?}",
+                    n + 1
+                );
             } else {
                 assert_eq!(got.as_deref(), Ok(expected), "line {}: {input:?}", n + 1);
             }

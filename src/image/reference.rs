@@ -32,8 +32,15 @@ impl Reference {
         }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
-                let (alg, hex) = d.split_once(':').ok_or_else(|| err("digest must be algorithm:hex"))?;
-                if alg != "sha256" || hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+                let (alg, hex) = d
+                    .split_once(':')
+                    .ok_or_else(|| err("digest must be algorithm:hex"))?;
+                if alg != "sha256"
+                    || hex.len() != 64
+                    || !hex
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                {
                     return Err(err("digest must be sha256 with 64 lower-case hex digits"));
                 }
                 (r, Some(d.to_string()))
@@ -41,25 +48,36 @@ impl Reference {
             None => (s, None),
         };
         let (name, tag) = match rest.rfind(':') {
-            Some(i) if !rest[i + 1..].contains('/') => (&rest[..i], Some(rest[i + 1..].to_string())),
+            Some(i) if !rest[i + 1..].contains('/') => {
+                (&rest[..i], Some(rest[i + 1..].to_string()))
+            }
             _ => (rest, None),
         };
         if let Some(t) = &tag {
             let ok = !t.is_empty()
                 && t.len() <= 128
-                && t.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-                && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+                && t.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
             if !ok {
                 return Err(err("invalid tag"));
             }
         }
         let (registry, repository) = match name.split_once('/') {
-            Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
                 (first.to_string(), rest.to_string())
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
-        let registry = if registry == "docker.io" { DOCKER_HUB.to_string() } else { registry };
+        let registry = if registry == "docker.io" {
+            DOCKER_HUB.to_string()
+        } else {
+            registry
+        };
         let repository = if registry == DOCKER_HUB && !repository.contains('/') {
             format!("library/{repository}")
         } else {
@@ -68,24 +86,41 @@ impl Reference {
         let repo_ok = !repository.is_empty()
             && repository.split('/').all(|c| {
                 !c.is_empty()
-                    && c.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '.' | '_' | '-'))
-                    && c.chars().next().is_some_and(|ch| ch.is_ascii_alphanumeric())
-                    && c.chars().last().is_some_and(|ch| ch.is_ascii_alphanumeric())
+                    && c.chars().all(|ch| {
+                        ch.is_ascii_lowercase()
+                            || ch.is_ascii_digit()
+                            || matches!(ch, '.' | '_' | '-')
+                    })
+                    && c.chars()
+                        .next()
+                        .is_some_and(|ch| ch.is_ascii_alphanumeric())
+                    && c.chars()
+                        .last()
+                        .is_some_and(|ch| ch.is_ascii_alphanumeric())
             });
         if !repo_ok {
-            return Err(err("repository must be lower-case letters, digits and separators"));
+            return Err(err(
+                "repository must be lower-case letters, digits and separators",
+            ));
         }
         Ok(Reference {
             registry,
             repository,
-            tag: if digest.is_none() && tag.is_none() { Some("latest".into()) } else { tag },
+            tag: if digest.is_none() && tag.is_none() {
+                Some("latest".into())
+            } else {
+                tag
+            },
             digest,
         })
     }
 
     /// What to ask the registry's manifest endpoint for: digest first, else tag.
     pub fn object(&self) -> &str {
-        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or("latest")
     }
 
     /// The same repository at another tag or digest.
@@ -124,18 +159,34 @@ mod tests {
     #[test]
     fn defaults_and_ports() {
         let r = Reference::parse("ubuntu").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), (DOCKER_HUB, "library/ubuntu", Some("latest")));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            (DOCKER_HUB, "library/ubuntu", Some("latest"))
+        );
         let r = Reference::parse("127.0.0.1:5000/ones/base:v6.33.1").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", "ones/base", Some("v6.33.1")));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("127.0.0.1:5000", "ones/base", Some("v6.33.1"))
+        );
         let d = format!("sha256:{}", "a".repeat(64));
         let r = Reference::parse(&format!("localhost:5000/x@{d}")).unwrap();
-        assert_eq!((r.tag, r.digest.as_deref()), (None, Some(d.as_str())));
+        assert_eq!(
+            (r.tag.as_deref(), r.digest.as_deref()),
+            (None, Some(d.as_str()))
+        );
         assert_eq!(r.object(), d);
     }
 
     #[test]
     fn rejects_bad() {
-        for bad in ["", "UPPER/case", "a:b:c/d", "x@sha256:abc", "repo:bad tag", "a//b"] {
+        for bad in [
+            "",
+            "UPPER/case",
+            "a:b:c/d",
+            "x@sha256:abc",
+            "repo:bad tag",
+            "a//b",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
     }

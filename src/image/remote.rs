@@ -2,7 +2,9 @@
 //! layer bytes are fetched only when a step needs them.
 
 use super::reference::Reference;
-use super::spec::{Descriptor, ImageConfig, Index, Manifest, Platform, MT_DOCKER_LIST, MT_OCI_INDEX};
+use super::spec::{
+    Descriptor, ImageConfig, Index, Manifest, Platform, MT_DOCKER_LIST, MT_OCI_INDEX,
+};
 use crate::registry::{Registry, RegistryError};
 use std::path::PathBuf;
 
@@ -13,7 +15,11 @@ pub enum RemoteError {
     #[error("{reference}: {reason}")]
     Invalid { reference: String, reason: String },
     #[error("{reference}: no manifest for platform {platform} (the index has {available})")]
-    NoPlatform { reference: String, platform: String, available: String },
+    NoPlatform {
+        reference: String,
+        platform: String,
+        available: String,
+    },
     #[error("{op}: {source}")]
     Io { op: String, source: std::io::Error },
 }
@@ -54,11 +60,20 @@ pub struct RemoteImage {
 }
 
 /// Fetches manifest (resolving an index to `platform`) and config of `reference`.
-pub async fn fetch(registry: &Registry, reference: &Reference, platform: &Platform, tmp: &std::path::Path) -> Result<RemoteImage, RemoteError> {
-    let invalid = |reason: String| RemoteError::Invalid { reference: reference.to_string(), reason };
+pub async fn fetch(
+    registry: &Registry,
+    reference: &Reference,
+    platform: &Platform,
+    tmp: &std::path::Path,
+) -> Result<RemoteImage, RemoteError> {
+    let invalid = |reason: String| RemoteError::Invalid {
+        reference: reference.to_string(),
+        reason,
+    };
     let mut raw = registry.manifest(reference).await?;
     if raw.media_type == MT_DOCKER_LIST || raw.media_type == MT_OCI_INDEX {
-        let index: Index = serde_json::from_slice(&raw.bytes).map_err(|e| invalid(format!("bad index: {e}")))?;
+        let index: Index =
+            serde_json::from_slice(&raw.bytes).map_err(|e| invalid(format!("bad index: {e}")))?;
         let chosen = index
             .manifests
             .iter()
@@ -73,18 +88,30 @@ pub async fn fetch(registry: &Registry, reference: &Reference, platform: &Platfo
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        raw = registry.manifest(&reference.with_object(None, Some(chosen.digest.clone()))).await?;
+        raw = registry
+            .manifest(&reference.with_object(None, Some(chosen.digest.clone())))
+            .await?;
     }
-    let manifest: Manifest = serde_json::from_slice(&raw.bytes).map_err(|e| invalid(format!("bad manifest ({}): {e}", raw.media_type)))?;
+    let manifest: Manifest = serde_json::from_slice(&raw.bytes)
+        .map_err(|e| invalid(format!("bad manifest ({}): {e}", raw.media_type)))?;
     let format = if raw.media_type.contains("oci") || manifest.config.media_type.contains("oci") {
         ManifestFormat::Oci
     } else {
         ManifestFormat::Docker
     };
-    let cfg_path = tmp.join(format!("config-{}", manifest.config.digest.replace(':', "-")));
-    registry.download_blob(reference, &manifest.config.digest, &cfg_path).await?;
-    let cfg_bytes = std::fs::read(&cfg_path).map_err(|source| RemoteError::Io { op: format!("reading {}", cfg_path.display()), source })?;
-    let config: ImageConfig = serde_json::from_slice(&cfg_bytes).map_err(|e| invalid(format!("bad config: {e}")))?;
+    let cfg_path = tmp.join(format!(
+        "config-{}",
+        manifest.config.digest.replace(':', "-")
+    ));
+    registry
+        .download_blob(reference, &manifest.config.digest, &cfg_path)
+        .await?;
+    let cfg_bytes = std::fs::read(&cfg_path).map_err(|source| RemoteError::Io {
+        op: format!("reading {}", cfg_path.display()),
+        source,
+    })?;
+    let config: ImageConfig =
+        serde_json::from_slice(&cfg_bytes).map_err(|e| invalid(format!("bad config: {e}")))?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
         return Err(invalid(format!(
             "config lists {} diff_ids but the manifest {} layers",
@@ -96,7 +123,17 @@ pub async fn fetch(registry: &Registry, reference: &Reference, platform: &Platfo
         .layers
         .iter()
         .zip(&config.rootfs.diff_ids)
-        .map(|(d, diff_id)| Layer { descriptor: d.clone(), diff_id: diff_id.clone(), source: LayerSource::Remote(reference.clone()) })
+        .map(|(d, diff_id)| Layer {
+            descriptor: d.clone(),
+            diff_id: diff_id.clone(),
+            source: LayerSource::Remote(reference.clone()),
+        })
         .collect();
-    Ok(RemoteImage { reference: reference.clone(), manifest_digest: raw.digest, format, config, layers })
+    Ok(RemoteImage {
+        reference: reference.clone(),
+        manifest_digest: raw.digest,
+        format,
+        config,
+        layers,
+    })
 }

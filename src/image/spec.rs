@@ -35,7 +35,11 @@ impl Platform {
         let os = it.next().filter(|s| !s.is_empty())?.to_string();
         let architecture = it.next().filter(|s| !s.is_empty())?.to_string();
         let variant = it.next().map(str::to_string);
-        Some(Platform { architecture, os, variant })
+        Some(Platform {
+            architecture,
+            os,
+            variant,
+        })
     }
 
     /// The platform this executor runs on, as OCI names it.
@@ -208,14 +212,20 @@ impl ContainerConfig {
     pub fn set_env(&mut self, key: &str, value: &str) {
         let env = self.env.get_or_insert_with(Vec::new);
         let entry = format!("{key}={value}");
-        match env.iter_mut().find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key) {
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
+        {
             Some(e) => *e = entry,
             None => env.push(entry),
         }
     }
 
     pub fn get_env(&self, key: &str) -> Option<String> {
-        self.env_pairs().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.env_pairs()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
 }
 
@@ -240,7 +250,10 @@ mod tests {
 
     #[test]
     fn env_set_replaces_in_place() {
-        let mut c = ContainerConfig { env: Some(vec!["A=1".into(), "B=2".into()]), ..Default::default() };
+        let mut c = ContainerConfig {
+            env: Some(vec!["A=1".into(), "B=2".into()]),
+            ..Default::default()
+        };
         c.set_env("A", "3");
         c.set_env("C", "x=y");
         assert_eq!(c.env.unwrap(), ["A=3", "B=2", "C=x=y"]);

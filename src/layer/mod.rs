@@ -26,7 +26,11 @@ impl<W: Write> HashingWriter<W> {
 
     /// The inner writer, the `sha256:` digest and byte count of everything written.
     pub fn finish(self) -> (W, String, u64) {
-        (self.inner, format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count)
+        (
+            self.inner,
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+        )
     }
 }
 

@@ -11,7 +11,11 @@ pub enum ReadError {
     #[error("reading layer {layer}: {source}")]
     Io { layer: String, source: io::Error },
     #[error("layer {layer}: entry {path:?}: {reason}")]
-    Entry { layer: String, path: String, reason: String },
+    Entry {
+        layer: String,
+        path: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +121,9 @@ where
         };
         let et = h.entry_type();
         let kind = match et {
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => Kind::File,
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                Kind::File
+            }
             tar::EntryType::Directory => Kind::Dir,
             tar::EntryType::Symlink => Kind::Symlink(link()?),
             tar::EntryType::Link => Kind::Hardlink(clean_rooted(&link()?)),
@@ -141,7 +147,11 @@ where
         let whiteout = if name == ".wh..wh..opq" {
             Some(Whiteout::Opaque(dir))
         } else if let Some(hidden) = name.strip_prefix(".wh.") {
-            let target = if dir.is_empty() { hidden.to_string() } else { format!("{dir}/{hidden}") };
+            let target = if dir.is_empty() {
+                hidden.to_string()
+            } else {
+                format!("{dir}/{hidden}")
+            };
             Some(Whiteout::Remove(target))
         } else {
             None

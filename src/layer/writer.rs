@@ -32,7 +32,10 @@ pub struct EntryMeta {
 pub enum EntryBody {
     Dir,
     /// A regular file whose contents are read from a host path.
-    File { source: PathBuf, size: u64 },
+    File {
+        source: PathBuf,
+        size: u64,
+    },
     /// A regular file whose contents are given (heredocs).
     Bytes(Vec<u8>),
     Symlink(String),
@@ -63,9 +66,10 @@ impl LayerWriter {
             path: path.to_path_buf(),
             source,
         })?;
-        let gz = GzBuilder::new()
-            .mtime(0)
-            .write(HashingWriter::new(BufWriter::with_capacity(1 << 20, file)), Compression::new(level));
+        let gz = GzBuilder::new().mtime(0).write(
+            HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+            Compression::new(level),
+        );
         let mut tar = tar::Builder::new(HashingWriter::new(gz));
         tar.mode(tar::HeaderMode::Complete);
         Ok(LayerWriter {
@@ -75,7 +79,12 @@ impl LayerWriter {
     }
 
     /// Appends one entry; `path` is relative to the root, without a leading `/`.
-    pub fn append(&mut self, path: &str, meta: &EntryMeta, body: &EntryBody) -> Result<(), WriteError> {
+    pub fn append(
+        &mut self,
+        path: &str,
+        meta: &EntryMeta,
+        body: &EntryBody,
+    ) -> Result<(), WriteError> {
         let err = |source| WriteError::Entry {
             path: path.to_string(),
             source,
@@ -102,12 +111,16 @@ impl LayerWriter {
                 // The size in the header is the promise; a file that changed size
                 // under us would corrupt the stream, so read exactly that many bytes.
                 let mut limited = f.take(*size);
-                self.tar.append_data(&mut h, path, &mut limited).map_err(err)
+                self.tar
+                    .append_data(&mut h, path, &mut limited)
+                    .map_err(err)
             }
             EntryBody::Bytes(b) => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(b.len() as u64);
-                self.tar.append_data(&mut h, path, b.as_slice()).map_err(err)
+                self.tar
+                    .append_data(&mut h, path, b.as_slice())
+                    .map_err(err)
             }
             EntryBody::Symlink(target) => {
                 h.set_entry_type(tar::EntryType::Symlink);
@@ -154,9 +167,15 @@ mod tests {
         let w = LayerWriter::create(&dir.path().join("l.tgz"), 6).unwrap();
         let l = w.finish().unwrap();
         // The diff_id BuildKit gives an empty layer (1024 zero bytes).
-        assert_eq!(l.diff_id, "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef");
+        assert_eq!(
+            l.diff_id,
+            "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+        );
         let bytes = std::fs::read(&l.path).unwrap();
-        assert_eq!(l.digest, format!("sha256:{}", hex::encode(Sha256::digest(&bytes))));
+        assert_eq!(
+            l.digest,
+            format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+        );
         assert_eq!(l.size, bytes.len() as u64);
     }
 
@@ -167,11 +186,30 @@ mod tests {
         std::fs::write(&src, b"hello").unwrap();
         let make = |name: &str| {
             let mut w = LayerWriter::create(&dir.path().join(name), 6).unwrap();
-            let m = EntryMeta { mode: 0o755, uid: 0, gid: 0, mtime: 1 };
+            let m = EntryMeta {
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: 1,
+            };
             w.append("a", &m, &EntryBody::Dir).unwrap();
-            w.append("a/f", &m, &EntryBody::File { source: src.clone(), size: 5 }).unwrap();
-            w.append("a/l", &m, &EntryBody::Symlink("f".into())).unwrap();
-            w.append(&format!("a/{}", "x".repeat(150)), &m, &EntryBody::Bytes(b"long".to_vec())).unwrap();
+            w.append(
+                "a/f",
+                &m,
+                &EntryBody::File {
+                    source: src.clone(),
+                    size: 5,
+                },
+            )
+            .unwrap();
+            w.append("a/l", &m, &EntryBody::Symlink("f".into()))
+                .unwrap();
+            w.append(
+                &format!("a/{}", "x".repeat(150)),
+                &m,
+                &EntryBody::Bytes(b"long".to_vec()),
+            )
+            .unwrap();
             w.finish().unwrap()
         };
         let (a, b) = (make("1"), make("2"));

@@ -31,7 +31,10 @@ pub enum AuthError {
 /// A user name and secret for one registry.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Credential {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// An identity token from `docker login` against an OAuth2 registry.
     IdentityToken(String),
 }
@@ -79,7 +82,8 @@ impl Keychain {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Keychain::default()),
             Err(source) => return Err(AuthError::Config { path, source }),
         };
-        let config = serde_json::from_slice(&text).map_err(|source| AuthError::ConfigJson { path, source })?;
+        let config = serde_json::from_slice(&text)
+            .map_err(|source| AuthError::ConfigJson { path, source })?;
         Ok(Keychain { config })
     }
 
@@ -105,7 +109,11 @@ impl Keychain {
 
 fn registry_keys(registry: &str) -> Vec<String> {
     if registry == super::super::image::reference::DOCKER_HUB || registry == "docker.io" {
-        vec!["index.docker.io".into(), "docker.io".into(), "registry-1.docker.io".into()]
+        vec![
+            "index.docker.io".into(),
+            "docker.io".into(),
+            "registry-1.docker.io".into(),
+        ]
     } else {
         vec![registry.to_string()]
     }
@@ -113,7 +121,9 @@ fn registry_keys(registry: &str) -> Vec<String> {
 
 /// `https://host:port/v1/` → `host:port`.
 fn normalize_key(key: &str) -> String {
-    let k = key.trim_start_matches("https://").trim_start_matches("http://");
+    let k = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
     k.split('/').next().unwrap_or(k).to_string()
 }
 
@@ -122,7 +132,9 @@ fn entry_credential(e: &AuthEntry) -> Option<Credential> {
         return Some(Credential::IdentityToken(t.clone()));
     }
     if let Some(auth) = e.auth.as_ref().filter(|a| !a.is_empty()) {
-        let raw = base64::engine::general_purpose::STANDARD.decode(auth.trim()).ok()?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .ok()?;
         let s = String::from_utf8(raw).ok()?;
         let (u, p) = s.split_once(':')?;
         return Some(Credential::Basic {
@@ -159,7 +171,9 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>, AuthEr
         Err(e) => return Err(fail(e.to_string())),
     };
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(registry.as_bytes()).map_err(|e| fail(e.to_string()))?;
+        stdin
+            .write_all(registry.as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
     }
     let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
     if !out.status.success() {
@@ -191,7 +205,10 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>, AuthEr
 #[derive(Debug, Clone, PartialEq)]
 pub enum Challenge {
     Basic,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 pub fn parse_challenge(header: &str) -> Option<Challenge> {
@@ -223,7 +240,10 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
         }
         rest = next.trim_start_matches(',').trim_start();
     }
-    Some(Challenge::Bearer { realm: realm?, service })
+    Some(Challenge::Bearer {
+        realm: realm?,
+        service,
+    })
 }
 
 #[cfg(test)]
@@ -234,8 +254,13 @@ mod tests {
     fn challenges() {
         assert_eq!(parse_challenge("Basic realm=\"x\""), Some(Challenge::Basic));
         assert_eq!(
-            parse_challenge(r#"Bearer realm="https://auth.example/token",service="reg",scope="repository:a:pull""#),
-            Some(Challenge::Bearer { realm: "https://auth.example/token".into(), service: Some("reg".into()) })
+            parse_challenge(
+                r#"Bearer realm="https://auth.example/token",service="reg",scope="repository:a:pull""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.example/token".into(),
+                service: Some("reg".into())
+            })
         );
     }
 
@@ -248,10 +273,15 @@ mod tests {
         )
         .unwrap();
         let text = std::fs::read(dir.path().join("config.json")).unwrap();
-        let k = Keychain { config: serde_json::from_slice(&text).unwrap() };
+        let k = Keychain {
+            config: serde_json::from_slice(&text).unwrap(),
+        };
         assert_eq!(
             k.credential("reg.example:5000").unwrap(),
-            Some(Credential::Basic { username: "user".into(), password: "pass".into() })
+            Some(Credential::Basic {
+                username: "user".into(),
+                password: "pass".into()
+            })
         );
         assert_eq!(k.credential("nowhere").unwrap(), None);
     }

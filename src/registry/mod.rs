@@ -118,7 +118,13 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 fn is_loopback(registry: &str) -> bool {
-    let host = registry.rsplit_once(':').map_or(registry, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { registry });
+    let host = registry.rsplit_once(':').map_or(registry, |(h, p)| {
+        if p.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            registry
+        }
+    });
     host == "localhost" || host.starts_with("127.") || host == "[::1]"
 }
 
@@ -156,12 +162,20 @@ impl Registry {
                 Access::Pull => self.opts.insecure_pull,
                 Access::Push => self.opts.insecure_push,
             };
-        let host = if registry == crate::image::reference::DOCKER_HUB { "registry-1.docker.io" } else { registry };
+        let host = if registry == crate::image::reference::DOCKER_HUB {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
         format!("{}://{host}", if plain { "http" } else { "https" })
     }
 
     fn client(&self, registry: &str, access: Access) -> &Client {
-        let skip = self.opts.skip_tls_verify_registries.iter().any(|r| r == registry)
+        let skip = self
+            .opts
+            .skip_tls_verify_registries
+            .iter()
+            .any(|r| r == registry)
             || match access {
                 Access::Pull => self.opts.skip_tls_verify_pull,
                 Access::Push => self.opts.skip_tls_verify_push,
@@ -178,13 +192,17 @@ impl Registry {
     }
 
     async fn auth_header(&self, scope: &Scope<'_>) -> Result<Option<String>, RegistryError> {
-        let challenge = Self::lock(&self.challenges).get(scope.registry).cloned().flatten();
+        let challenge = Self::lock(&self.challenges)
+            .get(scope.registry)
+            .cloned()
+            .flatten();
         match challenge {
             None => Ok(None),
             Some(Challenge::Basic) => Ok(match self.keychain.credential(scope.registry)? {
                 Some(Credential::Basic { username, password }) => Some(format!(
                     "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"))
                 )),
                 _ => None,
             }),
@@ -199,7 +217,12 @@ impl Registry {
         }
     }
 
-    async fn fetch_token(&self, scope: &Scope<'_>, realm: &str, service: Option<&str>) -> Result<String, RegistryError> {
+    async fn fetch_token(
+        &self,
+        scope: &Scope<'_>,
+        realm: &str,
+        service: Option<&str>,
+    ) -> Result<String, RegistryError> {
         let fail = |reason: String| RegistryError::Auth {
             registry: scope.registry.to_string(),
             reason,
@@ -216,30 +239,50 @@ impl Registry {
         let req = match self.keychain.credential(scope.registry)? {
             Some(Credential::IdentityToken(refresh)) => {
                 let mut form = params.clone();
-                form.extend([("grant_type", "refresh_token".to_string()), ("refresh_token", refresh), ("client_id", "kiln".to_string())]);
+                form.extend([
+                    ("grant_type", "refresh_token".to_string()),
+                    ("refresh_token", refresh),
+                    ("client_id", "kiln".to_string()),
+                ]);
                 client.post(realm).form(&form)
             }
-            Some(Credential::Basic { username, password }) => client.get(realm).query(&params).basic_auth(username, Some(password)),
+            Some(Credential::Basic { username, password }) => client
+                .get(realm)
+                .query(&params)
+                .basic_auth(username, Some(password)),
             None => client.get(realm).query(&params),
         };
         let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
-            return Err(fail(format!("token endpoint {realm} answered {status}: {}", body.trim())));
+            return Err(fail(format!(
+                "token endpoint {realm} answered {status}: {}",
+                body.trim()
+            )));
         }
         #[derive(serde::Deserialize)]
         struct Token {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let t: Token = resp.json().await.map_err(|e| fail(format!("token response: {e}")))?;
-        t.token.or(t.access_token).ok_or_else(|| fail("token response had no token".into()))
+        let t: Token = resp
+            .json()
+            .await
+            .map_err(|e| fail(format!("token response: {e}")))?;
+        t.token
+            .or(t.access_token)
+            .ok_or_else(|| fail("token response had no token".into()))
     }
 
     /// Sends a request built by `build`, answering one auth challenge and retrying
     /// transient failures with exponential backoff (honouring Retry-After).
-    async fn send<F>(&self, op: &str, scope: &Scope<'_>, build: F) -> Result<Response, RegistryError>
+    async fn send<F>(
+        &self,
+        op: &str,
+        scope: &Scope<'_>,
+        build: F,
+    ) -> Result<Response, RegistryError>
     where
         F: Fn(&Client, &str) -> Result<RequestBuilder, RegistryError>,
     {
@@ -274,21 +317,36 @@ impl Registry {
                     Self::lock(&self.tokens).remove(&scope.key());
                     continue;
                 }
-                Ok(resp) if (resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS) && attempt < self.opts.retries => {
+                Ok(resp)
+                    if (resp.status().is_server_error()
+                        || resp.status() == StatusCode::TOO_MANY_REQUESTS)
+                        && attempt < self.opts.retries =>
+                {
                     retry_after(resp.headers())
                 }
                 Ok(resp) => return Ok(resp),
-                Err(e) if attempt < self.opts.retries && (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()) => None,
+                Err(e)
+                    if attempt < self.opts.retries
+                        && (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()) =>
+                {
+                    None
+                }
                 Err(e) => return Err(http_err(e)),
             };
-            let backoff = retry_after.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))));
+            let backoff =
+                retry_after.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))));
             attempt += 1;
             tracing_retry(op, scope, attempt, backoff);
             tokio::time::sleep(backoff).await;
         }
     }
 
-    fn status_error(op: &str, scope: &Scope<'_>, status: StatusCode, body: String) -> RegistryError {
+    fn status_error(
+        op: &str,
+        scope: &Scope<'_>,
+        status: StatusCode,
+        body: String,
+    ) -> RegistryError {
         let hint = match status {
             StatusCode::UNAUTHORIZED => " (no or wrong credentials in the docker config)",
             StatusCode::FORBIDDEN => " (the credentials are not allowed this)",
@@ -307,11 +365,19 @@ impl Registry {
 
     /// Fetches a manifest or index by tag or digest; the digest is checked when named.
     pub async fn manifest(&self, r: &Reference) -> Result<RawManifest, RegistryError> {
-        let scope = Scope { registry: &r.registry, repository: &r.repository, access: Access::Pull, mount_from: None };
+        let scope = Scope {
+            registry: &r.registry,
+            repository: &r.repository,
+            access: Access::Pull,
+            mount_from: None,
+        };
         let op = format!("fetching manifest {}", r.object());
         let url_path = format!("/v2/{}/manifests/{}", r.repository, r.object());
         let resp = self
-            .send(&op, &scope, |c, base| Ok(c.get(format!("{base}{url_path}")).header("Accept", MANIFEST_ACCEPT)))
+            .send(&op, &scope, |c, base| {
+                Ok(c.get(format!("{base}{url_path}"))
+                    .header("Accept", MANIFEST_ACCEPT))
+            })
             .await?;
         let status = resp.status();
         if !status.is_success() {
@@ -345,20 +411,40 @@ impl Registry {
         let media_type = if media_type.is_empty() || media_type == "application/json" {
             serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
-                .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string))
+                .and_then(|v| {
+                    v.get("mediaType")
+                        .and_then(|m| m.as_str())
+                        .map(str::to_string)
+                })
                 .unwrap_or_default()
         } else {
             media_type
         };
-        Ok(RawManifest { bytes: bytes.to_vec(), media_type, digest })
+        Ok(RawManifest {
+            bytes: bytes.to_vec(),
+            media_type,
+            digest,
+        })
     }
 
     /// Whether the repository already holds a blob.
-    pub async fn blob_exists(&self, r: &Reference, digest: &str, access: Access) -> Result<bool, RegistryError> {
-        let scope = Scope { registry: &r.registry, repository: &r.repository, access, mount_from: None };
+    pub async fn blob_exists(
+        &self,
+        r: &Reference,
+        digest: &str,
+        access: Access,
+    ) -> Result<bool, RegistryError> {
+        let scope = Scope {
+            registry: &r.registry,
+            repository: &r.repository,
+            access,
+            mount_from: None,
+        };
         let op = format!("checking blob {digest}");
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
-        let resp = self.send(&op, &scope, |c, base| Ok(c.head(format!("{base}{path}")))).await?;
+        let resp = self
+            .send(&op, &scope, |c, base| Ok(c.head(format!("{base}{path}"))))
+            .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -367,15 +453,30 @@ impl Registry {
     }
 
     /// Downloads a blob into `dest`, verifying its digest as it streams.
-    pub async fn download_blob(&self, r: &Reference, digest: &str, dest: &Path) -> Result<u64, RegistryError> {
-        let scope = Scope { registry: &r.registry, repository: &r.repository, access: Access::Pull, mount_from: None };
+    pub async fn download_blob(
+        &self,
+        r: &Reference,
+        digest: &str,
+        dest: &Path,
+    ) -> Result<u64, RegistryError> {
+        let scope = Scope {
+            registry: &r.registry,
+            repository: &r.repository,
+            access: Access::Pull,
+            mount_from: None,
+        };
         let op = format!("downloading blob {digest}");
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
-        let io = |source| RegistryError::Io { op: format!("writing {}", dest.display()), source };
+        let io = |source| RegistryError::Io {
+            op: format!("writing {}", dest.display()),
+            source,
+        };
         let mut last_err = None;
         for _ in 0..=self.opts.retries {
             last_err = None;
-            let mut resp = self.send(&op, &scope, |c, base| Ok(c.get(format!("{base}{path}")))).await?;
+            let mut resp = self
+                .send(&op, &scope, |c, base| Ok(c.get(format!("{base}{path}"))))
+                .await?;
             if !resp.status().is_success() {
                 let status = resp.status();
                 let body = resp.text().await.unwrap_or_default();
@@ -424,12 +525,27 @@ impl Registry {
 
     /// Mounts a blob from another repository of the same registry; false if the
     /// registry declined (the caller then uploads).
-    pub async fn mount_blob(&self, target: &Reference, digest: &str, from: &str) -> Result<bool, RegistryError> {
-        let scope = Scope { registry: &target.registry, repository: &target.repository, access: Access::Push, mount_from: Some(from) };
+    pub async fn mount_blob(
+        &self,
+        target: &Reference,
+        digest: &str,
+        from: &str,
+    ) -> Result<bool, RegistryError> {
+        let scope = Scope {
+            registry: &target.registry,
+            repository: &target.repository,
+            access: Access::Push,
+            mount_from: Some(from),
+        };
         let op = format!("mounting blob {digest} from {from}");
-        let path = format!("/v2/{}/blobs/uploads/?mount={digest}&from={from}", target.repository);
+        let path = format!(
+            "/v2/{}/blobs/uploads/?mount={digest}&from={from}",
+            target.repository
+        );
         let resp = self
-            .send(&op, &scope, |c, base| Ok(c.post(format!("{base}{path}")).header(CONTENT_LENGTH, 0)))
+            .send(&op, &scope, |c, base| {
+                Ok(c.post(format!("{base}{path}")).header(CONTENT_LENGTH, 0))
+            })
             .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(true),
@@ -442,14 +558,26 @@ impl Registry {
     }
 
     /// Uploads a blob from a file in one PUT after opening an upload session.
-    pub async fn upload_blob(&self, target: &Reference, digest: &str, file: &Path) -> Result<(), RegistryError> {
-        let scope = Scope { registry: &target.registry, repository: &target.repository, access: Access::Push, mount_from: None };
+    pub async fn upload_blob(
+        &self,
+        target: &Reference,
+        digest: &str,
+        file: &Path,
+    ) -> Result<(), RegistryError> {
+        let scope = Scope {
+            registry: &target.registry,
+            repository: &target.repository,
+            access: Access::Push,
+            mount_from: None,
+        };
         let op = format!("uploading blob {digest}");
         let mut attempt = 0;
         loop {
             let start = format!("/v2/{}/blobs/uploads/", target.repository);
             let resp = self
-                .send(&op, &scope, |c, base| Ok(c.post(format!("{base}{start}")).header(CONTENT_LENGTH, 0)))
+                .send(&op, &scope, |c, base| {
+                    Ok(c.post(format!("{base}{start}")).header(CONTENT_LENGTH, 0))
+                })
                 .await?;
             if resp.status() != StatusCode::ACCEPTED {
                 let s = resp.status();
@@ -460,7 +588,14 @@ impl Registry {
                 .headers()
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| Self::status_error(&op, &scope, StatusCode::ACCEPTED, "upload session without Location".into()))?
+                .ok_or_else(|| {
+                    Self::status_error(
+                        &op,
+                        &scope,
+                        StatusCode::ACCEPTED,
+                        "upload session without Location".into(),
+                    )
+                })?
                 .to_string();
             let base = self.base_url(&target.registry, Access::Push);
             let mut url = if location.starts_with("http://") || location.starts_with("https://") {
@@ -470,7 +605,12 @@ impl Registry {
             };
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(&format!("digest={digest}"));
-            let size = std::fs::metadata(file).map_err(|source| RegistryError::Io { op: format!("reading {}", file.display()), source })?.len();
+            let size = std::fs::metadata(file)
+                .map_err(|source| RegistryError::Io {
+                    op: format!("reading {}", file.display()),
+                    source,
+                })?
+                .len();
             let file_path = file.to_path_buf();
             let client = self.client(&target.registry, Access::Push);
             let mut req = client
@@ -480,16 +620,25 @@ impl Registry {
             if let Some(h) = self.auth_header(&scope).await? {
                 req = req.header(AUTHORIZATION, h);
             }
-            let body_file = tokio::fs::File::open(&file_path)
-                .await
-                .map_err(|source| RegistryError::Io { op: format!("reading {}", file_path.display()), source })?;
-            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(body_file, 256 * 1024));
+            let body_file =
+                tokio::fs::File::open(&file_path)
+                    .await
+                    .map_err(|source| RegistryError::Io {
+                        op: format!("reading {}", file_path.display()),
+                        source,
+                    })?;
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+                body_file,
+                256 * 1024,
+            ));
             let result = req.body(body).send().await;
             let retryable = match result {
                 Ok(resp) if resp.status() == StatusCode::CREATED => return Ok(()),
                 Ok(resp) => {
                     let s = resp.status();
-                    if !(s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS) || attempt >= self.opts.retries {
+                    if !(s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS)
+                        || attempt >= self.opts.retries
+                    {
                         let body = resp.text().await.unwrap_or_default();
                         return Err(Self::status_error(&op, &scope, s, body));
                     }
@@ -508,7 +657,8 @@ impl Registry {
                     })
                 }
             };
-            let backoff = retryable.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))));
+            let backoff =
+                retryable.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))));
             attempt += 1;
             tracing_retry(&op, &scope, attempt, backoff);
             tokio::time::sleep(backoff).await;
@@ -516,8 +666,18 @@ impl Registry {
     }
 
     /// Puts a manifest under `target`'s tag (or digest); returns its digest.
-    pub async fn put_manifest(&self, target: &Reference, bytes: &[u8], media_type: &str) -> Result<String, RegistryError> {
-        let scope = Scope { registry: &target.registry, repository: &target.repository, access: Access::Push, mount_from: None };
+    pub async fn put_manifest(
+        &self,
+        target: &Reference,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<String, RegistryError> {
+        let scope = Scope {
+            registry: &target.registry,
+            repository: &target.repository,
+            access: Access::Push,
+            mount_from: None,
+        };
         let digest = sha256_digest(bytes);
         let object = target.tag.clone().unwrap_or_else(|| digest.clone());
         let op = format!("pushing manifest {object}");
@@ -525,7 +685,9 @@ impl Registry {
         let body = bytes.to_vec();
         let resp = self
             .send(&op, &scope, |c, base| {
-                Ok(c.put(format!("{base}{path}")).header(CONTENT_TYPE, media_type).body(body.clone()))
+                Ok(c.put(format!("{base}{path}"))
+                    .header(CONTENT_TYPE, media_type)
+                    .body(body.clone()))
             })
             .await?;
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
@@ -538,10 +700,17 @@ impl Registry {
 
     /// Lists tags (used by tests and the cache).
     pub async fn tags(&self, r: &Reference) -> Result<Vec<String>, RegistryError> {
-        let scope = Scope { registry: &r.registry, repository: &r.repository, access: Access::Pull, mount_from: None };
+        let scope = Scope {
+            registry: &r.registry,
+            repository: &r.repository,
+            access: Access::Pull,
+            mount_from: None,
+        };
         let op = "listing tags".to_string();
         let path = format!("/v2/{}/tags/list", r.repository);
-        let resp = self.send(&op, &scope, |c, base| Ok(c.get(format!("{base}{path}")))).await?;
+        let resp = self
+            .send(&op, &scope, |c, base| Ok(c.get(format!("{base}{path}"))))
+            .await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(Vec::new());
         }
@@ -590,8 +759,18 @@ mod tests {
         assert!(is_loopback("localhost:5000"));
         assert!(is_loopback("localhost"));
         assert!(!is_loopback("registry.example:5000"));
-        let r = Registry::new(RegistryOptions { insecure_registries: vec!["reg.svc:5000".into()], ..Default::default() }, Keychain::default()).unwrap();
-        assert_eq!(r.base_url("reg.svc:5000", Access::Push), "http://reg.svc:5000");
+        let r = Registry::new(
+            RegistryOptions {
+                insecure_registries: vec!["reg.svc:5000".into()],
+                ..Default::default()
+            },
+            Keychain::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            r.base_url("reg.svc:5000", Access::Push),
+            "http://reg.svc:5000"
+        );
         assert_eq!(r.base_url("ghcr.io", Access::Pull), "https://ghcr.io");
     }
 }

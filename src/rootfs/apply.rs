@@ -15,9 +15,17 @@ pub enum ApplyError {
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error("layer {layer}: {path}: {source}")]
-    Io { layer: String, path: String, source: io::Error },
+    Io {
+        layer: String,
+        path: String,
+        source: io::Error,
+    },
     #[error("layer {layer}: {path}: {source}")]
-    Resolve { layer: String, path: String, source: super::ResolveError },
+    Resolve {
+        layer: String,
+        path: String,
+        source: super::ResolveError,
+    },
 }
 
 /// What one application did beyond the plain entries.
@@ -35,7 +43,10 @@ pub struct ScratchRoot {
 
 impl ScratchRoot {
     pub fn new(root: &Path) -> ScratchRoot {
-        ScratchRoot { root: root.to_path_buf(), as_root: nix::unistd::geteuid().is_root() }
+        ScratchRoot {
+            root: root.to_path_buf(),
+            as_root: nix::unistd::geteuid().is_root(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -47,7 +58,9 @@ impl ScratchRoot {
         resolve_in_root(path, follow_last, |c| {
             let p = self.root.join(c);
             match fs::symlink_metadata(&p) {
-                Ok(m) if m.file_type().is_symlink() => fs::read_link(&p).ok().map(|t| t.to_string_lossy().into_owned()),
+                Ok(m) if m.file_type().is_symlink() => fs::read_link(&p)
+                    .ok()
+                    .map(|t| t.to_string_lossy().into_owned()),
                 _ => None,
             }
         })
@@ -67,24 +80,44 @@ impl ScratchRoot {
         let mut written = HashSet::new();
         let mut report = ApplyReport::default();
         reader::for_each_entry(blob, label, |e, data| {
-            self.apply_entry(&e, data, &mut written, &mut report, label).map_err(|err| match err {
-                ApplyError::Read(r) => r,
-                other => ReadError::Entry { layer: label.to_string(), path: e.path.clone(), reason: other.to_string() },
-            })
+            self.apply_entry(&e, data, &mut written, &mut report, label)
+                .map_err(|err| match err {
+                    ApplyError::Read(r) => r,
+                    other => ReadError::Entry {
+                        layer: label.to_string(),
+                        path: e.path.clone(),
+                        reason: other.to_string(),
+                    },
+                })
         })?;
         Ok(report)
     }
 
-    fn apply_entry(&self, e: &Entry, data: &mut dyn Read, written: &mut HashSet<String>, report: &mut ApplyReport, label: &str) -> Result<(), ApplyError> {
+    fn apply_entry(
+        &self,
+        e: &Entry,
+        data: &mut dyn Read,
+        written: &mut HashSet<String>,
+        report: &mut ApplyReport,
+        label: &str,
+    ) -> Result<(), ApplyError> {
         let io_err = |path: &str| {
             let path = path.to_string();
             let layer = label.to_string();
-            move |source| ApplyError::Io { layer, path, source }
+            move |source| ApplyError::Io {
+                layer,
+                path,
+                source,
+            }
         };
         let (parent, name) = split_parent(&e.path);
         let parent_rel = self
             .resolve(&format!("/{parent}"), true)
-            .map_err(|source| ApplyError::Resolve { layer: label.to_string(), path: e.path.clone(), source })?;
+            .map_err(|source| ApplyError::Resolve {
+                layer: label.to_string(),
+                path: e.path.clone(),
+                source,
+            })?;
         let parent_host = self.host_path(&parent_rel);
         if !parent_rel.is_empty() {
             self.make_dirs(&parent_rel).map_err(io_err(&e.path))?;
@@ -124,20 +157,32 @@ impl ScratchRoot {
         }
         match &e.kind {
             Kind::Dir => {
-                if !host.is_dir() || fs::symlink_metadata(&host).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+                if !host.is_dir()
+                    || fs::symlink_metadata(&host)
+                        .map(|m| m.file_type().is_symlink())
+                        .unwrap_or(false)
+                {
                     fs::create_dir(&host).map_err(io_err(&rel))?;
                 }
             }
             Kind::File => {
-                let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&host).map_err(io_err(&rel))?;
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&host)
+                    .map_err(io_err(&rel))?;
                 io::copy(data, &mut f).map_err(io_err(&rel))?;
             }
             Kind::Symlink(target) => symlink(target, &host).map_err(io_err(&rel))?,
             Kind::Hardlink(target) => {
                 let (tp, tn) = split_parent(target);
-                let tparent = self
-                    .resolve(&format!("/{tp}"), true)
-                    .map_err(|source| ApplyError::Resolve { layer: label.to_string(), path: target.clone(), source })?;
+                let tparent = self.resolve(&format!("/{tp}"), true).map_err(|source| {
+                    ApplyError::Resolve {
+                        layer: label.to_string(),
+                        path: target.clone(),
+                        source,
+                    }
+                })?;
                 let source = self.host_path(&join_rel(&tparent, tn));
                 // linkat without AT_SYMLINK_FOLLOW: a link to a symlink links the symlink.
                 fs::hard_link(&source, &host).map_err(io_err(&rel))?;
@@ -150,15 +195,27 @@ impl ScratchRoot {
                     return Ok(());
                 }
                 let (kind, dev) = match e.kind {
-                    Kind::Char(ma, mi) => (nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::makedev(ma.into(), mi.into())),
-                    Kind::Block(ma, mi) => (nix::sys::stat::SFlag::S_IFBLK, nix::sys::stat::makedev(ma.into(), mi.into())),
+                    Kind::Char(ma, mi) => (
+                        nix::sys::stat::SFlag::S_IFCHR,
+                        nix::sys::stat::makedev(ma.into(), mi.into()),
+                    ),
+                    Kind::Block(ma, mi) => (
+                        nix::sys::stat::SFlag::S_IFBLK,
+                        nix::sys::stat::makedev(ma.into(), mi.into()),
+                    ),
                     _ => (nix::sys::stat::SFlag::S_IFIFO, 0),
                 };
-                nix::sys::stat::mknod(&host, kind, nix::sys::stat::Mode::from_bits_truncate(e.mode & 0o777), dev)
-                    .map_err(|errno| io_err(&rel)(io::Error::from(errno)))?;
+                nix::sys::stat::mknod(
+                    &host,
+                    kind,
+                    nix::sys::stat::Mode::from_bits_truncate(e.mode & 0o777),
+                    dev,
+                )
+                .map_err(|errno| io_err(&rel)(io::Error::from(errno)))?;
             }
         }
-        self.set_meta(&host, e, is_dir_entry).map_err(io_err(&rel))?;
+        self.set_meta(&host, e, is_dir_entry)
+            .map_err(io_err(&rel))?;
         written.insert(rel);
         Ok(())
     }
@@ -168,7 +225,7 @@ impl ScratchRoot {
         let host = self.host_path(rel);
         match fs::symlink_metadata(&host) {
             Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(io::Error::new(io::ErrorKind::Other, format!("{rel} is not a directory"))),
+            Ok(_) => Err(io::Error::other(format!("{rel} is not a directory"))),
             Err(_) => {
                 let (p, _) = split_parent(rel);
                 if !p.is_empty() {
@@ -182,13 +239,24 @@ impl ScratchRoot {
     fn set_meta(&self, host: &Path, e: &Entry, is_dir: bool) -> io::Result<()> {
         if matches!(e.kind, Kind::Symlink(_)) {
             if self.as_root {
-                nix::unistd::fchownat(None, host, Some(nix::unistd::Uid::from_raw(e.uid as u32)), Some(nix::unistd::Gid::from_raw(e.gid as u32)), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(io::Error::from)?;
+                nix::unistd::fchownat(
+                    None,
+                    host,
+                    Some(nix::unistd::Uid::from_raw(e.uid as u32)),
+                    Some(nix::unistd::Gid::from_raw(e.gid as u32)),
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(io::Error::from)?;
             }
             return Ok(());
         }
         if self.as_root {
-            nix::unistd::chown(host, Some(nix::unistd::Uid::from_raw(e.uid as u32)), Some(nix::unistd::Gid::from_raw(e.gid as u32))).map_err(io::Error::from)?;
+            nix::unistd::chown(
+                host,
+                Some(nix::unistd::Uid::from_raw(e.uid as u32)),
+                Some(nix::unistd::Gid::from_raw(e.gid as u32)),
+            )
+            .map_err(io::Error::from)?;
         }
         let mut mode = e.mode & 0o7777;
         if is_dir && !self.as_root {

@@ -26,7 +26,14 @@ pub struct Node {
 
 impl Node {
     pub fn dir(mode: u32, uid: u64, gid: u64, mtime: u64) -> Node {
-        Node { kind: NodeKind::Dir, mode, uid, gid, size: 0, mtime }
+        Node {
+            kind: NodeKind::Dir,
+            mode,
+            uid,
+            gid,
+            size: 0,
+            mtime,
+        }
     }
 }
 
@@ -60,7 +67,10 @@ impl FsIndex {
     /// Resolves an absolute image path following symlinks inside the root.
     pub fn resolve(&self, path: &str, follow_last: bool) -> Result<String, super::ResolveError> {
         resolve_in_root(path, follow_last, |c| match self.nodes.get(c) {
-            Some(Node { kind: NodeKind::Symlink(t), .. }) => Some(t.clone()),
+            Some(Node {
+                kind: NodeKind::Symlink(t),
+                ..
+            }) => Some(t.clone()),
             _ => None,
         })
     }
@@ -68,9 +78,17 @@ impl FsIndex {
     fn remove_tree(&mut self, p: &str, keep: &HashSet<String>) {
         let prefix = format!("{p}/");
         let doomed: Vec<String> = if p.is_empty() {
-            self.nodes.keys().filter(|k| !k.is_empty()).cloned().collect()
+            self.nodes
+                .keys()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect()
         } else {
-            self.nodes.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, _)| k.clone()).collect()
+            self.nodes
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, _)| k.clone())
+                .collect()
         };
         for k in doomed {
             if !keep.contains(&k) {
@@ -125,7 +143,17 @@ impl FsIndex {
             self.nodes.insert(p.to_string(), Node::dir(0o755, 0, 0, 0));
             parent = p;
         }
-        self.nodes.insert(e.path.clone(), Node { kind, mode: e.mode, uid: e.uid, gid: e.gid, size, mtime: e.mtime });
+        self.nodes.insert(
+            e.path.clone(),
+            Node {
+                kind,
+                mode: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+                size,
+                mtime: e.mtime,
+            },
+        );
         this_layer.insert(e.path.clone());
     }
 
@@ -140,7 +168,9 @@ impl FsIndex {
 
     /// Ensures the root exists, as in every image.
     pub fn with_root(mut self) -> Self {
-        self.nodes.entry(String::new()).or_insert_with(|| Node::dir(0o755, 0, 0, 0));
+        self.nodes
+            .entry(String::new())
+            .or_insert_with(|| Node::dir(0o755, 0, 0, 0));
         self
     }
 }
@@ -151,7 +181,16 @@ mod tests {
 
     fn entry(path: &str, kind: Kind) -> Entry {
         let whiteout = None;
-        Entry { path: path.into(), kind, mode: 0o644, uid: 0, gid: 0, size: 1, mtime: 0, whiteout }
+        Entry {
+            path: path.into(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 1,
+            mtime: 0,
+            whiteout,
+        }
     }
 
     #[test]
@@ -162,9 +201,21 @@ mod tests {
             idx.apply_entry(&entry(p, Kind::File), &mut l1);
         }
         let mut l2 = HashSet::new();
-        idx.apply_entry(&Entry { whiteout: Some(Whiteout::Opaque("a".into())), ..entry("a/.wh..wh..opq", Kind::File) }, &mut l2);
+        idx.apply_entry(
+            &Entry {
+                whiteout: Some(Whiteout::Opaque("a".into())),
+                ..entry("a/.wh..wh..opq", Kind::File)
+            },
+            &mut l2,
+        );
         idx.apply_entry(&entry("a/new", Kind::File), &mut l2);
-        idx.apply_entry(&Entry { whiteout: Some(Whiteout::Remove("b".into())), ..entry(".wh.b", Kind::File) }, &mut l2);
+        idx.apply_entry(
+            &Entry {
+                whiteout: Some(Whiteout::Remove("b".into())),
+                ..entry(".wh.b", Kind::File)
+            },
+            &mut l2,
+        );
         let paths: Vec<&String> = idx.iter().map(|(k, _)| k).collect();
         assert_eq!(paths, ["", "a", "a/new"]);
     }

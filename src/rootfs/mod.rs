@@ -17,11 +17,16 @@ pub enum ResolveError {
 /// symlink followed inside the root. `symlink_at(p)` answers the link target when
 /// the root-relative `p` is a symlink. The last component is followed only if
 /// `follow_last`.
-pub fn resolve_in_root<F>(path: &str, follow_last: bool, mut symlink_at: F) -> Result<String, ResolveError>
+pub fn resolve_in_root<F>(
+    path: &str,
+    follow_last: bool,
+    mut symlink_at: F,
+) -> Result<String, ResolveError>
 where
     F: FnMut(&str) -> Option<String>,
 {
-    let mut todo: std::collections::VecDeque<String> = path.split('/').map(str::to_string).collect();
+    let mut todo: std::collections::VecDeque<String> =
+        path.split('/').map(str::to_string).collect();
     let mut resolved: Vec<String> = Vec::new();
     let mut hops = 0;
     while let Some(c) = todo.pop_front() {
@@ -84,13 +89,22 @@ mod tests {
 
     #[test]
     fn symlinks_stay_inside() {
-        let links: HashMap<&str, &str> = [("bin", "usr/bin"), ("esc", "/../../etc"), ("var/run", "../run"), ("loop", "loop")].into();
+        let links: HashMap<&str, &str> = [
+            ("bin", "usr/bin"),
+            ("esc", "/../../etc"),
+            ("var/run", "../run"),
+            ("loop", "loop"),
+        ]
+        .into();
         let r = |p: &str| resolve_in_root(p, true, |c| links.get(c).map(|s| s.to_string()));
         assert_eq!(r("/bin/sh").unwrap(), "usr/bin/sh");
         assert_eq!(r("/esc/passwd").unwrap(), "etc/passwd");
         assert_eq!(r("/var/run/x").unwrap(), "run/x");
         assert_eq!(r("/../../../x").unwrap(), "x");
         assert!(r("/loop").is_err());
-        assert_eq!(resolve_in_root("/bin", false, |c| links.get(c).map(|s| s.to_string())).unwrap(), "bin");
+        assert_eq!(
+            resolve_in_root("/bin", false, |c| links.get(c).map(|s| s.to_string())).unwrap(),
+            "bin"
+        );
     }
 }

@@ -1,0 +1,462 @@
+//! Test harness: a real registry (Debian's docker-registry, distribution 2.8) on a
+//! free loopback port, a real Docker engine client, hand-made base images, and a
+//! reader that flattens a pushed image back into entries.
+#![allow(dead_code)]
+
+use kiln::image::spec::{
+    Descriptor, ImageConfig, Manifest, MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST,
+};
+use kiln::image::Reference;
+use kiln::layer::reader::{for_each_entry, Kind};
+use kiln::layer::writer::{EntryBody, EntryMeta, LayerWriter};
+use kiln::registry::auth::Keychain;
+use kiln::registry::{sha256_digest, Registry, RegistryOptions};
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Fails (never skips) with how to get a missing component.
+pub fn require(bin: &str, how: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/bin"] {
+        let p = Path::new(dir).join(bin);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{bin} is not installed: {how}");
+}
+
+/// A registry process serving from a temp dir; killed on drop.
+pub struct TestRegistry {
+    pub host: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    pub fn start() -> TestRegistry {
+        let bin = require(
+            "docker-registry",
+            "apt-get install docker-registry (Debian's distribution 2.8); .ci/run does this",
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("write registry config");
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let host = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&host).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not listen on {host} within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TestRegistry {
+            host,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn reference(&self, repo_tag: &str) -> Reference {
+        Reference::parse(&format!("{}/{repo_tag}", self.host)).expect("reference")
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+pub fn client() -> Registry {
+    Registry::new(
+        RegistryOptions {
+            retries: 2,
+            ..Default::default()
+        },
+        Keychain::default(),
+    )
+    .expect("registry client")
+}
+
+/// One entry of a hand-made layer.
+#[derive(Clone, Debug)]
+pub enum E {
+    Dir(&'static str, u32),
+    File(&'static str, u32, Vec<u8>),
+    Owned(&'static str, u32, u64, u64, Vec<u8>),
+    Link(&'static str, &'static str),
+    Hard(&'static str, &'static str),
+    /// A host file copied in (busybox).
+    Host(&'static str, u32, PathBuf),
+}
+
+/// Writes a layer blob from entries (in the given order) and returns its path.
+pub fn make_layer(dir: &Path, name: &str, entries: &[E]) -> kiln::layer::writer::LayerFile {
+    let mut w = LayerWriter::create(&dir.join(name), 6).expect("layer writer");
+    for e in entries {
+        let m = |mode: u32| EntryMeta {
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: 1_700_000_000,
+        };
+        let (path, meta, body) = match e {
+            E::Dir(p, mode) => (p.to_string(), m(*mode), EntryBody::Dir),
+            E::File(p, mode, b) => (p.to_string(), m(*mode), EntryBody::Bytes(b.clone())),
+            E::Owned(p, mode, u, g, b) => (
+                p.to_string(),
+                EntryMeta {
+                    uid: *u,
+                    gid: *g,
+                    ..m(*mode)
+                },
+                EntryBody::Bytes(b.clone()),
+            ),
+            E::Link(p, t) => (p.to_string(), m(0o777), EntryBody::Symlink(t.to_string())),
+            E::Hard(p, t) => (p.to_string(), m(0o755), EntryBody::Hardlink(t.to_string())),
+            E::Host(p, mode, src) => {
+                let size = std::fs::metadata(src).expect("host file").len();
+                (
+                    p.to_string(),
+                    m(*mode),
+                    EntryBody::File {
+                        source: src.clone(),
+                        size,
+                    },
+                )
+            }
+        };
+        w.append(&path, &meta, &body).expect("append");
+    }
+    w.finish().expect("finish layer")
+}
+
+/// Pushes an image made of the given layers with a minimal config; returns its digest.
+pub fn push_image(
+    reg: &TestRegistry,
+    repo_tag: &str,
+    layers: &[kiln::layer::writer::LayerFile],
+    config_extra: serde_json::Value,
+) -> String {
+    let rt = runtime();
+    let c = client();
+    let r = reg.reference(repo_tag);
+    rt.block_on(async {
+        for l in layers {
+            c.upload_blob(&r, &l.digest, &l.path).await.expect("upload layer");
+        }
+        let mut cfg = serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
+            "history": layers.iter().map(|_| serde_json::json!({"created_by": "test layer"})).collect::<Vec<_>>(),
+        });
+        if let (Some(dst), Some(src)) = (cfg["config"].as_object_mut(), config_extra.as_object()) {
+            for (k, v) in src {
+                dst.insert(k.clone(), v.clone());
+            }
+        }
+        let cfg_bytes = serde_json::to_vec(&cfg).expect("config json");
+        let cfg_digest = sha256_digest(&cfg_bytes);
+        let tmp = tempfile::NamedTempFile::new().expect("temp");
+        std::fs::write(tmp.path(), &cfg_bytes).expect("write config");
+        c.upload_blob(&r, &cfg_digest, tmp.path()).await.expect("upload config");
+        let m = Manifest {
+            schema_version: 2,
+            media_type: Some(MT_DOCKER_MANIFEST.into()),
+            config: Descriptor { media_type: MT_DOCKER_CONFIG.into(), digest: cfg_digest, size: cfg_bytes.len() as u64, platform: None, annotations: None, urls: None },
+            layers: layers
+                .iter()
+                .map(|l| Descriptor { media_type: MT_DOCKER_LAYER.into(), digest: l.digest.clone(), size: l.size, platform: None, annotations: None, urls: None })
+                .collect(),
+            annotations: None,
+        };
+        let bytes = serde_json::to_vec(&m).expect("manifest json");
+        c.put_manifest(&r, &bytes, MT_DOCKER_MANIFEST).await.expect("put manifest")
+    })
+}
+
+/// busybox-static from Debian, needed for runnable images.
+pub fn busybox() -> PathBuf {
+    require(
+        "busybox",
+        "apt-get install busybox-static; .ci/run does this",
+    )
+}
+
+/// A runnable three-layer base: a usr-merged busybox root, /etc files, and a third
+/// layer that deletes a file (whiteout) and adds a setuid binary and a hardlink.
+pub fn push_busybox_base(reg: &TestRegistry, repo_tag: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bb = busybox();
+    let l1 = make_layer(
+        dir.path(),
+        "l1",
+        &[
+            E::Dir("usr", 0o755),
+            E::Dir("usr/bin", 0o755),
+            E::Host("usr/bin/busybox", 0o755, bb),
+            E::Link("usr/bin/sh", "busybox"),
+            E::Link("usr/bin/cat", "busybox"),
+            E::Link("usr/bin/ls", "busybox"),
+            E::Link("usr/bin/stat", "busybox"),
+            E::Link("usr/bin/id", "busybox"),
+            E::Link("bin", "usr/bin"),
+            E::Dir("usr/local", 0o755),
+            E::Dir("var", 0o755),
+            E::Dir("run", 0o755),
+            E::Link("var/run", "../run"),
+            E::Dir("tmp", 0o1777),
+        ],
+    );
+    let l2 = make_layer(
+        dir.path(),
+        "l2",
+        &[
+            E::Dir("etc", 0o755),
+            E::File(
+                "etc/passwd",
+                0o644,
+                b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n".to_vec(),
+            ),
+            E::File(
+                "etc/group",
+                0o644,
+                b"root:x:0:\napp:x:1000:\nstaff:x:50:\n".to_vec(),
+            ),
+            E::File("etc/doomed", 0o644, b"gone\n".to_vec()),
+            E::Dir("opt", 0o755),
+            E::Dir("opt/old", 0o755),
+            E::File("opt/old/a", 0o644, b"a\n".to_vec()),
+        ],
+    );
+    let l3 = make_layer(
+        dir.path(),
+        "l3",
+        &[
+            E::Dir("etc", 0o755),
+            E::File("etc/.wh.doomed", 0o644, Vec::new()),
+            E::Dir("opt/old", 0o755),
+            E::File("opt/old/.wh..wh..opq", 0o644, Vec::new()),
+            E::File("opt/old/b", 0o644, b"b\n".to_vec()),
+            E::Owned("usr/bin/suid", 0o4755, 0, 0, b"#!/bin/sh\n".to_vec()),
+            E::Hard("usr/bin/suid-link", "usr/bin/suid"),
+        ],
+    );
+    push_image(reg, repo_tag, &[l1, l2, l3], serde_json::json!({}))
+}
+
+/// One entry of a flattened filesystem, for comparisons.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Flat {
+    pub kind: char,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub size: u64,
+    pub digest: String,
+    pub link: String,
+}
+
+/// A pushed image: its config and its flattened filesystem.
+pub struct Pulled {
+    pub config: ImageConfig,
+    pub raw_config: serde_json::Value,
+    pub manifest: Manifest,
+    pub files: BTreeMap<String, Flat>,
+}
+
+/// Pulls an image back and flattens its layers (whiteouts applied).
+pub fn pull(reg: &TestRegistry, repo_tag: &str) -> Pulled {
+    let rt = runtime();
+    let c = client();
+    let r = reg.reference(repo_tag);
+    rt.block_on(async {
+        let raw = c.manifest(&r).await.expect("manifest");
+        let manifest: Manifest = serde_json::from_slice(&raw.bytes).expect("manifest json");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg_path = dir.path().join("config");
+        c.download_blob(&r, &manifest.config.digest, &cfg_path)
+            .await
+            .expect("config blob");
+        let raw_config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&cfg_path).expect("read")).expect("config json");
+        let config: ImageConfig = serde_json::from_value(raw_config.clone()).expect("config");
+        let mut files: BTreeMap<String, Flat> = BTreeMap::new();
+        for (i, l) in manifest.layers.iter().enumerate() {
+            let p = dir.path().join(format!("l{i}"));
+            c.download_blob(&r, &l.digest, &p)
+                .await
+                .expect("layer blob");
+            let mut this_layer = std::collections::HashSet::new();
+            for_each_entry(&p, &l.digest, |e, data| {
+                use kiln::layer::reader::Whiteout;
+                match &e.whiteout {
+                    Some(Whiteout::Remove(t)) => {
+                        files.retain(|k, _| k != t && !k.starts_with(&format!("{t}/")));
+                        return Ok(());
+                    }
+                    Some(Whiteout::Opaque(d)) => {
+                        files.retain(|k, _| {
+                            !k.starts_with(&format!("{d}/")) || this_layer.contains(k)
+                        });
+                        return Ok(());
+                    }
+                    None => {}
+                }
+                let mut bytes = Vec::new();
+                data.read_to_end(&mut bytes).expect("entry data");
+                let (kind, link) = match &e.kind {
+                    Kind::File => ('f', String::new()),
+                    Kind::Dir => ('d', String::new()),
+                    Kind::Symlink(t) => ('l', t.clone()),
+                    Kind::Hardlink(t) => ('h', t.clone()),
+                    _ => ('o', String::new()),
+                };
+                let flat = if kind == 'h' {
+                    let target = files.get(&link).cloned().expect("hardlink target present");
+                    Flat {
+                        kind: 'f',
+                        ..target
+                    }
+                } else {
+                    Flat {
+                        kind,
+                        mode: e.mode & 0o7777,
+                        uid: e.uid,
+                        gid: e.gid,
+                        size: bytes.len() as u64,
+                        digest: if kind == 'f' {
+                            sha256_digest(&bytes)
+                        } else {
+                            String::new()
+                        },
+                        link,
+                    }
+                };
+                if kind != 'd' {
+                    files.retain(|k, _| !k.starts_with(&format!("{}/", e.path)));
+                }
+                this_layer.insert(e.path.clone());
+                files.insert(e.path, flat);
+                Ok(())
+            })
+            .expect("read layer");
+        }
+        Pulled {
+            config,
+            raw_config,
+            manifest,
+            files,
+        }
+    })
+}
+
+/// Runs the executor binary.
+pub fn executor(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_executor"))
+        .args(args)
+        .output()
+        .expect("run executor")
+}
+
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "executor failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Docker engine client from Debian's docker.io (BuildKit built in).
+pub fn docker() -> Command {
+    let bin = require("docker", "apt-get install docker.io and start `dockerd --iptables=false --bridge=none`; .ci/run does this");
+    let bin = if Path::new("/usr/bin/docker").exists() {
+        PathBuf::from("/usr/bin/docker")
+    } else {
+        bin
+    };
+    let mut c = Command::new(bin);
+    c.env("DOCKER_BUILDKIT", "1");
+    c
+}
+
+/// Fails unless a Docker engine answers.
+pub fn require_docker_engine() {
+    let out = docker()
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "no Docker engine answers: {}. Start one with `dockerd --iptables=false --bridge=none` (.ci/run does this)",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// `docker run --rm --network host IMAGE ARGS…` after a fresh pull; returns stdout.
+pub fn docker_run(image: &str, args: &[&str]) -> String {
+    require_docker_engine();
+    let pull = docker()
+        .args(["pull", "-q", image])
+        .output()
+        .expect("docker pull");
+    assert!(
+        pull.status.success(),
+        "docker pull {image}: {}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    let mut a = vec!["run", "--rm", "--network", "host", image];
+    a.extend_from_slice(args);
+    let out = docker().args(&a).output().expect("docker run");
+    assert!(
+        out.status.success(),
+        "docker run {image}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = docker().args(["rmi", "-f", image]).output();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes files into a context directory.
+pub fn write_context(dir: &Path, files: &[(&str, &str)]) {
+    for (name, content) in files {
+        let p = dir.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, content).expect("write");
+    }
+}

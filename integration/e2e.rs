@@ -1,0 +1,336 @@
+//! End to end: the executor builds against a real registry and Docker runs the result.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+
+const SEED: &str = "FROM {BASE}\nWORKDIR /usr/local/app\nCOPY main /usr/local/app/main\nENTRYPOINT [\"/usr/local/app/main\"]\n";
+
+fn seed_context(dir: &std::path::Path, base: &str, message: &str) {
+    write_context(
+        dir,
+        &[
+            ("Dockerfile", &SEED.replace("{BASE}", base)),
+            ("main", &format!("#!/bin/sh\necho {message}\n")),
+        ],
+    );
+    std::fs::set_permissions(dir.join("main"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+}
+
+#[test]
+fn seed_scenario_is_pushed_and_runs() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "ones/plugin-host-node:v6.33.1");
+    let ctx = tempfile::tempdir().unwrap();
+    let base = format!("{}/ones/plugin-host-node:v6.33.1", reg.host);
+    seed_context(ctx.path(), &base, "hello from the seed");
+    let dest = format!("{}/ones/app:1", reg.host);
+    let digest_file = ctx.path().join("digest");
+    let out = executor(&[
+        "--dockerfile",
+        "Dockerfile",
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &dest,
+        "--digest-file",
+        digest_file.to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("COPY main /usr/local/app/main"),
+        "one log line per step: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches(": uploaded").count(),
+        2,
+        "only WORKDIR and COPY layers travel: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches(": mounted").count(),
+        3,
+        "base layers are cross-mounted: {stderr}"
+    );
+    let digest = std::fs::read_to_string(&digest_file).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&digest),
+        "digest printed"
+    );
+
+    assert_eq!(docker_run(&dest, &[]), "hello from the seed\n");
+
+    let img = pull(&reg, "ones/app:1");
+    let cfg = &img.config.config;
+    assert_eq!(
+        cfg.entrypoint.as_deref(),
+        Some(&["/usr/local/app/main".to_string()][..])
+    );
+    assert_eq!(cfg.working_dir.as_deref(), Some("/usr/local/app"));
+    assert_eq!(cfg.cmd, None);
+    assert_eq!(img.config.rootfs.diff_ids.len(), 5);
+    assert_eq!(img.manifest.layers.len(), 5);
+    let hist: Vec<bool> = img.config.history.iter().map(|h| h.empty_layer).collect();
+    assert_eq!(
+        hist.iter().filter(|e| !**e).count(),
+        5,
+        "history matches layers: {hist:?}"
+    );
+    let main = &img.files["usr/local/app/main"];
+    assert_eq!(
+        (main.kind, main.mode, main.uid, main.gid),
+        ('f', 0o755, 0, 0)
+    );
+    assert_eq!(img.files["usr/local/app"].kind, 'd');
+    assert_eq!(img.files["usr/bin/suid"].mode, 0o4755, "setuid kept");
+    assert_eq!(
+        img.files["usr/bin/suid-link"].digest, img.files["usr/bin/suid"].digest,
+        "hardlink kept"
+    );
+    assert_eq!(img.files["bin"].link, "usr/bin");
+    assert!(!img.files.contains_key("etc/doomed"), "whiteout honoured");
+    assert!(
+        !img.files.contains_key("opt/old/a") && img.files.contains_key("opt/old/b"),
+        "opaque dir honoured"
+    );
+}
+
+#[test]
+fn multi_stage_copy_from_pushes_only_the_target() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    let df = format!(
+        "ARG BASE={}/base:1\nFROM $BASE AS builder\nCOPY msg.txt /app/msg\nCOPY sub/ /app/sub/\n\nFROM scratch\nCOPY --from=builder /usr/bin/busybox /bin/busybox\nCOPY --from=builder /app/ /data/\nENTRYPOINT [\"/bin/busybox\", \"cat\", \"/data/msg\", \"/data/sub/inner.txt\"]\n",
+        reg.host
+    );
+    write_context(
+        ctx.path(),
+        &[
+            ("Dockerfile", &df),
+            ("msg.txt", "from builder\n"),
+            ("sub/inner.txt", "inner\n"),
+        ],
+    );
+    let dest = format!("{}/multi:1", reg.host);
+    let out = executor(&[
+        "--context",
+        &format!("dir://{}", ctx.path().display()),
+        "--destination",
+        &dest,
+    ]);
+    assert_ok(&out);
+    assert_eq!(docker_run(&dest, &[]), "from builder\ninner\n");
+    let img = pull(&reg, "multi:1");
+    assert_eq!(img.manifest.layers.len(), 2, "scratch + two COPY layers");
+    assert!(img.files.contains_key("bin/busybox") && img.files.contains_key("data/sub/inner.txt"));
+    assert!(
+        !img.files.contains_key("usr/bin/sh"),
+        "builder's files are not in the target"
+    );
+    assert_eq!(
+        img.config.config.env.as_deref(),
+        Some(
+            &["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()][..]
+        )
+    );
+}
+
+#[test]
+fn copy_resolves_symlinked_parents_and_owners() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    let df = format!(
+        "FROM {}/base:1\nCOPY tool /bin/tool\nCOPY pidfile /var/run/\nCOPY --chown=app:staff --chmod=0600 secret /home/app/secret\nUSER app\nWORKDIR /work\nLABEL a=b\nEXPOSE 8080 53/udp\nENV GREETING=hi\nCMD echo $GREETING\n",
+        reg.host
+    );
+    write_context(
+        ctx.path(),
+        &[
+            ("Dockerfile", &df),
+            ("tool", "t\n"),
+            ("pidfile", "1\n"),
+            ("secret", "s\n"),
+        ],
+    );
+    let dest = format!("{}/owners:1", reg.host);
+    assert_ok(&executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &dest,
+    ]));
+    let img = pull(&reg, "owners:1");
+    assert!(
+        img.files.contains_key("usr/bin/tool"),
+        "/bin -> usr/bin resolved inside the root"
+    );
+    assert!(
+        img.files.contains_key("run/pidfile"),
+        "/var/run -> ../run resolved"
+    );
+    assert_eq!(
+        img.files["bin"].link, "usr/bin",
+        "the symlink itself is untouched"
+    );
+    let s = &img.files["home/app/secret"];
+    assert_eq!((s.mode, s.uid, s.gid), (0o600, 1000, 50));
+    let home = &img.files["home/app"];
+    assert_eq!(
+        (home.uid, home.gid),
+        (1000, 50),
+        "created parents get the --chown owner"
+    );
+    let w = &img.files["work"];
+    assert_eq!((w.kind, w.uid), ('d', 1000), "WORKDIR created as USER");
+    let cfg = &img.config.config;
+    assert_eq!(cfg.user.as_deref(), Some("app"));
+    assert_eq!(
+        cfg.cmd.as_deref(),
+        Some(&["/bin/sh".to_string(), "-c".into(), "echo $GREETING".into()][..])
+    );
+    assert!(cfg.exposed_ports.as_ref().unwrap().contains_key("53/udp"));
+    assert_eq!(cfg.labels.as_ref().unwrap()["a"], "b");
+    assert_eq!(docker_run(&dest, &[]), "hi\n");
+}
+
+#[test]
+fn tarball_output_loads_into_docker() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    seed_context(
+        ctx.path(),
+        &format!("{}/base:1", reg.host),
+        "from a tarball",
+    );
+    let tar = ctx.path().join("image.tar");
+    let oci = ctx.path().join("oci");
+    let out = executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--no-push",
+        "--destination",
+        "kiln-test/tarball:1",
+        "--tar-path",
+        tar.to_str().unwrap(),
+        "--oci-layout-path",
+        oci.to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    assert!(oci.join("index.json").exists() && oci.join("oci-layout").exists());
+    require_docker_engine();
+    let load = docker()
+        .args(["load", "-i", tar.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "docker load: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let run = docker()
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "index.docker.io/kiln-test/tarball:1",
+        ])
+        .output()
+        .unwrap();
+    let run = if run.status.success() {
+        run
+    } else {
+        docker()
+            .args(["run", "--rm", "--network", "host", "kiln-test/tarball:1"])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "from a tarball\n",
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let _ = docker().args(["rmi", "-f", "kiln-test/tarball:1"]).output();
+}
+
+#[test]
+fn failures_name_the_line_and_push_nothing() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let cases = [
+        (
+            "FROM {B}\nRUN echo hi\n",
+            "Dockerfile:2",
+            "RUN is not supported yet",
+        ),
+        ("FROM {B}\nCOPY missing /x\n", "Dockerfile:2", "missing"),
+        (
+            "FROM {B}\nCOPY --from=nowhere /a /b\n",
+            "Dockerfile:2",
+            "nowhere",
+        ),
+        (
+            "FROM {B}\nFROBNICATE\n",
+            "Dockerfile:2",
+            "unknown instruction",
+        ),
+        (
+            "FROM {B}\nCOPY ignored.txt /x\n",
+            "Dockerfile:2",
+            ".dockerignore",
+        ),
+        (
+            "FROM {B}\nCOPY *.nothing /x/\n",
+            "Dockerfile:2",
+            "matched nothing",
+        ),
+        ("FROM {B}\nENTRYPOINT [\"unterminated\n", "", ""),
+        ("COPY a b\n", "Dockerfile:1", "FROM"),
+    ];
+    for (i, (df, line, what)) in cases.iter().enumerate() {
+        let ctx = tempfile::tempdir().unwrap();
+        write_context(
+            ctx.path(),
+            &[
+                (
+                    "Dockerfile",
+                    &df.replace("{B}", &format!("{}/base:1", reg.host)),
+                ),
+                ("ignored.txt", "x"),
+                (".dockerignore", "ignored.txt\n"),
+            ],
+        );
+        let dest = format!("{}/fail{i}:1", reg.host);
+        let out = executor(&[
+            "--context",
+            ctx.path().to_str().unwrap(),
+            "--destination",
+            &dest,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if line.is_empty() {
+            // Invalid JSON is shell form in BuildKit: valid, and pushed.
+            assert_ok(&out);
+            continue;
+        }
+        assert!(!out.status.success(), "case {i} must fail: {stderr}");
+        assert!(
+            stderr.contains(line) && stderr.contains(what),
+            "case {i}: wanted {line} and {what:?} in: {stderr}"
+        );
+        let rt = runtime();
+        let tags = rt
+            .block_on(client().tags(&reg.reference(&format!("fail{i}:1"))))
+            .unwrap();
+        assert!(
+            tags.is_empty(),
+            "case {i}: nothing may be pushed, found {tags:?}"
+        );
+    }
+}
