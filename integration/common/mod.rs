@@ -319,60 +319,7 @@ pub fn pull(reg: &TestRegistry, repo_tag: &str) -> Pulled {
             c.download_blob(&r, &l.digest, &p)
                 .await
                 .expect("layer blob");
-            let mut this_layer = std::collections::HashSet::new();
-            for_each_entry(&p, &l.digest, |e, data| {
-                use kiln::layer::reader::Whiteout;
-                match &e.whiteout {
-                    Some(Whiteout::Remove(t)) => {
-                        files.retain(|k, _| k != t && !k.starts_with(&format!("{t}/")));
-                        return Ok(());
-                    }
-                    Some(Whiteout::Opaque(d)) => {
-                        files.retain(|k, _| {
-                            !k.starts_with(&format!("{d}/")) || this_layer.contains(k)
-                        });
-                        return Ok(());
-                    }
-                    None => {}
-                }
-                let mut bytes = Vec::new();
-                data.read_to_end(&mut bytes).expect("entry data");
-                let (kind, link) = match &e.kind {
-                    Kind::File => ('f', String::new()),
-                    Kind::Dir => ('d', String::new()),
-                    Kind::Symlink(t) => ('l', t.clone()),
-                    Kind::Hardlink(t) => ('h', t.clone()),
-                    _ => ('o', String::new()),
-                };
-                let flat = if kind == 'h' {
-                    let target = files.get(&link).cloned().expect("hardlink target present");
-                    Flat {
-                        kind: 'f',
-                        ..target
-                    }
-                } else {
-                    Flat {
-                        kind,
-                        mode: e.mode & 0o7777,
-                        uid: e.uid,
-                        gid: e.gid,
-                        size: bytes.len() as u64,
-                        digest: if kind == 'f' {
-                            sha256_digest(&bytes)
-                        } else {
-                            String::new()
-                        },
-                        link,
-                    }
-                };
-                if kind != 'd' {
-                    files.retain(|k, _| !k.starts_with(&format!("{}/", e.path)));
-                }
-                this_layer.insert(e.path.clone());
-                files.insert(e.path, flat);
-                Ok(())
-            })
-            .expect("read layer");
+            flatten_layer(&p, &mut files);
         }
         Pulled {
             config,
@@ -381,6 +328,62 @@ pub fn pull(reg: &TestRegistry, repo_tag: &str) -> Pulled {
             files,
         }
     })
+}
+
+/// Applies one layer blob (gzip or plain tar) onto a flattened filesystem.
+pub fn flatten_layer(path: &Path, files: &mut BTreeMap<String, Flat>) {
+    use kiln::layer::reader::Whiteout;
+    let mut this_layer = std::collections::HashSet::new();
+    for_each_entry(path, &path.display().to_string(), |e, data| {
+        match &e.whiteout {
+            Some(Whiteout::Remove(t)) => {
+                files.retain(|k, _| k != t && !k.starts_with(&format!("{t}/")));
+                return Ok(());
+            }
+            Some(Whiteout::Opaque(d)) => {
+                files.retain(|k, _| !k.starts_with(&format!("{d}/")) || this_layer.contains(k));
+                return Ok(());
+            }
+            None => {}
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(data, &mut bytes).expect("entry data");
+        let (kind, link) = match &e.kind {
+            Kind::File => ('f', String::new()),
+            Kind::Dir => ('d', String::new()),
+            Kind::Symlink(t) => ('l', t.clone()),
+            Kind::Hardlink(t) => ('h', t.clone()),
+            _ => ('o', String::new()),
+        };
+        let flat = if kind == 'h' {
+            let target = files.get(&link).cloned().expect("hardlink target present");
+            Flat {
+                kind: 'f',
+                ..target
+            }
+        } else {
+            Flat {
+                kind,
+                mode: e.mode & 0o7777,
+                uid: e.uid,
+                gid: e.gid,
+                size: bytes.len() as u64,
+                digest: if kind == 'f' {
+                    sha256_digest(&bytes)
+                } else {
+                    String::new()
+                },
+                link,
+            }
+        };
+        if kind != 'd' {
+            files.retain(|k, _| !k.starts_with(&format!("{}/", e.path)));
+        }
+        this_layer.insert(e.path.clone());
+        files.insert(e.path, flat);
+        Ok(())
+    })
+    .expect("read layer");
 }
 
 /// Runs the executor binary.

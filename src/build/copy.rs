@@ -191,8 +191,9 @@ pub fn plan(
         } else if into_dir {
             (dest_resolved.clone(), Some(src.name.clone()))
         } else {
-            let (p, n) = split_parent(dest_abs.trim_end_matches('/')).to_owned_pair();
-            (index.resolve(&p, true)?, Some(n))
+            // BuildKit follows a symlink at the destination itself: the link's target is overwritten.
+            let (p, n) = split_parent(&dest_resolved);
+            (p.to_string(), Some(n.to_string()))
         };
         add_parents(&mut out, index, &target_dir, uid, gid, req.now)?;
         match name {
@@ -243,21 +244,6 @@ pub fn plan(
         );
     }
     Ok(out)
-}
-
-trait OwnedPair {
-    fn to_owned_pair(self) -> (String, String);
-}
-
-impl OwnedPair for (&str, &str) {
-    fn to_owned_pair(self) -> (String, String) {
-        let p = if self.0.is_empty() {
-            "/".to_string()
-        } else {
-            self.0.to_string()
-        };
-        (p, self.1.to_string())
-    }
 }
 
 /// Every ancestor of `dir` (and `dir`), with the image's metadata where it exists.
@@ -413,7 +399,12 @@ fn walk_dir(
             add_entry(out, tree, &host, &meta, &dest, req, links, false)?;
         }
         if meta.is_dir() {
+            let before = out.len();
             walk_dir(out, tree, &host, &rel, &dest, req, links)?;
+            // An ignored directory re-included by a `!` rule still comes as the parent.
+            if is_ignored && out.len() > before {
+                add_entry(out, tree, &host, &meta, &dest, req, links, false)?;
+            }
         }
     }
     Ok(())

@@ -344,6 +344,7 @@ async fn start_stage(
             ..Default::default()
         };
         config.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
+        config.config.working_dir = Some("/".into());
         return Ok(StageState {
             config,
             fs: StageFs::new(Vec::new(), dir),

@@ -73,6 +73,18 @@ impl Reference {
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
+        let host_ok = match registry.rsplit_once(':') {
+            Some((h, port)) => {
+                !h.is_empty()
+                    && !h.contains(':')
+                    && !port.is_empty()
+                    && port.bytes().all(|b| b.is_ascii_digit())
+            }
+            None => !registry.is_empty(),
+        };
+        if !host_ok {
+            return Err(err("registry must be host or host:port"));
+        }
         let registry = if registry == "docker.io" {
             DOCKER_HUB.to_string()
         } else {
