@@ -9,7 +9,7 @@ use super::BuildError;
 use crate::context::{has_wildcards, match_segments, BuildContext};
 use crate::layer::writer::{EntryBody, EntryMeta};
 use crate::rootfs::index::{FsIndex, NodeKind};
-use crate::rootfs::{join_rel, resolve_in_root, split_parent};
+use crate::rootfs::{join_rel, resolve_on_disk, split_parent};
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -115,15 +115,7 @@ impl SourceTree<'_> {
 
     /// The source at a root-relative path, following symlinks inside the tree.
     fn source_at(&self, rel: &str) -> Result<Option<Source>, BuildError> {
-        let resolved = resolve_in_root(&format!("/{rel}"), true, |c| {
-            let p = self.root.join(c);
-            match fs::symlink_metadata(&p) {
-                Ok(m) if m.file_type().is_symlink() => fs::read_link(&p)
-                    .ok()
-                    .map(|t| t.to_string_lossy().into_owned()),
-                _ => None,
-            }
-        })?;
+        let resolved = resolve_on_disk(self.root, &format!("/{rel}"), true)?;
         let host = if resolved.is_empty() {
             self.root.to_path_buf()
         } else {
@@ -246,20 +238,19 @@ pub fn plan(
     Ok(out)
 }
 
-/// Every ancestor of `dir` (and `dir`), with the image's metadata where it exists.
-fn add_parents(
+/// Plans `dir` and every ancestor: the image's metadata where they exist, new
+/// 0755 directories owned by `uid:gid` where not. Returns whether any was new.
+pub fn add_parents(
     out: &mut BTreeMap<PathKey, Planned>,
     index: &FsIndex,
     dir: &str,
     uid: u64,
     gid: u64,
     now: u64,
-) -> Result<(), BuildError> {
-    if dir.is_empty() {
-        return Ok(());
-    }
+) -> Result<bool, BuildError> {
     let mut cur = String::new();
-    for part in dir.split('/') {
+    let mut created = false;
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
         cur = join_rel(&cur, part);
         if out.contains_key(&PathKey(cur.clone())) {
             continue;
@@ -273,15 +264,18 @@ fn add_parents(
             },
             Some(_) => {
                 return Err(BuildError::Source(format!(
-                    "cannot copy into /{cur}: it is not a directory in the image"
+                    "/{cur} exists in the image and is not a directory"
                 )))
             }
-            None => EntryMeta {
-                mode: 0o755,
-                uid,
-                gid,
-                mtime: now,
-            },
+            None => {
+                created = true;
+                EntryMeta {
+                    mode: 0o755,
+                    uid,
+                    gid,
+                    mtime: now,
+                }
+            }
         };
         out.insert(
             PathKey(cur.clone()),
@@ -291,7 +285,7 @@ fn add_parents(
             },
         );
     }
-    Ok(())
+    Ok(created)
 }
 
 fn add_dir_meta(

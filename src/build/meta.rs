@@ -10,9 +10,6 @@ use crate::dockerfile::{CommandLine, Copy, Dockerfile, Instruction};
 use crate::image::remote::{self, ManifestFormat};
 use crate::image::spec::{MT_DOCKER_LAYER, MT_OCI_LAYER};
 use crate::image::Reference;
-use crate::layer::writer::{EntryBody, EntryMeta};
-use crate::rootfs::index::NodeKind;
-use crate::rootfs::join_rel;
 use std::collections::{BTreeMap, HashMap};
 
 /// Joins a WORKDIR or destination onto the current working directory and cleans it.
@@ -213,41 +210,7 @@ pub(super) async fn workdir_step(
     let index = st.fs.index(session).await?;
     let resolved = index.resolve(&abs, true)?;
     let mut entries = BTreeMap::new();
-    let mut cur = String::new();
-    let mut created = false;
-    for part in resolved.split('/').filter(|p| !p.is_empty()) {
-        cur = join_rel(&cur, part);
-        let meta = match index.get(&cur) {
-            Some(n) if n.kind == NodeKind::Dir => EntryMeta {
-                mode: n.mode,
-                uid: n.uid,
-                gid: n.gid,
-                mtime: n.mtime,
-            },
-            Some(_) => {
-                return Err(BuildError::Source(format!(
-                    "WORKDIR {abs}: /{cur} exists and is not a directory"
-                )))
-            }
-            None => {
-                created = true;
-                EntryMeta {
-                    mode: 0o755,
-                    uid,
-                    gid,
-                    mtime: session.now,
-                }
-            }
-        };
-        entries.insert(
-            PathKey(cur.clone()),
-            Planned {
-                meta,
-                body: EntryBody::Dir,
-            },
-        );
-    }
-    if !created {
+    if !copy::add_parents(&mut entries, index, &resolved, uid, gid, session.now)? {
         entries.clear();
     }
     commit(session, st, entries)

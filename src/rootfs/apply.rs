@@ -2,7 +2,7 @@
 //! [`resolve_in_root`] against the directory itself, and the last component is
 //! created without following links, so no entry can write outside the root.
 
-use super::{join_rel, resolve_in_root, split_parent};
+use super::{join_rel, split_parent};
 use crate::layer::reader::{self, Entry, Kind, ReadError, Whiteout};
 use std::collections::HashSet;
 use std::fs;
@@ -55,15 +55,7 @@ impl ScratchRoot {
 
     /// Resolves an absolute image path to a root-relative one, following symlinks on disk.
     pub fn resolve(&self, path: &str, follow_last: bool) -> Result<String, super::ResolveError> {
-        resolve_in_root(path, follow_last, |c| {
-            let p = self.root.join(c);
-            match fs::symlink_metadata(&p) {
-                Ok(m) if m.file_type().is_symlink() => fs::read_link(&p)
-                    .ok()
-                    .map(|t| t.to_string_lossy().into_owned()),
-                _ => None,
-            }
-        })
+        super::resolve_on_disk(&self.root, path, follow_last)
     }
 
     /// Host path of a root-relative path (already resolved).

@@ -63,6 +63,24 @@ where
     Ok(resolved.join("/"))
 }
 
+/// [`resolve_in_root`] against a real directory: links are read from disk with
+/// lstat/readlink, never followed by the kernel.
+pub fn resolve_on_disk(
+    root: &std::path::Path,
+    path: &str,
+    follow_last: bool,
+) -> Result<String, ResolveError> {
+    resolve_in_root(path, follow_last, |c| {
+        let p = root.join(c);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::read_link(&p)
+                .ok()
+                .map(|t| t.to_string_lossy().into_owned()),
+            _ => None,
+        }
+    })
+}
+
 /// Splits a root-relative path into parent and last component.
 pub fn split_parent(p: &str) -> (&str, &str) {
     match p.rsplit_once('/') {
