@@ -190,7 +190,6 @@ pub fn plan(
         add_parents(&mut out, index, &target_dir, uid, gid, req.now)?;
         match name {
             None => {
-                add_dir_meta(&mut out, &target_dir, src, req, uid, gid);
                 walk_dir(
                     &mut out,
                     tree,
@@ -288,25 +287,6 @@ pub fn add_parents(
     Ok(created)
 }
 
-fn add_dir_meta(
-    out: &mut BTreeMap<PathKey, Planned>,
-    dir: &str,
-    src: &Source,
-    req: &CopyRequest,
-    uid: u64,
-    gid: u64,
-) {
-    // The destination directory takes the source directory's mode when COPY creates it.
-    if dir.is_empty() {
-        return;
-    }
-    if let Some(p) = out.get_mut(&PathKey(dir.to_string())) {
-        if p.meta.mtime == req.now && p.meta.uid == uid && p.meta.gid == gid {
-            p.meta.mode = req.chmod.unwrap_or(src.meta.mode() & 0o7777);
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn add_entry(
     out: &mut BTreeMap<PathKey, Planned>,
@@ -319,14 +299,18 @@ fn add_entry(
     top: bool,
 ) -> Result<(), BuildError> {
     let (uid, gid) = req.owner.unwrap_or((0, 0));
-    let mode = req.chmod.unwrap_or(meta.mode() & 0o7777);
+    let ft = meta.file_type();
+    // chmod(2) cannot change a symlink: --chmod leaves links at 0777.
+    let mode = match req.chmod {
+        Some(m) if !ft.is_symlink() => m,
+        _ => meta.mode() & 0o7777,
+    };
     let m = EntryMeta {
         mode,
         uid,
         gid,
         mtime: meta.mtime().max(0) as u64,
     };
-    let ft = meta.file_type();
     let body = if ft.is_symlink() {
         let t = fs::read_link(host)
             .map_err(|e| BuildError::io(format!("reading link {}", host.display()), e))?;

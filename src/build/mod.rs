@@ -150,12 +150,12 @@ struct StageState {
 }
 
 impl StageState {
-    /// Variables visible to expansion: config env, then declared args (env wins, as in BuildKit).
+    /// Variables visible to expansion. BuildKit's rule is "last assignment wins": an
+    /// ARG declared after an ENV of the same name shadows it, and a later ENV removes
+    /// the ARG from `args` (see `run_step`).
     fn env(&self) -> Env {
-        let mut e = self.args.clone();
-        for (k, v) in self.config.config.env_pairs() {
-            e.insert(k, v);
-        }
+        let mut e: Env = self.config.config.env_pairs().into_iter().collect();
+        e.extend(self.args.clone());
         e
     }
 }
@@ -432,6 +432,11 @@ async fn run_step(
         }
         other => {
             meta::config_step(st, other, esc, &env)?;
+            if let Instruction::Env(pairs) = other {
+                for (k, _) in pairs {
+                    st.args.remove(&shell::expand(k, esc, &env)?);
+                }
+            }
             push_history(st, session, created_by, true);
         }
     }
