@@ -76,9 +76,60 @@ pub struct Cli {
     /// Directory for the scratch root (default: the system temp dir).
     #[arg(long = "kaniko-dir", alias = "scratch-dir")]
     pub kaniko_dir: Option<PathBuf>,
+    /// Reuse step layers from the cache repository and store new ones there.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub cache: bool,
+    /// Repository for cached layers (default: <first destination's repository>/cache).
+    #[arg(long)]
+    pub cache_repo: Option<String>,
+    /// Local directory for base layers and file indexes (a PVC in Kubernetes); see `executor warmer`.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// How long cached layers stay valid (Go duration).
+    #[arg(long, default_value = "336h")]
+    pub cache_ttl: String,
+    /// Accepted for Kaniko compatibility: Kiln caches COPY layers by default.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub cache_copy_layers: bool,
+    /// Read the cache but do not write new entries to it.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub no_push_cache: bool,
     /// Accepted for Kaniko compatibility: the scratch root is always removed.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub cleanup: bool,
+}
+
+/// `executor warmer`: fills `--cache-dir` with base layers and their file indexes.
+#[derive(Debug, Parser)]
+#[command(
+    name = "executor warmer",
+    about = "Downloads base images' layers and file indexes into a cache directory"
+)]
+pub struct WarmerCli {
+    /// Image to warm (repeatable).
+    #[arg(short = 'i', long = "image", action = ArgAction::Append)]
+    pub images: Vec<String>,
+    /// Also warm every base image a Dockerfile names.
+    #[arg(short = 'f', long)]
+    pub dockerfile: Option<PathBuf>,
+    /// Build argument KEY=VALUE for the Dockerfile's FROM lines (repeatable).
+    #[arg(long = "build-arg", action = ArgAction::Append)]
+    pub build_args: Vec<String>,
+    /// The directory to fill.
+    #[arg(long, required = true)]
+    pub cache_dir: PathBuf,
+    /// Platform to warm for, os/arch[/variant].
+    #[arg(long)]
+    pub custom_platform: Option<String>,
+    /// Registry HOST[:PORT] reached over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry", action = ArgAction::Append)]
+    pub insecure_registries: Vec<String>,
+    /// Pull from plain-HTTP registries.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub insecure_pull: bool,
+    /// Do not verify TLS certificates when pulling.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub skip_tls_verify_pull: bool,
 }
 
 /// A flag value that is wrong, with the flag named.

@@ -2,8 +2,10 @@
 //! and pushes them to a registry.
 
 pub mod build;
+pub mod cache;
 pub mod context;
 pub mod dockerfile;
+pub mod duration;
 pub mod image;
 pub mod layer;
 pub mod publish;

@@ -5,7 +5,9 @@ mod cli;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use kiln::build::stage::StageFs;
 use kiln::build::{self, BuildOptions, Session};
+use kiln::cache::{Cache, CacheSettings};
 use kiln::context::BuildContext;
 use kiln::dockerfile::parse_dockerfile;
 use kiln::image::spec::Platform;
@@ -17,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let warmer = args.get(1).is_some_and(|a| a == "warmer");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,7 +33,15 @@ fn main() {
     };
     let code = runtime.block_on(async {
         tokio::select! {
-            r = run(cli) => match r {
+            r = async {
+                if warmer {
+                    let mut rest = args.clone();
+                    rest.remove(1);
+                    warm(cli::WarmerCli::parse_from(rest)).await
+                } else {
+                    run(cli::Cli::parse_from(args.clone())).await
+                }
+            } => match r {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -132,12 +143,50 @@ async fn run(cli: cli::Cli) -> Result<()> {
             .map(|d| d.as_secs())
             .unwrap_or(0)
     };
+    // One clock reading for layers, config and cache entries alike.
+    let wall_now = if cli.reproducible {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    } else {
+        now
+    };
+    let ttl = kiln::duration::parse_go_duration(&cli.cache_ttl).with_context(|| {
+        format!(
+            "--cache-ttl {}: expected a duration like 336h",
+            cli.cache_ttl
+        )
+    })?;
+    let cache_repo = match (&cli.cache_repo, destinations.first()) {
+        (Some(r), _) => Some(Reference::parse(r).with_context(|| format!("--cache-repo {r}"))?),
+        (None, Some(d)) => Some(Reference::parse(&format!(
+            "{}/{}/cache",
+            d.registry, d.repository
+        ))?),
+        (None, None) => None,
+    };
+    if cli.cache && cache_repo.is_none() {
+        eprintln!("WARN --cache without --cache-repo or --destination: no cache repository, layers are not cached");
+    }
+    let cache = Cache::new(
+        CacheSettings {
+            layers: cli.cache,
+            repo: cache_repo,
+            dir: cli.cache_dir.clone(),
+            ttl_secs: (ttl / 1_000_000_000).max(0) as u64,
+            push: !cli.no_push_cache,
+            debug: matches!(cli.verbosity.as_str(), "debug" | "trace"),
+        },
+        wall_now,
+    );
     let session = Session {
         registry,
+        cache,
         blobs_dir,
         download_lock: tokio::sync::Mutex::new(()),
         compression_level: cli.compression_level,
-        created: rfc3339(now),
+        created: build::rfc3339(now),
         now,
     };
     let opts = BuildOptions {
@@ -165,16 +214,21 @@ async fn run(cli: cli::Cli) -> Result<()> {
         publish::write_oci_layout(&session.registry, &image, &s, p, tmp).await?;
         eprintln!("INFO wrote OCI layout {}", p.display());
     }
-    let mut names = Vec::new();
-    if !cli.no_push {
-        for d in &destinations {
-            let digest = publish::push(&session.registry, d, &image, &s, tmp)
-                .await
-                .with_context(|| format!("pushing {d}"))?;
-            eprintln!("INFO pushed {d}@{digest}");
-            names.push(format!("{}@{digest}", d.name()));
+    let pushes = async {
+        let mut names = Vec::new();
+        if !cli.no_push {
+            for d in &destinations {
+                let digest = publish::push(&session.registry, d, &image, &s, tmp)
+                    .await
+                    .with_context(|| format!("pushing {d}"))?;
+                eprintln!("INFO pushed {d}@{digest}");
+                names.push(format!("{}@{digest}", d.name()));
+            }
         }
-    }
+        Ok::<_, anyhow::Error>(names)
+    };
+    let (names, ()) = tokio::join!(pushes, session.cache.flush(&session.registry, tmp));
+    let names = names?;
     if let Some(p) = &cli.digest_file {
         std::fs::write(p, &s.manifest_digest)
             .with_context(|| format!("writing {}", p.display()))?;
@@ -187,29 +241,78 @@ async fn run(cli: cli::Cli) -> Result<()> {
     Ok(())
 }
 
-/// Seconds since the epoch as RFC 3339 UTC.
-fn rfc3339(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+/// `executor warmer`: downloads base layers and computes their file indexes into
+/// `--cache-dir`, so builds with that directory download no base layer.
+async fn warm(cli: cli::WarmerCli) -> Result<()> {
+    let platform = match &cli.custom_platform {
+        Some(p) => Platform::parse(p)
+            .with_context(|| format!("--custom-platform {p}: expected os/arch[/variant]"))?,
+        None => Platform::host(),
+    };
+    let mut images = cli.images.clone();
+    if let Some(f) = &cli.dockerfile {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let df = parse_dockerfile(&text)?;
+        let args = cli::key_values("build-arg", &cli.build_args, true)?;
+        images.extend(build::base_images(&df, &args, &platform)?);
+    }
+    if images.is_empty() {
+        bail!("nothing to warm: pass --image or --dockerfile");
+    }
+    std::fs::create_dir_all(&cli.cache_dir)
+        .with_context(|| format!("creating {}", cli.cache_dir.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-warmer-")
+        .tempdir_in(&cli.cache_dir)?;
+    let registry = Registry::new(
+        RegistryOptions {
+            insecure_pull: cli.insecure_pull,
+            insecure_registries: cli.insecure_registries.clone(),
+            skip_tls_verify_pull: cli.skip_tls_verify_pull,
+            retries: 3,
+            ..Default::default()
+        },
+        Keychain::load()?,
+    )?;
+    let session = Session {
+        registry,
+        cache: Cache::new(
+            CacheSettings {
+                dir: Some(cli.cache_dir.clone()),
+                ..Default::default()
+            },
+            0,
+        ),
+        blobs_dir: scratch.path().to_path_buf(),
+        download_lock: tokio::sync::Mutex::new(()),
+        compression_level: 6,
+        created: build::rfc3339(0),
+        now: 0,
+    };
+    for image in images {
+        let reference = Reference::parse(&image)?;
+        let remote =
+            kiln::image::remote::fetch(&session.registry, &reference, &platform, scratch.path())
+                .await?;
+        for layer in &remote.layers {
+            StageFs::blob(&session, layer).await?;
+            StageFs::entries(&session, layer).await?;
+        }
+        eprintln!(
+            "INFO warmed {reference} ({} layers) into {}",
+            remote.layers.len(),
+            cli.cache_dir.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn rfc3339() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(kiln::build::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(kiln::build::rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
     }
 }

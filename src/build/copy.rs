@@ -6,6 +6,7 @@
 
 use super::stage::{PathKey, Planned};
 use super::BuildError;
+use crate::cache::key::SourceDigest;
 use crate::context::{has_wildcards, match_segments, BuildContext};
 use crate::layer::writer::{EntryBody, EntryMeta};
 use crate::rootfs::index::{FsIndex, NodeKind};
@@ -356,6 +357,34 @@ fn walk_dir(
     req: &CopyRequest,
     links: &mut HashMap<(u64, u64), String>,
 ) -> Result<(), BuildError> {
+    walk(tree, host_dir, rel_dir, "", &mut |sub, host, meta| {
+        add_entry(
+            out,
+            tree,
+            host,
+            meta,
+            &join_rel(dest_dir, sub),
+            req,
+            links,
+            false,
+        )
+    })
+    .map(|_| ())
+}
+
+type Visit<'f> = dyn FnMut(&str, &Path, &fs::Metadata) -> Result<(), BuildError> + 'f;
+
+/// Visits everything below `host_dir` in walk order (names sorted), skipping what
+/// `.dockerignore` excludes. `f` gets paths relative to the walk's start. An ignored
+/// directory that a `!` rule re-includes something in is visited after its children.
+/// Returns how many entries were visited.
+fn walk(
+    tree: &SourceTree<'_>,
+    host_dir: &Path,
+    rel_dir: &str,
+    under: &str,
+    f: &mut Visit<'_>,
+) -> Result<usize, BuildError> {
     let rd = fs::read_dir(host_dir)
         .map_err(|e| BuildError::io(format!("reading {}", host_dir.display()), e))?;
     let mut names: Vec<String> = rd
@@ -363,6 +392,7 @@ fn walk_dir(
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
+    let mut visited = 0;
     for name in names {
         let rel = join_rel(rel_dir, &name);
         let is_ignored = tree.ignored(&rel);
@@ -372,18 +402,63 @@ fn walk_dir(
         if is_ignored && !(meta.is_dir() && tree.context.is_some_and(|c| c.has_exceptions())) {
             continue;
         }
-        let dest = join_rel(dest_dir, &name);
+        let sub = join_rel(under, &name);
         if !is_ignored {
-            add_entry(out, tree, &host, &meta, &dest, req, links, false)?;
+            f(&sub, &host, &meta)?;
+            visited += 1;
         }
         if meta.is_dir() {
-            let before = out.len();
-            walk_dir(out, tree, &host, &rel, &dest, req, links)?;
-            // An ignored directory re-included by a `!` rule still comes as the parent.
-            if is_ignored && out.len() > before {
-                add_entry(out, tree, &host, &meta, &dest, req, links, false)?;
+            let inner = walk(tree, &host, &rel, &sub, f)?;
+            visited += inner;
+            if is_ignored && inner > 0 {
+                f(&sub, &host, &meta)?;
+                visited += 1;
             }
         }
     }
-    Ok(())
+    Ok(visited)
+}
+
+/// Digest of everything a COPY reads from `tree`: paths, modes, owners, contents
+/// and link targets (not mtimes). Part of the step's cache key.
+pub fn digest_sources(sources: &[String], tree: &SourceTree<'_>) -> Result<String, BuildError> {
+    let mut d = SourceDigest::default();
+    let mut add = |path: &str, host: &Path, meta: &fs::Metadata| -> Result<(), BuildError> {
+        let what = if meta.file_type().is_symlink() {
+            format!(
+                "link:{}",
+                fs::read_link(host)
+                    .map_err(|e| BuildError::io(format!("reading {}", host.display()), e))?
+                    .display()
+            )
+        } else if meta.is_file() {
+            file_digest(host)?
+        } else if meta.is_dir() {
+            "dir".to_string()
+        } else {
+            "other".to_string()
+        };
+        d.add(path, meta.mode() & 0o7777, meta.uid(), meta.gid(), &what);
+        Ok(())
+    };
+    for (i, src) in sources.iter().enumerate() {
+        for s in tree.expand(src)? {
+            let top = format!("{i}:{}", s.name);
+            add(&top, &s.host, &s.meta)?;
+            if s.meta.is_dir() {
+                walk(tree, &s.host, &s.rel, &top, &mut add)?;
+            }
+        }
+    }
+    Ok(d.finish())
+}
+
+fn file_digest(path: &Path) -> Result<String, BuildError> {
+    use sha2::{Digest, Sha256};
+    let mut f = fs::File::open(path)
+        .map_err(|e| BuildError::io(format!("reading {}", path.display()), e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)
+        .map_err(|e| BuildError::io(format!("reading {}", path.display()), e))?;
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }

@@ -7,7 +7,7 @@ use super::{users, BuildError, BuildOptions, Session, StageState};
 use crate::context::BuildContext;
 use crate::dockerfile::shell::{self, Env};
 use crate::dockerfile::{CommandLine, Copy, Dockerfile, Instruction};
-use crate::image::remote::{self, ManifestFormat};
+use crate::image::remote::{self, ManifestFormat, RemoteImage};
 use crate::image::spec::{MT_DOCKER_LAYER, MT_OCI_LAYER};
 use crate::image::Reference;
 use std::collections::{BTreeMap, HashMap};
@@ -61,44 +61,61 @@ async fn owner(
     users::parse_owner(spec, passwd.as_deref(), group.as_deref()).map_err(BuildError::Source)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn copy_step(
+/// Where a COPY reads from.
+pub(super) enum CopyFrom {
+    Context,
+    Stage(usize, String),
+    Image(Box<RemoteImage>),
+}
+
+/// A COPY with every word expanded; owners are resolved only when it runs.
+pub(super) struct PreparedCopy {
+    pub sources: Vec<String>,
+    pub inline: Vec<(String, Vec<u8>)>,
+    pub dest: String,
+    pub chown: Option<String>,
+    pub chmod: Option<u32>,
+    pub from: CopyFrom,
+}
+
+/// Expands a COPY's words and finds its source (fetching only an image's manifest).
+pub(super) async fn prepare_copy(
     session: &Session,
     df: &Dockerfile,
-    st: &mut StageState,
     c: &Copy,
     env: &Env,
-    built: &mut HashMap<usize, StageState>,
-    ctx: &BuildContext,
     stage_index: usize,
     opts: &BuildOptions,
-) -> Result<(), BuildError> {
+) -> Result<PreparedCopy, BuildError> {
     let esc = df.escape;
     let mut sources = Vec::new();
     let mut inline = Vec::new();
     for s in &c.sources {
-        if let Some(h) = c.heredocs.iter().find(|h| {
+        let heredoc = c.heredocs.iter().find(|h| {
             s.starts_with("<<")
                 && s.trim_start_matches("<<")
                     .trim_start_matches('-')
                     .trim_matches(['"', '\''])
                     == h.name
-        }) {
-            let content = if h.expand {
-                shell::expand(&h.content, esc, env).unwrap_or_else(|_| h.content.clone())
-            } else {
-                h.content.clone()
-            };
-            inline.push((h.name.clone(), content.into_bytes()));
-        } else {
-            sources.push(shell::expand(s, esc, env)?);
+        });
+        match heredoc {
+            Some(h) => {
+                let content = if h.expand {
+                    shell::expand(&h.content, esc, env).unwrap_or_else(|_| h.content.clone())
+                } else {
+                    h.content.clone()
+                };
+                inline.push((h.name.clone(), content.into_bytes()));
+            }
+            None => sources.push(shell::expand(s, esc, env)?),
         }
     }
     let dest = shell::expand(&c.dest, esc, env)?;
-    let owner = match &c.chown {
-        Some(spec) => Some(owner(session, st, &shell::expand(spec, esc, env)?).await?),
-        None => None,
-    };
+    let chown = c
+        .chown
+        .as_ref()
+        .map(|s| shell::expand(s, esc, env))
+        .transpose()?;
     let chmod = match &c.chmod {
         Some(m) => {
             let m = shell::expand(m, esc, env)?;
@@ -115,52 +132,17 @@ pub(super) async fn copy_step(
         }
         None => None,
     };
-    let req = CopyRequest {
-        sources,
-        inline,
-        dest,
-        workdir: st
-            .config
-            .config
-            .working_dir
-            .clone()
-            .unwrap_or_else(|| "/".into()),
-        owner,
-        chmod,
-        now: session.now,
-    };
     let from = match &c.from {
-        Some(f) => Some(shell::expand(f, esc, env)?),
-        None => None,
-    };
-    let entries = match from {
-        None => {
-            let tree = SourceTree {
-                root: ctx.root(),
-                context: Some(ctx),
-                label: "build context".into(),
-            };
-            let index = st.fs.index(session).await?;
-            copy::plan(&req, &tree, index)?
-        }
-        Some(name) => {
+        None => CopyFrom::Context,
+        Some(f) => {
+            let name = shell::expand(f, esc, env)?;
             let lower = name.to_ascii_lowercase();
             let by_name = df.stages[..stage_index]
                 .iter()
                 .position(|s| s.name.as_deref() == Some(&lower));
             let by_index = name.parse::<usize>().ok().filter(|&i| i < stage_index);
             if let Some(j) = by_name.or(by_index) {
-                let src = built
-                    .get_mut(&j)
-                    .ok_or_else(|| BuildError::Source(format!("stage {name} was not built")))?;
-                let root = src.fs.rootfs(session).await?;
-                let tree = SourceTree {
-                    root: root.path(),
-                    context: None,
-                    label: format!("stage {name}"),
-                };
-                let index = st.fs.index(session).await?;
-                copy::plan(&req, &tree, index)?
+                CopyFrom::Stage(j, name)
             } else if df.stages.iter().any(|s| s.name.as_deref() == Some(&lower)) {
                 return Err(BuildError::Source(format!("stage {name} is defined after this COPY --from; a stage can only copy from earlier stages")));
             } else {
@@ -169,26 +151,134 @@ pub(super) async fn copy_step(
                         "--from={name} is neither a stage nor an image: {e}"
                     ))
                 })?;
-                let image = remote::fetch(
-                    &session.registry,
-                    &reference,
-                    &opts.platform,
-                    &session.blobs_dir,
-                )
-                .await?;
-                let dir = opts
-                    .scratch_dir
-                    .join(format!("from-{}", image.manifest_digest.replace(':', "-")));
-                let mut fs = StageFs::new(image.layers, dir);
-                let root = fs.rootfs(session).await?;
-                let tree = SourceTree {
-                    root: root.path(),
-                    context: None,
-                    label: format!("image {reference}"),
-                };
-                let index = st.fs.index(session).await?;
-                copy::plan(&req, &tree, index)?
+                CopyFrom::Image(Box::new(
+                    remote::fetch(
+                        &session.registry,
+                        &reference,
+                        &opts.platform,
+                        &session.blobs_dir,
+                    )
+                    .await?,
+                ))
             }
+        }
+    };
+    Ok(PreparedCopy {
+        sources,
+        inline,
+        dest,
+        chown,
+        chmod,
+        from,
+    })
+}
+
+/// What a COPY's cache key needs beyond the instruction: its sources' digest.
+pub(super) fn copy_key_inputs(
+    p: &PreparedCopy,
+    ctx: &BuildContext,
+    built: &HashMap<usize, StageState>,
+) -> Result<Vec<(&'static str, String)>, BuildError> {
+    let mut v = vec![
+        ("dest", p.dest.clone()),
+        ("chown", p.chown.clone().unwrap_or_default()),
+        (
+            "chmod",
+            p.chmod.map(|m| format!("{m:o}")).unwrap_or_default(),
+        ),
+    ];
+    for (name, bytes) in &p.inline {
+        v.push((
+            "heredoc",
+            format!("{name}:{}", crate::registry::sha256_digest(bytes)),
+        ));
+    }
+    match &p.from {
+        CopyFrom::Context => {
+            let tree = SourceTree {
+                root: ctx.root(),
+                context: Some(ctx),
+                label: "build context".into(),
+            };
+            v.push(("sources", copy::digest_sources(&p.sources, &tree)?));
+        }
+        CopyFrom::Stage(j, _) => {
+            let key = built.get(j).map(|s| s.key.clone()).unwrap_or_default();
+            v.push(("from-stage", key));
+            v.push(("sources", p.sources.join("\n")));
+        }
+        CopyFrom::Image(img) => {
+            v.push(("from-image", img.manifest_digest.clone()));
+            v.push(("sources", p.sources.join("\n")));
+        }
+    }
+    Ok(v)
+}
+
+/// Runs a prepared COPY: plans the entries against the stage's index and commits a layer.
+pub(super) async fn run_copy(
+    session: &Session,
+    st: &mut StageState,
+    p: PreparedCopy,
+    built: &mut HashMap<usize, StageState>,
+    ctx: &BuildContext,
+    opts: &BuildOptions,
+) -> Result<(), BuildError> {
+    let owner = match &p.chown {
+        Some(spec) => Some(owner(session, st, spec).await?),
+        None => None,
+    };
+    let req = CopyRequest {
+        sources: p.sources,
+        inline: p.inline,
+        dest: p.dest,
+        workdir: st
+            .config
+            .config
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".into()),
+        owner,
+        chmod: p.chmod,
+        now: session.now,
+    };
+    let entries = match p.from {
+        CopyFrom::Context => {
+            let tree = SourceTree {
+                root: ctx.root(),
+                context: Some(ctx),
+                label: "build context".into(),
+            };
+            let index = st.fs.index(session).await?;
+            copy::plan(&req, &tree, index)?
+        }
+        CopyFrom::Stage(j, name) => {
+            let src = built
+                .get_mut(&j)
+                .ok_or_else(|| BuildError::Source(format!("stage {name} was not built")))?;
+            let root = src.fs.rootfs(session).await?;
+            let tree = SourceTree {
+                root: root.path(),
+                context: None,
+                label: format!("stage {name}"),
+            };
+            let index = st.fs.index(session).await?;
+            copy::plan(&req, &tree, index)?
+        }
+        CopyFrom::Image(image) => {
+            let dir = opts
+                .scratch_dir
+                .join(format!("from-{}", image.manifest_digest.replace(':', "-")));
+            let label = format!("image {}", image.reference);
+            let mut fs = StageFs::new(image.layers, dir);
+            let root = fs.rootfs(session).await?;
+            let tree = SourceTree {
+                root: root.path(),
+                context: None,
+                label,
+            };
+            let index = st.fs.index(session).await?;
+            copy::plan(&req, &tree, index)?
         }
     };
     commit(session, st, entries)

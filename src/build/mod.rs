@@ -6,6 +6,8 @@ pub mod meta;
 pub mod stage;
 pub mod users;
 
+use crate::cache::key::{CacheKey, KeyBuilder};
+use crate::cache::Cache;
 use crate::context::{BuildContext, ContextError};
 use crate::dockerfile::shell::{self, Env, ShellError};
 use crate::dockerfile::{Dockerfile, Instruction, InstructionError, Location, Stage};
@@ -108,6 +110,7 @@ pub struct BuildOptions {
 /// Shared state of one build: clients, scratch space, options.
 pub struct Session {
     pub registry: Registry,
+    pub cache: Cache,
     pub blobs_dir: PathBuf,
     pub download_lock: tokio::sync::Mutex<()>,
     pub compression_level: u32,
@@ -140,6 +143,13 @@ fn platform_args(p: &Platform) -> Vec<(String, String)> {
 }
 
 struct StageState {
+    /// Cache key of the state so far (base digest, then one link per step).
+    key: String,
+    /// When the newest layer this build added was made (a cached one keeps its
+    /// time), so an all-hit rebuild reproduces the same config and digest.
+    newest: Option<u64>,
+    /// History entries before this index came from the base image.
+    history_base: usize,
     config: ImageConfig,
     fs: StageFs,
     /// ARGs declared in the stage with a value.
@@ -160,6 +170,73 @@ impl StageState {
     }
 }
 
+/// The global scope: predefined platform args, then ARGs before the first FROM.
+struct GlobalArgs {
+    /// What FROM lines may expand.
+    visible: Env,
+    /// ARGs declared before the first FROM (a stage's `ARG X` imports these).
+    declared: Env,
+    /// Build args consumed.
+    used: Vec<String>,
+}
+
+fn global_args(
+    df: &Dockerfile,
+    overrides: &BTreeMap<String, String>,
+    platform: &Platform,
+) -> Result<GlobalArgs, BuildError> {
+    let mut g = GlobalArgs {
+        visible: platform_args(platform).into_iter().collect(),
+        declared: Env::new(),
+        used: Vec::new(),
+    };
+    for (at, args) in &df.global_args {
+        for (k, default) in args {
+            let value = match overrides.get(k) {
+                Some(v) => {
+                    g.used.push(k.clone());
+                    Some(v.clone())
+                }
+                None => match default {
+                    Some(d) => Some(
+                        shell::expand(d, df.escape, &g.visible)
+                            .map_err(|e| BuildError::from(e).at(at))?,
+                    ),
+                    None => None,
+                },
+            };
+            if let Some(v) = value {
+                g.visible.insert(k.clone(), v.clone());
+                g.declared.insert(k.clone(), v);
+            }
+        }
+    }
+    Ok(g)
+}
+
+/// Every registry image the Dockerfile's FROM lines name (for `executor warmer`).
+pub fn base_images(
+    df: &Dockerfile,
+    build_args: &[(String, String)],
+    platform: &Platform,
+) -> Result<Vec<String>, BuildError> {
+    let overrides: BTreeMap<String, String> = build_args.iter().cloned().collect();
+    let g = global_args(df, &overrides, platform)?;
+    let mut out = Vec::new();
+    for (i, stage) in df.stages.iter().enumerate() {
+        let image = shell::expand(&stage.image, df.escape, &g.visible)
+            .map_err(|e| BuildError::from(e).at(&stage.at))?;
+        let lower = image.to_ascii_lowercase();
+        let is_stage = df.stages[..i]
+            .iter()
+            .any(|s| s.name.as_deref() == Some(&lower));
+        if image != "scratch" && !is_stage && !out.contains(&image) {
+            out.push(image);
+        }
+    }
+    Ok(out)
+}
+
 /// Builds the target stage of `df` and returns its image.
 pub async fn build(
     session: &Session,
@@ -170,30 +247,9 @@ pub async fn build(
     let overrides: BTreeMap<String, String> = opts.build_args.iter().cloned().collect();
     let mut used_args: std::collections::HashSet<String> = std::collections::HashSet::new();
 
-    // Global scope: predefined platform args, then ARGs before the first FROM.
-    let mut global: Env = platform_args(&opts.platform).into_iter().collect();
-    let mut global_declared: Env = Env::new();
-    for (at, args) in &df.global_args {
-        for (k, default) in args {
-            let value = match overrides.get(k) {
-                Some(v) => {
-                    used_args.insert(k.clone());
-                    Some(v.clone())
-                }
-                None => match default {
-                    Some(d) => Some(
-                        shell::expand(d, df.escape, &global)
-                            .map_err(|e| BuildError::from(e).at(at))?,
-                    ),
-                    None => None,
-                },
-            };
-            if let Some(v) = value {
-                global.insert(k.clone(), v.clone());
-                global_declared.insert(k.clone(), v);
-            }
-        }
-    }
+    let globals = global_args(df, &overrides, &opts.platform)?;
+    used_args.extend(globals.used.iter().cloned());
+    let (global, global_declared) = (globals.visible, globals.declared);
 
     let target = match &opts.target {
         Some(t) => df
@@ -250,7 +306,14 @@ pub async fn build(
     }
     st.config.rootfs.kind = "layers".into();
     st.config.rootfs.diff_ids = st.fs.layers.iter().map(|l| l.diff_id.clone()).collect();
-    st.config.created = Some(session.created.clone());
+    let created = match st.newest {
+        Some(t) if !opts.reproducible => rfc3339(t),
+        _ => session.created.clone(),
+    };
+    for h in st.config.history.iter_mut().skip(st.history_base) {
+        h.created = Some(created.clone());
+    }
+    st.config.created = Some(created);
     Ok(BuiltImage {
         config: st.config,
         layers: st.fs.layers,
@@ -328,6 +391,9 @@ async fn start_stage(
             .get(&prev.index)
             .ok_or_else(|| BuildError::Source(format!("stage {lower} was not built")))?;
         return Ok(StageState {
+            key: p.key.clone(),
+            newest: p.newest,
+            history_base: p.history_base,
             config: p.config.clone(),
             fs: StageFs::new(p.fs.layers.clone(), dir),
             args: Env::new(),
@@ -346,6 +412,9 @@ async fn start_stage(
         config.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
         config.config.working_dir = Some("/".into());
         return Ok(StageState {
+            key: format!("scratch {platform}"),
+            newest: None,
+            history_base: 0,
             config,
             fs: StageFs::new(Vec::new(), dir),
             args: Env::new(),
@@ -357,7 +426,6 @@ async fn start_stage(
     let reference = Reference::parse(&image).map_err(|e| BuildError::Source(e.to_string()))?;
     let base = remote::fetch(&session.registry, &reference, &platform, &session.blobs_dir).await?;
     let mut config = base.config.clone();
-    config.history.retain(|_| true);
     if config.config.get_env("PATH").is_none() {
         config.config.set_env("PATH", DEFAULT_PATH);
     }
@@ -367,6 +435,9 @@ async fn start_stage(
         }
     }
     Ok(StageState {
+        key: base.manifest_digest.clone(),
+        newest: None,
+        history_base: config.history.len(),
         config,
         fs: StageFs::new(base.layers, dir),
         args: Env::new(),
@@ -374,6 +445,24 @@ async fn start_stage(
         format: base.format,
         base: Some(reference),
     })
+}
+
+/// Seconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -395,6 +484,16 @@ async fn run_step(
     let esc = df.escape;
     let env = st.env();
     let created_by = step.at.text.trim().to_string();
+    // The key covers the parent key, the instruction and every variable it could
+    // read; COPY adds its sources. Nothing here depends on a step's result.
+    let mut kb = KeyBuilder::new(&st.key);
+    kb.add("instruction", &created_by);
+    kb.add(
+        "env",
+        &env.iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect::<String>(),
+    );
     match &step.instruction {
         Instruction::Arg(args) => {
             for (k, default) in args {
@@ -417,13 +516,32 @@ async fn run_step(
             }
         }
         Instruction::Copy(c) => {
-            meta::copy_step(session, df, st, c, &env, built, ctx, stage_index, opts).await?;
+            let prepared = meta::prepare_copy(session, df, c, &env, stage_index, opts).await?;
+            for (label, value) in meta::copy_key_inputs(&prepared, ctx, built)? {
+                kb.add(label, &value);
+            }
+            let key = kb.finish();
+            if !try_cache(session, st, &key).await? {
+                meta::run_copy(session, st, prepared, built, ctx, opts).await?;
+                record(session, st, &key)?;
+            }
+            st.key = key.hex;
             push_history(st, session, format!("{created_by} # buildkit"), false);
+            return Ok(());
         }
         Instruction::Workdir(w) => {
             let w = shell::expand(w, esc, &env)?;
-            meta::workdir_step(session, st, &w).await?;
+            let key = kb.finish();
+            if try_cache(session, st, &key).await? {
+                st.config.config.working_dir =
+                    Some(meta::absolute(&w, st.config.config.working_dir.as_deref()));
+            } else {
+                meta::workdir_step(session, st, &w).await?;
+                record(session, st, &key)?;
+            }
+            st.key = key.hex;
             push_history(st, session, created_by, false);
+            return Ok(());
         }
         Instruction::Unsupported(kw) => {
             return Err(BuildError::Source(format!(
@@ -440,12 +558,69 @@ async fn run_step(
             push_history(st, session, created_by, true);
         }
     }
+    st.key = kb.finish().hex;
     Ok(())
 }
 
-fn push_history(st: &mut StageState, session: &Session, created_by: String, empty_layer: bool) {
+/// Looks a layer step up in the cache; on a hit its layer is appended.
+async fn try_cache(
+    session: &Session,
+    st: &mut StageState,
+    key: &CacheKey,
+) -> Result<bool, BuildError> {
+    if !session.cache.settings.layers {
+        return Ok(false);
+    }
+    match session
+        .cache
+        .lookup(&session.registry, key, &session.blobs_dir)
+        .await
+    {
+        Some((layer, created)) => {
+            eprintln!("INFO cache hit {}", key.hex);
+            st.fs.append_cached(session, layer).await?;
+            st.newest = Some(st.newest.unwrap_or(0).max(created));
+            Ok(true)
+        }
+        None => {
+            eprintln!("INFO cache miss {}", key.hex);
+            if session.cache.settings.debug {
+                for i in &key.inputs {
+                    eprintln!(
+                        "DEBUG   key input {}",
+                        i.chars().take(300).collect::<String>()
+                    );
+                }
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// Stores a step's layer under its key, with its file index, so a later build that
+/// hits this entry needs neither the layer's bytes nor the base's.
+fn record(session: &Session, st: &mut StageState, key: &CacheKey) -> Result<(), BuildError> {
+    if let Some(l) = st.fs.layers.last() {
+        session.cache.record(key, l);
+        if session.cache.settings.layers {
+            if let crate::image::LayerSource::Local(blob) = &l.source {
+                let entries = crate::rootfs::index::layer_entries(blob, &l.descriptor.digest)?;
+                session.cache.store_layer_entries(
+                    &l.descriptor.digest,
+                    &entries,
+                    &session.blobs_dir,
+                );
+            }
+        }
+    }
+    st.newest = Some(st.newest.unwrap_or(0).max(session.now));
+    Ok(())
+}
+
+fn push_history(st: &mut StageState, _session: &Session, created_by: String, empty_layer: bool) {
+    // `created` is filled in when the image is finished (see `build`).
     st.config.history.push(History {
-        created: Some(session.created.clone()),
+        created: None,
         created_by: Some(created_by),
         author: None,
         comment: Some("buildkit.dockerfile.v0".into()),

@@ -3,10 +3,10 @@
 
 use super::{BuildError, Session};
 use crate::image::{Layer, LayerSource};
-use crate::layer::reader::{self, Kind, Whiteout};
+use crate::layer::reader::{self, Entry, Kind, Whiteout};
 use crate::layer::writer::{EntryBody, EntryMeta, LayerWriter};
 use crate::rootfs::apply::ScratchRoot;
-use crate::rootfs::index::{FsIndex, Node, NodeKind};
+use crate::rootfs::index::{layer_entries, FsIndex, Node, NodeKind};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
@@ -34,19 +34,32 @@ impl StageFs {
         }
     }
 
-    /// The blob file of a layer, downloading it once per build.
+    /// The blob file of a layer, downloading it once per build (or keeping it in
+    /// `--cache-dir`, where a warmer may already have put it).
     pub async fn blob(session: &Session, layer: &Layer) -> Result<PathBuf, BuildError> {
         match &layer.source {
             LayerSource::Local(p) => Ok(p.clone()),
             LayerSource::Remote(r) => {
                 let digest = &layer.descriptor.digest;
-                let path = session.blobs_dir.join(digest.replace(':', "-"));
+                let path = session
+                    .cache
+                    .local_blob_path(digest)
+                    .unwrap_or_else(|| session.blobs_dir.join(digest.replace(':', "-")));
                 if path.exists() {
                     return Ok(path);
                 }
                 let _guard = session.download_lock.lock().await;
                 if !path.exists() {
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| {
+                            BuildError::io(format!("creating {}", parent.display()), e)
+                        })?;
+                    }
                     let part = path.with_extension("part");
+                    eprintln!(
+                        "INFO downloading layer {digest} ({} bytes)",
+                        layer.descriptor.size
+                    );
                     session.registry.download_blob(r, digest, &part).await?;
                     std::fs::rename(&part, &path)
                         .map_err(|e| BuildError::io(format!("storing blob {digest}"), e))?;
@@ -56,17 +69,59 @@ impl StageFs {
         }
     }
 
-    /// The file index, built by streaming every layer once.
+    /// A layer's entries: from the cache when stored there, else by streaming its
+    /// blob once (and then storing them, so the next build need not download it).
+    pub async fn entries(session: &Session, layer: &Layer) -> Result<Vec<Entry>, BuildError> {
+        let digest = &layer.descriptor.digest;
+        if let Some(e) = session
+            .cache
+            .layer_entries(&session.registry, digest, &session.blobs_dir)
+            .await
+        {
+            return Ok(e);
+        }
+        let blob = Self::blob(session, layer).await?;
+        let entries = layer_entries(&blob, digest)?;
+        if matches!(layer.source, LayerSource::Remote(_)) {
+            session
+                .cache
+                .store_layer_entries(digest, &entries, &session.blobs_dir);
+        }
+        Ok(entries)
+    }
+
+    /// The file index, built from every layer's entries.
     pub async fn index(&mut self, session: &Session) -> Result<&mut FsIndex, BuildError> {
         if self.index.is_none() {
             let mut idx = FsIndex::default().with_root();
             for l in &self.layers {
-                let blob = Self::blob(session, l).await?;
-                idx.apply_layer(&blob, &l.descriptor.digest)?;
+                idx.apply_entries(&Self::entries(session, l).await?);
             }
             self.index = Some(idx);
         }
         Ok(self.index.as_mut().expect("index set above"))
+    }
+
+    /// Appends a layer taken from the cache, keeping the index and root (if made) current.
+    pub async fn append_cached(
+        &mut self,
+        session: &Session,
+        layer: Layer,
+    ) -> Result<(), BuildError> {
+        if self.index.is_some() {
+            let entries = Self::entries(session, &layer).await?;
+            if let Some(idx) = self.index.as_mut() {
+                idx.apply_entries(&entries);
+            }
+        }
+        if self.rootfs.is_some() {
+            let blob = Self::blob(session, &layer).await?;
+            if let Some(root) = &self.rootfs {
+                root.apply_layer(&blob, &layer.descriptor.digest)?;
+            }
+        }
+        self.layers.push(layer);
+        Ok(())
     }
 
     /// The unpacked root, applying every layer into this stage's scratch dir.

@@ -371,7 +371,7 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
                 ("start-interval", "StartInterval"),
             ] {
                 if let Some(v) = flags.string(flag)? {
-                    let ns = parse_duration(&v)
+                    let ns = crate::duration::parse_go_duration(&v)
                         .ok_or_else(|| at.error(format!("invalid duration for --{flag}: {v}")))?;
                     hc.insert(key.into(), ns.into());
                 }
@@ -405,35 +405,6 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
         "run" | "add" => Instruction::Unsupported(kw.to_ascii_uppercase()),
         _ => return Err(at.error(format!("unknown instruction: {}", node.original_keyword))),
     })
-}
-
-/// Go-style durations (`30s`, `1m30s`, `500ms`) in nanoseconds.
-fn parse_duration(s: &str) -> Option<i64> {
-    let mut total: f64 = 0.0;
-    let mut rest = s;
-    if rest == "0" {
-        return Some(0);
-    }
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += n * mult;
-        rest = &rest[unit_end..];
-    }
-    Some(total as i64)
 }
 
 #[cfg(test)]
@@ -470,12 +441,5 @@ mod tests {
         );
         assert!(parse_dockerfile("COPY a b\n").is_err());
         assert!(parse_dockerfile("ENV A=1\n").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
-        assert_eq!(parse_duration("500ms"), Some(500_000_000));
-        assert_eq!(parse_duration("x"), None);
     }
 }

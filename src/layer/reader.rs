@@ -18,7 +18,7 @@ pub enum ReadError {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     File,
     Dir,
@@ -30,7 +30,7 @@ pub enum Kind {
     Fifo,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Whiteout {
     /// `.wh.name`: remove `path`.
     Remove(String),
@@ -38,7 +38,7 @@ pub enum Whiteout {
     Opaque(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     /// Relative to the root, no leading `/`; empty for the root itself.
     pub path: String,

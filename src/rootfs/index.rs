@@ -166,6 +166,26 @@ impl FsIndex {
         })
     }
 
+    /// Applies one layer's entries, as [`layer_entries`] lists them.
+    pub fn apply_entries(&mut self, entries: &[Entry]) {
+        let mut this_layer = HashSet::new();
+        for e in entries {
+            self.apply_entry(e, &mut this_layer);
+        }
+    }
+}
+
+/// The entries of one layer blob, without contents: what the index needs of it.
+pub fn layer_entries(path: &Path, label: &str) -> Result<Vec<Entry>, ReadError> {
+    let mut out = Vec::new();
+    reader::for_each_entry(path, label, |e, _| {
+        out.push(e);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+impl FsIndex {
     /// Ensures the root exists, as in every image.
     pub fn with_root(mut self) -> Self {
         self.nodes

@@ -1,0 +1,258 @@
+//! The layer cache against a real registry: hits, misses, what changes a key,
+//! TTL, an unreachable cache, fresh pods and the warmer.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Output;
+
+const DOCKERFILE: &str = "FROM {BASE}\nARG V=1\nWORKDIR /usr/local/app\nCOPY . /usr/local/app/\nENTRYPOINT [\"/usr/local/app/main\"]\n";
+
+fn setup(reg: &TestRegistry) -> tempfile::TempDir {
+    push_busybox_base(reg, "ones/base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    let df = DOCKERFILE.replace("{BASE}", &format!("{}/ones/base:1", reg.host));
+    write_context(
+        ctx.path(),
+        &[
+            ("Dockerfile", &df),
+            ("main", "#!/bin/sh\necho cached build\n"),
+            ("data.txt", "data\n"),
+        ],
+    );
+    std::fs::set_permissions(
+        ctx.path().join("main"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    ctx
+}
+
+fn build(reg: &TestRegistry, ctx: &Path, extra: &[&str]) -> Output {
+    let dest = format!("{}/ones/app:1", reg.host);
+    let mut args = vec![
+        "--context",
+        ctx.to_str().unwrap(),
+        "--destination",
+        &dest,
+        "--cache",
+    ];
+    args.extend_from_slice(extra);
+    let out = executor(&args);
+    assert_ok(&out);
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Whether the COPY step (the last layer step) was a cache hit.
+fn copy_hit(o: &Output) -> bool {
+    let e = stderr(o);
+    let last = e
+        .lines()
+        .rfind(|l| l.contains("cache hit") || l.contains("cache miss"))
+        .map(str::to_string);
+    last.expect("cache lines logged").contains("cache hit")
+}
+
+#[test]
+fn unchanged_rebuild_is_identical_and_uploads_nothing() {
+    let reg = TestRegistry::start();
+    let ctx = setup(&reg);
+    let first = build(&reg, ctx.path(), &[]);
+    assert_eq!(
+        stderr(&first).matches("cache miss").count(),
+        2,
+        "{}",
+        stderr(&first)
+    );
+    let second = build(&reg, ctx.path(), &[]);
+    let e = stderr(&second);
+    assert_eq!(e.matches("cache hit").count(), 2, "{e}");
+    assert!(
+        !e.contains(": uploaded"),
+        "no layer blob travels on a full hit: {e}"
+    );
+    assert!(
+        !e.contains("downloading layer"),
+        "no base layer is downloaded: {e}"
+    );
+    assert_eq!(first.stdout, second.stdout, "identical image digest");
+    assert_eq!(
+        docker_run(&format!("{}/ones/app:1", reg.host), &[]),
+        "cached build\n"
+    );
+}
+
+#[test]
+fn key_follows_inputs_not_mtimes() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test changes file owners: run it as root (CI does)"
+    );
+    let reg = TestRegistry::start();
+    let ctx = setup(&reg);
+    let p = ctx.path();
+    build(&reg, p, &[]);
+    // mtime only: still a hit.
+    let f = std::fs::File::options()
+        .append(true)
+        .open(p.join("data.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
+        .unwrap();
+    assert!(
+        copy_hit(&build(&reg, p, &[])),
+        "touching mtimes keeps the key"
+    );
+    // content
+    std::fs::write(p.join("data.txt"), "changed\n").unwrap();
+    assert!(!copy_hit(&build(&reg, p, &[])), "content changes the key");
+    assert!(copy_hit(&build(&reg, p, &[])));
+    // mode
+    std::fs::set_permissions(p.join("data.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!copy_hit(&build(&reg, p, &[])), "mode changes the key");
+    // owner
+    nix::unistd::chown(
+        &p.join("data.txt"),
+        Some(nix::unistd::Uid::from_raw(1234)),
+        None,
+    )
+    .unwrap();
+    assert!(!copy_hit(&build(&reg, p, &[])), "owner changes the key");
+    // a build arg the stage declares
+    assert!(
+        !copy_hit(&build(&reg, p, &["--build-arg", "V=2"])),
+        "a used build arg changes the key"
+    );
+    assert!(copy_hit(&build(&reg, p, &["--build-arg", "V=2"])));
+    // .dockerignore changing the source set
+    std::fs::write(p.join(".dockerignore"), "data.txt\n").unwrap();
+    assert!(
+        !copy_hit(&build(&reg, p, &["--build-arg", "V=2"])),
+        ".dockerignore changes the key"
+    );
+}
+
+#[test]
+fn expired_entry_is_a_miss() {
+    let reg = TestRegistry::start();
+    let ctx = setup(&reg);
+    build(&reg, ctx.path(), &[]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let out = build(&reg, ctx.path(), &["--cache-ttl=1s"]);
+    assert!(!copy_hit(&out), "{}", stderr(&out));
+    assert!(stderr(&out).contains("expired"));
+    assert!(
+        copy_hit(&build(&reg, ctx.path(), &[])),
+        "the default TTL still hits"
+    );
+}
+
+#[test]
+fn unreachable_cache_repo_warns_and_builds() {
+    let reg = TestRegistry::start();
+    let ctx = setup(&reg);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let repo = format!("127.0.0.1:{closed}/cache");
+    let out = build(
+        &reg,
+        ctx.path(),
+        &["--cache-repo", &repo, "--push-retry", "0"],
+    );
+    assert!(
+        stderr(&out).contains("WARN cache repository unusable"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        docker_run(&format!("{}/ones/app:1", reg.host), &[]),
+        "cached build\n"
+    );
+}
+
+#[test]
+fn fresh_pod_with_warm_cache_downloads_no_base_layer() {
+    let reg = TestRegistry::start();
+    let ctx = setup(&reg);
+    let first = build(&reg, ctx.path(), &[]);
+    assert!(
+        stderr(&first).contains("downloading layer"),
+        "the first build needs the base's file index"
+    );
+    std::fs::write(ctx.path().join("main"), "#!/bin/sh\necho new binary\n").unwrap();
+    let out = build(&reg, ctx.path(), &[]);
+    let e = stderr(&out);
+    assert!(!copy_hit(&out));
+    assert!(
+        !e.contains("downloading layer"),
+        "file indexes come from the cache repo: {e}"
+    );
+    assert_eq!(
+        e.matches(": uploaded").count(),
+        1,
+        "only the new COPY layer travels: {e}"
+    );
+    assert_eq!(
+        docker_run(&format!("{}/ones/app:1", reg.host), &[]),
+        "new binary\n"
+    );
+}
+
+#[test]
+fn no_push_cache_reads_but_does_not_write() {
+    let reg = TestRegistry::start();
+    let ctx = setup(&reg);
+    build(&reg, ctx.path(), &["--no-push-cache"]);
+    let tags = runtime()
+        .block_on(client().tags(&reg.reference("ones/app/cache:x")))
+        .unwrap();
+    assert!(tags.is_empty(), "{tags:?}");
+}
+
+#[test]
+fn warmer_fills_cache_dir_for_builds_without_downloads() {
+    let reg = TestRegistry::start();
+    let ctx = setup(&reg);
+    let dir = tempfile::tempdir().unwrap();
+    let out = executor(&[
+        "warmer",
+        "--dockerfile",
+        ctx.path().join("Dockerfile").to_str().unwrap(),
+        "--cache-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    assert!(
+        dir.path().join("blobs").read_dir().unwrap().count() >= 3,
+        "base layers kept"
+    );
+    assert!(
+        dir.path().join("index").read_dir().unwrap().count() >= 3,
+        "file indexes kept"
+    );
+    let dest = format!("{}/ones/warm:1", reg.host);
+    let out = executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &dest,
+        "--cache-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    assert!(
+        !stderr(&out).contains("downloading layer"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(docker_run(&dest, &[]), "cached build\n");
+}

@@ -1,0 +1,422 @@
+//! The layer cache. Step results live in `--cache-repo` as one-layer images tagged
+//! by their key; file indexes of layers (what COPY needs of a base) live there too,
+//! tagged by layer digest, and under `--cache-dir` with downloaded base layers.
+//! Every cache failure is a warning: the build goes on without it.
+
+pub mod key;
+
+use crate::image::spec::{Descriptor, ImageConfig, Manifest, MT_OCI_CONFIG, MT_OCI_MANIFEST};
+use crate::image::{Layer, LayerSource, Reference};
+use crate::layer::reader::Entry;
+use crate::registry::{sha256_digest, Access, Registry, RegistryError};
+use key::CacheKey;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error(transparent)]
+    Registry(Box<RegistryError>),
+    #[error("cache entry {tag}: {reason}")]
+    Invalid { tag: String, reason: String },
+    #[error("{op}: {source}")]
+    Io { op: String, source: std::io::Error },
+}
+
+impl From<RegistryError> for CacheError {
+    fn from(e: RegistryError) -> Self {
+        CacheError::Registry(Box::new(e))
+    }
+}
+
+fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> CacheError {
+    let op = op.into();
+    move |source| CacheError::Io { op, source }
+}
+
+/// What the cache may use, from the flags.
+#[derive(Debug, Clone, Default)]
+pub struct CacheSettings {
+    /// `--cache`: reuse and store step layers.
+    pub layers: bool,
+    pub repo: Option<Reference>,
+    pub dir: Option<PathBuf>,
+    pub ttl_secs: u64,
+    /// False with `--no-push-cache`.
+    pub push: bool,
+    pub debug: bool,
+}
+
+/// An entry waiting to be written to the cache repository.
+struct Pending {
+    tag: String,
+    blob: PathBuf,
+    layer_digest: String,
+    layer_media_type: String,
+    diff_id: String,
+    note: serde_json::Value,
+}
+
+pub struct Cache {
+    pub settings: CacheSettings,
+    /// Set after the repository failed once: no more round trips to it.
+    unreachable: AtomicBool,
+    pending: Mutex<Vec<Pending>>,
+    now: u64,
+}
+
+/// Media type of a stored file index (gzip'd JSON list of entries).
+pub const MT_FILE_INDEX: &str = "application/vnd.kiln.file-index.v1+json+gzip";
+
+impl Cache {
+    pub fn new(settings: CacheSettings, now: u64) -> Cache {
+        Cache {
+            settings,
+            unreachable: AtomicBool::new(false),
+            pending: Mutex::new(Vec::new()),
+            now,
+        }
+    }
+
+    fn repo(&self) -> Option<&Reference> {
+        if self.unreachable.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.settings.repo.as_ref()
+    }
+
+    fn give_up(&self, what: &str, e: &dyn std::fmt::Display) {
+        if !self.unreachable.swap(true, Ordering::Relaxed) {
+            eprintln!("WARN cache repository unusable ({what}: {e}); building without it");
+        }
+    }
+
+    /// Looks a step up by key: the layer and when it was made; `None` on a miss,
+    /// an expired entry or any error.
+    pub async fn lookup(
+        &self,
+        registry: &Registry,
+        key: &CacheKey,
+        tmp: &Path,
+    ) -> Option<(Layer, u64)> {
+        if !self.settings.layers {
+            return None;
+        }
+        let repo = self.repo()?;
+        match self.fetch_entry(registry, repo, &key.hex, tmp).await {
+            Ok(found) => found,
+            Err(e) => {
+                self.give_up("lookup", &e);
+                None
+            }
+        }
+    }
+
+    async fn fetch_entry(
+        &self,
+        registry: &Registry,
+        repo: &Reference,
+        tag: &str,
+        tmp: &Path,
+    ) -> Result<Option<(Layer, u64)>, CacheError> {
+        let r = repo.with_object(Some(tag.to_string()), None);
+        let raw = match registry.manifest(&r).await {
+            Ok(raw) => raw,
+            Err(RegistryError::Status { status, .. })
+                if status == reqwest::StatusCode::NOT_FOUND =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let invalid = |reason: String| CacheError::Invalid {
+            tag: tag.to_string(),
+            reason,
+        };
+        let m: Manifest = serde_json::from_slice(&raw.bytes).map_err(|e| invalid(e.to_string()))?;
+        let layer = m
+            .layers
+            .first()
+            .ok_or_else(|| invalid("no layer".into()))?
+            .clone();
+        let cfg_path = tmp.join(format!("cache-config-{tag}"));
+        registry
+            .download_blob(&r, &m.config.digest, &cfg_path)
+            .await?;
+        let cfg: ImageConfig =
+            serde_json::from_slice(&std::fs::read(&cfg_path).map_err(io("reading cache config"))?)
+                .map_err(|e| invalid(e.to_string()))?;
+        let created = cfg
+            .other
+            .get("kiln.cache")
+            .and_then(|c| c.get("created_unix"))
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        if created + self.settings.ttl_secs < self.now {
+            eprintln!("INFO cache entry {tag} expired (older than --cache-ttl)");
+            return Ok(None);
+        }
+        let diff_id = cfg
+            .rootfs
+            .diff_ids
+            .first()
+            .ok_or_else(|| invalid("no diff_id".into()))?
+            .clone();
+        Ok(Some((
+            Layer {
+                descriptor: layer,
+                diff_id,
+                source: LayerSource::Remote(r),
+            },
+            created,
+        )))
+    }
+
+    /// Queues a step's layer for storing under its key.
+    pub fn record(&self, key: &CacheKey, layer: &Layer) {
+        if !self.settings.layers || !self.settings.push {
+            return;
+        }
+        let LayerSource::Local(blob) = &layer.source else {
+            return;
+        };
+        self.queue(Pending {
+            tag: key.hex.clone(),
+            blob: blob.clone(),
+            layer_digest: layer.descriptor.digest.clone(),
+            layer_media_type: layer.descriptor.media_type.clone(),
+            diff_id: layer.diff_id.clone(),
+            note: serde_json::json!({ "created_unix": self.now, "key": key.hex, "inputs": key.inputs }),
+        });
+    }
+
+    fn queue(&self, p: Pending) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(p);
+    }
+
+    /// Writes every queued entry (blobs first, each manifest last), in parallel.
+    /// Failures are warnings.
+    pub async fn flush(&self, registry: &Registry, tmp: &Path) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let Some(repo) = self.repo() else { return };
+        let jobs = pending.iter().map(|p| self.store(registry, repo, p, tmp));
+        for r in futures_util::future::join_all(jobs).await {
+            if let Err(e) = r {
+                self.give_up("store", &e);
+            }
+        }
+    }
+
+    async fn store(
+        &self,
+        registry: &Registry,
+        repo: &Reference,
+        p: &Pending,
+        tmp: &Path,
+    ) -> Result<(), CacheError> {
+        let r = repo.with_object(Some(p.tag.clone()), None);
+        if !registry
+            .blob_exists(&r, &p.layer_digest, Access::Push)
+            .await?
+        {
+            registry.upload_blob(&r, &p.layer_digest, &p.blob).await?;
+        }
+        let mut cfg = serde_json::json!({
+            "architecture": "", "os": "linux",
+            "config": {},
+            "rootfs": { "type": "layers", "diff_ids": [p.diff_id] },
+        });
+        cfg["kiln.cache"] = p.note.clone();
+        let cfg = serde_json::to_vec(&cfg).map_err(|e| CacheError::Invalid {
+            tag: p.tag.clone(),
+            reason: e.to_string(),
+        })?;
+        let cfg_digest = sha256_digest(&cfg);
+        let cfg_path = tmp.join(format!("cache-out-{}", p.tag));
+        std::fs::write(&cfg_path, &cfg).map_err(io("writing cache config"))?;
+        if !registry.blob_exists(&r, &cfg_digest, Access::Push).await? {
+            registry.upload_blob(&r, &cfg_digest, &cfg_path).await?;
+        }
+        let size = std::fs::metadata(&p.blob)
+            .map_err(io("reading cache blob"))?
+            .len();
+        let m = Manifest {
+            schema_version: 2,
+            media_type: Some(MT_OCI_MANIFEST.into()),
+            config: Descriptor {
+                media_type: MT_OCI_CONFIG.into(),
+                digest: cfg_digest,
+                size: cfg.len() as u64,
+                platform: None,
+                annotations: None,
+                urls: None,
+            },
+            layers: vec![Descriptor {
+                media_type: p.layer_media_type.clone(),
+                digest: p.layer_digest.clone(),
+                size,
+                platform: None,
+                annotations: None,
+                urls: None,
+            }],
+            annotations: None,
+        };
+        let bytes = serde_json::to_vec(&m).map_err(|e| CacheError::Invalid {
+            tag: p.tag.clone(),
+            reason: e.to_string(),
+        })?;
+        registry.put_manifest(&r, &bytes, MT_OCI_MANIFEST).await?;
+        if self.settings.debug {
+            eprintln!("DEBUG cache stored {}", p.tag);
+        }
+        Ok(())
+    }
+
+    // --- file indexes of layers -------------------------------------------------
+
+    fn index_tag(layer_digest: &str) -> String {
+        format!("index-{}", layer_digest.trim_start_matches("sha256:"))
+    }
+
+    fn local_index_path(&self, layer_digest: &str) -> Option<PathBuf> {
+        self.settings.dir.as_ref().map(|d| {
+            d.join("index").join(format!(
+                "{}.json.gz",
+                layer_digest.trim_start_matches("sha256:")
+            ))
+        })
+    }
+
+    /// Where a base layer blob is kept under `--cache-dir`.
+    pub fn local_blob_path(&self, digest: &str) -> Option<PathBuf> {
+        self.settings
+            .dir
+            .as_ref()
+            .map(|d| d.join("blobs").join(digest.replace(':', "-")))
+    }
+
+    /// A layer's entries from `--cache-dir` or the cache repository, if stored there.
+    pub async fn layer_entries(
+        &self,
+        registry: &Registry,
+        layer_digest: &str,
+        tmp: &Path,
+    ) -> Option<Vec<Entry>> {
+        if let Some(p) = self.local_index_path(layer_digest) {
+            if let Ok(bytes) = std::fs::read(&p) {
+                if let Ok(e) = decode_entries(&bytes) {
+                    return Some(e);
+                }
+            }
+        }
+        if !self.settings.layers {
+            return None;
+        }
+        let repo = self.repo()?;
+        let tag = Self::index_tag(layer_digest);
+        let r = repo.with_object(Some(tag.clone()), None);
+        let raw = match registry.manifest(&r).await {
+            Ok(raw) => raw,
+            Err(RegistryError::Status { status, .. })
+                if status == reqwest::StatusCode::NOT_FOUND =>
+            {
+                return None
+            }
+            Err(e) => {
+                self.give_up("index lookup", &e);
+                return None;
+            }
+        };
+        let m: Manifest = serde_json::from_slice(&raw.bytes).ok()?;
+        let l = m.layers.first()?;
+        let p = tmp.join(format!("index-{}", l.digest.replace(':', "-")));
+        if let Err(e) = registry.download_blob(&r, &l.digest, &p).await {
+            self.give_up("index download", &e);
+            return None;
+        }
+        let bytes = std::fs::read(&p).ok()?;
+        let entries = decode_entries(&bytes).ok()?;
+        if let Some(local) = self.local_index_path(layer_digest) {
+            let _ = write_local(&local, &bytes);
+        }
+        Some(entries)
+    }
+
+    /// Keeps a layer's entries under `--cache-dir` and queues them for the repository.
+    pub fn store_layer_entries(&self, layer_digest: &str, entries: &[Entry], tmp: &Path) {
+        let Ok(bytes) = encode_entries(entries) else {
+            return;
+        };
+        if let Some(local) = self.local_index_path(layer_digest) {
+            if let Err(e) = write_local(&local, &bytes) {
+                eprintln!("WARN writing {}: {e}", local.display());
+            }
+        }
+        if !self.settings.layers || !self.settings.push {
+            return;
+        }
+        let blob = tmp.join(format!("index-out-{}", layer_digest.replace(':', "-")));
+        if std::fs::write(&blob, &bytes).is_err() {
+            return;
+        }
+        let digest = sha256_digest(&bytes);
+        self.queue(Pending {
+            tag: Self::index_tag(layer_digest),
+            blob,
+            layer_digest: digest.clone(),
+            layer_media_type: MT_FILE_INDEX.into(),
+            diff_id: digest,
+            note: serde_json::json!({ "created_unix": self.now, "file_index_of": layer_digest }),
+        });
+    }
+}
+
+fn write_local(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn encode_entries(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
+    let json = serde_json::to_vec(entries).map_err(std::io::Error::other)?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    gz.write_all(&json)?;
+    gz.finish()
+}
+
+fn decode_entries(bytes: &[u8]) -> std::io::Result<Vec<Entry>> {
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(bytes).read_to_end(&mut json)?;
+    serde_json::from_slice(&json).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::reader::Kind;
+
+    #[test]
+    fn entries_round_trip() {
+        let e = vec![Entry {
+            path: "a/b".into(),
+            kind: Kind::Symlink("../c".into()),
+            mode: 0o777,
+            uid: 1,
+            gid: 2,
+            size: 0,
+            mtime: 3,
+            whiteout: None,
+        }];
+        let back = decode_entries(&encode_entries(&e).unwrap()).unwrap();
+        assert_eq!(back[0].path, "a/b");
+        assert_eq!(back[0].kind, Kind::Symlink("../c".into()));
+    }
+}
