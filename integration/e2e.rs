@@ -334,3 +334,41 @@ fn failures_name_the_line_and_push_nothing() {
         );
     }
 }
+
+/// Random data takes Kiln's stored-block path in gzip; Docker's own decoder must
+/// read it back byte for byte.
+#[test]
+fn incompressible_layers_decode_in_docker() {
+    use sha2::{Digest, Sha256};
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    let mut noise = vec![0u8; 3 * 1024 * 1024 + 17];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    // Noise, then text, then noise: stored and deflated chunks alternate.
+    let mut mixed = noise.clone();
+    mixed.extend(std::iter::repeat_n(b"some text ".iter().copied(), 60_000).flatten());
+    mixed.extend_from_slice(&noise[..1_000_000]);
+    std::fs::write(ctx.path().join("mixed.bin"), &mixed).unwrap();
+    let df = format!("FROM {}/base:1\nCOPY mixed.bin /data/mixed.bin\nENTRYPOINT [\"/bin/busybox\", \"sha256sum\", \"/data/mixed.bin\"]\n", reg.host);
+    std::fs::write(ctx.path().join("Dockerfile"), df).unwrap();
+    let dest = format!("{}/noise:1", reg.host);
+    assert_ok(&executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &dest,
+    ]));
+    let want = hex::encode(Sha256::digest(&mixed));
+    let got = docker_run(&dest, &[]);
+    assert!(
+        got.starts_with(&want),
+        "docker read {got:?}, expected {want}"
+    );
+}

@@ -227,8 +227,14 @@ async fn run(cli: cli::Cli) -> Result<()> {
         }
         Ok::<_, anyhow::Error>(names)
     };
-    let (names, ()) = tokio::join!(pushes, session.cache.flush(&session.registry, tmp));
-    let names = names?;
+    // Cache entries after the push: their new blobs are then mounted, not uploaded twice.
+    let names = pushes.await?;
+    let pushed = if cli.no_push {
+        None
+    } else {
+        destinations.first()
+    };
+    session.cache.flush(&session.registry, tmp, pushed).await;
     if let Some(p) = &cli.digest_file {
         std::fs::write(p, &s.manifest_digest)
             .with_context(|| format!("writing {}", p.display()))?;

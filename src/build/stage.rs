@@ -93,9 +93,23 @@ impl StageFs {
     /// The file index, built from every layer's entries.
     pub async fn index(&mut self, session: &Session) -> Result<&mut FsIndex, BuildError> {
         if self.index.is_none() {
+            let started = std::time::Instant::now();
+            // Fetch every layer's entries at once; apply them in layer order.
+            let all = futures_util::future::try_join_all(
+                self.layers.iter().map(|l| Self::entries(session, l)),
+            )
+            .await?;
             let mut idx = FsIndex::default().with_root();
-            for l in &self.layers {
-                idx.apply_entries(&Self::entries(session, l).await?);
+            for entries in &all {
+                idx.apply_entries(entries);
+            }
+            if session.cache.settings.debug {
+                eprintln!(
+                    "DEBUG file index of {} layers ({} paths) in {:?}",
+                    all.len(),
+                    idx.len(),
+                    started.elapsed()
+                );
             }
             self.index = Some(idx);
         }
@@ -192,6 +206,7 @@ impl StageFs {
         session: &Session,
         entries: BTreeMap<PathKey, Planned>,
     ) -> Result<Layer, BuildError> {
+        let started = std::time::Instant::now();
         let n = self.layers.len();
         let path = self.dir.join(format!("layer-{n}.tar.gz"));
         let mut w = LayerWriter::create(&path, session.compression_level)?;
@@ -199,6 +214,14 @@ impl StageFs {
             w.append(&key.0, &p.meta, &p.body)?;
         }
         let file = w.finish()?;
+        if session.cache.settings.debug {
+            eprintln!(
+                "DEBUG layer {} ({} bytes) written in {:?}",
+                file.digest,
+                file.size,
+                started.elapsed()
+            );
+        }
         if let Some(idx) = self.index.as_mut() {
             let mut sizes: HashMap<&str, u64> = HashMap::new();
             for (key, p) in &entries {

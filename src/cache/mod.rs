@@ -200,11 +200,14 @@ impl Cache {
     }
 
     /// Writes every queued entry (blobs first, each manifest last), in parallel.
+    /// Blobs the destination `pushed` already holds are mounted, not sent again.
     /// Failures are warnings.
-    pub async fn flush(&self, registry: &Registry, tmp: &Path) {
+    pub async fn flush(&self, registry: &Registry, tmp: &Path, pushed: Option<&Reference>) {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let Some(repo) = self.repo() else { return };
-        let jobs = pending.iter().map(|p| self.store(registry, repo, p, tmp));
+        let jobs = pending
+            .iter()
+            .map(|p| self.store(registry, repo, p, tmp, pushed));
         for r in futures_util::future::join_all(jobs).await {
             if let Err(e) = r {
                 self.give_up("store", &e);
@@ -218,11 +221,21 @@ impl Cache {
         repo: &Reference,
         p: &Pending,
         tmp: &Path,
+        pushed: Option<&Reference>,
     ) -> Result<(), CacheError> {
         let r = repo.with_object(Some(p.tag.clone()), None);
-        if !registry
-            .blob_exists(&r, &p.layer_digest, Access::Push)
-            .await?
+        let mounted = match pushed {
+            Some(d) if d.registry == r.registry && d.repository != r.repository => {
+                registry
+                    .mount_blob(&r, &p.layer_digest, &d.repository)
+                    .await?
+            }
+            _ => false,
+        };
+        if !mounted
+            && !registry
+                .blob_exists(&r, &p.layer_digest, Access::Push)
+                .await?
         {
             registry.upload_blob(&r, &p.layer_digest, &p.blob).await?;
         }

@@ -1,6 +1,7 @@
 //! Layers as streams: `writer` makes one (tar → gzip → file, hashing both streams in
 //! one pass), `reader` iterates the entries of one with whiteouts recognised.
 
+pub mod gzip;
 pub mod reader;
 pub mod writer;
 

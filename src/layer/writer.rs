@@ -1,9 +1,8 @@
 //! Writes a layer: sorted entries, PAX/GNU names for long paths, gzip with a fixed
 //! level and no timestamp, digests of the compressed and uncompressed streams.
 
+use super::gzip::GzipWriter;
 use super::HashingWriter;
-use flate2::write::GzEncoder;
-use flate2::{Compression, GzBuilder};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -52,7 +51,7 @@ pub struct LayerFile {
     pub size: u64,
 }
 
-type Sink = tar::Builder<HashingWriter<GzEncoder<HashingWriter<BufWriter<File>>>>>;
+type Sink = tar::Builder<HashingWriter<GzipWriter<HashingWriter<BufWriter<File>>>>>;
 
 /// Streams entries into a gzip'd tar at `path`.
 pub struct LayerWriter {
@@ -66,10 +65,14 @@ impl LayerWriter {
             path: path.to_path_buf(),
             source,
         })?;
-        let gz = GzBuilder::new().mtime(0).write(
+        let gz = GzipWriter::new(
             HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
-            Compression::new(level),
-        );
+            level,
+        )
+        .map_err(|source| WriteError::Finish {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut tar = tar::Builder::new(HashingWriter::new(gz));
         tar.mode(tar::HeaderMode::Complete);
         Ok(LayerWriter {
