@@ -155,7 +155,7 @@ mod tests {
         let mut x: u64 = 1;
         for i in 0..(3 * CHUNK + 1234) {
             // A compressible stretch, then a pseudo-random one.
-            if (i / CHUNK) % 2 == 0 {
+            if (i / CHUNK).is_multiple_of(2) {
                 data.push(b"hello world "[i % 12]);
             } else {
                 x ^= x << 13;
