@@ -112,10 +112,28 @@ pub struct Session {
     pub registry: Registry,
     pub cache: Cache,
     pub blobs_dir: PathBuf,
-    pub download_lock: tokio::sync::Mutex<()>,
+    /// One lock per blob digest: parallel downloads, each blob fetched once.
+    pub download_locks: BlobLocks,
     pub compression_level: u32,
     pub created: String,
     pub now: u64,
+}
+
+/// Per-digest download locks.
+#[derive(Default)]
+pub struct BlobLocks(std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>);
+
+impl BlobLocks {
+    pub async fn lock(&self, digest: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(digest.to_string())
+            .or_default()
+            .clone();
+        m.lock_owned().await
+    }
 }
 
 /// The image a build produced: config, layers, manifest flavour.
@@ -517,8 +535,11 @@ async fn run_step(
         }
         Instruction::Copy(c) => {
             let prepared = meta::prepare_copy(session, df, c, &env, stage_index, opts).await?;
-            for (label, value) in meta::copy_key_inputs(&prepared, ctx, built)? {
-                kb.add(label, &value);
+            // Hashing every source costs a full read: only when a cache can use it.
+            if session.cache.settings.layers {
+                for (label, value) in meta::copy_key_inputs(&prepared, ctx, built)? {
+                    kb.add(label, &value);
+                }
             }
             let key = kb.finish();
             if !try_cache(session, st, &key).await? {

@@ -48,7 +48,7 @@ impl StageFs {
                 if path.exists() {
                     return Ok(path);
                 }
-                let _guard = session.download_lock.lock().await;
+                let _guard = session.download_locks.lock(digest).await;
                 if !path.exists() {
                     if let Some(parent) = path.parent() {
                         std::fs::create_dir_all(parent).map_err(|e| {
@@ -145,8 +145,12 @@ impl StageFs {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
             let root = ScratchRoot::new(&dir);
-            for l in &self.layers {
-                let blob = Self::blob(session, l).await?;
+            // Download every layer at once; unpack them in order.
+            let blobs = futures_util::future::try_join_all(
+                self.layers.iter().map(|l| Self::blob(session, l)),
+            )
+            .await?;
+            for (l, blob) in self.layers.iter().zip(blobs) {
                 let report = root.apply_layer(&blob, &l.descriptor.digest)?;
                 if report.skipped_devices > 0 {
                     eprintln!(
