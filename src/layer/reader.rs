@@ -66,6 +66,10 @@ pub fn clean_rooted(p: &str) -> String {
     parts.join("/")
 }
 
+fn blank(field: &[u8]) -> bool {
+    field.iter().all(|&b| b == 0 || b == b' ')
+}
+
 /// Calls `f` for every entry of the layer at `path`, with a reader for its bytes.
 pub fn for_each_entry<F>(path: &Path, label: &str, mut f: F) -> Result<(), ReadError>
 where
@@ -107,9 +111,11 @@ where
             path: raw_path.clone(),
             reason,
         };
-        let mode = h.mode().map_err(|e| bad(e.to_string()))?;
-        let uid = h.uid().map_err(|e| bad(e.to_string()))?;
-        let gid = h.gid().map_err(|e| bad(e.to_string()))?;
+        // Blank numeric fields read as 0, as Go's archive/tar (Docker, BuildKit) reads them.
+        let old = h.as_old();
+        let mode = if blank(&old.mode) { 0 } else { h.mode().map_err(|e| bad(e.to_string()))? };
+        let uid = if blank(&old.uid) { 0 } else { h.uid().map_err(|e| bad(e.to_string()))? };
+        let gid = if blank(&old.gid) { 0 } else { h.gid().map_err(|e| bad(e.to_string()))? };
         let mtime = h.mtime().unwrap_or(0);
         let size = entry.size();
         let link = || -> Result<String, ReadError> {

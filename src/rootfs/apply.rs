@@ -49,6 +49,11 @@ impl ScratchRoot {
         }
     }
 
+    /// A root that acts as an unprivileged executor would (tests of that path).
+    pub fn unprivileged(root: &Path) -> ScratchRoot {
+        ScratchRoot { root: root.to_path_buf(), as_root: false }
+    }
+
     pub fn path(&self) -> &Path {
         &self.root
     }
@@ -266,5 +271,37 @@ fn remove_any(p: &Path) -> io::Result<()> {
         Ok(_) => fs::remove_file(p),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unprivileged_skips_device_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("layer.tar");
+        {
+            let mut b = tar::Builder::new(fs::File::create(&blob).unwrap());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Char);
+            h.set_device_major(8).unwrap();
+            h.set_device_minor(0).unwrap();
+            h.set_mode(0o600);
+            h.set_size(0);
+            b.append_data(&mut h, "dev/sda", std::io::empty()).unwrap();
+            let mut f = tar::Header::new_gnu();
+            f.set_mode(0o644);
+            f.set_size(2);
+            b.append_data(&mut f, "ok", &b"ok"[..]).unwrap();
+            b.finish().unwrap();
+        }
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let report = ScratchRoot::unprivileged(&root).apply_layer(&blob, "test").unwrap();
+        assert_eq!(report.skipped_devices, 1);
+        assert!(!root.join("dev/sda").exists());
+        assert_eq!(fs::read(root.join("ok")).unwrap(), b"ok");
     }
 }

@@ -1,0 +1,169 @@
+//! Hostile layers: `..` and absolute names, writes through symlinks that point out
+//! of the root, hardlinks to host files, loops, truncated archives. Nothing may be
+//! created, changed or read outside the scratch root; the scratch root is removed.
+
+mod common;
+
+use common::*;
+use kiln::layer::writer::LayerFile;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::Path;
+
+enum Raw<'a> {
+    Dir(&'a str),
+    File(&'a str, &'a [u8]),
+    Symlink(&'a str, &'a str),
+    Hardlink(&'a str, &'a str),
+}
+
+/// Writes a layer with names exactly as given (the tar crate's builder refuses `..`).
+fn raw_layer(dir: &Path, name: &str, entries: &[Raw<'_>], truncate: bool) -> LayerFile {
+    let mut tar_bytes = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut tar_bytes);
+        for e in entries {
+            let mut h = tar::Header::new_gnu();
+            let (path, link, data, kind, mode): (&str, Option<&str>, &[u8], tar::EntryType, u32) = match e {
+                Raw::Dir(p) => (p, None, b"", tar::EntryType::Directory, 0o755),
+                Raw::File(p, d) => (p, None, d, tar::EntryType::Regular, 0o644),
+                Raw::Symlink(p, t) => (p, Some(t), b"", tar::EntryType::Symlink, 0o777),
+                Raw::Hardlink(p, t) => (p, Some(t), b"", tar::EntryType::Link, 0o644),
+            };
+            let gnu = h.as_gnu_mut().expect("gnu header");
+            gnu.name[..path.len()].copy_from_slice(path.as_bytes());
+            if let Some(t) = link {
+                gnu.linkname[..t.len()].copy_from_slice(t.as_bytes());
+            }
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_size(data.len() as u64);
+            h.set_mtime(1_700_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_cksum();
+            b.append(&h, data).expect("append raw entry");
+        }
+        b.finish().expect("finish tar");
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar_bytes).unwrap();
+    let mut blob = gz.finish().unwrap();
+    if truncate {
+        blob.truncate(blob.len() / 2);
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, &blob).unwrap();
+    LayerFile {
+        path,
+        digest: format!("sha256:{}", hex::encode(Sha256::digest(&blob))),
+        diff_id: format!("sha256:{}", hex::encode(Sha256::digest(&tar_bytes))),
+        size: blob.len() as u64,
+    }
+}
+
+fn list(dir: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(dir).min_depth(1).into_iter().filter_map(|e| e.ok()).map(|e| e.path().display().to_string()).collect()
+}
+
+fn build(reg: &TestRegistry, df: &str, scratch: &Path, dest: &str) -> std::process::Output {
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(ctx.path(), &[("Dockerfile", df), ("a.txt", "a\n")]);
+    executor(&["--context", ctx.path().to_str().unwrap(), "--destination", &format!("{}/{dest}", reg.host), "--kaniko-dir", scratch.to_str().unwrap()])
+}
+
+#[test]
+fn escapes_are_confined_to_the_scratch_root() {
+    let reg = TestRegistry::start();
+    let outside = tempfile::tempdir().unwrap();
+    let out_abs = outside.path().to_str().unwrap().to_string();
+    let out_rel = out_abs.trim_start_matches('/').to_string();
+    let up = format!("../../../../../../../..{out_abs}");
+    let dir = tempfile::tempdir().unwrap();
+    let l1 = raw_layer(dir.path(), "l1", &[Raw::Dir("etc"), Raw::File("etc/passwd", b"root:x:0:0::/:/bin/sh\n"), Raw::Symlink("esc", &out_abs), Raw::Symlink("rel", &up)], false);
+    let dotdot = format!("{up}/dotdot");
+    let absolute = format!("{out_abs}/absolute");
+    let l2 = raw_layer(
+        dir.path(),
+        "l2",
+        &[
+            Raw::File(&dotdot, b"dotdot\n"),
+            Raw::File(&absolute, b"absolute\n"),
+            Raw::File("esc/through-absolute-link", b"abs link\n"),
+            Raw::File("rel/through-relative-link", b"rel link\n"),
+            Raw::Hardlink("passwd-link", "/etc/passwd"),
+        ],
+        false,
+    );
+    push_image(&reg, "hostile:1", &[l1, l2], serde_json::json!({}));
+    let scratch = tempfile::tempdir().unwrap();
+    let hostile = format!("{}/hostile:1", reg.host);
+
+    // Unpacked (COPY --from an image).
+    let out = build(&reg, &format!("FROM scratch\nCOPY --from={hostile} / /h/\n"), scratch.path(), "unpacked:1");
+    assert_ok(&out);
+    assert!(list(outside.path()).is_empty(), "nothing written outside: {:?}", list(outside.path()));
+    assert!(list(scratch.path()).is_empty(), "scratch root removed: {:?}", list(scratch.path()));
+    let img = pull(&reg, "unpacked:1");
+    for name in ["dotdot", "absolute", "through-absolute-link", "through-relative-link"] {
+        assert!(img.files.contains_key(&format!("h/{out_rel}/{name}")), "{name} landed inside the root: {:?}", img.files.keys().collect::<Vec<_>>());
+    }
+    assert_eq!(img.files["h/esc"].link, out_abs, "the link itself is copied as a link");
+    assert_eq!(img.files["h/passwd-link"].digest, img.files["h/etc/passwd"].digest, "absolute hardlink resolved in the root");
+
+    // Only indexed (FROM the hostile image, COPY through its links).
+    let out = build(&reg, &format!("FROM {hostile}\nCOPY a.txt /esc/copied\nCOPY a.txt /rel/copied-rel\n"), scratch.path(), "indexed:1");
+    assert_ok(&out);
+    assert!(list(outside.path()).is_empty(), "nothing written outside: {:?}", list(outside.path()));
+    let img = pull(&reg, "indexed:1");
+    assert!(img.files.contains_key(&format!("{out_rel}/copied")));
+    assert!(img.files.contains_key(&format!("{out_rel}/copied-rel")));
+}
+
+#[test]
+fn hardlinks_to_host_files_fail_without_touching_them() {
+    let reg = TestRegistry::start();
+    let host_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(host_file.path(), "host secret\n").unwrap();
+    let host_abs = host_file.path().to_str().unwrap().to_string();
+    let before = std::fs::metadata(host_file.path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rel = format!("../../../../../../..{host_abs}");
+    for (i, target) in [host_abs.as_str(), rel.as_str()].iter().enumerate() {
+        let l = raw_layer(dir.path(), &format!("l{i}"), &[Raw::Hardlink("steal", target)], false);
+        push_image(&reg, &format!("steal{i}:1"), &[l], serde_json::json!({}));
+        let scratch = tempfile::tempdir().unwrap();
+        let out = build(&reg, &format!("FROM scratch\nCOPY --from={}/steal{i}:1 /steal /x\n", reg.host), scratch.path(), &format!("stolen{i}:1"));
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a hardlink to a host file must not resolve: {e}");
+        assert!(e.contains("steal") && e.contains("No such file"), "fails because the target is not in the root: {e}");
+        assert!(list(scratch.path()).is_empty(), "scratch root removed on failure");
+        let after = std::fs::metadata(host_file.path()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((before.nlink(), before.len()), (after.nlink(), after.len()), "host file untouched");
+        let tags = runtime().block_on(client().tags(&reg.reference(&format!("stolen{i}:1")))).unwrap();
+        assert!(tags.is_empty(), "nothing pushed");
+    }
+}
+
+#[test]
+fn truncated_layers_and_link_loops_fail_cleanly() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+    let l = raw_layer(dir.path(), "trunc", &[Raw::File("data", &big), Raw::File("after", b"x")], true);
+    let digest = l.digest.clone();
+    push_image(&reg, "trunc:1", &[l], serde_json::json!({}));
+    let scratch = tempfile::tempdir().unwrap();
+    let out = build(&reg, &format!("FROM scratch\nCOPY --from={}/trunc:1 /after /x\n", reg.host), scratch.path(), "t:1");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(e.contains(&digest) && e.contains("Dockerfile:2"), "the error names the layer and line: {e}");
+    assert!(list(scratch.path()).is_empty());
+
+    let l = raw_layer(dir.path(), "loop", &[Raw::Symlink("a", "b"), Raw::Symlink("b", "a")], false);
+    push_image(&reg, "loop:1", &[l], serde_json::json!({}));
+    let out = build(&reg, &format!("FROM {}/loop:1\nCOPY a.txt /a/x\n", reg.host), scratch.path(), "l:1");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("too many levels of symbolic links"), "{e}");
+}
