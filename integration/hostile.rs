@@ -24,12 +24,13 @@ fn raw_layer(dir: &Path, name: &str, entries: &[Raw<'_>], truncate: bool) -> Lay
         let mut b = tar::Builder::new(&mut tar_bytes);
         for e in entries {
             let mut h = tar::Header::new_gnu();
-            let (path, link, data, kind, mode): (&str, Option<&str>, &[u8], tar::EntryType, u32) = match e {
-                Raw::Dir(p) => (p, None, b"", tar::EntryType::Directory, 0o755),
-                Raw::File(p, d) => (p, None, d, tar::EntryType::Regular, 0o644),
-                Raw::Symlink(p, t) => (p, Some(t), b"", tar::EntryType::Symlink, 0o777),
-                Raw::Hardlink(p, t) => (p, Some(t), b"", tar::EntryType::Link, 0o644),
-            };
+            let (path, link, data, kind, mode): (&str, Option<&str>, &[u8], tar::EntryType, u32) =
+                match e {
+                    Raw::Dir(p) => (p, None, b"", tar::EntryType::Directory, 0o755),
+                    Raw::File(p, d) => (p, None, d, tar::EntryType::Regular, 0o644),
+                    Raw::Symlink(p, t) => (p, Some(t), b"", tar::EntryType::Symlink, 0o777),
+                    Raw::Hardlink(p, t) => (p, Some(t), b"", tar::EntryType::Link, 0o644),
+                };
             let gnu = h.as_gnu_mut().expect("gnu header");
             gnu.name[..path.len()].copy_from_slice(path.as_bytes());
             if let Some(t) = link {
@@ -63,13 +64,25 @@ fn raw_layer(dir: &Path, name: &str, entries: &[Raw<'_>], truncate: bool) -> Lay
 }
 
 fn list(dir: &Path) -> Vec<String> {
-    walkdir::WalkDir::new(dir).min_depth(1).into_iter().filter_map(|e| e.ok()).map(|e| e.path().display().to_string()).collect()
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().display().to_string())
+        .collect()
 }
 
 fn build(reg: &TestRegistry, df: &str, scratch: &Path, dest: &str) -> std::process::Output {
     let ctx = tempfile::tempdir().unwrap();
     write_context(ctx.path(), &[("Dockerfile", df), ("a.txt", "a\n")]);
-    executor(&["--context", ctx.path().to_str().unwrap(), "--destination", &format!("{}/{dest}", reg.host), "--kaniko-dir", scratch.to_str().unwrap()])
+    executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &format!("{}/{dest}", reg.host),
+        "--kaniko-dir",
+        scratch.to_str().unwrap(),
+    ])
 }
 
 #[test]
@@ -80,7 +93,17 @@ fn escapes_are_confined_to_the_scratch_root() {
     let out_rel = out_abs.trim_start_matches('/').to_string();
     let up = format!("../../../../../../../..{out_abs}");
     let dir = tempfile::tempdir().unwrap();
-    let l1 = raw_layer(dir.path(), "l1", &[Raw::Dir("etc"), Raw::File("etc/passwd", b"root:x:0:0::/:/bin/sh\n"), Raw::Symlink("esc", &out_abs), Raw::Symlink("rel", &up)], false);
+    let l1 = raw_layer(
+        dir.path(),
+        "l1",
+        &[
+            Raw::Dir("etc"),
+            Raw::File("etc/passwd", b"root:x:0:0::/:/bin/sh\n"),
+            Raw::Symlink("esc", &out_abs),
+            Raw::Symlink("rel", &up),
+        ],
+        false,
+    );
     let dotdot = format!("{up}/dotdot");
     let absolute = format!("{out_abs}/absolute");
     let l2 = raw_layer(
@@ -100,21 +123,58 @@ fn escapes_are_confined_to_the_scratch_root() {
     let hostile = format!("{}/hostile:1", reg.host);
 
     // Unpacked (COPY --from an image).
-    let out = build(&reg, &format!("FROM scratch\nCOPY --from={hostile} / /h/\n"), scratch.path(), "unpacked:1");
+    let out = build(
+        &reg,
+        &format!("FROM scratch\nCOPY --from={hostile} / /h/\n"),
+        scratch.path(),
+        "unpacked:1",
+    );
     assert_ok(&out);
-    assert!(list(outside.path()).is_empty(), "nothing written outside: {:?}", list(outside.path()));
-    assert!(list(scratch.path()).is_empty(), "scratch root removed: {:?}", list(scratch.path()));
+    assert!(
+        list(outside.path()).is_empty(),
+        "nothing written outside: {:?}",
+        list(outside.path())
+    );
+    assert!(
+        list(scratch.path()).is_empty(),
+        "scratch root removed: {:?}",
+        list(scratch.path())
+    );
     let img = pull(&reg, "unpacked:1");
-    for name in ["dotdot", "absolute", "through-absolute-link", "through-relative-link"] {
-        assert!(img.files.contains_key(&format!("h/{out_rel}/{name}")), "{name} landed inside the root: {:?}", img.files.keys().collect::<Vec<_>>());
+    for name in [
+        "dotdot",
+        "absolute",
+        "through-absolute-link",
+        "through-relative-link",
+    ] {
+        assert!(
+            img.files.contains_key(&format!("h/{out_rel}/{name}")),
+            "{name} landed inside the root: {:?}",
+            img.files.keys().collect::<Vec<_>>()
+        );
     }
-    assert_eq!(img.files["h/esc"].link, out_abs, "the link itself is copied as a link");
-    assert_eq!(img.files["h/passwd-link"].digest, img.files["h/etc/passwd"].digest, "absolute hardlink resolved in the root");
+    assert_eq!(
+        img.files["h/esc"].link, out_abs,
+        "the link itself is copied as a link"
+    );
+    assert_eq!(
+        img.files["h/passwd-link"].digest, img.files["h/etc/passwd"].digest,
+        "absolute hardlink resolved in the root"
+    );
 
     // Only indexed (FROM the hostile image, COPY through its links).
-    let out = build(&reg, &format!("FROM {hostile}\nCOPY a.txt /esc/copied\nCOPY a.txt /rel/copied-rel\n"), scratch.path(), "indexed:1");
+    let out = build(
+        &reg,
+        &format!("FROM {hostile}\nCOPY a.txt /esc/copied\nCOPY a.txt /rel/copied-rel\n"),
+        scratch.path(),
+        "indexed:1",
+    );
     assert_ok(&out);
-    assert!(list(outside.path()).is_empty(), "nothing written outside: {:?}", list(outside.path()));
+    assert!(
+        list(outside.path()).is_empty(),
+        "nothing written outside: {:?}",
+        list(outside.path())
+    );
     let img = pull(&reg, "indexed:1");
     assert!(img.files.contains_key(&format!("{out_rel}/copied")));
     assert!(img.files.contains_key(&format!("{out_rel}/copied-rel")));
@@ -130,18 +190,46 @@ fn hardlinks_to_host_files_fail_without_touching_them() {
     let dir = tempfile::tempdir().unwrap();
     let rel = format!("../../../../../../..{host_abs}");
     for (i, target) in [host_abs.as_str(), rel.as_str()].iter().enumerate() {
-        let l = raw_layer(dir.path(), &format!("l{i}"), &[Raw::Hardlink("steal", target)], false);
+        let l = raw_layer(
+            dir.path(),
+            &format!("l{i}"),
+            &[Raw::Hardlink("steal", target)],
+            false,
+        );
         push_image(&reg, &format!("steal{i}:1"), &[l], serde_json::json!({}));
         let scratch = tempfile::tempdir().unwrap();
-        let out = build(&reg, &format!("FROM scratch\nCOPY --from={}/steal{i}:1 /steal /x\n", reg.host), scratch.path(), &format!("stolen{i}:1"));
+        let out = build(
+            &reg,
+            &format!(
+                "FROM scratch\nCOPY --from={}/steal{i}:1 /steal /x\n",
+                reg.host
+            ),
+            scratch.path(),
+            &format!("stolen{i}:1"),
+        );
         let e = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "a hardlink to a host file must not resolve: {e}");
-        assert!(e.contains("steal") && e.contains("No such file"), "fails because the target is not in the root: {e}");
-        assert!(list(scratch.path()).is_empty(), "scratch root removed on failure");
+        assert!(
+            !out.status.success(),
+            "a hardlink to a host file must not resolve: {e}"
+        );
+        assert!(
+            e.contains("steal") && e.contains("No such file"),
+            "fails because the target is not in the root: {e}"
+        );
+        assert!(
+            list(scratch.path()).is_empty(),
+            "scratch root removed on failure"
+        );
         let after = std::fs::metadata(host_file.path()).unwrap();
         use std::os::unix::fs::MetadataExt;
-        assert_eq!((before.nlink(), before.len()), (after.nlink(), after.len()), "host file untouched");
-        let tags = runtime().block_on(client().tags(&reg.reference(&format!("stolen{i}:1")))).unwrap();
+        assert_eq!(
+            (before.nlink(), before.len()),
+            (after.nlink(), after.len()),
+            "host file untouched"
+        );
+        let tags = runtime()
+            .block_on(client().tags(&reg.reference(&format!("stolen{i}:1"))))
+            .unwrap();
         assert!(tags.is_empty(), "nothing pushed");
     }
 }
@@ -150,20 +238,48 @@ fn hardlinks_to_host_files_fail_without_touching_them() {
 fn truncated_layers_and_link_loops_fail_cleanly() {
     let reg = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
-    let big: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
-    let l = raw_layer(dir.path(), "trunc", &[Raw::File("data", &big), Raw::File("after", b"x")], true);
+    let big: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    let l = raw_layer(
+        dir.path(),
+        "trunc",
+        &[Raw::File("data", &big), Raw::File("after", b"x")],
+        true,
+    );
     let digest = l.digest.clone();
     push_image(&reg, "trunc:1", &[l], serde_json::json!({}));
     let scratch = tempfile::tempdir().unwrap();
-    let out = build(&reg, &format!("FROM scratch\nCOPY --from={}/trunc:1 /after /x\n", reg.host), scratch.path(), "t:1");
+    let out = build(
+        &reg,
+        &format!("FROM scratch\nCOPY --from={}/trunc:1 /after /x\n", reg.host),
+        scratch.path(),
+        "t:1",
+    );
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(e.contains(&digest) && e.contains("Dockerfile:2"), "the error names the layer and line: {e}");
+    assert!(
+        e.contains(&digest) && e.contains("Dockerfile:2"),
+        "the error names the layer and line: {e}"
+    );
     assert!(list(scratch.path()).is_empty());
 
-    let l = raw_layer(dir.path(), "loop", &[Raw::Symlink("a", "b"), Raw::Symlink("b", "a")], false);
+    let l = raw_layer(
+        dir.path(),
+        "loop",
+        &[Raw::Symlink("a", "b"), Raw::Symlink("b", "a")],
+        false,
+    );
     push_image(&reg, "loop:1", &[l], serde_json::json!({}));
-    let out = build(&reg, &format!("FROM {}/loop:1\nCOPY a.txt /a/x\n", reg.host), scratch.path(), "l:1");
+    let out = build(
+        &reg,
+        &format!("FROM {}/loop:1\nCOPY a.txt /a/x\n", reg.host),
+        scratch.path(),
+        "l:1",
+    );
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && e.contains("too many levels of symbolic links"), "{e}");
+    assert!(
+        !out.status.success() && e.contains("too many levels of symbolic links"),
+        "{e}"
+    );
 }

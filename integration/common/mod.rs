@@ -463,3 +463,5 @@ pub fn write_context(dir: &Path, files: &[(&str, &str)]) {
         std::fs::write(&p, content).expect("write");
     }
 }
+
+pub mod proxy;

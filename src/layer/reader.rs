@@ -113,9 +113,21 @@ where
         };
         // Blank numeric fields read as 0, as Go's archive/tar (Docker, BuildKit) reads them.
         let old = h.as_old();
-        let mode = if blank(&old.mode) { 0 } else { h.mode().map_err(|e| bad(e.to_string()))? };
-        let uid = if blank(&old.uid) { 0 } else { h.uid().map_err(|e| bad(e.to_string()))? };
-        let gid = if blank(&old.gid) { 0 } else { h.gid().map_err(|e| bad(e.to_string()))? };
+        let mode = if blank(&old.mode) {
+            0
+        } else {
+            h.mode().map_err(|e| bad(e.to_string()))?
+        };
+        let uid = if blank(&old.uid) {
+            0
+        } else {
+            h.uid().map_err(|e| bad(e.to_string()))?
+        };
+        let gid = if blank(&old.gid) {
+            0
+        } else {
+            h.gid().map_err(|e| bad(e.to_string()))?
+        };
         let mtime = h.mtime().unwrap_or(0);
         let size = entry.size();
         let link = || -> Result<String, ReadError> {

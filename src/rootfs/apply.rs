@@ -51,7 +51,10 @@ impl ScratchRoot {
 
     /// A root that acts as an unprivileged executor would (tests of that path).
     pub fn unprivileged(root: &Path) -> ScratchRoot {
-        ScratchRoot { root: root.to_path_buf(), as_root: false }
+        ScratchRoot {
+            root: root.to_path_buf(),
+            as_root: false,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -299,7 +302,9 @@ mod tests {
         }
         let root = dir.path().join("root");
         fs::create_dir(&root).unwrap();
-        let report = ScratchRoot::unprivileged(&root).apply_layer(&blob, "test").unwrap();
+        let report = ScratchRoot::unprivileged(&root)
+            .apply_layer(&blob, "test")
+            .unwrap();
         assert_eq!(report.skipped_devices, 1);
         assert!(!root.join("dev/sda").exists());
         assert_eq!(fs::read(root.join("ok")).unwrap(), b"ok");

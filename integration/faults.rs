@@ -1,0 +1,168 @@
+//! Registry faults through a fault-injecting proxy in front of the real registry:
+//! transient failures are retried, permanent ones fail cleanly, a failed build
+//! never moves a tag, and corrupt blobs are caught by digest.
+
+mod common;
+
+use common::proxy::{Fault, FaultProxy};
+use common::*;
+use std::time::Duration;
+
+fn context(base: &str) -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(ctx.path(), &[("Dockerfile", &format!("FROM {base}\nWORKDIR /app\nCOPY a.txt /app/a.txt\nCMD [\"/bin/cat\", \"/app/a.txt\"]\n")), ("a.txt", "through the proxy\n")]);
+    ctx
+}
+
+#[test]
+fn transient_faults_are_retried() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let proxy = FaultProxy::start(&reg.host);
+    proxy.add("GET", "/v2/base/manifests/1", Fault::Reset, 1);
+    proxy.add("GET", "/v2/base/manifests/1", Fault::Status(503, None), 1);
+    proxy.add("GET", "/v2/base/blobs/", Fault::Status(500, None), 2);
+    proxy.add(
+        "GET",
+        "/v2/base/blobs/",
+        Fault::Delay(Duration::from_millis(300)),
+        1,
+    );
+    proxy.add("HEAD", "/v2/app/blobs/", Fault::Status(429, Some(1)), 1);
+    proxy.add("PUT", "/v2/app/blobs/uploads/", Fault::Status(502, None), 1);
+    proxy.add("PUT", "/v2/app/manifests/1", Fault::Status(500, None), 2);
+    let ctx = context(&format!("{}/base:1", proxy.host));
+    let out = executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &format!("{}/app:1", proxy.host),
+        "--push-retry",
+        "3",
+    ]);
+    assert_ok(&out);
+    assert!(
+        proxy.pending().is_empty(),
+        "every fault was hit: {:?}",
+        proxy.pending()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("retry"),
+        "retries are logged"
+    );
+    assert_eq!(
+        docker_run(&format!("{}/app:1", reg.host), &[]),
+        "through the proxy\n"
+    );
+}
+
+#[test]
+fn faults_beyond_the_budget_fail_and_never_move_the_tag() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let ctx = context(&format!("{}/base:1", reg.host));
+    let out = executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &format!("{}/app:1", reg.host),
+    ]);
+    assert_ok(&out);
+    let before = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    let proxy = FaultProxy::start(&reg.host);
+    proxy.add("PUT", "/v2/app/manifests/", Fault::Status(500, None), 100);
+    write_context(ctx.path(), &[("a.txt", "a new version\n")]);
+    let out = executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &format!("{}/app:1", proxy.host),
+        "--push-retry",
+        "2",
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("500") && e.contains("app"),
+        "names the registry answer and repository: {e}"
+    );
+    assert_eq!(
+        proxy.count("PUT /v2/app/manifests/"),
+        3,
+        "one try and two retries"
+    );
+    let raw = runtime()
+        .block_on(client().manifest(&reg.reference("app:1")))
+        .unwrap();
+    assert_eq!(
+        raw.digest, before,
+        "the tag still points at the previous image"
+    );
+}
+
+#[test]
+fn denied_and_missing_fail_at_once() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let proxy = FaultProxy::start(&reg.host);
+    proxy.add("GET", "/v2/base/manifests/", Fault::Status(403, None), 100);
+    let ctx = context(&format!("{}/base:1", proxy.host));
+    let out = executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &format!("{}/app:1", reg.host),
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("403")
+            && e.contains(&format!("{}/base", proxy.host))
+            && e.contains("Dockerfile:1"),
+        "{e}"
+    );
+    assert_eq!(
+        proxy.count("GET /v2/base/manifests/"),
+        1,
+        "403 is not retried"
+    );
+
+    let ctx = context(&format!("{}/nosuch:1", reg.host));
+    let out = executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &format!("{}/app:1", reg.host),
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("404") && e.contains("nosuch"),
+        "{e}"
+    );
+}
+
+#[test]
+fn corrupt_blobs_are_rejected_by_digest() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let proxy = FaultProxy::start(&reg.host);
+    proxy.add("GET", "/v2/base/blobs/sha256:", Fault::Corrupt, 100);
+    let ctx = context(&format!("{}/base:1", proxy.host));
+    let out = executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &format!("{}/app:1", reg.host),
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("has digest sha256:") && e.contains("expected sha256:"),
+        "both digests named: {e}"
+    );
+    let tags = runtime()
+        .block_on(client().tags(&reg.reference("app:1")))
+        .unwrap();
+    assert!(tags.is_empty(), "nothing pushed");
+}
