@@ -166,3 +166,85 @@ fn corrupt_blobs_are_rejected_by_digest() {
         .unwrap();
     assert!(tags.is_empty(), "nothing pushed");
 }
+
+/// SIGTERM or SIGINT in the middle of a download: the executor exits non-zero,
+/// removes its scratch root and pushes nothing.
+#[test]
+fn signals_clean_the_scratch_root() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let proxy = FaultProxy::start(&reg.host);
+    proxy.add(
+        "GET",
+        "/v2/base/blobs/sha256:",
+        Fault::Delay(Duration::from_secs(30)),
+        100,
+    );
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        let ctx = context(&format!("{}/base:1", proxy.host));
+        let scratch = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_executor"))
+            .args([
+                "--context",
+                ctx.path().to_str().unwrap(),
+                "--destination",
+                &format!("{}/app:1", reg.host),
+                "--kaniko-dir",
+                scratch.path().to_str().unwrap(),
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let before = proxy.count("GET /v2/base/blobs/sha256:");
+        // Wait until the build logged its first step and is held in the delayed download.
+        let mut err = child.stderr.take().unwrap();
+        let mut seen = String::new();
+        while !seen.contains("FROM") {
+            let mut buf = [0u8; 256];
+            let n = std::io::Read::read(&mut err, &mut buf).unwrap();
+            assert!(n > 0, "executor ended early: {seen} {:?}", child.try_wait());
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        while proxy.count("GET /v2/base/blobs/sha256:") == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the build never reached the delayed download"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let listing: Vec<_> = std::fs::read_dir(scratch.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        if listing.len() != 1 {
+            let _ = child.kill();
+            panic!(
+                "a scratch root exists while building: {listing:?} {} {seen}",
+                scratch.path().display()
+            );
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let status = child.wait().unwrap();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        assert_eq!(
+            status.code(),
+            Some(130),
+            "{signal}: exit code ({status:?}); stderr: {seen}{rest}"
+        );
+        assert_eq!(
+            std::fs::read_dir(scratch.path()).unwrap().count(),
+            0,
+            "{signal}: scratch root removed"
+        );
+        let tags = runtime()
+            .block_on(client().tags(&reg.reference("app:1")))
+            .unwrap();
+        assert!(tags.is_empty());
+    }
+}

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod context;
 pub mod dockerfile;
 pub mod duration;
+pub mod fuzzcheck;
 pub mod image;
 pub mod layer;
 pub mod publish;

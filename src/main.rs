@@ -32,6 +32,7 @@ fn main() {
         }
     };
     let code = runtime.block_on(async {
+        let signals = shutdown_signal();
         tokio::select! {
             r = async {
                 if warmer {
@@ -48,7 +49,7 @@ fn main() {
                     1
                 }
             },
-            _ = shutdown_signal() => {
+            _ = signals => {
                 eprintln!("error: interrupted; nothing was pushed after this point");
                 130
             }
@@ -59,19 +60,24 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGTERM or SIGINT. The handlers are installed when this is called,
+/// before the build starts, so an early signal still cleans up.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    );
+    async move {
+        match handlers {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
+            _ => std::future::pending::<()>().await,
         }
-        _ => std::future::pending::<()>().await,
     }
 }
 
