@@ -67,6 +67,9 @@ pub struct Cli {
     /// Log level: panic, fatal, error, warn, info, debug, trace.
     #[arg(short = 'v', long, default_value = "info")]
     pub verbosity: String,
+    /// Log lines as `text` or `json` (one object per line).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// Retries for registry requests after 5xx, 429, resets and timeouts.
     #[arg(long, default_value_t = 3)]
     pub push_retry: u32,
@@ -74,7 +77,7 @@ pub struct Cli {
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compression_level: u32,
     /// Directory for the scratch root (default: the system temp dir).
-    #[arg(long = "kaniko-dir", alias = "scratch-dir")]
+    #[arg(long = "kaniko-dir", alias = "scratch-dir", env = "KANIKO_DIR")]
     pub kaniko_dir: Option<PathBuf>,
     /// Reuse step layers from the cache repository and store new ones there.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod fuzzcheck;
 pub mod image;
 pub mod layer;
+pub mod log;
 pub mod publish;
 pub mod registry;
 pub mod rootfs;

@@ -45,12 +45,12 @@ fn main() {
             } => match r {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    kiln::log_error!("{e:#}");
                     1
                 }
             },
             _ = signals => {
-                eprintln!("error: interrupted; nothing was pushed after this point");
+                kiln::log_error!("interrupted: the scratch root is removed and no manifest was pushed after this point");
                 130
             }
         }
@@ -97,6 +97,10 @@ fn find_dockerfile(flag: &str, context: &Path) -> Result<PathBuf> {
 }
 
 async fn run(cli: cli::Cli) -> Result<()> {
+    kiln::log::configure(
+        cli.log_format == "json",
+        matches!(cli.verbosity.as_str(), "debug" | "trace"),
+    );
     let context = cli::context_dir(&cli.context)?;
     if !context.is_dir() {
         bail!("--context {}: not a directory", context.display());
@@ -173,7 +177,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
         (None, None) => None,
     };
     if cli.cache && cache_repo.is_none() {
-        eprintln!("WARN --cache without --cache-repo or --destination: no cache repository, layers are not cached");
+        kiln::log_warn!("--cache without --cache-repo or --destination: no cache repository, layers are not cached");
     }
     let cache = Cache::new(
         CacheSettings {
@@ -214,11 +218,11 @@ async fn run(cli: cli::Cli) -> Result<()> {
     if let Some(p) = &cli.tar_path {
         let tags: Vec<String> = destinations.iter().map(|d| d.to_string()).collect();
         publish::write_tarball(&session.registry, &image, &s, &tags, p, tmp).await?;
-        eprintln!("INFO wrote {}", p.display());
+        kiln::log_info!("wrote {}", p.display());
     }
     if let Some(p) = &cli.oci_layout_path {
         publish::write_oci_layout(&session.registry, &image, &s, p, tmp).await?;
-        eprintln!("INFO wrote OCI layout {}", p.display());
+        kiln::log_info!("wrote OCI layout {}", p.display());
     }
     let pushes = async {
         let mut names = Vec::new();
@@ -227,7 +231,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
                 let digest = publish::push(&session.registry, d, &image, &s, tmp)
                     .await
                     .with_context(|| format!("pushing {d}"))?;
-                eprintln!("INFO pushed {d}@{digest}");
+                kiln::log_info!("pushed {d}@{digest}");
                 names.push(format!("{}@{digest}", d.name()));
             }
         }
@@ -311,8 +315,8 @@ async fn warm(cli: cli::WarmerCli) -> Result<()> {
             StageFs::blob(&session, layer).await?;
             StageFs::entries(&session, layer).await?;
         }
-        eprintln!(
-            "INFO warmed {reference} ({} layers) into {}",
+        kiln::log_info!(
+            "warmed {reference} ({} layers) into {}",
             remote.layers.len(),
             cli.cache_dir.display()
         );

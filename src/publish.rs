@@ -132,9 +132,10 @@ pub async fn push(
 ) -> Result<String, PublishError> {
     let layer_jobs = image.layers.iter().map(|l| async move {
         let how = ensure_layer(registry, dest, l, tmp).await?;
-        eprintln!(
-            "INFO layer {} ({} bytes): {how}",
-            l.descriptor.digest, l.descriptor.size
+        crate::log_info!(
+            "layer {} ({} bytes): {how}",
+            l.descriptor.digest,
+            l.descriptor.size
         );
         Ok::<_, PublishError>(())
     });

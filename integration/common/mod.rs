@@ -19,8 +19,13 @@ use std::time::{Duration, Instant};
 
 /// Fails (never skips) with how to get a missing component.
 pub fn require(bin: &str, how: &str) -> PathBuf {
-    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/bin"] {
-        let p = Path::new(dir).join(bin);
+    let path = std::env::var("PATH").unwrap_or_default();
+    let dirs = ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/bin"]
+        .into_iter()
+        .map(str::to_string)
+        .chain(path.split(':').map(str::to_string));
+    for dir in dirs {
+        let p = Path::new(&dir).join(bin);
         if p.exists() {
             return p;
         }
@@ -37,6 +42,15 @@ pub struct TestRegistry {
 
 impl TestRegistry {
     pub fn start() -> TestRegistry {
+        Self::start_with(None)
+    }
+
+    /// A registry that demands Basic auth for `user:password` (htpasswd, bcrypt).
+    pub fn start_with_auth(user: &str, password: &str) -> TestRegistry {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> TestRegistry {
         let bin = require(
             "docker-registry",
             "apt-get install docker-registry (Debian's distribution 2.8); .ci/run does this",
@@ -47,10 +61,30 @@ impl TestRegistry {
             .port();
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("config.yml");
+        let auth_section = match auth {
+            Some((user, password)) => {
+                let htpasswd = require(
+                    "htpasswd",
+                    "apt-get install apache2-utils; .ci/run does this",
+                );
+                let out = Command::new(htpasswd)
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .expect("htpasswd");
+                assert!(out.status.success(), "htpasswd failed");
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, &out.stdout).expect("write htpasswd");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+            None => String::new(),
+        };
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth_section}http:\n  addr: 127.0.0.1:{port}\n",
                 dir.path().join("data").display()
             ),
         )

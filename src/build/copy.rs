@@ -337,8 +337,8 @@ fn add_entry(
             }
         }
     } else {
-        eprintln!(
-            "WARN skipping {} in the {}: not a file, directory or symlink",
+        crate::log_warn!(
+            "skipping {} in the {}: not a file, directory or symlink",
             host.display(),
             tree.label
         );

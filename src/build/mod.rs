@@ -284,13 +284,13 @@ pub async fn build(
     for &i in &needed {
         let stage = &df.stages[i];
         step_no += 1;
-        eprintln!("INFO [{step_no}/{total_steps}] {}", stage.at.text.trim());
+        crate::log_info!("[{step_no}/{total_steps}] {}", stage.at.text.trim());
         let mut st = start_stage(session, df, stage, &global, &built, opts)
             .await
             .map_err(|e| e.at(&stage.at))?;
         for step in &stage.steps {
             step_no += 1;
-            eprintln!("INFO [{step_no}/{total_steps}] {}", step.at.text.trim());
+            crate::log_info!("[{step_no}/{total_steps}] {}", step.at.text.trim());
             run_step(
                 session,
                 df,
@@ -311,7 +311,7 @@ pub async fn build(
     }
     for k in overrides.keys() {
         if !used_args.contains(k) {
-            eprintln!("WARN build argument {k} was not consumed by any ARG");
+            crate::log_warn!("build argument {k} was not consumed by any ARG");
         }
     }
     let mut st = built.remove(&target).expect("target stage was built");
@@ -449,7 +449,7 @@ async fn start_stage(
     }
     if let Some(triggers) = config.config.on_build.take() {
         if !triggers.is_empty() {
-            eprintln!("WARN base image {reference} has ONBUILD triggers; Kiln does not run them yet: {triggers:?}");
+            crate::log_warn!("base image {reference} has ONBUILD triggers; Kiln does not run them yet: {triggers:?}");
         }
     }
     Ok(StageState {
@@ -598,19 +598,16 @@ async fn try_cache(
         .await
     {
         Some((layer, created)) => {
-            eprintln!("INFO cache hit {}", key.hex);
+            crate::log_info!("cache hit {}", key.hex);
             st.fs.append_cached(session, layer).await?;
             st.newest = Some(st.newest.unwrap_or(0).max(created));
             Ok(true)
         }
         None => {
-            eprintln!("INFO cache miss {}", key.hex);
+            crate::log_info!("cache miss {}", key.hex);
             if session.cache.settings.debug {
                 for i in &key.inputs {
-                    eprintln!(
-                        "DEBUG   key input {}",
-                        i.chars().take(300).collect::<String>()
-                    );
+                    crate::log_debug!("  key input {}", i.chars().take(300).collect::<String>());
                 }
             }
             Ok(false)

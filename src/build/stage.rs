@@ -56,8 +56,8 @@ impl StageFs {
                         })?;
                     }
                     let part = path.with_extension("part");
-                    eprintln!(
-                        "INFO downloading layer {digest} ({} bytes)",
+                    crate::log_info!(
+                        "downloading layer {digest} ({} bytes)",
                         layer.descriptor.size
                     );
                     session.registry.download_blob(r, digest, &part).await?;
@@ -104,8 +104,8 @@ impl StageFs {
                 idx.apply_entries(entries);
             }
             if session.cache.settings.debug {
-                eprintln!(
-                    "DEBUG file index of {} layers ({} paths) in {:?}",
+                crate::log_debug!(
+                    "file index of {} layers ({} paths) in {:?}",
                     all.len(),
                     idx.len(),
                     started.elapsed()
@@ -153,9 +153,10 @@ impl StageFs {
             for (l, blob) in self.layers.iter().zip(blobs) {
                 let report = root.apply_layer(&blob, &l.descriptor.digest)?;
                 if report.skipped_devices > 0 {
-                    eprintln!(
-                        "WARN layer {}: skipped {} device nodes (not running as root)",
-                        l.descriptor.digest, report.skipped_devices
+                    crate::log_warn!(
+                        "layer {}: skipped {} device nodes (not running as root)",
+                        l.descriptor.digest,
+                        report.skipped_devices
                     );
                 }
             }
@@ -219,8 +220,8 @@ impl StageFs {
         }
         let file = w.finish()?;
         if session.cache.settings.debug {
-            eprintln!(
-                "DEBUG layer {} ({} bytes) written in {:?}",
+            crate::log_debug!(
+                "layer {} ({} bytes) written in {:?}",
                 file.digest,
                 file.size,
                 started.elapsed()

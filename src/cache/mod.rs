@@ -89,7 +89,7 @@ impl Cache {
 
     fn give_up(&self, what: &str, e: &dyn std::fmt::Display) {
         if !self.unreachable.swap(true, Ordering::Relaxed) {
-            eprintln!("WARN cache repository unusable ({what}: {e}); building without it");
+            crate::log_warn!("cache repository unusable ({what}: {e}); building without it");
         }
     }
 
@@ -155,7 +155,7 @@ impl Cache {
             .and_then(|v| v.as_u64())
             .unwrap_or(0);
         if created + self.settings.ttl_secs < self.now {
-            eprintln!("INFO cache entry {tag} expired (older than --cache-ttl)");
+            crate::log_info!("cache entry {tag} expired (older than --cache-ttl)");
             return Ok(None);
         }
         let diff_id = cfg
@@ -285,7 +285,7 @@ impl Cache {
         })?;
         registry.put_manifest(&r, &bytes, MT_OCI_MANIFEST).await?;
         if self.settings.debug {
-            eprintln!("DEBUG cache stored {}", p.tag);
+            crate::log_debug!("cache stored {}", p.tag);
         }
         Ok(())
     }
@@ -367,7 +367,7 @@ impl Cache {
         };
         if let Some(local) = self.local_index_path(layer_digest) {
             if let Err(e) = write_local(&local, &bytes) {
-                eprintln!("WARN writing {}: {e}", local.display());
+                crate::log_warn!("writing {}: {e}", local.display());
             }
         }
         if !self.settings.layers || !self.settings.push {

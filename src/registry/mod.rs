@@ -740,9 +740,11 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
 }
 
 fn tracing_retry(op: &str, scope: &Scope<'_>, attempt: u32, backoff: Duration) {
-    eprintln!(
-        "WARN {op} {}/{}: transient failure, retry {attempt} in {:?}",
-        scope.registry, scope.repository, backoff
+    crate::log_warn!(
+        "{op} {}/{}: transient failure, retry {attempt} in {:?}",
+        scope.registry,
+        scope.repository,
+        backoff
     );
 }
 

@@ -1,0 +1,318 @@
+//! Shipping: the executor image (static binary, FROM scratch) is built by the
+//! executor itself and runs builds under `docker run` like a Pod would, with
+//! credentials from a mounted config.json; credential helpers; deploy manifests.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn static_executor() -> PathBuf {
+    let p = repo().join("target/x86_64-unknown-linux-gnu/release/executor");
+    assert!(
+        p.exists(),
+        "no static executor at {}: build it with RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --target x86_64-unknown-linux-gnu (.ci/run does this)",
+        p.display()
+    );
+    p
+}
+
+fn config_json(dir: &Path, registry: &str, user: &str, password: &str) -> PathBuf {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let p = dir.join("config.json");
+    std::fs::write(
+        &p,
+        format!("{{\"auths\":{{\"{registry}\":{{\"auth\":\"{auth}\"}}}}}}"),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn executor_image_builds_itself_and_runs_like_a_pod() {
+    let bin = static_executor();
+    let ldd = std::process::Command::new("ldd")
+        .arg(&bin)
+        .output()
+        .expect("ldd");
+    let ldd =
+        String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
+    assert!(
+        ldd.contains("statically linked") || ldd.contains("not a dynamic executable"),
+        "the executor must be static: {ldd}"
+    );
+
+    let open = TestRegistry::start();
+    push_busybox_base(&open, "ones/base:1");
+    // The executor builds its own image (no Docker involved).
+    let image = format!("{}/kiln/executor:test", open.host);
+    let out = executor(&[
+        "--dockerfile",
+        "Dockerfile.executor",
+        "--context",
+        repo().to_str().unwrap(),
+        "--destination",
+        &image,
+    ]);
+    assert_ok(&out);
+    let img = pull(&open, "kiln/executor:test");
+    assert_eq!(
+        img.files["kaniko/executor"].size,
+        std::fs::metadata(&bin).unwrap().len()
+    );
+    assert_eq!(img.files["executor"].link, "kaniko/executor");
+    assert!(img.files.contains_key("kaniko/.docker/config.json"));
+    assert_eq!(
+        img.config.config.entrypoint.as_deref(),
+        Some(&["/kaniko/executor".to_string()][..])
+    );
+    assert_eq!(img.config.config.working_dir.as_deref(), Some("/workspace"));
+    assert!(img
+        .config
+        .config
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|e| e == "DOCKER_CONFIG=/kaniko/.docker/"));
+
+    // A registry that demands credentials; the Secret-like config.json is mounted.
+    let locked = TestRegistry::start_with_auth("builder", "s3cret");
+    let ws = tempfile::tempdir().unwrap();
+    write_context(
+        ws.path(),
+        &[
+            ("Dockerfile", &format!("FROM {}/ones/base:1\nWORKDIR /usr/local/app\nCOPY main /usr/local/app/main\nENTRYPOINT [\"/usr/local/app/main\"]\n", open.host)),
+            ("main", "#!/bin/sh\necho built inside the executor image\n"),
+        ],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        ws.path().join("main"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let secret = tempfile::tempdir().unwrap();
+    let cfg = config_json(secret.path(), &locked.host, "builder", "s3cret");
+    require_docker_engine();
+    let mount = |a: &Path, b: &str| format!("{}:{b}", a.display());
+    for (context, tag) in [("dir:///workspace", "1"), ("/workspace", "2")] {
+        let dest = format!("{}/ones/app:{tag}", locked.host);
+        let run = docker()
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "host",
+                "-v",
+                &mount(ws.path(), "/workspace"),
+                "-v",
+                &mount(&cfg, "/kaniko/.docker/config.json:ro"),
+                &image,
+            ])
+            .args([
+                "--dockerfile",
+                "/workspace/Dockerfile",
+                "--context",
+                context,
+                "--destination",
+                &dest,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "executor in its image failed: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&run.stdout)
+                .trim()
+                .starts_with("sha256:"),
+            "the digest is printed"
+        );
+    }
+    // Without credentials the same push is refused, naming the registry.
+    let run = docker()
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "-v",
+            &mount(ws.path(), "/workspace"),
+            &image,
+        ])
+        .args([
+            "--context",
+            "/workspace",
+            "--destination",
+            &format!("{}/ones/app:3", locked.host),
+        ])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && e.contains("401") && e.contains(&locked.host),
+        "{e}"
+    );
+
+    // The pushed image runs (docker logs in with its own config dir).
+    let dcfg = tempfile::tempdir().unwrap();
+    let login = docker()
+        .args([
+            "--config",
+            dcfg.path().to_str().unwrap(),
+            "login",
+            "-u",
+            "builder",
+            "-p",
+            "s3cret",
+            &locked.host,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let run = docker()
+        .args([
+            "--config",
+            dcfg.path().to_str().unwrap(),
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            &format!("{}/ones/app:1", locked.host),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "built inside the executor image\n",
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+#[test]
+fn credential_helpers_are_called() {
+    let open = TestRegistry::start();
+    push_busybox_base(&open, "base:1");
+    let locked = TestRegistry::start_with_auth("helper-user", "helper-pass");
+    let bin = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("calls");
+    let helper = bin.path().join("docker-credential-kilntest");
+    std::fs::write(&helper, format!("#!/bin/sh\nread host\necho \"$1 $host\" >> {}\necho '{{\"Username\":\"helper-user\",\"Secret\":\"helper-pass\"}}'\n", calls.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cfg.path().join("config.json"),
+        format!("{{\"credHelpers\":{{\"{}\":\"kilntest\"}}}}", locked.host),
+    )
+    .unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(
+        ctx.path(),
+        &[
+            (
+                "Dockerfile",
+                &format!("FROM {}/base:1\nCOPY a /a\n", open.host),
+            ),
+            ("a", "a\n"),
+        ],
+    );
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_executor"))
+        .args([
+            "--context",
+            ctx.path().to_str().unwrap(),
+            "--destination",
+            &format!("{}/app:1", locked.host),
+        ])
+        .env("DOCKER_CONFIG", cfg.path())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        calls.contains(&format!("get {}", locked.host)),
+        "helper called with the registry: {calls}"
+    );
+}
+
+#[test]
+fn kubernetes_manifests_validate() {
+    let tool = require(
+        "kubernetes-validate",
+        "pip install kubernetes-validate; .ci/run does this",
+    );
+    let files = ["deploy/kubernetes/pod.yaml", "deploy/kubernetes/job.yaml"];
+    let out = std::process::Command::new(tool)
+        .arg("--strict")
+        .args(files.iter().map(|f| repo().join(f)))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.matches("passed").count() == files.len(),
+        "{text}"
+    );
+}
+
+#[test]
+fn tekton_task_has_the_kaniko_shape() {
+    let text = std::fs::read_to_string(repo().join("deploy/tekton/task.yaml")).unwrap();
+    let task: serde_yaml::Value = serde_yaml::from_str(&text).expect("task.yaml is YAML");
+    assert_eq!(task["apiVersion"].as_str(), Some("tekton.dev/v1"));
+    assert_eq!(task["kind"].as_str(), Some("Task"));
+    let names = |key: &str| -> Vec<String> {
+        task["spec"][key]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for p in [
+        "IMAGE",
+        "DOCKERFILE",
+        "CONTEXT",
+        "EXTRA_ARGS",
+        "BUILDER_IMAGE",
+    ] {
+        assert!(names("params").contains(&p.to_string()), "param {p}");
+    }
+    for r in ["IMAGE_DIGEST", "IMAGE_URL"] {
+        assert!(names("results").contains(&r.to_string()), "result {r}");
+    }
+    let step = &task["spec"]["steps"][0];
+    assert_eq!(step["image"].as_str(), Some("$(params.BUILDER_IMAGE)"));
+    let args: Vec<&str> = step["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    for want in [
+        "--digest-file=$(results.IMAGE_DIGEST.path)",
+        "--image-name-with-digest-file=$(results.IMAGE_URL.path)",
+        "--destination=$(params.IMAGE)",
+    ] {
+        assert!(args.contains(&want), "step args lack {want}: {args:?}");
+    }
+}

@@ -1,0 +1,75 @@
+//! Log lines on stderr: `LEVEL message` as text, or one JSON object per line
+//! (`--log-format json`) for log collectors. The format and level are process-wide
+//! settings, chosen once at start-up.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static JSON: AtomicBool = AtomicBool::new(false);
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
+#[derive(Debug, Clone, Copy)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// Chooses JSON lines (true) or text, and whether debug lines are shown.
+pub fn configure(json: bool, debug: bool) {
+    JSON.store(json, Ordering::Relaxed);
+    DEBUG.store(debug, Ordering::Relaxed);
+}
+
+pub fn debug_enabled() -> bool {
+    DEBUG.load(Ordering::Relaxed)
+}
+
+/// Writes one line; called through the `log_*!` macros.
+pub fn emit(level: Level, msg: std::fmt::Arguments<'_>) {
+    if matches!(level, Level::Debug) && !debug_enabled() {
+        return;
+    }
+    let line = if JSON.load(Ordering::Relaxed) {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        serde_json::json!({ "level": level.name(), "msg": msg.to_string(), "time": t }).to_string()
+    } else {
+        format!("{} {msg}", level.name().to_ascii_uppercase())
+    };
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+#[macro_export]
+macro_rules! log_info {
+    ($($t:tt)*) => { $crate::log::emit($crate::log::Level::Info, format_args!($($t)*)) };
+}
+
+#[macro_export]
+macro_rules! log_warn {
+    ($($t:tt)*) => { $crate::log::emit($crate::log::Level::Warn, format_args!($($t)*)) };
+}
+
+#[macro_export]
+macro_rules! log_debug {
+    ($($t:tt)*) => { $crate::log::emit($crate::log::Level::Debug, format_args!($($t)*)) };
+}
+
+#[macro_export]
+macro_rules! log_error {
+    ($($t:tt)*) => { $crate::log::emit($crate::log::Level::Error, format_args!($($t)*)) };
+}
