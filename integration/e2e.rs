@@ -198,6 +198,24 @@ fn copy_resolves_symlinked_parents_and_owners() {
 }
 
 #[test]
+fn invalid_destination_is_refused_before_building() {
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(ctx.path(), &[("Dockerfile", "FROM scratch\n")]);
+    let out = executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        "Not A/Reference",
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("--destination Not A/Reference"),
+        "{e}"
+    );
+    assert!(!e.contains("[1/"), "nothing was built: {e}");
+}
+
+#[test]
 fn tarball_output_loads_into_docker() {
     let reg = TestRegistry::start();
     push_busybox_base(&reg, "base:1");
@@ -292,6 +310,7 @@ fn failures_name_the_line_and_push_nothing() {
         ),
         ("FROM {B}\nENTRYPOINT [\"unterminated\n", "", ""),
         ("COPY a b\n", "Dockerfile:1", "FROM"),
+        ("FROM Bad::Ref\n", "Dockerfile:1", "invalid image reference"),
     ];
     for (i, (df, line, what)) in cases.iter().enumerate() {
         let ctx = tempfile::tempdir().unwrap();

@@ -283,3 +283,54 @@ fn truncated_layers_and_link_loops_fail_cleanly() {
         "{e}"
     );
 }
+
+/// A layer larger than the free space under the scratch root fails with a message
+/// naming the cause, removes the scratch root and pushes nothing.
+#[test]
+fn full_disk_fails_clearly() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test mounts a small tmpfs: run it as root (CI does)"
+    );
+    let reg = TestRegistry::start();
+    let small = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(small.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t tmpfs failed");
+    let ctx = tempfile::tempdir().unwrap();
+    let noise: Vec<u8> = (0..20_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    std::fs::write(ctx.path().join("big.bin"), noise).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY big.bin /big.bin\n",
+    )
+    .unwrap();
+    let out = executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &format!("{}/full:1", reg.host),
+        "--kaniko-dir",
+        small.path().to_str().unwrap(),
+    ]);
+    let leftover = list(small.path());
+    let _ = std::process::Command::new("umount")
+        .arg(small.path())
+        .status();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("No space left on device") && e.contains("Dockerfile:2"),
+        "{e}"
+    );
+    assert!(leftover.is_empty(), "scratch root removed: {leftover:?}");
+    let tags = runtime()
+        .block_on(client().tags(&reg.reference("full:1")))
+        .unwrap();
+    assert!(tags.is_empty());
+}

@@ -137,6 +137,44 @@ fn executor_image_builds_itself_and_runs_like_a_pod() {
             "the digest is printed"
         );
     }
+    // Non-root, as the Kubernetes manifests run it: only the scratch root must be writable.
+    let dest = format!("{}/ones/app:nonroot", locked.host);
+    let run = docker()
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--user",
+            "65532:65532",
+            "--tmpfs",
+            "/scratch:rw,mode=1777",
+            "-e",
+            "KANIKO_DIR=/scratch",
+        ])
+        .args([
+            "-v",
+            &mount(ws.path(), "/workspace:ro"),
+            "-v",
+            &mount(&cfg, "/kaniko/.docker/config.json:ro"),
+            &image,
+        ])
+        .args([
+            "--dockerfile",
+            "/workspace/Dockerfile",
+            "--context",
+            "/workspace",
+            "--destination",
+            &dest,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "executor as uid 65532 failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
     // Without credentials the same push is refused, naming the registry.
     let run = docker()
         .args([
