@@ -61,12 +61,7 @@ fn faults_beyond_the_budget_fail_and_never_move_the_tag() {
     let reg = TestRegistry::start();
     push_busybox_base(&reg, "base:1");
     let ctx = context(&format!("{}/base:1", reg.host));
-    let out = executor(&[
-        "--context",
-        ctx.path().to_str().unwrap(),
-        "--destination",
-        &format!("{}/app:1", reg.host),
-    ]);
+    let out = build_with(ctx.path(), &format!("{}/app:1", reg.host), &[]);
     assert_ok(&out);
     let before = String::from_utf8_lossy(&out.stdout).trim().to_string();
 
@@ -108,12 +103,7 @@ fn denied_and_missing_fail_at_once() {
     let proxy = FaultProxy::start(&reg.host);
     proxy.add("GET", "/v2/base/manifests/", Fault::Status(403, None), 100);
     let ctx = context(&format!("{}/base:1", proxy.host));
-    let out = executor(&[
-        "--context",
-        ctx.path().to_str().unwrap(),
-        "--destination",
-        &format!("{}/app:1", reg.host),
-    ]);
+    let out = build_with(ctx.path(), &format!("{}/app:1", reg.host), &[]);
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -129,12 +119,7 @@ fn denied_and_missing_fail_at_once() {
     );
 
     let ctx = context(&format!("{}/nosuch:1", reg.host));
-    let out = executor(&[
-        "--context",
-        ctx.path().to_str().unwrap(),
-        "--destination",
-        &format!("{}/app:1", reg.host),
-    ]);
+    let out = build_with(ctx.path(), &format!("{}/app:1", reg.host), &[]);
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && e.contains("404") && e.contains("nosuch"),
@@ -149,12 +134,7 @@ fn corrupt_blobs_are_rejected_by_digest() {
     let proxy = FaultProxy::start(&reg.host);
     proxy.add("GET", "/v2/base/blobs/sha256:", Fault::Corrupt, 100);
     let ctx = context(&format!("{}/base:1", proxy.host));
-    let out = executor(&[
-        "--context",
-        ctx.path().to_str().unwrap(),
-        "--destination",
-        &format!("{}/app:1", reg.host),
-    ]);
+    let out = build_with(ctx.path(), &format!("{}/app:1", reg.host), &[]);
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

@@ -100,31 +100,31 @@ fn executor_image_builds_itself_and_runs_like_a_pod() {
     let secret = tempfile::tempdir().unwrap();
     let cfg = config_json(secret.path(), &locked.host, "builder", "s3cret");
     require_docker_engine();
-    let mount = |a: &Path, b: &str| format!("{}:{b}", a.display());
+    let workspace = format!("{}:/workspace:ro", ws.path().display());
+    let secret_mount = format!("{}:/kaniko/.docker/config.json:ro", cfg.display());
+    // `docker run --network host [docker args] IMAGE [executor args]`, as a Pod runs it.
+    let in_image = |docker_args: &[&str], args: &[&str]| {
+        docker()
+            .args(["run", "--rm", "--network", "host"])
+            .args(docker_args)
+            .arg(&image)
+            .args(args)
+            .output()
+            .unwrap()
+    };
     for (context, tag) in [("dir:///workspace", "1"), ("/workspace", "2")] {
         let dest = format!("{}/ones/app:{tag}", locked.host);
-        let run = docker()
-            .args([
-                "run",
-                "--rm",
-                "--network",
-                "host",
-                "-v",
-                &mount(ws.path(), "/workspace"),
-                "-v",
-                &mount(&cfg, "/kaniko/.docker/config.json:ro"),
-                &image,
-            ])
-            .args([
+        let run = in_image(
+            &["-v", &workspace, "-v", &secret_mount],
+            &[
                 "--dockerfile",
                 "/workspace/Dockerfile",
                 "--context",
                 context,
                 "--destination",
                 &dest,
-            ])
-            .output()
-            .unwrap();
+            ],
+        );
         assert!(
             run.status.success(),
             "executor in its image failed: {}",
@@ -139,36 +139,21 @@ fn executor_image_builds_itself_and_runs_like_a_pod() {
     }
     // Non-root, as the Kubernetes manifests run it: only the scratch root must be writable.
     let dest = format!("{}/ones/app:nonroot", locked.host);
-    let run = docker()
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "host",
+    let run = in_image(
+        &[
             "--user",
             "65532:65532",
             "--tmpfs",
             "/scratch:rw,mode=1777",
             "-e",
             "KANIKO_DIR=/scratch",
-        ])
-        .args([
             "-v",
-            &mount(ws.path(), "/workspace:ro"),
+            &workspace,
             "-v",
-            &mount(&cfg, "/kaniko/.docker/config.json:ro"),
-            &image,
-        ])
-        .args([
-            "--dockerfile",
-            "/workspace/Dockerfile",
-            "--context",
-            "/workspace",
-            "--destination",
-            &dest,
-        ])
-        .output()
-        .unwrap();
+            &secret_mount,
+        ],
+        &["--context", "/workspace", "--destination", &dest],
+    );
     assert!(
         run.status.success(),
         "executor as uid 65532 failed: {}",
@@ -176,24 +161,15 @@ fn executor_image_builds_itself_and_runs_like_a_pod() {
     );
 
     // Without credentials the same push is refused, naming the registry.
-    let run = docker()
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "-v",
-            &mount(ws.path(), "/workspace"),
-            &image,
-        ])
-        .args([
+    let run = in_image(
+        &["-v", &workspace],
+        &[
             "--context",
             "/workspace",
             "--destination",
             &format!("{}/ones/app:3", locked.host),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     let e = String::from_utf8_lossy(&run.stderr);
     assert!(
         !run.status.success() && e.contains("401") && e.contains(&locked.host),

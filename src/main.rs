@@ -186,7 +186,6 @@ async fn run(cli: cli::Cli) -> Result<()> {
             dir: cli.cache_dir.clone(),
             ttl_secs: (ttl / 1_000_000_000).max(0) as u64,
             push: !cli.no_push_cache,
-            debug: matches!(cli.verbosity.as_str(), "debug" | "trace"),
         },
         wall_now,
     );

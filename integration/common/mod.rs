@@ -420,6 +420,18 @@ pub fn flatten_layer(path: &Path, files: &mut BTreeMap<String, Flat>) {
     .expect("read layer");
 }
 
+/// Builds `ctx` and pushes it to `dest`, with extra flags.
+pub fn build_with(ctx: &Path, dest: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--context",
+        ctx.to_str().expect("utf-8 path"),
+        "--destination",
+        dest,
+    ];
+    args.extend_from_slice(extra);
+    executor(&args)
+}
+
 /// Runs the executor binary.
 pub fn executor(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_executor"))

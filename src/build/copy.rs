@@ -210,12 +210,12 @@ pub fn plan(
         }
     }
     for (name, bytes) in &req.inline {
-        let target_dir = if into_dir || n_sources > 1 {
+        let target_dir = if into_dir {
             dest_resolved.clone()
         } else {
             index.resolve(split_parent(dest_abs.trim_end_matches('/')).0, true)?
         };
-        let file_name = if into_dir || n_sources > 1 {
+        let file_name = if into_dir {
             name.clone()
         } else {
             split_parent(dest_abs.trim_end_matches('/')).1.to_string()

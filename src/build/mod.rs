@@ -547,7 +547,7 @@ async fn run_step(
                 record(session, st, &key)?;
             }
             st.key = key.hex;
-            push_history(st, session, format!("{created_by} # buildkit"), false);
+            push_history(st, format!("{created_by} # buildkit"), false);
             return Ok(());
         }
         Instruction::Workdir(w) => {
@@ -561,7 +561,7 @@ async fn run_step(
                 record(session, st, &key)?;
             }
             st.key = key.hex;
-            push_history(st, session, created_by, false);
+            push_history(st, created_by, false);
             return Ok(());
         }
         Instruction::Unsupported(kw) => {
@@ -576,7 +576,7 @@ async fn run_step(
                     st.args.remove(&shell::expand(k, esc, &env)?);
                 }
             }
-            push_history(st, session, created_by, true);
+            push_history(st, created_by, true);
         }
     }
     st.key = kb.finish().hex;
@@ -605,7 +605,7 @@ async fn try_cache(
         }
         None => {
             crate::log_info!("cache miss {}", key.hex);
-            if session.cache.settings.debug {
+            if crate::log::debug_enabled() {
                 for i in &key.inputs {
                     crate::log_debug!("  key input {}", i.chars().take(300).collect::<String>());
                 }
@@ -635,7 +635,7 @@ fn record(session: &Session, st: &mut StageState, key: &CacheKey) -> Result<(), 
     Ok(())
 }
 
-fn push_history(st: &mut StageState, _session: &Session, created_by: String, empty_layer: bool) {
+fn push_history(st: &mut StageState, created_by: String, empty_layer: bool) {
     // `created` is filled in when the image is finished (see `build`).
     st.config.history.push(History {
         created: None,

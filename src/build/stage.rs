@@ -103,7 +103,7 @@ impl StageFs {
             for entries in &all {
                 idx.apply_entries(entries);
             }
-            if session.cache.settings.debug {
+            if crate::log::debug_enabled() {
                 crate::log_debug!(
                     "file index of {} layers ({} paths) in {:?}",
                     all.len(),
@@ -219,7 +219,7 @@ impl StageFs {
             w.append(&key.0, &p.meta, &p.body)?;
         }
         let file = w.finish()?;
-        if session.cache.settings.debug {
+        if crate::log::debug_enabled() {
             crate::log_debug!(
                 "layer {} ({} bytes) written in {:?}",
                 file.digest,

@@ -46,7 +46,6 @@ pub struct CacheSettings {
     pub ttl_secs: u64,
     /// False with `--no-push-cache`.
     pub push: bool,
-    pub debug: bool,
 }
 
 /// An entry waiting to be written to the cache repository.
@@ -284,7 +283,7 @@ impl Cache {
             reason: e.to_string(),
         })?;
         registry.put_manifest(&r, &bytes, MT_OCI_MANIFEST).await?;
-        if self.settings.debug {
+        if crate::log::debug_enabled() {
             crate::log_debug!("cache stored {}", p.tag);
         }
         Ok(())

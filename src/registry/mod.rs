@@ -96,7 +96,16 @@ struct Scope<'a> {
     mount_from: Option<&'a str>,
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
+    fn of(r: &'a Reference, access: Access) -> Scope<'a> {
+        Scope {
+            registry: &r.registry,
+            repository: &r.repository,
+            access,
+            mount_from: None,
+        }
+    }
+
     fn key(&self) -> String {
         let mut k = format!("{}|{}", self.registry, self.scope_param());
         if let Some(from) = self.mount_from {
@@ -365,12 +374,7 @@ impl Registry {
 
     /// Fetches a manifest or index by tag or digest; the digest is checked when named.
     pub async fn manifest(&self, r: &Reference) -> Result<RawManifest, RegistryError> {
-        let scope = Scope {
-            registry: &r.registry,
-            repository: &r.repository,
-            access: Access::Pull,
-            mount_from: None,
-        };
+        let scope = Scope::of(r, Access::Pull);
         let op = format!("fetching manifest {}", r.object());
         let url_path = format!("/v2/{}/manifests/{}", r.repository, r.object());
         let resp = self
@@ -459,12 +463,7 @@ impl Registry {
         digest: &str,
         dest: &Path,
     ) -> Result<u64, RegistryError> {
-        let scope = Scope {
-            registry: &r.registry,
-            repository: &r.repository,
-            access: Access::Pull,
-            mount_from: None,
-        };
+        let scope = Scope::of(r, Access::Pull);
         let op = format!("downloading blob {digest}");
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
         let io = |source| RegistryError::Io {
@@ -564,12 +563,7 @@ impl Registry {
         digest: &str,
         file: &Path,
     ) -> Result<(), RegistryError> {
-        let scope = Scope {
-            registry: &target.registry,
-            repository: &target.repository,
-            access: Access::Push,
-            mount_from: None,
-        };
+        let scope = Scope::of(target, Access::Push);
         let op = format!("uploading blob {digest}");
         let mut attempt = 0;
         loop {
@@ -672,12 +666,7 @@ impl Registry {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<String, RegistryError> {
-        let scope = Scope {
-            registry: &target.registry,
-            repository: &target.repository,
-            access: Access::Push,
-            mount_from: None,
-        };
+        let scope = Scope::of(target, Access::Push);
         let digest = sha256_digest(bytes);
         let object = target.tag.clone().unwrap_or_else(|| digest.clone());
         let op = format!("pushing manifest {object}");
@@ -700,12 +689,7 @@ impl Registry {
 
     /// Lists tags (used by tests and the cache).
     pub async fn tags(&self, r: &Reference) -> Result<Vec<String>, RegistryError> {
-        let scope = Scope {
-            registry: &r.registry,
-            repository: &r.repository,
-            access: Access::Pull,
-            mount_from: None,
-        };
+        let scope = Scope::of(r, Access::Pull);
         let op = "listing tags".to_string();
         let path = format!("/v2/{}/tags/list", r.repository);
         let resp = self
