@@ -391,3 +391,50 @@ fn incompressible_layers_decode_in_docker() {
         "docker read {got:?}, expected {want}"
     );
 }
+
+/// On a terminal a progress line shows bytes pulled and pushed; in a pipe (CI
+/// logs) there are only plain lines.
+#[test]
+fn progress_on_a_terminal_plain_lines_elsewhere() {
+    let script = require("script", "apt-get install bsdutils (util-linux's `script`)");
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    let mut x: u64 = 88172645463325252;
+    let big: Vec<u8> = (0..16_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(ctx.path().join("big.bin"), big).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {}/base:1\nCOPY big.bin /big.bin\n", reg.host),
+    )
+    .unwrap();
+    let cmd = format!(
+        "{} --context {} --destination {}/tty:1",
+        env!("CARGO_BIN_EXE_executor"),
+        ctx.path().display(),
+        reg.host
+    );
+    let out = std::process::Command::new(script)
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("\x1b[2K") && shown.contains("pushed") && shown.contains(" MB"),
+        "progress line on a terminal: {shown}"
+    );
+    let piped = build_with(ctx.path(), &format!("{}/tty:2", reg.host), &[]);
+    assert_ok(&piped);
+    assert!(
+        !String::from_utf8_lossy(&piped.stderr).contains('\x1b'),
+        "no escape codes in a pipe"
+    );
+}

@@ -7,6 +7,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static JSON: AtomicBool = AtomicBool::new(false);
 static DEBUG: AtomicBool = AtomicBool::new(false);
+/// A progress line may stand on the terminal: log lines clear it first.
+static PROGRESS: AtomicBool = AtomicBool::new(false);
+
+/// Shows `text` as the terminal's last line until the next log line (or `None`).
+pub fn progress(text: Option<&str>) {
+    let mut err = std::io::stderr().lock();
+    match text {
+        Some(t) => {
+            PROGRESS.store(true, Ordering::Relaxed);
+            let _ = write!(err, "\r\x1b[2K{t}");
+        }
+        None => {
+            if PROGRESS.swap(false, Ordering::Relaxed) {
+                let _ = write!(err, "\r\x1b[2K");
+            }
+        }
+    }
+    let _ = err.flush();
+}
 
 #[derive(Debug, Clone, Copy)]
 pub enum Level {
@@ -51,7 +70,11 @@ pub fn emit(level: Level, msg: std::fmt::Arguments<'_>) {
     } else {
         format!("{} {msg}", level.name().to_ascii_uppercase())
     };
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    let mut err = std::io::stderr().lock();
+    if PROGRESS.swap(false, Ordering::Relaxed) {
+        let _ = write!(err, "\r\x1b[2K");
+    }
+    let _ = writeln!(err, "{line}");
 }
 
 #[macro_export]

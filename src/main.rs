@@ -209,6 +209,30 @@ async fn run(cli: cli::Cli) -> Result<()> {
         scratch_dir: scratch.path().to_path_buf(),
         compression_level: cli.compression_level,
     };
+    // On a terminal, one line shows bytes moved; elsewhere (CI logs) only plain lines.
+    let progress = (cli.log_format == "text"
+        && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    .then(|| {
+        let t = session.registry.transfer.clone();
+        tokio::spawn(async move {
+            let mut last = (0, 0);
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let now = (
+                    t.down.load(std::sync::atomic::Ordering::Relaxed),
+                    t.up.load(std::sync::atomic::Ordering::Relaxed),
+                );
+                if now != last {
+                    kiln::log::progress(Some(&format!(
+                        "pulled {:.1} MB, pushed {:.1} MB",
+                        now.0 as f64 / 1e6,
+                        now.1 as f64 / 1e6
+                    )));
+                    last = now;
+                }
+            }
+        })
+    });
     let ctx = BuildContext::open(&context, Some(&dockerfile))?;
     let image = build::build(&session, &df, &ctx, &opts).await?;
     let s = publish::serialize(&image)?;
@@ -251,6 +275,10 @@ async fn run(cli: cli::Cli) -> Result<()> {
     if let Some(p) = &cli.image_name_with_digest_file {
         let lines: String = names.iter().map(|n| format!("{n}\n")).collect();
         std::fs::write(p, lines).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = progress {
+        p.abort();
+        kiln::log::progress(None);
     }
     println!("{}", s.manifest_digest);
     Ok(())

@@ -79,7 +79,16 @@ pub struct RawManifest {
     pub digest: String,
 }
 
+/// Bytes moved so far, for the progress line on a terminal.
+#[derive(Debug, Default)]
+pub struct Transfer {
+    pub down: std::sync::atomic::AtomicU64,
+    pub up: std::sync::atomic::AtomicU64,
+}
+
 pub struct Registry {
+    /// Shared with the progress display.
+    pub transfer: std::sync::Arc<Transfer>,
     http: Client,
     http_unverified: Client,
     opts: RegistryOptions,
@@ -155,6 +164,7 @@ impl Registry {
                 })
         };
         Ok(Registry {
+            transfer: Default::default(),
             http: build(true)?,
             http_unverified: build(false)?,
             opts,
@@ -487,6 +497,9 @@ impl Registry {
             loop {
                 match resp.chunk().await {
                     Ok(Some(chunk)) => {
+                        self.transfer
+                            .down
+                            .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
                         hasher.update(&chunk);
                         size += chunk.len() as u64;
                         file.write_all(&chunk).await.map_err(io)?;
@@ -621,10 +634,18 @@ impl Registry {
                         op: format!("reading {}", file_path.display()),
                         source,
                     })?;
-            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-                body_file,
-                256 * 1024,
-            ));
+            let counter = self.transfer.clone();
+            let stream = futures_util::StreamExt::inspect(
+                tokio_util::io::ReaderStream::with_capacity(body_file, 256 * 1024),
+                move |chunk| {
+                    if let Ok(c) = chunk {
+                        counter
+                            .up
+                            .fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                },
+            );
+            let body = reqwest::Body::wrap_stream(stream);
             let result = req.body(body).send().await;
             let retryable = match result {
                 Ok(resp) if resp.status() == StatusCode::CREATED => return Ok(()),
