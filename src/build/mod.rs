@@ -621,14 +621,11 @@ fn record(session: &Session, st: &mut StageState, key: &CacheKey) -> Result<(), 
     if let Some(l) = st.fs.layers.last() {
         session.cache.record(key, l);
         if session.cache.settings.layers {
-            if let crate::image::LayerSource::Local(blob) = &l.source {
-                let entries = crate::rootfs::index::layer_entries(blob, &l.descriptor.digest)?;
-                session.cache.store_layer_entries(
-                    &l.descriptor.digest,
-                    &entries,
-                    &session.blobs_dir,
-                );
-            }
+            session.cache.store_layer_entries(
+                &l.descriptor.digest,
+                &st.fs.last_entries,
+                &session.blobs_dir,
+            );
         }
     }
     st.newest = Some(st.newest.unwrap_or(0).max(session.now));

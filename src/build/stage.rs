@@ -19,6 +19,8 @@ pub struct Planned {
 
 pub struct StageFs {
     pub layers: Vec<Layer>,
+    /// Entries of the layer `commit` wrote last, so its file index needs no re-read.
+    pub last_entries: Vec<Entry>,
     index: Option<FsIndex>,
     rootfs: Option<ScratchRoot>,
     dir: PathBuf,
@@ -28,6 +30,7 @@ impl StageFs {
     pub fn new(layers: Vec<Layer>, dir: PathBuf) -> StageFs {
         StageFs {
             layers,
+            last_entries: Vec::new(),
             index: None,
             rootfs: None,
             dir,
@@ -215,8 +218,10 @@ impl StageFs {
         let n = self.layers.len();
         let path = self.dir.join(format!("layer-{n}.tar.gz"));
         let mut w = LayerWriter::create(&path, session.compression_level)?;
+        self.last_entries.clear();
         for (key, p) in &entries {
             w.append(&key.0, &p.meta, &p.body)?;
+            self.last_entries.push(planned_entry(&key.0, p));
         }
         let file = w.finish()?;
         if crate::log::debug_enabled() {
@@ -277,6 +282,27 @@ impl StageFs {
     }
 }
 
+/// The index entry of a planned layer entry.
+fn planned_entry(path: &str, p: &Planned) -> Entry {
+    let (kind, size) = match &p.body {
+        EntryBody::Dir => (Kind::Dir, 0),
+        EntryBody::File { size, .. } => (Kind::File, *size),
+        EntryBody::Bytes(b) => (Kind::File, b.len() as u64),
+        EntryBody::Symlink(t) => (Kind::Symlink(t.clone()), 0),
+        EntryBody::Hardlink(t) => (Kind::Hardlink(t.clone()), 0),
+    };
+    Entry {
+        path: path.to_string(),
+        kind,
+        mode: p.meta.mode,
+        uid: p.meta.uid,
+        gid: p.meta.gid,
+        size,
+        mtime: p.meta.mtime,
+        whiteout: None,
+    }
+}
+
 /// A root-relative path ordered as a directory walk visits it: by components,
 /// so `a/b` sorts right after `a` and before `a-b`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,5 +317,79 @@ impl Ord for PathKey {
 impl PartialOrd for PathKey {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planned_entries_match_what_the_layer_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("f");
+        std::fs::write(&src, b"hello").unwrap();
+        let m = |mode| EntryMeta {
+            mode,
+            uid: 7,
+            gid: 8,
+            mtime: 9,
+        };
+        let planned = [
+            (
+                "a",
+                Planned {
+                    meta: m(0o755),
+                    body: EntryBody::Dir,
+                },
+            ),
+            (
+                "a/f",
+                Planned {
+                    meta: m(0o644),
+                    body: EntryBody::File {
+                        source: src.clone(),
+                        size: 5,
+                    },
+                },
+            ),
+            (
+                "a/h",
+                Planned {
+                    meta: m(0o644),
+                    body: EntryBody::Hardlink("a/f".into()),
+                },
+            ),
+            (
+                "a/l",
+                Planned {
+                    meta: m(0o777),
+                    body: EntryBody::Symlink("f".into()),
+                },
+            ),
+            (
+                "a/x",
+                Planned {
+                    meta: m(0o600),
+                    body: EntryBody::Bytes(b"xy".to_vec()),
+                },
+            ),
+        ];
+        let blob = dir.path().join("l.tgz");
+        let mut w = LayerWriter::create(&blob, 6).unwrap();
+        for (p, e) in &planned {
+            w.append(p, &e.meta, &e.body).unwrap();
+        }
+        w.finish().unwrap();
+        let read = layer_entries(&blob, "test").unwrap();
+        assert_eq!(read.len(), planned.len());
+        for ((p, e), r) in planned.iter().zip(&read) {
+            let mine = planned_entry(p, e);
+            assert_eq!(
+                (&mine.path, &mine.kind, mine.mode, mine.uid, mine.gid, mine.size, mine.mtime),
+                (&r.path, &r.kind, r.mode, r.uid, r.gid, r.size, r.mtime),
+                "{p}"
+            );
+        }
     }
 }
