@@ -39,7 +39,9 @@ impl Pool {
         let (jobs, rx) = channel::<Job>();
         let (tx, done) = channel::<Done>();
         let rx = Arc::new(Mutex::new(rx));
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
         for _ in 0..threads {
             let (rx, tx) = (rx.clone(), tx.clone());
             std::thread::spawn(move || loop {
@@ -94,7 +96,11 @@ impl<W: Write> GzipWriter<W> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         let dict = std::mem::take(&mut self.tail);
         let keep = data.len().min(WINDOW);
-        self.tail = [&dict[dict.len().saturating_sub(WINDOW - keep)..], &data[data.len() - keep..]].concat();
+        self.tail = [
+            &dict[dict.len().saturating_sub(WINDOW - keep)..],
+            &data[data.len() - keep..],
+        ]
+        .concat();
         let seq = self.next_seq;
         self.next_seq += 1;
         if data.len() >= 4096 && entropy(&data) > STORE_ABOVE {
@@ -102,7 +108,14 @@ impl<W: Write> GzipWriter<W> {
         } else {
             let level = self.level;
             let pool = self.pool.get_or_insert_with(|| Pool::start(level));
-            pool.jobs.send(Job { seq, data, dict, last }).map_err(|_| io::Error::other("gzip workers stopped"))?;
+            pool.jobs
+                .send(Job {
+                    seq,
+                    data,
+                    dict,
+                    last,
+                })
+                .map_err(|_| io::Error::other("gzip workers stopped"))?;
             self.in_flight += 1;
         }
         // Keep a bounded number of chunks in memory.
@@ -119,8 +132,14 @@ impl<W: Write> GzipWriter<W> {
             if self.in_flight <= max_in_flight {
                 return Ok(());
             }
-            let pool = self.pool.as_ref().ok_or_else(|| io::Error::other("no gzip workers"))?;
-            let (seq, out) = pool.done.recv().map_err(|_| io::Error::other("gzip workers stopped"))?;
+            let pool = self
+                .pool
+                .as_ref()
+                .ok_or_else(|| io::Error::other("no gzip workers"))?;
+            let (seq, out) = pool
+                .done
+                .recv()
+                .map_err(|_| io::Error::other("gzip workers stopped"))?;
             self.in_flight -= 1;
             self.ready.insert(seq, out?);
         }
@@ -159,7 +178,11 @@ fn deflate_chunk(job: &Job, level: u32) -> io::Result<Vec<u8>> {
     if !job.dict.is_empty() {
         c.set_dictionary(&job.dict).map_err(io::Error::other)?;
     }
-    let flush = if job.last { FlushCompress::Finish } else { FlushCompress::Sync };
+    let flush = if job.last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
     let mut out = Vec::with_capacity(job.data.len() / 2 + 1024);
     let mut input = &job.data[..];
     loop {
@@ -167,7 +190,9 @@ fn deflate_chunk(job: &Job, level: u32) -> io::Result<Vec<u8>> {
             out.reserve(out.capacity().max(64 * 1024));
         }
         let before = c.total_in();
-        let status = c.compress_vec(input, &mut out, flush).map_err(io::Error::other)?;
+        let status = c
+            .compress_vec(input, &mut out, flush)
+            .map_err(io::Error::other)?;
         input = &input[(c.total_in() - before) as usize..];
         let done = match flush {
             FlushCompress::Finish => status == Status::StreamEnd,
@@ -226,7 +251,9 @@ mod tests {
         }
         let gz = w.finish().unwrap();
         let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut back).unwrap();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .unwrap();
         assert_eq!(back, data);
         gz
     }
@@ -253,7 +280,12 @@ mod tests {
         let data = mixed(7 * CHUNK + 1234);
         let a = roundtrip(&data);
         assert_eq!(a, roundtrip(&data));
-        assert!(a.len() < data.len() / 2, "text chunks are still compressed: {} of {}", a.len(), data.len());
+        assert!(
+            a.len() < data.len() / 2,
+            "text chunks are still compressed: {} of {}",
+            a.len(),
+            data.len()
+        );
         assert!(roundtrip(&[]).len() < 40);
         roundtrip(&data[..CHUNK]);
         roundtrip(&data[2 * CHUNK..3 * CHUNK]);
@@ -263,7 +295,9 @@ mod tests {
     fn dictionary_keeps_cross_chunk_matches() {
         // The same 64 KiB of text repeated: with the previous chunk as dictionary the
         // second and later chunks compress to almost nothing.
-        let unit: Vec<u8> = (0..65_536u32).map(|i| b"abcdefghijklmnopqrstuvwxyz"[((i * 7919) % 26) as usize] ^ (i % 3) as u8).collect();
+        let unit: Vec<u8> = (0..65_536u32)
+            .map(|i| b"abcdefghijklmnopqrstuvwxyz"[((i * 7919) % 26) as usize] ^ (i % 3) as u8)
+            .collect();
         let data: Vec<u8> = unit.iter().copied().cycle().take(8 * CHUNK).collect();
         let gz = roundtrip(&data);
         assert!(gz.len() < data.len() / 50, "{} of {}", gz.len(), data.len());
@@ -272,7 +306,9 @@ mod tests {
     #[test]
     fn entropy_separates_text_from_noise() {
         assert!(entropy(b"aaaaaaaabbbbbbbb") < 1.5);
-        let noise: Vec<u8> = (0..65536u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..65536u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         assert!(entropy(&noise) > 7.9);
     }
 }
