@@ -6,8 +6,8 @@ use crate::image::{Layer, LayerSource};
 use crate::layer::reader::{self, Entry, Kind, Whiteout};
 use crate::layer::writer::{EntryBody, EntryMeta, LayerWriter};
 use crate::rootfs::apply::ScratchRoot;
-use crate::rootfs::index::{layer_entries, FsIndex, Node, NodeKind};
-use std::collections::{BTreeMap, HashMap};
+use crate::rootfs::index::{layer_entries, FsIndex};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// One entry a step adds, by root-relative path.
@@ -233,34 +233,7 @@ impl StageFs {
             );
         }
         if let Some(idx) = self.index.as_mut() {
-            let mut sizes: HashMap<&str, u64> = HashMap::new();
-            for (key, p) in &entries {
-                let (kind, size) = match &p.body {
-                    EntryBody::Dir => (NodeKind::Dir, 0),
-                    EntryBody::File { size, .. } => (NodeKind::File, *size),
-                    EntryBody::Bytes(b) => (NodeKind::File, b.len() as u64),
-                    EntryBody::Symlink(t) => (NodeKind::Symlink(t.clone()), 0),
-                    EntryBody::Hardlink(t) => {
-                        (NodeKind::File, sizes.get(t.as_str()).copied().unwrap_or(0))
-                    }
-                };
-                sizes.insert(&key.0, size);
-                if kind != NodeKind::Dir {
-                    // A file replacing a directory hides the directory's tree.
-                    idx.remove_children(&key.0);
-                }
-                idx.insert(
-                    key.0.clone(),
-                    Node {
-                        kind,
-                        mode: p.meta.mode,
-                        uid: p.meta.uid,
-                        gid: p.meta.gid,
-                        size,
-                        mtime: p.meta.mtime,
-                    },
-                );
-            }
+            idx.apply_entries(&self.last_entries);
         }
         let layer = Layer {
             descriptor: crate::image::spec::Descriptor {
