@@ -438,3 +438,94 @@ fn progress_on_a_terminal_plain_lines_elsewhere() {
         "no escape codes in a pipe"
     );
 }
+
+/// A base that is an OCI index resolves to the build platform (or --custom-platform).
+#[test]
+fn image_indexes_resolve_to_the_platform() {
+    use kiln::image::spec::{Descriptor, Platform, MT_DOCKER_MANIFEST, MT_OCI_INDEX};
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut entries = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let layer = make_layer(
+            dir.path(),
+            arch,
+            &[E::File("plat", 0o644, format!("{arch}\n").into_bytes())],
+        );
+        let digest = push_image(
+            &reg,
+            &format!("multi:{arch}"),
+            &[layer],
+            serde_json::json!({}),
+        );
+        let raw = runtime()
+            .block_on(client().manifest(&reg.reference(&format!("multi:{arch}"))))
+            .unwrap();
+        entries.push(Descriptor {
+            media_type: MT_DOCKER_MANIFEST.into(),
+            digest,
+            size: raw.bytes.len() as u64,
+            platform: Some(Platform {
+                architecture: arch.into(),
+                os: "linux".into(),
+                variant: (arch == "arm64").then(|| "v8".into()),
+            }),
+            annotations: None,
+            urls: None,
+        });
+    }
+    let index =
+        serde_json::json!({ "schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": entries });
+    runtime()
+        .block_on(client().put_manifest(
+            &reg.reference("multi:latest"),
+            index.to_string().as_bytes(),
+            MT_OCI_INDEX,
+        ))
+        .unwrap();
+
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(
+        ctx.path(),
+        &[
+            (
+                "Dockerfile",
+                &format!("FROM {}/multi:latest\nCOPY a /a\n", reg.host),
+            ),
+            ("a", "a\n"),
+        ],
+    );
+    for (flags, want) in [
+        (vec![], "amd64\n"),
+        (vec!["--custom-platform", "linux/arm64"], "arm64\n"),
+    ] {
+        let tag = want.trim();
+        assert_ok(&build_with(
+            ctx.path(),
+            &format!("{}/out:{tag}", reg.host),
+            &flags,
+        ));
+        let img = pull(&reg, &format!("out:{tag}"));
+        assert_eq!(
+            img.files["plat"].digest,
+            kiln::registry::sha256_digest(want.as_bytes()),
+            "{flags:?}"
+        );
+        assert_eq!(
+            img.config.architecture, "amd64",
+            "the base config says so for both test images"
+        );
+    }
+    let out = build_with(
+        ctx.path(),
+        &format!("{}/out:s390x", reg.host),
+        &["--custom-platform", "linux/s390x"],
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && e.contains("no manifest for platform linux/s390x")
+            && e.contains("linux/arm64"),
+        "{e}"
+    );
+}
