@@ -199,15 +199,12 @@ async fn run(cli: cli::Cli) -> Result<()> {
         now,
     };
     let opts = BuildOptions {
-        dockerfile: dockerfile.clone(),
-        context: context.clone(),
         build_args: cli::key_values("build-arg", &cli.build_args, true)?,
         target: cli.target.clone(),
         labels: cli::key_values("label", &cli.labels, false)?,
         platform,
         reproducible: cli.reproducible,
         scratch_dir: scratch.path().to_path_buf(),
-        compression_level: cli.compression_level,
     };
     // On a terminal, one line shows bytes moved; elsewhere (CI logs) only plain lines.
     let progress = (cli.log_format == "text"
@@ -240,18 +237,18 @@ async fn run(cli: cli::Cli) -> Result<()> {
 
     if let Some(p) = &cli.tar_path {
         let tags: Vec<String> = destinations.iter().map(|d| d.to_string()).collect();
-        publish::write_tarball(&session.registry, &image, &s, &tags, p, tmp).await?;
+        publish::write_tarball(&session, &image, &s, &tags, p).await?;
         kiln::log_info!("wrote {}", p.display());
     }
     if let Some(p) = &cli.oci_layout_path {
-        publish::write_oci_layout(&session.registry, &image, &s, p, tmp).await?;
+        publish::write_oci_layout(&session, &image, &s, p).await?;
         kiln::log_info!("wrote OCI layout {}", p.display());
     }
     let pushes = async {
         let mut names = Vec::new();
         if !cli.no_push {
             for d in &destinations {
-                let digest = publish::push(&session.registry, d, &image, &s, tmp)
+                let digest = publish::push(&session, d, &image, &s)
                     .await
                     .with_context(|| format!("pushing {d}"))?;
                 kiln::log_info!("pushed {d}@{digest}");

@@ -1,13 +1,14 @@
 //! Publishing a built image: to registries (blobs in parallel, base layers checked
 //! or cross-mounted, manifest last), to a docker-archive tarball, to an OCI layout.
 
-use crate::build::BuiltImage;
+use crate::build::stage::StageFs;
+use crate::build::{BuiltImage, Session};
 use crate::image::remote::ManifestFormat;
 use crate::image::spec::{
     Descriptor, Manifest, MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_CONFIG, MT_OCI_MANIFEST,
 };
 use crate::image::{Layer, LayerSource, Reference};
-use crate::registry::{sha256_digest, Access, Registry, RegistryError};
+use crate::registry::{sha256_digest, Access, RegistryError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,8 @@ pub enum PublishError {
     Registry(Box<RegistryError>),
     #[error("{op}: {source}")]
     Io { op: String, source: std::io::Error },
+    #[error(transparent)]
+    Blob(Box<crate::build::BuildError>),
     #[error("serializing {what}: {source}")]
     Json {
         what: &'static str,
@@ -85,11 +88,11 @@ pub fn serialize(image: &BuiltImage) -> Result<Serialized, PublishError> {
 
 /// Makes sure `dest`'s repository has one layer blob, moving as little as possible.
 async fn ensure_layer(
-    registry: &Registry,
+    session: &Session,
     dest: &Reference,
     layer: &Layer,
-    tmp: &Path,
 ) -> Result<&'static str, PublishError> {
+    let registry = &session.registry;
     let digest = &layer.descriptor.digest;
     match &layer.source {
         LayerSource::Remote(src) if src.registry == dest.registry => {
@@ -108,30 +111,21 @@ async fn ensure_layer(
             }
         }
     }
-    let path = match &layer.source {
-        LayerSource::Local(p) => p.clone(),
-        LayerSource::Remote(src) => {
-            let p = tmp.join(format!("xfer-{}", digest.replace(':', "-")));
-            if !p.exists() {
-                registry.download_blob(src, digest, &p).await?;
-            }
-            p
-        }
-    };
+    let path = blob(session, layer).await?;
     registry.upload_blob(dest, digest, &path).await?;
     Ok("uploaded")
 }
 
 /// Pushes to one destination: every blob first (in parallel), the manifest last.
 pub async fn push(
-    registry: &Registry,
+    session: &Session,
     dest: &Reference,
     image: &BuiltImage,
     s: &Serialized,
-    tmp: &Path,
 ) -> Result<String, PublishError> {
+    let (registry, tmp) = (&session.registry, &session.blobs_dir);
     let layer_jobs = image.layers.iter().map(|l| async move {
-        let how = ensure_layer(registry, dest, l, tmp).await?;
+        let how = ensure_layer(session, dest, l).await?;
         crate::log_info!(
             "layer {} ({} bytes): {how}",
             l.descriptor.digest,
@@ -162,26 +156,19 @@ pub async fn push(
     Ok(digest)
 }
 
-/// Local blob files for every layer, downloading remote ones (tarball and layout outputs).
-async fn local_blobs(
-    registry: &Registry,
-    image: &BuiltImage,
-    tmp: &Path,
-) -> Result<Vec<PathBuf>, PublishError> {
+/// A layer's blob file: the build's own download of it when there was one
+/// (scratch or `--cache-dir`), else fetched once now.
+async fn blob(session: &Session, layer: &Layer) -> Result<PathBuf, PublishError> {
+    StageFs::blob(session, layer)
+        .await
+        .map_err(|e| PublishError::Blob(Box::new(e)))
+}
+
+/// Local blob files for every layer (tarball and layout outputs).
+async fn local_blobs(session: &Session, image: &BuiltImage) -> Result<Vec<PathBuf>, PublishError> {
     let mut out = Vec::new();
     for l in &image.layers {
-        out.push(match &l.source {
-            LayerSource::Local(p) => p.clone(),
-            LayerSource::Remote(src) => {
-                let p = tmp.join(format!("xfer-{}", l.descriptor.digest.replace(':', "-")));
-                if !p.exists() {
-                    registry
-                        .download_blob(src, &l.descriptor.digest, &p)
-                        .await?;
-                }
-                p
-            }
-        });
+        out.push(blob(session, l).await?);
     }
     Ok(out)
 }
@@ -219,14 +206,13 @@ fn append_bytes<W: Write>(
 
 /// Writes a docker-archive tarball (`docker load` format) tagged with `tags`.
 pub async fn write_tarball(
-    registry: &Registry,
+    session: &Session,
     image: &BuiltImage,
     s: &Serialized,
     tags: &[String],
     path: &Path,
-    tmp: &Path,
 ) -> Result<(), PublishError> {
-    let blobs = local_blobs(registry, image, tmp).await?;
+    let blobs = local_blobs(session, image).await?;
     let f = std::fs::File::create(path).map_err(io(format!("creating {}", path.display())))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(f));
     let config_name = format!("{}.json", s.config_digest.trim_start_matches("sha256:"));
@@ -252,13 +238,12 @@ pub async fn write_tarball(
 
 /// Writes (or adds to) an OCI image layout directory.
 pub async fn write_oci_layout(
-    registry: &Registry,
+    session: &Session,
     image: &BuiltImage,
     s: &Serialized,
     dir: &Path,
-    tmp: &Path,
 ) -> Result<(), PublishError> {
-    let blobs = local_blobs(registry, image, tmp).await?;
+    let blobs = local_blobs(session, image).await?;
     let blob_dir = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blob_dir).map_err(io(format!("creating {}", blob_dir.display())))?;
     let put = |digest: &str,

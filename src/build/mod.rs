@@ -96,15 +96,12 @@ impl From<ShellError> for BuildError {
 /// What a build needs to know, validated once by the CLI.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
-    pub dockerfile: PathBuf,
-    pub context: PathBuf,
     pub build_args: Vec<(String, String)>,
     pub target: Option<String>,
     pub labels: Vec<(String, String)>,
     pub platform: Platform,
     pub reproducible: bool,
     pub scratch_dir: PathBuf,
-    pub compression_level: u32,
 }
 
 /// Shared state of one build: clients, scratch space, options.

@@ -11,7 +11,7 @@ use base64::Engine;
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -752,9 +752,6 @@ fn tracing_retry(op: &str, scope: &Scope<'_>, attempt: u32, backoff: Duration) {
         backoff
     );
 }
-
-/// Repositories already handled, so parallel pushes do not repeat work.
-pub type SeenBlobs = Mutex<HashSet<String>>;
 
 #[cfg(test)]
 mod tests {
