@@ -58,6 +58,9 @@ pub struct Cli {
     /// Registry HOST[:PORT] whose TLS certificate is not verified (repeatable).
     #[arg(long = "skip-tls-verify-registry", action = ArgAction::Append)]
     pub skip_tls_verify_registries: Vec<String>,
+    /// Do not check push access to the destinations before building.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub skip_push_permission_check: bool,
     /// Platform to build for, os/arch[/variant] (default: this machine's).
     #[arg(long)]
     pub custom_platform: Option<String>,

@@ -27,6 +27,22 @@ pub fn progress(text: Option<&str>) {
     let _ = err.flush();
 }
 
+/// An error and its causes on one line. Causes whose text an outer message already
+/// carries (the `"{op}: {source}"` pattern) are not repeated.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let msg = cause.to_string();
+        if !msg.is_empty() && !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum Level {
     Debug,
@@ -95,4 +111,24 @@ macro_rules! log_debug {
 #[macro_export]
 macro_rules! log_error {
     ($($t:tt)*) => { $crate::log::emit($crate::log::Level::Error, format_args!($($t)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("{op}: {source}")]
+    struct Outer {
+        op: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn one_line_does_not_repeat_causes() {
+        let inner = std::io::Error::other("disk on fire");
+        let e = Outer {
+            op: "writing x".into(),
+            source: inner,
+        };
+        assert_eq!(super::one_line(&e), "writing x: disk on fire");
+    }
 }

@@ -45,7 +45,7 @@ fn main() {
             } => match r {
                 Ok(()) => 0,
                 Err(e) => {
-                    kiln::log_error!("{e:#}");
+                    kiln::log_error!("{}", kiln::log::one_line(e.as_ref()));
                     1
                 }
             },
@@ -145,6 +145,17 @@ async fn run(cli: cli::Cli) -> Result<()> {
         },
         Keychain::load()?,
     )?;
+    if !cli.no_push && !cli.skip_push_permission_check {
+        // Auth, TLS and scheme problems with a destination show before the build.
+        let registry = &registry;
+        let checks = destinations.iter().map(|d| async move {
+            registry
+                .check_push(d)
+                .await
+                .with_context(|| format!("--destination {d}"))
+        });
+        futures_util::future::try_join_all(checks).await?;
+    }
     let now = if cli.reproducible {
         0
     } else {

@@ -40,28 +40,47 @@ pub struct TestRegistry {
     _dir: tempfile::TempDir,
 }
 
+/// How a test registry listens: address, Basic auth, TLS certificate and key.
+#[derive(Default)]
+pub struct RegistrySpec<'a> {
+    /// `IP:PORT`; default a free port on 127.0.0.1.
+    pub addr: Option<String>,
+    pub auth: Option<(&'a str, &'a str)>,
+    pub tls: Option<(&'a Path, &'a Path)>,
+    /// Storage shared with another registry process (default: its own).
+    pub storage: Option<PathBuf>,
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<&'a str>,
+}
+
 impl TestRegistry {
     pub fn start() -> TestRegistry {
-        Self::start_with(None)
+        Self::start_spec(RegistrySpec::default())
     }
 
     /// A registry that demands Basic auth for `user:password` (htpasswd, bcrypt).
     pub fn start_with_auth(user: &str, password: &str) -> TestRegistry {
-        Self::start_with(Some((user, password)))
+        Self::start_spec(RegistrySpec {
+            auth: Some((user, password)),
+            ..Default::default()
+        })
     }
 
-    fn start_with(auth: Option<(&str, &str)>) -> TestRegistry {
+    pub fn start_spec(spec: RegistrySpec<'_>) -> TestRegistry {
         let bin = require(
             "docker-registry",
             "apt-get install docker-registry (Debian's distribution 2.8); .ci/run does this",
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let addr = spec.addr.clone().unwrap_or_else(|| {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            format!("127.0.0.1:{port}")
+        });
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("config.yml");
-        let auth_section = match auth {
+        let auth_section = match spec.auth {
             Some((user, password)) => {
                 let htpasswd = require(
                     "htpasswd",
@@ -81,35 +100,71 @@ impl TestRegistry {
             }
             None => String::new(),
         };
+        let tls_section = match spec.tls {
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
+        let storage = spec
+            .storage
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth_section}http:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth_section}http:\n  addr: {addr}\n{tls_section}",
+                storage.display()
             ),
         )
         .expect("write registry config");
-        let child = Command::new(bin)
+        let mut cmd = match spec.netns {
+            Some(ns) => {
+                let mut c = Command::new(require("ip", "apt-get install iproute2"));
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .arg("serve")
             .arg(&cfg)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start docker-registry");
-        let host = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&host).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen on {host} within 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        TestRegistry {
-            host,
+        let mut reg = TestRegistry {
+            host: addr.clone(),
             child,
             _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let listening = || match spec.netns {
+            // Not reachable from here: ask inside the namespace.
+            Some(ns) => Command::new("ip")
+                .args(["netns", "exec", ns, "bash", "-c"])
+                .arg(format!("exec 3<>/dev/tcp/{}", addr.replace(':', "/")))
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            None => std::net::TcpStream::connect(&addr).is_ok(),
+        };
+        while !listening() {
+            if Instant::now() >= deadline || reg.child.try_wait().ok().flatten().is_some() {
+                panic!("docker-registry did not listen on {addr} within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
+        reg.host = addr;
+        reg
+    }
+
+    /// The registry under another name (one that `map_host` points at it).
+    pub fn named(&self, name: &str) -> String {
+        let port = self.host.rsplit_once(':').expect("host:port").1;
+        format!("{name}:{port}")
     }
 
     pub fn reference(&self, repo_tag: &str) -> Reference {
@@ -131,15 +186,47 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// The harness's own client; it trusts the test registries' made-up certificates.
 pub fn client() -> Registry {
     Registry::new(
         RegistryOptions {
             retries: 2,
+            skip_tls_verify_pull: true,
+            skip_tls_verify_push: true,
             ..Default::default()
         },
         Keychain::default(),
     )
     .expect("registry client")
+}
+
+/// Points `name` at `ip` in /etc/hosts (the tests run as root), once; Kiln and the
+/// Docker engine both resolve through it.
+pub fn map_host(name: &str, ip: &str) {
+    let line = format!("{ip} {name}");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open("/etc/hosts")
+        .unwrap_or_else(|e| {
+            panic!("/etc/hosts: {e}: these tests map registry names and must run as root (CI does)")
+        });
+    file.lock().expect("lock /etc/hosts");
+    let text = std::fs::read_to_string("/etc/hosts").expect("read /etc/hosts");
+    let present = text.lines().any(|l| {
+        let mut words = l.split_whitespace();
+        words.next() == Some(ip) && words.any(|w| w == name)
+    });
+    if !present {
+        let needs_newline = !text.is_empty() && !text.ends_with('\n');
+        let mut f = &file;
+        std::io::Write::write_all(
+            &mut f,
+            format!("{}{line}\n", if needs_newline { "\n" } else { "" }).as_bytes(),
+        )
+        .expect("append to /etc/hosts");
+    }
+    let _ = file.unlock();
 }
 
 /// One entry of a hand-made layer.

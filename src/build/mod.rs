@@ -69,7 +69,7 @@ impl BuildError {
             other => BuildError::Step {
                 line: loc.line,
                 text: loc.text.trim().to_string(),
-                message: other.to_string(),
+                message: crate::log::one_line(&other),
             },
         }
     }

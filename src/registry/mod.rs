@@ -3,6 +3,7 @@
 //! HTTP for loopback and `--insecure-registry` hosts; retries with backoff.
 
 pub mod auth;
+mod transport;
 
 use crate::image::reference::Reference;
 use crate::image::spec::MANIFEST_ACCEPT;
@@ -42,6 +43,14 @@ pub enum RegistryError {
         repository: String,
         expected: String,
         actual: String,
+    },
+    #[error("{op} {registry}: server gave HTTP response to HTTPS client; if {registry} is a plain-HTTP registry, pass --insecure-registry {registry}")]
+    PlainHttp { op: String, registry: String },
+    #[error("{op} {registry}: {cause}; pass --skip-tls-verify-registry {registry} to skip verification, or trust its CA certificate (SSL_CERT_FILE=ca.pem)")]
+    Tls {
+        op: String,
+        registry: String,
+        cause: String,
     },
     #[error("authenticating to {registry}: {reason}")]
     Auth { registry: String, reason: String },
@@ -95,7 +104,11 @@ pub struct Registry {
     keychain: Keychain,
     challenges: Mutex<HashMap<String, Option<Challenge>>>,
     tokens: Mutex<HashMap<String, String>>,
+    /// The scheme found by probing, per registry and TLS verification setting.
+    schemes: Mutex<HashMap<(String, bool), SchemeCell>>,
 }
+
+type SchemeCell = std::sync::Arc<tokio::sync::OnceCell<&'static str>>;
 
 /// One repository on one registry, with the access wanted and repositories to mount from.
 struct Scope<'a> {
@@ -135,17 +148,6 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-fn is_loopback(registry: &str) -> bool {
-    let host = registry.rsplit_once(':').map_or(registry, |(h, p)| {
-        if p.chars().all(|c| c.is_ascii_digit()) {
-            h
-        } else {
-            registry
-        }
-    });
-    host == "localhost" || host.starts_with("127.") || host == "[::1]"
-}
-
 impl Registry {
     pub fn new(opts: RegistryOptions, keychain: Keychain) -> Result<Registry, RegistryError> {
         let build = |verify: bool| {
@@ -171,35 +173,138 @@ impl Registry {
             keychain,
             challenges: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            schemes: Mutex::new(HashMap::new()),
         })
     }
 
-    fn base_url(&self, registry: &str, access: Access) -> String {
-        let plain = is_loopback(registry)
+    /// Whether plain HTTP may be used: a registry named insecure for this access, or
+    /// one that looks local (go-containerregistry's rules).
+    fn plain_allowed(&self, registry: &str, access: Access) -> bool {
+        transport::looks_local(registry)
             || self.opts.insecure_registries.iter().any(|r| r == registry)
             || match access {
                 Access::Pull => self.opts.insecure_pull,
                 Access::Push => self.opts.insecure_push,
-            };
-        let host = if registry == crate::image::reference::DOCKER_HUB {
-            "registry-1.docker.io"
-        } else {
-            registry
-        };
-        format!("{}://{host}", if plain { "http" } else { "https" })
+            }
     }
 
-    fn client(&self, registry: &str, access: Access) -> &Client {
-        let skip = self
-            .opts
+    fn skip_verify(&self, registry: &str, access: Access) -> bool {
+        self.opts
             .skip_tls_verify_registries
             .iter()
             .any(|r| r == registry)
             || match access {
                 Access::Pull => self.opts.skip_tls_verify_pull,
                 Access::Push => self.opts.skip_tls_verify_push,
+            }
+    }
+
+    /// `scheme://host` for a registry. Where plain HTTP is allowed, the scheme is
+    /// found once by probing `/v2/`: HTTPS first, plain HTTP if HTTPS fails.
+    async fn base_url(&self, op: &str, scope: &Scope<'_>) -> Result<String, RegistryError> {
+        let registry = scope.registry;
+        let host = if registry == crate::image::reference::DOCKER_HUB {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
+        if !self.plain_allowed(registry, scope.access) {
+            return Ok(format!("https://{host}"));
+        }
+        let key = (
+            registry.to_string(),
+            self.skip_verify(registry, scope.access),
+        );
+        let cell = Self::lock(&self.schemes).entry(key).or_default().clone();
+        let scheme = cell
+            .get_or_try_init(|| self.probe_scheme(op, scope, host))
+            .await?;
+        Ok(format!("{scheme}://{host}"))
+    }
+
+    async fn probe_scheme(
+        &self,
+        op: &str,
+        scope: &Scope<'_>,
+        host: &str,
+    ) -> Result<&'static str, RegistryError> {
+        let client = self.client(scope.registry, scope.access);
+        let mut attempt = 0;
+        loop {
+            let https_err = match client.get(format!("https://{host}/v2/")).send().await {
+                Ok(resp) => {
+                    self.learn_challenge(scope.registry, &resp);
+                    return Ok("https");
+                }
+                Err(e) => e,
             };
-        if skip {
+            let http_err = match client.get(format!("http://{host}/v2/")).send().await {
+                // 400 is what a TLS port answers to plain HTTP.
+                Ok(resp) if resp.status() != StatusCode::BAD_REQUEST => {
+                    self.learn_challenge(scope.registry, &resp);
+                    return Ok("http");
+                }
+                Ok(_) => None,
+                Err(e) => Some(e),
+            };
+            // A TLS failure says more than plain HTTP's; else report the plain-HTTP one.
+            let err = match http_err {
+                Some(e) if transport::connect_failure(&https_err).is_none() => e,
+                _ => https_err,
+            };
+            if !Self::transient(&err) || attempt >= self.opts.retries {
+                return Err(Self::request_error(op, scope, err));
+            }
+            attempt += 1;
+            let backoff = Duration::from_millis(200 * (1 << attempt.min(6)));
+            tracing_retry(op, scope, attempt, backoff);
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// Keeps the auth challenge of a 401 so the first real request is sent with auth.
+    fn learn_challenge(&self, registry: &str, resp: &Response) {
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return;
+        }
+        let challenge = resp
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_challenge);
+        if challenge.is_some() {
+            Self::lock(&self.challenges).insert(registry.to_string(), challenge);
+        }
+    }
+
+    /// Failures worth another try: not TLS problems, which retrying cannot fix.
+    fn transient(e: &reqwest::Error) -> bool {
+        transport::connect_failure(e).is_none()
+            && (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body())
+    }
+
+    fn request_error(op: &str, scope: &Scope<'_>, source: reqwest::Error) -> RegistryError {
+        match transport::connect_failure(&source) {
+            Some(transport::ConnectFailure::PlainHttpServer) => RegistryError::PlainHttp {
+                op: op.to_string(),
+                registry: scope.registry.to_string(),
+            },
+            Some(transport::ConnectFailure::Tls(cause)) => RegistryError::Tls {
+                op: op.to_string(),
+                registry: scope.registry.to_string(),
+                cause,
+            },
+            None => RegistryError::Http {
+                op: op.to_string(),
+                registry: scope.registry.to_string(),
+                repository: scope.repository.to_string(),
+                source,
+            },
+        }
+    }
+
+    fn client(&self, registry: &str, access: Access) -> &Client {
+        if self.skip_verify(registry, access) {
             &self.http_unverified
         } else {
             &self.http
@@ -271,7 +376,15 @@ impl Registry {
                 .basic_auth(username, Some(password)),
             None => client.get(realm).query(&params),
         };
-        let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| match transport::connect_failure(&e) {
+                Some(transport::ConnectFailure::Tls(cause)) => {
+                    fail(format!("token endpoint {realm}: {cause}"))
+                }
+                _ => fail(e.to_string()),
+            })?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
@@ -305,14 +418,8 @@ impl Registry {
     where
         F: Fn(&Client, &str) -> Result<RequestBuilder, RegistryError>,
     {
-        let base = self.base_url(scope.registry, scope.access);
+        let base = self.base_url(op, scope).await?;
         let client = self.client(scope.registry, scope.access);
-        let http_err = |source| RegistryError::Http {
-            op: op.to_string(),
-            registry: scope.registry.to_string(),
-            repository: scope.repository.to_string(),
-            source,
-        };
         let mut attempt = 0;
         let mut authed = false;
         loop {
@@ -344,13 +451,8 @@ impl Registry {
                     retry_after(resp.headers())
                 }
                 Ok(resp) => return Ok(resp),
-                Err(e)
-                    if attempt < self.opts.retries
-                        && (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()) =>
-                {
-                    None
-                }
-                Err(e) => return Err(http_err(e)),
+                Err(e) if attempt < self.opts.retries && Self::transient(&e) => None,
+                Err(e) => return Err(Self::request_error(op, scope, e)),
             };
             let backoff =
                 retry_after.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))));
@@ -569,6 +671,55 @@ impl Registry {
         }
     }
 
+    /// Opens an upload session; returns its absolute URL.
+    async fn start_upload(&self, op: &str, scope: &Scope<'_>) -> Result<String, RegistryError> {
+        let start = format!("/v2/{}/blobs/uploads/", scope.repository);
+        let resp = self
+            .send(op, scope, |c, base| {
+                Ok(c.post(format!("{base}{start}")).header(CONTENT_LENGTH, 0))
+            })
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            let s = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Self::status_error(op, scope, s, body));
+        }
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Self::status_error(
+                    op,
+                    scope,
+                    StatusCode::ACCEPTED,
+                    "upload session without Location".into(),
+                )
+            })?
+            .to_string();
+        if location.starts_with("http://") || location.starts_with("https://") {
+            Ok(location)
+        } else {
+            Ok(format!("{}{location}", self.base_url(op, scope).await?))
+        }
+    }
+
+    /// Kaniko's push permission check: opens an upload session and cancels it, so
+    /// scheme, TLS and credential problems with a destination show before the build.
+    pub async fn check_push(&self, target: &Reference) -> Result<(), RegistryError> {
+        let scope = Scope::of(target, Access::Push);
+        let url = self.start_upload("checking push access", &scope).await?;
+        // Cancel the session in the background; its answer does not matter.
+        let mut req = self.client(&target.registry, Access::Push).delete(url);
+        if let Some(h) = self.auth_header(&scope).await? {
+            req = req.header(AUTHORIZATION, h);
+        }
+        tokio::spawn(async move {
+            let _ = req.send().await;
+        });
+        Ok(())
+    }
+
     /// Uploads a blob from a file in one PUT after opening an upload session.
     pub async fn upload_blob(
         &self,
@@ -580,36 +731,7 @@ impl Registry {
         let op = format!("uploading blob {digest}");
         let mut attempt = 0;
         loop {
-            let start = format!("/v2/{}/blobs/uploads/", target.repository);
-            let resp = self
-                .send(&op, &scope, |c, base| {
-                    Ok(c.post(format!("{base}{start}")).header(CONTENT_LENGTH, 0))
-                })
-                .await?;
-            if resp.status() != StatusCode::ACCEPTED {
-                let s = resp.status();
-                let body = resp.text().await.unwrap_or_default();
-                return Err(Self::status_error(&op, &scope, s, body));
-            }
-            let location = resp
-                .headers()
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| {
-                    Self::status_error(
-                        &op,
-                        &scope,
-                        StatusCode::ACCEPTED,
-                        "upload session without Location".into(),
-                    )
-                })?
-                .to_string();
-            let base = self.base_url(&target.registry, Access::Push);
-            let mut url = if location.starts_with("http://") || location.starts_with("https://") {
-                location
-            } else {
-                format!("{base}{location}")
-            };
+            let mut url = self.start_upload(&op, &scope).await?;
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(&format!("digest={digest}"));
             let size = std::fs::metadata(file)
@@ -659,18 +781,12 @@ impl Registry {
                     }
                     retry_after(resp.headers())
                 }
-                Err(e) if attempt < self.opts.retries => {
-                    let _ = e;
+                Err(e)
+                    if attempt < self.opts.retries && transport::connect_failure(&e).is_none() =>
+                {
                     None
                 }
-                Err(source) => {
-                    return Err(RegistryError::Http {
-                        op,
-                        registry: target.registry.clone(),
-                        repository: target.repository.clone(),
-                        source,
-                    })
-                }
+                Err(e) => return Err(Self::request_error(&op, &scope, e)),
             };
             let backoff =
                 retryable.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))));
@@ -758,23 +874,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_is_plain_http() {
-        assert!(is_loopback("127.0.0.1:5000"));
-        assert!(is_loopback("localhost:5000"));
-        assert!(is_loopback("localhost"));
-        assert!(!is_loopback("registry.example:5000"));
+    fn plain_http_is_allowed_as_go_containerregistry_allows_it() {
         let r = Registry::new(
             RegistryOptions {
                 insecure_registries: vec!["reg.svc:5000".into()],
+                insecure_push: true,
                 ..Default::default()
             },
             Keychain::default(),
         )
         .unwrap();
-        assert_eq!(
-            r.base_url("reg.svc:5000", Access::Push),
-            "http://reg.svc:5000"
-        );
-        assert_eq!(r.base_url("ghcr.io", Access::Pull), "https://ghcr.io");
+        assert!(r.plain_allowed("127.0.0.1:5000", Access::Pull));
+        assert!(r.plain_allowed("reg.svc:5000", Access::Pull));
+        assert!(r.plain_allowed("registry.kube-system.svc.cluster.local:5000", Access::Pull));
+        assert!(r.plain_allowed("ghcr.io", Access::Push));
+        assert!(!r.plain_allowed("ghcr.io", Access::Pull));
     }
 }
