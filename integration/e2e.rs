@@ -463,7 +463,7 @@ fn image_indexes_resolve_to_the_platform() {
             .unwrap();
         entries.push(Descriptor {
             media_type: MT_DOCKER_MANIFEST.into(),
-            digest,
+            digest: digest.parse().expect("digest"),
             size: raw.bytes.len() as u64,
             platform: Some(Platform {
                 architecture: arch.into(),
@@ -508,7 +508,7 @@ fn image_indexes_resolve_to_the_platform() {
         let img = pull(&reg, &format!("out:{tag}"));
         assert_eq!(
             img.files["plat"].digest,
-            kiln::registry::sha256_digest(want.as_bytes()),
+            kiln::registry::sha256_digest(want.as_bytes()).to_string(),
             "{flags:?}"
         );
         assert_eq!(

@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use kiln::layer::writer::LayerFile;
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
 
@@ -57,8 +56,8 @@ fn raw_layer(dir: &Path, name: &str, entries: &[Raw<'_>], truncate: bool) -> Lay
     std::fs::write(&path, &blob).unwrap();
     LayerFile {
         path,
-        digest: format!("sha256:{}", hex::encode(Sha256::digest(&blob))),
-        diff_id: format!("sha256:{}", hex::encode(Sha256::digest(&tar_bytes))),
+        digest: kiln::image::Digest::sha256_of(&blob),
+        diff_id: kiln::image::Digest::sha256_of(&tar_bytes),
         size: blob.len() as u64,
     }
 }
@@ -259,7 +258,7 @@ fn truncated_layers_and_link_loops_fail_cleanly() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        e.contains(&digest) && e.contains("Dockerfile:2"),
+        e.contains(digest.as_str()) && e.contains("Dockerfile:2"),
         "the error names the layer and line: {e}"
     );
     assert!(list(scratch.path()).is_empty());
@@ -333,4 +332,188 @@ fn full_disk_fails_clearly() {
         .block_on(client().tags(&reg.reference("full:1")))
         .unwrap();
     assert!(tags.is_empty());
+}
+
+/// A registry (through the proxy) that serves a manifest whose layer "digests" are
+/// host paths: `/…/host.tar.gz` (a real gzip'd tar on the host) and `sha256:../../…`.
+#[test]
+fn digests_are_parsed_never_used_as_paths() {
+    let reg = TestRegistry::start();
+    let proxy = common::proxy::FaultProxy::start(&reg.host);
+    let outside = tempfile::tempdir().unwrap();
+    // A real layer on the host, where a digest-as-path would find it.
+    let host_layer = raw_layer(
+        outside.path(),
+        "host.tar.gz",
+        &[Raw::File("stolen", b"host secret\n")],
+        false,
+    );
+    let before = list(outside.path());
+    let cfg = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [host_layer.diff_id.as_str()]},
+    })
+    .to_string();
+    let cfg_digest = kiln::image::Digest::sha256_of(cfg.as_bytes());
+    let forged = |layer_digest: &str| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "digest": cfg_digest.as_str(), "size": cfg.len()},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        "digest": layer_digest, "size": host_layer.size}],
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let mt = "application/vnd.docker.distribution.manifest.v2+json";
+    let up = format!(
+        "sha256:../../../../../../../..{}/escaped",
+        outside.path().display()
+    );
+    proxy.add(
+        "GET",
+        "/v2/evil/manifests/abs",
+        common::proxy::Fault::Body(mt, forged(host_layer.path.to_str().unwrap())),
+        100,
+    );
+    proxy.add(
+        "GET",
+        "/v2/evil/manifests/up",
+        common::proxy::Fault::Body(mt, forged(&up)),
+        100,
+    );
+    proxy.add(
+        "GET",
+        &format!("/v2/evil/blobs/{cfg_digest}"),
+        common::proxy::Fault::Body("application/octet-stream", cfg.clone().into_bytes()),
+        100,
+    );
+    for tag in ["abs", "up"] {
+        let scratch = tempfile::tempdir().unwrap();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        let image = format!("{}/evil:{tag}", proxy.host);
+        write_context(
+            ctx.path(),
+            &[(
+                "Dockerfile",
+                &format!("FROM scratch\nCOPY --from={image} / /h/\n"),
+            )],
+        );
+        let out = executor(&[
+            "--context",
+            ctx.path().to_str().unwrap(),
+            "--destination",
+            &format!("{}/stolen:{tag}", reg.host),
+            "--kaniko-dir",
+            scratch.path().to_str().unwrap(),
+            "--cache-dir",
+            cache_dir.path().to_str().unwrap(),
+        ]);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{tag}: must fail: {e}");
+        assert!(
+            e.contains("Dockerfile:2") && e.contains("invalid digest"),
+            "{tag}: names the line and the bad digest: {e}"
+        );
+        assert_eq!(
+            list(outside.path()),
+            before,
+            "{tag}: nothing written outside"
+        );
+        assert!(
+            list(scratch.path()).is_empty(),
+            "{tag}: scratch root removed"
+        );
+        let tags = runtime()
+            .block_on(client().tags(&reg.reference(&format!("stolen:{tag}"))))
+            .unwrap();
+        assert!(tags.is_empty(), "{tag}: nothing pushed");
+    }
+}
+
+/// `.wh..` and `.wh...` would remove the directory itself or its parent (the
+/// scratch root): refused, naming the entry.
+#[test]
+fn whiteouts_of_dot_and_dotdot_are_refused() {
+    let reg = TestRegistry::start();
+    for (i, name) in ["a/.wh...", "a/.wh..", ".wh..."].iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let l1 = raw_layer(
+            dir.path(),
+            "l1",
+            &[Raw::Dir("a"), Raw::File("a/keep", b"keep\n")],
+            false,
+        );
+        let l2 = raw_layer(dir.path(), "l2", &[Raw::File(name, b"")], false);
+        push_image(&reg, &format!("wh:{i}"), &[l1, l2], serde_json::json!({}));
+        let scratch = tempfile::tempdir().unwrap();
+        let sentinel = scratch.path().join("sentinel");
+        std::fs::write(&sentinel, "x").unwrap();
+        let out = build(
+            &reg,
+            &format!("FROM scratch\nCOPY --from={}/wh:{i} / /h/\n", reg.host),
+            scratch.path(),
+            &format!("wh-out:{i}"),
+        );
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: must fail: {e}");
+        assert!(
+            e.contains("Dockerfile:2") && e.contains("names no file"),
+            "{name}: {e}"
+        );
+        assert!(
+            sentinel.exists(),
+            "{name}: the scratch root's parent is intact"
+        );
+    }
+}
+
+/// Builds sharing one `--cache-dir` (one PVC, many pods) all succeed.
+#[test]
+fn concurrent_builds_share_a_cache_dir() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "shared:1");
+    let cache_dir = tempfile::tempdir().unwrap();
+    let image = format!("{}/shared:1", reg.host);
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            let ctx = tempfile::tempdir().unwrap();
+            write_context(
+                ctx.path(),
+                &[(
+                    "Dockerfile",
+                    &format!("FROM {image}\nCOPY --from={image} /etc /copied-etc\n"),
+                )],
+            );
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_executor"))
+                .args(["--context", ctx.path().to_str().unwrap()])
+                // Distinct images and repositories: this is about the cache dir, not
+                // about the registry's own races between identical uploads.
+                .args(["--destination", &format!("{}/shared-out-{i}:1", reg.host)])
+                .args(["--label", &format!("build={i}")])
+                .args(["--cache-dir", cache_dir.path().to_str().unwrap()])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn executor");
+            (ctx, child)
+        })
+        .collect();
+    for (i, (_ctx, child)) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "build {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let leftovers: Vec<String> = list(cache_dir.path())
+        .into_iter()
+        .filter(|p| p.contains(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temp files left: {leftovers:?}");
+    let pulled = pull(&reg, "shared-out-3:1");
+    assert!(pulled.files.contains_key("copied-etc/passwd"));
 }

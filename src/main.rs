@@ -277,7 +277,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
     };
     session.cache.flush(&session.registry, tmp, pushed).await;
     if let Some(p) = &cli.digest_file {
-        std::fs::write(p, &s.manifest_digest)
+        std::fs::write(p, s.manifest_digest.as_str())
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &cli.image_name_with_digest_file {

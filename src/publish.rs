@@ -7,7 +7,7 @@ use crate::image::remote::ManifestFormat;
 use crate::image::spec::{
     Descriptor, Manifest, MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_CONFIG, MT_OCI_MANIFEST,
 };
-use crate::image::{Layer, LayerSource, Reference};
+use crate::image::{Digest, Layer, LayerSource, Reference};
 use crate::registry::{sha256_digest, Access, RegistryError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,9 +42,9 @@ fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> PublishError {
 /// The exact bytes of the config and manifest, computed once.
 pub struct Serialized {
     pub config: Vec<u8>,
-    pub config_digest: String,
+    pub config_digest: Digest,
     pub manifest: Vec<u8>,
-    pub manifest_digest: String,
+    pub manifest_digest: Digest,
     pub manifest_media_type: &'static str,
 }
 
@@ -122,7 +122,7 @@ pub async fn push(
     dest: &Reference,
     image: &BuiltImage,
     s: &Serialized,
-) -> Result<String, PublishError> {
+) -> Result<Digest, PublishError> {
     let (registry, tmp) = (&session.registry, &session.blobs_dir);
     let layer_jobs = image.layers.iter().map(|l| async move {
         let how = ensure_layer(session, dest, l).await?;
@@ -138,7 +138,7 @@ pub async fn push(
             .blob_exists(dest, &s.config_digest, Access::Push)
             .await?
         {
-            let p = tmp.join(format!("config-out-{}", s.config_digest.replace(':', "-")));
+            let p = tmp.join(format!("config-out-{}", s.config_digest.file_name()));
             std::fs::write(&p, &s.config).map_err(io(format!("writing {}", p.display())))?;
             registry.upload_blob(dest, &s.config_digest, &p).await?;
         }
@@ -215,14 +215,11 @@ pub async fn write_tarball(
     let blobs = local_blobs(session, image).await?;
     let f = std::fs::File::create(path).map_err(io(format!("creating {}", path.display())))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(f));
-    let config_name = format!("{}.json", s.config_digest.trim_start_matches("sha256:"));
+    let config_name = format!("{}.json", s.config_digest.encoded());
     append_bytes(&mut tar, &config_name, &s.config)?;
     let mut layer_names = Vec::new();
     for (l, blob) in image.layers.iter().zip(&blobs) {
-        let name = format!(
-            "{}.tar.gz",
-            l.descriptor.digest.trim_start_matches("sha256:")
-        );
+        let name = format!("{}.tar.gz", l.descriptor.digest.encoded());
         if !layer_names.contains(&name) {
             append_file(&mut tar, &name, blob)?;
         }
@@ -246,11 +243,11 @@ pub async fn write_oci_layout(
     let blobs = local_blobs(session, image).await?;
     let blob_dir = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blob_dir).map_err(io(format!("creating {}", blob_dir.display())))?;
-    let put = |digest: &str,
+    let put = |digest: &Digest,
                bytes: Option<&[u8]>,
                from: Option<&Path>|
      -> Result<(), PublishError> {
-        let p = blob_dir.join(digest.trim_start_matches("sha256:"));
+        let p = blob_dir.join(digest.encoded());
         match (bytes, from) {
             (Some(b), _) => std::fs::write(&p, b).map_err(io(format!("writing {}", p.display()))),
             (None, Some(f)) => std::fs::copy(f, &p)

@@ -325,7 +325,7 @@ pub fn push_image(
         };
         let bytes = serde_json::to_vec(&m).expect("manifest json");
         c.put_manifest(&r, &bytes, MT_DOCKER_MANIFEST).await.expect("put manifest")
-    })
+    }).to_string()
 }
 
 /// busybox-static from Debian, needed for runnable images.
@@ -490,7 +490,7 @@ pub fn flatten_layer(path: &Path, files: &mut BTreeMap<String, Flat>) {
                 gid: e.gid,
                 size: bytes.len() as u64,
                 digest: if kind == 'f' {
-                    sha256_digest(&bytes)
+                    sha256_digest(&bytes).to_string()
                 } else {
                     String::new()
                 },

@@ -18,6 +18,8 @@ pub enum Fault {
     Delay(Duration),
     /// Forward, but flip one byte of the response body.
     Corrupt,
+    /// Answer 200 with this content type and body (a forged manifest, say).
+    Body(&'static str, Vec<u8>),
 }
 
 #[derive(Clone, Debug)]
@@ -134,6 +136,18 @@ fn handle(
                 client_w,
                 "HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\n{extra}Connection: close\r\n\r\n"
             )?;
+            let _ = client_w.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        Some(Fault::Body(content_type, body)) => {
+            write!(
+                client_w,
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            if method != "HEAD" {
+                client_w.write_all(body)?;
+            }
             let _ = client_w.shutdown(Shutdown::Both);
             return Ok(());
         }

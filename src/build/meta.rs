@@ -208,7 +208,7 @@ pub(super) fn copy_key_inputs(
             v.push(("sources", p.sources.join("\n")));
         }
         CopyFrom::Image(img) => {
-            v.push(("from-image", img.manifest_digest.clone()));
+            v.push(("from-image", img.manifest_digest.to_string()));
             v.push(("sources", p.sources.join("\n")));
         }
     }
@@ -268,7 +268,7 @@ pub(super) async fn run_copy(
         CopyFrom::Image(image) => {
             let dir = opts
                 .scratch_dir
-                .join(format!("from-{}", image.manifest_digest.replace(':', "-")));
+                .join(format!("from-{}", image.manifest_digest.file_name()));
             let label = format!("image {}", image.reference);
             let mut fs = StageFs::new(image.layers, dir);
             let root = fs.rootfs(session).await?;

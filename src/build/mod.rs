@@ -13,7 +13,7 @@ use crate::dockerfile::shell::{self, Env, ShellError};
 use crate::dockerfile::{Dockerfile, Instruction, InstructionError, Location, Stage};
 use crate::image::remote::{self, ManifestFormat, RemoteError};
 use crate::image::spec::{History, ImageConfig, Platform};
-use crate::image::{Layer, Reference};
+use crate::image::{Digest, Layer, Reference};
 use crate::layer::reader::ReadError;
 use crate::layer::writer::WriteError;
 use crate::registry::{Registry, RegistryError};
@@ -116,17 +116,18 @@ pub struct Session {
     pub now: u64,
 }
 
-/// Per-digest download locks.
+/// Per-digest download locks; each holds whether this build has verified the
+/// blob's file (downloaded it, or hashed the copy found in `--cache-dir`).
 #[derive(Default)]
-pub struct BlobLocks(std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>);
+pub struct BlobLocks(std::sync::Mutex<HashMap<Digest, std::sync::Arc<tokio::sync::Mutex<bool>>>>);
 
 impl BlobLocks {
-    pub async fn lock(&self, digest: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    pub async fn lock(&self, digest: &Digest) -> tokio::sync::OwnedMutexGuard<bool> {
         let m = self
             .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(digest.to_string())
+            .entry(digest.clone())
             .or_default()
             .clone();
         m.lock_owned().await
@@ -450,7 +451,7 @@ async fn start_stage(
         }
     }
     Ok(StageState {
-        key: base.manifest_digest.clone(),
+        key: base.manifest_digest.to_string(),
         newest: None,
         history_base: config.history.len(),
         config,

@@ -2,7 +2,7 @@
 //! root made only when a step needs them.
 
 use super::{BuildError, Session};
-use crate::image::{Layer, LayerSource};
+use crate::image::{Digest, Layer, LayerSource};
 use crate::layer::reader::{self, Entry, Kind, Whiteout};
 use crate::layer::writer::{EntryBody, EntryMeta, LayerWriter};
 use crate::rootfs::apply::ScratchRoot;
@@ -47,26 +47,42 @@ impl StageFs {
                 let path = session
                     .cache
                     .local_blob_path(digest)
-                    .unwrap_or_else(|| session.blobs_dir.join(digest.replace(':', "-")));
-                if path.exists() {
+                    .unwrap_or_else(|| session.blobs_dir.join(digest.file_name()));
+                let mut verified = session.download_locks.lock(digest).await;
+                if *verified {
                     return Ok(path);
                 }
-                let _guard = session.download_locks.lock(digest).await;
-                if !path.exists() {
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent).map_err(|e| {
-                            BuildError::io(format!("creating {}", parent.display()), e)
-                        })?;
+                // A file already there (another build's, a warmer's) is used only
+                // once its bytes are seen to match the digest.
+                if path.exists() {
+                    if blob_matches(&path, digest, layer.descriptor.size).await {
+                        *verified = true;
+                        return Ok(path);
                     }
-                    let part = path.with_extension("part");
-                    crate::log_info!(
-                        "downloading layer {digest} ({} bytes)",
-                        layer.descriptor.size
+                    crate::log_warn!(
+                        "{} does not match {digest}; downloading it again",
+                        path.display()
                     );
-                    session.registry.download_blob(r, digest, &part).await?;
-                    std::fs::rename(&part, &path)
-                        .map_err(|e| BuildError::io(format!("storing blob {digest}"), e))?;
                 }
+                let parent = path.parent().unwrap_or(&session.blobs_dir);
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| BuildError::io(format!("creating {}", parent.display()), e))?;
+                // A name of its own, so builds sharing a cache dir never write one file.
+                let part = tempfile::Builder::new()
+                    .prefix(".part-")
+                    .tempfile_in(parent)
+                    .map_err(|e| {
+                        BuildError::io(format!("creating a file in {}", parent.display()), e)
+                    })?
+                    .into_temp_path();
+                crate::log_info!(
+                    "downloading layer {digest} ({} bytes)",
+                    layer.descriptor.size
+                );
+                session.registry.download_blob(r, digest, &part).await?;
+                part.persist(&path)
+                    .map_err(|e| BuildError::io(format!("storing blob {digest}"), e.error))?;
+                *verified = true;
                 Ok(path)
             }
         }
@@ -195,7 +211,7 @@ impl StageFs {
                         let mut b = Vec::new();
                         data.read_to_end(&mut b)
                             .map_err(|source| reader::ReadError::Io {
-                                layer: l.descriptor.digest.clone(),
+                                layer: l.descriptor.digest.to_string(),
                                 source,
                             })?;
                         found = Some(b);
@@ -256,6 +272,17 @@ impl StageFs {
 }
 
 /// The index entry of a planned layer entry.
+/// Whether a blob file has the descriptor's size and digest.
+async fn blob_matches(path: &std::path::Path, digest: &Digest, size: u64) -> bool {
+    if std::fs::metadata(path).map(|m| m.len()).ok() != Some(size) {
+        return false;
+    }
+    let (path, digest) = (path.to_path_buf(), digest.clone());
+    tokio::task::spawn_blocking(move || digest.matches_file(&path).unwrap_or(false))
+        .await
+        .unwrap_or(false)
+}
+
 fn planned_entry(path: &str, p: &Planned) -> Entry {
     let (kind, size) = match &p.body {
         EntryBody::Dir => (Kind::Dir, 0),

@@ -6,7 +6,7 @@
 pub mod key;
 
 use crate::image::spec::{Descriptor, ImageConfig, Manifest, MT_OCI_CONFIG, MT_OCI_MANIFEST};
-use crate::image::{Layer, LayerSource, Reference};
+use crate::image::{Digest, Layer, LayerSource, Reference};
 use crate::layer::reader::Entry;
 use crate::registry::{sha256_digest, Access, Registry, RegistryError};
 use key::CacheKey;
@@ -52,9 +52,9 @@ pub struct CacheSettings {
 struct Pending {
     tag: String,
     blob: PathBuf,
-    layer_digest: String,
+    layer_digest: Digest,
     layer_media_type: String,
-    diff_id: String,
+    diff_id: Digest,
     note: serde_json::Value,
 }
 
@@ -291,32 +291,30 @@ impl Cache {
 
     // --- file indexes of layers -------------------------------------------------
 
-    fn index_tag(layer_digest: &str) -> String {
-        format!("index-{}", layer_digest.trim_start_matches("sha256:"))
+    fn index_tag(layer_digest: &Digest) -> String {
+        format!("index-{}", layer_digest.encoded())
     }
 
-    fn local_index_path(&self, layer_digest: &str) -> Option<PathBuf> {
+    fn local_index_path(&self, layer_digest: &Digest) -> Option<PathBuf> {
         self.settings.dir.as_ref().map(|d| {
-            d.join("index").join(format!(
-                "{}.json.gz",
-                layer_digest.trim_start_matches("sha256:")
-            ))
+            d.join("index")
+                .join(format!("{}.json.gz", layer_digest.encoded()))
         })
     }
 
     /// Where a base layer blob is kept under `--cache-dir`.
-    pub fn local_blob_path(&self, digest: &str) -> Option<PathBuf> {
+    pub fn local_blob_path(&self, digest: &Digest) -> Option<PathBuf> {
         self.settings
             .dir
             .as_ref()
-            .map(|d| d.join("blobs").join(digest.replace(':', "-")))
+            .map(|d| d.join("blobs").join(digest.file_name()))
     }
 
     /// A layer's entries from `--cache-dir` or the cache repository, if stored there.
     pub async fn layer_entries(
         &self,
         registry: &Registry,
-        layer_digest: &str,
+        layer_digest: &Digest,
         tmp: &Path,
     ) -> Option<Vec<Entry>> {
         if let Some(p) = self.local_index_path(layer_digest) {
@@ -346,7 +344,7 @@ impl Cache {
         };
         let m: Manifest = serde_json::from_slice(&raw.bytes).ok()?;
         let l = m.layers.first()?;
-        let p = tmp.join(format!("index-{}", l.digest.replace(':', "-")));
+        let p = tmp.join(format!("index-{}", l.digest.file_name()));
         if let Err(e) = registry.download_blob(&r, &l.digest, &p).await {
             self.give_up("index download", &e);
             return None;
@@ -360,7 +358,7 @@ impl Cache {
     }
 
     /// Keeps a layer's entries under `--cache-dir` and queues them for the repository.
-    pub fn store_layer_entries(&self, layer_digest: &str, entries: &[Entry], tmp: &Path) {
+    pub fn store_layer_entries(&self, layer_digest: &Digest, entries: &[Entry], tmp: &Path) {
         let Ok(bytes) = encode_entries(entries) else {
             return;
         };
@@ -372,7 +370,7 @@ impl Cache {
         if !self.settings.layers || !self.settings.push {
             return;
         }
-        let blob = tmp.join(format!("index-out-{}", layer_digest.replace(':', "-")));
+        let blob = tmp.join(format!("index-out-{}", layer_digest.file_name()));
         if std::fs::write(&blob, &bytes).is_err() {
             return;
         }
@@ -383,18 +381,21 @@ impl Cache {
             layer_digest: digest.clone(),
             layer_media_type: MT_FILE_INDEX.into(),
             diff_id: digest,
-            note: serde_json::json!({ "created_unix": self.now, "file_index_of": layer_digest }),
+            note: serde_json::json!({ "created_unix": self.now, "file_index_of": layer_digest.as_str() }),
         });
     }
 }
 
+/// Writes a `--cache-dir` file under a temporary name of its own, then renames it
+/// into place: concurrent builds on one cache dir never see half a file.
 fn write_local(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension("part");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".part-")
+        .tempfile_in(parent)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).map(|_| ()).map_err(|e| e.error)
 }
 
 fn encode_entries(entries: &[Entry]) -> std::io::Result<Vec<u8>> {

@@ -1,5 +1,6 @@
 //! Image references (`registry:5000/repo/name:tag@sha256:…`) with Docker's defaults.
 
+use super::Digest;
 use std::fmt;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +17,7 @@ pub struct Reference {
     pub registry: String,
     pub repository: String,
     pub tag: Option<String>,
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
 }
 
 pub const DOCKER_HUB: &str = "index.docker.io";
@@ -32,18 +33,10 @@ impl Reference {
         }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
-                let (alg, hex) = d
-                    .split_once(':')
-                    .ok_or_else(|| err("digest must be algorithm:hex"))?;
-                if alg != "sha256"
-                    || hex.len() != 64
-                    || !hex
-                        .bytes()
-                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-                {
-                    return Err(err("digest must be sha256 with 64 lower-case hex digits"));
-                }
-                (r, Some(d.to_string()))
+                let d = Digest::parse(d).map_err(|_| {
+                    err("digest must be sha256 with 64 (or sha512 with 128) lower-case hex digits")
+                })?;
+                (r, Some(d))
             }
             None => (s, None),
         };
@@ -136,7 +129,7 @@ impl Reference {
     }
 
     /// The same repository at another tag or digest.
-    pub fn with_object(&self, tag: Option<String>, digest: Option<String>) -> Reference {
+    pub fn with_object(&self, tag: Option<String>, digest: Option<Digest>) -> Reference {
         Reference {
             registry: self.registry.clone(),
             repository: self.repository.clone(),

@@ -5,6 +5,7 @@ use super::reference::Reference;
 use super::spec::{
     Descriptor, ImageConfig, Index, Manifest, Platform, MT_DOCKER_LIST, MT_OCI_INDEX,
 };
+use super::Digest;
 use crate::registry::{Registry, RegistryError};
 use std::path::PathBuf;
 
@@ -37,7 +38,7 @@ pub enum LayerSource {
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub descriptor: Descriptor,
-    pub diff_id: String,
+    pub diff_id: Digest,
     pub source: LayerSource,
 }
 
@@ -53,7 +54,7 @@ pub enum ManifestFormat {
 pub struct RemoteImage {
     pub reference: Reference,
     /// Digest of the image manifest (after platform selection).
-    pub manifest_digest: String,
+    pub manifest_digest: Digest,
     pub format: ManifestFormat,
     pub config: ImageConfig,
     pub layers: Vec<Layer>,
@@ -99,10 +100,7 @@ pub async fn fetch(
     } else {
         ManifestFormat::Docker
     };
-    let cfg_path = tmp.join(format!(
-        "config-{}",
-        manifest.config.digest.replace(':', "-")
-    ));
+    let cfg_path = tmp.join(format!("config-{}", manifest.config.digest.file_name()));
     registry
         .download_blob(reference, &manifest.config.digest, &cfg_path)
         .await?;

@@ -1,6 +1,7 @@
 //! Manifest, index and config types. Unknown fields are kept, so a config read
 //! from a registry and written back loses nothing (Healthcheck, Shell, OnBuild …).
 
+use super::Digest;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -83,7 +84,7 @@ impl std::fmt::Display for Platform {
 pub struct Descriptor {
     #[serde(rename = "mediaType")]
     pub media_type: String,
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
@@ -142,7 +143,7 @@ pub struct RootFs {
     #[serde(rename = "type", default = "layers")]
     pub kind: String,
     #[serde(default)]
-    pub diff_ids: Vec<String>,
+    pub diff_ids: Vec<Digest>,
 }
 
 fn layers() -> String {

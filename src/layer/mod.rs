@@ -26,10 +26,10 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// The inner writer, the `sha256:` digest and byte count of everything written.
-    pub fn finish(self) -> (W, String, u64) {
+    pub fn finish(self) -> (W, crate::image::Digest, u64) {
         (
             self.inner,
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            crate::image::Digest::from_sha256(self.hasher.finalize().into()),
             self.count,
         )
     }

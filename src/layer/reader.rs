@@ -165,6 +165,14 @@ where
         let whiteout = if name == ".wh..wh..opq" {
             Some(Whiteout::Opaque(dir))
         } else if let Some(hidden) = name.strip_prefix(".wh.") {
+            // `.wh.`, `.wh..` and `.wh...` would hide the directory itself or its parent.
+            if matches!(hidden, "" | "." | "..") {
+                return Err(ReadError::Entry {
+                    layer: label.to_string(),
+                    path: path.clone(),
+                    reason: format!("whiteout {name:?} names no file (refused)"),
+                });
+            }
             let target = if dir.is_empty() {
                 hidden.to_string()
             } else {

@@ -3,6 +3,7 @@
 
 use super::gzip::GzipWriter;
 use super::HashingWriter;
+use crate::image::Digest;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -46,8 +47,8 @@ pub enum EntryBody {
 #[derive(Debug, Clone)]
 pub struct LayerFile {
     pub path: PathBuf,
-    pub digest: String,
-    pub diff_id: String,
+    pub digest: Digest,
+    pub diff_id: Digest,
     pub size: u64,
 }
 

@@ -7,6 +7,7 @@ mod transport;
 
 use crate::image::reference::Reference;
 use crate::image::spec::MANIFEST_ACCEPT;
+use crate::image::Digest;
 use auth::{parse_challenge, Challenge, Credential, Keychain};
 use base64::Engine;
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
@@ -85,7 +86,7 @@ pub enum Access {
 pub struct RawManifest {
     pub bytes: Vec<u8>,
     pub media_type: String,
-    pub digest: String,
+    pub digest: Digest,
 }
 
 /// Bytes moved so far, for the progress line on a terminal.
@@ -144,8 +145,8 @@ impl<'a> Scope<'a> {
     }
 }
 
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+pub fn sha256_digest(bytes: &[u8]) -> Digest {
+    Digest::sha256_of(bytes)
 }
 
 impl Registry {
@@ -519,8 +520,8 @@ impl Registry {
                     what: "manifest".into(),
                     registry: r.registry.clone(),
                     repository: r.repository.clone(),
-                    expected: want.clone(),
-                    actual: digest,
+                    expected: want.to_string(),
+                    actual: digest.to_string(),
                 });
             }
         }
@@ -802,10 +803,10 @@ impl Registry {
         target: &Reference,
         bytes: &[u8],
         media_type: &str,
-    ) -> Result<String, RegistryError> {
+    ) -> Result<Digest, RegistryError> {
         let scope = Scope::of(target, Access::Push);
         let digest = sha256_digest(bytes);
-        let object = target.tag.clone().unwrap_or_else(|| digest.clone());
+        let object = target.tag.clone().unwrap_or_else(|| digest.to_string());
         let op = format!("pushing manifest {object}");
         let path = format!("/v2/{}/manifests/{object}", target.repository);
         let body = bytes.to_vec();
