@@ -228,3 +228,146 @@ fn signals_clean_the_scratch_root() {
         assert!(tags.is_empty());
     }
 }
+
+/// Two destinations, the second refusing uploads: the first tag does not move,
+/// because manifests go up only once every destination has every blob.
+#[test]
+fn no_tag_moves_until_every_destination_has_every_blob() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let ctx = context(&format!("{}/base:1", reg.host));
+    let out = build_with(ctx.path(), &format!("{}/app:1", reg.host), &[]);
+    assert_ok(&out);
+    let before = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    let proxy = FaultProxy::start(&reg.host);
+    proxy.add(
+        "POST",
+        "/v2/second/blobs/uploads/",
+        Fault::Status(403, None),
+        100,
+    );
+    write_context(ctx.path(), &[("a.txt", "a new version\n")]);
+    let out = executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &format!("{}/app:1", reg.host),
+        "--destination",
+        &format!("{}/second:1", proxy.host),
+        "--skip-push-permission-check",
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must fail: {e}");
+    assert!(e.contains("403") && e.contains("second"), "{e}");
+    let raw = runtime()
+        .block_on(client().manifest(&reg.reference("app:1")))
+        .unwrap();
+    assert_eq!(
+        raw.digest, before,
+        "the first destination's tag did not move"
+    );
+
+    // Without --skip-push-permission-check the refusal comes before the build.
+    let out = executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &format!("{}/app:1", reg.host),
+        "--destination",
+        &format!("{}/second:1", proxy.host),
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("checking push access") && !e.contains("COPY"),
+        "{e}"
+    );
+}
+
+/// Blobs longer than their descriptors and manifests beyond 4 MiB are cut off.
+#[test]
+fn declared_sizes_are_enforced() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let raw = runtime()
+        .block_on(client().manifest(&reg.reference("base:1")))
+        .unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&raw.bytes).unwrap();
+    let first = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let proxy = FaultProxy::start(&reg.host);
+    // 64 MiB where the descriptor says about 1 MiB.
+    proxy.add(
+        "GET",
+        &format!("/v2/base/blobs/{first}"),
+        Fault::Body("application/octet-stream", vec![0u8; 64 << 20]),
+        100,
+    );
+    proxy.add(
+        "GET",
+        "/v2/huge/manifests/1",
+        Fault::Body(
+            "application/vnd.docker.distribution.manifest.v2+json",
+            vec![b' '; 5 << 20],
+        ),
+        100,
+    );
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(
+        ctx.path(),
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM scratch\nCOPY --from={}/base:1 /etc /etc\n",
+                proxy.host
+            ),
+        )],
+    );
+    let out = executor(&["--context", ctx.path().to_str().unwrap(), "--no-push"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && e.contains("Dockerfile:2")
+            && e.contains(&first)
+            && e.contains("larger than"),
+        "{e}"
+    );
+    write_context(
+        ctx.path(),
+        &[("Dockerfile", &format!("FROM {}/huge:1\n", proxy.host))],
+    );
+    let out = executor(&["--context", ctx.path().to_str().unwrap(), "--no-push"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && e.contains("Dockerfile:1")
+            && e.contains("larger than 4194304 bytes"),
+        "{e}"
+    );
+}
+
+/// A token endpoint's 503 and 429 are retried like the registry's own.
+#[test]
+fn token_endpoint_failures_are_retried() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let tokens = FaultProxy::start(&reg.host);
+    tokens.add("GET", "/token", Fault::Status(503, None), 1);
+    tokens.add("GET", "/token", Fault::Status(429, Some(0)), 1);
+    tokens.add(
+        "GET",
+        "/token",
+        Fault::Body("application/json", br#"{"token":"t0ken"}"#.to_vec()),
+        100,
+    );
+    let proxy = FaultProxy::start(&reg.host);
+    proxy.add(
+        "GET",
+        "/v2/",
+        Fault::Challenge(format!("http://{}/token", tokens.host)),
+        1,
+    );
+    let ctx = context(&format!("{}/base:1", proxy.host));
+    let out = executor(&["--context", ctx.path().to_str().unwrap(), "--no-push"]);
+    assert_ok(&out);
+    assert_eq!(tokens.count("GET /token"), 3, "two failures, then a token");
+}

@@ -96,6 +96,12 @@ fn find_dockerfile(flag: &str, context: &Path) -> Result<PathBuf> {
     )
 }
 
+/// BuildKit reads a Dockerfile as bytes: invalid UTF-8 does not stop the build.
+fn read_dockerfile(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 async fn run(cli: cli::Cli) -> Result<()> {
     kiln::log::configure(
         cli.log_format == "json",
@@ -119,8 +125,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
             .with_context(|| format!("--custom-platform {p}: expected os/arch[/variant]"))?,
         None => Platform::host(),
     };
-    let text = std::fs::read_to_string(&dockerfile)
-        .with_context(|| format!("reading {}", dockerfile.display()))?;
+    let text = read_dockerfile(&dockerfile)?;
     let df = parse_dockerfile(&text)?;
 
     let scratch_parent = cli.kaniko_dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -258,8 +263,14 @@ async fn run(cli: cli::Cli) -> Result<()> {
     let pushes = async {
         let mut names = Vec::new();
         if !cli.no_push {
+            // Every destination gets every blob before any tag moves.
             for d in &destinations {
-                let digest = publish::push(&session, d, &image, &s)
+                publish::push_blobs(&session, d, &image, &s)
+                    .await
+                    .with_context(|| format!("pushing {d}"))?;
+            }
+            for d in &destinations {
+                let digest = publish::push_manifest(&session, d, &s)
                     .await
                     .with_context(|| format!("pushing {d}"))?;
                 kiln::log_info!("pushed {d}@{digest}");
@@ -302,8 +313,7 @@ async fn warm(cli: cli::WarmerCli) -> Result<()> {
     };
     let mut images = cli.images.clone();
     if let Some(f) = &cli.dockerfile {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text = read_dockerfile(f)?;
         let df = parse_dockerfile(&text)?;
         let args = cli::key_values("build-arg", &cli.build_args, true)?;
         images.extend(build::base_images(&df, &args, &platform)?);

@@ -116,13 +116,15 @@ async fn ensure_layer(
     Ok("uploaded")
 }
 
-/// Pushes to one destination: every blob first (in parallel), the manifest last.
-pub async fn push(
+/// Gives one destination every blob of the image (in parallel). Manifests go up
+/// only once every destination has every blob (`push_manifest`), so a failure
+/// moves no tag anywhere.
+pub async fn push_blobs(
     session: &Session,
     dest: &Reference,
     image: &BuiltImage,
     s: &Serialized,
-) -> Result<Digest, PublishError> {
+) -> Result<(), PublishError> {
     let (registry, tmp) = (&session.registry, &session.blobs_dir);
     let layer_jobs = image.layers.iter().map(|l| async move {
         let how = ensure_layer(session, dest, l).await?;
@@ -149,11 +151,19 @@ pub async fn push(
     for r in layers {
         r?;
     }
-    config?;
-    let digest = registry
+    config
+}
+
+/// Puts the manifest under `dest`'s tag, after `push_blobs`.
+pub async fn push_manifest(
+    session: &Session,
+    dest: &Reference,
+    s: &Serialized,
+) -> Result<Digest, PublishError> {
+    Ok(session
+        .registry
         .put_manifest(dest, &s.manifest, s.manifest_media_type)
-        .await?;
-    Ok(digest)
+        .await?)
 }
 
 /// A layer's blob file: the build's own download of it when there was one

@@ -428,7 +428,7 @@ pub fn pull(reg: &TestRegistry, repo_tag: &str) -> Pulled {
         let manifest: Manifest = serde_json::from_slice(&raw.bytes).expect("manifest json");
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg_path = dir.path().join("config");
-        c.download_blob(&r, &manifest.config.digest, &cfg_path)
+        c.download_blob(&r, &manifest.config.digest, manifest.config.size, &cfg_path)
             .await
             .expect("config blob");
         let raw_config: serde_json::Value =
@@ -437,7 +437,7 @@ pub fn pull(reg: &TestRegistry, repo_tag: &str) -> Pulled {
         let mut files: BTreeMap<String, Flat> = BTreeMap::new();
         for (i, l) in manifest.layers.iter().enumerate() {
             let p = dir.path().join(format!("l{i}"));
-            c.download_blob(&r, &l.digest, &p)
+            c.download_blob(&r, &l.digest, l.size, &p)
                 .await
                 .expect("layer blob");
             flatten_layer(&p, &mut files);

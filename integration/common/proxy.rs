@@ -20,6 +20,8 @@ pub enum Fault {
     Corrupt,
     /// Answer 200 with this content type and body (a forged manifest, say).
     Body(&'static str, Vec<u8>),
+    /// Answer 401 with a Bearer challenge naming this token realm.
+    Challenge(String),
 }
 
 #[derive(Clone, Debug)]
@@ -148,6 +150,14 @@ fn handle(
             if method != "HEAD" {
                 client_w.write_all(body)?;
             }
+            let _ = client_w.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        Some(Fault::Challenge(realm)) => {
+            write!(
+                client_w,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
             let _ = client_w.shutdown(Shutdown::Both);
             return Ok(());
         }

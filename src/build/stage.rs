@@ -79,7 +79,10 @@ impl StageFs {
                     "downloading layer {digest} ({} bytes)",
                     layer.descriptor.size
                 );
-                session.registry.download_blob(r, digest, &part).await?;
+                session
+                    .registry
+                    .download_blob(r, digest, layer.descriptor.size, &part)
+                    .await?;
                 part.persist(&path)
                     .map_err(|e| BuildError::io(format!("storing blob {digest}"), e.error))?;
                 *verified = true;

@@ -8,7 +8,7 @@ pub mod key;
 use crate::image::spec::{Descriptor, ImageConfig, Manifest, MT_OCI_CONFIG, MT_OCI_MANIFEST};
 use crate::image::{Digest, Layer, LayerSource, Reference};
 use crate::layer::reader::Entry;
-use crate::registry::{sha256_digest, Access, Registry, RegistryError};
+use crate::registry::{sha256_digest, Access, Registry, RegistryError, MAX_CONFIG_BYTES};
 use key::CacheKey;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -142,7 +142,12 @@ impl Cache {
             .clone();
         let cfg_path = tmp.join(format!("cache-config-{tag}"));
         registry
-            .download_blob(&r, &m.config.digest, &cfg_path)
+            .download_blob(
+                &r,
+                &m.config.digest,
+                m.config.size.min(MAX_CONFIG_BYTES),
+                &cfg_path,
+            )
             .await?;
         let cfg: ImageConfig =
             serde_json::from_slice(&std::fs::read(&cfg_path).map_err(io("reading cache config"))?)
@@ -345,7 +350,7 @@ impl Cache {
         let m: Manifest = serde_json::from_slice(&raw.bytes).ok()?;
         let l = m.layers.first()?;
         let p = tmp.join(format!("index-{}", l.digest.file_name()));
-        if let Err(e) = registry.download_blob(&r, &l.digest, &p).await {
+        if let Err(e) = registry.download_blob(&r, &l.digest, l.size, &p).await {
             self.give_up("index download", &e);
             return None;
         }

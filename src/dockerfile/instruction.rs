@@ -269,15 +269,18 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
             if node.args.is_empty() {
                 return Err(at.error("ARG requires at least one argument"));
             }
-            Instruction::Arg(
-                node.args
-                    .iter()
-                    .map(|w| match w.split_once('=') {
-                        Some((k, v)) => (k.to_string(), Some(v.to_string())),
-                        None => (w.clone(), None),
-                    })
-                    .collect(),
-            )
+            let args: ArgList = node
+                .args
+                .iter()
+                .map(|w| match w.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (w.clone(), None),
+                })
+                .collect();
+            if args.iter().any(|(k, _)| k.is_empty()) {
+                return Err(at.error("ARG names can not be blank"));
+            }
+            Instruction::Arg(args)
         }
         "env" => Instruction::Env(triples(node, at)?),
         "label" => Instruction::Label(triples(node, at)?),
@@ -426,6 +429,15 @@ mod tests {
         );
         assert_eq!(c.from.as_deref(), Some("x"));
         assert_eq!(df.stages[1].steps[0].at.line, 5);
+    }
+
+    #[test]
+    fn blank_arg_names_are_refused_as_buildkit_does() {
+        let e = parse_dockerfile("FROM a\nARG =x\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.to_string().contains("ARG names can not be blank"), "{e}");
+        let e = parse_dockerfile("ARG A=1 =2\nFROM a\n").unwrap_err();
+        assert_eq!(e.line, 1);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::spec::{
     Descriptor, ImageConfig, Index, Manifest, Platform, MT_DOCKER_LIST, MT_OCI_INDEX,
 };
 use super::Digest;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Registry, RegistryError, MAX_CONFIG_BYTES};
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +102,12 @@ pub async fn fetch(
     };
     let cfg_path = tmp.join(format!("config-{}", manifest.config.digest.file_name()));
     registry
-        .download_blob(reference, &manifest.config.digest, &cfg_path)
+        .download_blob(
+            reference,
+            &manifest.config.digest,
+            manifest.config.size.min(MAX_CONFIG_BYTES),
+            &cfg_path,
+        )
         .await?;
     let cfg_bytes = std::fs::read(&cfg_path).map_err(|source| RemoteError::Io {
         op: format!("reading {}", cfg_path.display()),

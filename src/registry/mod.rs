@@ -53,6 +53,20 @@ pub enum RegistryError {
         registry: String,
         cause: String,
     },
+    #[error("{what} from {registry}/{repository} is larger than {limit} bytes (refused)")]
+    TooLarge {
+        what: String,
+        registry: String,
+        repository: String,
+        limit: u64,
+    },
+    #[error("{op} {registry}/{repository}: timed out (no data for {idle_secs} s)")]
+    TimedOut {
+        op: String,
+        registry: String,
+        repository: String,
+        idle_secs: u64,
+    },
     #[error("authenticating to {registry}: {reason}")]
     Auth { registry: String, reason: String },
     #[error(transparent)]
@@ -60,6 +74,15 @@ pub enum RegistryError {
     #[error("{op}: {source}")]
     Io { op: String, source: std::io::Error },
 }
+
+/// The largest manifest read (distribution refuses larger ones too).
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+/// A connection that sends no byte for this long is given up (and retried).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The largest image config read: it is held in memory.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// How to reach registries: which are plain HTTP or unverified TLS, how often to retry.
 #[derive(Debug, Clone, Default)]
@@ -156,7 +179,7 @@ impl Registry {
                 .danger_accept_invalid_certs(!verify)
                 .pool_max_idle_per_host(8)
                 .connect_timeout(Duration::from_secs(30))
-                .read_timeout(Duration::from_secs(300))
+                .read_timeout(IDLE_TIMEOUT)
                 .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|source| RegistryError::Http {
@@ -295,6 +318,12 @@ impl Registry {
                 registry: scope.registry.to_string(),
                 cause,
             },
+            None if source.is_timeout() => RegistryError::TimedOut {
+                op: op.to_string(),
+                registry: scope.registry.to_string(),
+                repository: scope.repository.to_string(),
+                idle_secs: IDLE_TIMEOUT.as_secs(),
+            },
             None => RegistryError::Http {
                 op: op.to_string(),
                 registry: scope.registry.to_string(),
@@ -361,12 +390,13 @@ impl Registry {
             params.push(("scope", format!("repository:{from}:pull")));
         }
         let client = self.client(scope.registry, scope.access);
-        let req = match self.keychain.credential(scope.registry)? {
+        let credential = self.keychain.credential(scope.registry)?;
+        let request = || match &credential {
             Some(Credential::IdentityToken(refresh)) => {
                 let mut form = params.clone();
                 form.extend([
                     ("grant_type", "refresh_token".to_string()),
-                    ("refresh_token", refresh),
+                    ("refresh_token", refresh.clone()),
                     ("client_id", "kiln".to_string()),
                 ]);
                 client.post(realm).form(&form)
@@ -377,15 +407,39 @@ impl Registry {
                 .basic_auth(username, Some(password)),
             None => client.get(realm).query(&params),
         };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| match transport::connect_failure(&e) {
-                Some(transport::ConnectFailure::Tls(cause)) => {
-                    fail(format!("token endpoint {realm}: {cause}"))
+        // The token endpoint gets the same retries as the registry itself.
+        let mut attempt = 0;
+        let resp = loop {
+            let retry_after = match request().send().await {
+                Ok(resp)
+                    if (resp.status().is_server_error()
+                        || resp.status() == StatusCode::TOO_MANY_REQUESTS)
+                        && attempt < self.opts.retries =>
+                {
+                    retry_after(resp.headers())
                 }
-                _ => fail(e.to_string()),
-            })?;
+                Ok(resp) => break resp,
+                Err(e) if attempt < self.opts.retries && Self::transient(&e) => None,
+                Err(e) => {
+                    return Err(match transport::connect_failure(&e) {
+                        Some(transport::ConnectFailure::Tls(cause)) => {
+                            fail(format!("token endpoint {realm}: {cause}"))
+                        }
+                        _ => fail(crate::log::one_line(&e)),
+                    })
+                }
+            };
+            let backoff =
+                retry_after.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))));
+            attempt += 1;
+            tracing_retry(
+                &format!("fetching a token from {realm} for"),
+                scope,
+                attempt,
+                backoff,
+            );
+            tokio::time::sleep(backoff).await;
+        };
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
@@ -490,7 +544,7 @@ impl Registry {
         let scope = Scope::of(r, Access::Pull);
         let op = format!("fetching manifest {}", r.object());
         let url_path = format!("/v2/{}/manifests/{}", r.repository, r.object());
-        let resp = self
+        let mut resp = self
             .send(&op, &scope, |c, base| {
                 Ok(c.get(format!("{base}{url_path}"))
                     .header("Accept", MANIFEST_ACCEPT))
@@ -507,12 +561,25 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .map(|s| s.split(';').next().unwrap_or(s).trim().to_string())
             .unwrap_or_default();
-        let bytes = resp.bytes().await.map_err(|source| RegistryError::Http {
-            op,
-            registry: r.registry.clone(),
-            repository: r.repository.clone(),
-            source,
-        })?;
+        // distribution's own limit for manifests; nothing larger is read.
+        let mut bytes = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if bytes.len() + chunk.len() > MAX_MANIFEST_BYTES {
+                        return Err(RegistryError::TooLarge {
+                            what: format!("manifest {}", r.object()),
+                            registry: r.registry.clone(),
+                            repository: r.repository.clone(),
+                            limit: MAX_MANIFEST_BYTES as u64,
+                        });
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(Self::request_error(&op, &scope, e)),
+            }
+        }
         let digest = sha256_digest(&bytes);
         if let Some(want) = &r.digest {
             if *want != digest {
@@ -538,7 +605,7 @@ impl Registry {
             media_type
         };
         Ok(RawManifest {
-            bytes: bytes.to_vec(),
+            bytes,
             media_type,
             digest,
         })
@@ -569,11 +636,13 @@ impl Registry {
         }
     }
 
-    /// Downloads a blob into `dest`, verifying its digest as it streams.
+    /// Downloads a blob into `dest`, verifying its digest as it streams and reading
+    /// no more than the descriptor's `size`.
     pub async fn download_blob(
         &self,
         r: &Reference,
-        digest: &str,
+        digest: &Digest,
+        size: u64,
         dest: &Path,
     ) -> Result<u64, RegistryError> {
         let scope = Scope::of(r, Access::Pull);
@@ -596,15 +665,23 @@ impl Registry {
             }
             let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
             let mut hasher = Sha256::new();
-            let mut size = 0u64;
+            let mut got = 0u64;
             loop {
                 match resp.chunk().await {
                     Ok(Some(chunk)) => {
                         self.transfer
                             .down
                             .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        got += chunk.len() as u64;
+                        if got > size {
+                            return Err(RegistryError::TooLarge {
+                                what: format!("blob {digest}"),
+                                registry: r.registry.clone(),
+                                repository: r.repository.clone(),
+                                limit: size,
+                            });
+                        }
                         hasher.update(&chunk);
-                        size += chunk.len() as u64;
                         file.write_all(&chunk).await.map_err(io)?;
                     }
                     Ok(None) => break,
@@ -618,24 +695,23 @@ impl Registry {
                 continue;
             }
             file.flush().await.map_err(io)?;
-            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-            if actual != digest {
+            let actual = Digest::from_sha256(hasher.finalize().into());
+            if actual != *digest {
                 return Err(RegistryError::DigestMismatch {
                     what: "blob".into(),
                     registry: r.registry.clone(),
                     repository: r.repository.clone(),
                     expected: digest.to_string(),
-                    actual,
+                    actual: actual.to_string(),
                 });
             }
-            return Ok(size);
+            return Ok(got);
         }
-        Err(RegistryError::Http {
-            op,
-            registry: r.registry.clone(),
-            repository: r.repository.clone(),
-            source: last_err.expect("loop ran at least once"),
-        })
+        Err(Self::request_error(
+            &op,
+            &scope,
+            last_err.expect("loop ran at least once"),
+        ))
     }
 
     /// Mounts a blob from another repository of the same registry; false if the
