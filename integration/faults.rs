@@ -149,6 +149,105 @@ fn corrupt_blobs_are_rejected_by_digest() {
 
 /// SIGTERM or SIGINT in the middle of a download: the executor exits non-zero,
 /// removes its scratch root and pushes nothing.
+/// Starts a build (with a `--kaniko-dir` of `scratch`) and returns once it is held
+/// in the proxy's delayed base download, its scratch root made.
+fn held_build(
+    reg: &TestRegistry,
+    proxy: &FaultProxy,
+    scratch: &std::path::Path,
+) -> (
+    tempfile::TempDir,
+    std::process::Child,
+    std::process::ChildStderr,
+    String,
+) {
+    let ctx = context(&format!("{}/base:1", proxy.host));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_executor"))
+        .args([
+            "--context",
+            ctx.path().to_str().unwrap(),
+            "--destination",
+            &format!("{}/app:1", reg.host),
+            "--kaniko-dir",
+            scratch.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let before = proxy.count("GET /v2/base/blobs/sha256:");
+    // Wait until the build logged its first step and is held in the delayed download.
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    while !seen.contains("FROM") {
+        let mut buf = [0u8; 256];
+        let n = std::io::Read::read(&mut err, &mut buf).unwrap();
+        assert!(n > 0, "executor ended early: {seen} {:?}", child.try_wait());
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    while proxy.count("GET /v2/base/blobs/sha256:") == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build never reached the delayed download"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let listing: Vec<_> = std::fs::read_dir(scratch)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    if listing.len() != 1 {
+        let _ = child.kill();
+        panic!(
+            "a scratch root exists while building: {listing:?} {} {seen}",
+            scratch.display()
+        );
+    }
+    (ctx, child, err, seen)
+}
+
+/// After `kill -9` the scratch root stays; the next build removes it (the lock
+/// of a dead process is free), and leaves a running build's alone.
+#[test]
+fn the_next_build_removes_what_kill_9_left() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let proxy = FaultProxy::start(&reg.host);
+    proxy.add(
+        "GET",
+        "/v2/base/blobs/sha256:",
+        Fault::Delay(Duration::from_secs(30)),
+        100,
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let (_ctx, mut killed, _err, _) = held_build(&reg, &proxy, scratch.path());
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let (_ctx2, mut running, _err2, _) = held_build(&reg, &proxy, scratch.path());
+    let left: Vec<_> = std::fs::read_dir(scratch.path())
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(left.len(), 1, "the killed build's dir is gone: {left:?}");
+    let ctx = context(&format!("{}/base:1", reg.host));
+    let out = executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--no-push",
+        "--kaniko-dir",
+        scratch.path().to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    assert_eq!(
+        std::fs::read_dir(scratch.path()).unwrap().count(),
+        1,
+        "the running build's dir is kept"
+    );
+    running.kill().unwrap();
+    running.wait().unwrap();
+}
+
 #[test]
 fn signals_clean_the_scratch_root() {
     let reg = TestRegistry::start();
@@ -164,50 +263,8 @@ fn signals_clean_the_scratch_root() {
         nix::sys::signal::Signal::SIGTERM,
         nix::sys::signal::Signal::SIGINT,
     ] {
-        let ctx = context(&format!("{}/base:1", proxy.host));
         let scratch = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_executor"))
-            .args([
-                "--context",
-                ctx.path().to_str().unwrap(),
-                "--destination",
-                &format!("{}/app:1", reg.host),
-                "--kaniko-dir",
-                scratch.path().to_str().unwrap(),
-            ])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let before = proxy.count("GET /v2/base/blobs/sha256:");
-        // Wait until the build logged its first step and is held in the delayed download.
-        let mut err = child.stderr.take().unwrap();
-        let mut seen = String::new();
-        while !seen.contains("FROM") {
-            let mut buf = [0u8; 256];
-            let n = std::io::Read::read(&mut err, &mut buf).unwrap();
-            assert!(n > 0, "executor ended early: {seen} {:?}", child.try_wait());
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-        while proxy.count("GET /v2/base/blobs/sha256:") == before {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the build never reached the delayed download"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let listing: Vec<_> = std::fs::read_dir(scratch.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        if listing.len() != 1 {
-            let _ = child.kill();
-            panic!(
-                "a scratch root exists while building: {listing:?} {} {seen}",
-                scratch.path().display()
-            );
-        }
+        let (_ctx, mut child, mut err, seen) = held_build(&reg, &proxy, scratch.path());
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
         let status = child.wait().unwrap();
         let mut rest = String::new();

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use kiln::layer::writer::LayerFile;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 enum Raw<'a> {
@@ -516,4 +517,87 @@ fn concurrent_builds_share_a_cache_dir() {
     assert!(leftovers.is_empty(), "no temp files left: {leftovers:?}");
     let pulled = pull(&reg, "shared-out-3:1");
     assert!(pulled.files.contains_key("copied-etc/passwd"));
+}
+
+/// `COPY --from` keeps the layer's owners and modes (BuildKit), whoever runs the
+/// executor: root, root with every capability dropped (a Pod with `drop: [ALL]`),
+/// or an unprivileged user. The unpack adapts to capabilities, not to the uid.
+#[test]
+fn copy_from_keeps_owners_and_modes_whatever_the_privileges() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let layer = make_layer(
+        dir.path(),
+        "l1",
+        &[
+            E::Dir("etc", 0o755),
+            E::Owned("etc/shadow", 0o640, 0, 42, b"root:*:1::::::\n".to_vec()),
+            E::Owned("etc/gshadow", 0o640, 0, 42, b"root:*::\n".to_vec()),
+            E::Owned("big-uid", 0o644, 3_000_000, 3_000_001, b"pax\n".to_vec()),
+            E::File("secret", 0o000, b"hidden\n".to_vec()),
+            E::Dir("ro", 0o555),
+            E::File("ro/inside", 0o444, b"inside\n".to_vec()),
+        ],
+    );
+    push_image(&reg, "owned:1", &[layer], serde_json::json!({}));
+    let setpriv = require("setpriv", "apt-get install util-linux");
+    let settings: [(&str, &[&str]); 3] = [
+        ("root", &[]),
+        (
+            "root without capabilities",
+            &["--bounding-set=-all", "--inh-caps=-all"],
+        ),
+        (
+            "uid 65532",
+            &[
+                "--reuid=65532",
+                "--regid=65532",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+            ],
+        ),
+    ];
+    for (i, (name, privs)) in settings.iter().enumerate() {
+        let work = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let ctx = work.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        write_context(
+            &ctx,
+            &[(
+                "Dockerfile",
+                &format!("FROM scratch\nCOPY --from={}/owned:1 / /\n", reg.host),
+            )],
+        );
+        let scratch = work.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let dest = format!("{}/owned-out:{i}", reg.host);
+        let out = std::process::Command::new(&setpriv)
+            .args(*privs)
+            .arg(env!("CARGO_BIN_EXE_executor"))
+            .args(["--context", ctx.to_str().unwrap(), "--destination", &dest])
+            .args(["--kaniko-dir", scratch.to_str().unwrap()])
+            .env("DOCKER_CONFIG", work.path())
+            .output()
+            .expect("run executor under setpriv");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let img = pull(&reg, &format!("owned-out:{i}"));
+        let f = |p: &str| {
+            let e = &img.files[p];
+            (e.mode, e.uid, e.gid)
+        };
+        assert_eq!(f("etc/shadow"), (0o640, 0, 42), "{name}");
+        assert_eq!(f("etc/gshadow"), (0o640, 0, 42), "{name}");
+        assert_eq!(f("big-uid"), (0o644, 3_000_000, 3_000_001), "{name}");
+        assert_eq!(f("secret"), (0o000, 0, 0), "{name}");
+        assert_eq!(f("ro"), (0o555, 0, 0), "{name}");
+        assert_eq!(f("ro/inside"), (0o444, 0, 0), "{name}");
+        assert_eq!(img.files["secret"].size, 7, "{name}: contents read");
+    }
 }

@@ -13,6 +13,7 @@ pub mod log;
 pub mod publish;
 pub mod registry;
 pub mod rootfs;
+pub mod scratch;
 
 #[cfg(test)]
 mod testdata;

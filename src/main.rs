@@ -129,11 +129,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
     let df = parse_dockerfile(&text)?;
 
     let scratch_parent = cli.kaniko_dir.clone().unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&scratch_parent)
-        .with_context(|| format!("creating {}", scratch_parent.display()))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("kiln-")
-        .tempdir_in(&scratch_parent)
+    let scratch = kiln::scratch::Scratch::create(&scratch_parent)
         .with_context(|| format!("creating a scratch dir in {}", scratch_parent.display()))?;
     let blobs_dir = scratch.path().join("blobs");
     std::fs::create_dir_all(&blobs_dir)?;

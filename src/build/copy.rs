@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 pub struct SourceTree<'a> {
     pub root: &'a Path,
     pub context: Option<&'a BuildContext>,
+    /// Owners and modes as the layers say (a stage or image source). Context files
+    /// have none: they belong to root, as in BuildKit.
+    pub headers: Option<&'a FsIndex>,
     /// How the source is named in messages (`build context`, `stage builder`).
     pub label: String,
 }
@@ -299,12 +302,20 @@ fn add_entry(
     links: &mut HashMap<(u64, u64), String>,
     top: bool,
 ) -> Result<(), BuildError> {
-    let (uid, gid) = req.owner.unwrap_or((0, 0));
+    let header = tree.headers.and_then(|index| {
+        host.strip_prefix(tree.root)
+            .ok()
+            .and_then(|rel| rel.to_str())
+            .and_then(|rel| index.get(rel))
+    });
+    let (uid, gid) = req
+        .owner
+        .unwrap_or_else(|| header.map_or((0, 0), |n| (n.uid, n.gid)));
     let ft = meta.file_type();
     // chmod(2) cannot change a symlink: --chmod leaves links at 0777.
     let mode = match req.chmod {
         Some(m) if !ft.is_symlink() => m,
-        _ => meta.mode() & 0o7777,
+        _ => header.map_or(meta.mode(), |n| n.mode) & 0o7777,
     };
     let m = EntryMeta {
         mode,

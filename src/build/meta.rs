@@ -198,6 +198,7 @@ pub(super) fn copy_key_inputs(
             let tree = SourceTree {
                 root: ctx.root(),
                 context: Some(ctx),
+                headers: None,
                 label: "build context".into(),
             };
             v.push(("sources", copy::digest_sources(&p.sources, &tree)?));
@@ -247,6 +248,7 @@ pub(super) async fn run_copy(
             let tree = SourceTree {
                 root: ctx.root(),
                 context: Some(ctx),
+                headers: None,
                 label: "build context".into(),
             };
             let index = st.fs.index(session).await?;
@@ -256,10 +258,11 @@ pub(super) async fn run_copy(
             let src = built
                 .get_mut(&j)
                 .ok_or_else(|| BuildError::Source(format!("stage {name} was not built")))?;
-            let root = src.fs.rootfs(session).await?;
+            let (root, headers) = src.fs.source_view(session).await?;
             let tree = SourceTree {
                 root: root.path(),
                 context: None,
+                headers: Some(headers),
                 label: format!("stage {name}"),
             };
             let index = st.fs.index(session).await?;
@@ -271,10 +274,11 @@ pub(super) async fn run_copy(
                 .join(format!("from-{}", image.manifest_digest.file_name()));
             let label = format!("image {}", image.reference);
             let mut fs = StageFs::new(image.layers, dir);
-            let root = fs.rootfs(session).await?;
+            let (root, headers) = fs.source_view(session).await?;
             let tree = SourceTree {
                 root: root.path(),
                 context: None,
+                headers: Some(headers),
                 label,
             };
             let index = st.fs.index(session).await?;

@@ -161,6 +161,21 @@ impl StageFs {
     }
 
     /// The unpacked root, applying every layer into this stage's scratch dir.
+    /// The unpacked root and the file index together, for reading a stage or image
+    /// as a COPY source: contents from the root, owners and modes from the index
+    /// (the layer headers), which an unprivileged unpack cannot reproduce on disk.
+    pub async fn source_view(
+        &mut self,
+        session: &Session,
+    ) -> Result<(&ScratchRoot, &FsIndex), BuildError> {
+        self.index(session).await?;
+        self.rootfs(session).await?;
+        match (&self.rootfs, &self.index) {
+            (Some(root), Some(index)) => Ok((root, index)),
+            _ => Err(BuildError::Source("stage filesystem not ready".into())),
+        }
+    }
+
     pub async fn rootfs(&mut self, session: &Session) -> Result<&ScratchRoot, BuildError> {
         if self.rootfs.is_none() {
             let dir = self.dir.join("rootfs");

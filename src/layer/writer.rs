@@ -18,6 +18,48 @@ pub enum WriteError {
     Finish { path: PathBuf, source: io::Error },
 }
 
+/// Opens a planned source file without following a final symlink, and only if it
+/// is still a regular file of the planned size.
+fn open_planned(path: &Path, size: u64) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() || m.len() != size {
+        return Err(io::Error::other(format!(
+            "changed while the build ran (planned a {size}-byte file, found {})",
+            if m.is_file() {
+                format!("{} bytes", m.len())
+            } else {
+                "something else".into()
+            }
+        )));
+    }
+    Ok(f)
+}
+
+/// Reads exactly `left` bytes; ending early is an error, never a short entry.
+struct ExactRead<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for ExactRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("shrank while being copied ({} bytes missing)", self.left),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// Metadata of one entry in a layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntryMeta {
@@ -108,16 +150,22 @@ impl LayerWriter {
             EntryBody::File { source, size } => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(*size);
-                let f = File::open(source).map_err(|source_err| WriteError::Source {
+                let f = open_planned(source, *size).map_err(|source_err| WriteError::Source {
                     path: source.clone(),
                     source: source_err,
                 })?;
-                // The size in the header is the promise; a file that changed size
-                // under us would corrupt the stream, so read exactly that many bytes.
-                let mut limited = f.take(*size);
+                // The size in the header is the promise: read exactly that many
+                // bytes, and fail if the file ends early (it shrank under us).
+                let mut exact = ExactRead {
+                    inner: f.take(*size),
+                    left: *size,
+                };
                 self.tar
-                    .append_data(&mut h, path, &mut limited)
-                    .map_err(err)
+                    .append_data(&mut h, path, &mut exact)
+                    .map_err(|e| WriteError::Source {
+                        path: source.clone(),
+                        source: e,
+                    })
             }
             EntryBody::Bytes(b) => {
                 h.set_entry_type(tar::EntryType::Regular);
@@ -181,6 +229,46 @@ mod tests {
             format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
         );
         assert_eq!(l.size, bytes.len() as u64);
+    }
+
+    #[test]
+    fn sources_that_changed_since_planning_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("f");
+        std::fs::write(&src, vec![7u8; 100]).unwrap();
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink(&src, &link).unwrap();
+        let meta = EntryMeta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        for (source, size, cause) in [
+            (
+                &src,
+                1_000_000u64,
+                "planned a 1000000-byte file, found 100 bytes",
+            ),
+            (&link, 100, "symbolic links"),
+        ] {
+            let mut w = LayerWriter::create(&dir.path().join("layer"), 6).unwrap();
+            let e = w
+                .append(
+                    "f",
+                    &meta,
+                    &EntryBody::File {
+                        source: source.clone(),
+                        size,
+                    },
+                )
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(cause) && e.contains(&source.display().to_string()),
+                "{e}"
+            );
+        }
     }
 
     #[test]

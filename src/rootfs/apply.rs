@@ -2,6 +2,7 @@
 //! [`resolve_in_root`] against the directory itself, and the last component is
 //! created without following links, so no entry can write outside the root.
 
+use super::caps::FileCaps;
 use super::{join_rel, split_parent};
 use crate::layer::reader::{self, Entry, Kind, ReadError, Whiteout};
 use std::collections::HashSet;
@@ -38,14 +39,14 @@ pub struct ApplyReport {
 /// A directory that layers are unpacked into.
 pub struct ScratchRoot {
     root: PathBuf,
-    as_root: bool,
+    caps: FileCaps,
 }
 
 impl ScratchRoot {
     pub fn new(root: &Path) -> ScratchRoot {
         ScratchRoot {
             root: root.to_path_buf(),
-            as_root: nix::unistd::geteuid().is_root(),
+            caps: FileCaps::effective(),
         }
     }
 
@@ -53,7 +54,7 @@ impl ScratchRoot {
     pub fn unprivileged(root: &Path) -> ScratchRoot {
         ScratchRoot {
             root: root.to_path_buf(),
-            as_root: false,
+            caps: FileCaps::none(),
         }
     }
 
@@ -190,7 +191,7 @@ impl ScratchRoot {
                 return Ok(());
             }
             Kind::Char(..) | Kind::Block(..) | Kind::Fifo => {
-                if !self.as_root && !matches!(e.kind, Kind::Fifo) {
+                if !self.caps.mknod && !matches!(e.kind, Kind::Fifo) {
                     report.skipped_devices += 1;
                     return Ok(());
                 }
@@ -238,7 +239,7 @@ impl ScratchRoot {
 
     fn set_meta(&self, host: &Path, e: &Entry, is_dir: bool) -> io::Result<()> {
         if matches!(e.kind, Kind::Symlink(_)) {
-            if self.as_root {
+            if self.caps.chown {
                 nix::unistd::fchownat(
                     None,
                     host,
@@ -250,7 +251,7 @@ impl ScratchRoot {
             }
             return Ok(());
         }
-        if self.as_root {
+        if self.caps.chown {
             nix::unistd::chown(
                 host,
                 Some(nix::unistd::Uid::from_raw(e.uid as u32)),
@@ -259,9 +260,10 @@ impl ScratchRoot {
             .map_err(io::Error::from)?;
         }
         let mut mode = e.mode & 0o7777;
-        if is_dir && !self.as_root {
-            // Unprivileged, the owner must keep the right to fill the directory.
-            mode |= 0o700;
+        if !self.caps.dac_override {
+            // Without CAP_DAC_OVERRIDE the owner must keep the right to fill a
+            // directory and read a file; the image's modes live in the file index.
+            mode |= if is_dir { 0o700 } else { 0o400 };
         }
         fs::set_permissions(host, fs::Permissions::from_mode(mode))
     }

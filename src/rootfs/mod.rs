@@ -5,6 +5,7 @@
 //! symlink chains never lead outside the root.
 
 pub mod apply;
+mod caps;
 pub mod index;
 
 #[derive(Debug, thiserror::Error)]

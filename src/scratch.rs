@@ -1,0 +1,94 @@
+//! The scratch root: one `kiln-*` directory per build under `--kaniko-dir` (or the
+//! temp dir), removed when the build ends. A build holds a lock on `.lock` inside
+//! it, so the next build can remove directories that a killed build (`kill -9`,
+//! an OOM kill) left behind without touching those of builds still running.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+const PREFIX: &str = "kiln-";
+const LOCK: &str = ".lock";
+/// A directory without a lock file may be a build between creating it and locking
+/// it; only one this old is taken for stale.
+const UNLOCKED_GRACE: Duration = Duration::from_secs(600);
+
+/// A build's scratch directory; removed on drop.
+pub struct Scratch {
+    // Field order: the directory goes before its lock is released.
+    dir: tempfile::TempDir,
+    _lock: File,
+}
+
+impl Scratch {
+    /// Removes stale scratch directories under `parent`, then makes a locked one.
+    pub fn create(parent: &Path) -> io::Result<Scratch> {
+        std::fs::create_dir_all(parent)?;
+        for stale in stale_dirs(parent) {
+            match std::fs::remove_dir_all(&stale) {
+                Ok(()) => crate::log_info!(
+                    "removed {}, left behind by a build that no longer runs",
+                    stale.display()
+                ),
+                Err(e) => crate::log_warn!("removing stale {}: {e}", stale.display()),
+            }
+        }
+        let dir = tempfile::Builder::new().prefix(PREFIX).tempdir_in(parent)?;
+        let lock = File::create(dir.path().join(LOCK))?;
+        lock.lock()?;
+        Ok(Scratch { dir, _lock: lock })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// `kiln-*` directories whose lock no live process holds.
+fn stale_dirs(parent: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .filter(|dir| match File::open(dir.join(LOCK)) {
+            // Getting the lock means its holder is gone; dropping `f` releases it.
+            Ok(f) => f.try_lock().is_ok(),
+            Err(_) => std::fs::metadata(dir)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > UNLOCKED_GRACE),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unlocked_scratch_dirs_are_stale() {
+        let parent = tempfile::tempdir().unwrap();
+        let dead = parent.path().join("kiln-dead");
+        std::fs::create_dir(&dead).unwrap();
+        File::create(dead.join(LOCK)).unwrap();
+        let fresh_unlocked = parent.path().join("kiln-starting");
+        std::fs::create_dir(&fresh_unlocked).unwrap();
+        let other = parent.path().join("not-kiln");
+        std::fs::create_dir(&other).unwrap();
+        File::create(other.join(LOCK)).unwrap();
+        let live = Scratch::create(parent.path()).unwrap();
+        assert!(!dead.exists(), "a dead build's dir is removed");
+        assert!(fresh_unlocked.exists(), "a just-made dir is left alone");
+        assert!(other.exists(), "only kiln-* dirs are touched");
+        let second = Scratch::create(parent.path()).unwrap();
+        assert!(live.path().exists(), "a live build's dir is left alone");
+        let p = second.path().to_path_buf();
+        drop(second);
+        assert!(!p.exists(), "removed on drop");
+    }
+}
