@@ -5,7 +5,8 @@ use crate::build::stage::StageFs;
 use crate::build::{BuiltImage, Session};
 use crate::image::remote::ManifestFormat;
 use crate::image::spec::{
-    Descriptor, Manifest, MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_CONFIG, MT_OCI_MANIFEST,
+    is_foreign, Descriptor, Manifest, MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_CONFIG,
+    MT_OCI_MANIFEST,
 };
 use crate::image::{Digest, Layer, LayerSource, Reference};
 use crate::registry::{sha256_digest, Access, RegistryError};
@@ -94,6 +95,10 @@ async fn ensure_layer(
 ) -> Result<&'static str, PublishError> {
     let registry = &session.registry;
     let digest = &layer.descriptor.digest;
+    if is_foreign(&layer.descriptor) {
+        // Registries may refuse them; pullers fetch them from their `urls`.
+        return Ok("foreign, not pushed");
+    }
     match &layer.source {
         LayerSource::Remote(src) if src.registry == dest.registry => {
             if src.repository == dest.repository

@@ -51,6 +51,9 @@ pub struct RegistrySpec<'a> {
     pub storage: Option<PathBuf>,
     /// Run inside this network namespace (`ip netns exec`).
     pub netns: Option<&'a str>,
+    /// Accept manifests whose foreign layers name `urls` (distribution refuses them
+    /// unless told which URLs to allow).
+    pub foreign_urls: bool,
 }
 
 impl TestRegistry {
@@ -108,6 +111,11 @@ impl TestRegistry {
             ),
             None => String::new(),
         };
+        let validation = if spec.foreign_urls {
+            "validation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n"
+        } else {
+            ""
+        };
         let storage = spec
             .storage
             .clone()
@@ -115,7 +123,7 @@ impl TestRegistry {
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth_section}http:\n  addr: {addr}\n{tls_section}",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth_section}{validation}http:\n  addr: {addr}\n{tls_section}",
                 storage.display()
             ),
         )
@@ -289,12 +297,38 @@ pub fn push_image(
     layers: &[kiln::layer::writer::LayerFile],
     config_extra: serde_json::Value,
 ) -> String {
+    let plain: Vec<PushLayer<'_>> = layers
+        .iter()
+        .map(|file| PushLayer {
+            file,
+            media_type: MT_DOCKER_LAYER,
+            urls: None,
+        })
+        .collect();
+    push_image_layers(reg, repo_tag, &plain, config_extra)
+}
+
+/// A layer to push with its media type; a layer with `urls` is foreign and its
+/// blob is not uploaded.
+pub struct PushLayer<'a> {
+    pub file: &'a kiln::layer::writer::LayerFile,
+    pub media_type: &'a str,
+    pub urls: Option<Vec<String>>,
+}
+
+pub fn push_image_layers(
+    reg: &TestRegistry,
+    repo_tag: &str,
+    pushed: &[PushLayer<'_>],
+    config_extra: serde_json::Value,
+) -> String {
     let rt = runtime();
     let c = client();
     let r = reg.reference(repo_tag);
+    let layers: Vec<&kiln::layer::writer::LayerFile> = pushed.iter().map(|p| p.file).collect();
     rt.block_on(async {
-        for l in layers {
-            c.upload_blob(&r, &l.digest, &l.path).await.expect("upload layer");
+        for p in pushed.iter().filter(|p| p.urls.is_none()) {
+            c.upload_blob(&r, &p.file.digest, &p.file.path).await.expect("upload layer");
         }
         let mut cfg = serde_json::json!({
             "architecture": "amd64",
@@ -317,9 +351,9 @@ pub fn push_image(
             schema_version: 2,
             media_type: Some(MT_DOCKER_MANIFEST.into()),
             config: Descriptor { media_type: MT_DOCKER_CONFIG.into(), digest: cfg_digest, size: cfg_bytes.len() as u64, platform: None, annotations: None, urls: None },
-            layers: layers
+            layers: pushed
                 .iter()
-                .map(|l| Descriptor { media_type: MT_DOCKER_LAYER.into(), digest: l.digest.clone(), size: l.size, platform: None, annotations: None, urls: None })
+                .map(|p| Descriptor { media_type: p.media_type.into(), digest: p.file.digest.clone(), size: p.file.size, platform: None, annotations: None, urls: p.urls.clone() })
                 .collect(),
             annotations: None,
         };

@@ -2,6 +2,7 @@
 //! root made only when a step needs them.
 
 use super::{BuildError, Session};
+use crate::image::spec::is_foreign;
 use crate::image::{Digest, Layer, LayerSource};
 use crate::layer::reader::{self, Entry, Kind, Whiteout};
 use crate::layer::writer::{EntryBody, EntryMeta, LayerWriter};
@@ -79,10 +80,21 @@ impl StageFs {
                     "downloading layer {digest} ({} bytes)",
                     layer.descriptor.size
                 );
-                session
-                    .registry
-                    .download_blob(r, digest, layer.descriptor.size, &part)
-                    .await?;
+                let size = layer.descriptor.size;
+                match layer.descriptor.urls.as_deref().unwrap_or_default() {
+                    [url, ..] if is_foreign(&layer.descriptor) => {
+                        session
+                            .registry
+                            .download_url(r, url, digest, size, &part)
+                            .await?
+                    }
+                    _ => {
+                        session
+                            .registry
+                            .download_blob(r, digest, size, &part)
+                            .await?
+                    }
+                };
                 part.persist(&path)
                     .map_err(|e| BuildError::io(format!("storing blob {digest}"), e.error))?;
                 *verified = true;

@@ -3,7 +3,7 @@
 
 use super::reference::Reference;
 use super::spec::{
-    Descriptor, ImageConfig, Index, Manifest, Platform, MT_DOCKER_LIST, MT_OCI_INDEX,
+    is_index, is_layer, is_schema1, Descriptor, ImageConfig, Index, Manifest, Platform,
 };
 use super::Digest;
 use crate::registry::{Registry, RegistryError, MAX_CONFIG_BYTES};
@@ -24,6 +24,8 @@ pub enum RemoteError {
     #[error("{op}: {source}")]
     Io { op: String, source: std::io::Error },
 }
+
+const MAX_INDEX_DEPTH: usize = 4;
 
 /// Where a layer's bytes are.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,13 +74,32 @@ pub async fn fetch(
         reason,
     };
     let mut raw = registry.manifest(reference).await?;
-    if raw.media_type == MT_DOCKER_LIST || raw.media_type == MT_OCI_INDEX {
+    // An index may hold indexes (BuildKit follows them); a few levels are plenty.
+    for _ in 0..MAX_INDEX_DEPTH {
+        if is_schema1(&raw.media_type, &raw.bytes) {
+            return Err(invalid(
+                "schema 1 manifests are not supported; push the image again with a current client"
+                    .into(),
+            ));
+        }
+        if !is_index(&raw.media_type) {
+            break;
+        }
         let index: Index =
             serde_json::from_slice(&raw.bytes).map_err(|e| invalid(format!("bad index: {e}")))?;
+        let matching = |d: &&Descriptor| d.platform.as_ref().is_some_and(|p| p.matches(platform));
         let chosen = index
             .manifests
             .iter()
-            .find(|d| d.platform.as_ref().is_some_and(|p| p.matches(platform)))
+            .filter(|d| !is_index(&d.media_type))
+            .find(matching)
+            .or_else(|| {
+                index
+                    .manifests
+                    .iter()
+                    .filter(|d| is_index(&d.media_type))
+                    .find(|d| d.platform.is_none() || matching(d))
+            })
             .ok_or_else(|| RemoteError::NoPlatform {
                 reference: reference.to_string(),
                 platform: platform.to_string(),
@@ -92,6 +113,11 @@ pub async fn fetch(
         raw = registry
             .manifest(&reference.with_object(None, Some(chosen.digest.clone())))
             .await?;
+    }
+    if is_index(&raw.media_type) {
+        return Err(invalid(format!(
+            "indexes nested more than {MAX_INDEX_DEPTH} deep"
+        )));
     }
     let manifest: Manifest = serde_json::from_slice(&raw.bytes)
         .map_err(|e| invalid(format!("bad manifest ({}): {e}", raw.media_type)))?;
@@ -115,6 +141,12 @@ pub async fn fetch(
     })?;
     let config: ImageConfig =
         serde_json::from_slice(&cfg_bytes).map_err(|e| invalid(format!("bad config: {e}")))?;
+    if let Some(d) = manifest.layers.iter().find(|d| !is_layer(&d.media_type)) {
+        return Err(invalid(format!(
+            "layer {} has media type {:?}, which is not a layer Kiln reads",
+            d.digest, d.media_type
+        )));
+    }
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
         return Err(invalid(format!(
             "config lists {} diff_ids but the manifest {} layers",

@@ -230,9 +230,32 @@ impl ContainerConfig {
     }
 }
 
-/// Whether a layer media type is gzip-compressed tar (the only kind Kiln reads today).
-pub fn is_gzip_layer(mt: &str) -> bool {
-    matches!(mt, MT_DOCKER_LAYER | MT_DOCKER_FOREIGN | MT_OCI_LAYER) || mt.ends_with("tar.gzip")
+/// Whether a media type names a layer Kiln can read (tar, plain, gzip or zstd).
+pub fn is_layer(mt: &str) -> bool {
+    matches!(
+        mt,
+        MT_DOCKER_LAYER | MT_DOCKER_FOREIGN | MT_OCI_LAYER | MT_OCI_LAYER_TAR | MT_OCI_LAYER_ZSTD
+    ) || mt.starts_with("application/vnd.oci.image.layer.nondistributable.v1.tar")
+}
+
+/// Whether a layer may not be pushed: foreign (Windows base) and non-distributable
+/// layers live at their `urls`.
+pub fn is_foreign(d: &Descriptor) -> bool {
+    d.media_type == MT_DOCKER_FOREIGN || d.media_type.contains(".nondistributable.")
+}
+
+/// Whether a manifest is an index (a list of per-platform manifests).
+pub fn is_index(mt: &str) -> bool {
+    mt == MT_DOCKER_LIST || mt == MT_OCI_INDEX
+}
+
+/// Whether manifest bytes are Docker's long-retired schema 1.
+pub fn is_schema1(media_type: &str, bytes: &[u8]) -> bool {
+    media_type.starts_with("application/vnd.docker.distribution.manifest.v1")
+        || serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .and_then(|v| v.get("schemaVersion").and_then(Value::as_u64))
+            == Some(1)
 }
 
 #[cfg(test)]

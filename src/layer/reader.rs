@@ -70,6 +70,51 @@ fn blank(field: &[u8]) -> bool {
     field.iter().all(|&b| b == 0 || b == b' ')
 }
 
+/// How a layer (or archive) is compressed, by its first bytes: media types can
+/// lie, magic numbers cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn sniff(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
+/// The uncompressed tar stream of a layer blob (plain, gzip or zstd).
+pub fn open_decompressed(path: &Path) -> io::Result<Box<dyn Read>> {
+    let mut head = [0u8; 4];
+    let mut file = File::open(path)?;
+    let n = read_full(&mut file, &mut head)?;
+    let file = BufReader::with_capacity(1 << 20, File::open(path)?);
+    Ok(match Compression::sniff(&head[..n]) {
+        Compression::Gzip => Box::new(GzDecoder::new(file)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(file)?),
+        Compression::None => Box::new(file),
+    })
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
 /// Calls `f` for every entry of the layer at `path`, with a reader for its bytes.
 pub fn for_each_entry<F>(path: &Path, label: &str, mut f: F) -> Result<(), ReadError>
 where
@@ -79,15 +124,7 @@ where
         layer: label.to_string(),
         source,
     };
-    let mut file = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err)?);
-    let mut magic = [0u8; 2];
-    let n = file.get_mut().read(&mut magic).map_err(io_err)?;
-    let file = File::open(path).map_err(io_err)?;
-    let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
-        Box::new(GzDecoder::new(BufReader::with_capacity(1 << 20, file)))
-    } else {
-        Box::new(BufReader::with_capacity(1 << 20, file))
-    };
+    let reader = open_decompressed(path).map_err(io_err)?;
     for_each_in_stream(reader, label, &mut f)
 }
 

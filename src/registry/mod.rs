@@ -648,6 +648,50 @@ impl Registry {
         let scope = Scope::of(r, Access::Pull);
         let op = format!("downloading blob {digest}");
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
+        self.download_verified(&op, &scope, digest, size, dest, || {
+            self.send(&op, &scope, |c, base| Ok(c.get(format!("{base}{path}"))))
+        })
+        .await
+    }
+
+    /// Downloads a foreign layer from one of its descriptor's `urls` (never with the
+    /// registry's credentials), verified like any blob.
+    pub async fn download_url(
+        &self,
+        r: &Reference,
+        url: &str,
+        digest: &Digest,
+        size: u64,
+        dest: &Path,
+    ) -> Result<u64, RegistryError> {
+        let scope = Scope::of(r, Access::Pull);
+        let op = format!("downloading foreign layer {digest} from {url}");
+        let client = self.client(&r.registry, Access::Pull);
+        self.download_verified(&op, &scope, digest, size, dest, || async {
+            client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| Self::request_error(&op, &scope, e))
+        })
+        .await
+    }
+
+    /// Streams the response of `fetch` into `dest`, hashing as it goes; a body cut
+    /// short is fetched again, within the retry budget.
+    async fn download_verified<F, Fut>(
+        &self,
+        op: &str,
+        scope: &Scope<'_>,
+        digest: &Digest,
+        size: u64,
+        dest: &Path,
+        fetch: F,
+    ) -> Result<u64, RegistryError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Response, RegistryError>>,
+    {
         let io = |source| RegistryError::Io {
             op: format!("writing {}", dest.display()),
             source,
@@ -655,13 +699,11 @@ impl Registry {
         let mut last_err = None;
         for _ in 0..=self.opts.retries {
             last_err = None;
-            let mut resp = self
-                .send(&op, &scope, |c, base| Ok(c.get(format!("{base}{path}"))))
-                .await?;
+            let mut resp = fetch().await?;
             if !resp.status().is_success() {
                 let status = resp.status();
                 let body = resp.text().await.unwrap_or_default();
-                return Err(Self::status_error(&op, &scope, status, body));
+                return Err(Self::status_error(op, scope, status, body));
             }
             let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
             let mut hasher = Sha256::new();
@@ -676,8 +718,8 @@ impl Registry {
                         if got > size {
                             return Err(RegistryError::TooLarge {
                                 what: format!("blob {digest}"),
-                                registry: r.registry.clone(),
-                                repository: r.repository.clone(),
+                                registry: scope.registry.to_string(),
+                                repository: scope.repository.to_string(),
                                 limit: size,
                             });
                         }
@@ -699,8 +741,8 @@ impl Registry {
             if actual != *digest {
                 return Err(RegistryError::DigestMismatch {
                     what: "blob".into(),
-                    registry: r.registry.clone(),
-                    repository: r.repository.clone(),
+                    registry: scope.registry.to_string(),
+                    repository: scope.repository.to_string(),
                     expected: digest.to_string(),
                     actual: actual.to_string(),
                 });
@@ -708,8 +750,8 @@ impl Registry {
             return Ok(got);
         }
         Err(Self::request_error(
-            &op,
-            &scope,
+            op,
+            scope,
             last_err.expect("loop ran at least once"),
         ))
     }
