@@ -428,3 +428,70 @@ fn token_endpoint_failures_are_retried() {
     assert_ok(&out);
     assert_eq!(tokens.count("GET /token"), 3, "two failures, then a token");
 }
+
+/// SIGTERM while every worker is busy compressing a large layer: the executor
+/// still exits promptly (Kubernetes' grace period is 30 s) and removes its scratch.
+#[test]
+fn sigterm_during_compression_exits_promptly() {
+    let ctx = tempfile::tempdir().unwrap();
+    // 800 MB of compressible text: deflating it keeps both cores busy for seconds.
+    // One 1 MiB block repeated: deflate's 32 KiB window never sees the repeats.
+    {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let block: Vec<u8> = (0..1 << 20)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 64 == 63 {
+                    b'\n'
+                } else {
+                    b'a' + (x % 16) as u8
+                }
+            })
+            .collect();
+        let mut f = std::fs::File::create(ctx.path().join("big.txt")).unwrap();
+        for _ in 0..800 {
+            std::io::Write::write_all(&mut f, &block).unwrap();
+        }
+    }
+    write_context(
+        ctx.path(),
+        &[("Dockerfile", "FROM scratch\nCOPY big.txt /big.txt\n")],
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_executor"))
+        .args(["--context", ctx.path().to_str().unwrap(), "--no-push"])
+        .args(["--kaniko-dir", scratch.path().to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    while !seen.contains("COPY big.txt") {
+        let mut buf = [0u8; 256];
+        let n = std::io::Read::read(&mut err, &mut buf).unwrap();
+        assert!(n > 0, "executor ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(child.try_wait().unwrap().is_none(), "still compressing");
+    let sent = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let took = sent.elapsed();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+    assert_eq!(
+        std::fs::read_dir(scratch.path()).unwrap().count(),
+        0,
+        "scratch root removed"
+    );
+}

@@ -31,33 +31,53 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let cleanup = kiln::scratch::Cleanup::default();
+    // The work runs as its own task, so this thread sees a signal even while every
+    // worker is busy compressing or unpacking.
+    let work = {
+        let cleanup = cleanup.clone();
+        runtime.spawn(async move {
+            if warmer {
+                let mut rest = args.clone();
+                rest.remove(1);
+                warm(cli::WarmerCli::parse_from(rest), &cleanup).await
+            } else {
+                run(cli::Cli::parse_from(args.clone()), &cleanup).await
+            }
+        })
+    };
     let code = runtime.block_on(async {
         let signals = shutdown_signal();
         tokio::select! {
-            r = async {
-                if warmer {
-                    let mut rest = args.clone();
-                    rest.remove(1);
-                    warm(cli::WarmerCli::parse_from(rest)).await
-                } else {
-                    run(cli::Cli::parse_from(args.clone())).await
-                }
-            } => match r {
-                Ok(()) => 0,
-                Err(e) => {
+            r = work => match r {
+                Ok(Ok(())) => Some(0),
+                Ok(Err(e)) => {
                     kiln::log_error!("{}", kiln::log::one_line(e.as_ref()));
-                    1
+                    Some(1)
+                }
+                Err(e) => {
+                    kiln::log_error!("the build stopped: {e}");
+                    Some(1)
                 }
             },
-            _ = signals => {
-                kiln::log_error!("interrupted: the scratch root is removed and no manifest was pushed after this point");
-                130
-            }
+            _ = signals => None,
         }
     });
-    // Dropping the runtime drops the build (and its scratch TempDir) first.
-    drop(runtime);
-    std::process::exit(code);
+    match code {
+        Some(code) => {
+            // Dropping the runtime drops the build (and its scratch dir) first.
+            drop(runtime);
+            std::process::exit(code);
+        }
+        None => {
+            // Threads busy in CPU-bound work are not waited for: the scratch root
+            // goes now, and the process with them.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+            cleanup.remove_all();
+            kiln::log_error!("interrupted: the scratch root is removed and no manifest was pushed after this point");
+            std::process::exit(130);
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT. The handlers are installed when this is called,
@@ -102,7 +122,7 @@ fn read_dockerfile(path: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-async fn run(cli: cli::Cli) -> Result<()> {
+async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     kiln::log::configure(
         cli.log_format == "json",
         matches!(cli.verbosity.as_str(), "debug" | "trace"),
@@ -129,7 +149,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
     let df = parse_dockerfile(&text)?;
 
     let scratch_parent = cli.kaniko_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let scratch = kiln::scratch::Scratch::create(&scratch_parent)
+    let scratch = kiln::scratch::Scratch::create(&scratch_parent, cleanup)
         .with_context(|| format!("creating a scratch dir in {}", scratch_parent.display()))?;
     let blobs_dir = scratch.path().join("blobs");
     std::fs::create_dir_all(&blobs_dir)?;
@@ -301,7 +321,7 @@ async fn run(cli: cli::Cli) -> Result<()> {
 
 /// `executor warmer`: downloads base layers and computes their file indexes into
 /// `--cache-dir`, so builds with that directory download no base layer.
-async fn warm(cli: cli::WarmerCli) -> Result<()> {
+async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     let platform = match &cli.custom_platform {
         Some(p) => Platform::parse(p)
             .with_context(|| format!("--custom-platform {p}: expected os/arch[/variant]"))?,
@@ -319,9 +339,7 @@ async fn warm(cli: cli::WarmerCli) -> Result<()> {
     }
     std::fs::create_dir_all(&cli.cache_dir)
         .with_context(|| format!("creating {}", cli.cache_dir.display()))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("kiln-warmer-")
-        .tempdir_in(&cli.cache_dir)?;
+    let scratch = kiln::scratch::Scratch::create(&cli.cache_dir, cleanup)?;
     let registry = Registry::new(
         RegistryOptions {
             insecure_pull: cli.insecure_pull,

@@ -14,6 +14,28 @@ const LOCK: &str = ".lock";
 /// it; only one this old is taken for stale.
 const UNLOCKED_GRACE: Duration = Duration::from_secs(600);
 
+/// The scratch directories of this process, for removal when a signal ends it
+/// while a thread is still busy (and so never drops its `Scratch`).
+#[derive(Debug, Clone, Default)]
+pub struct Cleanup(std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>);
+
+impl Cleanup {
+    fn register(&self, dir: &Path) {
+        self.paths().push(dir.to_path_buf());
+    }
+
+    /// Removes every registered directory that still exists.
+    pub fn remove_all(&self) {
+        for dir in self.paths().drain(..) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    fn paths(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A build's scratch directory; removed on drop.
 pub struct Scratch {
     // Field order: the directory goes before its lock is released.
@@ -23,7 +45,7 @@ pub struct Scratch {
 
 impl Scratch {
     /// Removes stale scratch directories under `parent`, then makes a locked one.
-    pub fn create(parent: &Path) -> io::Result<Scratch> {
+    pub fn create(parent: &Path, cleanup: &Cleanup) -> io::Result<Scratch> {
         std::fs::create_dir_all(parent)?;
         for stale in stale_dirs(parent) {
             match std::fs::remove_dir_all(&stale) {
@@ -35,6 +57,7 @@ impl Scratch {
             }
         }
         let dir = tempfile::Builder::new().prefix(PREFIX).tempdir_in(parent)?;
+        cleanup.register(dir.path());
         let lock = File::create(dir.path().join(LOCK))?;
         lock.lock()?;
         Ok(Scratch { dir, _lock: lock })
@@ -81,11 +104,11 @@ mod tests {
         let other = parent.path().join("not-kiln");
         std::fs::create_dir(&other).unwrap();
         File::create(other.join(LOCK)).unwrap();
-        let live = Scratch::create(parent.path()).unwrap();
+        let live = Scratch::create(parent.path(), &Cleanup::default()).unwrap();
         assert!(!dead.exists(), "a dead build's dir is removed");
         assert!(fresh_unlocked.exists(), "a just-made dir is left alone");
         assert!(other.exists(), "only kiln-* dirs are touched");
-        let second = Scratch::create(parent.path()).unwrap();
+        let second = Scratch::create(parent.path(), &Cleanup::default()).unwrap();
         assert!(live.path().exists(), "a live build's dir is left alone");
         let p = second.path().to_path_buf();
         drop(second);
