@@ -601,3 +601,101 @@ fn copy_from_keeps_owners_and_modes_whatever_the_privileges() {
         assert_eq!(img.files["secret"].size, 7, "{name}: contents read");
     }
 }
+
+/// A gzip'd tar with the given (path, is_dir) entries, long names as GNU/PAX allow.
+fn long_name_layer(dir: &Path, name: &str, entries: &[(String, bool)]) -> LayerFile {
+    let mut tar_bytes = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut tar_bytes);
+        for (path, is_dir) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(if *is_dir {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
+            h.set_mode(if *is_dir { 0o755 } else { 0o644 });
+            let data: &[u8] = if *is_dir { b"" } else { b"deep\n" };
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, path, data).expect("append");
+        }
+        b.finish().expect("finish");
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar_bytes).unwrap();
+    let blob = gz.finish().unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, &blob).unwrap();
+    LayerFile {
+        path,
+        digest: kiln::image::Digest::sha256_of(&blob),
+        diff_id: kiln::image::Digest::sha256_of(&tar_bytes),
+        size: blob.len() as u64,
+    }
+}
+
+/// Cost grows linearly with depth: 1,900 nested directories unpack well within a
+/// minute (each entry used to re-check every ancestor on disk: minutes), and a
+/// path longer than PATH_MAX is refused by name instead of filling memory.
+#[test]
+fn deep_trees_unpack_in_linear_time() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut entries = Vec::new();
+    let mut p = String::from("deep");
+    // 1,900 levels: 3,800 bytes, within PATH_MAX with the scratch root in front.
+    for _ in 0..1900 {
+        entries.push((p.clone(), true));
+        p.push_str("/d");
+    }
+    entries.push((format!("{p}/leaf"), false));
+    let deep = long_name_layer(dir.path(), "deep", &entries);
+    push_image(&reg, "deep:1", &[deep], serde_json::json!({}));
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(
+        ctx.path(),
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM scratch\nCOPY --from={}/deep:1 /deep /deep\n",
+                reg.host
+            ),
+        )],
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_executor"))
+        .args(["--context", ctx.path().to_str().unwrap(), "--no-push"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("1,900 nested directories took over a minute to unpack");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let too_long = format!("{}/f", "x/".repeat(2100));
+    let long = long_name_layer(dir.path(), "long", &[(too_long, false)]);
+    push_image(&reg, "long:1", &[long], serde_json::json!({}));
+    write_context(
+        ctx.path(),
+        &[(
+            "Dockerfile",
+            &format!("FROM scratch\nCOPY --from={}/long:1 / /x/\n", reg.host),
+        )],
+    );
+    let out = executor(&["--context", ctx.path().to_str().unwrap(), "--no-push"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("Dockerfile:2") && e.contains("longer than 4096 bytes"),
+        "{e}"
+    );
+}

@@ -23,6 +23,9 @@ fn main() {
     let warmer = args.get(1).is_some_and(|a| a == "warmer");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Directory walks recurse once per level; paths may be 4096 bytes deep
+        // (2,048 levels). Untouched stack costs no memory.
+        .thread_stack_size(32 << 20)
         .build()
     {
         Ok(r) => r,

@@ -51,6 +51,9 @@ pub struct Entry {
     pub whiteout: Option<Whiteout>,
 }
 
+/// The longest entry path read (Linux's PATH_MAX).
+pub const MAX_PATH_BYTES: usize = 4096;
+
 /// Lexically cleans a path as if rooted at `/`: `..` cannot climb above the root.
 pub fn clean_rooted(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
@@ -148,6 +151,15 @@ where
             path: raw_path.clone(),
             reason,
         };
+        // No file system takes a longer path (PATH_MAX); refusing it keeps the
+        // index's memory linear in the layer's size.
+        if path.len() > MAX_PATH_BYTES {
+            return Err(ReadError::Entry {
+                layer: label.to_string(),
+                path: format!("{}…", path.chars().take(64).collect::<String>()),
+                reason: format!("path longer than {MAX_PATH_BYTES} bytes (refused)"),
+            });
+        }
         // Blank numeric fields read as 0, as Go's archive/tar (Docker, BuildKit) reads them.
         let old = h.as_old();
         let mode = if blank(&old.mode) {

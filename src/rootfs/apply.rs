@@ -36,6 +36,29 @@ pub struct ApplyReport {
     pub skipped_devices: usize,
 }
 
+/// What one layer's application has seen so far.
+#[derive(Default)]
+struct LayerState {
+    /// Paths this layer wrote (an opaque whiteout keeps them).
+    written: HashSet<String>,
+    /// Paths known to be real directories, every component of them too.
+    real_dirs: HashSet<String>,
+    report: ApplyReport,
+}
+
+impl LayerState {
+    /// `rel` is being removed or replaced: it and what is below it are no longer
+    /// known directories.
+    fn forget_dirs_under(&mut self, rel: &str) {
+        if self.real_dirs.is_empty() {
+            return;
+        }
+        let below = format!("{rel}/");
+        self.real_dirs
+            .retain(|d| d != rel && !d.starts_with(&below));
+    }
+}
+
 /// A directory that layers are unpacked into.
 pub struct ScratchRoot {
     root: PathBuf,
@@ -78,10 +101,9 @@ impl ScratchRoot {
 
     /// Unpacks one layer blob.
     pub fn apply_layer(&self, blob: &Path, label: &str) -> Result<ApplyReport, ApplyError> {
-        let mut written = HashSet::new();
-        let mut report = ApplyReport::default();
+        let mut st = LayerState::default();
         reader::for_each_entry(blob, label, |e, data| {
-            self.apply_entry(&e, data, &mut written, &mut report, label)
+            self.apply_entry(&e, data, &mut st, label)
                 .map_err(|err| match err {
                     ApplyError::Read(r) => r,
                     other => ReadError::Entry {
@@ -91,15 +113,14 @@ impl ScratchRoot {
                     },
                 })
         })?;
-        Ok(report)
+        Ok(st.report)
     }
 
     fn apply_entry(
         &self,
         e: &Entry,
         data: &mut dyn Read,
-        written: &mut HashSet<String>,
-        report: &mut ApplyReport,
+        st: &mut LayerState,
         label: &str,
     ) -> Result<(), ApplyError> {
         let io_err = |path: &str| {
@@ -112,20 +133,29 @@ impl ScratchRoot {
             }
         };
         let (parent, name) = split_parent(&e.path);
-        let parent_rel = self
-            .resolve(&format!("/{parent}"), true)
-            .map_err(|source| ApplyError::Resolve {
-                layer: label.to_string(),
-                path: e.path.clone(),
-                source,
-            })?;
+        // A parent this layer already saw as a real directory needs no walk: deep
+        // trees would otherwise cost a symlink check per component per entry.
+        let parent_rel = if parent.is_empty() || st.real_dirs.contains(parent) {
+            parent.to_string()
+        } else {
+            let resolved = self
+                .resolve(&format!("/{parent}"), true)
+                .map_err(|source| ApplyError::Resolve {
+                    layer: label.to_string(),
+                    path: e.path.clone(),
+                    source,
+                })?;
+            self.make_dirs(&resolved).map_err(io_err(&e.path))?;
+            if resolved == parent {
+                st.real_dirs.insert(resolved.clone());
+            }
+            resolved
+        };
         let parent_host = self.host_path(&parent_rel);
-        if !parent_rel.is_empty() {
-            self.make_dirs(&parent_rel).map_err(io_err(&e.path))?;
-        }
         match &e.whiteout {
             Some(Whiteout::Remove(_)) => {
                 let hidden = name.strip_prefix(".wh.").unwrap_or(name);
+                st.forget_dirs_under(&join_rel(&parent_rel, hidden));
                 remove_any(&parent_host.join(hidden)).map_err(io_err(&e.path))?;
                 return Ok(());
             }
@@ -133,7 +163,8 @@ impl ScratchRoot {
                 if let Ok(rd) = fs::read_dir(&parent_host) {
                     for child in rd.flatten() {
                         let rel = join_rel(&parent_rel, &child.file_name().to_string_lossy());
-                        if !written.contains(&rel) {
+                        if !st.written.contains(&rel) {
+                            st.forget_dirs_under(&rel);
                             remove_any(&child.path()).map_err(io_err(&rel))?;
                         }
                     }
@@ -153,6 +184,9 @@ impl ScratchRoot {
         let is_dir_entry = e.kind == Kind::Dir;
         if let Some(m) = &existing {
             if !(is_dir_entry && m.is_dir()) {
+                if m.is_dir() {
+                    st.forget_dirs_under(&rel);
+                }
                 remove_any(&host).map_err(io_err(&rel))?;
             }
         }
@@ -187,12 +221,12 @@ impl ScratchRoot {
                 let source = self.host_path(&join_rel(&tparent, tn));
                 // linkat without AT_SYMLINK_FOLLOW: a link to a symlink links the symlink.
                 fs::hard_link(&source, &host).map_err(io_err(&rel))?;
-                written.insert(rel);
+                st.written.insert(rel);
                 return Ok(());
             }
             Kind::Char(..) | Kind::Block(..) | Kind::Fifo => {
                 if !self.caps.mknod && !matches!(e.kind, Kind::Fifo) {
-                    report.skipped_devices += 1;
+                    st.report.skipped_devices += 1;
                     return Ok(());
                 }
                 let (kind, dev) = match e.kind {
@@ -217,7 +251,10 @@ impl ScratchRoot {
         }
         self.set_meta(&host, e, is_dir_entry)
             .map_err(io_err(&rel))?;
-        written.insert(rel);
+        if is_dir_entry && parent_rel == parent {
+            st.real_dirs.insert(rel.clone());
+        }
+        st.written.insert(rel);
         Ok(())
     }
 
