@@ -1,0 +1,318 @@
+//! Blob transfers: existence checks, verified downloads (from the registry or a
+//! foreign layer's URL), cross-repository mounts, uploads and the push check.
+
+use super::{retry_after, tracing_retry, transport, Access, Registry, RegistryError, Scope};
+use crate::image::reference::Reference;
+use crate::image::Digest;
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Response, StatusCode};
+use sha2::{Digest as _, Sha256};
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+impl Registry {
+    /// Whether the repository already holds a blob.
+    pub async fn blob_exists(
+        &self,
+        r: &Reference,
+        digest: &str,
+        access: Access,
+    ) -> Result<bool, RegistryError> {
+        let scope = Scope {
+            registry: &r.registry,
+            repository: &r.repository,
+            access,
+            mount_from: None,
+        };
+        let op = format!("checking blob {digest}");
+        let path = format!("/v2/{}/blobs/{digest}", r.repository);
+        let resp = self
+            .send(&op, &scope, |c, base| Ok(c.head(format!("{base}{path}"))))
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(Self::status_error(&op, &scope, s, String::new())),
+        }
+    }
+
+    /// Downloads a blob into `dest`, verifying its digest as it streams and reading
+    /// no more than the descriptor's `size`.
+    pub async fn download_blob(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        size: u64,
+        dest: &Path,
+    ) -> Result<u64, RegistryError> {
+        let scope = Scope::of(r, Access::Pull);
+        let op = format!("downloading blob {digest}");
+        let path = format!("/v2/{}/blobs/{digest}", r.repository);
+        self.download_verified(&op, &scope, digest, size, dest, || {
+            self.send(&op, &scope, |c, base| Ok(c.get(format!("{base}{path}"))))
+        })
+        .await
+    }
+
+    /// Downloads a foreign layer from one of its descriptor's `urls` (never with the
+    /// registry's credentials), verified like any blob.
+    pub async fn download_url(
+        &self,
+        r: &Reference,
+        url: &str,
+        digest: &Digest,
+        size: u64,
+        dest: &Path,
+    ) -> Result<u64, RegistryError> {
+        let scope = Scope::of(r, Access::Pull);
+        let op = format!("downloading foreign layer {digest} from {url}");
+        let client = self.client(&r.registry, Access::Pull);
+        self.download_verified(&op, &scope, digest, size, dest, || async {
+            client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| Self::request_error(&op, &scope, e))
+        })
+        .await
+    }
+
+    /// Streams the response of `fetch` into `dest`, hashing as it goes; a body cut
+    /// short is fetched again, within the retry budget.
+    async fn download_verified<F, Fut>(
+        &self,
+        op: &str,
+        scope: &Scope<'_>,
+        digest: &Digest,
+        size: u64,
+        dest: &Path,
+        fetch: F,
+    ) -> Result<u64, RegistryError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Response, RegistryError>>,
+    {
+        let io = |source| RegistryError::Io {
+            op: format!("writing {}", dest.display()),
+            source,
+        };
+        let mut last_err = None;
+        for _ in 0..=self.opts.retries {
+            last_err = None;
+            let mut resp = fetch().await?;
+            if !resp.status().is_success() {
+                let status = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                return Err(Self::status_error(op, scope, status, body));
+            }
+            let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+            let mut hasher = Sha256::new();
+            let mut got = 0u64;
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        self.transfer
+                            .down
+                            .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        got += chunk.len() as u64;
+                        if got > size {
+                            return Err(RegistryError::TooLarge {
+                                what: format!("blob {digest}"),
+                                registry: scope.registry.to_string(),
+                                repository: scope.repository.to_string(),
+                                limit: size,
+                            });
+                        }
+                        hasher.update(&chunk);
+                        file.write_all(&chunk).await.map_err(io)?;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        last_err = Some(e);
+                        break;
+                    }
+                }
+            }
+            if last_err.is_some() {
+                continue;
+            }
+            file.flush().await.map_err(io)?;
+            let actual = Digest::from_sha256(hasher.finalize().into());
+            if actual != *digest {
+                return Err(RegistryError::DigestMismatch {
+                    what: "blob".into(),
+                    registry: scope.registry.to_string(),
+                    repository: scope.repository.to_string(),
+                    expected: digest.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+            return Ok(got);
+        }
+        Err(Self::request_error(
+            op,
+            scope,
+            last_err.expect("loop ran at least once"),
+        ))
+    }
+
+    /// Mounts a blob from another repository of the same registry; false if the
+    /// registry declined (the caller then uploads).
+    pub async fn mount_blob(
+        &self,
+        target: &Reference,
+        digest: &str,
+        from: &str,
+    ) -> Result<bool, RegistryError> {
+        let scope = Scope {
+            registry: &target.registry,
+            repository: &target.repository,
+            access: Access::Push,
+            mount_from: Some(from),
+        };
+        let op = format!("mounting blob {digest} from {from}");
+        let path = format!(
+            "/v2/{}/blobs/uploads/?mount={digest}&from={from}",
+            target.repository
+        );
+        let resp = self
+            .send(&op, &scope, |c, base| {
+                Ok(c.post(format!("{base}{path}")).header(CONTENT_LENGTH, 0))
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => Ok(false),
+            s => {
+                let body = resp.text().await.unwrap_or_default();
+                Err(Self::status_error(&op, &scope, s, body))
+            }
+        }
+    }
+
+    /// Opens an upload session; returns its absolute URL.
+    async fn start_upload(&self, op: &str, scope: &Scope<'_>) -> Result<String, RegistryError> {
+        let start = format!("/v2/{}/blobs/uploads/", scope.repository);
+        let resp = self
+            .send(op, scope, |c, base| {
+                Ok(c.post(format!("{base}{start}")).header(CONTENT_LENGTH, 0))
+            })
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            let s = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Self::status_error(op, scope, s, body));
+        }
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Self::status_error(
+                    op,
+                    scope,
+                    StatusCode::ACCEPTED,
+                    "upload session without Location".into(),
+                )
+            })?
+            .to_string();
+        if location.starts_with("http://") || location.starts_with("https://") {
+            Ok(location)
+        } else {
+            Ok(format!("{}{location}", self.base_url(op, scope).await?))
+        }
+    }
+
+    /// Kaniko's push permission check: opens an upload session and cancels it, so
+    /// scheme, TLS and credential problems with a destination show before the build.
+    pub async fn check_push(&self, target: &Reference) -> Result<(), RegistryError> {
+        let scope = Scope::of(target, Access::Push);
+        let url = self.start_upload("checking push access", &scope).await?;
+        // Cancel the session in the background; its answer does not matter.
+        let mut req = self.client(&target.registry, Access::Push).delete(url);
+        if let Some(h) = self.auth_header(&scope).await? {
+            req = req.header(AUTHORIZATION, h);
+        }
+        tokio::spawn(async move {
+            let _ = req.send().await;
+        });
+        Ok(())
+    }
+
+    /// Uploads a blob from a file in one PUT after opening an upload session.
+    pub async fn upload_blob(
+        &self,
+        target: &Reference,
+        digest: &str,
+        file: &Path,
+    ) -> Result<(), RegistryError> {
+        let scope = Scope::of(target, Access::Push);
+        let op = format!("uploading blob {digest}");
+        let mut attempt = 0;
+        loop {
+            let mut url = self.start_upload(&op, &scope).await?;
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&format!("digest={digest}"));
+            let size = std::fs::metadata(file)
+                .map_err(|source| RegistryError::Io {
+                    op: format!("reading {}", file.display()),
+                    source,
+                })?
+                .len();
+            let file_path = file.to_path_buf();
+            let client = self.client(&target.registry, Access::Push);
+            let mut req = client
+                .put(&url)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, size);
+            if let Some(h) = self.auth_header(&scope).await? {
+                req = req.header(AUTHORIZATION, h);
+            }
+            let body_file =
+                tokio::fs::File::open(&file_path)
+                    .await
+                    .map_err(|source| RegistryError::Io {
+                        op: format!("reading {}", file_path.display()),
+                        source,
+                    })?;
+            let counter = self.transfer.clone();
+            let stream = futures_util::StreamExt::inspect(
+                tokio_util::io::ReaderStream::with_capacity(body_file, 256 * 1024),
+                move |chunk| {
+                    if let Ok(c) = chunk {
+                        counter
+                            .up
+                            .fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                },
+            );
+            let body = reqwest::Body::wrap_stream(stream);
+            let result = req.body(body).send().await;
+            let retryable = match result {
+                Ok(resp) if resp.status() == StatusCode::CREATED => return Ok(()),
+                Ok(resp) => {
+                    let s = resp.status();
+                    if !(s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS)
+                        || attempt >= self.opts.retries
+                    {
+                        let body = resp.text().await.unwrap_or_default();
+                        return Err(Self::status_error(&op, &scope, s, body));
+                    }
+                    retry_after(resp.headers())
+                }
+                Err(e)
+                    if attempt < self.opts.retries && transport::connect_failure(&e).is_none() =>
+                {
+                    None
+                }
+                Err(e) => return Err(Self::request_error(&op, &scope, e)),
+            };
+            let backoff =
+                retryable.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))));
+            attempt += 1;
+            tracing_retry(&op, &scope, attempt, backoff);
+            tokio::time::sleep(backoff).await;
+        }
+    }
+}
