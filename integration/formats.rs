@@ -229,3 +229,90 @@ fn schema1_manifests_are_refused_by_name() {
         "{e}"
     );
 }
+
+/// GNU tar's PAX sparse formats 0.0, 0.1 and 1.0 come out as the file they stand
+/// for: its real name, its real size, zeros in the holes.
+#[test]
+fn pax_sparse_files_are_expanded() {
+    use std::io::Write;
+    let tar_bin = require("tar", "apt-get install tar");
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("sparse.bin");
+    let mut want = vec![0u8; 1 << 20];
+    want[..4].copy_from_slice(b"head");
+    want[500_000..500_006].copy_from_slice(b"middle");
+    let end = want.len();
+    want[end - 4..].copy_from_slice(b"tail");
+    {
+        let f = std::fs::File::create(&src).unwrap();
+        f.set_len(want.len() as u64).unwrap();
+        for (off, bytes) in [
+            (0u64, &b"head"[..]),
+            (500_000, b"middle"),
+            (end as u64 - 4, b"tail"),
+        ] {
+            std::os::unix::fs::FileExt::write_all_at(&f, bytes, off).unwrap();
+        }
+    }
+    let want_digest = kiln::image::Digest::sha256_of(&want).to_string();
+    for (i, version) in ["0.0", "0.1", "1.0"].iter().enumerate() {
+        let tar_path = dir.path().join(format!("s{i}.tar"));
+        let out = std::process::Command::new(&tar_bin)
+            .args([
+                "--format=pax",
+                "--sparse",
+                &format!("--sparse-version={version}"),
+            ])
+            .arg("-cf")
+            .arg(&tar_path)
+            .arg("-C")
+            .arg(dir.path())
+            .arg("sparse.bin")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tar_bytes = std::fs::read(&tar_path).unwrap();
+        assert!(
+            tar_bytes.len() < want.len() / 4,
+            "{version}: GNU tar stored it sparse"
+        );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar_bytes).unwrap();
+        let blob = gz.finish().unwrap();
+        let path = dir.path().join(format!("s{i}.tar.gz"));
+        std::fs::write(&path, &blob).unwrap();
+        let layer = LayerFile {
+            path,
+            digest: kiln::image::Digest::sha256_of(&blob),
+            diff_id: kiln::image::Digest::sha256_of(&tar_bytes),
+            size: blob.len() as u64,
+        };
+        push_image(
+            &reg,
+            &format!("sparse:{i}"),
+            &[layer],
+            serde_json::json!({}),
+        );
+        let df = format!("FROM scratch\nCOPY --from={}/sparse:{i} / /\n", reg.host);
+        assert_ok(&build(
+            &[("Dockerfile", &df)],
+            &format!("{}/sparse-out:{i}", reg.host),
+        ));
+        let img = pull(&reg, &format!("sparse-out:{i}"));
+        let names: Vec<&String> = img.files.keys().collect();
+        let f = img
+            .files
+            .get("sparse.bin")
+            .unwrap_or_else(|| panic!("{version}: sparse.bin under its real name: {names:?}"));
+        assert_eq!(
+            (f.size, &f.digest),
+            (want.len() as u64, &want_digest),
+            "{version}"
+        );
+    }
+}

@@ -38,9 +38,15 @@ impl Cleanup {
 
 /// A build's scratch directory; removed on drop.
 pub struct Scratch {
-    // Field order: the directory goes before its lock is released.
-    dir: tempfile::TempDir,
+    dir: PathBuf,
     _lock: File,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Before `_lock` closes: nobody may take the directory for stale meanwhile.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Scratch {
@@ -56,15 +62,27 @@ impl Scratch {
                 Err(e) => crate::log_warn!("removing stale {}: {e}", stale.display()),
             }
         }
-        let dir = tempfile::Builder::new().prefix(PREFIX).tempdir_in(parent)?;
-        cleanup.register(dir.path());
-        let lock = File::create(dir.path().join(LOCK))?;
+        // Made under a name no other build looks at, locked, then renamed into
+        // view: a `kiln-*` directory is never seen without its lock held.
+        let hidden = tempfile::Builder::new()
+            .prefix(".new-kiln-")
+            .tempdir_in(parent)?;
+        let lock = File::create(hidden.path().join(LOCK))?;
         lock.lock()?;
+        let name = hidden
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().replace(".new-kiln-", PREFIX))
+            .unwrap_or_else(|| PREFIX.to_string());
+        let dir = parent.join(name);
+        std::fs::rename(hidden.path(), &dir)?;
+        let _ = hidden.keep();
+        cleanup.register(&dir);
         Ok(Scratch { dir, _lock: lock })
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 }
 

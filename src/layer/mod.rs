@@ -3,6 +3,7 @@
 
 pub mod gzip;
 pub mod reader;
+mod sparse;
 pub mod writer;
 
 use std::io::{self, Write};

@@ -1,6 +1,7 @@
 //! Reads a layer blob (gzip or plain tar) entry by entry. Paths come out cleaned and
 //! rooted (`../../etc` → `etc`), whiteouts are recognised, nothing is written.
 
+use super::sparse;
 use flate2::read::GzDecoder;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -143,7 +144,22 @@ where
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
-        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let pax: Vec<(String, String)> = match entry.pax_extensions() {
+            Ok(Some(records)) => records
+                .flatten()
+                .filter_map(|r| Some((r.key().ok()?.to_string(), r.value().ok()?.to_string())))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let sparse = sparse::from_pax(&pax).map_err(|reason| ReadError::Entry {
+            layer: label.to_string(),
+            path: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+            reason,
+        })?;
+        let raw_path = match sparse.as_ref().and_then(|s| s.name.clone()) {
+            Some(name) => name,
+            None => String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+        };
         let path = clean_rooted(&raw_path);
         let h = entry.header();
         let bad = |reason: String| ReadError::Entry {
@@ -234,17 +250,33 @@ where
         if path.is_empty() && whiteout.is_none() && kind != Kind::Dir {
             continue;
         }
+        let sparse = sparse.filter(|_| kind == Kind::File);
         let e = Entry {
             path,
             kind,
             mode,
             uid,
             gid,
-            size,
+            size: sparse.as_ref().map_or(size, |s| s.real_size),
             mtime,
             whiteout,
         };
-        f(e, &mut entry)?;
+        match sparse {
+            Some(s) => {
+                let map = match s.map {
+                    Some(map) => map,
+                    None => sparse::read_map_1x0(&mut entry, s.real_size).map_err(|reason| {
+                        ReadError::Entry {
+                            layer: label.to_string(),
+                            path: e.path.clone(),
+                            reason,
+                        }
+                    })?,
+                };
+                f(e, &mut sparse::Expanded::new(&mut entry, map, s.real_size))?;
+            }
+            None => f(e, &mut entry)?,
+        }
     }
     Ok(())
 }
