@@ -6,13 +6,9 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 const PREFIX: &str = "kiln-";
 const LOCK: &str = ".lock";
-/// A directory without a lock file may be a build between creating it and locking
-/// it; only one this old is taken for stale.
-const UNLOCKED_GRACE: Duration = Duration::from_secs(600);
 
 /// The scratch directories of this process, for removal when a signal ends it
 /// while a thread is still busy (and so never drops its `Scratch`).
@@ -86,24 +82,25 @@ impl Scratch {
     }
 }
 
-/// `kiln-*` directories whose lock no live process holds.
+/// Whether a name is one `Scratch::create` makes: `kiln-` and six letters or digits.
+fn is_scratch_name(name: &str) -> bool {
+    name.strip_prefix(PREFIX)
+        .is_some_and(|rest| rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Scratch directories whose lock no live process holds. Only directories with
+/// Kiln's name and lock file qualify: anything else in a shared temp dir (a user's
+/// `kiln-src`, an older executor's scratch) is never touched.
 fn stale_dirs(parent: &Path) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(parent) else {
         return Vec::new();
     };
     rd.flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
+        .filter(|e| is_scratch_name(&e.file_name().to_string_lossy()))
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.path())
-        .filter(|dir| match File::open(dir.join(LOCK)) {
-            // Getting the lock means its holder is gone; dropping `f` releases it.
-            Ok(f) => f.try_lock().is_ok(),
-            Err(_) => std::fs::metadata(dir)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .is_some_and(|age| age > UNLOCKED_GRACE),
-        })
+        // Getting the lock means its holder is gone; dropping the file releases it.
+        .filter(|dir| File::open(dir.join(LOCK)).is_ok_and(|f| f.try_lock().is_ok()))
         .collect()
 }
 
@@ -114,17 +111,24 @@ mod tests {
     #[test]
     fn only_unlocked_scratch_dirs_are_stale() {
         let parent = tempfile::tempdir().unwrap();
-        let dead = parent.path().join("kiln-dead");
+        let dead = parent.path().join("kiln-dead01");
         std::fs::create_dir(&dead).unwrap();
         File::create(dead.join(LOCK)).unwrap();
-        let fresh_unlocked = parent.path().join("kiln-starting");
-        std::fs::create_dir(&fresh_unlocked).unwrap();
+        let no_lock = parent.path().join("kiln-nolock");
+        std::fs::create_dir(&no_lock).unwrap();
+        let users = parent.path().join("kiln-old-src");
+        std::fs::create_dir(&users).unwrap();
+        File::create(users.join(LOCK)).unwrap();
         let other = parent.path().join("not-kiln");
         std::fs::create_dir(&other).unwrap();
         File::create(other.join(LOCK)).unwrap();
         let live = Scratch::create(parent.path(), &Cleanup::default()).unwrap();
         assert!(!dead.exists(), "a dead build's dir is removed");
-        assert!(fresh_unlocked.exists(), "a just-made dir is left alone");
+        assert!(
+            no_lock.exists(),
+            "a dir without Kiln's lock file is left alone"
+        );
+        assert!(users.exists(), "a name Kiln does not make is left alone");
         assert!(other.exists(), "only kiln-* dirs are touched");
         let second = Scratch::create(parent.path(), &Cleanup::default()).unwrap();
         assert!(live.path().exists(), "a live build's dir is left alone");

@@ -115,7 +115,12 @@ impl StageFs {
             return Ok(e);
         }
         let blob = Self::blob(session, layer).await?;
-        let entries = layer_entries(&blob, digest)?;
+        // Decompressing is CPU work: off the runtime's workers, so the other layers'
+        // downloads go on meanwhile.
+        let label = digest.to_string();
+        let entries = tokio::task::spawn_blocking(move || layer_entries(&blob, &label))
+            .await
+            .map_err(|e| BuildError::Source(format!("reading layer {digest}: {e}")))??;
         if matches!(layer.source, LayerSource::Remote(_)) {
             session
                 .cache

@@ -144,9 +144,12 @@ where
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
+        // Only the sparse records are kept: copying every record of every entry
+        // cost a sixth of the read time.
         let pax: Vec<(String, String)> = match entry.pax_extensions() {
             Ok(Some(records)) => records
                 .flatten()
+                .filter(|r| r.key_bytes().starts_with(b"GNU.sparse."))
                 .filter_map(|r| Some((r.key().ok()?.to_string(), r.value().ok()?.to_string())))
                 .collect(),
             _ => Vec::new(),
