@@ -215,7 +215,7 @@ fn no_push_cache_reads_but_does_not_write() {
     let tags = runtime()
         .block_on(client().tags(&reg.reference("ones/app/cache:x")))
         .unwrap();
-    assert!(tags.is_empty(), "{tags:?}");
+    assert!(tags.is_empty(), "no cache entries: {tags:?}");
 }
 
 #[test]

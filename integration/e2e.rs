@@ -343,14 +343,7 @@ fn failures_name_the_line_and_push_nothing() {
             stderr.contains(line) && stderr.contains(what),
             "case {i}: wanted {line} and {what:?} in: {stderr}"
         );
-        let rt = runtime();
-        let tags = rt
-            .block_on(client().tags(&reg.reference(&format!("fail{i}:1"))))
-            .unwrap();
-        assert!(
-            tags.is_empty(),
-            "case {i}: nothing may be pushed, found {tags:?}"
-        );
+        assert_nothing_pushed(&reg, &format!("fail{i}:1"), &format!("case {i}"));
     }
 }
 

@@ -362,6 +362,26 @@ pub fn push_image_layers(
     }).to_string()
 }
 
+/// Fails unless the repository of `repo_tag` has no tag at all.
+pub fn assert_nothing_pushed(reg: &TestRegistry, repo_tag: &str, why: &str) {
+    let tags = runtime()
+        .block_on(client().tags(&reg.reference(repo_tag)))
+        .expect("list tags");
+    assert!(
+        tags.is_empty(),
+        "{why}: nothing pushed, found tags {tags:?}"
+    );
+}
+
+/// The digest `repo_tag` points at now.
+pub fn tag_digest(reg: &TestRegistry, repo_tag: &str) -> String {
+    runtime()
+        .block_on(client().manifest(&reg.reference(repo_tag)))
+        .expect("manifest")
+        .digest
+        .to_string()
+}
+
 /// busybox-static from Debian, needed for runnable images.
 pub fn busybox() -> PathBuf {
     require(
