@@ -52,6 +52,17 @@ fn assert_fails_once(out: &Output, needles: &[&str]) -> String {
     e
 }
 
+/// A destination with a scheme or TLS problem is refused before any step runs,
+/// naming `cause`; with `fix` added the same build is pushed.
+fn refused_up_front_then_pushed(ctx: &Path, dest: &str, flags: &[&str], cause: &str, fix: &[&str]) {
+    let mut args = vec!["--context", path(ctx), "--destination", dest];
+    args.extend_from_slice(flags);
+    let e = assert_fails_once(&executor(&args), &["checking push access", cause]);
+    assert!(!e.contains("WORKDIR"), "no step ran before the check: {e}");
+    args.extend_from_slice(fix);
+    assert_ok(&executor(&args));
+}
+
 #[test]
 fn seed_command_line_against_cluster_local_registries() {
     map_host("registry.kube-system.svc.cluster.local", "127.77.0.1");
@@ -334,23 +345,13 @@ fn https_registry_with_an_untrusted_certificate() {
     push_busybox_base(&plain, "ones/base:1");
     let ctx3 = seed_context(&format!("{}/ones/base:1", plain.host), "pushed over TLS");
     let dest = format!("{name}/ones/app:1");
-    let out = executor(&["--context", path(ctx3.path()), "--destination", &dest]);
-    let e = assert_fails_once(
-        &out,
-        &[
-            "checking push access",
-            "certificate signed by unknown authority",
-        ],
-    );
-    assert!(!e.contains("WORKDIR"), "no step ran before the check: {e}");
-    let out = executor(&[
-        "--context",
-        path(ctx3.path()),
-        "--destination",
+    refused_up_front_then_pushed(
+        ctx3.path(),
         &dest,
-        "--skip-tls-verify",
-    ]);
-    assert_ok(&out);
+        &[],
+        "certificate signed by unknown authority",
+        &["--skip-tls-verify"],
+    );
     // Read the pushed manifest back with curl, trusting the test CA.
     let curl = require("curl", "apt-get install curl");
     let got = Command::new(curl)
@@ -397,29 +398,12 @@ fn plain_http_registry_under_a_public_name() {
 
     // Destinations: refused up front without a flag, pushed with one.
     let dest = format!("{name}/ones/app:1");
-    let out = executor(&[
-        "--context",
-        path(ctx.path()),
-        "--destination",
+    refused_up_front_then_pushed(
+        ctx.path(),
         &dest,
-        "--insecure-pull",
-    ]);
-    let e = assert_fails_once(
-        &out,
-        &[
-            "checking push access",
-            "server gave HTTP response to HTTPS client",
-        ],
+        &["--insecure-pull"],
+        "server gave HTTP response to HTTPS client",
+        &["--insecure-registry", &name],
     );
-    assert!(!e.contains("WORKDIR"), "no step ran before the check: {e}");
-    let out = executor(&[
-        "--context",
-        path(ctx.path()),
-        "--destination",
-        &dest,
-        "--insecure-registry",
-        &name,
-    ]);
-    assert_ok(&out);
     assert_eq!(docker_run(&dest, &[]), "hello over plain HTTP\n");
 }
