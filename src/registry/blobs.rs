@@ -1,14 +1,15 @@
 //! Blob transfers: existence checks, verified downloads (from the registry or a
 //! foreign layer's URL), cross-repository mounts, uploads and the push check.
 
-use super::{retry_after, tracing_retry, transport, Access, Registry, RegistryError, Scope};
+use super::{
+    retry_after, retryable_status, transport, wait_to_retry, Access, Registry, RegistryError, Scope,
+};
 use crate::image::reference::Reference;
 use crate::image::Digest;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 use std::path::Path;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 impl Registry {
@@ -293,9 +294,7 @@ impl Registry {
                 Ok(resp) if resp.status() == StatusCode::CREATED => return Ok(()),
                 Ok(resp) => {
                     let s = resp.status();
-                    if !(s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS)
-                        || attempt >= self.opts.retries
-                    {
+                    if !retryable_status(s) || attempt >= self.opts.retries {
                         let body = resp.text().await.unwrap_or_default();
                         return Err(Self::status_error(&op, &scope, s, body));
                     }
@@ -308,11 +307,7 @@ impl Registry {
                 }
                 Err(e) => return Err(Self::request_error(&op, &scope, e)),
             };
-            let backoff =
-                retryable.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))));
-            attempt += 1;
-            tracing_retry(&op, &scope, attempt, backoff);
-            tokio::time::sleep(backoff).await;
+            wait_to_retry(&op, &scope, &mut attempt, retryable).await;
         }
     }
 }

@@ -277,10 +277,7 @@ impl Registry {
             if !Self::transient(&err) || attempt >= self.opts.retries {
                 return Err(Self::request_error(op, scope, err));
             }
-            attempt += 1;
-            let backoff = Duration::from_millis(200 * (1 << attempt.min(6)));
-            tracing_retry(op, scope, attempt, backoff);
-            tokio::time::sleep(backoff).await;
+            wait_to_retry(op, scope, &mut attempt, None).await;
         }
     }
 
@@ -409,11 +406,7 @@ impl Registry {
         let mut attempt = 0;
         let resp = loop {
             let retry_after = match request().send().await {
-                Ok(resp)
-                    if (resp.status().is_server_error()
-                        || resp.status() == StatusCode::TOO_MANY_REQUESTS)
-                        && attempt < self.opts.retries =>
-                {
+                Ok(resp) if retryable_status(resp.status()) && attempt < self.opts.retries => {
                     retry_after(resp.headers())
                 }
                 Ok(resp) => break resp,
@@ -427,16 +420,8 @@ impl Registry {
                     })
                 }
             };
-            let backoff =
-                retry_after.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))));
-            attempt += 1;
-            tracing_retry(
-                &format!("fetching a token from {realm} for"),
-                scope,
-                attempt,
-                backoff,
-            );
-            tokio::time::sleep(backoff).await;
+            let op = format!("fetching a token from {realm} for");
+            wait_to_retry(&op, scope, &mut attempt, retry_after).await;
         };
         let status = resp.status();
         if !status.is_success() {
@@ -496,22 +481,14 @@ impl Registry {
                     Self::lock(&self.tokens).remove(&scope.key());
                     continue;
                 }
-                Ok(resp)
-                    if (resp.status().is_server_error()
-                        || resp.status() == StatusCode::TOO_MANY_REQUESTS)
-                        && attempt < self.opts.retries =>
-                {
+                Ok(resp) if retryable_status(resp.status()) && attempt < self.opts.retries => {
                     retry_after(resp.headers())
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) if attempt < self.opts.retries && Self::transient(&e) => None,
                 Err(e) => return Err(Self::request_error(op, scope, e)),
             };
-            let backoff =
-                retry_after.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))));
-            attempt += 1;
-            tracing_retry(op, scope, attempt, backoff);
-            tokio::time::sleep(backoff).await;
+            wait_to_retry(op, scope, &mut attempt, retry_after).await;
         }
     }
 
@@ -671,6 +648,26 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map(|s| Duration::from_secs(s.min(60)))
+}
+
+/// Answers worth another try: the server's own trouble, or "slow down".
+fn retryable_status(s: StatusCode) -> bool {
+    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// Waits before the next try: the server's Retry-After, else exponential backoff
+/// from 200 ms; counts the attempt and logs it.
+async fn wait_to_retry(
+    op: &str,
+    scope: &Scope<'_>,
+    attempt: &mut u32,
+    retry_after: Option<Duration>,
+) {
+    let backoff =
+        retry_after.unwrap_or_else(|| Duration::from_millis(200 * (1 << (*attempt).min(6))));
+    *attempt += 1;
+    tracing_retry(op, scope, *attempt, backoff);
+    tokio::time::sleep(backoff).await;
 }
 
 fn tracing_retry(op: &str, scope: &Scope<'_>, attempt: u32, backoff: Duration) {
