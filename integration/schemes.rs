@@ -76,16 +76,19 @@ fn seed_command_line_against_cluster_local_registries() {
     // Exactly the reference deployment's command line.
     let ctx = seed_context(SEED_BASE, "hello from the cluster");
     let df = ctx.path().join("Dockerfile");
-    let out = executor(&[
-        "--dockerfile",
-        path(&df),
-        "--context",
-        path(ctx.path()),
-        "--destination",
-        SEED_DEST,
-        "--insecure",
-        "--skip-tls-verify",
-    ]);
+    let seed_command = |dest: &str| {
+        executor(&[
+            "--dockerfile",
+            path(&df),
+            "--context",
+            path(ctx.path()),
+            "--destination",
+            dest,
+            "--insecure",
+            "--skip-tls-verify",
+        ])
+    };
+    let out = seed_command(SEED_DEST);
     assert_ok(&out);
     assert!(!stderr(&out).contains("retry"), "{}", stderr(&out));
     assert_eq!(docker_run(SEED_DEST, &[]), "hello from the cluster\n");
@@ -103,17 +106,7 @@ fn seed_command_line_against_cluster_local_registries() {
         "{}/apps/new-image:latest",
         other.named("registry.other-ns.svc.cluster.local")
     );
-    let out = executor(&[
-        "--dockerfile",
-        path(&df),
-        "--context",
-        path(ctx.path()),
-        "--destination",
-        &dest,
-        "--insecure",
-        "--skip-tls-verify",
-    ]);
-    assert_ok(&out);
+    assert_ok(&seed_command(&dest));
     assert_eq!(docker_run(&dest, &[]), "hello from the cluster\n");
 }
 
