@@ -303,11 +303,6 @@ fn failures_name_the_line_and_push_nothing() {
             "Dockerfile:2",
             ".dockerignore",
         ),
-        (
-            "FROM {B}\nCOPY *.nothing /x/\n",
-            "Dockerfile:2",
-            "matched nothing",
-        ),
         ("FROM {B}\nENTRYPOINT [\"unterminated\n", "", ""),
         ("COPY a b\n", "Dockerfile:1", "FROM"),
         ("FROM Bad::Ref\n", "Dockerfile:1", "invalid image reference"),

@@ -485,3 +485,48 @@ fn sigterm_during_compression_exits_promptly() {
         "scratch root removed"
     );
 }
+
+/// A download that stops sending mid-body is given up after 60 s without a byte
+/// (not reqwest's 300 s), said to have timed out, and tried again.
+#[test]
+fn stalled_downloads_time_out_after_a_minute_idle() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let proxy = FaultProxy::start(&reg.host);
+    proxy.add(
+        "GET",
+        "/v2/base/blobs/sha256:",
+        Fault::Stall(Duration::from_secs(200)),
+        1,
+    );
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(
+        ctx.path(),
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {}/base:1 AS base\nFROM scratch\nCOPY --from=base /etc/passwd /etc/group /etc/\n",
+                proxy.host
+            ),
+        )],
+    );
+    let started = std::time::Instant::now();
+    let out = build_with(ctx.path(), &format!("{}/stalled:1", reg.host), &[]);
+    let took = started.elapsed();
+    assert_ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("timed out (no data for 60 s)"),
+        "the stall is named: {err}"
+    );
+    assert!(
+        took >= Duration::from_secs(59) && took < Duration::from_secs(150),
+        "gave up after the idle minute, not reqwest's 300 s: {took:?}"
+    );
+    assert!(proxy.pending().is_empty(), "the stall was served");
+    let img = pull(&reg, "stalled:1");
+    assert_eq!(
+        img.files["etc/group"].digest,
+        sha256_of(b"root:x:0:\napp:x:1000:\nstaff:x:50:\n")
+    );
+}

@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use kiln::layer::writer::LayerFile;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -19,9 +18,7 @@ enum Raw<'a> {
 
 /// Writes a layer with names exactly as given (the tar crate's builder refuses `..`).
 fn raw_layer(dir: &Path, name: &str, entries: &[Raw<'_>], truncate: bool) -> LayerFile {
-    let mut tar_bytes = Vec::new();
-    {
-        let mut b = tar::Builder::new(&mut tar_bytes);
+    let layer = tar_layer(dir, name, |b| {
         for e in entries {
             let mut h = tar::Header::new_gnu();
             let (path, link, data, kind, mode): (&str, Option<&str>, &[u8], tar::EntryType, u32) =
@@ -45,22 +42,18 @@ fn raw_layer(dir: &Path, name: &str, entries: &[Raw<'_>], truncate: bool) -> Lay
             h.set_cksum();
             b.append(&h, data).expect("append raw entry");
         }
-        b.finish().expect("finish tar");
-    }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar_bytes).unwrap();
-    let mut blob = gz.finish().unwrap();
+    });
     if truncate {
-        blob.truncate(blob.len() / 2);
+        let blob = std::fs::read(&layer.path).unwrap();
+        let cut = &blob[..blob.len() / 2];
+        std::fs::write(&layer.path, cut).unwrap();
+        return LayerFile {
+            digest: kiln::image::Digest::sha256_of(cut),
+            size: cut.len() as u64,
+            ..layer
+        };
     }
-    let path = dir.join(name);
-    std::fs::write(&path, &blob).unwrap();
-    LayerFile {
-        path,
-        digest: kiln::image::Digest::sha256_of(&blob),
-        diff_id: kiln::image::Digest::sha256_of(&tar_bytes),
-        size: blob.len() as u64,
-    }
+    layer
 }
 
 fn list(dir: &Path) -> Vec<String> {
@@ -118,7 +111,7 @@ fn escapes_are_confined_to_the_scratch_root() {
         ],
         false,
     );
-    push_image(&reg, "hostile:1", &[l1, l2], serde_json::json!({}));
+    push_image(&reg, "hostile:1", &[l1.clone(), l2], serde_json::json!({}));
     let scratch = tempfile::tempdir().unwrap();
     let hostile = format!("{}/hostile:1", reg.host);
 
@@ -141,31 +134,32 @@ fn escapes_are_confined_to_the_scratch_root() {
         list(scratch.path())
     );
     let img = pull(&reg, "unpacked:1");
-    for name in [
-        "dotdot",
-        "absolute",
-        "through-absolute-link",
-        "through-relative-link",
-    ] {
+    for name in ["dotdot", "absolute"] {
         assert!(
             img.files.contains_key(&format!("h/{out_rel}/{name}")),
             "{name} landed inside the root: {:?}",
             img.files.keys().collect::<Vec<_>>()
         );
     }
-    assert_eq!(
-        img.files["h/esc"].link, out_abs,
-        "the link itself is copied as a link"
-    );
+    // A layer's parents are its own directories (BuildKit, Docker): the links of
+    // the lower layer are replaced, never followed.
+    for path in ["h/esc/through-absolute-link", "h/rel/through-relative-link"] {
+        assert_eq!(img.files[path].kind, 'f', "{path}");
+    }
+    assert_eq!(img.files["h/esc"].kind, 'd');
     assert_eq!(
         img.files["h/passwd-link"].digest, img.files["h/etc/passwd"].digest,
         "absolute hardlink resolved in the root"
     );
 
-    // Only indexed (FROM the hostile image, COPY through its links).
+    // Only indexed (FROM an image with the links, COPY through them).
+    push_image(&reg, "links:1", &[l1], serde_json::json!({}));
     let out = build(
         &reg,
-        &format!("FROM {hostile}\nCOPY a.txt /esc/copied\nCOPY a.txt /rel/copied-rel\n"),
+        &format!(
+            "FROM {}/links:1\nCOPY a.txt /esc/copied\nCOPY a.txt /rel/copied-rel\n",
+            reg.host
+        ),
         scratch.path(),
         "indexed:1",
     );
@@ -213,7 +207,7 @@ fn hardlinks_to_host_files_fail_without_touching_them() {
             "a hardlink to a host file must not resolve: {e}"
         );
         assert!(
-            e.contains("steal") && e.contains("No such file"),
+            e.contains("\"steal\"") && e.contains("hard link target") && e.contains("not found"),
             "fails because the target is not in the root: {e}"
         );
         assert!(
@@ -595,9 +589,7 @@ fn copy_from_keeps_owners_and_modes_whatever_the_privileges() {
 
 /// A gzip'd tar with the given (path, is_dir) entries, long names as GNU/PAX allow.
 fn long_name_layer(dir: &Path, name: &str, entries: &[(String, bool)]) -> LayerFile {
-    let mut tar_bytes = Vec::new();
-    {
-        let mut b = tar::Builder::new(&mut tar_bytes);
+    tar_layer(dir, name, |b| {
         for (path, is_dir) in entries {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(if *is_dir {
@@ -610,19 +602,7 @@ fn long_name_layer(dir: &Path, name: &str, entries: &[(String, bool)]) -> LayerF
             h.set_size(data.len() as u64);
             b.append_data(&mut h, path, data).expect("append");
         }
-        b.finish().expect("finish");
-    }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar_bytes).unwrap();
-    let blob = gz.finish().unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, &blob).unwrap();
-    LayerFile {
-        path,
-        digest: kiln::image::Digest::sha256_of(&blob),
-        diff_id: kiln::image::Digest::sha256_of(&tar_bytes),
-        size: blob.len() as u64,
-    }
+    })
 }
 
 /// Cost grows linearly with depth: 1,900 nested directories unpack well within a
@@ -689,4 +669,84 @@ fn deep_trees_unpack_in_linear_time() {
         !out.status.success() && e.contains("Dockerfile:2") && e.contains("longer than 4096 bytes"),
         "{e}"
     );
+}
+
+/// A context file that shrinks, or is swapped for a symlink to a host file, after
+/// COPY planned it: the build fails naming the file, and nothing is pushed. The
+/// change is made once the layer file exists (planning is over) while a large
+/// file ahead of it is still being compressed.
+#[test]
+fn context_files_changed_after_planning_fail_the_build() {
+    let reg = TestRegistry::start();
+    let host_secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(host_secret.path(), vec![b's'; 1_000_000]).unwrap();
+    for (i, change) in ["shrink", "symlink"].iter().enumerate() {
+        let ctx = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        write_context(
+            ctx.path(),
+            &[("Dockerfile", "FROM scratch\nCOPY . /dst/\n")],
+        );
+        // 48 MiB that gzip cannot shrink: seconds of work before the victim is read.
+        let mut big = Vec::with_capacity(48 << 20);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        while big.len() < 48 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            big.extend_from_slice(&x.to_le_bytes());
+        }
+        std::fs::write(ctx.path().join("a-big"), &big).unwrap();
+        let victim = ctx.path().join("z-victim");
+        std::fs::write(&victim, vec![b'v'; 1_000_000]).unwrap();
+        let dest = format!("{}/changed:{i}", reg.host);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_executor"))
+            .args([
+                "--context",
+                ctx.path().to_str().unwrap(),
+                "--destination",
+                &dest,
+            ])
+            .args(["--kaniko-dir", scratch.path().to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let layer_started = || {
+            walkdir::WalkDir::new(scratch.path())
+                .into_iter()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("layer-"))
+        };
+        while !layer_started() {
+            assert!(
+                std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+                "{change}: the build never started its layer"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if *change == "shrink" {
+            std::fs::write(&victim, vec![b'v'; 100]).unwrap();
+        } else {
+            std::fs::remove_file(&victim).unwrap();
+            std::os::unix::fs::symlink(host_secret.path(), &victim).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{change}: the build succeeded: {err}"
+        );
+        assert!(
+            err.contains("z-victim") && err.contains("Dockerfile:2"),
+            "{change}: the file and line are named: {err}"
+        );
+        let cause = if *change == "shrink" {
+            "found 100 bytes"
+        } else {
+            "found a symbolic link"
+        };
+        assert!(err.contains(cause), "{change}: the cause is named: {err}");
+        assert_nothing_pushed(&reg, &format!("changed:{i}"), change);
+    }
 }

@@ -119,10 +119,11 @@ fn find_dockerfile(flag: &str, context: &Path) -> Result<PathBuf> {
     )
 }
 
-/// BuildKit reads a Dockerfile as bytes: invalid UTF-8 does not stop the build.
+/// BuildKit reads a Dockerfile as bytes: invalid UTF-8 does not stop the build,
+/// and a word with such bytes still names the file that has them.
 fn read_dockerfile(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok(kiln::pathname::from_bytes(&bytes))
 }
 
 async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {

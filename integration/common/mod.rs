@@ -7,7 +7,6 @@ use kiln::image::spec::{
     Descriptor, ImageConfig, Manifest, MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST,
 };
 use kiln::image::Reference;
-use kiln::layer::reader::{for_each_entry, Kind};
 use kiln::layer::writer::{EntryBody, EntryMeta, LayerWriter};
 use kiln::registry::auth::Keychain;
 use kiln::registry::{sha256_digest, Registry, RegistryOptions};
@@ -258,6 +257,7 @@ pub fn make_layer(dir: &Path, name: &str, entries: &[E]) -> kiln::layer::writer:
             uid: 0,
             gid: 0,
             mtime: 1_700_000_000,
+            xattrs: Vec::new(),
         };
         let (path, meta, body) = match e {
             E::Dir(p, mode) => (p.to_string(), m(*mode), EntryBody::Dir),
@@ -452,19 +452,53 @@ pub fn push_busybox_base(reg: &TestRegistry, repo_tag: &str) -> String {
     push_image(reg, repo_tag, &[l1, l2, l3], serde_json::json!({}))
 }
 
-/// One entry of a flattened filesystem, for comparisons.
+/// One entry of a flattened filesystem, as the oracle saw it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Flat {
+    /// `f` file, `d` directory, `l` symlink, `c`/`b` device, `p` fifo.
     pub kind: char,
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
     pub size: u64,
+    /// `sha256:…` of a file's contents, empty for others.
     pub digest: String,
+    /// A symlink's target.
     pub link: String,
+    /// For a hard link: the path it links to (same inode in the layer).
+    pub hardlink: String,
+    /// xattr name → value as hex.
+    pub xattrs: BTreeMap<String, String>,
 }
 
-/// A pushed image: its config and its flattened filesystem.
+#[derive(serde::Deserialize)]
+struct OracleFile {
+    #[serde(rename = "type")]
+    kind: String,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    sha256: String,
+    #[serde(default)]
+    link: String,
+    #[serde(default)]
+    hardlink: String,
+    #[serde(default)]
+    xattrs: BTreeMap<String, String>,
+}
+
+#[derive(serde::Deserialize)]
+struct OracleImage {
+    config: serde_json::Value,
+    manifest: serde_json::Value,
+    files: BTreeMap<String, OracleFile>,
+}
+
+/// A pushed image: its manifest, config and flattened filesystem. Names with
+/// bytes that are not UTF-8 show them as `\xNN`.
 pub struct Pulled {
     pub config: ImageConfig,
     pub raw_config: serde_json::Value,
@@ -472,93 +506,67 @@ pub struct Pulled {
     pub files: BTreeMap<String, Flat>,
 }
 
-/// Pulls an image back and flattens its layers (whiteouts applied).
+/// Pulls an image and flattens it with the oracle (`integration/oracle/flatten.py`),
+/// which shares no code with Kiln: Python's standard library (urllib, tarfile,
+/// hashlib) verifies every digest and applies the layers with overlay rules.
 pub fn pull(reg: &TestRegistry, repo_tag: &str) -> Pulled {
-    let rt = runtime();
-    let c = client();
-    let r = reg.reference(repo_tag);
-    rt.block_on(async {
-        let raw = c.manifest(&r).await.expect("manifest");
-        let manifest: Manifest = serde_json::from_slice(&raw.bytes).expect("manifest json");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg_path = dir.path().join("config");
-        c.download_blob(&r, &manifest.config.digest, manifest.config.size, &cfg_path)
-            .await
-            .expect("config blob");
-        let raw_config: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&cfg_path).expect("read")).expect("config json");
-        let config: ImageConfig = serde_json::from_value(raw_config.clone()).expect("config");
-        let mut files: BTreeMap<String, Flat> = BTreeMap::new();
-        for (i, l) in manifest.layers.iter().enumerate() {
-            let p = dir.path().join(format!("l{i}"));
-            c.download_blob(&r, &l.digest, l.size, &p)
-                .await
-                .expect("layer blob");
-            flatten_layer(&p, &mut files);
-        }
-        Pulled {
-            config,
-            raw_config,
-            manifest,
-            files,
-        }
-    })
+    let python = require("python3", "apt-get install python3");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/oracle/flatten.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args([&reg.host, repo_tag])
+        .output()
+        .expect("run the oracle");
+    assert!(
+        out.status.success(),
+        "oracle failed on {repo_tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img: OracleImage = serde_json::from_slice(&out.stdout).expect("oracle json");
+    let files = img
+        .files
+        .into_iter()
+        .map(|(path, f)| {
+            let kind = match f.kind.as_str() {
+                "file" => 'f',
+                "dir" => 'd',
+                "symlink" => 'l',
+                "char" => 'c',
+                "block" => 'b',
+                "fifo" => 'p',
+                other => panic!("oracle kind {other}"),
+            };
+            let digest = if f.sha256.is_empty() {
+                String::new()
+            } else {
+                format!("sha256:{}", f.sha256)
+            };
+            let flat = Flat {
+                kind,
+                mode: f.mode,
+                uid: f.uid,
+                gid: f.gid,
+                size: f.size,
+                digest,
+                link: f.link,
+                hardlink: f.hardlink,
+                xattrs: f.xattrs,
+            };
+            (path, flat)
+        })
+        .collect();
+    Pulled {
+        config: serde_json::from_value(img.config.clone()).expect("config"),
+        raw_config: img.config,
+        manifest: serde_json::from_value(img.manifest).expect("manifest"),
+        files,
+    }
 }
 
-/// Applies one layer blob (gzip or plain tar) onto a flattened filesystem.
-pub fn flatten_layer(path: &Path, files: &mut BTreeMap<String, Flat>) {
-    use kiln::layer::reader::Whiteout;
-    let mut this_layer = std::collections::HashSet::new();
-    for_each_entry(path, &path.display().to_string(), |e, data| {
-        match &e.whiteout {
-            Some(Whiteout::Remove(t)) => {
-                files.retain(|k, _| k != t && !k.starts_with(&format!("{t}/")));
-                return Ok(());
-            }
-            Some(Whiteout::Opaque(d)) => {
-                files.retain(|k, _| !k.starts_with(&format!("{d}/")) || this_layer.contains(k));
-                return Ok(());
-            }
-            None => {}
-        }
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(data, &mut bytes).expect("entry data");
-        let (kind, link) = match &e.kind {
-            Kind::File => ('f', String::new()),
-            Kind::Dir => ('d', String::new()),
-            Kind::Symlink(t) => ('l', t.clone()),
-            Kind::Hardlink(t) => ('h', t.clone()),
-            _ => ('o', String::new()),
-        };
-        let flat = if kind == 'h' {
-            let target = files.get(&link).cloned().expect("hardlink target present");
-            Flat {
-                kind: 'f',
-                ..target
-            }
-        } else {
-            Flat {
-                kind,
-                mode: e.mode & 0o7777,
-                uid: e.uid,
-                gid: e.gid,
-                size: bytes.len() as u64,
-                digest: if kind == 'f' {
-                    sha256_digest(&bytes).to_string()
-                } else {
-                    String::new()
-                },
-                link,
-            }
-        };
-        if kind != 'd' {
-            files.retain(|k, _| !k.starts_with(&format!("{}/", e.path)));
-        }
-        this_layer.insert(e.path.clone());
-        files.insert(e.path, flat);
-        Ok(())
-    })
-    .expect("read layer");
+/// `sha256:…` of bytes, for comparing with a pulled file's digest.
+pub fn sha256_of(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }
 
 /// Builds `ctx` and pushes it to `dest`, with extra flags.
@@ -652,3 +660,29 @@ pub fn write_context(dir: &Path, files: &[(&str, &str)]) {
 }
 
 pub mod proxy;
+
+/// Writes a gzip'd layer whose tar is made by `fill` (names and headers exactly as
+/// a hostile or foreign tool would write them).
+pub fn tar_layer(
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut tar::Builder<&mut Vec<u8>>),
+) -> kiln::layer::writer::LayerFile {
+    let mut tar_bytes = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut tar_bytes);
+        fill(&mut b);
+        b.finish().expect("finish tar");
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar_bytes).expect("gzip");
+    let blob = gz.finish().expect("gzip");
+    let path = dir.join(name);
+    std::fs::write(&path, &blob).expect("write layer");
+    kiln::layer::writer::LayerFile {
+        path,
+        digest: kiln::image::Digest::sha256_of(&blob),
+        diff_id: kiln::image::Digest::sha256_of(&tar_bytes),
+        size: blob.len() as u64,
+    }
+}

@@ -22,6 +22,8 @@ pub enum Fault {
     Body(&'static str, Vec<u8>),
     /// Answer 401 with a Bearer challenge naming this token realm.
     Challenge(String),
+    /// Forward the headers and half the body, then send nothing for this long.
+    Stall(Duration),
 }
 
 #[derive(Clone, Debug)]
@@ -191,6 +193,17 @@ fn handle(
                 response[last] ^= 0xff;
             }
         }
+    }
+    if let Some(Fault::Stall(quiet)) = fault {
+        let body = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(0, |p| p + 4);
+        client_w.write_all(&response[..body + (response.len() - body) / 2])?;
+        client_w.flush()?;
+        std::thread::sleep(quiet);
+        let _ = client_w.shutdown(Shutdown::Both);
+        return Ok(());
     }
     client_w.write_all(&response)?;
     let _ = client_w.shutdown(Shutdown::Both);

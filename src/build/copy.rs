@@ -9,6 +9,7 @@ use super::BuildError;
 use crate::cache::key::SourceDigest;
 use crate::context::{has_wildcards, match_segments, BuildContext};
 use crate::layer::writer::{EntryBody, EntryMeta};
+use crate::pathname::{from_os, to_path};
 use crate::rootfs::index::{FsIndex, NodeKind};
 use crate::rootfs::{join_rel, resolve_on_disk, split_parent};
 use std::collections::{BTreeMap, HashMap};
@@ -92,11 +93,11 @@ impl SourceTree<'_> {
         let host = if dir.is_empty() {
             self.root.to_path_buf()
         } else {
-            self.root.join(dir)
+            self.root.join(to_path(dir))
         };
         let Ok(rd) = fs::read_dir(&host) else { return };
         for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
+            let name = from_os(&e.file_name());
             let rel = join_rel(dir, &name);
             if self.ignored(&rel) {
                 continue;
@@ -123,7 +124,7 @@ impl SourceTree<'_> {
         let host = if resolved.is_empty() {
             self.root.to_path_buf()
         } else {
-            self.root.join(&resolved)
+            self.root.join(to_path(&resolved))
         };
         match fs::symlink_metadata(&host) {
             Ok(meta) => Ok(Some(Source {
@@ -143,26 +144,11 @@ pub fn plan(
     tree: &SourceTree<'_>,
     index: &FsIndex,
 ) -> Result<BTreeMap<PathKey, Planned>, BuildError> {
+    // A glob that matches nothing copies nothing: BuildKit v0.21 allows empty
+    // wildcards (the layer is still added, empty).
     let mut sources = Vec::new();
-    let mut any_glob_matched = false;
-    let mut empty_globs = Vec::new();
     for s in &req.sources {
-        let found = tree.expand(s)?;
-        if has_wildcards(s) {
-            if found.is_empty() {
-                empty_globs.push(s.clone());
-            } else {
-                any_glob_matched = true;
-            }
-        }
-        sources.extend(found);
-    }
-    if !empty_globs.is_empty() && !any_glob_matched && sources.is_empty() && req.inline.is_empty() {
-        return Err(BuildError::Source(format!(
-            "no source files were specified: {} matched nothing in the {}",
-            empty_globs.join(", "),
-            tree.label
-        )));
+        sources.extend(tree.expand(s)?);
     }
     let dest_abs = if req.dest.starts_with('/') {
         req.dest.clone()
@@ -177,6 +163,8 @@ pub fn plan(
         .get(&dest_resolved)
         .is_some_and(|n| n.kind == NodeKind::Dir);
     let (uid, gid) = req.owner.unwrap_or((0, 0));
+    // BuildKit gives the directories a COPY creates its --chmod mode too.
+    let dir_mode = req.chmod.unwrap_or(0o755);
     let mut out: BTreeMap<PathKey, Planned> = BTreeMap::new();
     let mut links: HashMap<(u64, u64), String> = HashMap::new();
 
@@ -191,7 +179,7 @@ pub fn plan(
             let (p, n) = split_parent(&dest_resolved);
             (p.to_string(), Some(n.to_string()))
         };
-        add_parents(&mut out, index, &target_dir, uid, gid, req.now)?;
+        add_parents(&mut out, index, &target_dir, (uid, gid), dir_mode, req.now)?;
         match name {
             None => {
                 walk_dir(
@@ -223,12 +211,13 @@ pub fn plan(
         } else {
             split_parent(dest_abs.trim_end_matches('/')).1.to_string()
         };
-        add_parents(&mut out, index, &target_dir, uid, gid, req.now)?;
+        add_parents(&mut out, index, &target_dir, (uid, gid), dir_mode, req.now)?;
         let meta = EntryMeta {
             mode: req.chmod.unwrap_or(0o644),
             uid,
             gid,
             mtime: req.now,
+            xattrs: Vec::new(),
         };
         out.insert(
             PathKey(join_rel(&target_dir, &file_name)),
@@ -242,15 +231,16 @@ pub fn plan(
 }
 
 /// Plans `dir` and every ancestor: the image's metadata where they exist, new
-/// 0755 directories owned by `uid:gid` where not. Returns whether any was new.
+/// directories with `mode` owned by `owner` where not. Returns whether any was new.
 pub fn add_parents(
     out: &mut BTreeMap<PathKey, Planned>,
     index: &FsIndex,
     dir: &str,
-    uid: u64,
-    gid: u64,
+    owner: (u64, u64),
+    mode: u32,
     now: u64,
 ) -> Result<bool, BuildError> {
+    let (uid, gid) = owner;
     let mut cur = String::new();
     let mut created = false;
     for part in dir.split('/').filter(|p| !p.is_empty()) {
@@ -264,6 +254,7 @@ pub fn add_parents(
                 uid: n.uid,
                 gid: n.gid,
                 mtime: n.mtime,
+                xattrs: n.xattrs.clone(),
             },
             Some(_) => {
                 return Err(BuildError::Source(format!(
@@ -273,10 +264,11 @@ pub fn add_parents(
             None => {
                 created = true;
                 EntryMeta {
-                    mode: 0o755,
+                    mode,
                     uid,
                     gid,
                     mtime: now,
+                    xattrs: Vec::new(),
                 }
             }
         };
@@ -305,8 +297,7 @@ fn add_entry(
     let header = tree.headers.and_then(|index| {
         host.strip_prefix(tree.root)
             .ok()
-            .and_then(|rel| rel.to_str())
-            .and_then(|rel| index.get(rel))
+            .and_then(|rel| index.get(&from_os(rel.as_os_str())))
     });
     let (uid, gid) = req
         .owner
@@ -322,11 +313,14 @@ fn add_entry(
         uid,
         gid,
         mtime: meta.mtime().max(0) as u64,
+        // Context files carry none (Kiln reads no host xattrs); layers' come
+        // from their headers, which an unprivileged unpack cannot set on disk.
+        xattrs: header.map(|n| n.xattrs.clone()).unwrap_or_default(),
     };
     let body = if ft.is_symlink() {
         let t = fs::read_link(host)
             .map_err(|e| BuildError::io(format!("reading link {}", host.display()), e))?;
-        EntryBody::Symlink(t.to_string_lossy().into_owned())
+        EntryBody::Symlink(from_os(t.as_os_str()))
     } else if ft.is_dir() {
         EntryBody::Dir
     } else if ft.is_file() {
@@ -398,16 +392,13 @@ fn walk(
 ) -> Result<usize, BuildError> {
     let rd = fs::read_dir(host_dir)
         .map_err(|e| BuildError::io(format!("reading {}", host_dir.display()), e))?;
-    let mut names: Vec<String> = rd
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> = rd.flatten().map(|e| from_os(&e.file_name())).collect();
     names.sort();
     let mut visited = 0;
     for name in names {
         let rel = join_rel(rel_dir, &name);
         let is_ignored = tree.ignored(&rel);
-        let host = host_dir.join(&name);
+        let host = host_dir.join(to_path(&name));
         let meta = fs::symlink_metadata(&host)
             .map_err(|e| BuildError::io(format!("reading {}", host.display()), e))?;
         if is_ignored && !(meta.is_dir() && tree.context.is_some_and(|c| c.has_exceptions())) {
@@ -438,9 +429,11 @@ pub fn digest_sources(sources: &[String], tree: &SourceTree<'_>) -> Result<Strin
         let what = if meta.file_type().is_symlink() {
             format!(
                 "link:{}",
-                fs::read_link(host)
-                    .map_err(|e| BuildError::io(format!("reading {}", host.display()), e))?
-                    .display()
+                from_os(
+                    fs::read_link(host)
+                        .map_err(|e| BuildError::io(format!("reading {}", host.display()), e))?
+                        .as_os_str()
+                )
             )
         } else if meta.is_file() {
             file_digest(host)?

@@ -3,7 +3,7 @@
 
 use super::copy::{self, CopyRequest, SourceTree};
 use super::stage::{PathKey, Planned, StageFs};
-use super::{users, BuildError, BuildOptions, Session, StageState};
+use super::{history, users, BuildError, BuildOptions, Session, StageState};
 use crate::context::BuildContext;
 use crate::dockerfile::shell::{self, Env};
 use crate::dockerfile::{CommandLine, Copy, Dockerfile, Instruction};
@@ -75,6 +75,8 @@ pub(super) struct PreparedCopy {
     pub dest: String,
     pub chown: Option<String>,
     pub chmod: Option<u32>,
+    /// `--chmod` as written (expanded), for the history.
+    pub chmod_text: Option<String>,
     pub from: CopyFrom,
 }
 
@@ -116,20 +118,22 @@ pub(super) async fn prepare_copy(
         .as_ref()
         .map(|s| shell::expand(s, esc, env))
         .transpose()?;
-    let chmod = match &c.chmod {
-        Some(m) => {
-            let m = shell::expand(m, esc, env)?;
-            Some(
-                u32::from_str_radix(&m, 8)
-                    .ok()
-                    .filter(|v| *v <= 0o7777)
-                    .ok_or_else(|| {
-                        BuildError::Source(format!(
-                            "invalid --chmod={m}: only octal modes are supported"
-                        ))
-                    })?,
-            )
-        }
+    let chmod_text = c
+        .chmod
+        .as_ref()
+        .map(|m| shell::expand(m, esc, env))
+        .transpose()?;
+    let chmod = match &chmod_text {
+        Some(m) => Some(
+            u32::from_str_radix(m, 8)
+                .ok()
+                .filter(|v| *v <= 0o7777)
+                .ok_or_else(|| {
+                    BuildError::Source(format!(
+                        "invalid --chmod={m}: only octal modes are supported"
+                    ))
+                })?,
+        ),
         None => None,
     };
     let from = match &c.from {
@@ -169,6 +173,7 @@ pub(super) async fn prepare_copy(
         dest,
         chown,
         chmod,
+        chmod_text,
         from,
     })
 }
@@ -304,7 +309,14 @@ pub(super) async fn workdir_step(
     let index = st.fs.index(session).await?;
     let resolved = index.resolve(&abs, true)?;
     let mut entries = BTreeMap::new();
-    if !copy::add_parents(&mut entries, index, &resolved, uid, gid, session.now)? {
+    if !copy::add_parents(
+        &mut entries,
+        index,
+        &resolved,
+        (uid, gid),
+        0o755,
+        session.now,
+    )? {
         entries.clear();
     }
     commit(session, st, entries)
@@ -326,60 +338,85 @@ fn shell_form(st: &StageState, cmd: &CommandLine) -> Vec<String> {
     }
 }
 
-/// Instructions that change only the config.
+/// Instructions that change only the config. Returns the history text BuildKit
+/// writes for it (none for ONBUILD, which BuildKit does not record).
 pub(super) fn config_step(
     st: &mut StageState,
     ins: &Instruction,
     esc: char,
     env: &Env,
-) -> Result<(), BuildError> {
+    original: &str,
+) -> Result<Option<String>, BuildError> {
     let x = |w: &str| shell::expand(w, esc, env);
     let cfg = &mut st.config.config;
-    match ins {
+    let text = match ins {
         Instruction::Env(pairs) => {
             let expanded: Vec<(String, String)> = pairs
                 .iter()
                 .map(|(k, v)| Ok((x(k)?, x(v)?)))
                 .collect::<Result<_, BuildError>>()?;
-            for (k, v) in expanded {
+            for (k, v) in &expanded {
                 if k.is_empty() {
                     return Err(BuildError::Source("ENV names can not be blank".into()));
                 }
-                st.config.config.set_env(&k, &v);
+                st.config.config.set_env(k, v);
             }
+            history::pairs("ENV", &expanded)
         }
         Instruction::Label(pairs) => {
+            let mut expanded = Vec::new();
             for (k, v) in pairs {
                 let (k, v) = (x(k)?, x(v)?);
-                cfg.labels.get_or_insert_with(BTreeMap::new).insert(k, v);
+                cfg.labels
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(k.clone(), v.clone());
+                expanded.push((k, v));
             }
+            history::pairs("LABEL", &expanded)
         }
         Instruction::Entrypoint(c) => {
             let v = shell_form(st, c);
+            let text = format!("ENTRYPOINT {}", history::quoted_list(&v));
             let cfg = &mut st.config.config;
             cfg.entrypoint = Some(v);
             if !st.cmd_set {
                 cfg.cmd = None;
             }
+            text
         }
         Instruction::Cmd(c) => {
             let v = shell_form(st, c);
-            st.config.config.cmd = Some(v);
+            let text = format!("CMD {}", history::quoted_list(&v));
+            let cfg = &mut st.config.config;
+            cfg.cmd = Some(v);
+            // BuildKit sets it for every CMD (Docker's deprecated field, kept for
+            // compatibility).
+            cfg.other
+                .insert("ArgsEscaped".into(), serde_json::Value::Bool(true));
             st.cmd_set = true;
+            text
         }
         Instruction::Expose(ports) => {
+            let mut these = Vec::new();
             for p in ports {
                 for word in shell::expand_words(p, esc, env)? {
-                    for port in expand_port(&word)? {
-                        cfg.exposed_ports
-                            .get_or_insert_with(BTreeMap::new)
-                            .insert(port, serde_json::json!({}));
-                    }
+                    these.extend(expand_port(&word)?);
                 }
             }
+            for port in &these {
+                cfg.exposed_ports
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(port.clone(), serde_json::json!({}));
+            }
+            format!("EXPOSE {}", history::port_map(&these))
         }
-        Instruction::User(u) => cfg.user = Some(x(u)?),
+        Instruction::User(u) => {
+            let u = x(u)?;
+            cfg.user = Some(u.clone());
+            format!("USER {u}")
+        }
         Instruction::Volume(vs) => {
+            let mut expanded = Vec::new();
             for v in vs {
                 let v = x(v)?;
                 if v.trim().is_empty() {
@@ -389,20 +426,63 @@ pub(super) fn config_step(
                 }
                 cfg.volumes
                     .get_or_insert_with(BTreeMap::new)
-                    .insert(v, serde_json::json!({}));
+                    .insert(v.clone(), serde_json::json!({}));
+                expanded.push(v);
             }
+            format!("VOLUME {}", history::plain_list(&expanded))
         }
-        Instruction::StopSignal(s) => cfg.stop_signal = Some(x(s)?),
-        Instruction::Maintainer(m) => st.config.author = Some(x(m)?),
-        Instruction::Shell(s) => cfg.shell = Some(s.clone()),
-        Instruction::Healthcheck(h) => cfg.healthcheck = Some(h.clone()),
-        Instruction::Onbuild(t) => cfg.on_build.get_or_insert_with(Vec::new).push(t.clone()),
+        Instruction::StopSignal(s) => {
+            let s = x(s)?;
+            cfg.stop_signal = Some(s.clone());
+            format!("STOPSIGNAL {s}")
+        }
+        Instruction::Maintainer(m) => {
+            let m = x(m)?;
+            st.config.author = Some(m.clone());
+            format!("MAINTAINER {m}")
+        }
+        Instruction::Shell(s) => {
+            cfg.shell = Some(s.clone());
+            format!("SHELL {}", history::plain_list(s))
+        }
+        // BuildKit prints Go's `%q` of a struct pointer here; the instruction's
+        // own text is kept instead (noted in docs/architecture.md).
+        Instruction::Healthcheck(h) => {
+            cfg.healthcheck = Some(h.clone());
+            original.to_string()
+        }
+        Instruction::Onbuild(t) => {
+            cfg.on_build.get_or_insert_with(Vec::new).push(t.clone());
+            return Ok(None);
+        }
         Instruction::Arg(_)
         | Instruction::Copy(_)
         | Instruction::Workdir(_)
-        | Instruction::Unsupported(_) => {}
+        | Instruction::Unsupported(_) => original.to_string(),
+    };
+    Ok(Some(text))
+}
+
+/// COPY's history text as BuildKit writes it: expanded words, `--from` left out.
+pub(super) fn copy_history(p: &PreparedCopy) -> String {
+    let mut s = String::from("COPY");
+    if let Some(c) = &p.chown {
+        s.push_str(&format!(" --chown={c}"));
     }
-    Ok(())
+    if let Some(m) = &p.chmod_text {
+        s.push_str(&format!(" --chmod={m}"));
+    }
+    for src in &p.sources {
+        s.push(' ');
+        s.push_str(src);
+    }
+    for (name, _) in &p.inline {
+        s.push_str(&format!(" <<{name}"));
+    }
+    s.push(' ');
+    s.push_str(&p.dest);
+    s.push_str(" # buildkit");
+    s
 }
 
 /// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp` …

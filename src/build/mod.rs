@@ -2,6 +2,7 @@
 //! group (`copy`, `meta`), each step either changing the config or adding a layer.
 
 pub mod copy;
+mod history;
 pub mod meta;
 pub mod stage;
 pub mod users;
@@ -512,6 +513,7 @@ async fn run_step(
     );
     match &step.instruction {
         Instruction::Arg(args) => {
+            let mut history = Vec::new();
             for (k, default) in args {
                 let value = if let Some(v) = overrides.get(k) {
                     used_args.insert(k.clone());
@@ -526,10 +528,15 @@ async fn run_step(
                             .map(|(_, v)| v)
                     })
                 };
+                history.push(match &value {
+                    Some(v) => format!("{k}={v}"),
+                    None => k.clone(),
+                });
                 if let Some(v) = value {
                     st.args.insert(k.clone(), v);
                 }
             }
+            push_history(st, format!("ARG {}", history.join(" ")), true);
         }
         Instruction::Copy(c) => {
             let prepared = meta::prepare_copy(session, df, c, &env, stage_index, opts).await?;
@@ -540,12 +547,13 @@ async fn run_step(
                 }
             }
             let key = kb.finish();
+            let text = meta::copy_history(&prepared);
             if !try_cache(session, st, &key).await? {
                 meta::run_copy(session, st, prepared, built, ctx, opts).await?;
                 record(session, st, &key)?;
             }
             st.key = key.hex;
-            push_history(st, format!("{created_by} # buildkit"), false);
+            push_history(st, text, false);
             return Ok(());
         }
         Instruction::Workdir(w) => {
@@ -559,7 +567,8 @@ async fn run_step(
                 record(session, st, &key)?;
             }
             st.key = key.hex;
-            push_history(st, created_by, false);
+            let abs = st.config.config.working_dir.clone().unwrap_or_default();
+            push_history(st, format!("WORKDIR {abs}"), false);
             return Ok(());
         }
         Instruction::Unsupported(kw) => {
@@ -568,13 +577,15 @@ async fn run_step(
             )));
         }
         other => {
-            meta::config_step(st, other, esc, &env)?;
+            let text = meta::config_step(st, other, esc, &env, &created_by)?;
             if let Instruction::Env(pairs) = other {
                 for (k, _) in pairs {
                     st.args.remove(&shell::expand(k, esc, &env)?);
                 }
             }
-            push_history(st, created_by, true);
+            if let Some(text) = text {
+                push_history(st, text, true);
+            }
         }
     }
     st.key = kb.finish().hex;
@@ -634,7 +645,8 @@ fn push_history(st: &mut StageState, created_by: String, empty_layer: bool) {
     // `created` is filled in when the image is finished (see `build`).
     st.config.history.push(History {
         created: None,
-        created_by: Some(created_by),
+        // Bytes that are not UTF-8 show as U+FFFD, as Go's JSON encoder writes them.
+        created_by: Some(crate::pathname::display(&created_by)),
         author: None,
         comment: Some("buildkit.dockerfile.v0".into()),
         empty_layer,

@@ -306,7 +306,6 @@ impl StageFs {
     }
 }
 
-/// The index entry of a planned layer entry.
 /// Whether a blob file has the descriptor's size and digest.
 async fn blob_matches(path: &std::path::Path, digest: &Digest, size: u64) -> bool {
     if std::fs::metadata(path).map(|m| m.len()).ok() != Some(size) {
@@ -318,6 +317,7 @@ async fn blob_matches(path: &std::path::Path, digest: &Digest, size: u64) -> boo
         .unwrap_or(false)
 }
 
+/// The index entry of a planned layer entry.
 fn planned_entry(path: &str, p: &Planned) -> Entry {
     let (kind, size) = match &p.body {
         EntryBody::Dir => (Kind::Dir, 0),
@@ -335,6 +335,7 @@ fn planned_entry(path: &str, p: &Planned) -> Entry {
         size,
         mtime: p.meta.mtime,
         whiteout: None,
+        xattrs: p.meta.xattrs.clone(),
     }
 }
 
@@ -369,6 +370,7 @@ mod tests {
             uid: 7,
             gid: 8,
             mtime: 9,
+            xattrs: Vec::new(),
         };
         let planned = [
             (

@@ -432,6 +432,7 @@ mod tests {
             size: 0,
             mtime: 3,
             whiteout: None,
+            xattrs: Vec::new(),
         }];
         let back = decode_entries(&encode_entries(&e).unwrap()).unwrap();
         assert_eq!(back[0].path, "a/b");

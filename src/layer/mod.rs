@@ -6,6 +6,9 @@ pub mod reader;
 mod sparse;
 pub mod writer;
 
+/// Extended attributes of an entry (PAX `SCHILY.xattr.NAME` records): name → value.
+pub type Xattrs = Vec<(String, Vec<u8>)>;
+
 use std::io::{self, Write};
 
 use sha2::{Digest, Sha256};

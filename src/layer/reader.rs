@@ -50,7 +50,12 @@ pub struct Entry {
     pub size: u64,
     pub mtime: u64,
     pub whiteout: Option<Whiteout>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: super::Xattrs,
 }
+
+/// PAX records carrying extended attributes (GNU tar, Go's archive/tar, BuildKit).
+pub const XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 
 /// The longest entry path read (Linux's PATH_MAX).
 pub const MAX_PATH_BYTES: usize = 4096;
@@ -144,35 +149,50 @@ where
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
-        // Only the sparse records are kept: copying every record of every entry
-        // cost a sixth of the read time.
+        // Only sparse and xattr records are kept: copying every record of every
+        // entry cost a sixth of the read time.
+        let mut xattrs = super::Xattrs::new();
         let pax: Vec<(String, String)> = match entry.pax_extensions() {
             Ok(Some(records)) => records
                 .flatten()
-                .filter(|r| r.key_bytes().starts_with(b"GNU.sparse."))
-                .filter_map(|r| Some((r.key().ok()?.to_string(), r.value().ok()?.to_string())))
+                .filter(|r| {
+                    if let Some(name) = r.key_bytes().strip_prefix(XATTR_PREFIX) {
+                        xattrs.push((
+                            String::from_utf8_lossy(name).into_owned(),
+                            r.value_bytes().to_vec(),
+                        ));
+                        return false;
+                    }
+                    r.key_bytes().starts_with(b"GNU.sparse.")
+                })
+                .filter_map(|r| {
+                    Some((
+                        r.key().ok()?.to_string(),
+                        crate::pathname::from_bytes(r.value_bytes()),
+                    ))
+                })
                 .collect(),
             _ => Vec::new(),
         };
         let sparse = sparse::from_pax(&pax).map_err(|reason| ReadError::Entry {
             layer: label.to_string(),
-            path: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+            path: crate::pathname::display(&crate::pathname::from_bytes(&entry.path_bytes())),
             reason,
         })?;
         let raw_path = match sparse.as_ref().and_then(|s| s.name.clone()) {
             Some(name) => name,
-            None => String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+            None => crate::pathname::from_bytes(&entry.path_bytes()),
         };
         let path = clean_rooted(&raw_path);
         let h = entry.header();
         let bad = |reason: String| ReadError::Entry {
             layer: label.to_string(),
-            path: raw_path.clone(),
+            path: crate::pathname::display(&raw_path),
             reason,
         };
         // No file system takes a longer path (PATH_MAX); refusing it keeps the
         // index's memory linear in the layer's size.
-        if path.len() > MAX_PATH_BYTES {
+        if path.len() > MAX_PATH_BYTES && crate::pathname::to_bytes(&path).len() > MAX_PATH_BYTES {
             return Err(ReadError::Entry {
                 layer: label.to_string(),
                 path: format!("{}…", path.chars().take(64).collect::<String>()),
@@ -201,7 +221,7 @@ where
         let link = || -> Result<String, ReadError> {
             let l = entry
                 .link_name_bytes()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .map(|b| crate::pathname::from_bytes(&b))
                 .ok_or_else(|| bad("link without a target".into()))?;
             Ok(l)
         };
@@ -237,7 +257,7 @@ where
             if matches!(hidden, "" | "." | "..") {
                 return Err(ReadError::Entry {
                     layer: label.to_string(),
-                    path: path.clone(),
+                    path: crate::pathname::display(&path),
                     reason: format!("whiteout {name:?} names no file (refused)"),
                 });
             }
@@ -263,6 +283,7 @@ where
             size: sparse.as_ref().map_or(size, |s| s.real_size),
             mtime,
             whiteout,
+            xattrs,
         };
         match sparse {
             Some(s) => {
@@ -271,7 +292,7 @@ where
                     None => sparse::read_map_1x0(&mut entry, s.real_size).map_err(|reason| {
                         ReadError::Entry {
                             layer: label.to_string(),
-                            path: e.path.clone(),
+                            path: crate::pathname::display(&e.path),
                             reason,
                         }
                     })?,

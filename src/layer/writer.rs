@@ -4,6 +4,7 @@
 use super::gzip::GzipWriter;
 use super::HashingWriter;
 use crate::image::Digest;
+use crate::pathname::to_path;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -25,7 +26,16 @@ fn open_planned(path: &Path, size: u64) -> io::Result<File> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)?;
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                io::Error::other(format!(
+                    "changed while the build ran (planned a {size}-byte file, found a symbolic link)"
+                ))
+            } else {
+                e
+            }
+        })?;
     let m = f.metadata()?;
     if !m.is_file() || m.len() != size {
         return Err(io::Error::other(format!(
@@ -67,6 +77,8 @@ pub struct EntryMeta {
     pub uid: u64,
     pub gid: u64,
     pub mtime: u64,
+    /// Written as PAX `SCHILY.xattr.` records before the entry.
+    pub xattrs: super::Xattrs,
 }
 
 /// What an entry is and where its bytes come from.
@@ -135,6 +147,16 @@ impl LayerWriter {
             path: path.to_string(),
             source,
         };
+        if !meta.xattrs.is_empty() {
+            let records: Vec<(String, &[u8])> = meta
+                .xattrs
+                .iter()
+                .map(|(name, value)| (format!("SCHILY.xattr.{name}"), value.as_slice()))
+                .collect();
+            self.tar
+                .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+                .map_err(err)?;
+        }
         let mut h = tar::Header::new_ustar();
         h.set_mode(meta.mode & 0o7777);
         h.set_uid(meta.uid);
@@ -145,7 +167,9 @@ impl LayerWriter {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_size(0);
                 let name = format!("{}/", path.trim_end_matches('/'));
-                self.tar.append_data(&mut h, name, io::empty()).map_err(err)
+                self.tar
+                    .append_data(&mut h, to_path(&name), io::empty())
+                    .map_err(err)
             }
             EntryBody::File { source, size } => {
                 h.set_entry_type(tar::EntryType::Regular);
@@ -161,7 +185,7 @@ impl LayerWriter {
                     left: *size,
                 };
                 self.tar
-                    .append_data(&mut h, path, &mut exact)
+                    .append_data(&mut h, to_path(path), &mut exact)
                     .map_err(|e| WriteError::Source {
                         path: source.clone(),
                         source: e,
@@ -171,18 +195,22 @@ impl LayerWriter {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(b.len() as u64);
                 self.tar
-                    .append_data(&mut h, path, b.as_slice())
+                    .append_data(&mut h, to_path(path), b.as_slice())
                     .map_err(err)
             }
             EntryBody::Symlink(target) => {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_size(0);
-                self.tar.append_link(&mut h, path, target).map_err(err)
+                self.tar
+                    .append_link(&mut h, to_path(path), to_path(target))
+                    .map_err(err)
             }
             EntryBody::Hardlink(target) => {
                 h.set_entry_type(tar::EntryType::Link);
                 h.set_size(0);
-                self.tar.append_link(&mut h, path, target).map_err(err)
+                self.tar
+                    .append_link(&mut h, to_path(path), to_path(target))
+                    .map_err(err)
             }
         }
     }
@@ -243,6 +271,7 @@ mod tests {
             uid: 0,
             gid: 0,
             mtime: 0,
+            xattrs: Vec::new(),
         };
         for (source, size, cause) in [
             (
@@ -250,7 +279,7 @@ mod tests {
                 1_000_000u64,
                 "planned a 1000000-byte file, found 100 bytes",
             ),
-            (&link, 100, "symbolic links"),
+            (&link, 100, "found a symbolic link"),
         ] {
             let mut w = LayerWriter::create(&dir.path().join("layer"), 6).unwrap();
             let e = w
@@ -283,6 +312,7 @@ mod tests {
                 uid: 0,
                 gid: 0,
                 mtime: 1,
+                xattrs: Vec::new(),
             };
             w.append("a", &m, &EntryBody::Dir).unwrap();
             w.append(

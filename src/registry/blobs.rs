@@ -130,6 +130,8 @@ impl Registry {
                     }
                     Ok(None) => break,
                     Err(e) => {
+                        let e = Self::request_error(op, scope, e);
+                        crate::log_warn!("{e}; trying again");
                         last_err = Some(e);
                         break;
                     }
@@ -151,11 +153,10 @@ impl Registry {
             }
             return Ok(got);
         }
-        Err(Self::request_error(
-            op,
-            scope,
-            last_err.expect("loop ran at least once"),
-        ))
+        Err(last_err.unwrap_or_else(|| RegistryError::Io {
+            op: format!("{op} {}", scope.registry),
+            source: std::io::Error::other("no attempt was made"),
+        }))
     }
 
     /// Mounts a blob from another repository of the same registry; false if the

@@ -5,6 +5,7 @@
 use super::caps::FileCaps;
 use super::{join_rel, split_parent};
 use crate::layer::reader::{self, Entry, Kind, ReadError, Whiteout};
+use crate::pathname::{display, from_os, to_path};
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
@@ -95,7 +96,7 @@ impl ScratchRoot {
         if rel.is_empty() {
             self.root.clone()
         } else {
-            self.root.join(rel)
+            self.root.join(to_path(rel))
         }
     }
 
@@ -106,9 +107,15 @@ impl ScratchRoot {
             self.apply_entry(&e, data, &mut st, label)
                 .map_err(|err| match err {
                     ApplyError::Read(r) => r,
+                    // The entry and layer are named once, by ReadError.
+                    ApplyError::Io { source, .. } => ReadError::Entry {
+                        layer: label.to_string(),
+                        path: display(&e.path),
+                        reason: source.to_string(),
+                    },
                     other => ReadError::Entry {
                         layer: label.to_string(),
-                        path: e.path.clone(),
+                        path: display(&e.path),
                         reason: other.to_string(),
                     },
                 })
@@ -133,36 +140,23 @@ impl ScratchRoot {
             }
         };
         let (parent, name) = split_parent(&e.path);
-        // A parent this layer already saw as a real directory needs no walk: deep
-        // trees would otherwise cost a symlink check per component per entry.
-        let parent_rel = if parent.is_empty() || st.real_dirs.contains(parent) {
-            parent.to_string()
-        } else {
-            let resolved = self
-                .resolve(&format!("/{parent}"), true)
-                .map_err(|source| ApplyError::Resolve {
-                    layer: label.to_string(),
-                    path: e.path.clone(),
-                    source,
-                })?;
-            self.make_dirs(&resolved).map_err(io_err(&e.path))?;
-            if resolved == parent {
-                st.real_dirs.insert(resolved.clone());
-            }
-            resolved
-        };
+        // Overlay rule (what BuildKit and Docker produce, each layer unpacked on its
+        // own): an entry's parents are directories of this layer, so a lower layer's
+        // symlink or file at a parent's place is replaced, never followed.
+        self.ensure_real_dir(parent, st).map_err(io_err(&e.path))?;
+        let parent_rel = parent.to_string();
         let parent_host = self.host_path(&parent_rel);
         match &e.whiteout {
             Some(Whiteout::Remove(_)) => {
                 let hidden = name.strip_prefix(".wh.").unwrap_or(name);
                 st.forget_dirs_under(&join_rel(&parent_rel, hidden));
-                remove_any(&parent_host.join(hidden)).map_err(io_err(&e.path))?;
+                remove_any(&parent_host.join(to_path(hidden))).map_err(io_err(&e.path))?;
                 return Ok(());
             }
             Some(Whiteout::Opaque(_)) => {
                 if let Ok(rd) = fs::read_dir(&parent_host) {
                     for child in rd.flatten() {
-                        let rel = join_rel(&parent_rel, &child.file_name().to_string_lossy());
+                        let rel = join_rel(&parent_rel, &from_os(&child.file_name()));
                         if !st.written.contains(&rel) {
                             st.forget_dirs_under(&rel);
                             remove_any(&child.path()).map_err(io_err(&rel))?;
@@ -179,7 +173,7 @@ impl ScratchRoot {
             return Ok(());
         }
         let rel = join_rel(&parent_rel, name);
-        let host = parent_host.join(name);
+        let host = parent_host.join(to_path(name));
         let existing = fs::symlink_metadata(&host).ok();
         let is_dir_entry = e.kind == Kind::Dir;
         if let Some(m) = &existing {
@@ -208,17 +202,16 @@ impl ScratchRoot {
                     .map_err(io_err(&rel))?;
                 io::copy(data, &mut f).map_err(io_err(&rel))?;
             }
-            Kind::Symlink(target) => symlink(target, &host).map_err(io_err(&rel))?,
+            Kind::Symlink(target) => symlink(to_path(target), &host).map_err(io_err(&rel))?,
             Kind::Hardlink(target) => {
-                let (tp, tn) = split_parent(target);
-                let tparent = self.resolve(&format!("/{tp}"), true).map_err(|source| {
-                    ApplyError::Resolve {
-                        layer: label.to_string(),
-                        path: target.clone(),
-                        source,
-                    }
+                // The target is named literally, as the file index names it: a
+                // symlinked directory on the way means there is no such file.
+                let source = self.literal_host_path(target).ok_or_else(|| {
+                    io_err(&rel)(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("hard link target {} not found", display(target)),
+                    ))
                 })?;
-                let source = self.host_path(&join_rel(&tparent, tn));
                 // linkat without AT_SYMLINK_FOLLOW: a link to a symlink links the symlink.
                 fs::hard_link(&source, &host).map_err(io_err(&rel))?;
                 st.written.insert(rel);
@@ -251,27 +244,51 @@ impl ScratchRoot {
         }
         self.set_meta(&host, e, is_dir_entry)
             .map_err(io_err(&rel))?;
-        if is_dir_entry && parent_rel == parent {
+        if is_dir_entry {
             st.real_dirs.insert(rel.clone());
         }
         st.written.insert(rel);
         Ok(())
     }
 
-    /// Creates missing directories of an already-resolved relative path.
-    fn make_dirs(&self, rel: &str) -> io::Result<()> {
-        let host = self.host_path(rel);
-        match fs::symlink_metadata(&host) {
-            Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(io::Error::other(format!("{rel} is not a directory"))),
-            Err(_) => {
-                let (p, _) = split_parent(rel);
-                if !p.is_empty() {
-                    self.make_dirs(p)?;
-                }
-                fs::create_dir(&host)
+    /// The host path of `rel` if every ancestor is a real directory (no links).
+    fn literal_host_path(&self, rel: &str) -> Option<PathBuf> {
+        let mut cur = String::new();
+        let (parent, _) = split_parent(rel);
+        for part in parent.split('/').filter(|p| !p.is_empty()) {
+            cur = join_rel(&cur, part);
+            if !fs::symlink_metadata(self.host_path(&cur)).ok()?.is_dir() {
+                return None;
             }
         }
+        Some(self.host_path(rel))
+    }
+
+    /// Makes `rel` and every ancestor a real directory, component by component
+    /// with lstat (never following a link), replacing whatever else stands there.
+    /// Directories this layer already saw are not checked again, so deep trees
+    /// cost one check per directory, not one per entry and ancestor.
+    fn ensure_real_dir(&self, rel: &str, st: &mut LayerState) -> io::Result<()> {
+        let mut todo = Vec::new();
+        let mut cur = rel;
+        while !cur.is_empty() && !st.real_dirs.contains(cur) {
+            todo.push(cur);
+            cur = split_parent(cur).0;
+        }
+        for dir in todo.into_iter().rev() {
+            let host = self.host_path(dir);
+            match fs::symlink_metadata(&host) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    fs::remove_file(&host)?;
+                    fs::create_dir(&host)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&host)?,
+                Err(e) => return Err(e),
+            }
+            st.real_dirs.insert(dir.to_string());
+        }
+        Ok(())
     }
 
     fn set_meta(&self, host: &Path, e: &Entry, is_dir: bool) -> io::Result<()> {

@@ -22,6 +22,8 @@ pub struct Node {
     pub gid: u64,
     pub size: u64,
     pub mtime: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: crate::layer::Xattrs,
 }
 
 impl Node {
@@ -33,6 +35,7 @@ impl Node {
             gid,
             size: 0,
             mtime,
+            xattrs: Vec::new(),
         }
     }
 }
@@ -102,8 +105,30 @@ impl FsIndex {
         self.remove_tree(p, &HashSet::new());
     }
 
+    /// Makes every ancestor of `path` a directory. Overlay rule (BuildKit, Docker):
+    /// a layer's entry lives in that layer's own directories, so a lower layer's
+    /// symlink or file at a parent's place is replaced, never followed. Nothing
+    /// ever sits below a non-directory, so the walk stops at the first directory.
+    fn ensure_parents(&mut self, path: &str) {
+        let mut parent = path;
+        while let Some((p, _)) = parent.rsplit_once('/') {
+            match self.nodes.get_mut(p) {
+                Some(n) if n.kind == NodeKind::Dir => break,
+                Some(n) => {
+                    *n = Node::dir(0o755, 0, 0, 0);
+                    break;
+                }
+                None => {
+                    self.nodes.insert(p.to_string(), Node::dir(0o755, 0, 0, 0));
+                }
+            }
+            parent = p;
+        }
+    }
+
     /// Applies one layer entry; `this_layer` collects the paths the layer wrote.
     pub fn apply_entry(&mut self, e: &Entry, this_layer: &mut HashSet<String>) {
+        self.ensure_parents(&e.path);
         match &e.whiteout {
             Some(Whiteout::Remove(p)) => {
                 self.nodes.remove(p);
@@ -134,15 +159,6 @@ impl FsIndex {
             Kind::Hardlink(t) => self.nodes.get(t).map_or(0, |n| n.size),
             _ => e.size,
         };
-        // Implicit parents, as a container runtime's unpacker creates them.
-        let mut parent = e.path.as_str();
-        while let Some((p, _)) = parent.rsplit_once('/') {
-            if self.nodes.contains_key(p) {
-                break;
-            }
-            self.nodes.insert(p.to_string(), Node::dir(0o755, 0, 0, 0));
-            parent = p;
-        }
         self.nodes.insert(
             e.path.clone(),
             Node {
@@ -152,6 +168,7 @@ impl FsIndex {
                 gid: e.gid,
                 size,
                 mtime: e.mtime,
+                xattrs: e.xattrs.clone(),
             },
         );
         this_layer.insert(e.path.clone());
@@ -210,6 +227,7 @@ mod tests {
             size: 1,
             mtime: 0,
             whiteout,
+            xattrs: Vec::new(),
         }
     }
 

@@ -72,11 +72,11 @@ pub fn resolve_on_disk(
     follow_last: bool,
 ) -> Result<String, ResolveError> {
     resolve_in_root(path, follow_last, |c| {
-        let p = root.join(c);
+        let p = root.join(crate::pathname::to_path(c));
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => std::fs::read_link(&p)
                 .ok()
-                .map(|t| t.to_string_lossy().into_owned()),
+                .map(|t| crate::pathname::from_os(t.as_os_str())),
             _ => None,
         }
     })
