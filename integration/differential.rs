@@ -52,6 +52,9 @@ fn buildkit(reg: &TestRegistry, ctx: &Path, name: &str, case: &Case) -> Result<P
     for (k, v) in &case.build_args {
         cmd.args(["--opt", &format!("build-arg:{k}={v}")]);
     }
+    if let Some(p) = case.platform {
+        cmd.args(["--opt", &format!("platform={p}")]);
+    }
     let out = cmd.output().expect("run BuildKit");
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
@@ -79,7 +82,17 @@ fn config_diffs(want: &serde_json::Value, got: &serde_json::Value) -> Vec<String
             diffs.push(format!("config {k}: BuildKit {a} Kiln {b}"));
         }
     }
-    for k in ["architecture", "os", "variant"] {
+    // Every top-level field but the times, the history and the layers (below).
+    let mut top: Vec<&String> = want
+        .as_object()
+        .into_iter()
+        .chain(got.as_object())
+        .flat_map(|o| o.keys())
+        .filter(|k| !matches!(k.as_str(), "created" | "history" | "rootfs" | "config"))
+        .collect();
+    top.sort();
+    top.dedup();
+    for k in top {
         let (a, b) = (want.get(k).unwrap_or(&null), got.get(k).unwrap_or(&null));
         if a != b {
             diffs.push(format!("{k}: BuildKit {a} Kiln {b}"));
@@ -124,6 +137,10 @@ struct Case {
     dockerfile_name: &'static str,
     dockerignore: Option<(&'static str, &'static str)>,
     build_args: Vec<(&'static str, &'static str)>,
+    /// `--custom-platform` for Kiln, `--opt platform=` for BuildKit.
+    platform: Option<&'static str>,
+    /// Extra fields of the base image's config (see `push_image_layers`).
+    base_config: serde_json::Value,
 }
 
 impl Case {
@@ -134,6 +151,8 @@ impl Case {
             dockerfile_name: "Dockerfile",
             dockerignore: None,
             build_args: Vec::new(),
+            platform: None,
+            base_config: serde_json::json!({}),
         }
     }
 }
@@ -147,7 +166,7 @@ fn differential(name: &'static str, dockerfile: &'static str, dockerignore: Opti
 fn run_case(case: &Case) {
     let name = case.name;
     let reg = TestRegistry::start();
-    push_busybox_base(&reg, "base:1");
+    push_busybox_base_with(&reg, "base:1", case.base_config.clone());
     let ctx = tempfile::tempdir().unwrap();
     context(ctx.path());
     let df = case
@@ -172,6 +191,9 @@ fn run_case(case: &Case) {
     for (k, v) in &case.build_args {
         args.push("--build-arg".into());
         args.push(format!("{k}={v}"));
+    }
+    if let Some(p) = case.platform {
+        args.push(format!("--custom-platform={p}"));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = executor(&args);
@@ -262,6 +284,8 @@ cases! {
     copy_heredocs: "FROM {BASE}\nENV NAME=kiln\nCOPY <<EOF /expanded\nhello $NAME\nEOF\nCOPY <<'EOF' /literal\nhello $NAME\nEOF\nCOPY <<-EOT <<EOF2 /hd/\n\tindented\n\tEOT\ntwo\nEOF2\n";
     copy_chmod_and_chown_on_created_parents: "FROM {BASE}\nCOPY --chmod=0750 a.txt /n1/n2/f\nCOPY --chown=7:8 a.txt /m1/m2/f\nCOPY --chmod=600 --chown=app dir /n1/d/\n";
     onbuild_maintainer_healthcheck_free: "FROM {BASE}\nONBUILD COPY a.txt /x\nMAINTAINER me <me@example.com>\nSTOPSIGNAL 9\nUSER app:staff\nVOLUME [\"/a\", \"/b\"]\n";
+    several_sources_onto_one_path: "FROM {BASE}\nCOPY a.txt b.txt /out\nCOPY <<A <<B /here\none\nA\ntwo\nB\n";
+    workdir_root_adds_no_layer: "FROM {BASE}\nWORKDIR /\nWORKDIR /usr\nWORKDIR /\n";
     arg_history_and_platform_args: "ARG G=g\nFROM {BASE}\nARG G\nARG TARGETPLATFORM\nARG NOVALUE\nARG X=$G-x Y\nENV E=$X\n";
 }
 
@@ -305,6 +329,39 @@ fn from_and_copy_flags_expand_args() {
         "ARG TAG=1\nFROM {REG}/base:${TAG} AS one\nCOPY a.txt /one/\nFROM {REG}/base:$TAG\nARG U=1000\nARG M=0640\nCOPY --chown=$U:$U --chmod=$M b.txt /x\nCOPY --from=one /one /from-one\n",
     );
     c.build_args = vec![("M", "0600")];
+    run_case(&c);
+}
+
+#[test]
+fn custom_platform_labels_the_result() {
+    let mut c = Case::new(
+        "custom_platform_labels_the_result",
+        "FROM {BASE}\nARG TARGETARCH\nENV ARCH=$TARGETARCH\nCOPY a.txt /\n",
+    );
+    c.platform = Some("linux/arm64");
+    run_case(&c);
+}
+
+/// A base as `docker import` writes it: empty fields, a container_config, a
+/// docker_version. BuildKit writes its own config and drops every empty field.
+#[test]
+fn imported_base_config_is_rewritten() {
+    let mut c = Case::new(
+        "imported_base_config_is_rewritten",
+        "FROM {BASE}\nCOPY a.txt /\n",
+    );
+    let empty = serde_json::json!({
+        "Hostname": "", "Domainname": "", "User": "", "AttachStdin": false,
+        "AttachStdout": false, "AttachStderr": false, "Tty": false, "OpenStdin": false,
+        "StdinOnce": false, "Env": null, "Cmd": null, "Image": "", "Volumes": null,
+        "WorkingDir": "", "Entrypoint": null, "OnBuild": null, "Labels": null
+    });
+    let mut extra = empty.clone();
+    extra["container_config"] = empty;
+    extra["docker_version"] = "20.10.24".into();
+    extra["comment"] = "Imported from -".into();
+    extra["created"] = "2024-01-02T03:04:05Z".into();
+    c.base_config = extra;
     run_case(&c);
 }
 

@@ -517,3 +517,59 @@ fn image_indexes_resolve_to_the_platform() {
         "{e}"
     );
 }
+
+/// `--reproducible`: two builds at different times, of files with different
+/// mtimes, give one digest (timestamps zeroed in layers and config, as Kaniko
+/// does); without it the digests differ, so the check can fail.
+#[test]
+fn reproducible_builds_give_one_digest() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(
+        ctx.path(),
+        &[
+            (
+                "Dockerfile",
+                &format!(
+                    "FROM {}/base:1\nCOPY a.txt dir /app/\nWORKDIR /w\n",
+                    reg.host
+                ),
+            ),
+            ("a.txt", "same bytes\n"),
+            ("dir/b.txt", "b\n"),
+        ],
+    );
+    let touch = |stamp: &str| {
+        for f in ["a.txt", "dir/b.txt", "dir"] {
+            let st = std::process::Command::new("touch")
+                .args(["-d", stamp])
+                .arg(ctx.path().join(f))
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+    };
+    let mut digests = Vec::new();
+    for (i, (stamp, flags)) in [
+        ("2001-01-01 00:00:00", &["--reproducible"][..]),
+        ("2011-11-11 11:11:11", &["--reproducible"][..]),
+        ("2021-02-02 02:02:02", &[][..]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        touch(stamp);
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        assert_ok(&build_with(
+            ctx.path(),
+            &format!("{}/repro:{i}", reg.host),
+            flags,
+        ));
+        digests.push(tag_digest(&reg, &format!("repro:{i}")));
+    }
+    assert_eq!(digests[0], digests[1], "--reproducible gives one digest");
+    assert_ne!(digests[0], digests[2], "without it, times show");
+}

@@ -239,6 +239,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         target: cli.target.clone(),
         labels: cli::key_values("label", &cli.labels, false)?,
         platform,
+        explicit_platform: cli.custom_platform.is_some(),
         reproducible: cli.reproducible,
         scratch_dir: scratch.path().to_path_buf(),
     };

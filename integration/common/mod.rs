@@ -337,9 +337,13 @@ pub fn push_image_layers(
             "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
             "history": layers.iter().map(|_| serde_json::json!({"created_by": "test layer"})).collect::<Vec<_>>(),
         });
-        if let (Some(dst), Some(src)) = (cfg["config"].as_object_mut(), config_extra.as_object()) {
-            for (k, v) in src {
-                dst.insert(k.clone(), v.clone());
+        // PascalCase keys are container config fields; lowercase ones are top-level
+        // (`container_config`, `docker_version`, `author`…), as Docker names them.
+        for (k, v) in config_extra.as_object().into_iter().flatten() {
+            if k.starts_with(|c: char| c.is_ascii_uppercase()) {
+                cfg["config"][k] = v.clone();
+            } else {
+                cfg[k] = v.clone();
             }
         }
         let cfg_bytes = serde_json::to_vec(&cfg).expect("config json");
@@ -393,6 +397,15 @@ pub fn busybox() -> PathBuf {
 /// A runnable three-layer base: a usr-merged busybox root, /etc files, and a third
 /// layer that deletes a file (whiteout) and adds a setuid binary and a hardlink.
 pub fn push_busybox_base(reg: &TestRegistry, repo_tag: &str) -> String {
+    push_busybox_base_with(reg, repo_tag, serde_json::json!({}))
+}
+
+/// [`push_busybox_base`] with extra config fields (see [`push_image_layers`]).
+pub fn push_busybox_base_with(
+    reg: &TestRegistry,
+    repo_tag: &str,
+    config_extra: serde_json::Value,
+) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let bb = busybox();
     let l1 = make_layer(
@@ -449,7 +462,7 @@ pub fn push_busybox_base(reg: &TestRegistry, repo_tag: &str) -> String {
             E::Hard("usr/bin/suid-link", "usr/bin/suid"),
         ],
     );
-    push_image(reg, repo_tag, &[l1, l2, l3], serde_json::json!({}))
+    push_image(reg, repo_tag, &[l1, l2, l3], config_extra)
 }
 
 /// One entry of a flattened filesystem, as the oracle saw it.

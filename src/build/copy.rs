@@ -38,6 +38,8 @@ pub struct CopyRequest {
     pub owner: Option<(u64, u64)>,
     pub chmod: Option<u32>,
     pub now: u64,
+    /// `--reproducible`: every entry's mtime is 0, copied files' too (Kaniko).
+    pub zero_mtimes: bool,
 }
 
 struct Source {
@@ -157,7 +159,6 @@ pub fn plan(
     };
     let last = dest_abs.rsplit('/').next().unwrap_or("");
     let dir_syntax = dest_abs.ends_with('/') || last == "." || last == "..";
-    let n_sources = sources.len() + req.inline.len();
     let dest_resolved = index.resolve(&dest_abs, true)?;
     let dest_is_existing_dir = index
         .get(&dest_resolved)
@@ -168,7 +169,9 @@ pub fn plan(
     let mut out: BTreeMap<PathKey, Planned> = BTreeMap::new();
     let mut links: HashMap<(u64, u64), String> = HashMap::new();
 
-    let into_dir = dir_syntax || n_sources > 1 || dest_is_existing_dir;
+    // Several sources onto a path without a trailing `/` are written onto it in
+    // turn, the last one winning, as BuildKit v0.21 does.
+    let into_dir = dir_syntax || dest_is_existing_dir;
     for src in &sources {
         let (target_dir, name) = if src.meta.is_dir() {
             (dest_resolved.clone(), None)
@@ -312,7 +315,11 @@ fn add_entry(
         mode,
         uid,
         gid,
-        mtime: meta.mtime().max(0) as u64,
+        mtime: if req.zero_mtimes {
+            0
+        } else {
+            meta.mtime().max(0) as u64
+        },
         // Context files carry none (Kiln reads no host xattrs); layers' come
         // from their headers, which an unprivileged unpack cannot set on disk.
         xattrs: header.map(|n| n.xattrs.clone()).unwrap_or_default(),

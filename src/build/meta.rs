@@ -247,6 +247,7 @@ pub(super) async fn run_copy(
         owner,
         chmod: p.chmod,
         now: session.now,
+        zero_mtimes: opts.reproducible,
     };
     let entries = match p.from {
         CopyFrom::Context => {

@@ -101,6 +101,9 @@ pub struct BuildOptions {
     pub target: Option<String>,
     pub labels: Vec<(String, String)>,
     pub platform: Platform,
+    /// `--custom-platform` was given: the result is labelled with it, as BuildKit
+    /// labels an explicit target platform whatever a single-platform base says.
+    pub explicit_platform: bool,
     pub reproducible: bool,
     pub scratch_dir: PathBuf,
 }
@@ -443,6 +446,12 @@ async fn start_stage(
     let reference = Reference::parse(&image).map_err(|e| BuildError::Source(e.to_string()))?;
     let base = remote::fetch(&session.registry, &reference, &platform, &session.blobs_dir).await?;
     let mut config = base.config.clone();
+    config.keep_buildkit_fields();
+    if opts.explicit_platform || stage.platform.is_some() {
+        config.architecture = platform.architecture.clone();
+        config.os = platform.os.clone();
+        config.variant = platform.variant.clone();
+    }
     if config.config.get_env("PATH").is_none() {
         config.config.set_env("PATH", DEFAULT_PATH);
     }
@@ -558,6 +567,14 @@ async fn run_step(
         }
         Instruction::Workdir(w) => {
             let w = shell::expand(w, esc, &env)?;
+            let abs = meta::absolute(&w, st.config.config.working_dir.as_deref());
+            if abs == "/" {
+                // Nothing to create: BuildKit adds no layer for the root.
+                st.config.config.working_dir = Some(abs);
+                push_history(st, "WORKDIR /".into(), true);
+                st.key = kb.finish().hex;
+                return Ok(());
+            }
             let key = kb.finish();
             if try_cache(session, st, &key).await? {
                 st.config.config.working_dir =

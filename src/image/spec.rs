@@ -196,6 +196,64 @@ pub struct ContainerConfig {
     pub other: Map<String, Value>,
 }
 
+impl ImageConfig {
+    /// Rewrites a base's config as BuildKit writes its own: only the fields of its
+    /// config struct, none of them empty (Go's `omitempty`). `docker import`
+    /// bases carry `"Hostname": ""`, `container_config`, `docker_version` and the
+    /// like; none of that reaches BuildKit's output, so none reaches Kiln's.
+    pub fn keep_buildkit_fields(&mut self) {
+        self.other
+            .retain(|k, v| matches!(k.as_str(), "os.version" | "os.features") && !is_empty(v));
+        if self.author.as_deref() == Some("") {
+            self.author = None;
+        }
+        if self.variant.as_deref() == Some("") {
+            self.variant = None;
+        }
+        let c = &mut self.config;
+        c.other
+            .retain(|k, v| k == "ArgsEscaped" && *v == Value::Bool(true));
+        for s in [&mut c.user, &mut c.working_dir, &mut c.stop_signal] {
+            if s.as_deref() == Some("") {
+                *s = None;
+            }
+        }
+        for v in [
+            &mut c.env,
+            &mut c.entrypoint,
+            &mut c.cmd,
+            &mut c.shell,
+            &mut c.on_build,
+        ] {
+            if v.as_ref().is_some_and(Vec::is_empty) {
+                *v = None;
+            }
+        }
+        for m in [&mut c.exposed_ports, &mut c.volumes] {
+            if m.as_ref().is_some_and(BTreeMap::is_empty) {
+                *m = None;
+            }
+        }
+        if c.labels.as_ref().is_some_and(BTreeMap::is_empty) {
+            c.labels = None;
+        }
+        if c.healthcheck.as_ref().is_some_and(is_empty) {
+            c.healthcheck = None;
+        }
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Number(_) => false,
+    }
+}
+
 impl ContainerConfig {
     /// Env as an ordered list of (key, value).
     pub fn env_pairs(&self) -> Vec<(String, String)> {
@@ -269,6 +327,12 @@ mod tests {
         let back = serde_json::to_value(&c).unwrap();
         assert_eq!(back["moby.extra"], 1);
         assert_eq!(back["config"]["ArgsEscaped"], true);
+        let imported = r#"{"architecture":"amd64","os":"linux","docker_version":"20.10","container_config":{"Hostname":""},"config":{"Hostname":"","User":"","Tty":false,"Env":null,"Cmd":[],"WorkingDir":"","Labels":{},"ArgsEscaped":false},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let mut c: ImageConfig = serde_json::from_str(imported).unwrap();
+        c.keep_buildkit_fields();
+        let back = serde_json::to_value(&c).unwrap();
+        assert_eq!(back["config"], serde_json::json!({}));
+        assert!(back.get("docker_version").is_none() && back.get("container_config").is_none());
         assert_eq!(back["config"]["Healthcheck"]["Test"][0], "NONE");
     }
 
