@@ -286,7 +286,52 @@ cases! {
     onbuild_maintainer_healthcheck_free: "FROM {BASE}\nONBUILD COPY a.txt /x\nMAINTAINER me <me@example.com>\nSTOPSIGNAL 9\nUSER app:staff\nVOLUME [\"/a\", \"/b\"]\n";
     several_sources_onto_one_path: "FROM {BASE}\nCOPY a.txt b.txt /out\nCOPY <<A <<B /here\none\nA\ntwo\nB\n";
     workdir_root_adds_no_layer: "FROM {BASE}\nWORKDIR /\nWORKDIR /usr\nWORKDIR /\n";
+    unused_stage_behind_a_variable_from: "ARG PREFIX=\nFROM {REG}/not-pushed:1 AS unused\nFROM ${PREFIX}{BASE}\nCOPY a.txt /\n";
+    copy_link_makes_the_layer_on_its_own: "FROM {BASE}\nCOPY --link a.txt dir /l/\nCOPY --link b.txt /bin/b\n";
+    copy_symbolic_chmod: "FROM {BASE}\nCOPY --chmod=u+x,go=r b.txt /s\nCOPY --chmod=a+X,g-w dir /dd/\nCOPY --chmod=go=u-w exec.sh /new/t\nCOPY --chmod=o= private /p/\n";
     arg_history_and_platform_args: "ARG G=g\nFROM {BASE}\nARG G\nARG TARGETPLATFORM\nARG NOVALUE\nARG X=$G-x Y\nENV E=$X\n";
+}
+
+/// `COPY --exclude` (BuildKit v0.21 takes it only under the labs syntax, which the
+/// offline lab cannot pull, so Kiln is checked against the Dockerfile reference):
+/// patterns match paths relative to each source; a matched directory goes whole.
+#[test]
+fn copy_exclude_drops_what_it_names() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    context(ctx.path());
+    let df = format!(
+        "FROM {}/base:1\nCOPY --exclude=*.txt --exclude=dir/sub . /x/\nCOPY --exclude=sub/*.md dir /d/\nCOPY --exclude=*.sh exec.sh a.txt /f/\n",
+        reg.host
+    );
+    std::fs::write(ctx.path().join("Dockerfile"), df).unwrap();
+    assert_ok(&build_with(
+        ctx.path(),
+        &format!("{}/exclude:1", reg.host),
+        &[],
+    ));
+    let img = pull(&reg, "exclude:1");
+    let under = |d: &str| -> Vec<String> {
+        img.files
+            .keys()
+            .filter_map(|k| k.strip_prefix(&format!("{d}/")))
+            .map(str::to_string)
+            .collect()
+    };
+    let x = under("x");
+    assert!(!x.iter().any(|p| p == "a.txt" || p == "b.txt"), "{x:?}");
+    assert!(
+        x.contains(&"dir/x.txt".to_string()),
+        "only top-level *.txt: {x:?}"
+    );
+    assert!(
+        x.contains(&"dir".to_string()) && !x.iter().any(|p| p.starts_with("dir/sub")),
+        "{x:?}"
+    );
+    assert!(x.contains(&"exec.sh".to_string()), "{x:?}");
+    assert_eq!(under("d"), ["inner-link", "sub", "sub/y.txt", "x.txt"]);
+    assert_eq!(under("f"), ["a.txt"]);
 }
 
 /// A Dockerfile without instructions is refused, naming the line and the cause.

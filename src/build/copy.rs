@@ -4,6 +4,7 @@
 //! one COPY stay hardlinks, destination parents resolve through the image's
 //! symlinks, and created parents get the `--chown` owner.
 
+use super::chmod::Chmod;
 use super::stage::{PathKey, Planned};
 use super::BuildError;
 use crate::cache::key::SourceDigest;
@@ -26,6 +27,19 @@ pub struct SourceTree<'a> {
     pub headers: Option<&'a FsIndex>,
     /// How the source is named in messages (`build context`, `stage builder`).
     pub label: String,
+    /// `COPY --exclude` patterns, as segments, matched against paths relative to
+    /// each source (a file source: its name).
+    pub exclude: Vec<Vec<String>>,
+}
+
+/// `--exclude` words as patterns for [`SourceTree::exclude`].
+pub fn exclude_patterns(words: &[String]) -> Vec<Vec<String>> {
+    words
+        .iter()
+        .map(|w| crate::layer::reader::clean_rooted(w))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.split('/').map(str::to_string).collect())
+        .collect()
 }
 
 /// A COPY after expansion.
@@ -36,7 +50,7 @@ pub struct CopyRequest {
     pub dest: String,
     pub workdir: String,
     pub owner: Option<(u64, u64)>,
-    pub chmod: Option<u32>,
+    pub chmod: Option<Chmod>,
     pub now: u64,
     /// `--reproducible`: every entry's mtime is 0, copied files' too (Kaniko).
     pub zero_mtimes: bool,
@@ -55,6 +69,18 @@ struct Source {
 impl SourceTree<'_> {
     fn ignored(&self, rel: &str) -> bool {
         self.context.is_some_and(|c| c.is_ignored(rel))
+    }
+
+    /// Whether `--exclude` drops this path (relative to its source); a matched
+    /// directory drops everything below it.
+    fn excluded(&self, rel: &str) -> bool {
+        if self.exclude.is_empty() || rel.is_empty() {
+            return false;
+        }
+        let parts: Vec<&str> = rel.split('/').collect();
+        self.exclude
+            .iter()
+            .any(|pat| (1..=parts.len()).any(|n| match_segments(pat, &parts[..n])))
     }
 
     /// Resolves one source word into the files it names.
@@ -150,7 +176,11 @@ pub fn plan(
     // wildcards (the layer is still added, empty).
     let mut sources = Vec::new();
     for s in &req.sources {
-        sources.extend(tree.expand(s)?);
+        sources.extend(
+            tree.expand(s)?
+                .into_iter()
+                .filter(|s| !tree.excluded(&s.name)),
+        );
     }
     let dest_abs = if req.dest.starts_with('/') {
         req.dest.clone()
@@ -164,8 +194,12 @@ pub fn plan(
         .get(&dest_resolved)
         .is_some_and(|n| n.kind == NodeKind::Dir);
     let (uid, gid) = req.owner.unwrap_or((0, 0));
-    // BuildKit gives the directories a COPY creates its --chmod mode too.
-    let dir_mode = req.chmod.unwrap_or(0o755);
+    // BuildKit v0.21 gives the directories a COPY creates an octal --chmod mode
+    // too (moby/buildkit#5943 discusses it); symbolic modes leave them 0755.
+    let dir_mode = match &req.chmod {
+        Some(Chmod::Octal(m)) => *m,
+        _ => 0o755,
+    };
     let mut out: BTreeMap<PathKey, Planned> = BTreeMap::new();
     let mut links: HashMap<(u64, u64), String> = HashMap::new();
 
@@ -216,7 +250,7 @@ pub fn plan(
         };
         add_parents(&mut out, index, &target_dir, (uid, gid), dir_mode, req.now)?;
         let meta = EntryMeta {
-            mode: req.chmod.unwrap_or(0o644),
+            mode: req.chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false)),
             uid,
             gid,
             mtime: req.now,
@@ -307,9 +341,10 @@ fn add_entry(
         .unwrap_or_else(|| header.map_or((0, 0), |n| (n.uid, n.gid)));
     let ft = meta.file_type();
     // chmod(2) cannot change a symlink: --chmod leaves links at 0777.
-    let mode = match req.chmod {
-        Some(m) if !ft.is_symlink() => m,
-        _ => header.map_or(meta.mode(), |n| n.mode) & 0o7777,
+    let own = header.map_or(meta.mode(), |n| n.mode) & 0o7777;
+    let mode = match &req.chmod {
+        Some(c) if !ft.is_symlink() => c.apply(own, ft.is_dir()),
+        _ => own,
     };
     let m = EntryMeta {
         mode,
@@ -369,7 +404,7 @@ fn walk_dir(
     req: &CopyRequest,
     links: &mut HashMap<(u64, u64), String>,
 ) -> Result<(), BuildError> {
-    walk(tree, host_dir, rel_dir, "", &mut |sub, host, meta| {
+    walk(tree, host_dir, rel_dir, "", "", &mut |sub, host, meta| {
         add_entry(
             out,
             tree,
@@ -395,6 +430,7 @@ fn walk(
     host_dir: &Path,
     rel_dir: &str,
     under: &str,
+    in_source: &str,
     f: &mut Visit<'_>,
 ) -> Result<usize, BuildError> {
     let rd = fs::read_dir(host_dir)
@@ -404,6 +440,10 @@ fn walk(
     let mut visited = 0;
     for name in names {
         let rel = join_rel(rel_dir, &name);
+        let source_rel = join_rel(in_source, &name);
+        if tree.excluded(&source_rel) {
+            continue;
+        }
         let is_ignored = tree.ignored(&rel);
         let host = host_dir.join(to_path(&name));
         let meta = fs::symlink_metadata(&host)
@@ -417,7 +457,7 @@ fn walk(
             visited += 1;
         }
         if meta.is_dir() {
-            let inner = walk(tree, &host, &rel, &sub, f)?;
+            let inner = walk(tree, &host, &rel, &sub, &source_rel, f)?;
             visited += inner;
             if is_ignored && inner > 0 {
                 f(&sub, &host, &meta)?;
@@ -454,10 +494,13 @@ pub fn digest_sources(sources: &[String], tree: &SourceTree<'_>) -> Result<Strin
     };
     for (i, src) in sources.iter().enumerate() {
         for s in tree.expand(src)? {
+            if tree.excluded(&s.name) {
+                continue;
+            }
             let top = format!("{i}:{}", s.name);
             add(&top, &s.host, &s.meta)?;
             if s.meta.is_dir() {
-                walk(tree, &s.host, &s.rel, &top, &mut add)?;
+                walk(tree, &s.host, &s.rel, &top, "", &mut add)?;
             }
         }
     }

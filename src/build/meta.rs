@@ -1,6 +1,7 @@
 //! Step handlers: COPY and WORKDIR (which add layers) and the instructions that
 //! only change the image config.
 
+use super::chmod::Chmod;
 use super::copy::{self, CopyRequest, SourceTree};
 use super::stage::{PathKey, Planned, StageFs};
 use super::{history, users, BuildError, BuildOptions, Session, StageState};
@@ -10,6 +11,7 @@ use crate::dockerfile::{CommandLine, Copy, Dockerfile, Instruction};
 use crate::image::remote::{self, ManifestFormat, RemoteImage};
 use crate::image::spec::{MT_DOCKER_LAYER, MT_OCI_LAYER};
 use crate::image::Reference;
+use crate::rootfs::index::FsIndex;
 use std::collections::{BTreeMap, HashMap};
 
 /// Joins a WORKDIR or destination onto the current working directory and cleans it.
@@ -74,9 +76,13 @@ pub(super) struct PreparedCopy {
     pub inline: Vec<(String, Vec<u8>)>,
     pub dest: String,
     pub chown: Option<String>,
-    pub chmod: Option<u32>,
+    pub chmod: Option<Chmod>,
     /// `--chmod` as written (expanded), for the history.
     pub chmod_text: Option<String>,
+    /// `--exclude` patterns, expanded.
+    pub excludes: Vec<String>,
+    /// `--link`: the layer is made on its own, not on the stage's files.
+    pub link: bool,
     pub from: CopyFrom,
 }
 
@@ -124,16 +130,11 @@ pub(super) async fn prepare_copy(
         .map(|m| shell::expand(m, esc, env))
         .transpose()?;
     let chmod = match &chmod_text {
-        Some(m) => Some(
-            u32::from_str_radix(m, 8)
-                .ok()
-                .filter(|v| *v <= 0o7777)
-                .ok_or_else(|| {
-                    BuildError::Source(format!(
-                        "invalid --chmod={m}: only octal modes are supported"
-                    ))
-                })?,
-        ),
+        Some(m) => Some(Chmod::parse(m).ok_or_else(|| {
+            BuildError::Source(format!(
+                "invalid --chmod={m}: expected an octal mode up to 7777 or a symbolic one like u+x,go=r"
+            ))
+        })?),
         None => None,
     };
     let from = match &c.from {
@@ -174,6 +175,12 @@ pub(super) async fn prepare_copy(
         chown,
         chmod,
         chmod_text,
+        excludes: c
+            .excludes
+            .iter()
+            .map(|e| shell::expand(e, esc, env))
+            .collect::<Result<_, _>>()?,
+        link: c.link,
         from,
     })
 }
@@ -187,10 +194,7 @@ pub(super) fn copy_key_inputs(
     let mut v = vec![
         ("dest", p.dest.clone()),
         ("chown", p.chown.clone().unwrap_or_default()),
-        (
-            "chmod",
-            p.chmod.map(|m| format!("{m:o}")).unwrap_or_default(),
-        ),
+        ("chmod", p.chmod_text.clone().unwrap_or_default()),
     ];
     for (name, bytes) in &p.inline {
         v.push((
@@ -205,6 +209,7 @@ pub(super) fn copy_key_inputs(
                 context: Some(ctx),
                 headers: None,
                 label: "build context".into(),
+                exclude: copy::exclude_patterns(&p.excludes),
             };
             v.push(("sources", copy::digest_sources(&p.sources, &tree)?));
         }
@@ -245,10 +250,12 @@ pub(super) async fn run_copy(
             .clone()
             .unwrap_or_else(|| "/".into()),
         owner,
-        chmod: p.chmod,
+        chmod: p.chmod.clone(),
         now: session.now,
         zero_mtimes: opts.reproducible,
     };
+    let exclude = copy::exclude_patterns(&p.excludes);
+    let link = p.link;
     let entries = match p.from {
         CopyFrom::Context => {
             let tree = SourceTree {
@@ -256,9 +263,9 @@ pub(super) async fn run_copy(
                 context: Some(ctx),
                 headers: None,
                 label: "build context".into(),
+                exclude: exclude.clone(),
             };
-            let index = st.fs.index(session).await?;
-            copy::plan(&req, &tree, index)?
+            copy::plan(&req, &tree, target_index(session, st, link).await?.as_ref())?
         }
         CopyFrom::Stage(j, name) => {
             let src = built
@@ -270,9 +277,9 @@ pub(super) async fn run_copy(
                 context: None,
                 headers: Some(headers),
                 label: format!("stage {name}"),
+                exclude: exclude.clone(),
             };
-            let index = st.fs.index(session).await?;
-            copy::plan(&req, &tree, index)?
+            copy::plan(&req, &tree, target_index(session, st, link).await?.as_ref())?
         }
         CopyFrom::Image(image) => {
             let dir = opts
@@ -286,12 +293,26 @@ pub(super) async fn run_copy(
                 context: None,
                 headers: Some(headers),
                 label,
+                exclude: exclude.clone(),
             };
-            let index = st.fs.index(session).await?;
-            copy::plan(&req, &tree, index)?
+            copy::plan(&req, &tree, target_index(session, st, link).await?.as_ref())?
         }
     };
     commit(session, st, entries)
+}
+
+/// What a COPY is planned against: the stage's files, or with `--link` nothing
+/// (BuildKit makes such a layer on scratch: destinations do not resolve through
+/// the image's symlinks, and its directories replace them when stacked).
+async fn target_index<'s>(
+    session: &Session,
+    st: &'s mut StageState,
+    link: bool,
+) -> Result<std::borrow::Cow<'s, FsIndex>, BuildError> {
+    if link {
+        return Ok(std::borrow::Cow::Owned(FsIndex::default().with_root()));
+    }
+    Ok(std::borrow::Cow::Borrowed(st.fs.index(session).await?))
 }
 
 /// WORKDIR: creates missing directories (0755) and always adds a layer, empty

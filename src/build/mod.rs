@@ -1,6 +1,7 @@
 //! Runs a Dockerfile: stages in dependency order, one handler per instruction
 //! group (`copy`, `meta`), each step either changing the config or adding a layer.
 
+pub mod chmod;
 pub mod copy;
 mod history;
 pub mod meta;
@@ -279,7 +280,7 @@ pub async fn build(
             .ok_or_else(|| BuildError::Source(format!("target stage {t:?} could not be found")))?,
         None => df.stages.len() - 1,
     };
-    let needed = needed_stages(df, target);
+    let needed = needed_stages(df, target, &global);
     let mut built: HashMap<usize, StageState> = HashMap::new();
     let total_steps: usize = needed.iter().map(|&i| df.stages[i].steps.len() + 1).sum();
     let mut step_no = 0;
@@ -343,7 +344,11 @@ pub async fn build(
 }
 
 /// The target and every stage it copies from, in Dockerfile order.
-fn needed_stages(df: &Dockerfile, target: usize) -> Vec<usize> {
+/// The stages the target needs: its FROM chain and `COPY --from` sources. FROM is
+/// expanded with the global ARGs first (all it can see), so `FROM ${REPO}img`
+/// does not pull in unrelated stages; a `--from` with a variable keeps every
+/// earlier stage, since stage ARGs decide it.
+fn needed_stages(df: &Dockerfile, target: usize, global: &Env) -> Vec<usize> {
     let mut need = vec![false; df.stages.len()];
     let mut todo = vec![target];
     while let Some(i) = todo.pop() {
@@ -358,7 +363,10 @@ fn needed_stages(df: &Dockerfile, target: usize) -> Vec<usize> {
                 Instruction::Copy(c) => c.from.clone(),
                 _ => None,
             });
-        let base = std::iter::once(df.stages[i].image.clone());
+        let image = &df.stages[i].image;
+        let base = std::iter::once(
+            shell::expand(image, df.escape, global).unwrap_or_else(|_| image.clone()),
+        );
         for name in from_names.chain(base) {
             if name.contains('$') {
                 // Unknown until expanded: keep every earlier stage.
