@@ -31,6 +31,14 @@ fn context(dir: &Path) {
     // Points outside the context: must resolve inside it (to nothing), never to the host.
     std::os::unix::fs::symlink("/etc/hostname", dir.join("escape")).unwrap();
     write_context(dir, &[("private/p.txt", "p\n")]);
+    write_context(
+        dir,
+        &[
+            ("ig/foo", "foo\n"),
+            ("ig/bar", "bar\n"),
+            ("ig/sub/baz", "baz\n"),
+        ],
+    );
     std::fs::set_permissions(dir.join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::create_dir_all(dir.join("hl")).unwrap();
     std::fs::hard_link(dir.join("hard1"), dir.join("hl/hard2")).unwrap();
@@ -289,6 +297,10 @@ cases! {
     unused_stage_behind_a_variable_from: "ARG PREFIX=\nFROM {REG}/not-pushed:1 AS unused\nFROM ${PREFIX}{BASE}\nCOPY a.txt /\n";
     copy_link_makes_the_layer_on_its_own: "FROM {BASE}\nCOPY --link a.txt dir /l/\nCOPY --link b.txt /bin/b\n";
     copy_symbolic_chmod: "FROM {BASE}\nCOPY --chmod=u+x,go=r b.txt /s\nCOPY --chmod=a+X,g-w dir /dd/\nCOPY --chmod=go=u-w exec.sh /new/t\nCOPY --chmod=o= private /p/\n";
+    dockerignore_reincludes: "FROM {BASE}\nCOPY ig/* /x/\nCOPY . /all/\nCOPY ig /d/\n", ignore = "ig/**\n!ig/foo\n";
+    dockerignore_double_star_forms: "FROM {BASE}\nCOPY . /all/\n", ignore = "**/x.txt\n**/sub/**\n!**/keep.md\nig/**/baz\nhl/\n";
+    onbuild_heredoc: "FROM {BASE} AS one\nONBUILD COPY <<EOF /hd\nhello\nEOF\nFROM one\nONBUILD COPY <<EOF <<-EOT /kept/\nx\nEOF\n\ty\n\tEOT\n";
+    onbuild_of_an_earlier_stage_runs: "FROM {BASE} AS one\nONBUILD COPY b.txt /from-one/\nONBUILD ENV T=1\nFROM one\nCOPY a.txt /\nFROM one AS again\n";
     arg_history_and_platform_args: "ARG G=g\nFROM {BASE}\nARG G\nARG TARGETPLATFORM\nARG NOVALUE\nARG X=$G-x Y\nENV E=$X\n";
 }
 
@@ -384,6 +396,20 @@ fn custom_platform_labels_the_result() {
         "FROM {BASE}\nARG TARGETARCH\nENV ARCH=$TARGETARCH\nCOPY a.txt /\n",
     );
     c.platform = Some("linux/arm64");
+    run_case(&c);
+}
+
+/// A base whose config carries ONBUILD triggers: they run first in the stage
+/// that uses it, then are gone from the config.
+#[test]
+fn onbuild_triggers_of_the_base_run() {
+    let mut c = Case::new(
+        "onbuild_triggers_of_the_base_run",
+        "FROM {BASE}\nCOPY b.txt /after/\n",
+    );
+    c.base_config = serde_json::json!({
+        "OnBuild": ["COPY a.txt /onbuild/", "ENV FROM_TRIGGER=1", "WORKDIR /trig", "LABEL t=$FROM_TRIGGER"]
+    });
     run_case(&c);
 }
 

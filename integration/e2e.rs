@@ -303,6 +303,11 @@ fn failures_name_the_line_and_push_nothing() {
             "Dockerfile:2",
             ".dockerignore",
         ),
+        (
+            "FROM {B} AS one\nONBUILD RUN echo hi\nFROM one\n",
+            "Dockerfile:3",
+            "ONBUILD RUN echo hi",
+        ),
         ("FROM {B}\nENTRYPOINT [\"unterminated\n", "", ""),
         ("COPY a b\n", "Dockerfile:1", "FROM"),
         ("FROM Bad::Ref\n", "Dockerfile:1", "invalid image reference"),

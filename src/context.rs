@@ -134,10 +134,13 @@ fn valid_segment(s: &str) -> bool {
     true
 }
 
-/// Matches path segments against pattern segments; `**` spans any number of them.
+/// Matches path segments against pattern segments; `**` spans any number of them,
+/// except at the end, where it needs at least one: moby's patternmatcher reads
+/// `dir/**` as the prefix `dir/`, so `dir` itself does not match.
 pub fn match_segments(pat: &[String], path: &[&str]) -> bool {
     match pat.first() {
         None => path.is_empty(),
+        Some(p) if p == "**" && pat.len() == 1 => !path.is_empty(),
         Some(p) if p == "**" => (0..=path.len()).any(|i| match_segments(&pat[1..], &path[i..])),
         Some(p) => {
             !path.is_empty() && match_segment(p, path[0]) && match_segments(&pat[1..], &path[1..])
@@ -217,6 +220,13 @@ mod tests {
         assert!(c.is_ignored("x/y/tmp/z"));
         assert!(!c.is_ignored("src/main.rs"));
         assert!(parse_ignore("[abc", "t").is_err());
+        // moby's patternmatcher: `dir/**` is a prefix `dir/`, `**/x` also matches `x`.
+        let c = ctx("ig/**\n!ig/foo\n");
+        assert!(!c.is_ignored("ig"), "ig/** does not match ig itself");
+        assert!(c.is_ignored("ig/bar") && c.is_ignored("ig/sub/baz"));
+        assert!(!c.is_ignored("ig/foo") && !c.is_ignored("ig/foo/inner"));
+        let c = ctx("**/x\n");
+        assert!(c.is_ignored("x") && c.is_ignored("a/b/x") && !c.is_ignored("ax"));
     }
 
     #[test]

@@ -291,7 +291,11 @@ pub async fn build(
         let mut st = start_stage(session, df, stage, &global, &built, opts)
             .await
             .map_err(|e| e.at(&stage.at))?;
-        for step in &stage.steps {
+        // The base's ONBUILD triggers run first, then are gone (BuildKit).
+        let triggers = st.config.config.on_build.take().unwrap_or_default();
+        let triggers =
+            crate::dockerfile::parse_triggers(&triggers, &stage.at).map_err(BuildError::from)?;
+        for step in triggers.iter().chain(&stage.steps) {
             step_no += 1;
             crate::log_info!("[{step_no}/{total_steps}] {}", step.at.text.trim());
             run_step(
@@ -462,11 +466,6 @@ async fn start_stage(
     }
     if config.config.get_env("PATH").is_none() {
         config.config.set_env("PATH", DEFAULT_PATH);
-    }
-    if let Some(triggers) = config.config.on_build.take() {
-        if !triggers.is_empty() {
-            crate::log_warn!("base image {reference} has ONBUILD triggers; Kiln does not run them yet: {triggers:?}");
-        }
     }
     Ok(StageState {
         key: base.manifest_digest.to_string(),

@@ -99,6 +99,28 @@ pub struct Dockerfile {
     pub stages: Vec<Stage>,
 }
 
+/// Parses a base image's ONBUILD triggers into steps that run first in a stage
+/// whose FROM is at `from`, as BuildKit prepends them. Errors name that FROM line
+/// and the trigger.
+pub fn parse_triggers(triggers: &[String], from: &Location) -> Result<Vec<Step>, InstructionError> {
+    let relocate = |text: &str| Location {
+        line: from.line,
+        text: format!("ONBUILD {}", text.trim()),
+    };
+    let df = parse_dockerfile(&format!("FROM scratch\n{}\n", triggers.join("\n")))
+        .map_err(|e| from.error(format!("the base image's ONBUILD trigger: {}", e.message)))?;
+    if df.stages.len() != 1 {
+        return Err(from.error("an ONBUILD trigger of the base image holds a FROM"));
+    }
+    let steps = df.stages.into_iter().flat_map(|s| s.steps);
+    Ok(steps
+        .map(|s| Step {
+            at: relocate(&s.at.text),
+            instruction: s.instruction,
+        })
+        .collect())
+}
+
 /// Parses text into stages.
 pub fn parse_dockerfile(text: &str) -> Result<Dockerfile, InstructionError> {
     let ast: Ast = super::parser::parse(text).map_err(|e| InstructionError {
@@ -399,11 +421,18 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
                 )));
             }
             let text = node.original.trim();
-            let trigger = text
+            let mut trigger = text
                 .split_once(char::is_whitespace)
                 .map(|(_, r)| r.trim())
-                .unwrap_or_default();
-            Instruction::Onbuild(trigger.to_string())
+                .unwrap_or_default()
+                .to_string();
+            // BuildKit keeps a trigger's heredoc bodies in the trigger text.
+            for h in &node.heredocs {
+                trigger.push('\n');
+                trigger.push_str(&h.raw);
+                trigger.push_str(&h.name);
+            }
+            Instruction::Onbuild(trigger)
         }
         "run" | "add" => Instruction::Unsupported(kw.to_ascii_uppercase()),
         _ => return Err(at.error(format!("unknown instruction: {}", node.original_keyword))),

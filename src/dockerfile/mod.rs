@@ -6,6 +6,6 @@ pub mod parser;
 pub mod shell;
 
 pub use instruction::{
-    parse_dockerfile, CommandLine, Copy, Dockerfile, Instruction, InstructionError, Location,
-    Stage, Step,
+    parse_dockerfile, parse_triggers, CommandLine, Copy, Dockerfile, Instruction, InstructionError,
+    Location, Stage, Step,
 };

@@ -44,6 +44,8 @@ pub struct Heredoc {
     pub expand: bool,
     /// `<<-`: leading tabs stripped.
     pub chomp: bool,
+    /// The body lines as written (tabs kept), for ONBUILD trigger texts.
+    pub raw: String,
 }
 
 /// A parsed Dockerfile.
@@ -95,7 +97,15 @@ pub fn parse(text: &str) -> Result<Ast, ParseError> {
             message,
         })?;
         node.start_line = start;
-        if matches!(node.keyword.as_str(), "run" | "copy" | "add") && line.contains("<<") {
+        // Heredocs belong to RUN, COPY and ADD, also as ONBUILD triggers.
+        let takes_heredocs = |k: &str| matches!(k, "run" | "copy" | "add");
+        let heredoc_keyword = takes_heredocs(&node.keyword)
+            || (node.keyword == "onbuild"
+                && node
+                    .sub
+                    .as_ref()
+                    .is_some_and(|s| takes_heredocs(&s.keyword)));
+        if heredoc_keyword && line.contains("<<") {
             for mut h in heredocs_from_line(&line, d.escape) {
                 let mut terminated = false;
                 while i < count {
@@ -112,6 +122,8 @@ pub fn parse(text: &str) -> Result<Ast, ParseError> {
                     }
                     h.content.push_str(if h.chomp { candidate } else { body });
                     h.content.push('\n');
+                    h.raw.push_str(body);
+                    h.raw.push('\n');
                 }
                 if !terminated {
                     return Err(ParseError {
@@ -567,6 +579,7 @@ fn heredocs_from_line(line: &str, escape: char) -> Vec<Heredoc> {
             content: String::new(),
             expand: !quoted,
             chomp,
+            raw: String::new(),
         });
     }
     out
