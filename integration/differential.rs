@@ -39,6 +39,19 @@ fn context(dir: &Path) {
             ("ig/sub/baz", "baz\n"),
         ],
     );
+    // The shape of Kaniko's integration context (integration/context).
+    write_context(
+        dir,
+        &[
+            ("context/foo", "hello\n"),
+            ("context/bar/bam", "bam\n"),
+            ("context/bar/bat", "bat\n"),
+            ("context/bar/baz", "baz\n"),
+            ("context/arr[0].txt", "arr\n"),
+            ("context/qux", "qux\n"),
+        ],
+    );
+    std::fs::create_dir_all(dir.join("context/empty")).unwrap();
     std::fs::set_permissions(dir.join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::create_dir_all(dir.join("hl")).unwrap();
     std::fs::hard_link(dir.join("hard1"), dir.join("hl/hard2")).unwrap();
@@ -301,6 +314,11 @@ cases! {
     dockerignore_double_star_forms: "FROM {BASE}\nCOPY . /all/\n", ignore = "**/x.txt\n**/sub/**\n!**/keep.md\nig/**/baz\nhl/\n";
     onbuild_heredoc: "FROM {BASE} AS one\nONBUILD COPY <<EOF /hd\nhello\nEOF\nFROM one\nONBUILD COPY <<EOF <<-EOT /kept/\nx\nEOF\n\ty\n\tEOT\n";
     onbuild_of_an_earlier_stage_runs: "FROM {BASE} AS one\nONBUILD COPY b.txt /from-one/\nONBUILD ENV T=1\nFROM one\nCOPY a.txt /\nFROM one AS again\n";
+    // Kaniko's integration/dockerfiles, their COPY/ENV/EXPOSE parts, offline.
+    kaniko_test_copy: "FROM {BASE}\nCOPY context/foo foo\nCOPY context/foo /foodir/\nCOPY context/bar/b* bar/\nCOPY context/fo? /foo2\nCOPY context/bar/doesnotexist* context/foo hello\nCOPY ./context/empty /empty\nCOPY ./ dir/\nCOPY . newdir\nCOPY context/bar /baz/\nCOPY [\"context/foo\", \"/tmp/foo\" ]\nCOPY context/q* /qux/\nCOPY context/foo context/bar/ba? /test/\nCOPY context/arr[[]0].txt /mydir/\nCOPY context/bar/bat .\nCOPY --chown=10000:10000 context/foo /test/path/doesnot/exists/\nENV contextenv ./context\nCOPY ${contextenv}/foo /tmp/foo2\nCOPY $contextenv/foo /tmp/foo3\nCOPY $contextenv/* /tmp/${contextenv}/\n";
+    kaniko_test_env: "FROM {BASE}\nENV hey hey\nENV PATH /usr/local\nENV testmultipleeq=\"this=is a=test string=with a=lot of=equals\"\nENV hey hello\nENV first=foo second=foo2\nENV third $second:/third\nENV myName=\"John Doe\" myDog=Rex\\ The\\ Dog \\\n    myCat=fluffy\nENV PATH something\nENV test=value\\ value2\nENV test1=\"a'b'c\"\nENV test2='a\"b\"c'\nENV test3=a\\ b name2=b\\ c\nENV test4=\"a\\\"b\"\nENV test5='a\\\"b'\nENV test6=\"a\\'b\"\nENV atomic=one\nENV atomic=two newatomic=$atomic\nENV newenv=$doesntexist/newenv\n";
+    kaniko_test_expose: "FROM {BASE}\nEXPOSE 80\nEXPOSE 81/udp\nENV protocol tcp\nEXPOSE 82/$protocol\nENV port 83\nEXPOSE $port/udp\nEXPOSE $port/$protocol\n";
+    kaniko_test_issue_workdir: "FROM {BASE}\nWORKDIR /app\nWORKDIR /\n";
     arg_history_and_platform_args: "ARG G=g\nFROM {BASE}\nARG G\nARG TARGETPLATFORM\nARG NOVALUE\nARG X=$G-x Y\nENV E=$X\n";
 }
 
