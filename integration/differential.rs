@@ -52,6 +52,29 @@ fn context(dir: &Path) {
         ],
     );
     std::fs::create_dir_all(dir.join("context/empty")).unwrap();
+    // The shape of BuildKit's testCopySymlinks / testCopyThroughSymlinkContext /
+    // testCopySocket (frontend/dockerfile/dockerfile_copy_test.go).
+    write_context(
+        dir,
+        &[
+            ("bk/bar", "bar-contents"),
+            ("bk/sub/lfile", "lfile-contents"),
+            ("bk/sub/subfile", "subfile-contents"),
+            ("bk/sub/baz", "baz-contents"),
+        ],
+    );
+    for (target, link) in [
+        ("bar", "bk/foo"),
+        ("subfile", "bk/sub/l0"),
+        ("second", "bk/sub/l1"),
+        ("baz", "bk/sub/second"),
+        ("sub", "bk/link"),
+    ] {
+        std::os::unix::fs::symlink(target, dir.join(link)).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("sock")).unwrap();
+    let socket = std::os::unix::net::UnixListener::bind(dir.join("sock/socket.sock")).unwrap();
+    std::mem::forget(socket);
     std::fs::set_permissions(dir.join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::create_dir_all(dir.join("hl")).unwrap();
     std::fs::hard_link(dir.join("hard1"), dir.join("hl/hard2")).unwrap();
@@ -319,6 +342,11 @@ cases! {
     kaniko_test_env: "FROM {BASE}\nENV hey hey\nENV PATH /usr/local\nENV testmultipleeq=\"this=is a=test string=with a=lot of=equals\"\nENV hey hello\nENV first=foo second=foo2\nENV third $second:/third\nENV myName=\"John Doe\" myDog=Rex\\ The\\ Dog \\\n    myCat=fluffy\nENV PATH something\nENV test=value\\ value2\nENV test1=\"a'b'c\"\nENV test2='a\"b\"c'\nENV test3=a\\ b name2=b\\ c\nENV test4=\"a\\\"b\"\nENV test5='a\\\"b'\nENV test6=\"a\\'b\"\nENV atomic=one\nENV atomic=two newatomic=$atomic\nENV newenv=$doesntexist/newenv\n";
     kaniko_test_expose: "FROM {BASE}\nEXPOSE 80\nEXPOSE 81/udp\nENV protocol tcp\nEXPOSE 82/$protocol\nENV port 83\nEXPOSE $port/udp\nEXPOSE $port/$protocol\n";
     kaniko_test_issue_workdir: "FROM {BASE}\nWORKDIR /app\nWORKDIR /\n";
+    // BuildKit's own copy tests, offline.
+    buildkit_copy_symlinks: "FROM scratch\nCOPY bk/foo /\nCOPY bk/sub/l* alllinks/\n";
+    buildkit_copy_through_symlink_context: "FROM scratch\nCOPY bk/link/lfile .\n";
+    buildkit_copy_empty_wildcard: "FROM scratch\nCOPY bk/bar nomatch* /\n";
+    buildkit_copy_socket: "FROM scratch\nCOPY sock /\n";
     arg_history_and_platform_args: "ARG G=g\nFROM {BASE}\nARG G\nARG TARGETPLATFORM\nARG NOVALUE\nARG X=$G-x Y\nENV E=$X\n";
 }
 

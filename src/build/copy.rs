@@ -383,6 +383,9 @@ fn add_entry(
                 size: meta.len(),
             }
         }
+    } else if std::os::unix::fs::FileTypeExt::is_socket(&ft) {
+        // BuildKit's context transfer turns a socket into an empty regular file.
+        EntryBody::Bytes(Vec::new())
     } else {
         crate::log_warn!(
             "skipping {} in the {}: not a file, directory or symlink",
