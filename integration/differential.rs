@@ -174,6 +174,18 @@ fn config_diffs(want: &serde_json::Value, got: &serde_json::Value) -> Vec<String
     diffs
 }
 
+/// What Kiln's message must say for each case BuildKit refuses.
+fn refusal_cause(name: &str) -> &'static str {
+    match name {
+        "copy_symlink_out_of_context_is_refused" => "escape",
+        "copy_from_later_stage_is_refused" => "--from=b",
+        "unknown_instruction_is_refused" => "unknown instruction: FROBNICATE",
+        "env_without_value_is_refused" => "ENV",
+        "missing_source_is_refused" => "nothere",
+        other => panic!("{other}: BuildKit refused a case not listed as a refusal"),
+    }
+}
+
 /// One differential case: a Dockerfile and how to build it.
 struct Case {
     name: &'static str,
@@ -244,9 +256,31 @@ fn run_case(case: &Case) {
     let bk = match reference {
         Ok(r) => r,
         Err(bk_err) => {
+            let kiln_err = String::from_utf8_lossy(&out.stderr);
             assert!(
                 !out.status.success(),
                 "{name}: BuildKit refused ({bk_err}) but Kiln built it"
+            );
+            // The same line, and the cause each refusal case names.
+            let line = |text: &str| {
+                text.split("Dockerfile:")
+                    .nth(1)
+                    .map(|r| {
+                        r.chars()
+                            .take_while(char::is_ascii_digit)
+                            .collect::<String>()
+                    })
+                    .filter(|n| !n.is_empty())
+            };
+            let bk_line = line(&bk_err);
+            assert!(
+                bk_line.is_some() && line(&kiln_err) == bk_line,
+                "{name}: BuildKit names Dockerfile:{bk_line:?}, Kiln: {kiln_err}\nBuildKit: {bk_err}"
+            );
+            let cause = refusal_cause(name);
+            assert!(
+                kiln_err.contains(cause),
+                "{name}: Kiln's refusal names {cause:?}: {kiln_err}"
             );
             return;
         }
