@@ -501,7 +501,7 @@ fn image_indexes_resolve_to_the_platform() {
         let img = pull(&reg, &format!("out:{tag}"));
         assert_eq!(
             img.files["plat"].digest,
-            kiln::registry::sha256_digest(want.as_bytes()).to_string(),
+            kiln::image::Digest::sha256_of(want.as_bytes()).to_string(),
             "{flags:?}"
         );
         assert_eq!(

@@ -96,7 +96,7 @@ fn parse_ignore(text: &str, file: &str) -> Result<Vec<IgnoreRule>, ContextError>
             Some(p) => (true, p.trim()),
             None => (false, line),
         };
-        let cleaned = crate::layer::reader::clean_rooted(pat);
+        let cleaned = crate::pathname::clean_rooted(pat);
         if cleaned.is_empty() {
             continue;
         }

@@ -1,11 +1,10 @@
 //! Kiln: builds container images from Dockerfiles without a daemon or privileges,
 //! and pushes them to a registry.
 
-pub mod build;
 pub mod cache;
 pub mod context;
+pub mod dispatch;
 pub mod dockerfile;
-pub mod duration;
 pub mod fuzzcheck;
 pub mod image;
 pub mod layer;
@@ -15,6 +14,7 @@ pub mod publish;
 pub mod registry;
 pub mod rootfs;
 pub mod scratch;
+pub mod times;
 
 #[cfg(test)]
 mod testdata;

@@ -5,10 +5,10 @@ mod cli;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use kiln::build::stage::StageFs;
-use kiln::build::{self, BuildOptions, Session};
 use kiln::cache::{Cache, CacheSettings};
 use kiln::context::BuildContext;
+use kiln::dispatch::stage::StageFs;
+use kiln::dispatch::{self, BuildOptions, Session};
 use kiln::dockerfile::parse_dockerfile;
 use kiln::image::spec::Platform;
 use kiln::image::Reference;
@@ -198,7 +198,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     } else {
         now
     };
-    let ttl = kiln::duration::parse_go_duration(&cli.cache_ttl).with_context(|| {
+    let ttl = kiln::times::parse_go_duration(&cli.cache_ttl).with_context(|| {
         format!(
             "--cache-ttl {}: expected a duration like 336h",
             cli.cache_ttl
@@ -231,7 +231,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         blobs_dir,
         download_locks: Default::default(),
         compression_level: cli.compression_level,
-        created: build::rfc3339(now),
+        created: kiln::times::rfc3339(now),
         now,
     };
     let opts = BuildOptions {
@@ -268,7 +268,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         })
     });
     let ctx = BuildContext::open(&context, Some(&dockerfile))?;
-    let image = build::build(&session, &df, &ctx, &opts).await?;
+    let image = dispatch::build(&session, &df, &ctx, &opts).await?;
     let s = publish::serialize(&image)?;
     let tmp = scratch.path();
 
@@ -337,7 +337,7 @@ async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<(
         let text = read_dockerfile(f)?;
         let df = parse_dockerfile(&text)?;
         let args = cli::key_values("build-arg", &cli.build_args, true)?;
-        images.extend(build::base_images(&df, &args, &platform)?);
+        images.extend(dispatch::base_images(&df, &args, &platform)?);
     }
     if images.is_empty() {
         bail!("nothing to warm: pass --image or --dockerfile");
@@ -367,7 +367,7 @@ async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<(
         blobs_dir: scratch.path().to_path_buf(),
         download_locks: Default::default(),
         compression_level: 6,
-        created: build::rfc3339(0),
+        created: kiln::times::rfc3339(0),
         now: 0,
     };
     for image in images {
@@ -386,13 +386,4 @@ async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<(
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339() {
-        assert_eq!(kiln::build::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(kiln::build::rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
-    }
 }

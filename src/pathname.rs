@@ -1,4 +1,4 @@
-//! File names are bytes (on Linux, in tar headers); Kiln carries paths as `String`
+//! Path names: lexical cleaning, and the bytes bridge. File names are bytes (on Linux, in tar headers); Kiln carries paths as `String`
 //! so that matching, cleaning and ordering stay simple. This module is the one
 //! lossless bridge: bytes that are not UTF-8 become chars U+10FF80..=U+10FFFF
 //! (plane 16, private use), one char per byte, and a name that really contains
@@ -79,6 +79,21 @@ pub fn to_path(name: &str) -> Cow<'_, Path> {
     }
 }
 
+/// Lexically cleans a path as if rooted at `/`: `..` cannot climb above the root.
+pub fn clean_rooted(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
+}
+
 /// How a name is shown to people: the bytes, invalid ones as U+FFFD.
 pub fn display(name: &str) -> String {
     String::from_utf8_lossy(&to_bytes(name)).into_owned()
@@ -87,6 +102,13 @@ pub fn display(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clean_is_rooted() {
+        assert_eq!(clean_rooted("../../etc/passwd"), "etc/passwd");
+        assert_eq!(clean_rooted("/a/./b/../c/"), "a/c");
+        assert_eq!(clean_rooted("./"), "");
+    }
 
     #[test]
     fn distinct_bytes_stay_distinct_and_round_trip() {

@@ -1,15 +1,15 @@
 //! Publishing a built image: to registries (blobs in parallel, base layers checked
 //! or cross-mounted, manifest last), to a docker-archive tarball, to an OCI layout.
 
-use crate::build::stage::StageFs;
-use crate::build::{BuiltImage, Session};
+use crate::dispatch::stage::StageFs;
+use crate::dispatch::{BuiltImage, Session};
 use crate::image::remote::ManifestFormat;
 use crate::image::spec::{
     is_foreign, Descriptor, Manifest, MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_CONFIG,
     MT_OCI_MANIFEST,
 };
 use crate::image::{Digest, Layer, LayerSource, Reference};
-use crate::registry::{sha256_digest, Access, RegistryError};
+use crate::registry::{Access, RegistryError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -21,7 +21,7 @@ pub enum PublishError {
     #[error("{op}: {source}")]
     Io { op: String, source: std::io::Error },
     #[error(transparent)]
-    Blob(Box<crate::build::BuildError>),
+    Blob(Box<crate::dispatch::BuildError>),
     #[error("serializing {what}: {source}")]
     Json {
         what: &'static str,
@@ -54,7 +54,7 @@ pub fn serialize(image: &BuiltImage) -> Result<Serialized, PublishError> {
         what: "config",
         source,
     })?;
-    let config_digest = sha256_digest(&config);
+    let config_digest = Digest::sha256_of(&config);
     let (mt, cmt) = match image.format {
         ManifestFormat::Docker => (MT_DOCKER_MANIFEST, MT_DOCKER_CONFIG),
         ManifestFormat::Oci => (MT_OCI_MANIFEST, MT_OCI_CONFIG),
@@ -77,7 +77,7 @@ pub fn serialize(image: &BuiltImage) -> Result<Serialized, PublishError> {
         what: "manifest",
         source,
     })?;
-    let manifest_digest = sha256_digest(&manifest);
+    let manifest_digest = Digest::sha256_of(&manifest);
     Ok(Serialized {
         config,
         config_digest,

@@ -9,7 +9,7 @@ use kiln::image::spec::{
 use kiln::image::Reference;
 use kiln::layer::writer::{EntryBody, EntryMeta, LayerWriter};
 use kiln::registry::auth::Keychain;
-use kiln::registry::{sha256_digest, Registry, RegistryOptions};
+use kiln::registry::{Registry, RegistryOptions};
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -347,7 +347,7 @@ pub fn push_image_layers(
             }
         }
         let cfg_bytes = serde_json::to_vec(&cfg).expect("config json");
-        let cfg_digest = sha256_digest(&cfg_bytes);
+        let cfg_digest = kiln::image::Digest::sha256_of(&cfg_bytes);
         let tmp = tempfile::NamedTempFile::new().expect("temp");
         std::fs::write(tmp.path(), &cfg_bytes).expect("write config");
         c.upload_blob(&r, &cfg_digest, tmp.path()).await.expect("upload config");

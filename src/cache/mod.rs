@@ -8,7 +8,7 @@ pub mod key;
 use crate::image::spec::{Descriptor, ImageConfig, Manifest, MT_OCI_CONFIG, MT_OCI_MANIFEST};
 use crate::image::{Digest, Layer, LayerSource, Reference};
 use crate::layer::reader::Entry;
-use crate::registry::{sha256_digest, Access, Registry, RegistryError, MAX_CONFIG_BYTES};
+use crate::registry::{Access, Registry, RegistryError, MAX_CONFIG_BYTES};
 use key::CacheKey;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -253,7 +253,7 @@ impl Cache {
             tag: p.tag.clone(),
             reason: e.to_string(),
         })?;
-        let cfg_digest = sha256_digest(&cfg);
+        let cfg_digest = Digest::sha256_of(&cfg);
         let cfg_path = tmp.join(format!("cache-out-{}", p.tag));
         std::fs::write(&cfg_path, &cfg).map_err(io("writing cache config"))?;
         if !registry.blob_exists(&r, &cfg_digest, Access::Push).await? {
@@ -379,7 +379,7 @@ impl Cache {
         if std::fs::write(&blob, &bytes).is_err() {
             return;
         }
-        let digest = sha256_digest(&bytes);
+        let digest = Digest::sha256_of(&bytes);
         self.queue(Pending {
             tag: Self::index_tag(layer_digest),
             blob,

@@ -396,7 +396,7 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
                 ("start-interval", "StartInterval"),
             ] {
                 if let Some(v) = flags.string(flag)? {
-                    let ns = crate::duration::parse_go_duration(&v)
+                    let ns = crate::times::parse_go_duration(&v)
                         .ok_or_else(|| at.error(format!("invalid duration for --{flag}: {v}")))?;
                     hc.insert(key.into(), ns.into());
                 }

@@ -60,21 +60,6 @@ pub const XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 /// The longest entry path read (Linux's PATH_MAX).
 pub const MAX_PATH_BYTES: usize = 4096;
 
-/// Lexically cleans a path as if rooted at `/`: `..` cannot climb above the root.
-pub fn clean_rooted(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
-}
-
 fn blank(field: &[u8]) -> bool {
     field.iter().all(|&b| b == 0 || b == b' ')
 }
@@ -183,7 +168,7 @@ where
             Some(name) => name,
             None => crate::pathname::from_bytes(&entry.path_bytes()),
         };
-        let path = clean_rooted(&raw_path);
+        let path = crate::pathname::clean_rooted(&raw_path);
         let h = entry.header();
         let bad = |reason: String| ReadError::Entry {
             layer: label.to_string(),
@@ -232,7 +217,7 @@ where
             }
             tar::EntryType::Directory => Kind::Dir,
             tar::EntryType::Symlink => Kind::Symlink(link()?),
-            tar::EntryType::Link => Kind::Hardlink(clean_rooted(&link()?)),
+            tar::EntryType::Link => Kind::Hardlink(crate::pathname::clean_rooted(&link()?)),
             tar::EntryType::Char | tar::EntryType::Block => {
                 let major = h.device_major().ok().flatten().unwrap_or(0);
                 let minor = h.device_minor().ok().flatten().unwrap_or(0);
@@ -303,16 +288,4 @@ where
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clean_is_rooted() {
-        assert_eq!(clean_rooted("../../etc/passwd"), "etc/passwd");
-        assert_eq!(clean_rooted("/a/./b/../c/"), "a/c");
-        assert_eq!(clean_rooted("./"), "");
-    }
 }

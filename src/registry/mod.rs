@@ -166,10 +166,6 @@ impl<'a> Scope<'a> {
     }
 }
 
-pub fn sha256_digest(bytes: &[u8]) -> Digest {
-    Digest::sha256_of(bytes)
-}
-
 impl Registry {
     pub fn new(opts: RegistryOptions, keychain: Keychain) -> Result<Registry, RegistryError> {
         let build = |verify: bool| {
@@ -555,7 +551,7 @@ impl Registry {
                 Err(e) => return Err(Self::request_error(&op, &scope, e)),
             }
         }
-        let digest = sha256_digest(&bytes);
+        let digest = Digest::sha256_of(&bytes);
         if let Some(want) = &r.digest {
             if *want != digest {
                 return Err(RegistryError::DigestMismatch {
@@ -594,7 +590,7 @@ impl Registry {
         media_type: &str,
     ) -> Result<Digest, RegistryError> {
         let scope = Scope::of(target, Access::Push);
-        let digest = sha256_digest(bytes);
+        let digest = Digest::sha256_of(bytes);
         let object = target.tag.clone().unwrap_or_else(|| digest.to_string());
         let op = format!("pushing manifest {object}");
         let path = format!("/v2/{}/manifests/{object}", target.repository);

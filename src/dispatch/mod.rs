@@ -332,7 +332,7 @@ pub async fn build(
     st.config.rootfs.kind = "layers".into();
     st.config.rootfs.diff_ids = st.fs.layers.iter().map(|l| l.diff_id.clone()).collect();
     let created = match st.newest {
-        Some(t) if !opts.reproducible => rfc3339(t),
+        Some(t) if !opts.reproducible => crate::times::rfc3339(t),
         _ => session.created.clone(),
     };
     for h in st.config.history.iter_mut().skip(st.history_base) {
@@ -478,24 +478,6 @@ async fn start_stage(
         format: base.format,
         base: Some(reference),
     })
-}
-
-/// Seconds since the epoch as RFC 3339 UTC.
-pub fn rfc3339(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -36,7 +36,7 @@ pub struct SourceTree<'a> {
 pub fn exclude_patterns(words: &[String]) -> Vec<Vec<String>> {
     words
         .iter()
-        .map(|w| crate::layer::reader::clean_rooted(w))
+        .map(|w| crate::pathname::clean_rooted(w))
         .filter(|w| !w.is_empty())
         .map(|w| w.split('/').map(str::to_string).collect())
         .collect()
@@ -85,7 +85,7 @@ impl SourceTree<'_> {
 
     /// Resolves one source word into the files it names.
     fn expand(&self, src: &str) -> Result<Vec<Source>, BuildError> {
-        let clean = crate::layer::reader::clean_rooted(src);
+        let clean = crate::pathname::clean_rooted(src);
         let mut out = Vec::new();
         if has_wildcards(&clean) {
             let pat: Vec<String> = clean.split('/').map(str::to_string).collect();

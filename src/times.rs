@@ -1,4 +1,5 @@
-//! Go-style durations (`336h`, `1m30s`, `500ms`), as Kaniko's and Docker's flags take them.
+//! Times as images and flags write them: Go-style durations (`336h`, `1m30s`,
+//! `500ms`, as Kaniko's and Docker's flags take them) and RFC 3339 timestamps.
 
 /// Parses a duration into nanoseconds; `None` if it is not one.
 pub fn parse_go_duration(s: &str) -> Option<i64> {
@@ -32,6 +33,24 @@ pub fn parse_go_duration(s: &str) -> Option<i64> {
     Some(total as i64)
 }
 
+/// Seconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +62,11 @@ mod tests {
         assert_eq!(parse_go_duration("336h"), Some(336 * 3600 * 1_000_000_000));
         assert_eq!(parse_go_duration("x"), None);
         assert_eq!(parse_go_duration(""), None);
+    }
+
+    #[test]
+    fn rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
     }
 }

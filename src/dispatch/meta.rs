@@ -21,7 +21,7 @@ pub fn absolute(path: &str, workdir: Option<&str>) -> String {
     } else {
         format!("{}/{path}", workdir.unwrap_or("/"))
     };
-    format!("/{}", crate::layer::reader::clean_rooted(&joined))
+    format!("/{}", crate::pathname::clean_rooted(&joined))
 }
 
 fn layer_media_type(format: ManifestFormat) -> String {
@@ -199,7 +199,7 @@ pub(super) fn copy_key_inputs(
     for (name, bytes) in &p.inline {
         v.push((
             "heredoc",
-            format!("{name}:{}", crate::registry::sha256_digest(bytes)),
+            format!("{name}:{}", crate::image::Digest::sha256_of(bytes)),
         ));
     }
     match &p.from {
