@@ -67,12 +67,12 @@ pub struct Cli {
     /// Zero timestamps in layers and config, for reproducible digests.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub reproducible: bool,
-    /// Log level: panic, fatal, error, warn, info, debug, trace.
-    #[arg(short = 'v', long, default_value = "info")]
-    pub verbosity: String,
-    /// Log lines as `text` or `json` (one object per line).
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
+    /// Log level, as Kaniko names them.
+    #[arg(short = 'v', long, value_enum, default_value_t = Verbosity::Info)]
+    pub verbosity: Verbosity,
+    /// Log lines as text (Kaniko's `color` is taken as text) or JSON, one object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Retries for registry requests after 5xx, 429, resets and timeouts.
     #[arg(long, default_value_t = 3)]
     pub push_retry: u32,
@@ -183,6 +183,34 @@ pub fn context_dir(s: &str) -> Result<PathBuf, FlagError> {
     Ok(PathBuf::from(s))
 }
 
+/// `--verbosity` levels (logrus' names, as Kaniko takes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Verbosity {
+    Panic,
+    Fatal,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl Verbosity {
+    /// Whether debug lines are printed.
+    pub fn debug(self) -> bool {
+        matches!(self, Verbosity::Debug | Verbosity::Trace)
+    }
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    /// Kaniko's default; Kiln writes plain text.
+    Color,
+    Json,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +238,10 @@ mod tests {
         assert!(Cli::try_parse_from(["executor", "--bogus"]).is_err());
         assert!(context_dir("git://x").is_err());
         assert!(key_values("label", &["=x".into()], false).is_err());
+        // Kaniko's default log format and every logrus level are taken.
+        let c = Cli::try_parse_from(["executor", "--log-format=color", "-v", "trace"]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Color);
+        assert!(c.verbosity.debug());
+        assert!(Cli::try_parse_from(["executor", "--verbosity=loud"]).is_err());
     }
 }

@@ -128,8 +128,8 @@ fn read_dockerfile(path: &Path) -> Result<String> {
 
 async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     kiln::log::configure(
-        cli.log_format == "json",
-        matches!(cli.verbosity.as_str(), "debug" | "trace"),
+        cli.log_format == cli::LogFormat::Json,
+        cli.verbosity.debug(),
     );
     let context = cli::context_dir(&cli.context)?;
     if !context.is_dir() {
@@ -244,7 +244,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         scratch_dir: scratch.path().to_path_buf(),
     };
     // On a terminal, one line shows bytes moved; elsewhere (CI logs) only plain lines.
-    let progress = (cli.log_format == "text"
+    let progress = (cli.log_format != cli::LogFormat::Json
         && std::io::IsTerminal::is_terminal(&std::io::stderr()))
     .then(|| {
         let t = session.registry.transfer.clone();
