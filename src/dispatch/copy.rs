@@ -100,18 +100,18 @@ impl SourceTree<'_> {
             return Ok(out);
         }
         if !clean.is_empty() && self.ignored(&clean) {
-            return Err(BuildError::Source(format!(
-                "{src:?}: excluded by .dockerignore from the {}",
-                self.label
-            )));
+            return Err(BuildError::SourceExcluded {
+                path: src.to_string(),
+                label: self.label.clone(),
+            });
         }
         match self.source_at(&clean)? {
             Some(s) => out.push(s),
             None => {
-                return Err(BuildError::Source(format!(
-                    "{src:?}: not found in the {}",
-                    self.label
-                )))
+                return Err(BuildError::SourceNotFound {
+                    path: src.to_string(),
+                    label: self.label.clone(),
+                })
             }
         }
         Ok(out)
@@ -293,11 +293,7 @@ pub fn add_parents(
                 mtime: n.mtime,
                 xattrs: n.xattrs.clone(),
             },
-            Some(_) => {
-                return Err(BuildError::Source(format!(
-                    "/{cur} exists in the image and is not a directory"
-                )))
-            }
+            Some(_) => return Err(BuildError::NotADirectory { path: cur }),
             None => {
                 created = true;
                 EntryMeta {

@@ -60,7 +60,7 @@ async fn owner(
             g.map(|b| String::from_utf8_lossy(&b).into_owned()),
         )
     };
-    users::parse_owner(spec, passwd.as_deref(), group.as_deref()).map_err(BuildError::Source)
+    users::parse_owner(spec, passwd.as_deref(), group.as_deref()).map_err(BuildError::Owner)
 }
 
 /// Where a COPY reads from.
@@ -130,11 +130,7 @@ pub(super) async fn prepare_copy(
         .map(|m| shell::expand(m, esc, env))
         .transpose()?;
     let chmod = match &chmod_text {
-        Some(m) => Some(Chmod::parse(m).ok_or_else(|| {
-            BuildError::Source(format!(
-                "invalid --chmod={m}: expected an octal mode up to 7777 or a symbolic one like u+x,go=r"
-            ))
-        })?),
+        Some(m) => Some(Chmod::parse(m).ok_or_else(|| BuildError::Chmod(m.clone()))?),
         None => None,
     };
     let from = match &c.from {
@@ -149,13 +145,13 @@ pub(super) async fn prepare_copy(
             if let Some(j) = by_name.or(by_index) {
                 CopyFrom::Stage(j, name)
             } else if df.stages.iter().any(|s| s.name.as_deref() == Some(&lower)) {
-                return Err(BuildError::Source(format!("stage {name} is defined after this COPY --from; a stage can only copy from earlier stages")));
+                return Err(BuildError::LaterStage(name));
             } else {
-                let reference = Reference::parse(&name).map_err(|e| {
-                    BuildError::Source(format!(
-                        "--from={name} is neither a stage nor an image: {e}"
-                    ))
-                })?;
+                let reference =
+                    Reference::parse(&name).map_err(|source| BuildError::FromNeither {
+                        name: name.clone(),
+                        source,
+                    })?;
                 CopyFrom::Image(Box::new(
                     remote::fetch(
                         &session.registry,
@@ -270,7 +266,7 @@ pub(super) async fn run_copy(
         CopyFrom::Stage(j, name) => {
             let src = built
                 .get_mut(&j)
-                .ok_or_else(|| BuildError::Source(format!("stage {name} was not built")))?;
+                .ok_or_else(|| BuildError::StageNotBuilt(name.clone()))?;
             let (root, headers) = src.fs.source_view(session).await?;
             let tree = SourceTree {
                 root: root.path(),
@@ -379,7 +375,7 @@ pub(super) fn config_step(
                 .collect::<Result<_, BuildError>>()?;
             for (k, v) in &expanded {
                 if k.is_empty() {
-                    return Err(BuildError::Source("ENV names can not be blank".into()));
+                    return Err(BuildError::BlankEnvName);
                 }
                 st.config.config.set_env(k, v);
             }
@@ -442,9 +438,7 @@ pub(super) fn config_step(
             for v in vs {
                 let v = x(v)?;
                 if v.trim().is_empty() {
-                    return Err(BuildError::Source(
-                        "VOLUME specified can not be an empty string".into(),
-                    ));
+                    return Err(BuildError::EmptyVolume);
                 }
                 cfg.volumes
                     .get_or_insert_with(BTreeMap::new)
@@ -511,7 +505,7 @@ pub(super) fn copy_history(p: &PreparedCopy) -> String {
 fn expand_port(spec: &str) -> Result<Vec<String>, BuildError> {
     let (ports, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
     let proto = proto.to_ascii_lowercase();
-    let bad = || BuildError::Source(format!("invalid port specification: {spec:?}"));
+    let bad = || BuildError::Port(spec.to_string());
     let (lo, hi) = match ports.split_once('-') {
         Some((a, b)) => (
             a.parse::<u16>().map_err(|_| bad())?,

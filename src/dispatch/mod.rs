@@ -29,11 +29,13 @@ use std::path::PathBuf;
 pub enum BuildError {
     #[error(transparent)]
     Dockerfile(#[from] InstructionError),
-    #[error("Dockerfile:{line}: {message}: {text}")]
-    Step {
+    /// Any error of one instruction, with its Dockerfile line; the cause stays
+    /// reachable through `source()`.
+    #[error("Dockerfile:{line}: {}: {text}", crate::log::one_line(source.as_ref()))]
+    At {
         line: usize,
         text: String,
-        message: String,
+        source: Box<BuildError>,
     },
     // Boxed: registry errors carry several names and would bloat every Result.
     #[error(transparent)]
@@ -50,8 +52,52 @@ pub enum BuildError {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Shell(#[from] ShellError),
+    #[error("{path:?}: not found in the {label}")]
+    SourceNotFound { path: String, label: String },
+    #[error("{path:?}: excluded by .dockerignore from the {label}")]
+    SourceExcluded { path: String, label: String },
+    #[error("/{path} exists in the image and is not a directory")]
+    NotADirectory { path: String },
+    #[error("target stage {0:?} could not be found")]
+    NoTarget(String),
+    #[error(
+        "stage {0} is defined after this COPY --from; a stage can only copy from earlier stages"
+    )]
+    LaterStage(String),
+    #[error("stage {0} was not built")]
+    StageNotBuilt(String),
+    #[error("--from={name} is neither a stage nor an image")]
+    FromNeither {
+        name: String,
+        source: crate::image::reference::ReferenceError,
+    },
+    #[error(transparent)]
+    Reference(#[from] crate::image::reference::ReferenceError),
+    #[error("invalid platform {0:?}")]
+    Platform(String),
+    #[error(
+        "invalid --chmod={0}: expected an octal mode up to 7777 or a symbolic one like u+x,go=r"
+    )]
+    Chmod(String),
+    #[error("invalid port specification: {0:?}")]
+    Port(String),
+    #[error("ENV names can not be blank")]
+    BlankEnvName,
+    #[error("VOLUME specified can not be an empty string")]
+    EmptyVolume,
+    #[error("{0} is not supported yet by Kiln")]
+    Unsupported(String),
     #[error("{0}")]
-    Source(String),
+    Owner(String),
+    #[error("the stage's file index or root was not made (a bug in Kiln)")]
+    NotReady,
+    #[error("reading layer {digest}")]
+    LayerTask {
+        digest: Digest,
+        source: tokio::task::JoinError,
+    },
     #[error("{op}: {source}")]
     Io { op: String, source: std::io::Error },
 }
@@ -67,11 +113,11 @@ impl BuildError {
     /// Attaches the Dockerfile line to errors that do not carry one.
     fn at(self, loc: &Location) -> BuildError {
         match self {
-            e @ (BuildError::Dockerfile(_) | BuildError::Step { .. }) => e,
-            other => BuildError::Step {
+            e @ (BuildError::Dockerfile(_) | BuildError::At { .. }) => e,
+            other => BuildError::At {
                 line: loc.line,
                 text: loc.text.trim().to_string(),
-                message: crate::log::one_line(&other),
+                source: Box::new(other),
             },
         }
     }
@@ -86,12 +132,6 @@ impl From<RegistryError> for BuildError {
 impl From<RemoteError> for BuildError {
     fn from(e: RemoteError) -> Self {
         BuildError::Remote(Box::new(e))
-    }
-}
-
-impl From<ShellError> for BuildError {
-    fn from(e: ShellError) -> Self {
-        BuildError::Source(e.to_string())
     }
 }
 
@@ -277,7 +317,7 @@ pub async fn build(
             .stages
             .iter()
             .position(|s| s.name.as_deref() == Some(&t.to_ascii_lowercase()))
-            .ok_or_else(|| BuildError::Source(format!("target stage {t:?} could not be found")))?,
+            .ok_or_else(|| BuildError::NoTarget(t.clone()))?,
         None => df.stages.len() - 1,
     };
     let needed = needed_stages(df, target, &global);
@@ -405,8 +445,7 @@ async fn start_stage(
     let platform = match &stage.platform {
         Some(p) => {
             let p = shell::expand(p, df.escape, global)?;
-            Platform::parse(&p)
-                .ok_or_else(|| BuildError::Source(format!("invalid platform {p:?}")))?
+            Platform::parse(&p).ok_or_else(|| BuildError::Platform(p.clone()))?
         }
         None => opts.platform.clone(),
     };
@@ -421,7 +460,7 @@ async fn start_stage(
     {
         let p = built
             .get(&prev.index)
-            .ok_or_else(|| BuildError::Source(format!("stage {lower} was not built")))?;
+            .ok_or_else(|| BuildError::StageNotBuilt(lower.clone()))?;
         return Ok(StageState {
             key: p.key.clone(),
             newest: p.newest,
@@ -455,7 +494,7 @@ async fn start_stage(
             base: None,
         });
     }
-    let reference = Reference::parse(&image).map_err(|e| BuildError::Source(e.to_string()))?;
+    let reference = Reference::parse(&image)?;
     let base = remote::fetch(&session.registry, &reference, &platform, &session.blobs_dir).await?;
     let mut config = base.config.clone();
     config.keep_buildkit_fields();
@@ -578,9 +617,7 @@ async fn run_step(
             return Ok(());
         }
         Instruction::Unsupported(kw) => {
-            return Err(BuildError::Source(format!(
-                "{kw} is not supported yet by Kiln"
-            )));
+            return Err(BuildError::Unsupported(kw.clone()));
         }
         other => {
             let text = meta::config_step(st, other, esc, &env, &created_by)?;

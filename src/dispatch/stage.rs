@@ -120,7 +120,10 @@ impl StageFs {
         let label = digest.to_string();
         let entries = tokio::task::spawn_blocking(move || layer_entries(&blob, &label))
             .await
-            .map_err(|e| BuildError::Source(format!("reading layer {digest}: {e}")))??;
+            .map_err(|source| BuildError::LayerTask {
+                digest: digest.clone(),
+                source,
+            })??;
         if matches!(layer.source, LayerSource::Remote(_)) {
             session
                 .cache
@@ -189,7 +192,7 @@ impl StageFs {
         self.rootfs(session).await?;
         match (&self.rootfs, &self.index) {
             (Some(root), Some(index)) => Ok((root, index)),
-            _ => Err(BuildError::Source("stage filesystem not ready".into())),
+            _ => Err(BuildError::NotReady),
         }
     }
 

@@ -5,7 +5,7 @@ use super::parser::{Ast, Heredoc, Node};
 
 /// An error in one instruction, with its Dockerfile line and text.
 #[derive(Debug, thiserror::Error)]
-#[error("Dockerfile:{line}: {message}: {text}")]
+#[error("Dockerfile:{line}: {message}{}", if text.is_empty() { String::new() } else { format!(": {text}") })]
 pub struct InstructionError {
     pub line: usize,
     pub text: String,
