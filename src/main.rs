@@ -225,11 +225,16 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         },
         wall_now,
     );
+    let registry = std::sync::Arc::new(registry);
     let session = Session {
+        store: kiln::image::BlobStore::new(
+            registry.clone(),
+            cli.cache_dir.clone(),
+            blobs_dir.clone(),
+        ),
         registry,
         cache,
         blobs_dir,
-        download_locks: Default::default(),
         compression_level: cli.compression_level,
         created: kiln::times::rfc3339(now),
         now,
@@ -270,15 +275,20 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     let ctx = BuildContext::open(&context, Some(&dockerfile))?;
     let image = dispatch::build(&session, &df, &ctx, &opts).await?;
     let s = publish::serialize(&image)?;
+    let publisher = publish::Publisher {
+        registry: &session.registry,
+        store: &session.store,
+        tmp: &session.blobs_dir,
+    };
     let tmp = scratch.path();
 
     if let Some(p) = &cli.tar_path {
         let tags: Vec<String> = destinations.iter().map(|d| d.to_string()).collect();
-        publish::write_tarball(&session, &image, &s, &tags, p).await?;
+        publish::write_tarball(&session.store, &image, &s, &tags, p).await?;
         kiln::log_info!("wrote {}", p.display());
     }
     if let Some(p) = &cli.oci_layout_path {
-        publish::write_oci_layout(&session, &image, &s, p).await?;
+        publish::write_oci_layout(&session.store, &image, &s, p).await?;
         kiln::log_info!("wrote OCI layout {}", p.display());
     }
     let pushes = async {
@@ -286,12 +296,12 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         if !cli.no_push {
             // Every destination gets every blob before any tag moves.
             for d in &destinations {
-                publish::push_blobs(&session, d, &image, &s)
+                publish::push_blobs(&publisher, d, &image, &s)
                     .await
                     .with_context(|| format!("pushing {d}"))?;
             }
             for d in &destinations {
-                let digest = publish::push_manifest(&session, d, &s)
+                let digest = publish::push_manifest(&publisher, d, &s)
                     .await
                     .with_context(|| format!("pushing {d}"))?;
                 kiln::log_info!("pushed {d}@{digest}");
@@ -355,7 +365,13 @@ async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<(
         },
         Keychain::load()?,
     )?;
+    let registry = std::sync::Arc::new(registry);
     let session = Session {
+        store: kiln::image::BlobStore::new(
+            registry.clone(),
+            Some(cli.cache_dir.clone()),
+            scratch.path().to_path_buf(),
+        ),
         registry,
         cache: Cache::new(
             CacheSettings {
@@ -365,7 +381,6 @@ async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<(
             0,
         ),
         blobs_dir: scratch.path().to_path_buf(),
-        download_locks: Default::default(),
         compression_level: 6,
         created: kiln::times::rfc3339(0),
         now: 0,
@@ -376,7 +391,7 @@ async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<(
             kiln::image::remote::fetch(&session.registry, &reference, &platform, scratch.path())
                 .await?;
         for layer in &remote.layers {
-            StageFs::blob(&session, layer).await?;
+            layer.compressed(&session.store).await?;
             StageFs::entries(&session, layer).await?;
         }
         kiln::log_info!(

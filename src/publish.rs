@@ -1,15 +1,11 @@
 //! Publishing a built image: to registries (blobs in parallel, base layers checked
 //! or cross-mounted, manifest last), to a docker-archive tarball, to an OCI layout.
 
-use crate::dispatch::stage::StageFs;
-use crate::dispatch::{BuiltImage, Session};
-use crate::image::remote::ManifestFormat;
-use crate::image::spec::{
-    is_foreign, Descriptor, Manifest, MT_DOCKER_CONFIG, MT_DOCKER_MANIFEST, MT_OCI_CONFIG,
-    MT_OCI_MANIFEST,
+use crate::image::spec::is_foreign;
+use crate::image::{
+    BlobStore, Digest, Image, Layer, LayerSource, Reference, Serialized, StoreError,
 };
-use crate::image::{Digest, Layer, LayerSource, Reference};
-use crate::registry::{Access, RegistryError};
+use crate::registry::{Access, Registry, RegistryError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -21,12 +17,18 @@ pub enum PublishError {
     #[error("{op}: {source}")]
     Io { op: String, source: std::io::Error },
     #[error(transparent)]
-    Blob(Box<crate::dispatch::BuildError>),
+    Store(Box<StoreError>),
     #[error("serializing {what}: {source}")]
     Json {
         what: &'static str,
         source: serde_json::Error,
     },
+}
+
+impl From<StoreError> for PublishError {
+    fn from(e: StoreError) -> Self {
+        PublishError::Store(Box::new(e))
+    }
 }
 
 impl From<RegistryError> for PublishError {
@@ -40,60 +42,29 @@ fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> PublishError {
     move |source| PublishError::Io { op, source }
 }
 
-/// The exact bytes of the config and manifest, computed once.
-pub struct Serialized {
-    pub config: Vec<u8>,
-    pub config_digest: Digest,
-    pub manifest: Vec<u8>,
-    pub manifest_digest: Digest,
-    pub manifest_media_type: &'static str,
+/// The config and manifest bytes of a built image.
+pub fn serialize(image: &Image) -> Result<Serialized, PublishError> {
+    image.serialize().map_err(|source| PublishError::Json {
+        what: "image",
+        source,
+    })
 }
 
-pub fn serialize(image: &BuiltImage) -> Result<Serialized, PublishError> {
-    let config = serde_json::to_vec(&image.config).map_err(|source| PublishError::Json {
-        what: "config",
-        source,
-    })?;
-    let config_digest = Digest::sha256_of(&config);
-    let (mt, cmt) = match image.format {
-        ManifestFormat::Docker => (MT_DOCKER_MANIFEST, MT_DOCKER_CONFIG),
-        ManifestFormat::Oci => (MT_OCI_MANIFEST, MT_OCI_CONFIG),
-    };
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(mt.to_string()),
-        config: Descriptor {
-            media_type: cmt.into(),
-            digest: config_digest.clone(),
-            size: config.len() as u64,
-            platform: None,
-            annotations: None,
-            urls: None,
-        },
-        layers: image.layers.iter().map(|l| l.descriptor.clone()).collect(),
-        annotations: None,
-    };
-    let manifest = serde_json::to_vec(&manifest).map_err(|source| PublishError::Json {
-        what: "manifest",
-        source,
-    })?;
-    let manifest_digest = Digest::sha256_of(&manifest);
-    Ok(Serialized {
-        config,
-        config_digest,
-        manifest,
-        manifest_digest,
-        manifest_media_type: mt,
-    })
+/// Where publishing reads from: the registry client and the build's blob store.
+pub struct Publisher<'a> {
+    pub registry: &'a Registry,
+    pub store: &'a BlobStore,
+    /// For the config file an upload streams from.
+    pub tmp: &'a Path,
 }
 
 /// Makes sure `dest`'s repository has one layer blob, moving as little as possible.
 async fn ensure_layer(
-    session: &Session,
+    p: &Publisher<'_>,
     dest: &Reference,
     layer: &Layer,
 ) -> Result<&'static str, PublishError> {
-    let registry = &session.registry;
+    let registry = p.registry;
     let digest = &layer.descriptor.digest;
     if is_foreign(&layer.descriptor) {
         // Registries may refuse them; pullers fetch them from their `urls`.
@@ -116,7 +87,7 @@ async fn ensure_layer(
             }
         }
     }
-    let path = blob(session, layer).await?;
+    let path = layer.compressed(p.store).await?;
     registry.upload_blob(dest, digest, &path).await?;
     Ok("uploaded")
 }
@@ -125,14 +96,14 @@ async fn ensure_layer(
 /// only once every destination has every blob (`push_manifest`), so a failure
 /// moves no tag anywhere.
 pub async fn push_blobs(
-    session: &Session,
+    p: &Publisher<'_>,
     dest: &Reference,
-    image: &BuiltImage,
+    image: &Image,
     s: &Serialized,
 ) -> Result<(), PublishError> {
-    let (registry, tmp) = (&session.registry, &session.blobs_dir);
+    let (registry, tmp) = (p.registry, p.tmp);
     let layer_jobs = image.layers.iter().map(|l| async move {
-        let how = ensure_layer(session, dest, l).await?;
+        let how = ensure_layer(p, dest, l).await?;
         crate::log_info!(
             "layer {} ({} bytes): {how}",
             l.descriptor.digest,
@@ -161,29 +132,20 @@ pub async fn push_blobs(
 
 /// Puts the manifest under `dest`'s tag, after `push_blobs`.
 pub async fn push_manifest(
-    session: &Session,
+    p: &Publisher<'_>,
     dest: &Reference,
     s: &Serialized,
 ) -> Result<Digest, PublishError> {
-    Ok(session
-        .registry
+    Ok(p.registry
         .put_manifest(dest, &s.manifest, s.manifest_media_type)
         .await?)
 }
 
-/// A layer's blob file: the build's own download of it when there was one
-/// (scratch or `--cache-dir`), else fetched once now.
-async fn blob(session: &Session, layer: &Layer) -> Result<PathBuf, PublishError> {
-    StageFs::blob(session, layer)
-        .await
-        .map_err(|e| PublishError::Blob(Box::new(e)))
-}
-
 /// Local blob files for every layer (tarball and layout outputs).
-async fn local_blobs(session: &Session, image: &BuiltImage) -> Result<Vec<PathBuf>, PublishError> {
+async fn local_blobs(store: &BlobStore, image: &Image) -> Result<Vec<PathBuf>, PublishError> {
     let mut out = Vec::new();
     for l in &image.layers {
-        out.push(blob(session, l).await?);
+        out.push(l.compressed(store).await?);
     }
     Ok(out)
 }
@@ -221,13 +183,13 @@ fn append_bytes<W: Write>(
 
 /// Writes a docker-archive tarball (`docker load` format) tagged with `tags`.
 pub async fn write_tarball(
-    session: &Session,
-    image: &BuiltImage,
+    store: &BlobStore,
+    image: &Image,
     s: &Serialized,
     tags: &[String],
     path: &Path,
 ) -> Result<(), PublishError> {
-    let blobs = local_blobs(session, image).await?;
+    let blobs = local_blobs(store, image).await?;
     let f = std::fs::File::create(path).map_err(io(format!("creating {}", path.display())))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(f));
     let config_name = format!("{}.json", s.config_digest.encoded());
@@ -250,12 +212,12 @@ pub async fn write_tarball(
 
 /// Writes (or adds to) an OCI image layout directory.
 pub async fn write_oci_layout(
-    session: &Session,
-    image: &BuiltImage,
+    store: &BlobStore,
+    image: &Image,
     s: &Serialized,
     dir: &Path,
 ) -> Result<(), PublishError> {
-    let blobs = local_blobs(session, image).await?;
+    let blobs = local_blobs(store, image).await?;
     let blob_dir = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blob_dir).map_err(io(format!("creating {}", blob_dir.display())))?;
     let put = |digest: &Digest,

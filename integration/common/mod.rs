@@ -3,9 +3,9 @@
 //! reader that flattens a pushed image back into entries.
 #![allow(dead_code)]
 
-use kiln::image::spec::{
-    Descriptor, ImageConfig, Manifest, MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST,
-};
+use kiln::image::model::manifest_for;
+use kiln::image::spec::{Descriptor, ImageConfig, Manifest, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST};
+use kiln::image::ManifestFormat;
 use kiln::image::Reference;
 use kiln::layer::writer::{EntryBody, EntryMeta, LayerWriter};
 use kiln::registry::auth::Keychain;
@@ -346,22 +346,17 @@ pub fn push_image_layers(
                 cfg[k] = v.clone();
             }
         }
+        // Hand-written config bytes, Kiln's one manifest serializer.
         let cfg_bytes = serde_json::to_vec(&cfg).expect("config json");
-        let cfg_digest = kiln::image::Digest::sha256_of(&cfg_bytes);
+        let layers: Vec<Descriptor> = pushed
+            .iter()
+            .map(|p| Descriptor { media_type: p.media_type.into(), digest: p.file.digest.clone(), size: p.file.size, platform: None, annotations: None, urls: p.urls.clone() })
+            .collect();
+        let s = manifest_for(cfg_bytes, &layers, ManifestFormat::Docker).expect("manifest");
         let tmp = tempfile::NamedTempFile::new().expect("temp");
-        std::fs::write(tmp.path(), &cfg_bytes).expect("write config");
-        c.upload_blob(&r, &cfg_digest, tmp.path()).await.expect("upload config");
-        let m = Manifest {
-            schema_version: 2,
-            media_type: Some(MT_DOCKER_MANIFEST.into()),
-            config: Descriptor { media_type: MT_DOCKER_CONFIG.into(), digest: cfg_digest, size: cfg_bytes.len() as u64, platform: None, annotations: None, urls: None },
-            layers: pushed
-                .iter()
-                .map(|p| Descriptor { media_type: p.media_type.into(), digest: p.file.digest.clone(), size: p.file.size, platform: None, annotations: None, urls: p.urls.clone() })
-                .collect(),
-            annotations: None,
-        };
-        let bytes = serde_json::to_vec(&m).expect("manifest json");
+        std::fs::write(tmp.path(), &s.config).expect("write config");
+        c.upload_blob(&r, &s.config_digest, tmp.path()).await.expect("upload config");
+        let bytes = s.manifest;
         c.put_manifest(&r, &bytes, MT_DOCKER_MANIFEST).await.expect("put manifest")
     }).to_string()
 }

@@ -5,7 +5,9 @@
 
 pub mod key;
 
-use crate::image::spec::{Descriptor, ImageConfig, Manifest, MT_OCI_CONFIG, MT_OCI_MANIFEST};
+use crate::image::model::manifest_for;
+use crate::image::spec::{Descriptor, ImageConfig, Manifest};
+use crate::image::ManifestFormat;
 use crate::image::{Digest, Layer, LayerSource, Reference};
 use crate::layer::reader::Entry;
 use crate::registry::{Access, Registry, RegistryError, MAX_CONFIG_BYTES};
@@ -253,41 +255,35 @@ impl Cache {
             tag: p.tag.clone(),
             reason: e.to_string(),
         })?;
-        let cfg_digest = Digest::sha256_of(&cfg);
-        let cfg_path = tmp.join(format!("cache-out-{}", p.tag));
-        std::fs::write(&cfg_path, &cfg).map_err(io("writing cache config"))?;
-        if !registry.blob_exists(&r, &cfg_digest, Access::Push).await? {
-            registry.upload_blob(&r, &cfg_digest, &cfg_path).await?;
-        }
         let size = std::fs::metadata(&p.blob)
             .map_err(io("reading cache blob"))?
             .len();
-        let m = Manifest {
-            schema_version: 2,
-            media_type: Some(MT_OCI_MANIFEST.into()),
-            config: Descriptor {
-                media_type: MT_OCI_CONFIG.into(),
-                digest: cfg_digest,
-                size: cfg.len() as u64,
-                platform: None,
-                annotations: None,
-                urls: None,
-            },
-            layers: vec![Descriptor {
-                media_type: p.layer_media_type.clone(),
-                digest: p.layer_digest.clone(),
-                size,
-                platform: None,
-                annotations: None,
-                urls: None,
-            }],
+        let layer = Descriptor {
+            media_type: p.layer_media_type.clone(),
+            digest: p.layer_digest.clone(),
+            size,
+            platform: None,
             annotations: None,
+            urls: None,
         };
-        let bytes = serde_json::to_vec(&m).map_err(|e| CacheError::Invalid {
-            tag: p.tag.clone(),
-            reason: e.to_string(),
-        })?;
-        registry.put_manifest(&r, &bytes, MT_OCI_MANIFEST).await?;
+        let entry =
+            manifest_for(cfg, &[layer], ManifestFormat::Oci).map_err(|e| CacheError::Invalid {
+                tag: p.tag.clone(),
+                reason: e.to_string(),
+            })?;
+        let cfg_path = tmp.join(format!("cache-out-{}", p.tag));
+        std::fs::write(&cfg_path, &entry.config).map_err(io("writing cache config"))?;
+        if !registry
+            .blob_exists(&r, &entry.config_digest, Access::Push)
+            .await?
+        {
+            registry
+                .upload_blob(&r, &entry.config_digest, &cfg_path)
+                .await?;
+        }
+        registry
+            .put_manifest(&r, &entry.manifest, entry.manifest_media_type)
+            .await?;
         if crate::log::debug_enabled() {
             crate::log_debug!("cache stored {}", p.tag);
         }

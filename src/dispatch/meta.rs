@@ -8,8 +8,7 @@ use super::{history, users, BuildError, BuildOptions, Session, StageState};
 use crate::context::BuildContext;
 use crate::dockerfile::shell::{self, Env};
 use crate::dockerfile::{CommandLine, Copy, Dockerfile, Instruction};
-use crate::image::remote::{self, ManifestFormat, RemoteImage};
-use crate::image::spec::{MT_DOCKER_LAYER, MT_OCI_LAYER};
+use crate::image::remote::{self, RemoteImage};
 use crate::image::Reference;
 use crate::rootfs::index::FsIndex;
 use std::collections::{BTreeMap, HashMap};
@@ -24,22 +23,12 @@ pub fn absolute(path: &str, workdir: Option<&str>) -> String {
     format!("/{}", crate::pathname::clean_rooted(&joined))
 }
 
-fn layer_media_type(format: ManifestFormat) -> String {
-    match format {
-        ManifestFormat::Docker => MT_DOCKER_LAYER.into(),
-        ManifestFormat::Oci => MT_OCI_LAYER.into(),
-    }
-}
-
 fn commit(
     session: &Session,
     st: &mut StageState,
     entries: BTreeMap<PathKey, Planned>,
 ) -> Result<(), BuildError> {
-    st.fs.commit(session, entries)?;
-    if let Some(l) = st.fs.layers.last_mut() {
-        l.descriptor.media_type = layer_media_type(st.format);
-    }
+    st.fs.commit(session, entries, st.format)?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use crate::dockerfile::shell::{self, Env, ShellError};
 use crate::dockerfile::{Dockerfile, Instruction, InstructionError, Location, Stage};
 use crate::image::remote::{self, ManifestFormat, RemoteError};
 use crate::image::spec::{History, ImageConfig, Platform};
-use crate::image::{Digest, Layer, Reference};
+use crate::image::{Digest, Image, Reference, StoreError};
 use crate::layer::reader::ReadError;
 use crate::layer::writer::WriteError;
 use crate::registry::{Registry, RegistryError};
@@ -42,6 +42,8 @@ pub enum BuildError {
     Registry(Box<RegistryError>),
     #[error(transparent)]
     Remote(Box<RemoteError>),
+    #[error(transparent)]
+    Store(Box<StoreError>),
     #[error(transparent)]
     Context(#[from] ContextError),
     #[error(transparent)]
@@ -129,6 +131,12 @@ impl From<RegistryError> for BuildError {
     }
 }
 
+impl From<StoreError> for BuildError {
+    fn from(e: StoreError) -> Self {
+        BuildError::Store(Box::new(e))
+    }
+}
+
 impl From<RemoteError> for BuildError {
     fn from(e: RemoteError) -> Self {
         BuildError::Remote(Box::new(e))
@@ -151,42 +159,15 @@ pub struct BuildOptions {
 
 /// Shared state of one build: clients, scratch space, options.
 pub struct Session {
-    pub registry: Registry,
+    pub registry: std::sync::Arc<Registry>,
     pub cache: Cache,
+    /// Scratch space for this build's temporary files.
     pub blobs_dir: PathBuf,
-    /// One lock per blob digest: parallel downloads, each blob fetched once.
-    pub download_locks: BlobLocks,
+    /// Layer bytes: each blob downloaded once, verified before use.
+    pub store: crate::image::BlobStore,
     pub compression_level: u32,
     pub created: String,
     pub now: u64,
-}
-
-/// Per-digest download locks; each holds whether this build has verified the
-/// blob's file (downloaded it, or hashed the copy found in `--cache-dir`).
-#[derive(Default)]
-pub struct BlobLocks(std::sync::Mutex<HashMap<Digest, std::sync::Arc<tokio::sync::Mutex<bool>>>>);
-
-impl BlobLocks {
-    pub async fn lock(&self, digest: &Digest) -> tokio::sync::OwnedMutexGuard<bool> {
-        let m = self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(digest.clone())
-            .or_default()
-            .clone();
-        m.lock_owned().await
-    }
-}
-
-/// The image a build produced: config, layers, manifest flavour.
-#[derive(Debug, Clone)]
-pub struct BuiltImage {
-    pub config: ImageConfig,
-    pub layers: Vec<Layer>,
-    pub format: ManifestFormat,
-    /// Base image reference, when the target stage came from a registry image.
-    pub base: Option<Reference>,
 }
 
 /// Predefined platform ARGs BuildKit provides.
@@ -304,7 +285,7 @@ pub async fn build(
     df: &Dockerfile,
     ctx: &BuildContext,
     opts: &BuildOptions,
-) -> Result<BuiltImage, BuildError> {
+) -> Result<Image, BuildError> {
     let overrides: BTreeMap<String, String> = opts.build_args.iter().cloned().collect();
     let mut used_args: std::collections::HashSet<String> = std::collections::HashSet::new();
 
@@ -379,11 +360,10 @@ pub async fn build(
         h.created = Some(created.clone());
     }
     st.config.created = Some(created);
-    Ok(BuiltImage {
+    Ok(Image {
         config: st.config,
         layers: st.fs.layers,
         format: st.format,
-        base: st.base,
     })
 }
 

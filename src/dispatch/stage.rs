@@ -2,8 +2,7 @@
 //! root made only when a step needs them.
 
 use super::{BuildError, Session};
-use crate::image::spec::is_foreign;
-use crate::image::{Digest, Layer, LayerSource};
+use crate::image::{Layer, LayerSource, ManifestFormat};
 use crate::layer::reader::{self, Entry, Kind, Whiteout};
 use crate::layer::writer::{EntryBody, EntryMeta, LayerWriter};
 use crate::rootfs::apply::ScratchRoot;
@@ -38,69 +37,9 @@ impl StageFs {
         }
     }
 
-    /// The blob file of a layer, downloading it once per build (or keeping it in
-    /// `--cache-dir`, where a warmer may already have put it).
+    /// The blob file of a layer, through the build's blob store.
     pub async fn blob(session: &Session, layer: &Layer) -> Result<PathBuf, BuildError> {
-        match &layer.source {
-            LayerSource::Local(p) => Ok(p.clone()),
-            LayerSource::Remote(r) => {
-                let digest = &layer.descriptor.digest;
-                let path = session
-                    .cache
-                    .local_blob_path(digest)
-                    .unwrap_or_else(|| session.blobs_dir.join(digest.file_name()));
-                let mut verified = session.download_locks.lock(digest).await;
-                if *verified {
-                    return Ok(path);
-                }
-                // A file already there (another build's, a warmer's) is used only
-                // once its bytes are seen to match the digest.
-                if path.exists() {
-                    if blob_matches(&path, digest, layer.descriptor.size).await {
-                        *verified = true;
-                        return Ok(path);
-                    }
-                    crate::log_warn!(
-                        "{} does not match {digest}; downloading it again",
-                        path.display()
-                    );
-                }
-                let parent = path.parent().unwrap_or(&session.blobs_dir);
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| BuildError::io(format!("creating {}", parent.display()), e))?;
-                // A name of its own, so builds sharing a cache dir never write one file.
-                let part = tempfile::Builder::new()
-                    .prefix(".part-")
-                    .tempfile_in(parent)
-                    .map_err(|e| {
-                        BuildError::io(format!("creating a file in {}", parent.display()), e)
-                    })?
-                    .into_temp_path();
-                crate::log_info!(
-                    "downloading layer {digest} ({} bytes)",
-                    layer.descriptor.size
-                );
-                let size = layer.descriptor.size;
-                match layer.descriptor.urls.as_deref().unwrap_or_default() {
-                    [url, ..] if is_foreign(&layer.descriptor) => {
-                        session
-                            .registry
-                            .download_url(r, url, digest, size, &part)
-                            .await?
-                    }
-                    _ => {
-                        session
-                            .registry
-                            .download_blob(r, digest, size, &part)
-                            .await?
-                    }
-                };
-                part.persist(&path)
-                    .map_err(|e| BuildError::io(format!("storing blob {digest}"), e.error))?;
-                *verified = true;
-                Ok(path)
-            }
-        }
+        Ok(layer.compressed(&session.store).await?)
     }
 
     /// A layer's entries: from the cache when stored there, else by streaming its
@@ -267,6 +206,7 @@ impl StageFs {
         &mut self,
         session: &Session,
         entries: BTreeMap<PathKey, Planned>,
+        format: ManifestFormat,
     ) -> Result<Layer, BuildError> {
         let started = std::time::Instant::now();
         let n = self.layers.len();
@@ -291,7 +231,7 @@ impl StageFs {
         }
         let layer = Layer {
             descriptor: crate::image::spec::Descriptor {
-                media_type: String::new(),
+                media_type: format.media_types().2.to_string(),
                 digest: file.digest,
                 size: file.size,
                 platform: None,
@@ -307,17 +247,6 @@ impl StageFs {
         self.layers.push(layer.clone());
         Ok(layer)
     }
-}
-
-/// Whether a blob file has the descriptor's size and digest.
-async fn blob_matches(path: &std::path::Path, digest: &Digest, size: u64) -> bool {
-    if std::fs::metadata(path).map(|m| m.len()).ok() != Some(size) {
-        return false;
-    }
-    let (path, digest) = (path.to_path_buf(), digest.clone());
-    tokio::task::spawn_blocking(move || digest.matches_file(&path).unwrap_or(false))
-        .await
-        .unwrap_or(false)
 }
 
 /// The index entry of a planned layer entry.

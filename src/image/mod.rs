@@ -1,10 +1,16 @@
-//! The image model: references, manifest/index/config types, lazy remote images.
+//! The image model: digests, references, manifest/index/config types, lazy remote
+//! images, one `Image` value with one serializer, and the blob store layers open
+//! their bytes through.
 
 pub mod digest;
+pub mod model;
 pub mod reference;
 pub mod remote;
 pub mod spec;
+pub mod store;
 
 pub use digest::Digest;
+pub use model::{Image, Serialized};
 pub use reference::Reference;
 pub use remote::{Layer, LayerSource, ManifestFormat, RemoteImage};
+pub use store::{BlobStore, StoreError};

@@ -1,0 +1,116 @@
+//! One image value and one serializer. An [`Image`] is a config plus layers that
+//! each know their descriptor, diff_id and where their bytes are (like
+//! go-containerregistry's `v1.Image`); [`Image::serialize`] gives the exact config and manifest bytes
+//! that publish (registry, tarball, OCI layout), cache entries and the tests use.
+
+use super::remote::{Layer, ManifestFormat};
+use super::spec::{
+    Descriptor, ImageConfig, Manifest, MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST,
+    MT_OCI_CONFIG, MT_OCI_LAYER, MT_OCI_MANIFEST,
+};
+use super::Digest;
+
+/// An image: config, layers, manifest flavour.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub config: ImageConfig,
+    pub layers: Vec<Layer>,
+    pub format: ManifestFormat,
+}
+
+/// The exact bytes of an image's config and manifest, computed once.
+#[derive(Debug, Clone)]
+pub struct Serialized {
+    pub config: Vec<u8>,
+    pub config_digest: Digest,
+    pub manifest: Vec<u8>,
+    pub manifest_digest: Digest,
+    pub manifest_media_type: &'static str,
+}
+
+impl ManifestFormat {
+    /// Media types of (manifest, config, gzip layer).
+    pub fn media_types(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            ManifestFormat::Docker => (MT_DOCKER_MANIFEST, MT_DOCKER_CONFIG, MT_DOCKER_LAYER),
+            ManifestFormat::Oci => (MT_OCI_MANIFEST, MT_OCI_CONFIG, MT_OCI_LAYER),
+        }
+    }
+}
+
+impl Image {
+    /// The config and manifest bytes, with their digests.
+    pub fn serialize(&self) -> Result<Serialized, serde_json::Error> {
+        let config = serde_json::to_vec(&self.config)?;
+        let descriptors: Vec<Descriptor> =
+            self.layers.iter().map(|l| l.descriptor.clone()).collect();
+        manifest_for(config, &descriptors, self.format)
+    }
+}
+
+/// The manifest of config bytes and layer descriptors. The one place a manifest
+/// is assembled; test inputs with hand-written configs come through here too.
+pub fn manifest_for(
+    config: Vec<u8>,
+    layers: &[Descriptor],
+    format: ManifestFormat,
+) -> Result<Serialized, serde_json::Error> {
+    let (mt, cmt, _) = format.media_types();
+    let config_digest = Digest::sha256_of(&config);
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(mt.to_string()),
+        config: Descriptor {
+            media_type: cmt.into(),
+            digest: config_digest.clone(),
+            size: config.len() as u64,
+            platform: None,
+            annotations: None,
+            urls: None,
+        },
+        layers: layers.to_vec(),
+        annotations: None,
+    };
+    let manifest = serde_json::to_vec(&manifest)?;
+    let manifest_digest = Digest::sha256_of(&manifest);
+    Ok(Serialized {
+        config,
+        config_digest,
+        manifest,
+        manifest_digest,
+        manifest_media_type: mt,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::remote::LayerSource;
+
+    #[test]
+    fn one_serializer_for_every_image() {
+        let d = Digest::sha256_of(b"x");
+        let img = Image {
+            config: ImageConfig::default(),
+            layers: vec![Layer {
+                descriptor: Descriptor {
+                    media_type: MT_OCI_LAYER.into(),
+                    digest: d.clone(),
+                    size: 1,
+                    platform: None,
+                    annotations: None,
+                    urls: None,
+                },
+                diff_id: d,
+                source: LayerSource::Local("/nonexistent".into()),
+            }],
+            format: ManifestFormat::Oci,
+        };
+        let s = img.serialize().unwrap();
+        let m: Manifest = serde_json::from_slice(&s.manifest).unwrap();
+        assert_eq!(m.layers[0].media_type, MT_OCI_LAYER);
+        assert_eq!(m.config.media_type, MT_OCI_CONFIG);
+        assert_eq!(m.config.digest, Digest::sha256_of(&s.config));
+        assert_eq!(s.manifest_digest, Digest::sha256_of(&s.manifest));
+    }
+}
