@@ -10,6 +10,7 @@ pub mod image;
 pub mod layer;
 pub mod log;
 pub mod pathname;
+pub mod plan;
 pub mod publish;
 pub mod registry;
 pub mod rootfs;

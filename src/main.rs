@@ -347,7 +347,7 @@ async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<(
         let text = read_dockerfile(f)?;
         let df = parse_dockerfile(&text)?;
         let args = cli::key_values("build-arg", &cli.build_args, true)?;
-        images.extend(dispatch::base_images(&df, &args, &platform)?);
+        images.extend(kiln::plan::base_images(&df, &args, &platform)?);
     }
     if images.is_empty() {
         bail!("nothing to warm: pass --image or --dockerfile");

@@ -29,6 +29,8 @@ use std::path::PathBuf;
 pub enum BuildError {
     #[error(transparent)]
     Dockerfile(#[from] InstructionError),
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
     /// Any error of one instruction, with its Dockerfile line; the cause stays
     /// reachable through `source()`.
     #[error("Dockerfile:{line}: {}: {text}", crate::log::one_line(source.as_ref()))]
@@ -62,8 +64,6 @@ pub enum BuildError {
     SourceExcluded { path: String, label: String },
     #[error("/{path} exists in the image and is not a directory")]
     NotADirectory { path: String },
-    #[error("target stage {0:?} could not be found")]
-    NoTarget(String),
     #[error(
         "stage {0} is defined after this COPY --from; a stage can only copy from earlier stages"
     )]
@@ -115,7 +115,7 @@ impl BuildError {
     /// Attaches the Dockerfile line to errors that do not carry one.
     fn at(self, loc: &Location) -> BuildError {
         match self {
-            e @ (BuildError::Dockerfile(_) | BuildError::At { .. }) => e,
+            e @ (BuildError::Dockerfile(_) | BuildError::Plan(_) | BuildError::At { .. }) => e,
             other => BuildError::At {
                 line: loc.line,
                 text: loc.text.trim().to_string(),
@@ -170,20 +170,6 @@ pub struct Session {
     pub now: u64,
 }
 
-/// Predefined platform ARGs BuildKit provides.
-fn platform_args(p: &Platform) -> Vec<(String, String)> {
-    let plat = p.to_string();
-    let variant = p.variant.clone().unwrap_or_default();
-    let mut v = Vec::new();
-    for prefix in ["TARGET", "BUILD"] {
-        v.push((format!("{prefix}PLATFORM"), plat.clone()));
-        v.push((format!("{prefix}OS"), p.os.clone()));
-        v.push((format!("{prefix}ARCH"), p.architecture.clone()));
-        v.push((format!("{prefix}VARIANT"), variant.clone()));
-    }
-    v
-}
-
 struct StageState {
     /// Cache key of the state so far (base digest, then one link per step).
     key: String,
@@ -212,73 +198,6 @@ impl StageState {
     }
 }
 
-/// The global scope: predefined platform args, then ARGs before the first FROM.
-struct GlobalArgs {
-    /// What FROM lines may expand.
-    visible: Env,
-    /// ARGs declared before the first FROM (a stage's `ARG X` imports these).
-    declared: Env,
-    /// Build args consumed.
-    used: Vec<String>,
-}
-
-fn global_args(
-    df: &Dockerfile,
-    overrides: &BTreeMap<String, String>,
-    platform: &Platform,
-) -> Result<GlobalArgs, BuildError> {
-    let mut g = GlobalArgs {
-        visible: platform_args(platform).into_iter().collect(),
-        declared: Env::new(),
-        used: Vec::new(),
-    };
-    for (at, args) in &df.global_args {
-        for (k, default) in args {
-            let value = match overrides.get(k) {
-                Some(v) => {
-                    g.used.push(k.clone());
-                    Some(v.clone())
-                }
-                None => match default {
-                    Some(d) => Some(
-                        shell::expand(d, df.escape, &g.visible)
-                            .map_err(|e| BuildError::from(e).at(at))?,
-                    ),
-                    None => None,
-                },
-            };
-            if let Some(v) = value {
-                g.visible.insert(k.clone(), v.clone());
-                g.declared.insert(k.clone(), v);
-            }
-        }
-    }
-    Ok(g)
-}
-
-/// Every registry image the Dockerfile's FROM lines name (for `executor warmer`).
-pub fn base_images(
-    df: &Dockerfile,
-    build_args: &[(String, String)],
-    platform: &Platform,
-) -> Result<Vec<String>, BuildError> {
-    let overrides: BTreeMap<String, String> = build_args.iter().cloned().collect();
-    let g = global_args(df, &overrides, platform)?;
-    let mut out = Vec::new();
-    for (i, stage) in df.stages.iter().enumerate() {
-        let image = shell::expand(&stage.image, df.escape, &g.visible)
-            .map_err(|e| BuildError::from(e).at(&stage.at))?;
-        let lower = image.to_ascii_lowercase();
-        let is_stage = df.stages[..i]
-            .iter()
-            .any(|s| s.name.as_deref() == Some(&lower));
-        if image != "scratch" && !is_stage && !out.contains(&image) {
-            out.push(image);
-        }
-    }
-    Ok(out)
-}
-
 /// Builds the target stage of `df` and returns its image.
 pub async fn build(
     session: &Session,
@@ -287,21 +206,10 @@ pub async fn build(
     opts: &BuildOptions,
 ) -> Result<Image, BuildError> {
     let overrides: BTreeMap<String, String> = opts.build_args.iter().cloned().collect();
-    let mut used_args: std::collections::HashSet<String> = std::collections::HashSet::new();
-
-    let globals = global_args(df, &overrides, &opts.platform)?;
-    used_args.extend(globals.used.iter().cloned());
-    let (global, global_declared) = (globals.visible, globals.declared);
-
-    let target = match &opts.target {
-        Some(t) => df
-            .stages
-            .iter()
-            .position(|s| s.name.as_deref() == Some(&t.to_ascii_lowercase()))
-            .ok_or_else(|| BuildError::NoTarget(t.clone()))?,
-        None => df.stages.len() - 1,
-    };
-    let needed = needed_stages(df, target, &global);
+    let plan = crate::plan::plan(df, &overrides, opts.target.as_deref(), &opts.platform)?;
+    let mut used_args: std::collections::HashSet<String> = plan.used.iter().cloned().collect();
+    let (global, global_declared, target) = (plan.global, plan.declared, plan.target);
+    let needed = plan.stages;
     let mut built: HashMap<usize, StageState> = HashMap::new();
     let total_steps: usize = needed.iter().map(|&i| df.stages[i].steps.len() + 1).sum();
     let mut step_no = 0;
@@ -365,52 +273,6 @@ pub async fn build(
         layers: st.fs.layers,
         format: st.format,
     })
-}
-
-/// The target and every stage it copies from, in Dockerfile order.
-/// The stages the target needs: its FROM chain and `COPY --from` sources. FROM is
-/// expanded with the global ARGs first (all it can see), so `FROM ${REPO}img`
-/// does not pull in unrelated stages; a `--from` with a variable keeps every
-/// earlier stage, since stage ARGs decide it.
-fn needed_stages(df: &Dockerfile, target: usize, global: &Env) -> Vec<usize> {
-    let mut need = vec![false; df.stages.len()];
-    let mut todo = vec![target];
-    while let Some(i) = todo.pop() {
-        if need[i] {
-            continue;
-        }
-        need[i] = true;
-        let from_names = df.stages[i]
-            .steps
-            .iter()
-            .filter_map(|s| match &s.instruction {
-                Instruction::Copy(c) => c.from.clone(),
-                _ => None,
-            });
-        let image = &df.stages[i].image;
-        let base = std::iter::once(
-            shell::expand(image, df.escape, global).unwrap_or_else(|_| image.clone()),
-        );
-        for name in from_names.chain(base) {
-            if name.contains('$') {
-                // Unknown until expanded: keep every earlier stage.
-                todo.extend(0..i);
-                continue;
-            }
-            let lower = name.to_ascii_lowercase();
-            if let Some(j) = df.stages[..i]
-                .iter()
-                .position(|s| s.name.as_deref() == Some(&lower))
-            {
-                todo.push(j);
-            } else if let Ok(j) = name.parse::<usize>() {
-                if j < i {
-                    todo.push(j);
-                }
-            }
-        }
-    }
-    (0..df.stages.len()).filter(|&i| need[i]).collect()
 }
 
 async fn start_stage(
@@ -539,7 +401,7 @@ async fn run_step(
                     Some(shell::expand(d, esc, &st.env())?)
                 } else {
                     global_declared.get(k).cloned().or_else(|| {
-                        platform_args(&opts.platform)
+                        crate::plan::platform_args(&opts.platform)
                             .into_iter()
                             .find(|(n, _)| n == k)
                             .map(|(_, v)| v)

@@ -1,0 +1,251 @@
+//! The plan step between parsing and dispatch: the global ARG scope, the target
+//! stage, the stages it needs (FROM expanded with the global ARGs first, `COPY
+//! --from` edges), and early refusal of what Kiln cannot build yet, before any
+//! image is fetched or any layer written.
+
+use crate::dockerfile::shell::{self, Env, ShellError};
+use crate::dockerfile::{Dockerfile, Instruction, Location};
+use crate::image::spec::Platform;
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("Dockerfile:{line}: {source}: {text}")]
+    Expand {
+        line: usize,
+        text: String,
+        source: ShellError,
+    },
+    #[error("target stage {0:?} could not be found")]
+    NoTarget(String),
+    #[error("Dockerfile:{line}: {keyword} is not supported yet by Kiln: {text}")]
+    Unsupported {
+        line: usize,
+        text: String,
+        keyword: String,
+    },
+}
+
+fn expand_error(at: &Location) -> impl FnOnce(ShellError) -> PlanError + '_ {
+    move |source| PlanError::Expand {
+        line: at.line,
+        text: at.text.trim().to_string(),
+        source,
+    }
+}
+
+/// What dispatch needs to know before it starts.
+#[derive(Debug)]
+pub struct Plan {
+    /// What FROM lines see: the platform ARGs, then the global ARGs.
+    pub global: Env,
+    /// ARGs declared before the first FROM (a stage's `ARG X` imports these).
+    pub declared: Env,
+    /// Build args the global ARGs consumed.
+    pub used: Vec<String>,
+    /// The stage whose image is the result.
+    pub target: usize,
+    /// The stages to build, in Dockerfile order.
+    pub stages: Vec<usize>,
+}
+
+/// Plans a build of `df` for `platform`, with `--build-arg`s and `--target`.
+pub fn plan(
+    df: &Dockerfile,
+    overrides: &BTreeMap<String, String>,
+    target: Option<&str>,
+    platform: &Platform,
+) -> Result<Plan, PlanError> {
+    let g = global_args(df, overrides, platform)?;
+    let target = match target {
+        Some(t) => df
+            .stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(&t.to_ascii_lowercase()))
+            .ok_or_else(|| PlanError::NoTarget(t.to_string()))?,
+        None => df.stages.len() - 1,
+    };
+    let stages = needed_stages(df, target, &g.visible);
+    // Refuse now what would fail later: nothing is fetched or pushed first.
+    for &i in &stages {
+        for step in &df.stages[i].steps {
+            if let Instruction::Unsupported(keyword) = &step.instruction {
+                return Err(PlanError::Unsupported {
+                    line: step.at.line,
+                    text: step.at.text.trim().to_string(),
+                    keyword: keyword.clone(),
+                });
+            }
+        }
+    }
+    Ok(Plan {
+        global: g.visible,
+        declared: g.declared,
+        used: g.used,
+        target,
+        stages,
+    })
+}
+
+/// Predefined platform ARGs BuildKit provides.
+pub fn platform_args(p: &Platform) -> Vec<(String, String)> {
+    let plat = p.to_string();
+    let variant = p.variant.clone().unwrap_or_default();
+    let mut v = Vec::new();
+    for prefix in ["TARGET", "BUILD"] {
+        v.push((format!("{prefix}PLATFORM"), plat.clone()));
+        v.push((format!("{prefix}OS"), p.os.clone()));
+        v.push((format!("{prefix}ARCH"), p.architecture.clone()));
+        v.push((format!("{prefix}VARIANT"), variant.clone()));
+    }
+    v
+}
+
+/// The global scope: predefined platform args, then ARGs before the first FROM.
+struct GlobalArgs {
+    /// What FROM lines may expand.
+    visible: Env,
+    /// ARGs declared before the first FROM (a stage's `ARG X` imports these).
+    declared: Env,
+    /// Build args consumed.
+    used: Vec<String>,
+}
+
+fn global_args(
+    df: &Dockerfile,
+    overrides: &BTreeMap<String, String>,
+    platform: &Platform,
+) -> Result<GlobalArgs, PlanError> {
+    let mut g = GlobalArgs {
+        visible: platform_args(platform).into_iter().collect(),
+        declared: Env::new(),
+        used: Vec::new(),
+    };
+    for (at, args) in &df.global_args {
+        for (k, default) in args {
+            let value = match overrides.get(k) {
+                Some(v) => {
+                    g.used.push(k.clone());
+                    Some(v.clone())
+                }
+                None => match default {
+                    Some(d) => {
+                        Some(shell::expand(d, df.escape, &g.visible).map_err(expand_error(at))?)
+                    }
+                    None => None,
+                },
+            };
+            if let Some(v) = value {
+                g.visible.insert(k.clone(), v.clone());
+                g.declared.insert(k.clone(), v);
+            }
+        }
+    }
+    Ok(g)
+}
+
+/// Every registry image the Dockerfile's FROM lines name (for `executor warmer`).
+pub fn base_images(
+    df: &Dockerfile,
+    build_args: &[(String, String)],
+    platform: &Platform,
+) -> Result<Vec<String>, PlanError> {
+    let overrides: BTreeMap<String, String> = build_args.iter().cloned().collect();
+    let g = global_args(df, &overrides, platform)?;
+    let mut out = Vec::new();
+    for (i, stage) in df.stages.iter().enumerate() {
+        let image =
+            shell::expand(&stage.image, df.escape, &g.visible).map_err(expand_error(&stage.at))?;
+        let lower = image.to_ascii_lowercase();
+        let is_stage = df.stages[..i]
+            .iter()
+            .any(|s| s.name.as_deref() == Some(&lower));
+        if image != "scratch" && !is_stage && !out.contains(&image) {
+            out.push(image);
+        }
+    }
+    Ok(out)
+}
+
+/// The target and every stage it copies from, in Dockerfile order.
+/// The stages the target needs: its FROM chain and `COPY --from` sources. FROM is
+/// expanded with the global ARGs first (all it can see), so `FROM ${REPO}img`
+/// does not pull in unrelated stages; a `--from` with a variable keeps every
+/// earlier stage, since stage ARGs decide it.
+fn needed_stages(df: &Dockerfile, target: usize, global: &Env) -> Vec<usize> {
+    let mut need = vec![false; df.stages.len()];
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if need[i] {
+            continue;
+        }
+        need[i] = true;
+        let from_names = df.stages[i]
+            .steps
+            .iter()
+            .filter_map(|s| match &s.instruction {
+                Instruction::Copy(c) => c.from.clone(),
+                _ => None,
+            });
+        let image = &df.stages[i].image;
+        let base = std::iter::once(
+            shell::expand(image, df.escape, global).unwrap_or_else(|_| image.clone()),
+        );
+        for name in from_names.chain(base) {
+            if name.contains('$') {
+                // Unknown until expanded: keep every earlier stage.
+                todo.extend(0..i);
+                continue;
+            }
+            let lower = name.to_ascii_lowercase();
+            if let Some(j) = df.stages[..i]
+                .iter()
+                .position(|s| s.name.as_deref() == Some(&lower))
+            {
+                todo.push(j);
+            } else if let Ok(j) = name.parse::<usize>() {
+                if j < i {
+                    todo.push(j);
+                }
+            }
+        }
+    }
+    (0..df.stages.len()).filter(|&i| need[i]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::parse_dockerfile;
+
+    fn planned(text: &str, target: Option<&str>) -> Result<Plan, PlanError> {
+        let df = parse_dockerfile(text).unwrap();
+        plan(&df, &BTreeMap::new(), target, &Platform::host())
+    }
+
+    #[test]
+    fn stages_the_target_needs() {
+        let p = planned(
+            "ARG P=\nFROM a AS one\nFROM b AS unused\nFROM ${P}one AS two\nCOPY --from=0 /x /x\nFROM c\n",
+            Some("two"),
+        )
+        .unwrap();
+        assert_eq!(p.stages, [0, 2], "FROM ${{P}}one is stage one once expanded");
+        assert_eq!(p.target, 2);
+        assert!(matches!(
+            planned("FROM a\n", Some("nope")),
+            Err(PlanError::NoTarget(_))
+        ));
+    }
+
+    #[test]
+    fn unsupported_steps_are_refused_before_anything_runs() {
+        let e = planned("FROM unreachable.invalid/x\nRUN make\n", None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:2: RUN is not supported yet by Kiln: RUN make"
+        );
+        // A stage the target does not need may hold anything.
+        assert!(planned("FROM a AS x\nRUN make\nFROM b\n", None).is_ok());
+    }
+}
