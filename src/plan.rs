@@ -230,7 +230,11 @@ mod tests {
             Some("two"),
         )
         .unwrap();
-        assert_eq!(p.stages, [0, 2], "FROM ${{P}}one is stage one once expanded");
+        assert_eq!(
+            p.stages,
+            [0, 2],
+            "FROM ${{P}}one is stage one once expanded"
+        );
         assert_eq!(p.target, 2);
         assert!(matches!(
             planned("FROM a\n", Some("nope")),

@@ -28,7 +28,8 @@ fn commit(
     st: &mut StageState,
     entries: BTreeMap<PathKey, Planned>,
 ) -> Result<(), BuildError> {
-    st.fs.commit(session, entries, st.format)?;
+    let format = st.format;
+    super::cpu(|| st.fs.commit(session, entries, format))?;
     Ok(())
 }
 
@@ -250,7 +251,10 @@ pub(super) async fn run_copy(
                 label: "build context".into(),
                 exclude: exclude.clone(),
             };
-            copy::plan(&req, &tree, target_index(session, st, link).await?.as_ref())?
+            {
+                let index = target_index(session, st, link).await?;
+                super::cpu(|| copy::plan(&req, &tree, index.as_ref()))?
+            }
         }
         CopyFrom::Stage(j, name) => {
             let src = built
@@ -264,7 +268,10 @@ pub(super) async fn run_copy(
                 label: format!("stage {name}"),
                 exclude: exclude.clone(),
             };
-            copy::plan(&req, &tree, target_index(session, st, link).await?.as_ref())?
+            {
+                let index = target_index(session, st, link).await?;
+                super::cpu(|| copy::plan(&req, &tree, index.as_ref()))?
+            }
         }
         CopyFrom::Image(image) => {
             let dir = opts
@@ -280,7 +287,10 @@ pub(super) async fn run_copy(
                 label,
                 exclude: exclude.clone(),
             };
-            copy::plan(&req, &tree, target_index(session, st, link).await?.as_ref())?
+            {
+                let index = target_index(session, st, link).await?;
+                super::cpu(|| copy::plan(&req, &tree, index.as_ref()))?
+            }
         }
     };
     commit(session, st, entries)

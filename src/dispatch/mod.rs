@@ -131,6 +131,16 @@ impl From<RegistryError> for BuildError {
     }
 }
 
+/// Runs CPU-bound work (tar, gzip, unpacking, hashing a context) so the runtime
+/// moves its other tasks (downloads, uploads, signals) to other workers meanwhile.
+pub(crate) fn cpu<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 impl From<StoreError> for BuildError {
     fn from(e: StoreError) -> Self {
         BuildError::Store(Box::new(e))
@@ -421,7 +431,7 @@ async fn run_step(
             let prepared = meta::prepare_copy(session, df, c, &env, stage_index, opts).await?;
             // Hashing every source costs a full read: only when a cache can use it.
             if session.cache.settings.layers {
-                for (label, value) in meta::copy_key_inputs(&prepared, ctx, built)? {
+                for (label, value) in cpu(|| meta::copy_key_inputs(&prepared, ctx, built))? {
                     kb.add(label, &value);
                 }
             }

@@ -112,7 +112,7 @@ impl StageFs {
         if self.rootfs.is_some() {
             let blob = Self::blob(session, &layer).await?;
             if let Some(root) = &self.rootfs {
-                root.apply_layer(&blob, &layer.descriptor.digest)?;
+                super::cpu(|| root.apply_layer(&blob, &layer.descriptor.digest))?;
             }
         }
         self.layers.push(layer);
@@ -146,16 +146,19 @@ impl StageFs {
                 self.layers.iter().map(|l| Self::blob(session, l)),
             )
             .await?;
-            for (l, blob) in self.layers.iter().zip(blobs) {
-                let report = root.apply_layer(&blob, &l.descriptor.digest)?;
-                if report.skipped_devices > 0 {
-                    crate::log_warn!(
-                        "layer {}: skipped {} device nodes (not running as root)",
-                        l.descriptor.digest,
-                        report.skipped_devices
-                    );
+            super::cpu(|| -> Result<(), BuildError> {
+                for (l, blob) in self.layers.iter().zip(blobs) {
+                    let report = root.apply_layer(&blob, &l.descriptor.digest)?;
+                    if report.skipped_devices > 0 {
+                        crate::log_warn!(
+                            "layer {}: skipped {} device nodes (not running as root)",
+                            l.descriptor.digest,
+                            report.skipped_devices
+                        );
+                    }
                 }
-            }
+                Ok(())
+            })?;
             self.rootfs = Some(root);
         }
         Ok(self.rootfs.as_ref().expect("rootfs set above"))
