@@ -355,14 +355,7 @@ fn incompressible_layers_decode_in_docker() {
     let reg = TestRegistry::start();
     push_busybox_base(&reg, "base:1");
     let ctx = tempfile::tempdir().unwrap();
-    let mut noise = vec![0u8; 3 * 1024 * 1024 + 17];
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for b in noise.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let noise = Noise::bytes(0x9e3779b97f4a7c15, 3 * 1024 * 1024 + 17);
     // Noise, then text, then noise: stored and deflated chunks alternate.
     let mut mixed = noise.clone();
     mixed.extend(std::iter::repeat_n(b"some text ".iter().copied(), 60_000).flatten());
@@ -393,15 +386,7 @@ fn progress_on_a_terminal_plain_lines_elsewhere() {
     let reg = TestRegistry::start();
     push_busybox_base(&reg, "base:1");
     let ctx = tempfile::tempdir().unwrap();
-    let mut x: u64 = 88172645463325252;
-    let big: Vec<u8> = (0..16_000_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let big = Noise::bytes(88172645463325252, 16_000_000);
     std::fs::write(ctx.path().join("big.bin"), big).unwrap();
     std::fs::write(
         ctx.path().join("Dockerfile"),

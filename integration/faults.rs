@@ -427,16 +427,14 @@ fn sigterm_during_compression_exits_promptly() {
     // 800 MB of compressible text: deflating it keeps both cores busy for seconds.
     // One 1 MiB block repeated: deflate's 32 KiB window never sees the repeats.
     {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut x = Noise(0x9e37_79b9_7f4a_7c15);
         let block: Vec<u8> = (0..1 << 20)
             .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let r = x.next_u64();
                 if i % 64 == 63 {
                     b'\n'
                 } else {
-                    b'a' + (x % 16) as u8
+                    b'a' + (r % 16) as u8
                 }
             })
             .collect();

@@ -36,17 +36,6 @@ fn zstd_layer(dir: &Path, files: &[(&str, &[u8])]) -> LayerFile {
     }
 }
 
-fn build(ctx_files: &[(&str, &str)], dest: &str) -> std::process::Output {
-    let ctx = tempfile::tempdir().unwrap();
-    write_context(ctx.path(), ctx_files);
-    executor(&[
-        "--context",
-        ctx.path().to_str().unwrap(),
-        "--destination",
-        dest,
-    ])
-}
-
 #[test]
 fn zstd_layers_are_read() {
     let reg = TestRegistry::start();
@@ -66,9 +55,10 @@ fn zstd_layers_are_read() {
         "FROM scratch\nCOPY --from={}/zstd:1 /hello.txt /copied.txt\n",
         reg.host
     );
-    assert_ok(&build(
+    assert_ok(&build_files(
         &[("Dockerfile", &df)],
         &format!("{}/zstd-out:1", reg.host),
+        &[],
     ));
     let img = pull(&reg, "zstd-out:1");
     assert_eq!(img.files["copied.txt"].size, 10);
@@ -118,9 +108,10 @@ fn nested_indexes_resolve_to_the_platform() {
         reg.host
     );
     let dest = format!("{}/nested-out:1", reg.host);
-    assert_ok(&build(
+    assert_ok(&build_files(
         &[("Dockerfile", &df), ("a.txt", "through two indexes\n")],
         &dest,
+        &[],
     ));
     assert_eq!(docker_run(&dest, &[]), "through two indexes\n");
 }
@@ -174,9 +165,10 @@ fn foreign_layers_come_from_their_urls_and_are_never_pushed() {
     let proxy = FaultProxy::start(&reg.host);
     // Built on the foreign base and pushed: the foreign blob is not uploaded.
     let df = format!("FROM {}/foreign:1\nCOPY a.txt /a.txt\n", proxy.host);
-    let out = build(
+    let out = build_files(
         &[("Dockerfile", &df), ("a.txt", "a\n")],
         &format!("{}/foreign-out:1", proxy.host),
+        &[],
     );
     assert_ok(&out);
     let e = String::from_utf8_lossy(&out.stderr);
@@ -197,9 +189,10 @@ fn foreign_layers_come_from_their_urls_and_are_never_pushed() {
     // file index).
     let before = server.count("GET /layers/foreign.tar.gz");
     let df = format!("FROM scratch\nCOPY --from={}/foreign:1 / /\n", reg.host);
-    assert_ok(&build(
+    assert_ok(&build_files(
         &[("Dockerfile", &df)],
         &format!("{}/foreign-copy:1", reg.host),
+        &[],
     ));
     assert_eq!(server.count("GET /layers/foreign.tar.gz"), before + 1);
     let img = pull(&reg, "foreign-copy:1");
@@ -220,7 +213,11 @@ fn schema1_manifests_are_refused_by_name() {
         100,
     );
     let df = format!("FROM {}/old:1\n", proxy.host);
-    let out = build(&[("Dockerfile", &df)], &format!("{}/old-out:1", reg.host));
+    let out = build_files(
+        &[("Dockerfile", &df)],
+        &format!("{}/old-out:1", reg.host),
+        &[],
+    );
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success()
@@ -299,9 +296,10 @@ fn pax_sparse_files_are_expanded() {
             serde_json::json!({}),
         );
         let df = format!("FROM scratch\nCOPY --from={}/sparse:{i} / /\n", reg.host);
-        assert_ok(&build(
+        assert_ok(&build_files(
             &[("Dockerfile", &df)],
             &format!("{}/sparse-out:{i}", reg.host),
+            &[],
         ));
         let img = pull(&reg, &format!("sparse-out:{i}"));
         let names: Vec<&String> = img.files.keys().collect();

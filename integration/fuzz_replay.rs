@@ -2,6 +2,9 @@
 //! nightly), plus deterministic mutations of BuildKit's conformance data, through
 //! the same properties the `cargo fuzz` targets check (`kiln::fuzzcheck`).
 
+mod common;
+
+use common::Noise;
 use std::path::{Path, PathBuf};
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -21,28 +24,17 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// xorshift: the same mutations on every run.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
+fn mutate(seed: &[u8], rng: &mut Noise) -> Vec<u8> {
     const SPECIAL: &[u8] = b"$`\\{}:-+?#%/\"'[]\n\r\t =<";
     let mut v = seed.to_vec();
-    for _ in 0..(1 + rng.next() % 8) {
+    for _ in 0..(1 + rng.next_u64() % 8) {
         let at = if v.is_empty() {
             0
         } else {
-            (rng.next() as usize) % v.len()
+            (rng.next_u64() as usize) % v.len()
         };
-        let ch = SPECIAL[(rng.next() as usize) % SPECIAL.len()];
-        match rng.next() % 3 {
+        let ch = SPECIAL[(rng.next_u64() as usize) % SPECIAL.len()];
+        match rng.next_u64() % 3 {
             0 if !v.is_empty() => v[at] = ch,
             1 => v.insert(at, ch),
             _ if !v.is_empty() => {
@@ -62,7 +54,7 @@ fn layer_corpus_and_regressions() {
     for p in &inputs {
         let data = std::fs::read(p).unwrap();
         kiln::fuzzcheck::layer_apply(&data);
-        let mut rng = Rng(data.len() as u64 | 1);
+        let mut rng = Noise(data.len() as u64 | 1);
         for _ in 0..20 {
             kiln::fuzzcheck::layer_apply(&mutate(&data, &mut rng));
         }
@@ -80,7 +72,7 @@ fn dockerfile_mutations() {
         seeds.push(d.unwrap().path().join("Dockerfile"));
     }
     seeds.extend(files(&root().join("fuzz/regressions/dockerfile")));
-    let mut rng = Rng(0x2545f4914f6cdd1d);
+    let mut rng = Noise(0x2545f4914f6cdd1d);
     let mut ran = 0;
     for p in seeds.iter().filter(|p| p.is_file()) {
         let data = std::fs::read(p).unwrap();
@@ -98,7 +90,7 @@ fn expansion_mutations() {
     let text =
         std::fs::read_to_string(root().join("testdata/conformance/buildkit/shell/envVarTest"))
             .unwrap();
-    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let mut rng = Noise(0x9e3779b97f4a7c15);
     let mut seeds: Vec<Vec<u8>> = text
         .lines()
         .filter(|l| !l.starts_with('#'))

@@ -66,16 +66,11 @@ fn list(dir: &Path) -> Vec<String> {
 }
 
 fn build(reg: &TestRegistry, df: &str, scratch: &Path, dest: &str) -> std::process::Output {
-    let ctx = tempfile::tempdir().unwrap();
-    write_context(ctx.path(), &[("Dockerfile", df), ("a.txt", "a\n")]);
-    executor(&[
-        "--context",
-        ctx.path().to_str().unwrap(),
-        "--destination",
+    build_files(
+        &[("Dockerfile", df), ("a.txt", "a\n")],
         &format!("{}/{dest}", reg.host),
-        "--kaniko-dir",
-        scratch.to_str().unwrap(),
-    ])
+        &["--kaniko-dir", scratch.to_str().unwrap()],
+    )
 }
 
 #[test]
@@ -688,14 +683,7 @@ fn context_files_changed_after_planning_fail_the_build() {
             &[("Dockerfile", "FROM scratch\nCOPY . /dst/\n")],
         );
         // 48 MiB that gzip cannot shrink: seconds of work before the victim is read.
-        let mut big = Vec::with_capacity(48 << 20);
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        while big.len() < 48 << 20 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            big.extend_from_slice(&x.to_le_bytes());
-        }
+        let big = Noise::bytes(0x9E37_79B9_7F4A_7C15, 48 << 20);
         std::fs::write(ctx.path().join("a-big"), &big).unwrap();
         let victim = ctx.path().join("z-victim");
         std::fs::write(&victim, vec![b'v'; 1_000_000]).unwrap();

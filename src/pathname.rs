@@ -31,8 +31,10 @@ fn push_escaped(out: &mut String, bytes: &[u8]) {
 
 /// A name's bytes as Kiln's string form.
 pub fn from_bytes(bytes: &[u8]) -> String {
-    if let Ok(s) = std::str::from_utf8(bytes) {
-        if !s.chars().any(is_escape) {
+    // Escape-range chars start with byte 0xF4; names without it (nearly all) need
+    // only UTF-8 validation, one memchr-fast scan.
+    if !bytes.contains(&0xF4) {
+        if let Ok(s) = std::str::from_utf8(bytes) {
             return s.to_string();
         }
     }
@@ -52,7 +54,7 @@ pub fn from_bytes(bytes: &[u8]) -> String {
 
 /// The bytes a string-form name stands for.
 pub fn to_bytes(name: &str) -> Cow<'_, [u8]> {
-    if !name.chars().any(is_escape) {
+    if !name.as_bytes().contains(&0xF4) || !name.chars().any(is_escape) {
         return Cow::Borrowed(name.as_bytes());
     }
     let mut out = Vec::with_capacity(name.len());

@@ -589,6 +589,13 @@ pub fn build_with(ctx: &Path, dest: &str, extra: &[&str]) -> Output {
     executor(&args)
 }
 
+/// Writes `files` into a fresh context, builds it to `dest` with extra flags.
+pub fn build_files(files: &[(&str, &str)], dest: &str, extra: &[&str]) -> Output {
+    let ctx = tempfile::tempdir().expect("tempdir");
+    write_context(ctx.path(), files);
+    build_with(ctx.path(), dest, extra)
+}
+
 /// Runs the executor binary.
 pub fn executor(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_executor"))
@@ -692,5 +699,24 @@ pub fn tar_layer(
         digest: kiln::image::Digest::sha256_of(&blob),
         diff_id: kiln::image::Digest::sha256_of(&tar_bytes),
         size: blob.len() as u64,
+    }
+}
+
+/// xorshift64: the same pseudo-random sequence on every run, for data gzip cannot
+/// shrink and for deterministic mutations.
+pub struct Noise(pub u64);
+
+impl Noise {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// `len` bytes of noise.
+    pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut n = Noise(seed);
+        (0..len).map(|_| n.next_u64() as u8).collect()
     }
 }
