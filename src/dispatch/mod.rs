@@ -217,17 +217,27 @@ pub async fn build(
 ) -> Result<Image, BuildError> {
     let overrides: BTreeMap<String, String> = opts.build_args.iter().cloned().collect();
     let plan = crate::plan::plan(df, &overrides, opts.target.as_deref(), &opts.platform)?;
-    let mut used_args: std::collections::HashSet<String> = plan.used.iter().cloned().collect();
     let (global, global_declared, target) = (plan.global, plan.declared, plan.target);
     let needed = plan.stages;
-    let mut built: HashMap<usize, StageState> = HashMap::new();
+    let b = Build {
+        session,
+        df,
+        ctx,
+        opts,
+        overrides: &overrides,
+        global_declared: &global_declared,
+    };
+    let mut progress = Progress {
+        used_args: plan.used.iter().cloned().collect(),
+        built: HashMap::new(),
+    };
     let total_steps: usize = needed.iter().map(|&i| df.stages[i].steps.len() + 1).sum();
     let mut step_no = 0;
     for &i in &needed {
         let stage = &df.stages[i];
         step_no += 1;
         crate::log_info!("[{step_no}/{total_steps}] {}", stage.at.text.trim());
-        let mut st = start_stage(session, df, stage, &global, &built, opts)
+        let mut st = start_stage(session, df, stage, &global, &progress.built, opts)
             .await
             .map_err(|e| e.at(&stage.at))?;
         // The base's ONBUILD triggers run first, then are gone (BuildKit).
@@ -237,30 +247,21 @@ pub async fn build(
         for step in triggers.iter().chain(&stage.steps) {
             step_no += 1;
             crate::log_info!("[{step_no}/{total_steps}] {}", step.at.text.trim());
-            run_step(
-                session,
-                df,
-                &mut st,
-                step,
-                &overrides,
-                &global_declared,
-                &mut used_args,
-                &mut built,
-                ctx,
-                opts,
-                i,
-            )
-            .await
-            .map_err(|e| e.at(&step.at))?;
+            run_step(&b, &mut progress, &mut st, step, i)
+                .await
+                .map_err(|e| e.at(&step.at))?;
         }
-        built.insert(i, st);
+        progress.built.insert(i, st);
     }
     for k in overrides.keys() {
-        if !used_args.contains(k) {
+        if !progress.used_args.contains(k) {
             crate::log_warn!("build argument {k} was not consumed by any ARG");
         }
     }
-    let mut st = built.remove(&target).expect("target stage was built");
+    let mut st = progress
+        .built
+        .remove(&target)
+        .ok_or_else(|| BuildError::StageNotBuilt(format!("{target}")))?;
     for (k, v) in &opts.labels {
         st.config
             .config
@@ -373,20 +374,41 @@ async fn start_stage(
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-#[allow(clippy::too_many_arguments)]
+/// What every step of one build reads: fixed for the whole build.
+struct Build<'a> {
+    session: &'a Session,
+    df: &'a Dockerfile,
+    ctx: &'a BuildContext,
+    opts: &'a BuildOptions,
+    overrides: &'a BTreeMap<String, String>,
+    /// ARGs declared before the first FROM.
+    global_declared: &'a Env,
+}
+
+/// What the steps of one build leave for later ones.
+struct Progress {
+    /// Build args some ARG consumed (the rest are warned about).
+    used_args: std::collections::HashSet<String>,
+    /// Finished stages, for `FROM stage` and `COPY --from`.
+    built: HashMap<usize, StageState>,
+}
+
 async fn run_step(
-    session: &Session,
-    df: &Dockerfile,
+    b: &Build<'_>,
+    progress: &mut Progress,
     st: &mut StageState,
     step: &crate::dockerfile::Step,
-    overrides: &BTreeMap<String, String>,
-    global_declared: &Env,
-    used_args: &mut std::collections::HashSet<String>,
-    built: &mut HashMap<usize, StageState>,
-    ctx: &BuildContext,
-    opts: &BuildOptions,
     stage_index: usize,
 ) -> Result<(), BuildError> {
+    let Build {
+        session,
+        df,
+        ctx,
+        opts,
+        overrides,
+        global_declared,
+    } = *b;
+    let Progress { used_args, built } = progress;
     let esc = df.escape;
     let env = st.env();
     let created_by = step.at.text.trim().to_string();
