@@ -2,7 +2,7 @@
 //! [`resolve_in_root`] against the directory itself, and the last component is
 //! created without following links, so no entry can write outside the root.
 
-use super::caps::FileCaps;
+use super::sys::{self, Node, Syscalls};
 use super::{join_rel, split_parent};
 use crate::layer::reader::{self, Entry, Kind, ReadError, Whiteout};
 use crate::pathname::{display, from_os, to_path};
@@ -63,22 +63,24 @@ impl LayerState {
 /// A directory that layers are unpacked into.
 pub struct ScratchRoot {
     root: PathBuf,
-    caps: FileCaps,
+    sys: Box<dyn Syscalls>,
 }
 
 impl ScratchRoot {
     pub fn new(root: &Path) -> ScratchRoot {
-        ScratchRoot {
-            root: root.to_path_buf(),
-            caps: FileCaps::effective(),
-        }
+        ScratchRoot::with_syscalls(root, Box::new(sys::Real::effective()))
     }
 
     /// A root that acts as an unprivileged executor would (tests of that path).
     pub fn unprivileged(root: &Path) -> ScratchRoot {
+        ScratchRoot::with_syscalls(root, Box::new(sys::Real::unprivileged()))
+    }
+
+    /// A root whose privileged calls go through `sys` (tests record them).
+    pub fn with_syscalls(root: &Path, sys: Box<dyn Syscalls>) -> ScratchRoot {
         ScratchRoot {
             root: root.to_path_buf(),
-            caps: FileCaps::none(),
+            sys,
         }
     }
 
@@ -218,28 +220,16 @@ impl ScratchRoot {
                 return Ok(());
             }
             Kind::Char(..) | Kind::Block(..) | Kind::Fifo => {
-                if !self.caps.mknod && !matches!(e.kind, Kind::Fifo) {
+                if !self.sys.caps().mknod && !matches!(e.kind, Kind::Fifo) {
                     st.report.skipped_devices += 1;
                     return Ok(());
                 }
-                let (kind, dev) = match e.kind {
-                    Kind::Char(ma, mi) => (
-                        nix::sys::stat::SFlag::S_IFCHR,
-                        nix::sys::stat::makedev(ma.into(), mi.into()),
-                    ),
-                    Kind::Block(ma, mi) => (
-                        nix::sys::stat::SFlag::S_IFBLK,
-                        nix::sys::stat::makedev(ma.into(), mi.into()),
-                    ),
-                    _ => (nix::sys::stat::SFlag::S_IFIFO, 0),
+                let node = match e.kind {
+                    Kind::Char(ma, mi) => Node::Char(ma, mi),
+                    Kind::Block(ma, mi) => Node::Block(ma, mi),
+                    _ => Node::Fifo,
                 };
-                nix::sys::stat::mknod(
-                    &host,
-                    kind,
-                    nix::sys::stat::Mode::from_bits_truncate(e.mode & 0o777),
-                    dev,
-                )
-                .map_err(|errno| io_err(&rel)(io::Error::from(errno)))?;
+                self.sys.mknod(&host, node, e.mode).map_err(io_err(&rel))?;
             }
         }
         self.set_meta(&host, e, is_dir_entry)
@@ -292,29 +282,16 @@ impl ScratchRoot {
     }
 
     fn set_meta(&self, host: &Path, e: &Entry, is_dir: bool) -> io::Result<()> {
+        let caps = self.sys.caps();
+        // Owner first: chown clears setuid bits, the mode below sets them again.
+        if caps.chown {
+            self.sys.lchown(host, e.uid as u32, e.gid as u32)?;
+        }
         if matches!(e.kind, Kind::Symlink(_)) {
-            if self.caps.chown {
-                nix::unistd::fchownat(
-                    None,
-                    host,
-                    Some(nix::unistd::Uid::from_raw(e.uid as u32)),
-                    Some(nix::unistd::Gid::from_raw(e.gid as u32)),
-                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(io::Error::from)?;
-            }
             return Ok(());
         }
-        if self.caps.chown {
-            nix::unistd::chown(
-                host,
-                Some(nix::unistd::Uid::from_raw(e.uid as u32)),
-                Some(nix::unistd::Gid::from_raw(e.gid as u32)),
-            )
-            .map_err(io::Error::from)?;
-        }
         let mut mode = e.mode & 0o7777;
-        if !self.caps.dac_override {
+        if !caps.dac_override {
             // Without CAP_DAC_OVERRIDE the owner must keep the right to fill a
             // directory and read a file; the image's modes live in the file index.
             mode |= if is_dir { 0o700 } else { 0o400 };
@@ -364,5 +341,27 @@ mod tests {
         assert_eq!(report.skipped_devices, 1);
         assert!(!root.join("dev/sda").exists());
         assert_eq!(fs::read(root.join("ok")).unwrap(), b"ok");
+
+        // The same layer as root would unpack it: owners set, the device made.
+        let root2 = dir.path().join("root2");
+        fs::create_dir(&root2).unwrap();
+        let rec = std::sync::Arc::new(sys::Recording::with_all_caps());
+        let report = ScratchRoot::with_syscalls(&root2, Box::new(rec.clone()))
+            .apply_layer(&blob, "test")
+            .unwrap();
+        assert_eq!(report.skipped_devices, 0);
+        let calls = rec.calls();
+        assert!(
+            calls.contains(&sys::Call::Mknod(
+                root2.join("dev/sda"),
+                Node::Char(8, 0),
+                0o600
+            )),
+            "{calls:?}"
+        );
+        assert!(
+            calls.contains(&sys::Call::Lchown(root2.join("ok"), 0, 0)),
+            "{calls:?}"
+        );
     }
 }

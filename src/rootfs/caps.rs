@@ -8,7 +8,7 @@ const CAP_DAC_OVERRIDE: u32 = 1;
 const CAP_MKNOD: u32 = 27;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileCaps {
+pub struct FileCaps {
     /// Give files any owner.
     pub chown: bool,
     /// Write into directories whatever their mode.

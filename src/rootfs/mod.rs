@@ -5,8 +5,9 @@
 //! symlink chains never lead outside the root.
 
 pub mod apply;
-mod caps;
+pub mod caps;
 pub mod index;
+pub mod sys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {

@@ -1,0 +1,149 @@
+//! Everything that needs the kernel's permission goes through [`Syscalls`], the
+//! way youki's `Syscall` trait does: the real implementation makes the calls, the
+//! test one records them, so the privileged paths (owners, device nodes) are
+//! tested without privileges. RUN's namespaces, mounts and root change belong
+//! here too when it lands.
+
+use super::caps::FileCaps;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A device node or FIFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    Char(u32, u32),
+    Block(u32, u32),
+    Fifo,
+}
+
+/// The calls that depend on what the process may do.
+pub trait Syscalls: Send + Sync {
+    /// What the process may do to files.
+    fn caps(&self) -> FileCaps;
+    /// Sets the owner of `path` itself (a symlink is not followed).
+    fn lchown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
+    /// Creates a device node or FIFO with permission bits `mode`.
+    fn mknod(&self, path: &Path, node: Node, mode: u32) -> io::Result<()>;
+}
+
+/// Shared implementations (a test keeps a handle to read the recorded calls).
+impl<T: Syscalls> Syscalls for std::sync::Arc<T> {
+    fn caps(&self) -> FileCaps {
+        (**self).caps()
+    }
+
+    fn lchown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        (**self).lchown(path, uid, gid)
+    }
+
+    fn mknod(&self, path: &Path, node: Node, mode: u32) -> io::Result<()> {
+        (**self).mknod(path, node, mode)
+    }
+}
+
+/// The kernel, with this process's effective capabilities.
+pub struct Real {
+    caps: FileCaps,
+}
+
+impl Real {
+    pub fn effective() -> Real {
+        Real {
+            caps: FileCaps::effective(),
+        }
+    }
+
+    /// As an executor without any capability acts (tests of that path).
+    pub fn unprivileged() -> Real {
+        Real {
+            caps: FileCaps::none(),
+        }
+    }
+}
+
+impl Syscalls for Real {
+    fn caps(&self) -> FileCaps {
+        self.caps
+    }
+
+    fn lchown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        nix::unistd::fchownat(
+            None,
+            path,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(io::Error::from)
+    }
+
+    fn mknod(&self, path: &Path, node: Node, mode: u32) -> io::Result<()> {
+        use nix::sys::stat::{makedev, Mode, SFlag};
+        let (kind, dev) = match node {
+            Node::Char(ma, mi) => (SFlag::S_IFCHR, makedev(ma.into(), mi.into())),
+            Node::Block(ma, mi) => (SFlag::S_IFBLK, makedev(ma.into(), mi.into())),
+            Node::Fifo => (SFlag::S_IFIFO, 0),
+        };
+        nix::sys::stat::mknod(path, kind, Mode::from_bits_truncate(mode & 0o777), dev)
+            .map_err(io::Error::from)
+    }
+}
+
+/// One recorded call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Lchown(PathBuf, u32, u32),
+    Mknod(PathBuf, Node, u32),
+}
+
+/// Acts as a process with `caps` would, without asking the kernel: records
+/// ownership changes and stands an empty file in for each device node.
+pub struct Recording {
+    caps: FileCaps,
+    pub calls: Mutex<Vec<Call>>,
+}
+
+impl Recording {
+    pub fn with_all_caps() -> Recording {
+        Recording {
+            caps: FileCaps {
+                chown: true,
+                dac_override: true,
+                mknod: true,
+            },
+            calls: Mutex::default(),
+        }
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn record(&self, call: Call) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(call);
+    }
+}
+
+impl Syscalls for Recording {
+    fn caps(&self) -> FileCaps {
+        self.caps
+    }
+
+    fn lchown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        self.record(Call::Lchown(path.to_path_buf(), uid, gid));
+        Ok(())
+    }
+
+    fn mknod(&self, path: &Path, node: Node, mode: u32) -> io::Result<()> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        self.record(Call::Mknod(path.to_path_buf(), node, mode));
+        Ok(())
+    }
+}
