@@ -126,6 +126,122 @@ fn read_dockerfile(path: &Path) -> Result<String> {
     Ok(kiln::pathname::from_bytes(&bytes))
 }
 
+/// `--custom-platform`, or this machine's.
+fn platform(flag: &Option<String>) -> Result<Platform> {
+    match flag {
+        Some(p) => Platform::parse(p)
+            .with_context(|| format!("--custom-platform {p}: expected os/arch[/variant]")),
+        None => Ok(Platform::host()),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The cache's settings: `--cache-repo`, else `<first destination>/cache`.
+fn cache_settings(cli: &cli::Cli, destinations: &[Reference]) -> Result<CacheSettings> {
+    let ttl = kiln::times::parse_go_duration(&cli.cache_ttl).with_context(|| {
+        format!(
+            "--cache-ttl {}: expected a duration like 336h",
+            cli.cache_ttl
+        )
+    })?;
+    let repo = match (&cli.cache_repo, destinations.first()) {
+        (Some(r), _) => Some(Reference::parse(r).with_context(|| format!("--cache-repo {r}"))?),
+        (None, Some(d)) => Some(Reference::parse(&format!(
+            "{}/{}/cache",
+            d.registry, d.repository
+        ))?),
+        (None, None) => None,
+    };
+    if cli.cache && repo.is_none() {
+        kiln::log_warn!("--cache without --cache-repo or --destination: no cache repository, layers are not cached");
+    }
+    Ok(CacheSettings {
+        layers: cli.cache,
+        repo,
+        dir: cli.cache_dir.clone(),
+        ttl_secs: (ttl / 1_000_000_000).max(0) as u64,
+        push: !cli.no_push_cache,
+    })
+}
+
+/// On a terminal, one line shows bytes moved; elsewhere (CI logs) only plain lines.
+fn spawn_progress(
+    session: &Session,
+    format: cli::LogFormat,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    (format != cli::LogFormat::Json && on_terminal).then(|| {
+        let t = session.registry.transfer.clone();
+        tokio::spawn(async move {
+            let mut last = (0, 0);
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let now = (
+                    t.down.load(std::sync::atomic::Ordering::Relaxed),
+                    t.up.load(std::sync::atomic::Ordering::Relaxed),
+                );
+                if now != last {
+                    kiln::log::progress(Some(&format!(
+                        "pulled {:.1} MB, pushed {:.1} MB",
+                        now.0 as f64 / 1e6,
+                        now.1 as f64 / 1e6
+                    )));
+                    last = now;
+                }
+            }
+        })
+    })
+}
+
+/// Tarball and OCI layout if asked, then every destination: all blobs first,
+/// manifests last. Returns `name@digest` of each push.
+async fn publish_all(
+    cli: &cli::Cli,
+    session: &Session,
+    destinations: &[Reference],
+    image: &kiln::image::Image,
+    s: &kiln::image::Serialized,
+) -> Result<Vec<String>> {
+    if let Some(p) = &cli.tar_path {
+        let tags: Vec<String> = destinations.iter().map(|d| d.to_string()).collect();
+        publish::write_tarball(&session.store, image, s, &tags, p).await?;
+        kiln::log_info!("wrote {}", p.display());
+    }
+    if let Some(p) = &cli.oci_layout_path {
+        publish::write_oci_layout(&session.store, image, s, p).await?;
+        kiln::log_info!("wrote OCI layout {}", p.display());
+    }
+    let mut names = Vec::new();
+    if cli.no_push {
+        return Ok(names);
+    }
+    let publisher = publish::Publisher {
+        registry: &session.registry,
+        store: &session.store,
+        tmp: &session.blobs_dir,
+    };
+    // Every destination gets every blob before any tag moves.
+    for d in destinations {
+        publish::push_blobs(&publisher, d, image, s)
+            .await
+            .with_context(|| format!("pushing {d}"))?;
+    }
+    for d in destinations {
+        let digest = publish::push_manifest(&publisher, d, s)
+            .await
+            .with_context(|| format!("pushing {d}"))?;
+        kiln::log_info!("pushed {d}@{digest}");
+        names.push(format!("{}@{digest}", d.name()));
+    }
+    Ok(names)
+}
+
 async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     kiln::log::configure(
         cli.log_format == cli::LogFormat::Json,
@@ -144,13 +260,11 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     if destinations.is_empty() && !cli.no_push {
         bail!("no --destination given; pass one or more, or --no-push");
     }
-    let platform = match &cli.custom_platform {
-        Some(p) => Platform::parse(p)
-            .with_context(|| format!("--custom-platform {p}: expected os/arch[/variant]"))?,
-        None => Platform::host(),
-    };
-    let text = read_dockerfile(&dockerfile)?;
-    let df = parse_dockerfile(&text)?;
+    let platform = platform(&cli.custom_platform)?;
+    let df = parse_dockerfile(&read_dockerfile(&dockerfile)?)?;
+    let opts_args = cli::key_values("build-arg", &cli.build_args, true)?;
+    let labels = cli::key_values("label", &cli.labels, false)?;
+    let settings = cache_settings(&cli, &destinations)?;
 
     let scratch_parent = cli.kaniko_dir.clone().unwrap_or_else(std::env::temp_dir);
     let scratch = kiln::scratch::Scratch::create(&scratch_parent, cleanup)
@@ -181,143 +295,37 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         });
         futures_util::future::try_join_all(checks).await?;
     }
-    let now = if cli.reproducible {
-        0
-    } else {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    };
-    // One clock reading for layers, config and cache entries alike.
-    let wall_now = if cli.reproducible {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    } else {
-        now
-    };
-    let ttl = kiln::times::parse_go_duration(&cli.cache_ttl).with_context(|| {
-        format!(
-            "--cache-ttl {}: expected a duration like 336h",
-            cli.cache_ttl
-        )
-    })?;
-    let cache_repo = match (&cli.cache_repo, destinations.first()) {
-        (Some(r), _) => Some(Reference::parse(r).with_context(|| format!("--cache-repo {r}"))?),
-        (None, Some(d)) => Some(Reference::parse(&format!(
-            "{}/{}/cache",
-            d.registry, d.repository
-        ))?),
-        (None, None) => None,
-    };
-    if cli.cache && cache_repo.is_none() {
-        kiln::log_warn!("--cache without --cache-repo or --destination: no cache repository, layers are not cached");
-    }
-    let cache = Cache::new(
-        CacheSettings {
-            layers: cli.cache,
-            repo: cache_repo,
-            dir: cli.cache_dir.clone(),
-            ttl_secs: (ttl / 1_000_000_000).max(0) as u64,
-            push: !cli.no_push_cache,
-        },
-        wall_now,
-    );
-    let registry = std::sync::Arc::new(registry);
-    let session = Session {
-        store: kiln::image::BlobStore::new(
-            registry.clone(),
-            cli.cache_dir.clone(),
-            blobs_dir.clone(),
-        ),
+    // Layers and config get 0 with --reproducible; cache entries always the clock.
+    let wall_now = unix_now();
+    let now = if cli.reproducible { 0 } else { wall_now };
+    let session = Session::new(
         registry,
-        cache,
+        Cache::new(settings, wall_now),
         blobs_dir,
-        compression_level: cli.compression_level,
-        created: kiln::times::rfc3339(now),
+        cli.cache_dir.clone(),
+        cli.compression_level,
         now,
-    };
+    );
     let opts = BuildOptions {
-        build_args: cli::key_values("build-arg", &cli.build_args, true)?,
+        build_args: opts_args,
         target: cli.target.clone(),
-        labels: cli::key_values("label", &cli.labels, false)?,
+        labels,
         platform,
         explicit_platform: cli.custom_platform.is_some(),
         reproducible: cli.reproducible,
         scratch_dir: scratch.path().to_path_buf(),
     };
-    // On a terminal, one line shows bytes moved; elsewhere (CI logs) only plain lines.
-    let progress = (cli.log_format != cli::LogFormat::Json
-        && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-    .then(|| {
-        let t = session.registry.transfer.clone();
-        tokio::spawn(async move {
-            let mut last = (0, 0);
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                let now = (
-                    t.down.load(std::sync::atomic::Ordering::Relaxed),
-                    t.up.load(std::sync::atomic::Ordering::Relaxed),
-                );
-                if now != last {
-                    kiln::log::progress(Some(&format!(
-                        "pulled {:.1} MB, pushed {:.1} MB",
-                        now.0 as f64 / 1e6,
-                        now.1 as f64 / 1e6
-                    )));
-                    last = now;
-                }
-            }
-        })
-    });
+    let progress = spawn_progress(&session, cli.log_format);
     let ctx = BuildContext::open(&context, Some(&dockerfile))?;
     let image = dispatch::build(&session, &df, &ctx, &opts).await?;
     let s = publish::serialize(&image)?;
-    let publisher = publish::Publisher {
-        registry: &session.registry,
-        store: &session.store,
-        tmp: &session.blobs_dir,
-    };
-    let tmp = scratch.path();
-
-    if let Some(p) = &cli.tar_path {
-        let tags: Vec<String> = destinations.iter().map(|d| d.to_string()).collect();
-        publish::write_tarball(&session.store, &image, &s, &tags, p).await?;
-        kiln::log_info!("wrote {}", p.display());
-    }
-    if let Some(p) = &cli.oci_layout_path {
-        publish::write_oci_layout(&session.store, &image, &s, p).await?;
-        kiln::log_info!("wrote OCI layout {}", p.display());
-    }
-    let pushes = async {
-        let mut names = Vec::new();
-        if !cli.no_push {
-            // Every destination gets every blob before any tag moves.
-            for d in &destinations {
-                publish::push_blobs(&publisher, d, &image, &s)
-                    .await
-                    .with_context(|| format!("pushing {d}"))?;
-            }
-            for d in &destinations {
-                let digest = publish::push_manifest(&publisher, d, &s)
-                    .await
-                    .with_context(|| format!("pushing {d}"))?;
-                kiln::log_info!("pushed {d}@{digest}");
-                names.push(format!("{}@{digest}", d.name()));
-            }
-        }
-        Ok::<_, anyhow::Error>(names)
-    };
+    let names = publish_all(&cli, &session, &destinations, &image, &s).await?;
     // Cache entries after the push: their new blobs are then mounted, not uploaded twice.
-    let names = pushes.await?;
-    let pushed = if cli.no_push {
-        None
-    } else {
-        destinations.first()
-    };
-    session.cache.flush(&session.registry, tmp, pushed).await;
+    let pushed = destinations.first().filter(|_| !cli.no_push);
+    session
+        .cache
+        .flush(&session.registry, scratch.path(), pushed)
+        .await;
     if let Some(p) = &cli.digest_file {
         std::fs::write(p, s.manifest_digest.as_str())
             .with_context(|| format!("writing {}", p.display()))?;
@@ -337,11 +345,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
 /// `executor warmer`: downloads base layers and computes their file indexes into
 /// `--cache-dir`, so builds with that directory download no base layer.
 async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
-    let platform = match &cli.custom_platform {
-        Some(p) => Platform::parse(p)
-            .with_context(|| format!("--custom-platform {p}: expected os/arch[/variant]"))?,
-        None => Platform::host(),
-    };
+    let platform = platform(&cli.custom_platform)?;
     let mut images = cli.images.clone();
     if let Some(f) = &cli.dockerfile {
         let text = read_dockerfile(f)?;
@@ -365,26 +369,20 @@ async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<(
         },
         Keychain::load()?,
     )?;
-    let registry = std::sync::Arc::new(registry);
-    let session = Session {
-        store: kiln::image::BlobStore::new(
-            registry.clone(),
-            Some(cli.cache_dir.clone()),
-            scratch.path().to_path_buf(),
-        ),
+    let session = Session::new(
         registry,
-        cache: Cache::new(
+        Cache::new(
             CacheSettings {
                 dir: Some(cli.cache_dir.clone()),
                 ..Default::default()
             },
             0,
         ),
-        blobs_dir: scratch.path().to_path_buf(),
-        compression_level: 6,
-        created: kiln::times::rfc3339(0),
-        now: 0,
-    };
+        scratch.path().to_path_buf(),
+        Some(cli.cache_dir.clone()),
+        6,
+        0,
+    );
     for image in images {
         let reference = Reference::parse(&image)?;
         let remote =

@@ -131,6 +131,30 @@ impl From<RegistryError> for BuildError {
     }
 }
 
+impl Session {
+    /// A session whose blobs live in `cache_dir` when given, else in `scratch`,
+    /// with `now` as the time of everything it creates.
+    pub fn new(
+        registry: Registry,
+        cache: Cache,
+        scratch: PathBuf,
+        cache_dir: Option<PathBuf>,
+        compression_level: u32,
+        now: u64,
+    ) -> Session {
+        let registry = std::sync::Arc::new(registry);
+        Session {
+            store: crate::image::BlobStore::new(registry.clone(), cache_dir, scratch.clone()),
+            registry,
+            cache,
+            blobs_dir: scratch,
+            compression_level,
+            created: crate::times::rfc3339(now),
+            now,
+        }
+    }
+}
+
 /// Runs CPU-bound work (tar, gzip, unpacking, hashing a context) so the runtime
 /// moves its other tasks (downloads, uploads, signals) to other workers meanwhile.
 pub(crate) fn cpu<T>(f: impl FnOnce() -> T) -> T {
