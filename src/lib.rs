@@ -13,7 +13,7 @@ pub mod pathname;
 pub mod plan;
 pub mod publish;
 pub mod registry;
-pub mod rootfs;
+pub(crate) mod rootfs;
 pub mod scratch;
 pub mod times;
 

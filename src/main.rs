@@ -262,6 +262,11 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     }
     let platform = platform(&cli.custom_platform)?;
     let df = parse_dockerfile(&read_dockerfile(&dockerfile)?)?;
+    if let Some(syntax) = &df.syntax {
+        kiln::log_info!(
+            "# syntax={syntax}: Kiln reads the Dockerfile with its own frontend (BuildKit v0.21's rules)"
+        );
+    }
     let opts_args = cli::key_values("build-arg", &cli.build_args, true)?;
     let labels = cli::key_values("label", &cli.labels, false)?;
     let settings = cache_settings(&cli, &destinations)?;

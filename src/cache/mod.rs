@@ -3,7 +3,7 @@
 //! tagged by layer digest, and under `--cache-dir` with downloaded base layers.
 //! Every cache failure is a warning: the build goes on without it.
 
-pub mod key;
+pub(crate) mod key;
 
 use crate::image::model::manifest_for;
 use crate::image::spec::{Descriptor, ImageConfig, Manifest};

@@ -3,31 +3,7 @@
 //! `SHELL [/bin/sh -c]`, `EXPOSE map[80/tcp:{}]`), so `docker history` and tools
 //! that read it see the same image either builder made.
 
-/// Go's `strconv.Quote`: printable characters kept, the rest escaped.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+use crate::dockerfile::parser::go_quote;
 
 /// `%q` of a `[]string`: `["a" "b c"]`.
 pub(super) fn quoted_list(words: &[String]) -> String {

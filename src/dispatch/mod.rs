@@ -1,12 +1,12 @@
 //! Runs a Dockerfile: stages in dependency order, one handler per instruction
 //! group (`copy`, `meta`), each step either changing the config or adding a layer.
 
-pub mod chmod;
-pub mod copy;
+pub(crate) mod chmod;
+pub(crate) mod copy;
 mod history;
-pub mod meta;
+pub(crate) mod meta;
 pub mod stage;
-pub mod users;
+pub(crate) mod users;
 
 use crate::cache::key::{CacheKey, KeyBuilder};
 use crate::cache::Cache;

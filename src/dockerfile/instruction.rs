@@ -95,6 +95,8 @@ pub type ArgList = Vec<(String, Option<String>)>;
 #[derive(Debug, Clone)]
 pub struct Dockerfile {
     pub escape: char,
+    /// `# syntax=` as written: Kiln has one frontend and says so when asked for another.
+    pub syntax: Option<String>,
     pub global_args: Vec<(Location, ArgList)>,
     pub stages: Vec<Stage>,
 }
@@ -130,6 +132,7 @@ pub fn parse_dockerfile(text: &str) -> Result<Dockerfile, InstructionError> {
     })?;
     let mut df = Dockerfile {
         escape: ast.escape,
+        syntax: ast.syntax.clone(),
         global_args: Vec::new(),
         stages: Vec::new(),
     };

@@ -1,9 +1,9 @@
 //! Dockerfile reading: parser (text → nodes), instructions (nodes → stages),
 //! shell (word expansion).
 
-pub mod instruction;
-pub mod parser;
-pub mod shell;
+pub(crate) mod instruction;
+pub(crate) mod parser;
+pub(crate) mod shell;
 
 pub use instruction::{
     parse_dockerfile, parse_triggers, CommandLine, Copy, Dockerfile, Instruction, InstructionError,

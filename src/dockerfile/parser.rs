@@ -586,7 +586,8 @@ fn heredocs_from_line(line: &str, escape: char) -> Vec<Heredoc> {
 }
 
 /// BuildKit's `Node.Dump()` form, used by its golden tests.
-pub fn dump(node: &Node) -> String {
+#[cfg(test)]
+fn dump(node: &Node) -> String {
     let mut s = node.keyword.clone();
     if !node.flags.is_empty() {
         s.push_str(" [");
@@ -604,8 +605,9 @@ pub fn dump(node: &Node) -> String {
     s.trim().to_string()
 }
 
-/// Go's `strconv.Quote`.
-fn go_quote(s: &str) -> String {
+/// Go's `strconv.Quote` (also what `%q` prints): printable characters kept, the
+/// rest escaped. BuildKit's golden dumps and history texts both use it.
+pub(crate) fn go_quote(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -620,6 +622,9 @@ fn go_quote(s: &str) -> String {
             '\u{b}' => out.push_str("\\v"),
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
         }

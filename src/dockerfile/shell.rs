@@ -5,7 +5,7 @@
 //! One pass produces both the joined word (`expand`) and the word list split on
 //! unquoted whitespace that came from the source or from a variable (`expand_words`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// A word that could not be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,12 +18,11 @@ pub struct ShellError {
 /// Variables visible to an expansion. Keys are case-sensitive (Linux).
 pub type Env = BTreeMap<String, String>;
 
-/// Result of one expansion: the word, its split form, and the variable names it read.
+/// Result of one expansion: the word and its split form.
 #[derive(Debug, Default)]
 pub struct Expanded {
     pub word: String,
     pub words: Vec<String>,
-    pub used: BTreeSet<String>,
 }
 
 /// Expands `word` with escape character `escape` against `env`.
@@ -36,7 +35,7 @@ pub fn expand_words(word: &str, escape: char, env: &Env) -> Result<Vec<String>, 
     Ok(process(word, escape, env)?.words)
 }
 
-/// Full expansion result, including which variables were referenced.
+/// Full expansion result: the word and its split form.
 pub fn process(word: &str, escape: char, env: &Env) -> Result<Expanded, ShellError> {
     let mut lx = Lexer {
         chars: word.chars().collect(),
@@ -44,14 +43,9 @@ pub fn process(word: &str, escape: char, env: &Env) -> Result<Expanded, ShellErr
         escape,
         raw_escapes: false,
         env,
-        used: BTreeSet::new(),
     };
     match lx.stop_on(None, false) {
-        Ok((w, ws)) => Ok(Expanded {
-            word: w,
-            words: ws,
-            used: lx.used,
-        }),
+        Ok((w, ws)) => Ok(Expanded { word: w, words: ws }),
         Err(reason) => Err(ShellError {
             word: word.to_string(),
             reason,
@@ -102,7 +96,6 @@ struct Lexer<'e> {
     escape: char,
     raw_escapes: bool,
     env: &'e Env,
-    used: BTreeSet<String>,
 }
 
 type LexResult<T> = Result<T, String>;
@@ -120,7 +113,6 @@ impl Lexer<'_> {
     }
 
     fn lookup(&mut self, name: &str) -> Option<String> {
-        self.used.insert(name.to_string());
         self.env.get(name).cloned()
     }
 

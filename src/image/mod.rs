@@ -2,12 +2,12 @@
 //! images, one `Image` value with one serializer, and the blob store layers open
 //! their bytes through.
 
-pub mod digest;
+pub(crate) mod digest;
 pub mod model;
-pub mod reference;
+pub(crate) mod reference;
 pub mod remote;
 pub mod spec;
-pub mod store;
+pub(crate) mod store;
 
 pub use digest::Digest;
 pub use model::{Image, Serialized};

@@ -1,8 +1,8 @@
 //! Layers as streams: `writer` makes one (tar → gzip → file, hashing both streams in
 //! one pass), `reader` iterates the entries of one with whiteouts recognised.
 
-pub mod gzip;
-pub mod reader;
+pub(crate) mod gzip;
+pub(crate) mod reader;
 mod sparse;
 pub mod writer;
 

@@ -345,14 +345,14 @@ mod tests {
         // The same layer as root would unpack it: owners set, the device made.
         let root2 = dir.path().join("root2");
         fs::create_dir(&root2).unwrap();
-        let rec = std::sync::Arc::new(sys::Recording::with_all_caps());
+        let rec = std::sync::Arc::new(sys::recording::Recording::with_all_caps());
         let report = ScratchRoot::with_syscalls(&root2, Box::new(rec.clone()))
             .apply_layer(&blob, "test")
             .unwrap();
         assert_eq!(report.skipped_devices, 0);
         let calls = rec.calls();
         assert!(
-            calls.contains(&sys::Call::Mknod(
+            calls.contains(&sys::recording::Call::Mknod(
                 root2.join("dev/sda"),
                 Node::Char(8, 0),
                 0o600
@@ -360,7 +360,7 @@ mod tests {
             "{calls:?}"
         );
         assert!(
-            calls.contains(&sys::Call::Lchown(root2.join("ok"), 0, 0)),
+            calls.contains(&sys::recording::Call::Lchown(root2.join("ok"), 0, 0)),
             "{calls:?}"
         );
     }

@@ -4,10 +4,10 @@
 //! Both resolve paths with [`resolve_in_root`], so `..`, absolute symlinks and
 //! symlink chains never lead outside the root.
 
-pub mod apply;
-pub mod caps;
-pub mod index;
-pub mod sys;
+pub(crate) mod apply;
+pub(crate) mod caps;
+pub(crate) mod index;
+pub(crate) mod sys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {

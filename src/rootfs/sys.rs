@@ -6,8 +6,7 @@
 
 use super::caps::FileCaps;
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 /// A device node or FIFO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,60 +89,68 @@ impl Syscalls for Real {
     }
 }
 
-/// One recorded call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Call {
-    Lchown(PathBuf, u32, u32),
-    Mknod(PathBuf, Node, u32),
-}
+/// The test implementation.
+#[cfg(test)]
+pub(crate) mod recording {
+    use super::*;
+    use std::path::PathBuf;
+    use std::sync::Mutex;
 
-/// Acts as a process with `caps` would, without asking the kernel: records
-/// ownership changes and stands an empty file in for each device node.
-pub struct Recording {
-    caps: FileCaps,
-    pub calls: Mutex<Vec<Call>>,
-}
+    /// One recorded call.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Call {
+        Lchown(PathBuf, u32, u32),
+        Mknod(PathBuf, Node, u32),
+    }
 
-impl Recording {
-    pub fn with_all_caps() -> Recording {
-        Recording {
-            caps: FileCaps {
-                chown: true,
-                dac_override: true,
-                mknod: true,
-            },
-            calls: Mutex::default(),
+    /// Acts as a process with `caps` would, without asking the kernel: records
+    /// ownership changes and stands an empty file in for each device node.
+    pub struct Recording {
+        caps: FileCaps,
+        pub calls: Mutex<Vec<Call>>,
+    }
+
+    impl Recording {
+        pub fn with_all_caps() -> Recording {
+            Recording {
+                caps: FileCaps {
+                    chown: true,
+                    dac_override: true,
+                    mknod: true,
+                },
+                calls: Mutex::default(),
+            }
+        }
+
+        pub fn calls(&self) -> Vec<Call> {
+            self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        }
+
+        fn record(&self, call: Call) {
+            self.calls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(call);
         }
     }
 
-    pub fn calls(&self) -> Vec<Call> {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
+    impl Syscalls for Recording {
+        fn caps(&self) -> FileCaps {
+            self.caps
+        }
 
-    fn record(&self, call: Call) {
-        self.calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(call);
-    }
-}
+        fn lchown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+            self.record(Call::Lchown(path.to_path_buf(), uid, gid));
+            Ok(())
+        }
 
-impl Syscalls for Recording {
-    fn caps(&self) -> FileCaps {
-        self.caps
-    }
-
-    fn lchown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-        self.record(Call::Lchown(path.to_path_buf(), uid, gid));
-        Ok(())
-    }
-
-    fn mknod(&self, path: &Path, node: Node, mode: u32) -> io::Result<()> {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)?;
-        self.record(Call::Mknod(path.to_path_buf(), node, mode));
-        Ok(())
+        fn mknod(&self, path: &Path, node: Node, mode: u32) -> io::Result<()> {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)?;
+            self.record(Call::Mknod(path.to_path_buf(), node, mode));
+            Ok(())
+        }
     }
 }
