@@ -241,20 +241,13 @@ fn a_layers_parents_are_its_own_directories() {
         "overlay-out:1",
     );
     let img = pull(&reg, "overlay-out:1");
-    let under = |d: &str| -> Vec<String> {
-        img.files
-            .keys()
-            .filter_map(|k| k.strip_prefix(&format!("{d}/")))
-            .map(str::to_string)
-            .collect()
-    };
     assert_eq!(img.files["lnk"].kind, 'd');
-    assert_eq!(under("lnk"), ["copied", "newfile"]);
+    assert_eq!(img.under("lnk"), ["copied", "newfile"]);
     assert_eq!(img.files["abs"].kind, 'd');
-    assert_eq!(under("abs"), ["absfile"]);
-    assert_eq!(under("real"), ["x", "y"]);
-    assert_eq!(under("from-lnk"), ["newfile"]);
-    assert_eq!(under("from-real"), ["x", "y"]);
+    assert_eq!(img.under("abs"), ["absfile"]);
+    assert_eq!(img.under("real"), ["x", "y"]);
+    assert_eq!(img.under("from-lnk"), ["newfile"]);
+    assert_eq!(img.under("from-real"), ["x", "y"]);
     let listing = docker_run(
         &format!("{}/overlay-out:1", reg.host),
         &["ls", "/lnk", "/real", "/from-lnk"],

@@ -514,6 +514,18 @@ pub struct Pulled {
     pub files: BTreeMap<String, Flat>,
 }
 
+impl Pulled {
+    /// The paths below directory `dir`, relative to it, in order.
+    pub fn under(&self, dir: &str) -> Vec<String> {
+        let prefix = format!("{dir}/");
+        self.files
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
 /// Pulls an image and flattens it with the oracle (`integration/oracle/flatten.py`),
 /// which shares no code with Kiln: Python's standard library (urllib, tarfile,
 /// hashlib) verifies every digest and applies the layers with overlay rules.
