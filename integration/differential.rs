@@ -106,42 +106,46 @@ fn buildkit(reg: &TestRegistry, ctx: &Path, name: &str, case: &Case) -> Result<P
     Ok(pull(reg, &format!("bk-{name}:1")))
 }
 
-/// What Kiln and BuildKit must agree on in a config: every field of `config`
-/// (absent and `null` are the same to Go), the platform, and the history.
-fn config_diffs(want: &serde_json::Value, got: &serde_json::Value) -> Vec<String> {
-    let mut diffs = Vec::new();
+/// Every field of either object that differs (absent and `null` are the same to
+/// Go), except those in `skip`.
+fn field_diffs(
+    want: &serde_json::Value,
+    got: &serde_json::Value,
+    prefix: &str,
+    skip: &[&str],
+    diffs: &mut Vec<String>,
+) {
     let null = serde_json::Value::Null;
-    let (w, g) = (&want["config"], &got["config"]);
-    let mut keys: Vec<&String> = w
-        .as_object()
-        .into_iter()
-        .chain(g.as_object())
-        .flat_map(|o| o.keys())
-        .collect();
-    keys.sort();
-    keys.dedup();
-    for k in keys {
-        let (a, b) = (w.get(k).unwrap_or(&null), g.get(k).unwrap_or(&null));
-        if a != b {
-            diffs.push(format!("config {k}: BuildKit {a} Kiln {b}"));
-        }
-    }
-    // Every top-level field but the times, the history and the layers (below).
-    let mut top: Vec<&String> = want
+    let mut keys: Vec<&String> = want
         .as_object()
         .into_iter()
         .chain(got.as_object())
         .flat_map(|o| o.keys())
-        .filter(|k| !matches!(k.as_str(), "created" | "history" | "rootfs" | "config"))
+        .filter(|k| !skip.contains(&k.as_str()))
         .collect();
-    top.sort();
-    top.dedup();
-    for k in top {
+    keys.sort();
+    keys.dedup();
+    for k in keys {
         let (a, b) = (want.get(k).unwrap_or(&null), got.get(k).unwrap_or(&null));
         if a != b {
-            diffs.push(format!("{k}: BuildKit {a} Kiln {b}"));
+            diffs.push(format!("{prefix}{k}: BuildKit {a} Kiln {b}"));
         }
     }
+}
+
+/// What Kiln and BuildKit must agree on in a config: every field of `config`
+/// (absent and `null` are the same to Go), the platform, and the history.
+fn config_diffs(want: &serde_json::Value, got: &serde_json::Value) -> Vec<String> {
+    let mut diffs = Vec::new();
+    field_diffs(&want["config"], &got["config"], "config ", &[], &mut diffs);
+    // Every top-level field but the times, the history and the layers (below).
+    field_diffs(
+        want,
+        got,
+        "",
+        &["created", "history", "rootfs", "config"],
+        &mut diffs,
+    );
     let history = |v: &serde_json::Value| -> Vec<(String, bool, String)> {
         v["history"]
             .as_array()

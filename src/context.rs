@@ -70,9 +70,7 @@ impl BuildContext {
         let parts: Vec<&str> = rel.split('/').collect();
         let mut excluded = false;
         for rule in &self.rules {
-            // A pattern also matches everything under a directory it matches.
-            let hit = (1..=parts.len()).any(|n| match_segments(&rule.segments, &parts[..n]));
-            if hit {
+            if matches_or_parent(&rule.segments, &parts) {
                 excluded = !rule.exclusion;
             }
         }
@@ -96,11 +94,9 @@ fn parse_ignore(text: &str, file: &str) -> Result<Vec<IgnoreRule>, ContextError>
             Some(p) => (true, p.trim()),
             None => (false, line),
         };
-        let cleaned = crate::pathname::clean_rooted(pat);
-        if cleaned.is_empty() {
+        let Some(segments) = pattern_segments(pat) else {
             continue;
-        }
-        let segments: Vec<String> = cleaned.split('/').map(str::to_string).collect();
+        };
         for s in &segments {
             if !valid_segment(s) {
                 return Err(ContextError::Pattern {
@@ -132,6 +128,19 @@ fn valid_segment(s: &str) -> bool {
         }
     }
     true
+}
+
+/// A pattern cleaned as if rooted (`..` stops at the root) and split into
+/// segments; `None` for one that names nothing (`.`, `/`).
+pub fn pattern_segments(pattern: &str) -> Option<Vec<String>> {
+    let cleaned = crate::pathname::clean_rooted(pattern);
+    (!cleaned.is_empty()).then(|| cleaned.split('/').map(str::to_string).collect())
+}
+
+/// Whether the pattern matches the path or a directory above it (matching a
+/// directory takes everything under it), as moby's `MatchesOrParentMatches`.
+pub fn matches_or_parent(pat: &[String], parts: &[&str]) -> bool {
+    (1..=parts.len()).any(|n| match_segments(pat, &parts[..n]))
 }
 
 /// Matches path segments against pattern segments; `**` spans any number of them,

@@ -59,9 +59,7 @@ pub fn plan(
     let g = global_args(df, overrides, platform)?;
     let target = match target {
         Some(t) => df
-            .stages
-            .iter()
-            .position(|s| s.name.as_deref() == Some(&t.to_ascii_lowercase()))
+            .stage_named(t, df.stages.len())
             .ok_or_else(|| PlanError::NoTarget(t.to_string()))?,
         None => df.stages.len() - 1,
     };
@@ -156,10 +154,7 @@ pub fn base_images(
     for (i, stage) in df.stages.iter().enumerate() {
         let image =
             shell::expand(&stage.image, df.escape, &g.visible).map_err(expand_error(&stage.at))?;
-        let lower = image.to_ascii_lowercase();
-        let is_stage = df.stages[..i]
-            .iter()
-            .any(|s| s.name.as_deref() == Some(&lower));
+        let is_stage = df.stage_named(&image, i).is_some();
         if image != "scratch" && !is_stage && !out.contains(&image) {
             out.push(image);
         }
@@ -197,11 +192,7 @@ fn needed_stages(df: &Dockerfile, target: usize, global: &Env) -> Vec<usize> {
                 todo.extend(0..i);
                 continue;
             }
-            let lower = name.to_ascii_lowercase();
-            if let Some(j) = df.stages[..i]
-                .iter()
-                .position(|s| s.name.as_deref() == Some(&lower))
-            {
+            if let Some(j) = df.stage_named(&name, i) {
                 todo.push(j);
             } else if let Ok(j) = name.parse::<usize>() {
                 if j < i {

@@ -36,9 +36,7 @@ pub struct SourceTree<'a> {
 pub fn exclude_patterns(words: &[String]) -> Vec<Vec<String>> {
     words
         .iter()
-        .map(|w| crate::pathname::clean_rooted(w))
-        .filter(|w| !w.is_empty())
-        .map(|w| w.split('/').map(str::to_string).collect())
+        .filter_map(|w| crate::context::pattern_segments(w))
         .collect()
 }
 
@@ -80,7 +78,7 @@ impl SourceTree<'_> {
         let parts: Vec<&str> = rel.split('/').collect();
         self.exclude
             .iter()
-            .any(|pat| (1..=parts.len()).any(|n| match_segments(pat, &parts[..n])))
+            .any(|pat| crate::context::matches_or_parent(pat, &parts))
     }
 
     /// Resolves one source word into the files it names.

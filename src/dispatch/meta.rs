@@ -127,14 +127,11 @@ pub(super) async fn prepare_copy(
         None => CopyFrom::Context,
         Some(f) => {
             let name = shell::expand(f, esc, env)?;
-            let lower = name.to_ascii_lowercase();
-            let by_name = df.stages[..stage_index]
-                .iter()
-                .position(|s| s.name.as_deref() == Some(&lower));
+            let by_name = df.stage_named(&name, stage_index);
             let by_index = name.parse::<usize>().ok().filter(|&i| i < stage_index);
             if let Some(j) = by_name.or(by_index) {
                 CopyFrom::Stage(j, name)
-            } else if df.stages.iter().any(|s| s.name.as_deref() == Some(&lower)) {
+            } else if df.stage_named(&name, df.stages.len()).is_some() {
                 return Err(BuildError::LaterStage(name));
             } else {
                 let reference =

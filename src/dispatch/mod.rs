@@ -330,14 +330,10 @@ async fn start_stage(
     std::fs::create_dir_all(&dir)
         .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
     // FROM an earlier stage: continue from its state.
-    let lower = image.to_ascii_lowercase();
-    if let Some(prev) = df.stages[..stage.index]
-        .iter()
-        .find(|s| s.name.as_deref() == Some(&lower))
-    {
+    if let Some(prev) = df.stage_named(&image, stage.index) {
         let p = built
-            .get(&prev.index)
-            .ok_or_else(|| BuildError::StageNotBuilt(lower.clone()))?;
+            .get(&prev)
+            .ok_or_else(|| BuildError::StageNotBuilt(image.to_ascii_lowercase()))?;
         return Ok(StageState {
             key: p.key.clone(),
             newest: p.newest,

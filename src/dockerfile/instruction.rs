@@ -101,6 +101,17 @@ pub struct Dockerfile {
     pub stages: Vec<Stage>,
 }
 
+impl Dockerfile {
+    /// The stage named `name` (case-insensitively, as BuildKit names them) among
+    /// the first `before` stages.
+    pub fn stage_named(&self, name: &str, before: usize) -> Option<usize> {
+        let lower = name.to_ascii_lowercase();
+        self.stages[..before.min(self.stages.len())]
+            .iter()
+            .position(|s| s.name.as_deref() == Some(&lower))
+    }
+}
+
 /// Parses a base image's ONBUILD triggers into steps that run first in a stage
 /// whose FROM is at `from`, as BuildKit prepends them. Errors name that FROM line
 /// and the trigger.
