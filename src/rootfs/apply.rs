@@ -22,12 +22,6 @@ pub enum ApplyError {
         path: String,
         source: io::Error,
     },
-    #[error("layer {layer}: {path}: {source}")]
-    Resolve {
-        layer: String,
-        path: String,
-        source: super::ResolveError,
-    },
 }
 
 /// What one application did beyond the plain entries.
@@ -88,11 +82,6 @@ impl ScratchRoot {
         &self.root
     }
 
-    /// Resolves an absolute image path to a root-relative one, following symlinks on disk.
-    pub fn resolve(&self, path: &str, follow_last: bool) -> Result<String, super::ResolveError> {
-        super::resolve_on_disk(&self.root, path, follow_last)
-    }
-
     /// Host path of a root-relative path (already resolved).
     pub fn host_path(&self, rel: &str) -> PathBuf {
         if rel.is_empty() {
@@ -114,11 +103,6 @@ impl ScratchRoot {
                         layer: label.to_string(),
                         path: display(&e.path),
                         reason: source.to_string(),
-                    },
-                    other => ReadError::Entry {
-                        layer: label.to_string(),
-                        path: display(&e.path),
-                        reason: other.to_string(),
                     },
                 })
         })?;
@@ -146,19 +130,18 @@ impl ScratchRoot {
         // own): an entry's parents are directories of this layer, so a lower layer's
         // symlink or file at a parent's place is replaced, never followed.
         self.ensure_real_dir(parent, st).map_err(io_err(&e.path))?;
-        let parent_rel = parent.to_string();
-        let parent_host = self.host_path(&parent_rel);
+        let parent_host = self.host_path(parent);
         match &e.whiteout {
             Some(Whiteout::Remove(_)) => {
                 let hidden = name.strip_prefix(".wh.").unwrap_or(name);
-                st.forget_dirs_under(&join_rel(&parent_rel, hidden));
+                st.forget_dirs_under(&join_rel(parent, hidden));
                 remove_any(&parent_host.join(to_path(hidden))).map_err(io_err(&e.path))?;
                 return Ok(());
             }
             Some(Whiteout::Opaque(_)) => {
                 if let Ok(rd) = fs::read_dir(&parent_host) {
                     for child in rd.flatten() {
-                        let rel = join_rel(&parent_rel, &from_os(&child.file_name()));
+                        let rel = join_rel(parent, &from_os(&child.file_name()));
                         if !st.written.contains(&rel) {
                             st.forget_dirs_under(&rel);
                             remove_any(&child.path()).map_err(io_err(&rel))?;
@@ -174,7 +157,7 @@ impl ScratchRoot {
             self.set_meta(&self.root, e, true).map_err(io_err("/"))?;
             return Ok(());
         }
-        let rel = join_rel(&parent_rel, name);
+        let rel = join_rel(parent, name);
         let host = parent_host.join(to_path(name));
         let existing = fs::symlink_metadata(&host).ok();
         let is_dir_entry = e.kind == Kind::Dir;
