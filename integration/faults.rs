@@ -528,3 +528,48 @@ fn stalled_downloads_time_out_after_a_minute_idle() {
         sha256_of(b"root:x:0:\napp:x:1000:\nstaff:x:50:\n")
     );
 }
+
+/// Independent stages run at once, as BuildKit runs them: with stage a's base
+/// manifest held back 3 s, stage b fetches its own base meanwhile. Run one after
+/// another, b's manifest would be asked for only after a's config.
+#[test]
+fn independent_stages_run_concurrently() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base-a:1");
+    push_busybox_base(&reg, "base-b:1");
+    let proxy = FaultProxy::start(&reg.host);
+    proxy.add(
+        "GET",
+        "/v2/base-a/manifests/1",
+        Fault::Delay(Duration::from_secs(3)),
+        1,
+    );
+    let ctx = tempfile::tempdir().unwrap();
+    let h = &proxy.host;
+    write_context(
+        ctx.path(),
+        &[
+            ("Dockerfile", &format!("FROM {h}/base-a:1 AS a\nCOPY x /x\nFROM {h}/base-b:1 AS b\nCOPY y /y\nFROM {h}/base-b:1\nCOPY --from=a /x /x\nCOPY --from=b /y /y\nCMD [\"/bin/cat\", \"/x\", \"/y\"]\n")),
+            ("x", "from a\n"),
+            ("y", "from b\n"),
+        ],
+    );
+    let out = build_with(ctx.path(), &format!("{}/app:1", reg.host), &[]);
+    assert_ok(&out);
+    let log = proxy.log.lock().unwrap().clone();
+    let first = |needle: &str| {
+        log.iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no request for {needle}: {log:#?}"))
+    };
+    let b_manifest = first("GET /v2/base-b/manifests/1");
+    let a_config = first("GET /v2/base-a/blobs/");
+    assert!(
+        b_manifest < a_config,
+        "stage b started while stage a waited: {log:#?}"
+    );
+    assert_eq!(
+        docker_run(&format!("{}/app:1", reg.host), &[]),
+        "from a\nfrom b\n"
+    );
+}

@@ -1,7 +1,11 @@
 //! Command-line flags with Kaniko's names, validated once into options.
 
 use clap::{ArgAction, Parser};
-use std::path::PathBuf;
+use kiln::cache::CacheSettings;
+use kiln::image::spec::Platform;
+use kiln::image::Reference;
+use kiln::registry::RegistryOptions;
+use std::path::{Path, PathBuf};
 
 /// Builds a container image from a Dockerfile and pushes it, without a Docker daemon.
 #[derive(Debug, Parser)]
@@ -138,12 +142,23 @@ pub struct WarmerCli {
     pub skip_tls_verify_pull: bool,
 }
 
-/// A flag value that is wrong, with the flag named.
+/// A flag value that is wrong, with the flag and the value named.
 #[derive(Debug, thiserror::Error)]
-#[error("--{flag}: {reason}")]
+#[error("--{flag}{}: {reason}", if value.is_empty() { String::new() } else { format!(" {value}") })]
 pub struct FlagError {
     pub flag: &'static str,
+    pub value: String,
     pub reason: String,
+}
+
+impl FlagError {
+    fn new(flag: &'static str, value: impl Into<String>, reason: impl Into<String>) -> FlagError {
+        FlagError {
+            flag,
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// `K=V` pairs; `K` alone reads the environment (Docker's rule for --build-arg).
@@ -159,10 +174,7 @@ pub fn key_values(
             None if from_env && !s.is_empty() => {
                 Ok((s.clone(), std::env::var(s).unwrap_or_default()))
             }
-            _ => Err(FlagError {
-                flag,
-                reason: format!("{s:?} is not KEY=VALUE"),
-            }),
+            _ => Err(FlagError::new(flag, format!("{s:?}"), "expected KEY=VALUE")),
         })
         .collect()
 }
@@ -173,14 +185,168 @@ pub fn context_dir(s: &str) -> Result<PathBuf, FlagError> {
         return Ok(PathBuf::from(p));
     }
     if let Some((scheme, _)) = s.split_once("://") {
-        return Err(FlagError {
-            flag: "context",
-            reason: format!(
-                "{scheme}:// contexts are not supported yet; use a directory or dir://"
-            ),
-        });
+        return Err(FlagError::new(
+            "context",
+            s,
+            format!("{scheme}:// contexts are not supported yet; use a directory or dir://"),
+        ));
     }
     Ok(PathBuf::from(s))
+}
+
+/// Everything a build run needs, checked once: paths exist, names parse, values
+/// are in range (ripgrep's low-level flags → high-level options).
+#[derive(Debug)]
+pub struct Options {
+    pub context: PathBuf,
+    pub dockerfile: PathBuf,
+    pub destinations: Vec<Reference>,
+    pub platform: Platform,
+    /// `--custom-platform` was given (the image is then labelled with it).
+    pub explicit_platform: bool,
+    pub build_args: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
+    pub target: Option<String>,
+    pub reproducible: bool,
+    pub compression_level: u32,
+    pub cache: CacheSettings,
+    pub registry: RegistryOptions,
+    /// Check push access to every destination before building.
+    pub check_push: bool,
+    /// Where the scratch root is made.
+    pub scratch_parent: PathBuf,
+    pub outputs: Outputs,
+}
+
+/// What the run leaves behind besides pushed images.
+#[derive(Debug)]
+pub struct Outputs {
+    pub push: bool,
+    pub tar_path: Option<PathBuf>,
+    pub oci_layout_path: Option<PathBuf>,
+    pub digest_file: Option<PathBuf>,
+    pub image_name_with_digest_file: Option<PathBuf>,
+    /// A progress line on a terminal (never with JSON logs).
+    pub progress: bool,
+}
+
+impl Cli {
+    pub fn validate(self) -> Result<Options, FlagError> {
+        let context = context_dir(&self.context)?;
+        if !context.is_dir() {
+            return Err(FlagError::new(
+                "context",
+                context.display().to_string(),
+                "not a directory",
+            ));
+        }
+        let dockerfile = find_dockerfile(&self.dockerfile, &context)?;
+        let destinations = self
+            .destinations
+            .iter()
+            .map(|d| {
+                Reference::parse(d).map_err(|e| FlagError::new("destination", d, e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if destinations.is_empty() && !self.no_push {
+            return Err(FlagError::new(
+                "destination",
+                "",
+                "none given; pass one or more, or --no-push",
+            ));
+        }
+        let platform = platform(&self.custom_platform)?;
+        let cache = self.cache_settings(&destinations)?;
+        let json_log = self.log_format == LogFormat::Json;
+        Ok(Options {
+            build_args: key_values("build-arg", &self.build_args, true)?,
+            labels: key_values("label", &self.labels, false)?,
+            context,
+            dockerfile,
+            destinations,
+            platform,
+            explicit_platform: self.custom_platform.is_some(),
+            target: self.target,
+            reproducible: self.reproducible,
+            compression_level: self.compression_level,
+            cache,
+            registry: RegistryOptions {
+                insecure_push: self.insecure,
+                insecure_pull: self.insecure_pull,
+                insecure_registries: self.insecure_registries,
+                skip_tls_verify_push: self.skip_tls_verify,
+                skip_tls_verify_pull: self.skip_tls_verify_pull,
+                skip_tls_verify_registries: self.skip_tls_verify_registries,
+                retries: self.push_retry,
+            },
+            check_push: !self.no_push && !self.skip_push_permission_check,
+            scratch_parent: self.kaniko_dir.unwrap_or_else(std::env::temp_dir),
+            outputs: Outputs {
+                push: !self.no_push,
+                tar_path: self.tar_path,
+                oci_layout_path: self.oci_layout_path,
+                digest_file: self.digest_file,
+                image_name_with_digest_file: self.image_name_with_digest_file,
+                progress: !json_log && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            },
+        })
+    }
+
+    /// The cache's settings: `--cache-repo`, else `<first destination>/cache`.
+    fn cache_settings(&self, destinations: &[Reference]) -> Result<CacheSettings, FlagError> {
+        let ttl = kiln::times::parse_go_duration(&self.cache_ttl).ok_or_else(|| {
+            FlagError::new(
+                "cache-ttl",
+                &self.cache_ttl,
+                "expected a duration like 336h",
+            )
+        })?;
+        let repo = match (&self.cache_repo, destinations.first()) {
+            (Some(r), _) => Some(
+                Reference::parse(r).map_err(|e| FlagError::new("cache-repo", r, e.to_string()))?,
+            ),
+            (None, Some(d)) => {
+                Reference::parse(&format!("{}/{}/cache", d.registry, d.repository)).ok()
+            }
+            (None, None) => None,
+        };
+        if self.cache && repo.is_none() {
+            kiln::log_warn!("--cache without --cache-repo or --destination: no cache repository, layers are not cached");
+        }
+        Ok(CacheSettings {
+            layers: self.cache,
+            repo,
+            dir: self.cache_dir.clone(),
+            ttl_secs: (ttl / 1_000_000_000).max(0) as u64,
+            push: !self.no_push_cache,
+        })
+    }
+}
+
+/// `--dockerfile` as given, else relative to the context.
+fn find_dockerfile(flag: &str, context: &Path) -> Result<PathBuf, FlagError> {
+    let p = PathBuf::from(flag);
+    if p.is_file() {
+        return Ok(p);
+    }
+    let in_ctx = context.join(flag);
+    if p.is_relative() && in_ctx.is_file() {
+        return Ok(in_ctx);
+    }
+    Err(FlagError::new(
+        "dockerfile",
+        flag,
+        format!("no such file (also looked for {})", in_ctx.display()),
+    ))
+}
+
+/// `--custom-platform`, or this machine's.
+pub fn platform(flag: &Option<String>) -> Result<Platform, FlagError> {
+    match flag {
+        Some(p) => Platform::parse(p)
+            .ok_or_else(|| FlagError::new("custom-platform", p, "expected os/arch[/variant]")),
+        None => Ok(Platform::host()),
+    }
 }
 
 /// `--verbosity` levels (logrus' names, as Kaniko takes them).
@@ -243,5 +409,39 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Color);
         assert!(c.verbosity.debug());
         assert!(Cli::try_parse_from(["executor", "--verbosity=loud"]).is_err());
+    }
+
+    #[test]
+    fn validation_names_the_flag_and_value() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        let ctx = dir.path().to_str().unwrap().to_string();
+        let err = |extra: &[&str]| {
+            let mut args = vec!["executor", "-c", &ctx];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(&[]),
+            "--destination: none given; pass one or more, or --no-push"
+        );
+        assert!(err(&["-d", "Not A/Ref"]).starts_with("--destination Not A/Ref: "));
+        assert_eq!(
+            err(&["--no-push", "--cache-ttl", "soon"]),
+            "--cache-ttl soon: expected a duration like 336h"
+        );
+        assert!(err(&["--no-push", "-f", "Nope"]).starts_with("--dockerfile Nope: no such file"));
+        let o = Cli::try_parse_from(["executor", "-c", &ctx, "-d", "reg:5000/a/b:t", "--cache"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        // The cache repository defaults to <destination>/cache.
+        let repo = o.cache.repo.unwrap();
+        assert_eq!(repo.to_string(), "reg:5000/a/b/cache:latest");
+        assert!(o.check_push && o.outputs.push);
     }
 }

@@ -63,7 +63,7 @@ impl BuildContext {
     }
 
     /// Whether a context-relative path (no leading `/`) is excluded.
-    pub fn is_ignored(&self, rel: &str) -> bool {
+    pub(crate) fn is_ignored(&self, rel: &str) -> bool {
         if rel.is_empty() {
             return false;
         }
@@ -78,7 +78,7 @@ impl BuildContext {
     }
 
     /// Whether any `!` rule could re-include something under an ignored directory.
-    pub fn has_exceptions(&self) -> bool {
+    pub(crate) fn has_exceptions(&self) -> bool {
         self.rules.iter().any(|r| r.exclusion)
     }
 }
@@ -132,21 +132,21 @@ fn valid_segment(s: &str) -> bool {
 
 /// A pattern cleaned as if rooted (`..` stops at the root) and split into
 /// segments; `None` for one that names nothing (`.`, `/`).
-pub fn pattern_segments(pattern: &str) -> Option<Vec<String>> {
+pub(crate) fn pattern_segments(pattern: &str) -> Option<Vec<String>> {
     let cleaned = crate::pathname::clean_rooted(pattern);
     (!cleaned.is_empty()).then(|| cleaned.split('/').map(str::to_string).collect())
 }
 
 /// Whether the pattern matches the path or a directory above it (matching a
 /// directory takes everything under it), as moby's `MatchesOrParentMatches`.
-pub fn matches_or_parent(pat: &[String], parts: &[&str]) -> bool {
+pub(crate) fn matches_or_parent(pat: &[String], parts: &[&str]) -> bool {
     (1..=parts.len()).any(|n| match_segments(pat, &parts[..n]))
 }
 
 /// Matches path segments against pattern segments; `**` spans any number of them,
 /// except at the end, where it needs at least one: moby's patternmatcher reads
 /// `dir/**` as the prefix `dir/`, so `dir` itself does not match.
-pub fn match_segments(pat: &[String], path: &[&str]) -> bool {
+pub(crate) fn match_segments(pat: &[String], path: &[&str]) -> bool {
     match pat.first() {
         None => path.is_empty(),
         Some(p) if p == "**" && pat.len() == 1 => !path.is_empty(),
@@ -158,7 +158,7 @@ pub fn match_segments(pat: &[String], path: &[&str]) -> bool {
 }
 
 /// Go's `filepath.Match` for one segment: `*`, `?`, `[...]` (with `^`/`!`), `\` escapes.
-pub fn match_segment(pattern: &str, name: &str) -> bool {
+pub(crate) fn match_segment(pattern: &str, name: &str) -> bool {
     fn go(p: &[char], s: &[char]) -> bool {
         match p.first() {
             None => s.is_empty(),
@@ -202,7 +202,7 @@ pub fn match_segment(pattern: &str, name: &str) -> bool {
 }
 
 /// Whether a COPY source contains glob characters.
-pub fn has_wildcards(s: &str) -> bool {
+pub(crate) fn has_wildcards(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod context;
 pub mod dispatch;
 pub mod dockerfile;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzcheck;
 pub mod image;
 pub mod layer;

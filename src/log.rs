@@ -43,6 +43,7 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// Public because the exported `log_*!` macros expand to it.
 #[derive(Debug, Clone, Copy)]
 pub enum Level {
     Debug,
@@ -68,11 +69,11 @@ pub fn configure(json: bool, debug: bool) {
     DEBUG.store(debug, Ordering::Relaxed);
 }
 
-pub fn debug_enabled() -> bool {
+pub(crate) fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
-/// Writes one line; called through the `log_*!` macros.
+/// Writes one line; called through the exported `log_*!` macros.
 pub fn emit(level: Level, msg: std::fmt::Arguments<'_>) {
     if matches!(level, Level::Debug) && !debug_enabled() {
         return;

@@ -10,12 +10,11 @@ use kiln::context::BuildContext;
 use kiln::dispatch::stage::StageFs;
 use kiln::dispatch::{self, BuildOptions, Session};
 use kiln::dockerfile::parse_dockerfile;
-use kiln::image::spec::Platform;
 use kiln::image::Reference;
 use kiln::publish;
 use kiln::registry::auth::Keychain;
 use kiln::registry::{Registry, RegistryOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn main() {
@@ -104,35 +103,11 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-fn find_dockerfile(flag: &str, context: &Path) -> Result<PathBuf> {
-    let p = PathBuf::from(flag);
-    if p.is_file() {
-        return Ok(p);
-    }
-    let in_ctx = context.join(flag);
-    if p.is_relative() && in_ctx.is_file() {
-        return Ok(in_ctx);
-    }
-    bail!(
-        "--dockerfile {flag}: no such file (also looked for {})",
-        in_ctx.display()
-    )
-}
-
 /// BuildKit reads a Dockerfile as bytes: invalid UTF-8 does not stop the build,
 /// and a word with such bytes still names the file that has them.
 fn read_dockerfile(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(kiln::pathname::from_bytes(&bytes))
-}
-
-/// `--custom-platform`, or this machine's.
-fn platform(flag: &Option<String>) -> Result<Platform> {
-    match flag {
-        Some(p) => Platform::parse(p)
-            .with_context(|| format!("--custom-platform {p}: expected os/arch[/variant]")),
-        None => Ok(Platform::host()),
-    }
 }
 
 fn unix_now() -> u64 {
@@ -142,41 +117,9 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The cache's settings: `--cache-repo`, else `<first destination>/cache`.
-fn cache_settings(cli: &cli::Cli, destinations: &[Reference]) -> Result<CacheSettings> {
-    let ttl = kiln::times::parse_go_duration(&cli.cache_ttl).with_context(|| {
-        format!(
-            "--cache-ttl {}: expected a duration like 336h",
-            cli.cache_ttl
-        )
-    })?;
-    let repo = match (&cli.cache_repo, destinations.first()) {
-        (Some(r), _) => Some(Reference::parse(r).with_context(|| format!("--cache-repo {r}"))?),
-        (None, Some(d)) => Some(Reference::parse(&format!(
-            "{}/{}/cache",
-            d.registry, d.repository
-        ))?),
-        (None, None) => None,
-    };
-    if cli.cache && repo.is_none() {
-        kiln::log_warn!("--cache without --cache-repo or --destination: no cache repository, layers are not cached");
-    }
-    Ok(CacheSettings {
-        layers: cli.cache,
-        repo,
-        dir: cli.cache_dir.clone(),
-        ttl_secs: (ttl / 1_000_000_000).max(0) as u64,
-        push: !cli.no_push_cache,
-    })
-}
-
 /// On a terminal, one line shows bytes moved; elsewhere (CI logs) only plain lines.
-fn spawn_progress(
-    session: &Session,
-    format: cli::LogFormat,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    (format != cli::LogFormat::Json && on_terminal).then(|| {
+fn spawn_progress(session: &Session, on: bool) -> Option<tokio::task::JoinHandle<()>> {
+    on.then(|| {
         let t = session.registry.transfer.clone();
         tokio::spawn(async move {
             let mut last = (0, 0);
@@ -202,23 +145,23 @@ fn spawn_progress(
 /// Tarball and OCI layout if asked, then every destination: all blobs first,
 /// manifests last. Returns `name@digest` of each push.
 async fn publish_all(
-    cli: &cli::Cli,
+    out: &cli::Outputs,
     session: &Session,
     destinations: &[Reference],
     image: &kiln::image::Image,
     s: &kiln::image::Serialized,
 ) -> Result<Vec<String>> {
-    if let Some(p) = &cli.tar_path {
+    if let Some(p) = &out.tar_path {
         let tags: Vec<String> = destinations.iter().map(|d| d.to_string()).collect();
         publish::write_tarball(&session.store, image, s, &tags, p).await?;
         kiln::log_info!("wrote {}", p.display());
     }
-    if let Some(p) = &cli.oci_layout_path {
+    if let Some(p) = &out.oci_layout_path {
         publish::write_oci_layout(&session.store, image, s, p).await?;
         kiln::log_info!("wrote OCI layout {}", p.display());
     }
     let mut names = Vec::new();
-    if cli.no_push {
+    if !out.push {
         return Ok(names);
     }
     let publisher = publish::Publisher {
@@ -247,52 +190,22 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         cli.log_format == cli::LogFormat::Json,
         cli.verbosity.debug(),
     );
-    let context = cli::context_dir(&cli.context)?;
-    if !context.is_dir() {
-        bail!("--context {}: not a directory", context.display());
-    }
-    let dockerfile = find_dockerfile(&cli.dockerfile, &context)?;
-    let destinations = cli
-        .destinations
-        .iter()
-        .map(|d| Reference::parse(d).with_context(|| format!("--destination {d}")))
-        .collect::<Result<Vec<_>>>()?;
-    if destinations.is_empty() && !cli.no_push {
-        bail!("no --destination given; pass one or more, or --no-push");
-    }
-    let platform = platform(&cli.custom_platform)?;
-    let df = parse_dockerfile(&read_dockerfile(&dockerfile)?)?;
+    let o = cli.validate()?;
+    let df = parse_dockerfile(&read_dockerfile(&o.dockerfile)?)?;
     if let Some(syntax) = &df.syntax {
         kiln::log_info!(
             "# syntax={syntax}: Kiln reads the Dockerfile with its own frontend (BuildKit v0.21's rules)"
         );
     }
-    let opts_args = cli::key_values("build-arg", &cli.build_args, true)?;
-    let labels = cli::key_values("label", &cli.labels, false)?;
-    let settings = cache_settings(&cli, &destinations)?;
-
-    let scratch_parent = cli.kaniko_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let scratch = kiln::scratch::Scratch::create(&scratch_parent, cleanup)
-        .with_context(|| format!("creating a scratch dir in {}", scratch_parent.display()))?;
+    let scratch = kiln::scratch::Scratch::create(&o.scratch_parent, cleanup)
+        .with_context(|| format!("creating a scratch dir in {}", o.scratch_parent.display()))?;
     let blobs_dir = scratch.path().join("blobs");
     std::fs::create_dir_all(&blobs_dir)?;
-
-    let registry = Registry::new(
-        RegistryOptions {
-            insecure_push: cli.insecure,
-            insecure_pull: cli.insecure_pull,
-            insecure_registries: cli.insecure_registries.clone(),
-            skip_tls_verify_push: cli.skip_tls_verify,
-            skip_tls_verify_pull: cli.skip_tls_verify_pull,
-            skip_tls_verify_registries: cli.skip_tls_verify_registries.clone(),
-            retries: cli.push_retry,
-        },
-        Keychain::load()?,
-    )?;
-    if !cli.no_push && !cli.skip_push_permission_check {
+    let registry = Registry::new(o.registry.clone(), Keychain::load()?)?;
+    if o.check_push {
         // Auth, TLS and scheme problems with a destination show before the build.
         let registry = &registry;
-        let checks = destinations.iter().map(|d| async move {
+        let checks = o.destinations.iter().map(|d| async move {
             registry
                 .check_push(d)
                 .await
@@ -302,40 +215,39 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     }
     // Layers and config get 0 with --reproducible; cache entries always the clock.
     let wall_now = unix_now();
-    let now = if cli.reproducible { 0 } else { wall_now };
     let session = Session::new(
         registry,
-        Cache::new(settings, wall_now),
+        Cache::new(o.cache.clone(), wall_now),
         blobs_dir,
-        cli.cache_dir.clone(),
-        cli.compression_level,
-        now,
+        o.cache.dir.clone(),
+        o.compression_level,
+        if o.reproducible { 0 } else { wall_now },
     );
     let opts = BuildOptions {
-        build_args: opts_args,
-        target: cli.target.clone(),
-        labels,
-        platform,
-        explicit_platform: cli.custom_platform.is_some(),
-        reproducible: cli.reproducible,
+        build_args: o.build_args.clone(),
+        target: o.target.clone(),
+        labels: o.labels.clone(),
+        platform: o.platform.clone(),
+        explicit_platform: o.explicit_platform,
+        reproducible: o.reproducible,
         scratch_dir: scratch.path().to_path_buf(),
     };
-    let progress = spawn_progress(&session, cli.log_format);
-    let ctx = BuildContext::open(&context, Some(&dockerfile))?;
+    let progress = spawn_progress(&session, o.outputs.progress);
+    let ctx = BuildContext::open(&o.context, Some(&o.dockerfile))?;
     let image = dispatch::build(&session, &df, &ctx, &opts).await?;
     let s = publish::serialize(&image)?;
-    let names = publish_all(&cli, &session, &destinations, &image, &s).await?;
+    let names = publish_all(&o.outputs, &session, &o.destinations, &image, &s).await?;
     // Cache entries after the push: their new blobs are then mounted, not uploaded twice.
-    let pushed = destinations.first().filter(|_| !cli.no_push);
+    let pushed = o.destinations.first().filter(|_| o.outputs.push);
     session
         .cache
         .flush(&session.registry, scratch.path(), pushed)
         .await;
-    if let Some(p) = &cli.digest_file {
+    if let Some(p) = &o.outputs.digest_file {
         std::fs::write(p, s.manifest_digest.as_str())
             .with_context(|| format!("writing {}", p.display()))?;
     }
-    if let Some(p) = &cli.image_name_with_digest_file {
+    if let Some(p) = &o.outputs.image_name_with_digest_file {
         let lines: String = names.iter().map(|n| format!("{n}\n")).collect();
         std::fs::write(p, lines).with_context(|| format!("writing {}", p.display()))?;
     }
@@ -350,7 +262,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
 /// `executor warmer`: downloads base layers and computes their file indexes into
 /// `--cache-dir`, so builds with that directory download no base layer.
 async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
-    let platform = platform(&cli.custom_platform)?;
+    let platform = cli::platform(&cli.custom_platform)?;
     let mut images = cli.images.clone();
     if let Some(f) = &cli.dockerfile {
         let text = read_dockerfile(f)?;

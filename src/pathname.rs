@@ -53,7 +53,7 @@ pub fn from_bytes(bytes: &[u8]) -> String {
 }
 
 /// The bytes a string-form name stands for.
-pub fn to_bytes(name: &str) -> Cow<'_, [u8]> {
+pub(crate) fn to_bytes(name: &str) -> Cow<'_, [u8]> {
     if !name.as_bytes().contains(&0xF4) || !name.chars().any(is_escape) {
         return Cow::Borrowed(name.as_bytes());
     }
@@ -69,12 +69,12 @@ pub fn to_bytes(name: &str) -> Cow<'_, [u8]> {
 }
 
 /// An OS name (directory entry, link target) in string form.
-pub fn from_os(name: &OsStr) -> String {
+pub(crate) fn from_os(name: &OsStr) -> String {
     from_bytes(name.as_bytes())
 }
 
 /// A string-form name as a relative host path (to join onto a root).
-pub fn to_path(name: &str) -> Cow<'_, Path> {
+pub(crate) fn to_path(name: &str) -> Cow<'_, Path> {
     match to_bytes(name) {
         Cow::Borrowed(b) => Cow::Borrowed(Path::new(OsStr::from_bytes(b))),
         Cow::Owned(v) => Cow::Owned(PathBuf::from(OsString::from_vec(v))),
@@ -82,7 +82,7 @@ pub fn to_path(name: &str) -> Cow<'_, Path> {
 }
 
 /// Lexically cleans a path as if rooted at `/`: `..` cannot climb above the root.
-pub fn clean_rooted(p: &str) -> String {
+pub(crate) fn clean_rooted(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in p.split('/') {
         match c {

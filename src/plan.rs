@@ -47,6 +47,9 @@ pub struct Plan {
     pub target: usize,
     /// The stages to build, in Dockerfile order.
     pub stages: Vec<usize>,
+    /// For each stage, the earlier stages it reads (FROM, `COPY --from`): it can
+    /// start once they are built, concurrently with the others.
+    pub deps: Vec<Vec<usize>>,
 }
 
 /// Plans a build of `df` for `platform`, with `--build-arg`s and `--target`.
@@ -63,7 +66,8 @@ pub fn plan(
             .ok_or_else(|| PlanError::NoTarget(t.to_string()))?,
         None => df.stages.len() - 1,
     };
-    let stages = needed_stages(df, target, &g.visible);
+    let deps = stage_deps(df, &g.visible);
+    let stages = needed_stages(target, &deps);
     // Refuse now what would fail later: nothing is fetched or pushed first.
     for &i in &stages {
         for step in &df.stages[i].steps {
@@ -82,11 +86,12 @@ pub fn plan(
         used: g.used,
         target,
         stages,
+        deps,
     })
 }
 
 /// Predefined platform ARGs BuildKit provides.
-pub fn platform_args(p: &Platform) -> Vec<(String, String)> {
+pub(crate) fn platform_args(p: &Platform) -> Vec<(String, String)> {
     let plat = p.to_string();
     let variant = p.variant.clone().unwrap_or_default();
     let mut v = Vec::new();
@@ -162,46 +167,50 @@ pub fn base_images(
     Ok(out)
 }
 
-/// The target and every stage it copies from, in Dockerfile order.
-/// The stages the target needs: its FROM chain and `COPY --from` sources. FROM is
-/// expanded with the global ARGs first (all it can see), so `FROM ${REPO}img`
-/// does not pull in unrelated stages; a `--from` with a variable keeps every
+/// The earlier stages each stage reads: its FROM and `COPY --from` sources. FROM
+/// is expanded with the global ARGs first (all it can see), so `FROM ${REPO}img`
+/// does not pull in unrelated stages; a `--from` with a variable depends on every
 /// earlier stage, since stage ARGs decide it.
-fn needed_stages(df: &Dockerfile, target: usize, global: &Env) -> Vec<usize> {
-    let mut need = vec![false; df.stages.len()];
-    let mut todo = vec![target];
-    while let Some(i) = todo.pop() {
-        if need[i] {
-            continue;
-        }
-        need[i] = true;
-        let from_names = df.stages[i]
-            .steps
-            .iter()
-            .filter_map(|s| match &s.instruction {
+fn stage_deps(df: &Dockerfile, global: &Env) -> Vec<Vec<usize>> {
+    (0..df.stages.len())
+        .map(|i| {
+            let stage = &df.stages[i];
+            let from_names = stage.steps.iter().filter_map(|s| match &s.instruction {
                 Instruction::Copy(c) => c.from.clone(),
                 _ => None,
             });
-        let image = &df.stages[i].image;
-        let base = std::iter::once(
-            shell::expand(image, df.escape, global).unwrap_or_else(|_| image.clone()),
-        );
-        for name in from_names.chain(base) {
-            if name.contains('$') {
-                // Unknown until expanded: keep every earlier stage.
-                todo.extend(0..i);
-                continue;
-            }
-            if let Some(j) = df.stage_named(&name, i) {
-                todo.push(j);
-            } else if let Ok(j) = name.parse::<usize>() {
-                if j < i {
-                    todo.push(j);
+            let base = std::iter::once(
+                shell::expand(&stage.image, df.escape, global)
+                    .unwrap_or_else(|_| stage.image.clone()),
+            );
+            let mut deps = Vec::new();
+            for name in from_names.chain(base) {
+                if name.contains('$') {
+                    deps.extend(0..i);
+                } else if let Some(j) = df.stage_named(&name, i) {
+                    deps.push(j);
+                } else if let Some(j) = name.parse::<usize>().ok().filter(|&j| j < i) {
+                    deps.push(j);
                 }
             }
+            deps.sort_unstable();
+            deps.dedup();
+            deps
+        })
+        .collect()
+}
+
+/// The target and every stage it needs, in Dockerfile order.
+fn needed_stages(target: usize, deps: &[Vec<usize>]) -> Vec<usize> {
+    let mut need = vec![false; deps.len()];
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if !need[i] {
+            need[i] = true;
+            todo.extend(&deps[i]);
         }
     }
-    (0..df.stages.len()).filter(|&i| need[i]).collect()
+    (0..deps.len()).filter(|&i| need[i]).collect()
 }
 
 #[cfg(test)]
@@ -227,6 +236,8 @@ mod tests {
             "FROM ${{P}}one is stage one once expanded"
         );
         assert_eq!(p.target, 2);
+        assert_eq!(p.deps[2], [0], "stage two reads stage 0 only");
+        assert_eq!(p.deps[3], Vec::<usize>::new());
         assert!(matches!(
             planned("FROM a\n", Some("nope")),
             Err(PlanError::NoTarget(_))

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 /// BuildKit's conformance data: `../shared/conformance/buildkit` when present
 /// (the project's shared folder), else the copy under `testdata/`.
-pub fn conformance_dir() -> PathBuf {
+pub(crate) fn conformance_dir() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let shared = root.join("../shared/conformance/buildkit");
     if shared.is_dir() {

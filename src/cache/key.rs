@@ -7,14 +7,14 @@ use sha2::{Digest, Sha256};
 const SCHEME: &str = "kiln-cache-v1";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheKey {
+pub(crate) struct CacheKey {
     /// 64 lower-case hex digits: usable as a registry tag.
     pub hex: String,
     /// `label=value` lines the key was made of (file lists summarised by digest).
     pub inputs: Vec<String>,
 }
 
-pub struct KeyBuilder {
+pub(crate) struct KeyBuilder {
     h: Sha256,
     inputs: Vec<String>,
 }
@@ -52,7 +52,7 @@ impl KeyBuilder {
 /// Hashes a list of files (path, mode, owner, content digest or link target) into
 /// one digest; mtimes are deliberately left out.
 #[derive(Default)]
-pub struct SourceDigest {
+pub(crate) struct SourceDigest {
     h: Sha256,
     count: u64,
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
-pub enum CacheError {
+pub(crate) enum CacheError {
     #[error(transparent)]
     Registry(Box<RegistryError>),
     #[error("cache entry {tag}: {reason}")]
@@ -69,7 +69,7 @@ pub struct Cache {
 }
 
 /// Media type of a stored file index (gzip'd JSON list of entries).
-pub const MT_FILE_INDEX: &str = "application/vnd.kiln.file-index.v1+json+gzip";
+pub(crate) const MT_FILE_INDEX: &str = "application/vnd.kiln.file-index.v1+json+gzip";
 
 impl Cache {
     pub fn new(settings: CacheSettings, now: u64) -> Cache {
@@ -96,7 +96,7 @@ impl Cache {
 
     /// Looks a step up by key: the layer and when it was made; `None` on a miss,
     /// an expired entry or any error.
-    pub async fn lookup(
+    pub(crate) async fn lookup(
         &self,
         registry: &Registry,
         key: &CacheKey,
@@ -181,7 +181,7 @@ impl Cache {
     }
 
     /// Queues a step's layer for storing under its key.
-    pub fn record(&self, key: &CacheKey, layer: &Layer) {
+    pub(crate) fn record(&self, key: &CacheKey, layer: &Layer) {
         if !self.settings.layers || !self.settings.push {
             return;
         }
@@ -312,7 +312,7 @@ impl Cache {
     }
 
     /// A layer's entries from `--cache-dir` or the cache repository, if stored there.
-    pub async fn layer_entries(
+    pub(crate) async fn layer_entries(
         &self,
         registry: &Registry,
         layer_digest: &Digest,
@@ -359,7 +359,7 @@ impl Cache {
     }
 
     /// Keeps a layer's entries under `--cache-dir` and queues them for the repository.
-    pub fn store_layer_entries(&self, layer_digest: &Digest, entries: &[Entry], tmp: &Path) {
+    pub(crate) fn store_layer_entries(&self, layer_digest: &Digest, entries: &[Entry], tmp: &Path) {
         let Ok(bytes) = encode_entries(entries) else {
             return;
         };

@@ -4,14 +4,14 @@
 
 /// A parsed `--chmod` value.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Chmod {
+pub(crate) enum Chmod {
     Octal(u32),
     Symbolic(Vec<Clause>),
 }
 
 /// One comma-separated part: who, then operations.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Clause {
+pub(crate) struct Clause {
     who: u32,
     ops: Vec<(char, Perm)>,
 }

@@ -19,7 +19,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Where COPY reads from: the build context (with its ignore rules) or an unpacked stage.
-pub struct SourceTree<'a> {
+pub(crate) struct SourceTree<'a> {
     pub root: &'a Path,
     pub context: Option<&'a BuildContext>,
     /// Owners and modes as the layers say (a stage or image source). Context files
@@ -33,7 +33,7 @@ pub struct SourceTree<'a> {
 }
 
 /// `--exclude` words as patterns for [`SourceTree::exclude`].
-pub fn exclude_patterns(words: &[String]) -> Vec<Vec<String>> {
+pub(crate) fn exclude_patterns(words: &[String]) -> Vec<Vec<String>> {
     words
         .iter()
         .filter_map(|w| crate::context::pattern_segments(w))
@@ -41,7 +41,7 @@ pub fn exclude_patterns(words: &[String]) -> Vec<Vec<String>> {
 }
 
 /// A COPY after expansion.
-pub struct CopyRequest {
+pub(crate) struct CopyRequest {
     pub sources: Vec<String>,
     /// Heredoc sources: file name and contents.
     pub inline: Vec<(String, Vec<u8>)>,
@@ -267,7 +267,7 @@ pub fn plan(
 
 /// Plans `dir` and every ancestor: the image's metadata where they exist, new
 /// directories with `mode` owned by `owner` where not. Returns whether any was new.
-pub fn add_parents(
+pub(crate) fn add_parents(
     out: &mut BTreeMap<PathKey, Planned>,
     index: &FsIndex,
     dir: &str,
@@ -467,7 +467,10 @@ fn walk(
 
 /// Digest of everything a COPY reads from `tree`: paths, modes, owners, contents
 /// and link targets (not mtimes). Part of the step's cache key.
-pub fn digest_sources(sources: &[String], tree: &SourceTree<'_>) -> Result<String, BuildError> {
+pub(crate) fn digest_sources(
+    sources: &[String],
+    tree: &SourceTree<'_>,
+) -> Result<String, BuildError> {
     let mut d = SourceDigest::default();
     let mut add = |path: &str, host: &Path, meta: &fs::Metadata| -> Result<(), BuildError> {
         let what = if meta.file_type().is_symlink() {

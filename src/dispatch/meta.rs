@@ -3,15 +3,18 @@
 
 use super::chmod::Chmod;
 use super::copy::{self, CopyRequest, SourceTree};
-use super::stage::{PathKey, Planned, StageFs};
+use super::effect::{Effect, Entries};
+use super::stage::StageFs;
 use super::{history, users, BuildError, BuildOptions, Session, StageState};
 use crate::context::BuildContext;
 use crate::dockerfile::shell::{self, Env};
 use crate::dockerfile::{CommandLine, Copy, Dockerfile, Instruction};
 use crate::image::remote::{self, RemoteImage};
+use crate::image::spec::ImageConfig;
 use crate::image::Reference;
 use crate::rootfs::index::FsIndex;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Joins a WORKDIR or destination onto the current working directory and cleans it.
 pub fn absolute(path: &str, workdir: Option<&str>) -> String {
@@ -23,28 +26,14 @@ pub fn absolute(path: &str, workdir: Option<&str>) -> String {
     format!("/{}", crate::pathname::clean_rooted(&joined))
 }
 
-fn commit(
-    session: &Session,
-    st: &mut StageState,
-    entries: BTreeMap<PathKey, Planned>,
-) -> Result<(), BuildError> {
-    let format = st.format;
-    super::cpu(|| st.fs.commit(session, entries, format))?;
-    Ok(())
-}
-
 /// Looks up `user[:group]` against the stage's passwd and group files when names are used.
-async fn owner(
-    session: &Session,
-    st: &mut StageState,
-    spec: &str,
-) -> Result<(u64, u64), BuildError> {
+async fn owner(session: &Session, fs: &StageFs, spec: &str) -> Result<(u64, u64), BuildError> {
     let numeric = spec.split(':').all(|p| p.parse::<u64>().is_ok());
     let (passwd, group) = if numeric {
         (None, None)
     } else {
-        let p = st.fs.read_file(session, "/etc/passwd").await?;
-        let g = st.fs.read_file(session, "/etc/group").await?;
+        let p = fs.read_file(session, "/etc/passwd").await?;
+        let g = fs.read_file(session, "/etc/group").await?;
         (
             p.map(|b| String::from_utf8_lossy(&b).into_owned()),
             g.map(|b| String::from_utf8_lossy(&b).into_owned()),
@@ -172,7 +161,7 @@ pub(super) async fn prepare_copy(
 pub(super) fn copy_key_inputs(
     p: &PreparedCopy,
     ctx: &BuildContext,
-    built: &HashMap<usize, StageState>,
+    built: &HashMap<usize, Arc<StageState>>,
 ) -> Result<Vec<(&'static str, String)>, BuildError> {
     let mut v = vec![
         ("dest", p.dest.clone()),
@@ -209,29 +198,26 @@ pub(super) fn copy_key_inputs(
     Ok(v)
 }
 
-/// Runs a prepared COPY: plans the entries against the stage's index and commits a layer.
-pub(super) async fn run_copy(
+/// Plans a prepared COPY's layer against the stage's files (`fs` changes only by
+/// making its index); `run_step` commits it.
+pub(super) async fn copy_entries(
     session: &Session,
-    st: &mut StageState,
+    fs: &StageFs,
+    workdir: &str,
     p: PreparedCopy,
-    built: &mut HashMap<usize, StageState>,
+    built: &HashMap<usize, Arc<StageState>>,
     ctx: &BuildContext,
     opts: &BuildOptions,
-) -> Result<(), BuildError> {
+) -> Result<Entries, BuildError> {
     let owner = match &p.chown {
-        Some(spec) => Some(owner(session, st, spec).await?),
+        Some(spec) => Some(owner(session, fs, spec).await?),
         None => None,
     };
     let req = CopyRequest {
         sources: p.sources,
         inline: p.inline,
         dest: p.dest,
-        workdir: st
-            .config
-            .config
-            .working_dir
-            .clone()
-            .unwrap_or_else(|| "/".into()),
+        workdir: workdir.to_string(),
         owner,
         chmod: p.chmod.clone(),
         now: session.now,
@@ -249,13 +235,13 @@ pub(super) async fn run_copy(
                 exclude: exclude.clone(),
             };
             {
-                let index = target_index(session, st, link).await?;
+                let index = target_index(session, fs, link).await?;
                 super::cpu(|| copy::plan(&req, &tree, index.as_ref()))?
             }
         }
         CopyFrom::Stage(j, name) => {
             let src = built
-                .get_mut(&j)
+                .get(&j)
                 .ok_or_else(|| BuildError::StageNotBuilt(name.clone()))?;
             let (root, headers) = src.fs.source_view(session).await?;
             let tree = SourceTree {
@@ -266,17 +252,20 @@ pub(super) async fn run_copy(
                 exclude: exclude.clone(),
             };
             {
-                let index = target_index(session, st, link).await?;
+                let index = target_index(session, fs, link).await?;
                 super::cpu(|| copy::plan(&req, &tree, index.as_ref()))?
             }
         }
         CopyFrom::Image(image) => {
-            let dir = opts
-                .scratch_dir
-                .join(format!("from-{}", image.manifest_digest.file_name()));
+            // A dir of its own: stages running at once may copy from one image.
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("from-{}-", image.manifest_digest.file_name()))
+                .tempdir_in(&opts.scratch_dir)
+                .map_err(|e| BuildError::io("creating a scratch dir", e))?
+                .keep();
             let label = format!("image {}", image.reference);
-            let mut fs = StageFs::new(image.layers, dir);
-            let (root, headers) = fs.source_view(session).await?;
+            let image_fs = StageFs::new(image.layers, dir);
+            let (root, headers) = image_fs.source_view(session).await?;
             let tree = SourceTree {
                 root: root.path(),
                 context: None,
@@ -285,12 +274,12 @@ pub(super) async fn run_copy(
                 exclude: exclude.clone(),
             };
             {
-                let index = target_index(session, st, link).await?;
+                let index = target_index(session, fs, link).await?;
                 super::cpu(|| copy::plan(&req, &tree, index.as_ref()))?
             }
         }
     };
-    commit(session, st, entries)
+    Ok(entries)
 }
 
 /// What a COPY is planned against: the stage's files, or with `--link` nothing
@@ -298,30 +287,29 @@ pub(super) async fn run_copy(
 /// the image's symlinks, and its directories replace them when stacked).
 async fn target_index<'s>(
     session: &Session,
-    st: &'s mut StageState,
+    fs: &'s StageFs,
     link: bool,
 ) -> Result<std::borrow::Cow<'s, FsIndex>, BuildError> {
     if link {
         return Ok(std::borrow::Cow::Owned(FsIndex::default().with_root()));
     }
-    Ok(std::borrow::Cow::Borrowed(st.fs.index(session).await?))
+    Ok(std::borrow::Cow::Borrowed(fs.index(session).await?))
 }
 
-/// WORKDIR: creates missing directories (0755) and always adds a layer, empty
-/// when nothing was missing, as BuildKit does.
-pub(super) async fn workdir_step(
+/// WORKDIR's layer: the missing directories of `abs` (0755, owned by USER),
+/// empty when nothing is missing, as BuildKit always adds one.
+pub(super) async fn workdir_entries(
     session: &Session,
-    st: &mut StageState,
-    path: &str,
-) -> Result<(), BuildError> {
-    let abs = absolute(path, st.config.config.working_dir.as_deref());
-    st.config.config.working_dir = Some(abs.clone());
-    let (uid, gid) = match st.config.config.user.clone().filter(|u| !u.is_empty()) {
-        Some(u) => owner(session, st, &u).await?,
+    fs: &StageFs,
+    user: Option<&str>,
+    abs: &str,
+) -> Result<Entries, BuildError> {
+    let (uid, gid) = match user.filter(|u| !u.is_empty()) {
+        Some(u) => owner(session, fs, u).await?,
         None => (0, 0),
     };
-    let index = st.fs.index(session).await?;
-    let resolved = index.resolve(&abs, true)?;
+    let index = fs.index(session).await?;
+    let resolved = index.resolve(abs, true)?;
     let mut entries = BTreeMap::new();
     if !copy::add_parents(
         &mut entries,
@@ -333,15 +321,14 @@ pub(super) async fn workdir_step(
     )? {
         entries.clear();
     }
-    commit(session, st, entries)
+    Ok(entries)
 }
 
-fn shell_form(st: &StageState, cmd: &CommandLine) -> Vec<String> {
+fn shell_form(config: &ImageConfig, cmd: &CommandLine) -> Vec<String> {
     match cmd {
         CommandLine::Exec(v) => v.clone(),
         CommandLine::Shell(s) => {
-            let mut v = st
-                .config
+            let mut v = config
                 .config
                 .shell
                 .clone()
@@ -352,17 +339,21 @@ fn shell_form(st: &StageState, cmd: &CommandLine) -> Vec<String> {
     }
 }
 
-/// Instructions that change only the config. Returns the history text BuildKit
-/// writes for it (none for ONBUILD, which BuildKit does not record).
+/// Instructions that change only the config: the new config and the history text
+/// BuildKit writes for it (none for ONBUILD, which BuildKit does not record).
+/// `cmd_set`: an earlier CMD of this stage, which a later ENTRYPOINT keeps.
 pub(super) fn config_step(
-    st: &mut StageState,
+    config: &ImageConfig,
+    cmd_set: bool,
     ins: &Instruction,
     esc: char,
     env: &Env,
     original: &str,
-) -> Result<Option<String>, BuildError> {
+) -> Result<Effect, BuildError> {
     let x = |w: &str| shell::expand(w, esc, env);
-    let cfg = &mut st.config.config;
+    let mut new = config.clone();
+    let mut effect = Effect::default();
+    let cfg = &mut new.config;
     let text = match ins {
         Instruction::Env(pairs) => {
             let expanded: Vec<(String, String)> = pairs
@@ -373,8 +364,10 @@ pub(super) fn config_step(
                 if k.is_empty() {
                     return Err(BuildError::BlankEnvName);
                 }
-                st.config.config.set_env(k, v);
+                cfg.set_env(k, v);
             }
+            // Last assignment wins: this ENV ends an ARG of the same name.
+            effect.unset_args = expanded.iter().map(|(k, _)| k.clone()).collect();
             history::pairs("ENV", &expanded)
         }
         Instruction::Label(pairs) => {
@@ -389,25 +382,23 @@ pub(super) fn config_step(
             history::pairs("LABEL", &expanded)
         }
         Instruction::Entrypoint(c) => {
-            let v = shell_form(st, c);
+            let v = shell_form(config, c);
             let text = format!("ENTRYPOINT {}", history::quoted_list(&v));
-            let cfg = &mut st.config.config;
             cfg.entrypoint = Some(v);
-            if !st.cmd_set {
+            if !cmd_set {
                 cfg.cmd = None;
             }
             text
         }
         Instruction::Cmd(c) => {
-            let v = shell_form(st, c);
+            let v = shell_form(config, c);
             let text = format!("CMD {}", history::quoted_list(&v));
-            let cfg = &mut st.config.config;
             cfg.cmd = Some(v);
             // BuildKit sets it for every CMD (Docker's deprecated field, kept for
             // compatibility).
             cfg.other
                 .insert("ArgsEscaped".into(), serde_json::Value::Bool(true));
-            st.cmd_set = true;
+            effect.cmd_set = true;
             text
         }
         Instruction::Expose(ports) => {
@@ -450,7 +441,7 @@ pub(super) fn config_step(
         }
         Instruction::Maintainer(m) => {
             let m = x(m)?;
-            st.config.author = Some(m.clone());
+            new.author = Some(m.clone());
             format!("MAINTAINER {m}")
         }
         Instruction::Shell(s) => {
@@ -465,14 +456,17 @@ pub(super) fn config_step(
         }
         Instruction::Onbuild(t) => {
             cfg.on_build.get_or_insert_with(Vec::new).push(t.clone());
-            return Ok(None);
+            effect.config = Some(Box::new(new));
+            return Ok(effect);
         }
         Instruction::Arg(_)
         | Instruction::Copy(_)
         | Instruction::Workdir(_)
         | Instruction::Unsupported(_) => original.to_string(),
     };
-    Ok(Some(text))
+    effect.config = Some(Box::new(new));
+    effect.history = Some(text);
+    Ok(effect)
 }
 
 /// COPY's history text as BuildKit writes it: expanded words, `--from` left out.

@@ -3,27 +3,31 @@
 
 pub(crate) mod chmod;
 pub(crate) mod copy;
+mod effect;
 mod history;
 pub(crate) mod meta;
 pub mod stage;
 pub(crate) mod users;
 
-use crate::cache::key::{CacheKey, KeyBuilder};
+use crate::cache::key::KeyBuilder;
 use crate::cache::Cache;
 use crate::context::{BuildContext, ContextError};
 use crate::dockerfile::shell::{self, Env, ShellError};
 use crate::dockerfile::{Dockerfile, Instruction, InstructionError, Location, Stage};
 use crate::image::remote::{self, ManifestFormat, RemoteError};
-use crate::image::spec::{History, ImageConfig, Platform};
+use crate::image::spec::{ImageConfig, Platform};
 use crate::image::{Digest, Image, Reference, StoreError};
 use crate::layer::reader::ReadError;
 use crate::layer::writer::WriteError;
 use crate::registry::{Registry, RegistryError};
 use crate::rootfs::apply::ApplyError;
 use crate::rootfs::ResolveError;
+use effect::{Effect, NewLayer};
 use stage::StageFs;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -232,82 +236,113 @@ impl StageState {
     }
 }
 
-/// Builds the target stage of `df` and returns its image.
+/// Builds the target stage of `df` and returns its image. A stage starts as soon
+/// as the stages it reads are built, so independent stages run concurrently (as
+/// BuildKit runs them).
 pub async fn build(
     session: &Session,
     df: &Dockerfile,
     ctx: &BuildContext,
     opts: &BuildOptions,
 ) -> Result<Image, BuildError> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
     let overrides: BTreeMap<String, String> = opts.build_args.iter().cloned().collect();
     let plan = crate::plan::plan(df, &overrides, opts.target.as_deref(), &opts.platform)?;
-    let (global, global_declared, target) = (plan.global, plan.declared, plan.target);
-    let needed = plan.stages;
     let b = Build {
         session,
         df,
         ctx,
         opts,
         overrides: &overrides,
-        global_declared: &global_declared,
+        global: &plan.global,
+        global_declared: &plan.declared,
+        used_args: std::sync::Mutex::new(plan.used.iter().cloned().collect()),
+        steps_total: plan
+            .stages
+            .iter()
+            .map(|&i| df.stages[i].steps.len() + 1)
+            .sum(),
+        steps_started: AtomicUsize::new(0),
     };
-    let mut progress = Progress {
-        used_args: plan.used.iter().cloned().collect(),
-        built: HashMap::new(),
-    };
-    let total_steps: usize = needed.iter().map(|&i| df.stages[i].steps.len() + 1).sum();
-    let mut step_no = 0;
-    for &i in &needed {
-        let stage = &df.stages[i];
-        step_no += 1;
-        crate::log_info!("[{step_no}/{total_steps}] {}", stage.at.text.trim());
-        let mut st = start_stage(session, df, stage, &global, &progress.built, opts)
-            .await
-            .map_err(|e| e.at(&stage.at))?;
-        // The base's ONBUILD triggers run first, then are gone (BuildKit).
-        let triggers = st.config.config.on_build.take().unwrap_or_default();
-        let triggers =
-            crate::dockerfile::parse_triggers(&triggers, &stage.at).map_err(BuildError::from)?;
-        for step in triggers.iter().chain(&stage.steps) {
-            step_no += 1;
-            crate::log_info!("[{step_no}/{total_steps}] {}", step.at.text.trim());
-            run_step(&b, &mut progress, &mut st, step, i)
-                .await
-                .map_err(|e| e.at(&step.at))?;
+    let mut built: HashMap<usize, Arc<StageState>> = HashMap::new();
+    let mut waiting = plan.stages.clone();
+    let mut running = FuturesUnordered::new();
+    loop {
+        let (ready, rest): (Vec<usize>, Vec<usize>) = waiting
+            .into_iter()
+            .partition(|&i| plan.deps[i].iter().all(|d| built.contains_key(d)));
+        waiting = rest;
+        for i in ready {
+            // Each stage gets the finished stages it reads; nothing else is shared.
+            let inputs: HashMap<usize, Arc<StageState>> = plan.deps[i]
+                .iter()
+                .filter_map(|d| built.get(d).map(|s| (*d, s.clone())))
+                .collect();
+            let b = &b;
+            running.push(async move { (i, build_stage(b, i, &inputs).await) });
         }
-        progress.built.insert(i, st);
+        match running.next().await {
+            Some((i, result)) => {
+                built.insert(i, Arc::new(result?));
+            }
+            None => break,
+        }
     }
+    let used = b.used_args.lock().map(|u| u.clone()).unwrap_or_default();
     for k in overrides.keys() {
-        if !progress.used_args.contains(k) {
+        if !used.contains(k) {
             crate::log_warn!("build argument {k} was not consumed by any ARG");
         }
     }
-    let mut st = progress
-        .built
-        .remove(&target)
-        .ok_or_else(|| BuildError::StageNotBuilt(format!("{target}")))?;
+    let st = built
+        .get(&plan.target)
+        .ok_or_else(|| BuildError::StageNotBuilt(format!("{}", plan.target)))?;
+    let mut config = st.config.clone();
     for (k, v) in &opts.labels {
-        st.config
+        config
             .config
             .labels
             .get_or_insert_with(BTreeMap::new)
             .insert(k.clone(), v.clone());
     }
-    st.config.rootfs.kind = "layers".into();
-    st.config.rootfs.diff_ids = st.fs.layers.iter().map(|l| l.diff_id.clone()).collect();
+    config.rootfs.kind = "layers".into();
+    config.rootfs.diff_ids = st.fs.layers.iter().map(|l| l.diff_id.clone()).collect();
     let created = match st.newest {
         Some(t) if !opts.reproducible => crate::times::rfc3339(t),
         _ => session.created.clone(),
     };
-    for h in st.config.history.iter_mut().skip(st.history_base) {
+    for h in config.history.iter_mut().skip(st.history_base) {
         h.created = Some(created.clone());
     }
-    st.config.created = Some(created);
+    config.created = Some(created);
     Ok(Image {
-        config: st.config,
-        layers: st.fs.layers,
+        config,
+        layers: st.fs.layers.clone(),
         format: st.format,
     })
+}
+
+/// Builds one stage from the finished stages it reads.
+async fn build_stage(
+    b: &Build<'_>,
+    i: usize,
+    built: &HashMap<usize, Arc<StageState>>,
+) -> Result<StageState, BuildError> {
+    let stage = &b.df.stages[i];
+    b.log_step(&stage.at);
+    let mut st = start_stage(b.session, b.df, stage, b.global, built, b.opts)
+        .await
+        .map_err(|e| e.at(&stage.at))?;
+    // The base's ONBUILD triggers run first, then are gone (BuildKit).
+    let triggers = st.config.config.on_build.take().unwrap_or_default();
+    let triggers = crate::dockerfile::parse_triggers(&triggers, &stage.at)?;
+    for step in triggers.iter().chain(&stage.steps) {
+        b.log_step(&step.at);
+        run_step(b, built, &mut st, step, i)
+            .await
+            .map_err(|e| e.at(&step.at))?;
+    }
+    Ok(st)
 }
 
 async fn start_stage(
@@ -315,7 +350,7 @@ async fn start_stage(
     df: &Dockerfile,
     stage: &Stage,
     global: &Env,
-    built: &HashMap<usize, StageState>,
+    built: &HashMap<usize, Arc<StageState>>,
     opts: &BuildOptions,
 ) -> Result<StageState, BuildError> {
     let image = shell::expand(&stage.image, df.escape, global)?;
@@ -392,30 +427,37 @@ async fn start_stage(
     })
 }
 
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// What every step of one build reads: fixed for the whole build.
+/// What every step of one build reads, shared by the stages running at once.
 struct Build<'a> {
     session: &'a Session,
     df: &'a Dockerfile,
     ctx: &'a BuildContext,
     opts: &'a BuildOptions,
     overrides: &'a BTreeMap<String, String>,
+    /// What FROM lines see.
+    global: &'a Env,
     /// ARGs declared before the first FROM.
     global_declared: &'a Env,
-}
-
-/// What the steps of one build leave for later ones.
-struct Progress {
     /// Build args some ARG consumed (the rest are warned about).
-    used_args: std::collections::HashSet<String>,
-    /// Finished stages, for `FROM stage` and `COPY --from`.
-    built: HashMap<usize, StageState>,
+    used_args: std::sync::Mutex<HashSet<String>>,
+    steps_total: usize,
+    steps_started: AtomicUsize,
 }
 
+impl Build<'_> {
+    fn log_step(&self, at: &Location) {
+        let n = self.steps_started.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::log_info!("[{n}/{}] {}", self.steps_total, at.text.trim());
+    }
+}
+
+/// One step: its handler returns an effect, which `effect::apply` makes real.
 async fn run_step(
     b: &Build<'_>,
-    progress: &mut Progress,
+    built: &HashMap<usize, Arc<StageState>>,
     st: &mut StageState,
     step: &crate::dockerfile::Step,
     stage_index: usize,
@@ -427,8 +469,8 @@ async fn run_step(
         opts,
         overrides,
         global_declared,
+        ..
     } = *b;
-    let Progress { used_args, built } = progress;
     let esc = df.escape;
     let env = st.env();
     let created_by = step.at.text.trim().to_string();
@@ -442,15 +484,20 @@ async fn run_step(
             .map(|(k, v)| format!("{k}={v}\n"))
             .collect::<String>(),
     );
-    match &step.instruction {
+    let effect = match &step.instruction {
         Instruction::Arg(args) => {
             let mut history = Vec::new();
+            let mut effect = Effect::default();
+            // Each ARG's default sees the ones declared before it on the line.
+            let mut scope = env.clone();
             for (k, default) in args {
                 let value = if let Some(v) = overrides.get(k) {
-                    used_args.insert(k.clone());
+                    if let Ok(mut used) = b.used_args.lock() {
+                        used.insert(k.clone());
+                    }
                     Some(v.clone())
                 } else if let Some(d) = default {
-                    Some(shell::expand(d, esc, &st.env())?)
+                    Some(shell::expand(d, esc, &scope)?)
                 } else {
                     global_declared.get(k).cloned().or_else(|| {
                         crate::plan::platform_args(&opts.platform)
@@ -464,10 +511,12 @@ async fn run_step(
                     None => k.clone(),
                 });
                 if let Some(v) = value {
-                    st.args.insert(k.clone(), v);
+                    scope.insert(k.clone(), v.clone());
+                    effect.args.push((k.clone(), v));
                 }
             }
-            push_history(st, format!("ARG {}", history.join(" ")), true);
+            effect.history = Some(format!("ARG {}", history.join(" ")));
+            effect
         }
         Instruction::Copy(c) => {
             let prepared = meta::prepare_copy(session, df, c, &env, stage_index, opts).await?;
@@ -478,114 +527,46 @@ async fn run_step(
                 }
             }
             let key = kb.finish();
-            let text = meta::copy_history(&prepared);
-            if !try_cache(session, st, &key).await? {
-                meta::run_copy(session, st, prepared, built, ctx, opts).await?;
-                record(session, st, &key)?;
-            }
-            st.key = key.hex;
-            push_history(st, text, false);
-            return Ok(());
+            let mut effect = Effect::history(meta::copy_history(&prepared));
+            effect.layer = match effect::lookup(session, &key).await {
+                Some(hit) => Some(hit),
+                None => {
+                    let workdir = st.config.config.working_dir.clone();
+                    let workdir = workdir.as_deref().unwrap_or("/");
+                    Some(NewLayer::Planned(
+                        meta::copy_entries(session, &st.fs, workdir, prepared, built, ctx, opts)
+                            .await?,
+                    ))
+                }
+            };
+            return effect::apply(session, st, effect, &key).await;
         }
         Instruction::Workdir(w) => {
             let w = shell::expand(w, esc, &env)?;
             let abs = meta::absolute(&w, st.config.config.working_dir.as_deref());
-            if abs == "/" {
-                // Nothing to create: BuildKit adds no layer for the root.
-                st.config.config.working_dir = Some(abs);
-                push_history(st, "WORKDIR /".into(), true);
-                st.key = kb.finish().hex;
-                return Ok(());
-            }
+            let mut config = st.config.clone();
+            config.config.working_dir = Some(abs.clone());
+            let mut effect = Effect::history(format!("WORKDIR {abs}"));
+            effect.config = Some(Box::new(config));
             let key = kb.finish();
-            if try_cache(session, st, &key).await? {
-                st.config.config.working_dir =
-                    Some(meta::absolute(&w, st.config.config.working_dir.as_deref()));
-            } else {
-                meta::workdir_step(session, st, &w).await?;
-                record(session, st, &key)?;
+            // Nothing to create at the root: BuildKit adds no layer for it.
+            if abs != "/" {
+                effect.layer = match effect::lookup(session, &key).await {
+                    Some(hit) => Some(hit),
+                    None => {
+                        let user = st.config.config.user.clone();
+                        Some(NewLayer::Planned(
+                            meta::workdir_entries(session, &st.fs, user.as_deref(), &abs).await?,
+                        ))
+                    }
+                };
             }
-            st.key = key.hex;
-            let abs = st.config.config.working_dir.clone().unwrap_or_default();
-            push_history(st, format!("WORKDIR {abs}"), false);
-            return Ok(());
+            return effect::apply(session, st, effect, &key).await;
         }
         Instruction::Unsupported(kw) => {
             return Err(BuildError::Unsupported(kw.clone()));
         }
-        other => {
-            let text = meta::config_step(st, other, esc, &env, &created_by)?;
-            if let Instruction::Env(pairs) = other {
-                for (k, _) in pairs {
-                    st.args.remove(&shell::expand(k, esc, &env)?);
-                }
-            }
-            if let Some(text) = text {
-                push_history(st, text, true);
-            }
-        }
-    }
-    st.key = kb.finish().hex;
-    Ok(())
-}
-
-/// Looks a layer step up in the cache; on a hit its layer is appended.
-async fn try_cache(
-    session: &Session,
-    st: &mut StageState,
-    key: &CacheKey,
-) -> Result<bool, BuildError> {
-    if !session.cache.settings.layers {
-        return Ok(false);
-    }
-    match session
-        .cache
-        .lookup(&session.registry, key, &session.blobs_dir)
-        .await
-    {
-        Some((layer, created)) => {
-            crate::log_info!("cache hit {}", key.hex);
-            st.fs.append_cached(session, layer).await?;
-            st.newest = Some(st.newest.unwrap_or(0).max(created));
-            Ok(true)
-        }
-        None => {
-            crate::log_info!("cache miss {}", key.hex);
-            if crate::log::debug_enabled() {
-                for i in &key.inputs {
-                    crate::log_debug!("  key input {}", i.chars().take(300).collect::<String>());
-                }
-            }
-            Ok(false)
-        }
-    }
-}
-
-/// Stores a step's layer under its key, with its file index, so a later build that
-/// hits this entry needs neither the layer's bytes nor the base's.
-fn record(session: &Session, st: &mut StageState, key: &CacheKey) -> Result<(), BuildError> {
-    if let Some(l) = st.fs.layers.last() {
-        session.cache.record(key, l);
-        if session.cache.settings.layers {
-            session.cache.store_layer_entries(
-                &l.descriptor.digest,
-                &st.fs.last_entries,
-                &session.blobs_dir,
-            );
-        }
-    }
-    st.newest = Some(st.newest.unwrap_or(0).max(session.now));
-    Ok(())
-}
-
-fn push_history(st: &mut StageState, created_by: String, empty_layer: bool) {
-    // `created` is filled in when the image is finished (see `build`).
-    st.config.history.push(History {
-        created: None,
-        // Bytes that are not UTF-8 show as U+FFFD, as Go's JSON encoder writes them.
-        created_by: Some(crate::pathname::display(&created_by)),
-        author: None,
-        comment: Some("buildkit.dockerfile.v0".into()),
-        empty_layer,
-    });
+        other => meta::config_step(&st.config, st.cmd_set, other, esc, &env, &created_by)?,
+    };
+    effect::apply(session, st, effect, &kb.finish()).await
 }

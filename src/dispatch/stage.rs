@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 /// One entry a step adds, by root-relative path.
 #[derive(Debug, Clone)]
-pub struct Planned {
+pub(crate) struct Planned {
     pub meta: EntryMeta,
     pub body: EntryBody,
 }
@@ -21,8 +21,10 @@ pub struct StageFs {
     pub layers: Vec<Layer>,
     /// Entries of the layer `commit` wrote last, so its file index needs no re-read.
     pub last_entries: Vec<Entry>,
-    index: Option<FsIndex>,
-    rootfs: Option<ScratchRoot>,
+    // Made on first use; `&self` access lets later stages read a finished one
+    // while other stages run.
+    index: tokio::sync::OnceCell<FsIndex>,
+    rootfs: tokio::sync::OnceCell<ScratchRoot>,
     dir: PathBuf,
 }
 
@@ -31,8 +33,8 @@ impl StageFs {
         StageFs {
             layers,
             last_entries: Vec::new(),
-            index: None,
-            rootfs: None,
+            index: tokio::sync::OnceCell::new(),
+            rootfs: tokio::sync::OnceCell::new(),
             dir,
         }
     }
@@ -72,106 +74,102 @@ impl StageFs {
     }
 
     /// The file index, built from every layer's entries.
-    pub async fn index(&mut self, session: &Session) -> Result<&mut FsIndex, BuildError> {
-        if self.index.is_none() {
-            let started = std::time::Instant::now();
-            // Fetch every layer's entries at once; apply them in layer order.
-            let all = futures_util::future::try_join_all(
-                self.layers.iter().map(|l| Self::entries(session, l)),
-            )
-            .await?;
-            let mut idx = FsIndex::default().with_root();
-            for entries in &all {
-                idx.apply_entries(entries);
-            }
-            if crate::log::debug_enabled() {
-                crate::log_debug!(
-                    "file index of {} layers ({} paths) in {:?}",
-                    all.len(),
-                    idx.len(),
-                    started.elapsed()
-                );
-            }
-            self.index = Some(idx);
-        }
-        Ok(self.index.as_mut().expect("index set above"))
+    pub(crate) async fn index(&self, session: &Session) -> Result<&FsIndex, BuildError> {
+        self.index
+            .get_or_try_init(|| async {
+                let started = std::time::Instant::now();
+                // Fetch every layer's entries at once; apply them in layer order.
+                let all = futures_util::future::try_join_all(
+                    self.layers.iter().map(|l| Self::entries(session, l)),
+                )
+                .await?;
+                let mut idx = FsIndex::default().with_root();
+                for entries in &all {
+                    idx.apply_entries(entries);
+                }
+                if crate::log::debug_enabled() {
+                    crate::log_debug!(
+                        "file index of {} layers ({} paths) in {:?}",
+                        all.len(),
+                        idx.len(),
+                        started.elapsed()
+                    );
+                }
+                Ok(idx)
+            })
+            .await
     }
 
     /// Appends a layer taken from the cache, keeping the index and root (if made) current.
-    pub async fn append_cached(
+    pub(crate) async fn append_cached(
         &mut self,
         session: &Session,
         layer: Layer,
     ) -> Result<(), BuildError> {
-        if self.index.is_some() {
+        if self.index.initialized() {
             let entries = Self::entries(session, &layer).await?;
-            if let Some(idx) = self.index.as_mut() {
+            if let Some(idx) = self.index.get_mut() {
                 idx.apply_entries(&entries);
             }
         }
-        if self.rootfs.is_some() {
+        if let Some(root) = self.rootfs.get() {
             let blob = Self::blob(session, &layer).await?;
-            if let Some(root) = &self.rootfs {
-                super::cpu(|| root.apply_layer(&blob, &layer.descriptor.digest))?;
-            }
+            super::cpu(|| root.apply_layer(&blob, &layer.descriptor.digest))?;
         }
         self.layers.push(layer);
         Ok(())
     }
 
-    /// The unpacked root, applying every layer into this stage's scratch dir.
     /// The unpacked root and the file index together, for reading a stage or image
     /// as a COPY source: contents from the root, owners and modes from the index
     /// (the layer headers), which an unprivileged unpack cannot reproduce on disk.
-    pub async fn source_view(
-        &mut self,
+    pub(crate) async fn source_view(
+        &self,
         session: &Session,
     ) -> Result<(&ScratchRoot, &FsIndex), BuildError> {
-        self.index(session).await?;
-        self.rootfs(session).await?;
-        match (&self.rootfs, &self.index) {
-            (Some(root), Some(index)) => Ok((root, index)),
-            _ => Err(BuildError::NotReady),
-        }
+        let index = self.index(session).await?;
+        Ok((self.rootfs(session).await?, index))
     }
 
-    pub async fn rootfs(&mut self, session: &Session) -> Result<&ScratchRoot, BuildError> {
-        if self.rootfs.is_none() {
-            let dir = self.dir.join("rootfs");
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
-            let root = ScratchRoot::new(&dir);
-            // Download every layer at once; unpack them in order.
-            let blobs = futures_util::future::try_join_all(
-                self.layers.iter().map(|l| Self::blob(session, l)),
-            )
-            .await?;
-            super::cpu(|| -> Result<(), BuildError> {
-                for (l, blob) in self.layers.iter().zip(blobs) {
-                    let report = root.apply_layer(&blob, &l.descriptor.digest)?;
-                    if report.skipped_devices > 0 {
-                        crate::log_warn!(
-                            "layer {}: skipped {} device nodes (not running as root)",
-                            l.descriptor.digest,
-                            report.skipped_devices
-                        );
+    /// The unpacked root, applying every layer into this stage's scratch dir.
+    pub(crate) async fn rootfs(&self, session: &Session) -> Result<&ScratchRoot, BuildError> {
+        self.rootfs
+            .get_or_try_init(|| async {
+                let dir = self.dir.join("rootfs");
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
+                let root = ScratchRoot::new(&dir);
+                // Download every layer at once; unpack them in order.
+                let blobs = futures_util::future::try_join_all(
+                    self.layers.iter().map(|l| Self::blob(session, l)),
+                )
+                .await?;
+                super::cpu(|| -> Result<(), BuildError> {
+                    for (l, blob) in self.layers.iter().zip(blobs) {
+                        let report = root.apply_layer(&blob, &l.descriptor.digest)?;
+                        if report.skipped_devices > 0 {
+                            crate::log_warn!(
+                                "layer {}: skipped {} device nodes (not running as root)",
+                                l.descriptor.digest,
+                                report.skipped_devices
+                            );
+                        }
                     }
-                }
-                Ok(())
-            })?;
-            self.rootfs = Some(root);
-        }
-        Ok(self.rootfs.as_ref().expect("rootfs set above"))
+                    Ok(())
+                })?;
+                Ok(root)
+            })
+            .await
     }
 
     /// Reads one file's bytes from the layers (for /etc/passwd and /etc/group).
-    pub async fn read_file(
-        &mut self,
+    pub(crate) async fn read_file(
+        &self,
         session: &Session,
         abs: &str,
     ) -> Result<Option<Vec<u8>>, BuildError> {
         let rel = self.index(session).await?.resolve(abs, true)?;
-        if let Some(root) = &self.rootfs {
+        if let Some(root) = self.rootfs.get() {
             return Ok(std::fs::read(root.host_path(&rel)).ok());
         }
         let mut found: Option<Vec<u8>> = None;
@@ -205,7 +203,7 @@ impl StageFs {
     }
 
     /// Writes `entries` (plus nothing else) as a new layer and records it.
-    pub fn commit(
+    pub(crate) fn commit(
         &mut self,
         session: &Session,
         entries: BTreeMap<PathKey, Planned>,
@@ -229,7 +227,7 @@ impl StageFs {
                 started.elapsed()
             );
         }
-        if let Some(idx) = self.index.as_mut() {
+        if let Some(idx) = self.index.get_mut() {
             idx.apply_entries(&self.last_entries);
         }
         let layer = Layer {
@@ -244,7 +242,7 @@ impl StageFs {
             diff_id: file.diff_id,
             source: LayerSource::Local(file.path.clone()),
         };
-        if let Some(root) = &self.rootfs {
+        if let Some(root) = self.rootfs.get() {
             root.apply_layer(&file.path, &layer.descriptor.digest)?;
         }
         self.layers.push(layer.clone());
@@ -277,7 +275,7 @@ fn planned_entry(path: &str, p: &Planned) -> Entry {
 /// A root-relative path ordered as a directory walk visits it: by components,
 /// so `a/b` sorts right after `a` and before `a-b`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathKey(pub String);
+pub(crate) struct PathKey(pub String);
 
 impl Ord for PathKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {

@@ -3,7 +3,7 @@
 
 /// Parses `user[:group]`. A user without a group uses the user's number as the
 /// group (Docker's documented rule). Names are looked up with `lookup`.
-pub fn parse_owner(
+pub(crate) fn parse_owner(
     spec: &str,
     passwd: Option<&str>,
     group: Option<&str>,

@@ -89,7 +89,7 @@ pub struct Stage {
 }
 
 /// `ARG` declarations: name and optional default.
-pub type ArgList = Vec<(String, Option<String>)>;
+pub(crate) type ArgList = Vec<(String, Option<String>)>;
 
 /// A Dockerfile ready to plan: global ARGs, stages, and its escape character.
 #[derive(Debug, Clone)]
@@ -104,7 +104,7 @@ pub struct Dockerfile {
 impl Dockerfile {
     /// The stage named `name` (case-insensitively, as BuildKit names them) among
     /// the first `before` stages.
-    pub fn stage_named(&self, name: &str, before: usize) -> Option<usize> {
+    pub(crate) fn stage_named(&self, name: &str, before: usize) -> Option<usize> {
         let lower = name.to_ascii_lowercase();
         self.stages[..before.min(self.stages.len())]
             .iter()

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 /// A syntax error with the Dockerfile lines it covers.
 #[derive(Debug, thiserror::Error)]
 #[error("Dockerfile:{line}: {message}")]
-pub struct ParseError {
+pub(crate) struct ParseError {
     pub line: usize,
     pub message: String,
 }
@@ -50,7 +50,7 @@ pub struct Heredoc {
 
 /// A parsed Dockerfile.
 #[derive(Debug, Clone)]
-pub struct Ast {
+pub(crate) struct Ast {
     pub escape: char,
     pub syntax: Option<String>,
     pub nodes: Vec<Node>,
@@ -468,7 +468,7 @@ fn extract_flags(line: &str) -> (String, Vec<String>) {
 }
 
 /// Words separated by blanks; quotes and escapes are kept for the expander.
-pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
+pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
     let b: Vec<char> = rest.chars().collect();
     let mut words = Vec::new();
     let mut word = String::new();

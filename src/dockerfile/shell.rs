@@ -20,7 +20,7 @@ pub type Env = BTreeMap<String, String>;
 
 /// Result of one expansion: the word and its split form.
 #[derive(Debug, Default)]
-pub struct Expanded {
+pub(crate) struct Expanded {
     pub word: String,
     pub words: Vec<String>,
 }
@@ -31,7 +31,7 @@ pub fn expand(word: &str, escape: char, env: &Env) -> Result<String, ShellError>
 }
 
 /// Expands `word` and splits it into words after expansion.
-pub fn expand_words(word: &str, escape: char, env: &Env) -> Result<Vec<String>, ShellError> {
+pub(crate) fn expand_words(word: &str, escape: char, env: &Env) -> Result<Vec<String>, ShellError> {
     Ok(process(word, escape, env)?.words)
 }
 

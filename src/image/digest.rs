@@ -36,7 +36,7 @@ impl Digest {
         Digest::from_sha256(Sha256::digest(bytes).into())
     }
 
-    pub fn from_sha256(hash: [u8; 32]) -> Digest {
+    pub(crate) fn from_sha256(hash: [u8; 32]) -> Digest {
         Digest(format!("sha256:{}", hex::encode(hash)))
     }
 
@@ -45,12 +45,12 @@ impl Digest {
     }
 
     /// The hex part, which OCI layouts use as a file name.
-    pub fn encoded(&self) -> &str {
+    pub(crate) fn encoded(&self) -> &str {
         self.0.split_once(':').map_or("", |(_, e)| e)
     }
 
     /// Whether a file's bytes hash to this digest (blocking: call off the runtime).
-    pub fn matches_file(&self, path: &std::path::Path) -> std::io::Result<bool> {
+    pub(crate) fn matches_file(&self, path: &std::path::Path) -> std::io::Result<bool> {
         use sha2::Sha512;
         fn hash<H: sha2::Digest + std::io::Write>(
             mut h: H,

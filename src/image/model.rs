@@ -30,7 +30,7 @@ pub struct Serialized {
 
 impl ManifestFormat {
     /// Media types of (manifest, config, gzip layer).
-    pub fn media_types(self) -> (&'static str, &'static str, &'static str) {
+    pub(crate) fn media_types(self) -> (&'static str, &'static str, &'static str) {
         match self {
             ManifestFormat::Docker => (MT_DOCKER_MANIFEST, MT_DOCKER_CONFIG, MT_DOCKER_LAYER),
             ManifestFormat::Oci => (MT_OCI_MANIFEST, MT_OCI_CONFIG, MT_OCI_LAYER),

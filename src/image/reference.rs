@@ -20,7 +20,7 @@ pub struct Reference {
     pub digest: Option<Digest>,
 }
 
-pub const DOCKER_HUB: &str = "index.docker.io";
+pub(crate) const DOCKER_HUB: &str = "index.docker.io";
 
 impl Reference {
     pub fn parse(s: &str) -> Result<Reference, ReferenceError> {
@@ -129,7 +129,7 @@ impl Reference {
     }
 
     /// The same repository at another tag or digest.
-    pub fn with_object(&self, tag: Option<String>, digest: Option<Digest>) -> Reference {
+    pub(crate) fn with_object(&self, tag: Option<String>, digest: Option<Digest>) -> Reference {
         Reference {
             registry: self.registry.clone(),
             repository: self.repository.clone(),

@@ -7,19 +7,19 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const MT_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub(crate) const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const MT_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const MT_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const MT_DOCKER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
-pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const MT_OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const MT_OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+pub(crate) const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub(crate) const MT_OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub(crate) const MT_OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MT_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// Media types a manifest GET may answer with.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
+pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
@@ -201,7 +201,7 @@ impl ImageConfig {
     /// config struct, none of them empty (Go's `omitempty`). `docker import`
     /// bases carry `"Hostname": ""`, `container_config`, `docker_version` and the
     /// like; none of that reaches BuildKit's output, so none reaches Kiln's.
-    pub fn keep_buildkit_fields(&mut self) {
+    pub(crate) fn keep_buildkit_fields(&mut self) {
         self.other
             .retain(|k, v| matches!(k.as_str(), "os.version" | "os.features") && !is_empty(v));
         if self.author.as_deref() == Some("") {
@@ -256,7 +256,7 @@ fn is_empty(v: &Value) -> bool {
 
 impl ContainerConfig {
     /// Env as an ordered list of (key, value).
-    pub fn env_pairs(&self) -> Vec<(String, String)> {
+    pub(crate) fn env_pairs(&self) -> Vec<(String, String)> {
         self.env
             .iter()
             .flatten()
@@ -268,7 +268,7 @@ impl ContainerConfig {
     }
 
     /// Sets or replaces one variable, keeping the original order.
-    pub fn set_env(&mut self, key: &str, value: &str) {
+    pub(crate) fn set_env(&mut self, key: &str, value: &str) {
         let env = self.env.get_or_insert_with(Vec::new);
         let entry = format!("{key}={value}");
         match env
@@ -280,7 +280,7 @@ impl ContainerConfig {
         }
     }
 
-    pub fn get_env(&self, key: &str) -> Option<String> {
+    pub(crate) fn get_env(&self, key: &str) -> Option<String> {
         self.env_pairs()
             .into_iter()
             .find(|(k, _)| k == key)
@@ -289,7 +289,7 @@ impl ContainerConfig {
 }
 
 /// Whether a media type names a layer Kiln can read (tar, plain, gzip or zstd).
-pub fn is_layer(mt: &str) -> bool {
+pub(crate) fn is_layer(mt: &str) -> bool {
     matches!(
         mt,
         MT_DOCKER_LAYER | MT_DOCKER_FOREIGN | MT_OCI_LAYER | MT_OCI_LAYER_TAR | MT_OCI_LAYER_ZSTD
@@ -298,17 +298,17 @@ pub fn is_layer(mt: &str) -> bool {
 
 /// Whether a layer may not be pushed: foreign (Windows base) and non-distributable
 /// layers live at their `urls`.
-pub fn is_foreign(d: &Descriptor) -> bool {
+pub(crate) fn is_foreign(d: &Descriptor) -> bool {
     d.media_type == MT_DOCKER_FOREIGN || d.media_type.contains(".nondistributable.")
 }
 
 /// Whether a manifest is an index (a list of per-platform manifests).
-pub fn is_index(mt: &str) -> bool {
+pub(crate) fn is_index(mt: &str) -> bool {
     mt == MT_DOCKER_LIST || mt == MT_OCI_INDEX
 }
 
 /// Whether manifest bytes are Docker's long-retired schema 1.
-pub fn is_schema1(media_type: &str, bytes: &[u8]) -> bool {
+pub(crate) fn is_schema1(media_type: &str, bytes: &[u8]) -> bool {
     media_type.starts_with("application/vnd.docker.distribution.manifest.v1")
         || serde_json::from_slice::<Value>(bytes)
             .ok()

@@ -74,7 +74,7 @@ impl BlobStore {
 
     /// The blob file of a layer, downloading it once per build (or keeping it in
     /// `--cache-dir`, where a warmer may already have put it).
-    pub async fn layer_file(&self, layer: &Layer) -> Result<PathBuf, StoreError> {
+    pub(crate) async fn layer_file(&self, layer: &Layer) -> Result<PathBuf, StoreError> {
         let r = match &layer.source {
             LayerSource::Local(p) => return Ok(p.clone()),
             LayerSource::Remote(r) => r,

@@ -59,7 +59,7 @@ impl Pool {
     }
 }
 
-pub struct GzipWriter<W: Write> {
+pub(crate) struct GzipWriter<W: Write> {
     inner: W,
     level: u32,
     buf: Vec<u8>,

@@ -7,14 +7,14 @@ mod sparse;
 pub mod writer;
 
 /// Extended attributes of an entry (PAX `SCHILY.xattr.NAME` records): name → value.
-pub type Xattrs = Vec<(String, Vec<u8>)>;
+pub(crate) type Xattrs = Vec<(String, Vec<u8>)>;
 
 use std::io::{self, Write};
 
 use sha2::{Digest, Sha256};
 
 /// A writer that hashes and counts what passes through it.
-pub struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     count: u64,

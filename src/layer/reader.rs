@@ -55,10 +55,10 @@ pub struct Entry {
 }
 
 /// PAX records carrying extended attributes (GNU tar, Go's archive/tar, BuildKit).
-pub const XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
+pub(crate) const XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 
 /// The longest entry path read (Linux's PATH_MAX).
-pub const MAX_PATH_BYTES: usize = 4096;
+pub(crate) const MAX_PATH_BYTES: usize = 4096;
 
 fn blank(field: &[u8]) -> bool {
     field.iter().all(|&b| b == 0 || b == b' ')
@@ -74,7 +74,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    pub fn sniff(head: &[u8]) -> Compression {
+    pub(crate) fn sniff(head: &[u8]) -> Compression {
         if head.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
         } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
@@ -86,7 +86,7 @@ impl Compression {
 }
 
 /// The uncompressed tar stream of a layer blob (plain, gzip or zstd).
-pub fn open_decompressed(path: &Path) -> io::Result<Box<dyn Read>> {
+pub(crate) fn open_decompressed(path: &Path) -> io::Result<Box<dyn Read>> {
     let mut head = [0u8; 4];
     let mut file = File::open(path)?;
     let n = read_full(&mut file, &mut head)?;
@@ -110,7 +110,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Calls `f` for every entry of the layer at `path`, with a reader for its bytes.
-pub fn for_each_entry<F>(path: &Path, label: &str, mut f: F) -> Result<(), ReadError>
+pub(crate) fn for_each_entry<F>(path: &Path, label: &str, mut f: F) -> Result<(), ReadError>
 where
     F: FnMut(Entry, &mut dyn Read) -> Result<(), ReadError>,
 {
@@ -123,7 +123,11 @@ where
 }
 
 /// Like [`for_each_entry`] over an uncompressed tar stream.
-pub fn for_each_in_stream<R: Read, F>(reader: R, label: &str, f: &mut F) -> Result<(), ReadError>
+pub(crate) fn for_each_in_stream<R: Read, F>(
+    reader: R,
+    label: &str,
+    f: &mut F,
+) -> Result<(), ReadError>
 where
     F: FnMut(Entry, &mut dyn Read) -> Result<(), ReadError>,
 {

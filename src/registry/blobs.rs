@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 
 impl Registry {
     /// Whether the repository already holds a blob.
-    pub async fn blob_exists(
+    pub(crate) async fn blob_exists(
         &self,
         r: &Reference,
         digest: &str,
@@ -40,7 +40,7 @@ impl Registry {
 
     /// Downloads a blob into `dest`, verifying its digest as it streams and reading
     /// no more than the descriptor's `size`.
-    pub async fn download_blob(
+    pub(crate) async fn download_blob(
         &self,
         r: &Reference,
         digest: &Digest,
@@ -58,7 +58,7 @@ impl Registry {
 
     /// Downloads a foreign layer from one of its descriptor's `urls` (never with the
     /// registry's credentials), verified like any blob.
-    pub async fn download_url(
+    pub(crate) async fn download_url(
         &self,
         r: &Reference,
         url: &str,
@@ -161,7 +161,7 @@ impl Registry {
 
     /// Mounts a blob from another repository of the same registry; false if the
     /// registry declined (the caller then uploads).
-    pub async fn mount_blob(
+    pub(crate) async fn mount_blob(
         &self,
         target: &Reference,
         digest: &str,

@@ -74,13 +74,13 @@ pub enum RegistryError {
 }
 
 /// The largest manifest read (distribution refuses larger ones too).
-pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+pub(crate) const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
 /// A connection that sends no byte for this long is given up (and retried).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The largest image config read: it is held in memory.
-pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// How to reach registries: which are plain HTTP or unverified TLS, how often to retry.
 #[derive(Debug, Clone, Default)]
@@ -97,7 +97,7 @@ pub struct RegistryOptions {
 
 /// What a request needs the token to allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Access {
+pub(crate) enum Access {
     Pull,
     Push,
 }

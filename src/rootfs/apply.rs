@@ -26,7 +26,7 @@ pub enum ApplyError {
 
 /// What one application did beyond the plain entries.
 #[derive(Debug, Default)]
-pub struct ApplyReport {
+pub(crate) struct ApplyReport {
     /// Device nodes skipped because the executor is not root.
     pub skipped_devices: usize,
 }
@@ -66,12 +66,13 @@ impl ScratchRoot {
     }
 
     /// A root that acts as an unprivileged executor would (tests of that path).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn unprivileged(root: &Path) -> ScratchRoot {
         ScratchRoot::with_syscalls(root, Box::new(sys::Real::unprivileged()))
     }
 
     /// A root whose privileged calls go through `sys` (tests record them).
-    pub fn with_syscalls(root: &Path, sys: Box<dyn Syscalls>) -> ScratchRoot {
+    pub(crate) fn with_syscalls(root: &Path, sys: Box<dyn Syscalls>) -> ScratchRoot {
         ScratchRoot {
             root: root.to_path_buf(),
             sys,
@@ -83,7 +84,7 @@ impl ScratchRoot {
     }
 
     /// Host path of a root-relative path (already resolved).
-    pub fn host_path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn host_path(&self, rel: &str) -> PathBuf {
         if rel.is_empty() {
             self.root.clone()
         } else {
@@ -92,7 +93,7 @@ impl ScratchRoot {
     }
 
     /// Unpacks one layer blob.
-    pub fn apply_layer(&self, blob: &Path, label: &str) -> Result<ApplyReport, ApplyError> {
+    pub(crate) fn apply_layer(&self, blob: &Path, label: &str) -> Result<ApplyReport, ApplyError> {
         let mut st = LayerState::default();
         reader::for_each_entry(blob, label, |e, data| {
             self.apply_entry(&e, data, &mut st, label)

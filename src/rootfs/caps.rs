@@ -8,7 +8,7 @@ const CAP_DAC_OVERRIDE: u32 = 1;
 const CAP_MKNOD: u32 = 27;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileCaps {
+pub(crate) struct FileCaps {
     /// Give files any owner.
     pub chown: bool,
     /// Write into directories whatever their mode.
@@ -19,7 +19,7 @@ pub struct FileCaps {
 
 impl FileCaps {
     /// This process's effective set (`CapEff` in /proc/self/status); none if unreadable.
-    pub fn effective() -> FileCaps {
+    pub(crate) fn effective() -> FileCaps {
         let eff = std::fs::read_to_string("/proc/self/status")
             .ok()
             .and_then(|s| parse_cap_eff(&s))
@@ -27,6 +27,7 @@ impl FileCaps {
         FileCaps::from_mask(eff)
     }
 
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn none() -> FileCaps {
         FileCaps::from_mask(0)
     }

@@ -51,18 +51,11 @@ impl FsIndex {
         self.nodes.get(p)
     }
 
-    pub fn insert(&mut self, p: String, n: Node) {
-        self.nodes.insert(p, n);
-    }
-
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
         self.nodes.iter()
     }
@@ -100,11 +93,6 @@ impl FsIndex {
         }
     }
 
-    /// Removes everything below `p` (not `p` itself).
-    pub fn remove_children(&mut self, p: &str) {
-        self.remove_tree(p, &HashSet::new());
-    }
-
     /// Makes every ancestor of `path` a directory. Overlay rule (BuildKit, Docker):
     /// a layer's entry lives in that layer's own directories, so a lower layer's
     /// symlink or file at a parent's place is replaced, never followed. Nothing
@@ -127,7 +115,7 @@ impl FsIndex {
     }
 
     /// Applies one layer entry; `this_layer` collects the paths the layer wrote.
-    pub fn apply_entry(&mut self, e: &Entry, this_layer: &mut HashSet<String>) {
+    pub(crate) fn apply_entry(&mut self, e: &Entry, this_layer: &mut HashSet<String>) {
         self.ensure_parents(&e.path);
         match &e.whiteout {
             Some(Whiteout::Remove(p)) => {
@@ -175,7 +163,8 @@ impl FsIndex {
     }
 
     /// Streams a layer blob into the index.
-    pub fn apply_layer(&mut self, path: &Path, label: &str) -> Result<(), ReadError> {
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn apply_layer(&mut self, path: &Path, label: &str) -> Result<(), ReadError> {
         let mut this_layer = HashSet::new();
         reader::for_each_entry(path, label, |e, _| {
             self.apply_entry(&e, &mut this_layer);
@@ -184,7 +173,7 @@ impl FsIndex {
     }
 
     /// Applies one layer's entries, as [`layer_entries`] lists them.
-    pub fn apply_entries(&mut self, entries: &[Entry]) {
+    pub(crate) fn apply_entries(&mut self, entries: &[Entry]) {
         let mut this_layer = HashSet::new();
         for e in entries {
             self.apply_entry(e, &mut this_layer);
@@ -193,7 +182,7 @@ impl FsIndex {
 }
 
 /// The entries of one layer blob, without contents: what the index needs of it.
-pub fn layer_entries(path: &Path, label: &str) -> Result<Vec<Entry>, ReadError> {
+pub(crate) fn layer_entries(path: &Path, label: &str) -> Result<Vec<Entry>, ReadError> {
     let mut out = Vec::new();
     reader::for_each_entry(path, label, |e, _| {
         out.push(e);
@@ -204,7 +193,7 @@ pub fn layer_entries(path: &Path, label: &str) -> Result<Vec<Entry>, ReadError> 
 
 impl FsIndex {
     /// Ensures the root exists, as in every image.
-    pub fn with_root(mut self) -> Self {
+    pub(crate) fn with_root(mut self) -> Self {
         self.nodes
             .entry(String::new())
             .or_insert_with(|| Node::dir(0o755, 0, 0, 0));

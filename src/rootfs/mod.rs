@@ -19,7 +19,7 @@ pub enum ResolveError {
 /// symlink followed inside the root. `symlink_at(p)` answers the link target when
 /// the root-relative `p` is a symlink. The last component is followed only if
 /// `follow_last`.
-pub fn resolve_in_root<F>(
+pub(crate) fn resolve_in_root<F>(
     path: &str,
     follow_last: bool,
     mut symlink_at: F,
@@ -67,7 +67,7 @@ where
 
 /// [`resolve_in_root`] against a real directory: links are read from disk with
 /// lstat/readlink, never followed by the kernel.
-pub fn resolve_on_disk(
+pub(crate) fn resolve_on_disk(
     root: &std::path::Path,
     path: &str,
     follow_last: bool,
@@ -84,7 +84,7 @@ pub fn resolve_on_disk(
 }
 
 /// Splits a root-relative path into parent and last component.
-pub fn split_parent(p: &str) -> (&str, &str) {
+pub(crate) fn split_parent(p: &str) -> (&str, &str) {
     match p.rsplit_once('/') {
         Some((d, n)) => (d, n),
         None => ("", p),
@@ -92,7 +92,7 @@ pub fn split_parent(p: &str) -> (&str, &str) {
 }
 
 /// Joins root-relative paths.
-pub fn join_rel(dir: &str, name: &str) -> String {
+pub(crate) fn join_rel(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()
     } else if name.is_empty() {

@@ -17,7 +17,7 @@ pub enum Node {
 }
 
 /// The calls that depend on what the process may do.
-pub trait Syscalls: Send + Sync {
+pub(crate) trait Syscalls: Send + Sync {
     /// What the process may do to files.
     fn caps(&self) -> FileCaps;
     /// Sets the owner of `path` itself (a symlink is not followed).
@@ -42,18 +42,19 @@ impl<T: Syscalls> Syscalls for std::sync::Arc<T> {
 }
 
 /// The kernel, with this process's effective capabilities.
-pub struct Real {
+pub(crate) struct Real {
     caps: FileCaps,
 }
 
 impl Real {
-    pub fn effective() -> Real {
+    pub(crate) fn effective() -> Real {
         Real {
             caps: FileCaps::effective(),
         }
     }
 
     /// As an executor without any capability acts (tests of that path).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn unprivileged() -> Real {
         Real {
             caps: FileCaps::none(),
@@ -98,20 +99,20 @@ pub(crate) mod recording {
 
     /// One recorded call.
     #[derive(Debug, Clone, PartialEq, Eq)]
-    pub enum Call {
+    pub(crate) enum Call {
         Lchown(PathBuf, u32, u32),
         Mknod(PathBuf, Node, u32),
     }
 
     /// Acts as a process with `caps` would, without asking the kernel: records
     /// ownership changes and stands an empty file in for each device node.
-    pub struct Recording {
+    pub(crate) struct Recording {
         caps: FileCaps,
         pub calls: Mutex<Vec<Call>>,
     }
 
     impl Recording {
-        pub fn with_all_caps() -> Recording {
+        pub(crate) fn with_all_caps() -> Recording {
             Recording {
                 caps: FileCaps {
                     chown: true,

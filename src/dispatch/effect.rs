@@ -1,0 +1,132 @@
+//! What a step does to its stage. Handlers compute an `Effect` from a read-only
+//! view of the stage (its file index and root are made on demand, nothing else
+//! changes); `apply` is the one place a stage changes.
+
+use super::stage::{PathKey, Planned};
+use super::{BuildError, Session, StageState};
+use crate::cache::key::CacheKey;
+use crate::image::spec::{History, ImageConfig};
+use crate::image::Layer;
+use std::collections::BTreeMap;
+
+/// The entries of a layer a step plans, by root-relative path.
+pub(crate) type Entries = BTreeMap<PathKey, Planned>;
+
+/// A step's layer: planned here, or taken from the cache.
+pub(super) enum NewLayer {
+    Planned(Entries),
+    Cached { layer: Box<Layer>, created: u64 },
+}
+
+#[derive(Default)]
+pub(super) struct Effect {
+    /// The config after the step, when the step changes it.
+    pub config: Option<Box<ImageConfig>>,
+    pub layer: Option<NewLayer>,
+    /// The history text; `None` records nothing (ONBUILD, as BuildKit).
+    pub history: Option<String>,
+    /// ARG values the step declares.
+    pub args: Vec<(String, String)>,
+    /// Names an ENV assigns: "last assignment wins" ends an ARG of the same name.
+    pub unset_args: Vec<String>,
+    /// The step set CMD, which a later ENTRYPOINT of this stage then keeps.
+    pub cmd_set: bool,
+}
+
+impl Effect {
+    pub fn history(text: String) -> Effect {
+        Effect {
+            history: Some(text),
+            ..Effect::default()
+        }
+    }
+}
+
+/// Applies a step's effect: config, args, layer (committed and recorded in the
+/// cache under `key`, or appended from it), history; the stage's key becomes `key`.
+pub(super) async fn apply(
+    session: &Session,
+    st: &mut StageState,
+    effect: Effect,
+    key: &CacheKey,
+) -> Result<(), BuildError> {
+    if let Some(config) = effect.config {
+        st.config = *config;
+    }
+    for k in effect.unset_args {
+        st.args.remove(&k);
+    }
+    st.args.extend(effect.args);
+    st.cmd_set |= effect.cmd_set;
+    let empty_layer = effect.layer.is_none();
+    match effect.layer {
+        Some(NewLayer::Planned(entries)) => {
+            let format = st.format;
+            super::cpu(|| st.fs.commit(session, entries, format))?;
+            record(session, st, key);
+        }
+        Some(NewLayer::Cached { layer, created }) => {
+            st.fs.append_cached(session, *layer).await?;
+            st.newest = Some(st.newest.unwrap_or(0).max(created));
+        }
+        None => {}
+    }
+    st.key = key.hex.clone();
+    if let Some(text) = effect.history {
+        // `created` is filled in when the image is finished (see `build`).
+        st.config.history.push(History {
+            created: None,
+            // Bytes that are not UTF-8 show as U+FFFD, as Go's JSON encoder writes them.
+            created_by: Some(crate::pathname::display(&text)),
+            author: None,
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer,
+        });
+    }
+    Ok(())
+}
+
+/// Looks a layer step up in the cache.
+pub(super) async fn lookup(session: &Session, key: &CacheKey) -> Option<NewLayer> {
+    if !session.cache.settings.layers {
+        return None;
+    }
+    match session
+        .cache
+        .lookup(&session.registry, key, &session.blobs_dir)
+        .await
+    {
+        Some((layer, created)) => {
+            crate::log_info!("cache hit {}", key.hex);
+            Some(NewLayer::Cached {
+                layer: Box::new(layer),
+                created,
+            })
+        }
+        None => {
+            crate::log_info!("cache miss {}", key.hex);
+            if crate::log::debug_enabled() {
+                for i in &key.inputs {
+                    crate::log_debug!("  key input {}", i.chars().take(300).collect::<String>());
+                }
+            }
+            None
+        }
+    }
+}
+
+/// Stores a new layer under its key, with its file index, so a later build that
+/// hits this entry needs neither the layer's bytes nor the base's.
+fn record(session: &Session, st: &mut StageState, key: &CacheKey) {
+    if let Some(l) = st.fs.layers.last() {
+        session.cache.record(key, l);
+        if session.cache.settings.layers {
+            session.cache.store_layer_entries(
+                &l.descriptor.digest,
+                &st.fs.last_entries,
+                &session.blobs_dir,
+            );
+        }
+    }
+    st.newest = Some(st.newest.unwrap_or(0).max(session.now));
+}
