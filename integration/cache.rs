@@ -256,3 +256,27 @@ fn warmer_fills_cache_dir_for_builds_without_downloads() {
     );
     assert_eq!(docker_run(&dest, &[]), "cached build\n");
 }
+
+/// RUN steps are cached: an unchanged rebuild runs nothing and gives the same
+/// digest; a changed build arg in scope runs the step again.
+#[test]
+fn run_steps_are_cached_by_command_and_args() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "ones/base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    let df = format!(
+        "FROM {}/ones/base:1\nARG V=1\nRUN echo ran >&2 && echo $V > /v && date +%s%N > /t\nCMD [\"/bin/cat\", \"/v\"]\n",
+        reg.host
+    );
+    write_context(ctx.path(), &[("Dockerfile", &df)]);
+    let first = build(&reg, ctx.path(), &[]);
+    assert!(stderr(&first).contains("\nran\n"), "{}", stderr(&first));
+    let second = build(&reg, ctx.path(), &[]);
+    let e = stderr(&second);
+    assert!(!e.contains("\nran\n"), "the command did not run again: {e}");
+    assert!(e.contains("cache hit"), "{e}");
+    assert_eq!(first.stdout, second.stdout, "identical image digest");
+    let third = build(&reg, ctx.path(), &["--build-arg", "V=2"]);
+    assert!(stderr(&third).contains("\nran\n"), "{}", stderr(&third));
+    assert_eq!(docker_run(&format!("{}/ones/app:1", reg.host), &[]), "2\n");
+}

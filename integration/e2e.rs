@@ -283,9 +283,14 @@ fn failures_name_the_line_and_push_nothing() {
     push_busybox_base(&reg, "base:1");
     let cases = [
         (
-            "FROM {B}\nRUN echo hi\n",
+            "FROM {B}\nRUN echo hi\nRUN exit 7\n",
+            "Dockerfile:3",
+            "exit code: 7",
+        ),
+        (
+            "FROM {B}\nRUN --mount=type=cache,target=/c true\n",
             "Dockerfile:2",
-            "RUN is not supported yet",
+            "RUN --mount is not supported yet",
         ),
         ("FROM {B}\nCOPY missing /x\n", "Dockerfile:2", "missing"),
         (
@@ -304,9 +309,9 @@ fn failures_name_the_line_and_push_nothing() {
             ".dockerignore",
         ),
         (
-            "FROM {B} AS one\nONBUILD RUN echo hi\nFROM one\n",
+            "FROM {B} AS one\nONBUILD RUN exit 5\nFROM one\n",
             "Dockerfile:3",
-            "ONBUILD RUN echo hi",
+            "exit code: 5",
         ),
         ("FROM {B}\nENTRYPOINT [\"unterminated\n", "", ""),
         ("COPY a b\n", "Dockerfile:1", "FROM"),

@@ -738,3 +738,35 @@ fn context_files_changed_after_planning_fail_the_build() {
         assert_nothing_pushed(&reg, &format!("changed:{i}"), change);
     }
 }
+
+/// RUN runs on the stage's root, never the host's: what a command writes to /,
+/// through a link to a host path or under /proc's root view stays out of the
+/// host, and the scratch dir is gone afterwards.
+#[test]
+fn run_never_touches_the_host_root() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let marker = format!("/tmp/kiln-run-escape-{}", std::process::id());
+    let scratch = tempfile::tempdir().unwrap();
+    let df = format!(
+        "FROM {}/base:1\nRUN echo inside > {marker} && ln -s / /hostroot && echo x > /hostroot{marker}-link && cat /proc/1/root{marker} > /seen\n",
+        reg.host
+    );
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(ctx.path(), &[("Dockerfile", &df)]);
+    let out = build_with(
+        ctx.path(),
+        &format!("{}/app:1", reg.host),
+        &["--kaniko-dir", scratch.path().to_str().unwrap()],
+    );
+    assert_ok(&out);
+    assert!(!Path::new(&marker).exists(), "{marker} written on the host");
+    assert!(!Path::new(&format!("{marker}-link")).exists());
+    let img = pull(&reg, "app:1");
+    assert!(img.files.contains_key(marker.trim_start_matches('/')));
+    assert_eq!(
+        std::fs::read_dir(scratch.path()).unwrap().count(),
+        0,
+        "scratch left behind"
+    );
+}

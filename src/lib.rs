@@ -15,6 +15,7 @@ pub mod plan;
 pub mod publish;
 pub mod registry;
 pub(crate) mod rootfs;
+pub mod sandbox;
 pub mod scratch;
 pub mod times;
 

@@ -19,6 +19,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The RUN sandbox helper: before any runtime thread exists, so it may fork.
+    if args.get(1).is_some_and(|a| a == kiln::sandbox::HELPER_ARG) {
+        std::process::exit(kiln::sandbox::child::main(&args[2..]));
+    }
     let warmer = args.get(1).is_some_and(|a| a == "warmer");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

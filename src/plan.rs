@@ -71,13 +71,19 @@ pub fn plan(
     // Refuse now what would fail later: nothing is fetched or pushed first.
     for &i in &stages {
         for step in &df.stages[i].steps {
-            if let Instruction::Unsupported(keyword) = &step.instruction {
-                return Err(PlanError::Unsupported {
-                    line: step.at.line,
-                    text: step.at.text.trim().to_string(),
-                    keyword: keyword.clone(),
-                });
-            }
+            let keyword = match &step.instruction {
+                Instruction::Unsupported(keyword) => keyword.clone(),
+                Instruction::Run(r) if !r.mounts.is_empty() => "RUN --mount".into(),
+                Instruction::Run(r) if r.security.as_deref() == Some("insecure") => {
+                    "RUN --security=insecure".into()
+                }
+                _ => continue,
+            };
+            return Err(PlanError::Unsupported {
+                line: step.at.line,
+                text: step.at.text.trim().to_string(),
+                keyword,
+            });
         }
     }
     Ok(Plan {
@@ -246,12 +252,21 @@ mod tests {
 
     #[test]
     fn unsupported_steps_are_refused_before_anything_runs() {
-        let e = planned("FROM unreachable.invalid/x\nRUN make\n", None).unwrap_err();
+        let e = planned("FROM unreachable.invalid/x\nADD a /b\n", None).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "Dockerfile:2: RUN is not supported yet by Kiln: RUN make"
+            "Dockerfile:2: ADD is not supported yet by Kiln: ADD a /b"
+        );
+        let e = planned(
+            "FROM x\nRUN true\nRUN --mount=type=cache,target=/c make\n",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:3: RUN --mount is not supported yet by Kiln: RUN --mount=type=cache,target=/c make"
         );
         // A stage the target does not need may hold anything.
-        assert!(planned("FROM a AS x\nRUN make\nFROM b\n", None).is_ok());
+        assert!(planned("FROM a AS x\nADD a /b\nFROM b\n", None).is_ok());
     }
 }

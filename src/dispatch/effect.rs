@@ -27,6 +27,8 @@ pub(super) struct Effect {
     pub history: Option<String>,
     /// ARG values the step declares.
     pub args: Vec<(String, String)>,
+    /// Every ARG name the step declares, with a value or not.
+    pub declared: Vec<String>,
     /// Names an ENV assigns: "last assignment wins" ends an ARG of the same name.
     pub unset_args: Vec<String>,
     /// The step set CMD, which a later ENTRYPOINT of this stage then keeps.
@@ -57,6 +59,7 @@ pub(super) async fn apply(
         st.args.remove(&k);
     }
     st.args.extend(effect.args);
+    st.arg_names.extend(effect.declared);
     st.cmd_set |= effect.cmd_set;
     let empty_layer = effect.layer.is_none();
     match effect.layer {

@@ -462,6 +462,7 @@ pub(super) fn config_step(
         Instruction::Arg(_)
         | Instruction::Copy(_)
         | Instruction::Workdir(_)
+        | Instruction::Run(_)
         | Instruction::Unsupported(_) => original.to_string(),
     };
     effect.config = Some(Box::new(new));

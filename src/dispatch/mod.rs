@@ -6,6 +6,7 @@ pub(crate) mod copy;
 mod effect;
 mod history;
 pub(crate) mod meta;
+mod run;
 pub mod stage;
 pub(crate) mod users;
 
@@ -95,6 +96,12 @@ pub enum BuildError {
     EmptyVolume,
     #[error("{0} is not supported yet by Kiln")]
     Unsupported(String),
+    #[error("process \"{command}\" did not complete successfully: {cause}")]
+    RunFailed { command: String, cause: String },
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Upper(#[from] crate::sandbox::upper::UpperError),
     #[error("{0}")]
     Owner(String),
     #[error("the stage's file index or root was not made (a bug in Kiln)")]
@@ -220,6 +227,8 @@ struct StageState {
     fs: StageFs,
     /// ARGs declared in the stage with a value.
     args: Env,
+    /// Every ARG the stage declared, in order (RUN's history names those in scope).
+    arg_names: Vec<String>,
     cmd_set: bool,
     format: ManifestFormat,
     base: Option<Reference>,
@@ -263,6 +272,7 @@ pub async fn build(
             .map(|&i| df.stages[i].steps.len() + 1)
             .sum(),
         steps_started: AtomicUsize::new(0),
+        sandbox: std::sync::OnceLock::new(),
     };
     let mut built: HashMap<usize, Arc<StageState>> = HashMap::new();
     let mut waiting = plan.stages.clone();
@@ -376,6 +386,7 @@ async fn start_stage(
             config: p.config.clone(),
             fs: StageFs::new(p.fs.layers.clone(), dir),
             args: Env::new(),
+            arg_names: Vec::new(),
             cmd_set: false,
             format: p.format,
             base: p.base.clone(),
@@ -397,6 +408,7 @@ async fn start_stage(
             config,
             fs: StageFs::new(Vec::new(), dir),
             args: Env::new(),
+            arg_names: Vec::new(),
             cmd_set: false,
             format: ManifestFormat::Docker,
             base: None,
@@ -421,6 +433,7 @@ async fn start_stage(
         config,
         fs: StageFs::new(base.layers, dir),
         args: Env::new(),
+        arg_names: Vec::new(),
         cmd_set: false,
         format: base.format,
         base: Some(reference),
@@ -445,9 +458,21 @@ struct Build<'a> {
     used_args: std::sync::Mutex<HashSet<String>>,
     steps_total: usize,
     steps_started: AtomicUsize,
+    /// Whether RUN can be isolated here, probed at the first RUN.
+    sandbox: std::sync::OnceLock<Result<(), String>>,
 }
 
 impl Build<'_> {
+    /// Probes once per build whether RUN can be isolated here.
+    fn sandbox_ready(&self) -> Result<(), BuildError> {
+        let probed = self.sandbox.get_or_init(|| {
+            cpu(|| crate::sandbox::probe(&self.opts.scratch_dir)).map_err(|e| e.to_string())
+        });
+        probed
+            .clone()
+            .map_err(|cause| BuildError::Unsupported(format!("RUN here: {cause}")))
+    }
+
     fn log_step(&self, at: &Location) {
         let n = self.steps_started.fetch_add(1, Ordering::Relaxed) + 1;
         crate::log_info!("[{n}/{}] {}", self.steps_total, at.text.trim());
@@ -491,6 +516,7 @@ async fn run_step(
             // Each ARG's default sees the ones declared before it on the line.
             let mut scope = env.clone();
             for (k, default) in args {
+                effect.declared.push(k.clone());
                 let value = if let Some(v) = overrides.get(k) {
                     if let Ok(mut used) = b.used_args.lock() {
                         used.insert(k.clone());
@@ -562,6 +588,27 @@ async fn run_step(
                 };
             }
             return effect::apply(session, st, effect, &key).await;
+        }
+        Instruction::Run(r) => {
+            let prepared = run::prepare(r, &st.config, &st.arg_names, &env);
+            kb.add("run", &prepared.key_text(&st.config));
+            let key = kb.finish();
+            let mut effect = Effect::history(prepared.history.clone());
+            if let Some(hit) = effect::lookup(session, &key).await {
+                effect.layer = Some(hit);
+                return effect::apply(session, st, effect, &key).await;
+            }
+            b.sandbox_ready()?;
+            let dirs = run::step_dirs(st.fs.dir(), step.at.line)?;
+            let result = async {
+                effect.layer = Some(NewLayer::Planned(
+                    run::execute(session, &st.fs, &st.config, &env, &prepared, &dirs).await?,
+                ));
+                effect::apply(session, st, effect, &key).await
+            }
+            .await;
+            dirs.remove();
+            return result;
         }
         Instruction::Unsupported(kw) => {
             return Err(BuildError::Unsupported(kw.clone()));

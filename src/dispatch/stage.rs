@@ -39,6 +39,11 @@ impl StageFs {
         }
     }
 
+    /// This stage's scratch dir.
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// The blob file of a layer, through the build's blob store.
     pub async fn blob(session: &Session, layer: &Layer) -> Result<PathBuf, BuildError> {
         Ok(layer.compressed(&session.store).await?)
@@ -259,6 +264,12 @@ fn planned_entry(path: &str, p: &Planned) -> Entry {
         EntryBody::Symlink(t) => (Kind::Symlink(t.clone()), 0),
         EntryBody::Hardlink(t) => (Kind::Hardlink(t.clone()), 0),
     };
+    let whiteout = match path.rsplit_once('/') {
+        Some((dir, name)) => reader::whiteout_of(dir, name),
+        None => reader::whiteout_of("", path),
+    }
+    .ok()
+    .flatten();
     Entry {
         path: path.to_string(),
         kind,
@@ -267,7 +278,7 @@ fn planned_entry(path: &str, p: &Planned) -> Entry {
         gid: p.meta.gid,
         size,
         mtime: p.meta.mtime,
-        whiteout: None,
+        whiteout,
         xattrs: p.meta.xattrs.clone(),
     }
 }

@@ -40,6 +40,99 @@ fn lookup(file: Option<&str>, name: &str, field: usize) -> Option<u64> {
     })
 }
 
+/// Who a RUN command runs as, resolved as runc resolves `USER` against the
+/// image's own files: a name must exist; a number need not (group 0, home /).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ExecUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups: every group in /etc/group that lists the user.
+    pub groups: Vec<u32>,
+    pub home: String,
+}
+
+pub(crate) fn exec_user(
+    spec: &str,
+    passwd: Option<&str>,
+    group: Option<&str>,
+) -> Result<ExecUser, String> {
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let entries: Vec<Vec<&str>> = passwd
+        .unwrap_or("")
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4)
+        .collect();
+    let entry = match u.parse::<u32>() {
+        Ok(n) => entries.iter().find(|f| f[2].parse::<u32>().ok() == Some(n)),
+        Err(_) => Some(entries.iter().find(|f| f[0] == u).ok_or_else(|| {
+            format!("unable to find user {u}: no matching entries in passwd file")
+        })?),
+    };
+    let uid = match (u.parse::<u32>(), entry) {
+        (Ok(n), _) => n,
+        (Err(_), Some(f)) => f[2]
+            .parse()
+            .map_err(|_| format!("user {u}: invalid uid in passwd file"))?,
+        (Err(_), None) => unreachable_user(u)?,
+    };
+    let name = entry.map(|f| f[0]).unwrap_or("");
+    let primary = entry.and_then(|f| f[3].parse::<u32>().ok()).unwrap_or(0);
+    let home = entry
+        .and_then(|f| f.get(5))
+        .filter(|h| !h.is_empty())
+        .unwrap_or(&"/")
+        .to_string();
+    let groups_file: Vec<Vec<&str>> = group
+        .unwrap_or("")
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 3)
+        .collect();
+    let gid = match g {
+        None => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => groups_file
+                .iter()
+                .find(|f| f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| {
+                    format!("unable to find group {g}: no matching entries in group file")
+                })?,
+        },
+    };
+    // An explicit group replaces the supplementary ones (runc's rule).
+    let mut groups = vec![gid];
+    if g.is_none() && !name.is_empty() {
+        for f in &groups_file {
+            let members = f.get(3).copied().unwrap_or("");
+            if members.split(',').any(|m| m == name) {
+                if let Ok(n) = f[2].parse::<u32>() {
+                    if !groups.contains(&n) {
+                        groups.push(n);
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExecUser {
+        uid,
+        gid,
+        groups,
+        home,
+    })
+}
+
+fn unreachable_user(u: &str) -> Result<u32, String> {
+    Err(format!(
+        "unable to find user {u}: no matching entries in passwd file"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +146,22 @@ mod tests {
         assert_eq!(parse_owner("app", Some(pw), Some(gr)), Ok((1000, 1000)));
         assert_eq!(parse_owner("app:staff", Some(pw), Some(gr)), Ok((1000, 50)));
         assert!(parse_owner("nobody", Some(pw), Some(gr)).is_err());
+    }
+
+    #[test]
+    fn exec_users_as_runc_resolves_them() {
+        let pw = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n";
+        let gr = "root:x:0:\napp:x:1001:\nstaff:x:50:app,bob\n";
+        let app = exec_user("app", Some(pw), Some(gr)).unwrap();
+        assert_eq!(
+            (app.uid, app.gid, app.groups.clone()),
+            (1000, 1001, vec![1001, 50])
+        );
+        assert_eq!(app.home, "/home/app");
+        let n = exec_user("4242", Some(pw), Some(gr)).unwrap();
+        assert_eq!((n.uid, n.gid, n.home.as_str()), (4242, 0, "/"));
+        let g = exec_user("1000:staff", Some(pw), Some(gr)).unwrap();
+        assert_eq!((g.uid, g.gid, g.groups), (1000, 50, vec![50]));
+        assert!(exec_user("nobody", Some(pw), Some(gr)).is_err());
     }
 }

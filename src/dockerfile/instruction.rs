@@ -50,8 +50,22 @@ pub struct Copy {
     pub heredocs: Vec<Heredoc>,
 }
 
+/// RUN: the command and its flags, unexpanded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub command: CommandLine,
+    pub heredocs: Vec<Heredoc>,
+    /// `--mount` specs (refused by the plan until they are supported).
+    pub mounts: Vec<String>,
+    /// `--network=default|none|host`.
+    pub network: Option<String>,
+    /// `--security=sandbox|insecure`.
+    pub security: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Instruction {
+    Run(Run),
     Arg(ArgList),
     Env(Vec<(String, String)>),
     Label(Vec<(String, String)>),
@@ -67,7 +81,7 @@ pub enum Instruction {
     Shell(Vec<String>),
     Healthcheck(serde_json::Value),
     Onbuild(String),
-    /// Known to BuildKit but not to Kiln yet (RUN, ADD): fails when reached.
+    /// Known to BuildKit but not to Kiln yet (ADD): fails when reached.
     Unsupported(String),
 }
 
@@ -448,7 +462,36 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
             }
             Instruction::Onbuild(trigger)
         }
-        "run" | "add" => Instruction::Unsupported(kw.to_ascii_uppercase()),
+        "run" => {
+            let flags = Flags::new(node, at, &["mount", "network", "security"])?;
+            if node.args.is_empty() && node.heredocs.is_empty() {
+                return Err(at.error("RUN requires at least one argument"));
+            }
+            let network = flags.string("network")?;
+            if let Some(n) = &network {
+                if !matches!(n.as_str(), "default" | "none" | "host") {
+                    return Err(at.error(format!("unsupported network mode: {n}")));
+                }
+            }
+            let security = flags.string("security")?;
+            if let Some(s) = &security {
+                if !matches!(s.as_str(), "sandbox" | "insecure") {
+                    return Err(at.error(format!("unsupported security mode: {s}")));
+                }
+            }
+            Instruction::Run(Run {
+                command: if node.json {
+                    CommandLine::Exec(node.args.clone())
+                } else {
+                    CommandLine::Shell(node.args.first().cloned().unwrap_or_default())
+                },
+                heredocs: node.heredocs.clone(),
+                mounts: flags.strings("mount"),
+                network,
+                security,
+            })
+        }
+        "add" => Instruction::Unsupported(kw.to_ascii_uppercase()),
         _ => return Err(at.error(format!("unknown instruction: {}", node.original_keyword))),
     })
 }

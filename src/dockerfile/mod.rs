@@ -7,5 +7,5 @@ pub(crate) mod shell;
 
 pub use instruction::{
     parse_dockerfile, parse_triggers, CommandLine, Copy, Dockerfile, Instruction, InstructionError,
-    Location, Stage, Step,
+    Location, Run, Stage, Step,
 };

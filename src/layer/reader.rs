@@ -239,26 +239,11 @@ where
             Some((d, n)) => (d.to_string(), n.to_string()),
             None => (String::new(), path.clone()),
         };
-        let whiteout = if name == ".wh..wh..opq" {
-            Some(Whiteout::Opaque(dir))
-        } else if let Some(hidden) = name.strip_prefix(".wh.") {
-            // `.wh.`, `.wh..` and `.wh...` would hide the directory itself or its parent.
-            if matches!(hidden, "" | "." | "..") {
-                return Err(ReadError::Entry {
-                    layer: label.to_string(),
-                    path: crate::pathname::display(&path),
-                    reason: format!("whiteout {name:?} names no file (refused)"),
-                });
-            }
-            let target = if dir.is_empty() {
-                hidden.to_string()
-            } else {
-                format!("{dir}/{hidden}")
-            };
-            Some(Whiteout::Remove(target))
-        } else {
-            None
-        };
+        let whiteout = whiteout_of(&dir, &name).map_err(|reason| ReadError::Entry {
+            layer: label.to_string(),
+            path: crate::pathname::display(&path),
+            reason: format!("whiteout {name:?} {reason}"),
+        })?;
         if path.is_empty() && whiteout.is_none() && kind != Kind::Dir {
             continue;
         }
@@ -292,4 +277,22 @@ where
         }
     }
     Ok(())
+}
+/// What an entry `name` in directory `dir` hides, if it is a whiteout.
+pub(crate) fn whiteout_of(dir: &str, name: &str) -> Result<Option<Whiteout>, &'static str> {
+    if name == ".wh..wh..opq" {
+        return Ok(Some(Whiteout::Opaque(dir.to_string())));
+    }
+    let Some(hidden) = name.strip_prefix(".wh.") else {
+        return Ok(None);
+    };
+    // `.wh.`, `.wh..` and `.wh...` would hide the directory itself or its parent.
+    if matches!(hidden, "" | "." | "..") {
+        return Err("names no file (refused)");
+    }
+    Ok(Some(Whiteout::Remove(if dir.is_empty() {
+        hidden.to_string()
+    } else {
+        format!("{dir}/{hidden}")
+    })))
 }

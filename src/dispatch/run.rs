@@ -1,0 +1,324 @@
+//! RUN: the command line as BuildKit builds it (SHELL, exec form, heredocs), the
+//! user and environment it runs with, and its layer: what it changed, read from
+//! the sandbox's upper dir.
+
+use super::effect::Entries;
+use super::stage::StageFs;
+use super::users::{self, ExecUser};
+use super::{BuildError, Session};
+use crate::dockerfile::shell::Env;
+use crate::dockerfile::{CommandLine, Run};
+use crate::image::spec::ImageConfig;
+use crate::sandbox::{self, RunSpec, StepDirs};
+use std::path::Path;
+
+/// BuildKit's hostname for RUN steps.
+const HOSTNAME: &str = "buildkitsandbox";
+
+/// A RUN with its final argv; nothing has run yet.
+pub(super) struct PreparedRun {
+    pub argv: Vec<String>,
+    /// A heredoc with a shebang runs as its own file: (name, bytes).
+    pub script: Option<(String, Vec<u8>)>,
+    pub network_none: bool,
+    /// BuildKit's history text.
+    pub history: String,
+}
+
+impl PreparedRun {
+    /// What the cache key needs beyond the instruction and the environment.
+    pub fn key_text(&self, config: &ImageConfig) -> String {
+        serde_json::json!({
+            "argv": self.argv,
+            "script": self.script.as_ref().map(|(n, b)| (n, crate::image::Digest::sha256_of(b).to_string())),
+            "user": config.config.user,
+            "workdir": config.config.working_dir,
+            "network_none": self.network_none,
+        })
+        .to_string()
+    }
+}
+
+/// The argv BuildKit runs: the shell prepended to the shell form; a lone heredoc
+/// run as a script (as a file when it has a shebang); other heredocs appended to
+/// the command for the shell to read.
+pub(super) fn prepare(
+    r: &Run,
+    config: &ImageConfig,
+    arg_names: &[String],
+    env: &Env,
+) -> PreparedRun {
+    let shell = config
+        .config
+        .shell
+        .clone()
+        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+    let mut script = None;
+    let argv = match &r.command {
+        CommandLine::Exec(v) => v.clone(),
+        CommandLine::Shell(s) => {
+            let body = match r.heredocs.as_slice() {
+                [] => s.clone(),
+                [h] if is_lone_heredoc(s.as_str()) => {
+                    if h.content.starts_with("#!") {
+                        script = Some((h.name.clone(), h.content.clone().into_bytes()));
+                        String::new()
+                    } else {
+                        h.content.clone()
+                    }
+                }
+                docs => {
+                    let mut full = s.clone();
+                    for h in docs {
+                        full.push('\n');
+                        full.push_str(&h.content);
+                        full.push_str(&h.name);
+                    }
+                    full
+                }
+            };
+            let body = match &script {
+                Some((name, _)) => format!("/dev/pipes/{name}"),
+                None => body,
+            };
+            shell.into_iter().chain([body]).collect()
+        }
+    };
+    // `|N K=V …` names the build args in scope, as BuildKit's history does.
+    let args: Vec<String> = arg_names
+        .iter()
+        .filter_map(|k| env.get(k).map(|v| format!("{k}={v}")))
+        .collect();
+    let mut words = Vec::new();
+    if !args.is_empty() {
+        words.push(format!("|{}", args.len()));
+        words.extend(args);
+    }
+    words.extend(argv.iter().cloned());
+    PreparedRun {
+        history: format!("RUN {} # buildkit", words.join(" ")),
+        argv,
+        script,
+        network_none: r.network.as_deref() == Some("none"),
+    }
+}
+
+/// `<<EOF`, `<<-EOF`, `<<"EOF"`: the whole command is one heredoc.
+fn is_lone_heredoc(s: &str) -> bool {
+    let Some(rest) = s.trim().strip_prefix("<<") else {
+        return false;
+    };
+    let rest = rest.strip_prefix('-').unwrap_or(rest);
+    let word = rest.trim_matches(|c| c == '"' || c == '\'');
+    !word.is_empty() && word.chars().all(|c| c.is_alphanumeric() || c == '_')
+}
+
+/// Runs a prepared RUN on the stage's root and returns its layer's entries; the
+/// files they name stay in `dirs` until the layer is written.
+pub(super) async fn execute(
+    session: &Session,
+    fs: &StageFs,
+    config: &ImageConfig,
+    env: &Env,
+    p: &PreparedRun,
+    dirs: &StepDirs,
+) -> Result<Entries, BuildError> {
+    let user = exec_user(session, fs, config).await?;
+    let root = fs.rootfs(session).await?;
+    let index = fs.index(session).await?;
+    let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push(("HOME".into(), user.home.clone()));
+    }
+    let etc_dir = dirs.base.join("etc");
+    std::fs::create_dir_all(&etc_dir)
+        .map_err(|e| BuildError::io("creating the step's /etc files", e))?;
+    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    let mut etc = Vec::new();
+    for (name, body) in [
+        ("resolv.conf", resolv),
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+                .into_bytes(),
+        ),
+        ("hostname", format!("{HOSTNAME}\n").into_bytes()),
+    ] {
+        let host = etc_dir.join(name);
+        std::fs::write(&host, body)
+            .map_err(|e| BuildError::io(format!("writing {}", host.display()), e))?;
+        etc.push((format!("etc/{name}"), host));
+    }
+    if let Some((name, bytes)) = &p.script {
+        use std::os::unix::fs::PermissionsExt;
+        let host = dirs.base.join("script");
+        std::fs::write(&host, bytes)
+            .map_err(|e| BuildError::io("writing the heredoc script", e))?;
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| BuildError::io("writing the heredoc script", e))?;
+        etc.push((format!("dev/pipes/{name}"), host));
+    }
+    // Files the sandbox mounts where the image has none are its own doing, not the
+    // command's: they are left out of the layer. (/proc, /dev and /sys stay, as
+    // BuildKit keeps them.)
+    let stubs: Vec<String> = ["etc/resolv.conf", "etc/hosts", "etc/hostname"]
+        .iter()
+        .filter(|p| index.get(p).is_none())
+        .map(|p| p.to_string())
+        .collect();
+    let spec = RunSpec {
+        lower: root.path().to_path_buf(),
+        upper: dirs.upper.clone(),
+        work: dirs.work.clone(),
+        merged: dirs.merged.clone(),
+        argv: p.argv.clone(),
+        env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        cwd: config
+            .config
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into()),
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups,
+        hostname: HOSTNAME.into(),
+        etc,
+        network_none: p.network_none,
+    };
+    let started = std::time::Instant::now();
+    let spec_file = dirs.base.join("spec.json");
+    super::cpu(|| sandbox::run(&spec, &spec_file)).map_err(|e| match e {
+        sandbox::SandboxError::Exit(_) | sandbox::SandboxError::Signal(_) => {
+            BuildError::RunFailed {
+                command: p.argv.join(" "),
+                cause: e.to_string(),
+            }
+        }
+        other => BuildError::Sandbox(other),
+    })?;
+    crate::log_debug!("RUN took {:?}", started.elapsed());
+    let mut entries = super::cpu(|| sandbox::upper::changes(&dirs.upper, index, &stubs))?;
+    drop_stub_parents(&mut entries, index);
+    Ok(entries)
+}
+
+/// `/etc` made only to hold the sandbox's stubs is not part of the change.
+fn drop_stub_parents(entries: &mut Entries, index: &crate::rootfs::index::FsIndex) {
+    let key = super::stage::PathKey("etc".into());
+    if index.get("etc").is_none()
+        && entries.contains_key(&key)
+        && !entries.keys().any(|k| k.0.starts_with("etc/"))
+    {
+        entries.remove(&key);
+    }
+}
+
+/// USER as the command runs: resolved against the stage's own passwd and group.
+async fn exec_user(
+    session: &Session,
+    fs: &StageFs,
+    config: &ImageConfig,
+) -> Result<ExecUser, BuildError> {
+    let spec = config
+        .config
+        .user
+        .clone()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "root".into());
+    let read = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let passwd = read(fs.read_file(session, "/etc/passwd").await?);
+    let group = read(fs.read_file(session, "/etc/group").await?);
+    if spec == "root" && passwd.is_none() {
+        // No passwd file: root is uid 0 all the same.
+        return Ok(ExecUser {
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+            home: "/root".into(),
+        });
+    }
+    users::exec_user(&spec, passwd.as_deref(), group.as_deref()).map_err(BuildError::Owner)
+}
+
+/// Where a RUN step keeps its overlay dirs: under the stage's scratch dir.
+pub(super) fn step_dirs(stage_dir: &Path, line: usize) -> Result<StepDirs, BuildError> {
+    sandbox::StepDirs::create(&stage_dir.join(format!("run-{line}"))).map_err(BuildError::Sandbox)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::parser::Heredoc;
+
+    fn run(cmd: CommandLine, heredocs: Vec<Heredoc>) -> Run {
+        Run {
+            command: cmd,
+            heredocs,
+            mounts: Vec::new(),
+            network: None,
+            security: None,
+        }
+    }
+
+    fn doc(name: &str, content: &str) -> Heredoc {
+        Heredoc {
+            name: name.into(),
+            content: content.into(),
+            expand: true,
+            chomp: false,
+            raw: content.into(),
+        }
+    }
+
+    #[test]
+    fn command_lines_as_buildkit_builds_them() {
+        let cfg = ImageConfig::default();
+        let env: Env = [("V".to_string(), "1".to_string())].into();
+        let p = prepare(
+            &run(CommandLine::Shell("echo hi".into()), vec![]),
+            &cfg,
+            &["V".into(), "W".into()],
+            &env,
+        );
+        assert_eq!(p.argv, ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(p.history, "RUN |1 V=1 /bin/sh -c echo hi # buildkit");
+        let p = prepare(
+            &run(CommandLine::Exec(vec!["a".into(), "b c".into()]), vec![]),
+            &cfg,
+            &[],
+            &env,
+        );
+        assert_eq!(p.argv, ["a", "b c"]);
+        let p = prepare(
+            &run(
+                CommandLine::Shell("<<EOF".into()),
+                vec![doc("EOF", "echo x\n")],
+            ),
+            &cfg,
+            &[],
+            &env,
+        );
+        assert_eq!(p.argv, ["/bin/sh", "-c", "echo x\n"]);
+        let p = prepare(
+            &run(
+                CommandLine::Shell("<<EOF".into()),
+                vec![doc("EOF", "#!/bin/sh\necho x\n")],
+            ),
+            &cfg,
+            &[],
+            &env,
+        );
+        assert_eq!(p.argv, ["/bin/sh", "-c", "/dev/pipes/EOF"]);
+        let p = prepare(
+            &run(
+                CommandLine::Shell("cat <<A <<B".into()),
+                vec![doc("A", "1\n"), doc("B", "2\n")],
+            ),
+            &cfg,
+            &[],
+            &env,
+        );
+        assert_eq!(p.argv[2], "cat <<A <<B\n1\nA\n2\nB");
+    }
+}

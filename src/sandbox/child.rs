@@ -1,0 +1,322 @@
+//! The sandbox helper: runs in a fresh, single-threaded process (the executor
+//! re-executed with `__kiln-sandbox SPEC`), so `fork` is safe here. Errors are
+//! printed and become exit codes; nothing here returns to the build.
+
+use super::RunSpec;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{chdir, execve, fork, pivot_root, ForkResult, Gid, Uid};
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+/// Exit code for a failure of the sandbox itself (not the command's).
+const SETUP_FAILED: i32 = 125;
+
+/// Entry point: `args` are what follows the helper argument.
+pub fn main(args: &[std::ffi::OsString]) -> i32 {
+    let Some(spec_file) = args.first() else {
+        eprintln!("sandbox helper: no spec given");
+        return SETUP_FAILED;
+    };
+    let probe = args.get(1).is_some_and(|a| a == "--probe");
+    let spec: RunSpec = match std::fs::read(spec_file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sandbox helper: reading {spec_file:?}: {e}");
+            return SETUP_FAILED;
+        }
+    };
+    match enter(&spec, probe) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sandbox: {e}");
+            SETUP_FAILED
+        }
+    }
+}
+
+fn err(op: &str) -> impl FnOnce(nix::Error) -> String + '_ {
+    move |e| format!("{op}: {e}")
+}
+
+/// New namespaces and the overlay, then a child that is pid 1 of the new pid
+/// namespace: when it exits, the kernel kills whatever the command left running.
+fn enter(spec: &RunSpec, probe: bool) -> Result<i32, String> {
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if spec.network_none {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(err("unshare"))?;
+    // Nothing mounted here may reach the host's mount table.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(err("making / private"))?;
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        spec.lower.display(),
+        spec.upper.display(),
+        spec.work.display()
+    );
+    mount(
+        Some("overlay"),
+        &spec.merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(err("mounting the overlay"))?;
+    if probe {
+        return Ok(0);
+    }
+    // SAFETY: this process is single-threaded (a fresh exec of the executor that
+    // started no runtime), so the child may run any code.
+    match unsafe { fork() }.map_err(err("fork"))? {
+        ForkResult::Child => {
+            let e = match setup_and_exec(spec) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            eprintln!("{e}");
+            std::process::exit(e.code);
+        }
+        ForkResult::Parent { child } => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                Ok(_) => continue,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(format!("waiting for the command: {e}")),
+            }
+        },
+    }
+}
+
+/// A failure before the command ran, with the exit code to report.
+struct ExecError {
+    code: i32,
+    message: String,
+}
+
+impl std::fmt::Display for ExecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn setup(message: String) -> ExecError {
+    ExecError {
+        code: SETUP_FAILED,
+        message: format!("sandbox: {message}"),
+    }
+}
+
+fn setup_and_exec(spec: &RunSpec) -> Result<std::convert::Infallible, ExecError> {
+    let root = &spec.merged;
+    nix::unistd::sethostname(&spec.hostname).map_err(|e| setup(format!("sethostname: {e}")))?;
+    mount_system_dirs(root).map_err(setup)?;
+    for (target, source) in &spec.etc {
+        // An image whose /etc is a link gets no such file rather than one outside it.
+        if let Ok(target) = inside(root, target) {
+            bind_file(source, &target).map_err(setup)?;
+        }
+    }
+    // pivot_root, not chroot: the old root is detached, so nothing can climb back.
+    chdir(root).map_err(|e| setup(format!("chdir {}: {e}", root.display())))?;
+    pivot_root(".", ".").map_err(|e| setup(format!("pivot_root: {e}")))?;
+    umount2(".", MntFlags::MNT_DETACH)
+        .map_err(|e| setup(format!("detaching the old root: {e}")))?;
+    chdir("/").map_err(|e| setup(format!("chdir /: {e}")))?;
+    // The working directory is made when missing, as runc makes it.
+    std::fs::create_dir_all(&spec.cwd)
+        .map_err(|e| setup(format!("creating the working directory {}: {e}", spec.cwd)))?;
+    chdir(spec.cwd.as_str()).map_err(|e| setup(format!("chdir {}: {e}", spec.cwd)))?;
+    let groups: Vec<Gid> = spec.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(|e| setup(format!("setgroups: {e}")))?;
+    nix::unistd::setgid(Gid::from_raw(spec.gid)).map_err(|e| setup(format!("setgid: {e}")))?;
+    nix::unistd::setuid(Uid::from_raw(spec.uid)).map_err(|e| setup(format!("setuid: {e}")))?;
+    let program = spec.argv.first().ok_or_else(|| ExecError {
+        code: 127,
+        message: "RUN: no command given".into(),
+    })?;
+    let path = lookup(program, &spec.env).ok_or_else(|| ExecError {
+        code: 127,
+        message: format!("{program}: executable file not found in $PATH"),
+    })?;
+    let c = |s: &str| {
+        CString::new(crate::pathname::to_bytes(s)).map_err(|_| ExecError {
+            code: 127,
+            message: format!("{s:?}: contains a NUL byte"),
+        })
+    };
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| c(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = spec
+        .env
+        .iter()
+        .map(|a| c(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let path = c(&path)?;
+    let e = execve(&path, &argv, &env).unwrap_err();
+    Err(ExecError {
+        code: if e == nix::Error::ENOENT { 127 } else { 126 },
+        message: format!("{program}: {e}"),
+    })
+}
+
+/// `name` as is when it has a slash, else the first executable match on the
+/// command's own PATH (inside the root, after pivot_root).
+fn lookup(name: &str, env: &[String]) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') {
+        return Some(name.to_string());
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(crate::dispatch::DEFAULT_PATH);
+    path.split(':').find_map(|dir| {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let p = format!("{dir}/{name}");
+        let m = std::fs::metadata(crate::pathname::to_path(&p)).ok()?;
+        (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(p)
+    })
+}
+
+/// `rel` under `root`, refused when an existing component is not a real
+/// directory (or, for the last one, is a link): mounting through an image's
+/// symlink would land on the host, which is still visible before pivot_root.
+fn inside(root: &Path, rel: &str) -> Result<PathBuf, String> {
+    let mut p = root.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        if matches!(*part, "." | "..") {
+            return Err(format!("/{rel}: not a clean path"));
+        }
+        p.push(part);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "/{rel}: {} is a symbolic link in the image",
+                    p.display()
+                ))
+            }
+            Ok(m) if i + 1 < parts.len() && !m.is_dir() => {
+                return Err(format!("/{rel}: a parent is not a directory"))
+            }
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+fn mnt(
+    source: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), String> {
+    mount(source, target, fstype, flags, data).map_err(|e| {
+        format!(
+            "mounting {} on {}: {e}",
+            source.unwrap_or("-"),
+            target.display()
+        )
+    })
+}
+
+fn ensure_dir(p: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(p).map_err(|e| format!("creating {}: {e}", p.display()))
+}
+
+/// A fresh /proc of the new pid namespace, a /dev with the host's harmless
+/// nodes (the image's own are not trusted), a read-only /sys.
+fn mount_system_dirs(root: &Path) -> Result<(), String> {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let proc_dir = inside(root, "proc")?;
+    ensure_dir(&proc_dir)?;
+    mnt(Some("proc"), &proc_dir, Some("proc"), nosuid, None)?;
+    let dev = inside(root, "dev")?;
+    ensure_dir(&dev)?;
+    mnt(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        bind_file(&PathBuf::from("/dev").join(node), &dev.join(node))?;
+    }
+    let pts = dev.join("pts");
+    ensure_dir(&pts)?;
+    mnt(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    let shm = dev.join("shm");
+    ensure_dir(&shm)?;
+    mnt(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        nosuid,
+        Some("mode=1777,size=65536k"),
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link))
+            .map_err(|e| format!("linking /dev/{link}: {e}"))?;
+    }
+    let sys = inside(root, "sys")?;
+    ensure_dir(&sys)?;
+    mnt(
+        Some("/sys"),
+        &sys,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    mnt(
+        None,
+        &sys,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid,
+        None,
+    )?;
+    Ok(())
+}
+
+/// Bind-mounts a file, making the mount point (an empty file) when missing.
+fn bind_file(source: &Path, target: &Path) -> Result<(), String> {
+    if std::fs::symlink_metadata(target).is_err() {
+        if let Some(parent) = target.parent() {
+            ensure_dir(parent)?;
+        }
+        std::fs::write(target, b"").map_err(|e| format!("creating {}: {e}", target.display()))?;
+    }
+    mnt(source.to_str(), target, None, MsFlags::MS_BIND, None)
+}

@@ -1,0 +1,173 @@
+//! Runs a RUN step's command on a stage's root without touching the host's: a
+//! helper process (this binary, re-executed, so it starts single-threaded and may
+//! fork safely) enters new mount, pid, UTS and IPC namespaces, mounts an overlay
+//! (lower = the unpacked stage root, upper = what the command changes), gives it
+//! /proc, /dev, /sys and the /etc files BuildKit provides, pivots into it and
+//! executes the command. When the command exits, the pid namespace ends and takes
+//! every process it left behind with it; the upper dir is the step's change.
+//!
+//! The ladder of ../shared/research/run-sandbox.md starts here with the setting
+//! that has the privilege for it (root with CAP_SYS_ADMIN: a host or VM as root);
+//! user namespaces and chroot are the next rungs (see docs/architecture.md).
+
+pub mod child;
+pub(crate) mod upper;
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The hidden first argument that makes the executor the sandbox helper.
+pub const HELPER_ARG: &str = "__kiln-sandbox";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("RUN needs mount namespaces, which this process cannot create ({cause}); run Kiln as root on a host or VM (RUN in containers and as non-root is not supported yet)")]
+    Unavailable { cause: String },
+    #[error("starting the sandbox helper {path}: {source}")]
+    Spawn {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{op}: {source}")]
+    Io { op: String, source: std::io::Error },
+    #[error("sandbox spec: {0}")]
+    Spec(#[from] serde_json::Error),
+    #[error("exit code: {0}")]
+    Exit(i32),
+    #[error("killed by signal {0}")]
+    Signal(i32),
+}
+
+fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
+    let op = op.into();
+    move |source| SandboxError::Io { op, source }
+}
+
+/// What the helper does: everything decided by the parent, so the helper only
+/// makes system calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// The stage's unpacked root (the overlay's lower dir; never written).
+    pub lower: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+    pub argv: Vec<String>,
+    /// `KEY=VALUE`, PATH among them (the command is looked up with it, in the root).
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub hostname: String,
+    /// Files bind-mounted over root paths (resolv.conf, hosts, hostname, a script).
+    pub etc: Vec<(String, PathBuf)>,
+    /// `RUN --network=none`: a network namespace of its own (loopback only).
+    pub network_none: bool,
+}
+
+/// Where a step's change is captured, under the stage's scratch dir.
+pub(crate) struct StepDirs {
+    pub base: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+}
+
+impl StepDirs {
+    pub fn create(base: &Path) -> Result<StepDirs, SandboxError> {
+        let d = StepDirs {
+            upper: base.join("upper"),
+            work: base.join("work"),
+            merged: base.join("merged"),
+            base: base.to_path_buf(),
+        };
+        for p in [&d.upper, &d.work, &d.merged] {
+            std::fs::create_dir_all(p).map_err(io(format!("creating {}", p.display())))?;
+        }
+        Ok(d)
+    }
+
+    /// Removes everything the step left in scratch.
+    pub fn remove(self) {
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+/// Whether RUN can be isolated here; probed once per build by running the helper
+/// on an empty overlay.
+pub(crate) fn probe(scratch: &Path) -> Result<(), SandboxError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(SandboxError::Unavailable {
+            cause: format!("running as uid {}", nix::unistd::geteuid()),
+        });
+    }
+    let base = scratch.join("sandbox-probe");
+    let dirs = StepDirs::create(&base)?;
+    let lower = base.join("lower");
+    std::fs::create_dir_all(&lower).map_err(io("creating the probe root"))?;
+    let spec = RunSpec {
+        lower,
+        upper: dirs.upper.clone(),
+        work: dirs.work.clone(),
+        merged: dirs.merged.clone(),
+        argv: Vec::new(),
+        env: Vec::new(),
+        cwd: "/".into(),
+        uid: 0,
+        gid: 0,
+        groups: Vec::new(),
+        hostname: "probe".into(),
+        etc: Vec::new(),
+        network_none: false,
+    };
+    let result = run_helper(&spec, &base.join("spec.json"), true);
+    dirs.remove();
+    match result {
+        Ok(()) => Ok(()),
+        Err(SandboxError::Exit(_)) | Err(SandboxError::Signal(_)) => {
+            Err(SandboxError::Unavailable {
+                cause: "the probe could not mount an overlay in a new mount namespace".into(),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the command of `spec`; its output goes to this process's stderr (the log).
+pub(crate) fn run(spec: &RunSpec, spec_file: &Path) -> Result<(), SandboxError> {
+    run_helper(spec, spec_file, false)
+}
+
+fn run_helper(spec: &RunSpec, spec_file: &Path, probe: bool) -> Result<(), SandboxError> {
+    use std::os::unix::process::ExitStatusExt;
+    std::fs::write(spec_file, serde_json::to_vec(spec)?)
+        .map_err(io(format!("writing {}", spec_file.display())))?;
+    let exe = PathBuf::from("/proc/self/exe");
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg(HELPER_ARG).arg(spec_file);
+    if probe {
+        cmd.arg("--probe");
+    }
+    cmd.stdin(std::process::Stdio::null());
+    // The command's stdout is log output: the executor's own stdout carries only
+    // the digest.
+    let err = std::io::stderr();
+    let out = std::os::fd::AsFd::as_fd(&err)
+        .try_clone_to_owned()
+        .map_err(io("duplicating stderr"))?;
+    cmd.stdout(std::process::Stdio::from(out));
+    if probe {
+        cmd.stderr(std::process::Stdio::null());
+    }
+    let status = cmd.status().map_err(|source| SandboxError::Spawn {
+        path: exe.clone(),
+        source,
+    })?;
+    match (status.code(), status.signal()) {
+        (Some(0), _) => Ok(()),
+        (Some(c), _) => Err(SandboxError::Exit(c)),
+        (None, Some(s)) => Err(SandboxError::Signal(s)),
+        (None, None) => Err(SandboxError::Exit(-1)),
+    }
+}

@@ -1,0 +1,229 @@
+//! A step's change, read from the overlay upper dir it wrote: the layer's entries
+//! with whiteouts in the image form. Overlay writes a deletion as a 0:0 character
+//! device and a directory that hides what was below with `trusted.overlay.opaque`;
+//! its own bookkeeping xattrs never reach the layer.
+
+use crate::dispatch::stage::{PathKey, Planned};
+use crate::layer::writer::{EntryBody, EntryMeta};
+use crate::rootfs::index::{FsIndex, NodeKind};
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpperError {
+    #[error("reading the step's changes at {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The entries of the layer `upper` stands for. `lower` tells which directories
+/// existed before (only those need an opaque marker); `skip` lists mount points
+/// the sandbox made, which are not the command's doing.
+pub(crate) fn changes(
+    upper: &Path,
+    lower: &FsIndex,
+    skip: &[String],
+) -> Result<BTreeMap<PathKey, Planned>, UpperError> {
+    let mut out = BTreeMap::new();
+    let mut links: HashMap<(u64, u64), String> = HashMap::new();
+    walk(upper, "", lower, skip, &mut links, &mut out)?;
+    Ok(out)
+}
+
+fn walk(
+    dir: &Path,
+    rel: &str,
+    lower: &FsIndex,
+    skip: &[String],
+    links: &mut HashMap<(u64, u64), String>,
+    out: &mut BTreeMap<PathKey, Planned>,
+) -> Result<(), UpperError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| UpperError::Io { path, source }
+    };
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io(dir))?;
+    names.sort();
+    for name in names {
+        let host = dir.join(&name);
+        let name = crate::pathname::from_os(&name);
+        let path = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        if skip.contains(&path) {
+            continue;
+        }
+        let m = std::fs::symlink_metadata(&host).map_err(io(&host))?;
+        let ft = m.file_type();
+        let meta = EntryMeta {
+            mode: m.mode() & 0o7777,
+            uid: u64::from(m.uid()),
+            gid: u64::from(m.gid()),
+            mtime: m.mtime().max(0) as u64,
+            xattrs: xattrs(&host).map_err(io(&host))?,
+        };
+        if ft.is_char_device() && m.rdev() == 0 {
+            let wh = match rel {
+                "" => format!(".wh.{name}"),
+                _ => format!("{rel}/.wh.{name}"),
+            };
+            out.insert(
+                PathKey(wh),
+                Planned {
+                    meta: EntryMeta {
+                        mode: 0,
+                        uid: 0,
+                        gid: 0,
+                        mtime: meta.mtime,
+                        xattrs: Vec::new(),
+                    },
+                    body: EntryBody::Bytes(Vec::new()),
+                },
+            );
+            continue;
+        }
+        let body = if ft.is_dir() {
+            EntryBody::Dir
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&host).map_err(io(&host))?;
+            EntryBody::Symlink(crate::pathname::from_os(target.as_os_str()))
+        } else if ft.is_file() {
+            let id = (m.dev(), m.ino());
+            let unchanged_copy = lower.get(&path).is_some_and(|n| {
+                n.kind == NodeKind::File
+                    && n.size == m.len()
+                    && n.mtime == m.mtime().max(0) as u64
+                    && n.mode & 0o7777 == m.mode() & 0o7777
+            });
+            match links.get(&id) {
+                // A copied-up file left out of the layer cannot be a link target.
+                _ if unchanged_copy => EntryBody::File {
+                    source: host.clone(),
+                    size: m.len(),
+                },
+                Some(first) if m.nlink() > 1 => EntryBody::Hardlink(first.clone()),
+                _ => {
+                    if m.nlink() > 1 {
+                        links.insert(id, path.clone());
+                    }
+                    EntryBody::File {
+                        source: host.clone(),
+                        size: m.len(),
+                    }
+                }
+            }
+        } else {
+            // Devices, FIFOs and sockets a command made: the layer writer has no
+            // such entries yet.
+            crate::log_warn!(
+                "RUN made /{path}, which is not a file, directory or link: left out of the layer"
+            );
+            continue;
+        };
+        let opaque = ft.is_dir()
+            && is_opaque(&host)
+            && matches!(lower.get(&path).map(|n| &n.kind), Some(NodeKind::Dir));
+        // Overlay copies a file or directory up when the command only opened it
+        // for writing, or changed something below it: the layer leaves out what
+        // still matches the lower one (BuildKit's overlay differ does the same).
+        let same = !opaque
+            && lower.get(&path).is_some_and(|n| {
+                let kind = match (&n.kind, &body) {
+                    (NodeKind::Dir, EntryBody::Dir) => true,
+                    (NodeKind::File, EntryBody::File { size, .. }) => *size == n.size,
+                    (NodeKind::Symlink(a), EntryBody::Symlink(b)) => a == b,
+                    _ => false,
+                };
+                kind && n.mode & 0o7777 == meta.mode
+                    && (n.uid, n.gid) == (meta.uid, meta.gid)
+                    && n.mtime == meta.mtime
+                    && n.xattrs == meta.xattrs
+            });
+        if !same {
+            out.insert(PathKey(path.clone()), Planned { meta, body });
+        }
+        if opaque {
+            out.insert(
+                PathKey(format!("{path}/.wh..wh..opq")),
+                Planned {
+                    meta: EntryMeta {
+                        mode: 0,
+                        uid: 0,
+                        gid: 0,
+                        mtime: 0,
+                        xattrs: Vec::new(),
+                    },
+                    body: EntryBody::Bytes(Vec::new()),
+                },
+            );
+        }
+        if ft.is_dir() {
+            walk(&host, &path, lower, skip, links, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn is_opaque(p: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|n| get_xattr(p, n).is_some_and(|v| v == b"y"))
+}
+
+/// The entry's own xattrs, without overlay's bookkeeping ones.
+fn xattrs(p: &Path) -> std::io::Result<crate::layer::Xattrs> {
+    let c = cpath(p)?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `c` is a valid C string and `buf` is writable for its length.
+    let n = unsafe { nix::libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        // Filesystems without xattrs (or links on some) simply have none.
+        return match e.raw_os_error() {
+            Some(nix::libc::ENOTSUP) => Ok(Vec::new()),
+            _ => Err(e),
+        };
+    }
+    let mut out = Vec::new();
+    for name in buf[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        let name = String::from_utf8_lossy(name).into_owned();
+        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+            continue;
+        }
+        if let Some(v) = get_xattr(p, &name) {
+            out.push((name, v));
+        }
+    }
+    Ok(out)
+}
+
+fn get_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let c = cpath(p).ok()?;
+    let n = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: valid C strings, and `buf` is writable for its length.
+    let len =
+        unsafe { nix::libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| {
+        buf.truncate(len as usize);
+        buf
+    })
+}
+
+fn cpath(p: &Path) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+}
