@@ -332,7 +332,7 @@ cases! {
     run_deletes_and_replaces_directories: "FROM {BASE}\nRUN mkdir -p /d/old && echo 1 > /d/old/f && echo 2 > /d/keep\nRUN rm -rf /d && mkdir /d && echo y > /d/new && rm /etc/group\n";
     run_shell_exec_env_and_workdir: "FROM {BASE}\nARG V=1\nENV E=2\nRUN echo \"$V $E $HOME $PATH\" > /env.txt\nRUN [\"/bin/sh\", \"-c\", \"id -u > /uid; pwd > /pwd\"]\nWORKDIR /w\nRUN pwd > /w/pwd && hostname > /w/host\nSHELL [\"/bin/sh\", \"-ec\"]\nRUN echo shell > /w/shell\n";
     run_heredocs: "FROM {BASE}\nRUN <<EOF\necho a > /a\nEOF\nRUN <<EOF\n#!/bin/sh\necho b > /b\nEOF\nRUN cat > /c <<A && cat > /d <<B\n1\nA\n2\nB\n";
-    run_as_user: "FROM {BASE}\nRUN busybox mkdir -p /home/app && busybox chown app:app /home/app && echo extra:x:555:app >> /etc/group\nUSER app\nRUN id > ~/id && busybox touch ~/x && echo $HOME > ~/home\nUSER 4321\nRUN id > /tmp/id-4321 && echo $HOME > /tmp/home-4321\nUSER root\nRUN ls -ln /home/app > /owners\n";
+    run_as_user: "FROM {BASE}\nRUN busybox mkdir -p /home/app && busybox chown app:app /home/app && echo extra:x:555:app >> /etc/group\nUSER app\nRUN id > ~/id && busybox touch ~/x && echo $HOME > ~/home\nUSER 4321\nRUN id > /tmp/id-4321 && echo $HOME > /tmp/home-4321\nUSER root\nRUN stat -c \"%a %u %g %n\" /home/app /home/app/* > /owners\n";
     run_failure_is_refused: "FROM {BASE}\nRUN true\nRUN exit 3\n";
     run_background_process_is_killed: "FROM {BASE}\nRUN (sleep 100; echo late > /late) & echo now > /now\nRUN test ! -e /late && echo ok > /checked\n";
     copy_file_into_dir: "FROM {BASE}\nCOPY a.txt /dst/\n";
