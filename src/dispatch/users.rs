@@ -66,18 +66,21 @@ pub(crate) fn exec_user(
         .map(|l| l.split(':').collect::<Vec<_>>())
         .filter(|f| f.len() >= 4)
         .collect();
-    let entry = match u.parse::<u32>() {
-        Ok(n) => entries.iter().find(|f| f[2].parse::<u32>().ok() == Some(n)),
-        Err(_) => Some(entries.iter().find(|f| f[0] == u).ok_or_else(|| {
-            format!("unable to find user {u}: no matching entries in passwd file")
-        })?),
-    };
-    let uid = match (u.parse::<u32>(), entry) {
-        (Ok(n), _) => n,
-        (Err(_), Some(f)) => f[2]
-            .parse()
-            .map_err(|_| format!("user {u}: invalid uid in passwd file"))?,
-        (Err(_), None) => unreachable_user(u)?,
+    // A number need not be in passwd; a name must.
+    let (uid, entry) = match u.parse::<u32>() {
+        Ok(n) => (
+            n,
+            entries.iter().find(|f| f[2].parse::<u32>().ok() == Some(n)),
+        ),
+        Err(_) => {
+            let f = entries.iter().find(|f| f[0] == u).ok_or_else(|| {
+                format!("unable to find user {u}: no matching entries in passwd file")
+            })?;
+            let uid = f[2]
+                .parse()
+                .map_err(|_| format!("user {u}: invalid uid in passwd file"))?;
+            (uid, Some(f))
+        }
     };
     let name = entry.map(|f| f[0]).unwrap_or("");
     let primary = entry.and_then(|f| f[3].parse::<u32>().ok()).unwrap_or(0);
@@ -125,12 +128,6 @@ pub(crate) fn exec_user(
         groups,
         home,
     })
-}
-
-fn unreachable_user(u: &str) -> Result<u32, String> {
-    Err(format!(
-        "unable to find user {u}: no matching entries in passwd file"
-    ))
 }
 
 #[cfg(test)]

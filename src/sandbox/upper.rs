@@ -77,72 +77,30 @@ fn walk(
                 "" => format!(".wh.{name}"),
                 _ => format!("{rel}/.wh.{name}"),
             };
-            out.insert(
-                PathKey(wh),
-                Planned {
-                    meta: EntryMeta {
-                        mode: 0,
-                        uid: 0,
-                        gid: 0,
-                        mtime: meta.mtime,
-                        xattrs: Vec::new(),
-                    },
-                    body: EntryBody::Bytes(Vec::new()),
-                },
-            );
+            out.insert(PathKey(wh), marker(meta.mtime));
             continue;
         }
-        let body = if ft.is_dir() {
-            EntryBody::Dir
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(&host).map_err(io(&host))?;
-            EntryBody::Symlink(crate::pathname::from_os(target.as_os_str()))
-        } else if ft.is_file() {
-            let id = (m.dev(), m.ino());
-            let unchanged_copy = lower.get(&path).is_some_and(|n| {
-                n.kind == NodeKind::File
-                    && n.size == m.len()
-                    && n.mtime == m.mtime().max(0) as u64
-                    && n.mode & 0o7777 == m.mode() & 0o7777
-            });
-            match links.get(&id) {
-                // A copied-up file left out of the layer cannot be a link target.
-                _ if unchanged_copy => EntryBody::File {
-                    source: host.clone(),
-                    size: m.len(),
-                },
-                Some(first) if m.nlink() > 1 => EntryBody::Hardlink(first.clone()),
-                _ => {
-                    if m.nlink() > 1 {
-                        links.insert(id, path.clone());
-                    }
-                    EntryBody::File {
-                        source: host.clone(),
-                        size: m.len(),
-                    }
-                }
-            }
+        let target = if ft.is_symlink() {
+            let t = std::fs::read_link(&host).map_err(io(&host))?;
+            Some(crate::pathname::from_os(t.as_os_str()))
         } else {
-            // Devices, FIFOs and sockets a command made: the layer writer has no
-            // such entries yet.
-            crate::log_warn!(
-                "RUN made /{path}, which is not a file, directory or link: left out of the layer"
-            );
-            continue;
+            None
         };
+        let below = lower.get(&path);
         let opaque = ft.is_dir()
             && is_opaque(&host)
-            && matches!(lower.get(&path).map(|n| &n.kind), Some(NodeKind::Dir));
+            && matches!(below.map(|n| &n.kind), Some(NodeKind::Dir));
         // Overlay copies a file or directory up when the command only opened it
         // for writing, or changed something below it: the layer leaves out what
-        // still matches the lower one (BuildKit's overlay differ does the same).
+        // still matches the lower one (BuildKit's overlay differ does the same),
+        // and such a file is never a hard link's target.
         let same = !opaque
-            && lower.get(&path).is_some_and(|n| {
-                let kind = match (&n.kind, &body) {
-                    (NodeKind::Dir, EntryBody::Dir) => true,
-                    (NodeKind::File, EntryBody::File { size, .. }) => *size == n.size,
-                    (NodeKind::Symlink(a), EntryBody::Symlink(b)) => a == b,
-                    _ => false,
+            && below.is_some_and(|n| {
+                let kind = match &n.kind {
+                    NodeKind::Dir => ft.is_dir(),
+                    NodeKind::File => ft.is_file() && n.size == m.len(),
+                    NodeKind::Symlink(a) => target.as_ref() == Some(a),
+                    NodeKind::Other => false,
                 };
                 kind && n.mode & 0o7777 == meta.mode
                     && (n.uid, n.gid) == (meta.uid, meta.gid)
@@ -150,28 +108,56 @@ fn walk(
                     && n.xattrs == meta.xattrs
             });
         if !same {
+            let body = if ft.is_dir() {
+                EntryBody::Dir
+            } else if let Some(t) = target {
+                EntryBody::Symlink(t)
+            } else if ft.is_file() {
+                let id = (m.dev(), m.ino());
+                match links.get(&id) {
+                    Some(first) if m.nlink() > 1 => EntryBody::Hardlink(first.clone()),
+                    _ => {
+                        if m.nlink() > 1 {
+                            links.insert(id, path.clone());
+                        }
+                        EntryBody::File {
+                            source: host.clone(),
+                            size: m.len(),
+                        }
+                    }
+                }
+            } else {
+                // Devices, FIFOs and sockets a command made: the layer writer has
+                // no such entries yet.
+                crate::log_warn!(
+                    "RUN made /{path}, which is not a file, directory or link: left out of the layer"
+                );
+                continue;
+            };
             out.insert(PathKey(path.clone()), Planned { meta, body });
         }
         if opaque {
-            out.insert(
-                PathKey(format!("{path}/.wh..wh..opq")),
-                Planned {
-                    meta: EntryMeta {
-                        mode: 0,
-                        uid: 0,
-                        gid: 0,
-                        mtime: 0,
-                        xattrs: Vec::new(),
-                    },
-                    body: EntryBody::Bytes(Vec::new()),
-                },
-            );
+            out.insert(PathKey(format!("{path}/.wh..wh..opq")), marker(0));
         }
         if ft.is_dir() {
             walk(&host, &path, lower, skip, links, out)?;
         }
     }
     Ok(())
+}
+
+/// An empty root-owned entry: a whiteout or an opaque marker.
+fn marker(mtime: u64) -> Planned {
+    Planned {
+        meta: EntryMeta {
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime,
+            xattrs: Vec::new(),
+        },
+        body: EntryBody::Bytes(Vec::new()),
+    }
 }
 
 fn is_opaque(p: &Path) -> bool {
