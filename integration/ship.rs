@@ -12,16 +12,6 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn static_executor() -> PathBuf {
-    let p = repo().join("target/x86_64-unknown-linux-gnu/release/executor");
-    assert!(
-        p.exists(),
-        "no static executor at {}: build it with RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --target x86_64-unknown-linux-gnu (.ci/run does this)",
-        p.display()
-    );
-    p
-}
-
 fn config_json(dir: &Path, registry: &str, user: &str, password: &str) -> PathBuf {
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     let p = dir.join("config.json");

@@ -23,6 +23,11 @@ fn main() {
     if args.get(1).is_some_and(|a| a == kiln::sandbox::HELPER_ARG) {
         std::process::exit(kiln::sandbox::child::main(&args[2..]));
     }
+    // Setting E: the executor started inside a user namespace enters it now.
+    if let Err(e) = kiln::sandbox::userns::enter_if_child() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let warmer = args.get(1).is_some_and(|a| a == "warmer");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -54,8 +59,9 @@ fn main() {
     };
     let code = runtime.block_on(async {
         let signals = shutdown_signal();
+        let mut work = work;
         tokio::select! {
-            r = work => match r {
+            r = &mut work => match r {
                 Ok(Ok(())) => Some(0),
                 Ok(Err(e)) => {
                     kiln::log_error!("{}", kiln::log::one_line(e.as_ref()));
@@ -66,7 +72,18 @@ fn main() {
                     Some(1)
                 }
             },
-            _ = signals => None,
+            _ = signals => {
+                // Inside a user namespace the other executor does the work
+                // and the cleanup; it gets the signal and this one its code.
+                if kiln::sandbox::userns::forward_signal(nix::sys::signal::Signal::SIGTERM) {
+                    match work.await {
+                        Ok(Ok(())) => Some(0),
+                        _ => Some(130),
+                    }
+                } else {
+                    None
+                }
+            }
         }
     });
     match code {
@@ -196,6 +213,14 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     );
     let o = cli.validate()?;
     let df = parse_dockerfile(&read_dockerfile(&o.dockerfile)?)?;
+    if df.has_run() {
+        // Not root: RUN needs a user namespace, and the whole build runs in it.
+        if let Some(mapping) = kiln::sandbox::userns::wanted() {
+            let code = tokio::task::spawn_blocking(move || kiln::sandbox::userns::reexec(&mapping))
+                .await??;
+            std::process::exit(code);
+        }
+    }
     if let Some(syntax) = &df.syntax {
         kiln::log_info!(
             "# syntax={syntax}: Kiln reads the Dockerfile with its own frontend (BuildKit v0.21's rules)"

@@ -50,6 +50,8 @@ pub struct Plan {
     /// For each stage, the earlier stages it reads (FROM, `COPY --from`): it can
     /// start once they are built, concurrently with the others.
     pub deps: Vec<Vec<usize>>,
+    /// The first RUN of the stages to build (RUN needs a sandbox).
+    pub first_run: Option<Location>,
 }
 
 /// Plans a build of `df` for `platform`, with `--build-arg`s and `--target`.
@@ -86,7 +88,13 @@ pub fn plan(
             });
         }
     }
+    let first_run = stages
+        .iter()
+        .flat_map(|&i| &df.stages[i].steps)
+        .find(|s| matches!(s.instruction, Instruction::Run(_)))
+        .map(|s| s.at.clone());
     Ok(Plan {
+        first_run,
         global: g.visible,
         declared: g.declared,
         used: g.used,

@@ -503,6 +503,7 @@ struct OracleImage {
     config: serde_json::Value,
     manifest: serde_json::Value,
     files: BTreeMap<String, OracleFile>,
+    layers: Vec<Vec<String>>,
 }
 
 /// A pushed image: its manifest, config and flattened filesystem. Names with
@@ -512,6 +513,9 @@ pub struct Pulled {
     pub raw_config: serde_json::Value,
     pub manifest: Manifest,
     pub files: BTreeMap<String, Flat>,
+    /// Each layer's entries as the tar has them: `name type mode uid:gid`, and
+    /// ` t=SECS` for times set on purpose (before 2020).
+    pub layers: Vec<Vec<String>>,
 }
 
 impl Pulled {
@@ -580,6 +584,7 @@ pub fn pull(reg: &TestRegistry, repo_tag: &str) -> Pulled {
         raw_config: img.config,
         manifest: serde_json::from_value(img.manifest).expect("manifest"),
         files,
+        layers: img.layers,
     }
 }
 
@@ -731,4 +736,292 @@ impl Noise {
         let mut n = Noise(seed);
         (0..len).map(|_| n.next_u64() as u8).collect()
     }
+}
+
+/// The static executor `.ci/run` builds for the image (the image must not need a libc).
+pub fn static_executor() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/x86_64-unknown-linux-gnu/release/executor");
+    assert!(
+        p.exists(),
+        "no static executor at {}: build it with RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release --target x86_64-unknown-linux-gnu (.ci/run does this)",
+        p.display()
+    );
+    p
+}
+
+/// The executor image (Dockerfile.executor, built by the executor itself into a
+/// tarball) loaded into the Docker engine as `kiln.test/executor:IMAGE_TAG`.
+/// Built once per test binary.
+pub fn executor_image() -> &'static str {
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(|| {
+        static_executor();
+        require_docker_engine();
+        let name = "kiln.test/executor:image-test".to_string();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tar = dir.path().join("executor.tar");
+        let repo = env!("CARGO_MANIFEST_DIR");
+        let out = executor(&[
+            "--dockerfile",
+            &format!("{repo}/Dockerfile.executor"),
+            "--context",
+            repo,
+            "--destination",
+            &name,
+            "--no-push",
+            "--tar-path",
+            tar.to_str().expect("utf-8"),
+        ]);
+        assert_ok(&out);
+        let load = docker()
+            .arg("load")
+            .arg("-i")
+            .arg(&tar)
+            .output()
+            .expect("docker load");
+        assert!(
+            load.status.success(),
+            "docker load: {}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        name
+    })
+}
+
+/// `docker run --rm --network host DOCKER_ARGS… IMAGE ARGS…`, as a Pod runs it.
+pub fn docker_run_args(docker_args: &[&str], image: &str, args: &[&str]) -> Output {
+    docker()
+        .args(["run", "--rm", "--network", "host"])
+        .args(docker_args)
+        .arg(image)
+        .args(args)
+        .output()
+        .expect("docker run")
+}
+
+/// The user setting E runs as: not root, with a subordinate id range.
+pub const SUBUID_USER: &str = "kilnbuild";
+
+/// uid and gid of [`SUBUID_USER`], failing with how to make it when missing.
+pub fn subuid_user() -> (u32, u32) {
+    let how = format!(
+        "useradd --system --no-create-home {SUBUID_USER} and give it a range in /etc/subuid and /etc/subgid (`{SUBUID_USER}:400000:65536`), with newuidmap from Debian's uidmap; .ci/run does this"
+    );
+    require("newuidmap", "apt-get install uidmap; .ci/run does this");
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id")
+            .args([flag, SUBUID_USER])
+            .output()
+            .expect("id");
+        assert!(out.status.success(), "no user {SUBUID_USER}: {how}");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("numeric id")
+    };
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{SUBUID_USER}:"))),
+            "{f} has no range for {SUBUID_USER}: {how}"
+        );
+    }
+    (id("-u"), id("-g"))
+}
+
+/// Runs the executor as [`SUBUID_USER`] (setting E) with `scratch` as its
+/// KANIKO_DIR and HOME; the context must be readable by that user.
+pub fn executor_as_subuid_user(scratch: &Path, args: &[&str]) -> Output {
+    use std::os::unix::fs::PermissionsExt;
+    let (uid, gid) = subuid_user();
+    // A copy the user may run (the build tree may be private).
+    let bin = scratch.join("executor");
+    std::fs::copy(env!("CARGO_BIN_EXE_executor"), &bin).expect("copy executor");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let work = scratch.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::os::unix::fs::chown(&work, Some(uid), Some(gid)).expect("chown scratch");
+    std::fs::set_permissions(scratch, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    Command::new(require("setpriv", "apt-get install util-linux"))
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+        ])
+        .arg(&bin)
+        .args(args)
+        .env("KANIKO_DIR", &work)
+        .env("HOME", &work)
+        .output()
+        .expect("run executor as the subuid user")
+}
+
+/// What is left in a scratch parent after a build: nothing but the lock-free
+/// leftovers a build may not leave (names of entries).
+pub fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The Debian fixture (bookworm minbase by debootstrap, plus `packages`) pushed
+/// to `reg` as `repo_tag`. Made by integration/fixtures/debian.sh and cached
+/// under /var/tmp keyed by that script and the package list.
+pub fn push_debian_base(reg: &TestRegistry, repo_tag: &str, packages: &[&str]) -> String {
+    use sha2::Digest;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/fixtures/debian.sh");
+    let mut h = sha2::Sha256::new();
+    h.update(std::fs::read(&script).expect("read debian.sh"));
+    h.update(packages.join(" ").as_bytes());
+    let key = hex::encode(h.finalize());
+    let dir = PathBuf::from("/var/tmp/kilnfixtures");
+    std::fs::create_dir_all(&dir).expect("mkdir /var/tmp/kilnfixtures");
+    let layer = dir.join(format!("debian-{}.tar.gz", &key[..16]));
+    {
+        // One test makes it; the others wait on the lock.
+        let lock = std::fs::File::create(dir.join(format!("debian-{}.lock", &key[..16])))
+            .expect("lock file");
+        let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .expect("flock");
+        if !layer.exists() {
+            require(
+                "debootstrap",
+                "apt-get install debootstrap; .ci/run does this",
+            );
+            let out = Command::new("bash")
+                .arg(&script)
+                .arg(&layer)
+                .args(packages)
+                .output()
+                .expect("debian.sh");
+            assert!(
+                out.status.success(),
+                "making the Debian fixture failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let bytes = std::fs::read(&layer).expect("read fixture");
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut raw)
+        .expect("gunzip fixture");
+    let file = kiln::layer::writer::LayerFile {
+        path: layer.clone(),
+        digest: kiln::image::Digest::parse(&format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(&bytes))
+        ))
+        .expect("digest"),
+        diff_id: kiln::image::Digest::parse(&format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(&raw))
+        ))
+        .expect("digest"),
+        size: bytes.len() as u64,
+    };
+    push_image(reg, repo_tag, &[file], serde_json::json!({"Cmd": ["bash"]}))
+}
+
+/// Where a RUN-capable build runs (../shared/research/run-sandbox.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// Root in the executor image with an unconfined seccomp profile and an
+    /// emptyDir-like scratch volume (a Pod's default).
+    B,
+    /// Root on this host.
+    D,
+    /// [`SUBUID_USER`] on this host.
+    E,
+}
+
+impl Setting {
+    pub const RUN_CAPABLE: [Setting; 3] = [Setting::D, Setting::B, Setting::E];
+
+    /// Builds `ctx` (its `Dockerfile`) to `dest` here; the context must be
+    /// world-readable for E. Fails unless the scratch dir is left empty.
+    pub fn build(self, ctx: &Path, dest: &str, extra: &[&str]) -> Output {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(ctx, std::fs::Permissions::from_mode(0o755));
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let c = ctx.display().to_string();
+        let df = ctx.join("Dockerfile").display().to_string();
+        let mut args = vec!["--context", &c, "--dockerfile", &df, "--destination", dest];
+        args.extend_from_slice(extra);
+        let (out, left) = match self {
+            Setting::D => {
+                let out = Command::new(env!("CARGO_BIN_EXE_executor"))
+                    .args(&args)
+                    .env("KANIKO_DIR", scratch.path())
+                    .output()
+                    .expect("run executor");
+                (out, leftovers(scratch.path()))
+            }
+            Setting::E => {
+                let out = executor_as_subuid_user(scratch.path(), &args);
+                (out, leftovers(&scratch.path().join("work")))
+            }
+            Setting::B => {
+                args[1] = "/workspace";
+                args[3] = "/workspace/Dockerfile";
+                let out = docker_run_args(
+                    &[
+                        "--security-opt",
+                        "seccomp=unconfined",
+                        "-v",
+                        &format!("{c}:/workspace:ro"),
+                        "-v",
+                        &format!("{}:/scratch", scratch.path().display()),
+                        "-e",
+                        "KANIKO_DIR=/scratch",
+                    ],
+                    executor_image(),
+                    &args,
+                );
+                (out, leftovers(scratch.path()))
+            }
+        };
+        assert!(
+            left.is_empty(),
+            "setting {self:?} left {left:?} in its scratch dir; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+/// BuildKit v0.21's `build CONTEXT DOCKERFILE IMAGE` (../shared/tools/buildkit).
+pub fn buildkit_command(ctx: &Path, dockerfile: &Path, image: &str) -> Command {
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/buildkit/build");
+    assert!(
+        tool.exists(),
+        "BuildKit v0.21 is missing at {}: the reference builder ships in ../shared/tools/buildkit (its `start` needs root and installs runc)",
+        tool.display()
+    );
+    let mut cmd = Command::new(&tool);
+    cmd.arg(ctx).arg(dockerfile).arg(image);
+    cmd
+}
+
+/// Builds `ctx`'s Dockerfile with BuildKit v0.21 to `repo_tag` on `reg` and pulls it.
+pub fn buildkit_build(reg: &TestRegistry, ctx: &Path, repo_tag: &str) -> Pulled {
+    let out = buildkit_command(
+        ctx,
+        &ctx.join("Dockerfile"),
+        &format!("{}/{repo_tag}", reg.host),
+    )
+    .output()
+    .expect("run BuildKit");
+    assert!(
+        out.status.success(),
+        "BuildKit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pull(reg, repo_tag)
 }

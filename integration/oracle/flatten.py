@@ -69,11 +69,33 @@ def main():
     config = json.loads(verified(get(f"{base}/blobs/{manifest['config']['digest']}"),
                                  manifest["config"]["digest"]))
     files = {}   # name bytes -> entry
+    layers = []
     for layer in manifest["layers"]:
         blob = verified(get(f"{base}/blobs/{layer['digest']}"), layer["digest"])
         apply_layer(files, blob)
+        layers.append(list_layer(blob))
     out = {show(k): v for k, v in sorted(files.items())}
-    print(json.dumps({"config": config, "manifest": manifest, "files": out}))
+    print(json.dumps({"config": config, "manifest": manifest, "files": out,
+                      "layers": layers}))
+
+
+# Times before this were set on purpose (touch -d, an archive's), so they compare.
+OLD = 1_600_000_000
+
+
+def list_layer(blob):
+    """Each entry of one layer as it is in the tar: name, type, mode, owner, and
+    the time when it is an old one."""
+    rows = []
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*",
+                      encoding="utf-8", errors="surrogateescape") as tf:
+        for m in tf:
+            name = show(clean(m.name.encode("utf-8", "surrogateescape")))
+            row = f"{name} {m.type.decode()} {m.mode & 0o7777:o} {m.uid}:{m.gid}"
+            if m.mtime < OLD:
+                row += f" t={int(m.mtime)}"
+            rows.append(row)
+    return sorted(rows)
 
 
 def remove_tree(files, name, keep=()):

@@ -274,6 +274,11 @@ pub async fn build(
         steps_started: AtomicUsize::new(0),
         sandbox: std::sync::OnceLock::new(),
     };
+    // Where RUN cannot be isolated, say so before anything is fetched, unless a
+    // cache may still hold every RUN's layer.
+    if let (Some(at), false) = (&plan.first_run, session.cache.settings.layers) {
+        b.sandbox_ready().map_err(|e| e.at(at))?;
+    }
     let mut built: HashMap<usize, Arc<StageState>> = HashMap::new();
     let mut waiting = plan.stages.clone();
     let mut running = FuturesUnordered::new();
@@ -466,11 +471,14 @@ impl Build<'_> {
     /// Probes once per build whether RUN can be isolated here.
     fn sandbox_ready(&self) -> Result<(), BuildError> {
         let probed = self.sandbox.get_or_init(|| {
-            cpu(|| crate::sandbox::probe(&self.opts.scratch_dir)).map_err(|e| e.to_string())
+            cpu(|| crate::sandbox::probe(&self.opts.scratch_dir)).map_err(|e| match e {
+                crate::sandbox::SandboxError::Unavailable { cause } => cause,
+                other => other.to_string(),
+            })
         });
-        probed
-            .clone()
-            .map_err(|cause| BuildError::Unsupported(format!("RUN here: {cause}")))
+        probed.clone().map_err(|cause| {
+            BuildError::Sandbox(crate::sandbox::SandboxError::Unavailable { cause })
+        })
     }
 
     fn log_step(&self, at: &Location) {

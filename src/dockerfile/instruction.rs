@@ -116,6 +116,14 @@ pub struct Dockerfile {
 }
 
 impl Dockerfile {
+    /// Whether any stage has a RUN (the build may then need a sandbox).
+    pub fn has_run(&self) -> bool {
+        self.stages
+            .iter()
+            .flat_map(|s| &s.steps)
+            .any(|s| matches!(s.instruction, Instruction::Run(_)))
+    }
+
     /// The stage named `name` (case-insensitively, as BuildKit names them) among
     /// the first `before` stages.
     pub(crate) fn stage_named(&self, name: &str, before: usize) -> Option<usize> {

@@ -38,6 +38,9 @@ struct LayerState {
     written: HashSet<String>,
     /// Paths known to be real directories, every component of them too.
     real_dirs: HashSet<String>,
+    /// Directories and their mtimes, set once the layer's entries below them
+    /// stop changing them.
+    dir_times: Vec<(PathBuf, u64)>,
     report: ApplyReport,
 }
 
@@ -107,6 +110,20 @@ impl ScratchRoot {
                     },
                 })
         })?;
+        // Deepest last written first: setting a parent's time never touches a child's.
+        for (dir, mtime) in st.dir_times.iter().rev() {
+            match set_mtime(dir, *mtime) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(ReadError::Entry {
+                        layer: label.to_string(),
+                        path: dir.display().to_string(),
+                        reason: e.to_string(),
+                    }
+                    .into())
+                }
+                _ => {}
+            }
+        }
         Ok(st.report)
     }
 
@@ -213,11 +230,29 @@ impl ScratchRoot {
                     Kind::Block(ma, mi) => Node::Block(ma, mi),
                     _ => Node::Fifo,
                 };
-                self.sys.mknod(&host, node, e.mode).map_err(io_err(&rel))?;
+                match self.sys.mknod(&host, node, e.mode) {
+                    // In a user namespace CAP_MKNOD makes no real devices; the
+                    // sandbox gives RUN the host's harmless ones.
+                    Err(err)
+                        if err.raw_os_error() == Some(nix::libc::EPERM)
+                            && !matches!(e.kind, Kind::Fifo) =>
+                    {
+                        st.report.skipped_devices += 1;
+                        return Ok(());
+                    }
+                    r => r.map_err(io_err(&rel))?,
+                }
             }
         }
         self.set_meta(&host, e, is_dir_entry)
             .map_err(io_err(&rel))?;
+        // A RUN sees the image's times, as it does under BuildKit (make, find
+        // -newer), and an overlay copy-up keeps them.
+        if is_dir_entry {
+            st.dir_times.push((host.clone(), e.mtime));
+        } else {
+            set_mtime(&host, e.mtime).map_err(io_err(&rel))?;
+        }
         if is_dir_entry {
             st.real_dirs.insert(rel.clone());
         }
@@ -269,7 +304,12 @@ impl ScratchRoot {
         let caps = self.sys.caps();
         // Owner first: chown clears setuid bits, the mode below sets them again.
         if caps.chown {
-            self.sys.lchown(host, e.uid as u32, e.gid as u32)?;
+            match self.sys.lchown(host, e.uid as u32, e.gid as u32) {
+                // An id outside a user namespace's map: the file keeps the
+                // namespace's root as owner (the layer keeps the image's).
+                Err(err) if err.raw_os_error() == Some(nix::libc::EINVAL) => {}
+                r => r?,
+            }
         }
         if matches!(e.kind, Kind::Symlink(_)) {
             return Ok(());
@@ -282,6 +322,14 @@ impl ScratchRoot {
         }
         fs::set_permissions(host, fs::Permissions::from_mode(mode))
     }
+}
+
+/// Sets a path's access and modification times, not following a last link.
+fn set_mtime(p: &Path, secs: u64) -> io::Result<()> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let t = TimeSpec::new(i64::try_from(secs).unwrap_or(i64::MAX), 0);
+    utimensat(None, p, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(io::Error::from)
 }
 
 /// Removes a file, link or whole directory tree without following links.

@@ -51,6 +51,27 @@ impl FsIndex {
         self.nodes.get(p)
     }
 
+    /// The names and nodes directly inside directory `p` (`""` is the root).
+    pub(crate) fn children<'a>(
+        &'a self,
+        p: &str,
+    ) -> impl Iterator<Item = (&'a str, &'a Node)> + 'a {
+        let prefix = if p.is_empty() {
+            String::new()
+        } else {
+            format!("{p}/")
+        };
+        let start = prefix.clone();
+        let skip = prefix.len();
+        self.nodes
+            .range::<String, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .filter_map(move |(k, n)| {
+                let name = &k[skip..];
+                (!name.is_empty() && !name.contains('/')).then_some((name, n))
+            })
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }

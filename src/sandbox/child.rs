@@ -39,8 +39,18 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
     }
 }
 
-fn err(op: &str) -> impl FnOnce(nix::Error) -> String + '_ {
-    move |e| format!("{op}: {e}")
+/// Exit codes of a probe, so the parent can say which rung failed.
+pub(crate) const PROBE_NO_NAMESPACES: i32 = 10;
+pub(crate) const PROBE_NO_USER_NAMESPACE: i32 = 11;
+pub(crate) const PROBE_NO_OVERLAY: i32 = 12;
+
+/// A setup failure with the probe exit code that names it.
+struct Failed(i32, String);
+
+impl From<String> for Failed {
+    fn from(s: String) -> Failed {
+        Failed(SETUP_FAILED, s)
+    }
 }
 
 /// New namespaces and the overlay, then a child that is pid 1 of the new pid
@@ -53,7 +63,98 @@ fn enter(spec: &RunSpec, probe: bool) -> Result<i32, String> {
     if spec.network_none {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    unshare(flags).map_err(err("unshare"))?;
+    let result = match unshare(flags) {
+        Ok(()) => in_namespaces(spec, probe),
+        // Root without CAP_SYS_ADMIN (a container whose seccomp profile allows
+        // user namespaces): a user namespace with the identity map owns the new
+        // namespaces, so files keep their real owners.
+        Err(nix::Error::EPERM) if nix::unistd::geteuid().is_root() => in_user_namespace(|| {
+            unshare(flags).map_err(|e| Failed(PROBE_NO_NAMESPACES, format!("unshare: {e}")))?;
+            in_namespaces(spec, probe)
+        }),
+        Err(e) => Err(Failed(PROBE_NO_NAMESPACES, format!("unshare: {e}"))),
+    };
+    match result {
+        Ok(code) => Ok(code),
+        Err(Failed(code, message)) if probe => {
+            eprintln!("sandbox: {message}");
+            Ok(code)
+        }
+        Err(Failed(_, message)) => Err(message),
+    }
+}
+
+/// Runs `f` in a child process inside a new user namespace whose ids map to the
+/// same ids outside; this process (root outside) writes the map.
+fn in_user_namespace(f: impl FnOnce() -> Result<i32, Failed>) -> Result<i32, Failed> {
+    use std::io::{Read, Write};
+    let pipe = || -> Result<(std::fs::File, std::fs::File), Failed> {
+        let (r, w) = nix::unistd::pipe().map_err(|e| Failed::from(format!("pipe: {e}")))?;
+        Ok((std::fs::File::from(r), std::fs::File::from(w)))
+    };
+    let (mut ready_r, mut ready_w) = pipe()?;
+    let (mut go_r, mut go_w) = pipe()?;
+    // SAFETY: single-threaded process (see `enter`).
+    match unsafe { fork() }.map_err(|e| Failed::from(format!("fork: {e}")))? {
+        ForkResult::Child => {
+            drop(ready_r);
+            drop(go_w);
+            let result = unshare(CloneFlags::CLONE_NEWUSER)
+                .map_err(|e| Failed(PROBE_NO_USER_NAMESPACE, format!("unshare(user): {e}")))
+                .and_then(|()| {
+                    ready_w
+                        .write_all(b"u")
+                        .map_err(|e| Failed::from(format!("signalling the parent: {e}")))?;
+                    let mut b = [0u8];
+                    go_r.read_exact(&mut b).map_err(|_| {
+                        Failed::from("the parent did not map the user namespace".to_string())
+                    })?;
+                    f()
+                });
+            std::process::exit(match result {
+                Ok(code) => code,
+                Err(Failed(code, message)) => {
+                    eprintln!("sandbox: {message}");
+                    code
+                }
+            });
+        }
+        ForkResult::Parent { child } => {
+            drop(ready_w);
+            drop(go_r);
+            let mut b = [0u8];
+            if ready_r.read_exact(&mut b).is_ok() {
+                for file in ["uid_map", "gid_map"] {
+                    let p = format!("/proc/{child}/{file}");
+                    if let Err(e) = std::fs::write(&p, "0 0 4294967295\n") {
+                        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                        let _ = wait_for(child);
+                        return Err(Failed(PROBE_NO_USER_NAMESPACE, format!("writing {p}: {e}")));
+                    }
+                }
+                let _ = go_w.write_all(b"g");
+            }
+            drop(go_w);
+            Ok(wait_for(child)?)
+        }
+    }
+}
+
+/// The child's exit code (128 + signal when killed).
+fn wait_for(child: nix::unistd::Pid) -> Result<i32, String> {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => continue,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(format!("waiting for the command: {e}")),
+        }
+    }
+}
+
+/// In the new namespaces: the overlay, then the command as pid 1's child.
+fn in_namespaces(spec: &RunSpec, probe: bool) -> Result<i32, Failed> {
     // Nothing mounted here may reach the host's mount table.
     mount(
         None::<&str>,
@@ -62,27 +163,39 @@ fn enter(spec: &RunSpec, probe: bool) -> Result<i32, String> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(err("making / private"))?;
+    .map_err(|e| format!("making / private: {e}"))?;
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
         spec.lower.display(),
         spec.upper.display(),
         spec.work.display()
     );
-    mount(
-        Some("overlay"),
-        &spec.merged,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(opts.as_str()),
-    )
-    .map_err(err("mounting the overlay"))?;
+    let overlay = |opts: &str| {
+        mount(
+            Some("overlay"),
+            &spec.merged,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(opts),
+        )
+    };
+    // userxattr first: in a user namespace a plain mount succeeds but cannot
+    // write trusted.* xattrs, and then fails removing a lower directory (EIO).
+    // Kernels before 5.11 do not know the option.
+    if let Err(user) = overlay(&format!("{opts},userxattr")) {
+        overlay(&opts).map_err(|e| {
+            Failed(
+                PROBE_NO_OVERLAY,
+                format!("mounting the overlay with userxattr: {user}; without: {e}"),
+            )
+        })?;
+    }
     if probe {
         return Ok(0);
     }
     // SAFETY: this process is single-threaded (a fresh exec of the executor that
     // started no runtime), so the child may run any code.
-    match unsafe { fork() }.map_err(err("fork"))? {
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             let e = match setup_and_exec(spec) {
                 Ok(never) => match never {},
@@ -91,15 +204,7 @@ fn enter(spec: &RunSpec, probe: bool) -> Result<i32, String> {
             eprintln!("{e}");
             std::process::exit(e.code);
         }
-        ForkResult::Parent { child } => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-                Ok(_) => continue,
-                Err(nix::Error::EINTR) => continue,
-                Err(e) => return Err(format!("waiting for the command: {e}")),
-            }
-        },
+        ForkResult::Parent { child } => Ok(wait_for(child)?),
     }
 }
 
@@ -250,7 +355,18 @@ fn mount_system_dirs(root: &Path) -> Result<(), String> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = inside(root, "proc")?;
     ensure_dir(&proc_dir)?;
-    mnt(Some("proc"), &proc_dir, Some("proc"), nosuid, None)?;
+    if let Err(fresh) = mount(Some("proc"), &proc_dir, Some("proc"), nosuid, None::<&str>) {
+        // Where /proc is partly masked (a container's), a new proc mount is
+        // refused in a user namespace; a recursive bind keeps the masks.
+        mount(
+            Some("/proc"),
+            &proc_dir,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("mounting proc: {fresh}; binding /proc: {e}"))?;
+    }
     let dev = inside(root, "dev")?;
     ensure_dir(&dev)?;
     mnt(
@@ -300,14 +416,35 @@ fn mount_system_dirs(root: &Path) -> Result<(), String> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
     )?;
+    // A remount in a user namespace must keep the flags the mount is locked with.
     mnt(
         None,
         &sys,
         None,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid | locked_flags("/sys"),
         None,
     )?;
     Ok(())
+}
+
+/// The atime flags of the mount at `p`, which a remount may not drop.
+fn locked_flags(p: &str) -> MsFlags {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let Ok(st) = statvfs(p) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags();
+    let mut m = MsFlags::empty();
+    for (s, ms) in [
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(s) {
+            m |= ms;
+        }
+    }
+    m
 }
 
 /// Bind-mounts a file, making the mount point (an empty file) when missing.

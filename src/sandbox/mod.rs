@@ -6,12 +6,21 @@
 //! executes the command. When the command exits, the pid namespace ends and takes
 //! every process it left behind with it; the upper dir is the step's change.
 //!
-//! The ladder of ../shared/research/run-sandbox.md starts here with the setting
-//! that has the privilege for it (root with CAP_SYS_ADMIN: a host or VM as root);
-//! user namespaces and chroot are the next rungs (see docs/architecture.md).
+//! The ladder of ../shared/research/run-sandbox.md, probed once per build:
+//! - D, root with CAP_SYS_ADMIN (a host, a VM): the namespaces directly.
+//! - B, root without it but allowed user namespaces (a Pod's default seccomp):
+//!   the helper forks a child into a user namespace with the identity map,
+//!   written from outside; /proc is bound recursively where a fresh mount is
+//!   refused (a container's masked /proc).
+//! - E, a non-root user with a subuid range: the whole executor runs inside a
+//!   user namespace mapped by newuidmap (see [`userns`]), then as in D.
+//! - A and C (no user namespaces, or no privilege at all): the probe's error
+//!   names the setting to change; chroot and running in the executor's own root
+//!   are the rungs still to build (docs/architecture.md).
 
 pub mod child;
 pub(crate) mod upper;
+pub mod userns;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -21,8 +30,10 @@ pub const HELPER_ARG: &str = "__kiln-sandbox";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("RUN needs mount namespaces, which this process cannot create ({cause}); run Kiln as root on a host or VM (RUN in containers and as non-root is not supported yet)")]
+    #[error("RUN cannot be isolated here: {cause}")]
     Unavailable { cause: String },
+    #[error("the sandbox probe failed with exit code {code}: {stderr}")]
+    Probe { code: i32, stderr: String },
     #[error("starting the sandbox helper {path}: {source}")]
     Spawn {
         path: PathBuf,
@@ -95,13 +106,8 @@ impl StepDirs {
 }
 
 /// Whether RUN can be isolated here; probed once per build by running the helper
-/// on an empty overlay.
+/// on an empty overlay. The error says what to change where this runs.
 pub(crate) fn probe(scratch: &Path) -> Result<(), SandboxError> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err(SandboxError::Unavailable {
-            cause: format!("running as uid {}", nix::unistd::geteuid()),
-        });
-    }
     let base = scratch.join("sandbox-probe");
     let dirs = StepDirs::create(&base)?;
     let lower = base.join("lower");
@@ -123,15 +129,57 @@ pub(crate) fn probe(scratch: &Path) -> Result<(), SandboxError> {
     };
     let result = run_helper(&spec, &base.join("spec.json"), true);
     dirs.remove();
-    match result {
-        Ok(()) => Ok(()),
-        Err(SandboxError::Exit(_)) | Err(SandboxError::Signal(_)) => {
-            Err(SandboxError::Unavailable {
-                cause: "the probe could not mount an overlay in a new mount namespace".into(),
-            })
-        }
-        Err(e) => Err(e),
+    let (code, said) = match result {
+        Ok(()) => return Ok(()),
+        Err(SandboxError::Probe { code, stderr }) => (code, stderr),
+        Err(e) => return Err(e),
+    };
+    let uid = nix::unistd::geteuid();
+    let where_ = where_running();
+    let fix = match code {
+        _ if !uid.is_root() => match where_ {
+            Where::Container => format!(
+                "it runs as uid {uid} in a container, where nothing can isolate a command: run the container as root with an unconfined seccomp profile (securityContext: runAsUser: 0, runAsNonRoot: false, seccompProfile: {{type: Unconfined}}; docker run --user 0 --security-opt seccomp=unconfined), or build without RUN"
+            ),
+            Where::Host => format!(
+                "it runs as uid {uid} without a user namespace: give the user a range in /etc/subuid and /etc/subgid and install newuidmap and newgidmap (Debian: uidmap), or run as root"
+            ),
+        },
+        child::PROBE_NO_NAMESPACES | child::PROBE_NO_USER_NAMESPACE => match where_ {
+            Where::Container => "this container may not create user namespaces (its seccomp profile or missing SETUID/SETGID capabilities deny it): set seccompProfile: {type: Unconfined} in the securityContext and keep the default capabilities (docker run --security-opt seccomp=unconfined)".to_string(),
+            Where::Host => "this process may not create mount or user namespaces (check kernel.unprivileged_userns_clone, user.max_user_namespaces and seccomp)".to_string(),
+        },
+        child::PROBE_NO_OVERLAY if on_overlay(scratch) => format!(
+            "the scratch dir {} is on an overlay filesystem (the container's own root), which cannot hold an overlay's upper dir: mount an emptyDir or tmpfs there (KANIKO_DIR names it)",
+            scratch.display()
+        ),
+        _ => "an overlay could not be mounted in new namespaces".to_string(),
+    };
+    Err(SandboxError::Unavailable {
+        cause: format!("{fix} (probe: {})", said.trim()),
+    })
+}
+
+enum Where {
+    Container,
+    Host,
+}
+
+/// Containers announce themselves: Docker's marker file, Podman's, or a Pod's env.
+fn where_running() -> Where {
+    if Path::new("/.dockerenv").exists()
+        || Path::new("/run/.containerenv").exists()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+    {
+        Where::Container
+    } else {
+        Where::Host
     }
+}
+
+fn on_overlay(p: &Path) -> bool {
+    const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC)
 }
 
 /// Runs the command of `spec`; its output goes to this process's stderr (the log).
@@ -158,7 +206,17 @@ fn run_helper(spec: &RunSpec, spec_file: &Path, probe: bool) -> Result<(), Sandb
         .map_err(io("duplicating stderr"))?;
     cmd.stdout(std::process::Stdio::from(out));
     if probe {
-        cmd.stderr(std::process::Stdio::null());
+        let out = cmd
+            .stdout(std::process::Stdio::null())
+            .output()
+            .map_err(|source| SandboxError::Spawn { path: exe, source })?;
+        return match out.status.code() {
+            Some(0) => Ok(()),
+            code => Err(SandboxError::Probe {
+                code: code.unwrap_or(-1),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }),
+        };
     }
     let status = cmd.status().map_err(|source| SandboxError::Spawn {
         path: exe.clone(),

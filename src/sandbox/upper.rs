@@ -1,7 +1,9 @@
 //! A step's change, read from the overlay upper dir it wrote: the layer's entries
-//! with whiteouts in the image form. Overlay writes a deletion as a 0:0 character
-//! device and a directory that hides what was below with `trusted.overlay.opaque`;
-//! its own bookkeeping xattrs never reach the layer.
+//! as BuildKit's overlay differ writes them. A deletion (a 0:0 character device)
+//! becomes a `.wh.` whiteout; a directory that hides what was below (the
+//! `trusted.` or `user.overlay.opaque` xattr) becomes whiteouts of each entry it
+//! hides; a copy-up that still matches the lower entry is left out, but every
+//! parent of a change is in; overlay's own xattrs never reach the layer.
 
 use crate::dispatch::stage::{PathKey, Planned};
 use crate::layer::writer::{EntryBody, EntryMeta};
@@ -34,6 +36,11 @@ pub(crate) fn changes(
     Ok(out)
 }
 
+/// Walks one directory of the upper dir; true when it put anything in `out`.
+/// A directory with a change below it is always in the layer, as containerd's
+/// change writer (BuildKit's) includes parents: without it, an image store that
+/// unpacks each layer on its own (Docker's overlay2) would show it as root:root
+/// 0755 and the current time.
 fn walk(
     dir: &Path,
     rel: &str,
@@ -41,7 +48,8 @@ fn walk(
     skip: &[String],
     links: &mut HashMap<(u64, u64), String>,
     out: &mut BTreeMap<PathKey, Planned>,
-) -> Result<(), UpperError> {
+) -> Result<bool, UpperError> {
+    let mut emitted = false;
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |source| UpperError::Io { path, source }
@@ -65,11 +73,21 @@ fn walk(
         }
         let m = std::fs::symlink_metadata(&host).map_err(io(&host))?;
         let ft = m.file_type();
+        let below = lower.get(&path);
+        // A directory the sandbox put a mount point in keeps its time, as
+        // BuildKit restores it when it removes its stubs.
+        let stub_parent = skip
+            .iter()
+            .any(|k| k.rsplit_once('/').map(|(d, _)| d) == Some(path.as_str()));
+        let mtime = match below {
+            Some(n) if stub_parent && ft.is_dir() && matches!(n.kind, NodeKind::Dir) => n.mtime,
+            _ => m.mtime().max(0) as u64,
+        };
         let meta = EntryMeta {
             mode: m.mode() & 0o7777,
             uid: u64::from(m.uid()),
             gid: u64::from(m.gid()),
-            mtime: m.mtime().max(0) as u64,
+            mtime,
             xattrs: xattrs(&host).map_err(io(&host))?,
         };
         if ft.is_char_device() && m.rdev() == 0 {
@@ -77,7 +95,9 @@ fn walk(
                 "" => format!(".wh.{name}"),
                 _ => format!("{rel}/.wh.{name}"),
             };
-            out.insert(PathKey(wh), marker(meta.mtime));
+            // BuildKit writes whiteouts with no time.
+            out.insert(PathKey(wh), marker(0));
+            emitted = true;
             continue;
         }
         let target = if ft.is_symlink() {
@@ -86,7 +106,6 @@ fn walk(
         } else {
             None
         };
-        let below = lower.get(&path);
         let opaque = ft.is_dir()
             && is_opaque(&host)
             && matches!(below.map(|n| &n.kind), Some(NodeKind::Dir));
@@ -102,9 +121,11 @@ fn walk(
                     NodeKind::Symlink(a) => target.as_ref() == Some(a),
                     NodeKind::Other => false,
                 };
+                // A directory's time alone (a file made and removed in it, as
+                // apt does in /tmp) is no change to BuildKit's differ either.
                 kind && n.mode & 0o7777 == meta.mode
                     && (n.uid, n.gid) == (meta.uid, meta.gid)
-                    && n.mtime == meta.mtime
+                    && (ft.is_dir() || n.mtime == meta.mtime)
                     && n.xattrs == meta.xattrs
             });
         if !same {
@@ -135,15 +156,47 @@ fn walk(
                 continue;
             };
             out.insert(PathKey(path.clone()), Planned { meta, body });
+            emitted = true;
+        } else if ft.is_dir() {
+            // An unchanged directory is in the layer only as a parent.
+            if walk(&host, &path, lower, skip, links, out)? {
+                out.insert(
+                    PathKey(path.clone()),
+                    Planned {
+                        meta,
+                        body: EntryBody::Dir,
+                    },
+                );
+                emitted = true;
+            }
+            continue;
         }
         if opaque {
-            out.insert(PathKey(format!("{path}/.wh..wh..opq")), marker(0));
+            lower_whiteouts(&host, &path, lower, out);
         }
         if ft.is_dir() {
             walk(&host, &path, lower, skip, links, out)?;
         }
     }
-    Ok(())
+    Ok(emitted)
+}
+
+/// What an opaque directory hides, as BuildKit's differ writes it: a whiteout
+/// for each entry below that the upper dir does not have, and the same inside
+/// each directory that is a directory on both sides (rather than `.wh..wh..opq`).
+fn lower_whiteouts(host: &Path, path: &str, lower: &FsIndex, out: &mut BTreeMap<PathKey, Planned>) {
+    for (name, node) in lower.children(path) {
+        let child = host.join(crate::pathname::to_path(name));
+        match std::fs::symlink_metadata(&child) {
+            Err(_) => {
+                out.insert(PathKey(format!("{path}/.wh.{name}")), marker(0));
+            }
+            Ok(m) if m.is_dir() && matches!(node.kind, NodeKind::Dir) => {
+                lower_whiteouts(&child, &format!("{path}/{name}"), lower, out);
+            }
+            Ok(_) => {}
+        }
+    }
 }
 
 /// An empty root-owned entry: a whiteout or an opaque marker.

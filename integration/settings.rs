@@ -1,0 +1,228 @@
+//! RUN in each place users run Kiln (../shared/research/run-sandbox.md):
+//! B, root in a container with Kubernetes' default (unconfined) seccomp, in the
+//! executor image; D, root on the host; E, a non-root user with a subuid range.
+//! Each builds the same steps, and the layers must be the ones D makes (D is
+//! checked against BuildKit v0.21 by the differential suite). A (Docker's
+//! default seccomp) and C (non-root, no capabilities) cannot isolate a command
+//! and must say what to change, naming the line, before anything is pushed.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+/// Workload 1's steps on the busybox base: create, modify, chmod, chown,
+/// delete, replace a directory, links, a user's home.
+const BASICS: &str = "FROM {BASE}
+RUN echo hi > /hello && mkdir -p /d/e && echo x > /d/e/f && chmod 640 /d/e/f && chown 12:34 /d/e/f && ln -s /hello /link && ln /hello /hard && rm /etc/group && echo gone > /dev/null && test -e /proc/self/exe
+RUN rm -rf /d && mkdir /d && echo y > /d/new && chmod 4755 /d/new
+RUN mkdir -p /home/app && chown app /home/app
+USER app
+RUN id -u > ~/uid && touch ~/x
+";
+
+fn basics_context(reg: &TestRegistry) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    push_busybox_base(reg, "base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    let df = BASICS.replace("{BASE}", &format!("{}/base:1", reg.host));
+    write_context(ctx.path(), &[("Dockerfile", &df)]);
+    std::fs::set_permissions(ctx.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    ctx
+}
+
+/// The layers D (root on this host) makes for the same context.
+fn on_host(reg: &TestRegistry, ctx: &Path) -> Pulled {
+    let c = ctx.display().to_string();
+    let df = ctx.join("Dockerfile").display().to_string();
+    let dest = format!("{}/host:1", reg.host);
+    assert_ok(&executor(&[
+        "--context",
+        &c,
+        "--dockerfile",
+        &df,
+        "--destination",
+        &dest,
+    ]));
+    pull(reg, "host:1")
+}
+
+fn check_basics(got: &Pulled, host: &Pulled, setting: &str) {
+    assert_eq!(
+        got.layers, host.layers,
+        "setting {setting}: the layers differ from the host's"
+    );
+    let x = &got.files["home/app/x"];
+    assert_eq!(
+        (x.uid, x.gid),
+        (1000, 1000),
+        "setting {setting}: owner of ~/x"
+    );
+    assert!(
+        !got.files.contains_key("d/e"),
+        "setting {setting}: /d was replaced"
+    );
+    assert_eq!(
+        got.files["d/new"].mode, 0o4755,
+        "setting {setting}: setuid kept"
+    );
+    assert!(!got.files.contains_key("etc/group"));
+    // One of the two names is written as a link to the other.
+    let linked = got.files["hard"].hardlink == "hello" || got.files["hello"].hardlink == "hard";
+    assert!(linked, "setting {setting}: /hard and /hello are one file");
+    for stub in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+        assert!(
+            !got.files.contains_key(stub),
+            "setting {setting}: the sandbox's /{stub} leaked into the image"
+        );
+    }
+}
+
+#[test]
+fn setting_b_root_with_unconfined_seccomp_in_the_executor_image() {
+    let image = executor_image();
+    let reg = TestRegistry::start();
+    let ctx = basics_context(&reg);
+    let host = on_host(&reg, ctx.path());
+    // The scratch dir on a real filesystem, as an emptyDir gives a Pod.
+    let scratch = tempfile::tempdir().unwrap();
+    let dest = format!("{}/b:1", reg.host);
+    let out = docker_run_args(
+        &[
+            "--security-opt",
+            "seccomp=unconfined",
+            "-v",
+            &format!("{}:/workspace:ro", ctx.path().display()),
+            "-v",
+            &format!("{}:/scratch", scratch.path().display()),
+            "-e",
+            "KANIKO_DIR=/scratch",
+        ],
+        image,
+        &[
+            "--context",
+            "/workspace",
+            "--dockerfile",
+            "/workspace/Dockerfile",
+            "--destination",
+            &dest,
+        ],
+    );
+    assert_ok(&out);
+    check_basics(&pull(&reg, "b:1"), &host, "B");
+    assert_eq!(
+        leftovers(scratch.path()),
+        Vec::<String>::new(),
+        "scratch left behind"
+    );
+    let uid = docker_run(&dest, &["cat", "/home/app/uid"]);
+    assert_eq!(uid.trim(), "1000");
+}
+
+#[test]
+fn setting_e_non_root_with_a_subuid_range() {
+    let reg = TestRegistry::start();
+    let ctx = basics_context(&reg);
+    let host = on_host(&reg, ctx.path());
+    let scratch = tempfile::tempdir().unwrap();
+    let dest = format!("{}/e:1", reg.host);
+    let c = ctx.path().display().to_string();
+    let df = ctx.path().join("Dockerfile").display().to_string();
+    let out = executor_as_subuid_user(
+        scratch.path(),
+        &["--context", &c, "--dockerfile", &df, "--destination", &dest],
+    );
+    assert_ok(&out);
+    check_basics(&pull(&reg, "e:1"), &host, "E");
+    // Files owned by subordinate ids inside the namespace are gone too.
+    assert_eq!(
+        leftovers(&scratch.path().join("work")),
+        Vec::<String>::new()
+    );
+}
+
+/// A refusal: non-zero, the RUN line and the cause, nothing pushed.
+fn assert_refused(out: &std::process::Output, reg: &TestRegistry, repo: &str, cause: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "built where RUN cannot be isolated");
+    assert!(
+        err.contains("Dockerfile:2: RUN cannot be isolated here"),
+        "{err}"
+    );
+    assert!(err.contains(cause), "the refusal names {cause:?}: {err}");
+    assert_nothing_pushed(reg, repo, "refused RUN");
+}
+
+fn in_image(docker_args: &[&str], ctx: &Path, dest: &str) -> std::process::Output {
+    let mut d = docker_args.to_vec();
+    let ws = format!("{}:/workspace:ro", ctx.display());
+    d.extend(["-v", &ws]);
+    docker_run_args(
+        &d,
+        executor_image(),
+        &[
+            "--context",
+            "/workspace",
+            "--dockerfile",
+            "/workspace/Dockerfile",
+            "--destination",
+            dest,
+        ],
+    )
+}
+
+#[test]
+fn setting_a_docker_default_seccomp_names_the_change() {
+    let reg = TestRegistry::start();
+    let ctx = basics_context(&reg);
+    let scratch = tempfile::tempdir().unwrap();
+    let vol = format!("{}:/scratch", scratch.path().display());
+    let out = in_image(
+        &["-v", &vol, "-e", "KANIKO_DIR=/scratch"],
+        ctx.path(),
+        &format!("{}/a:1", reg.host),
+    );
+    assert_refused(&out, &reg, "a:1", "seccompProfile: {type: Unconfined}");
+}
+
+#[test]
+fn setting_c_non_root_refuses_run_at_plan_time_and_builds_without_it() {
+    let reg = TestRegistry::start();
+    let ctx = basics_context(&reg);
+    let restricted = [
+        "--user",
+        "65532:65532",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+    ];
+    // The scratch dir where a non-root user may write (an emptyDir).
+    let restricted = [
+        &restricted[..],
+        &["--tmpfs", "/scratch:mode=1777", "-e", "KANIKO_DIR=/scratch"],
+    ]
+    .concat();
+    let out = in_image(&restricted, ctx.path(), &format!("{}/c:1", reg.host));
+    assert_refused(&out, &reg, "c:1", "runAsUser: 0");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // At plan time: before the base's layers were fetched.
+    assert!(!err.contains("downloading layer"), "{err}");
+    // The same image without RUN builds.
+    let df = format!("FROM {}/base:1\nCOPY Dockerfile /df\n", reg.host);
+    std::fs::write(ctx.path().join("Dockerfile"), df).unwrap();
+    let out = in_image(&restricted, ctx.path(), &format!("{}/c:2", reg.host));
+    assert_ok(&out);
+}
+
+#[test]
+fn scratch_on_the_containers_overlay_root_names_the_fix() {
+    let reg = TestRegistry::start();
+    let ctx = basics_context(&reg);
+    let out = in_image(
+        &["--security-opt", "seccomp=unconfined"],
+        ctx.path(),
+        &format!("{}/o:1", reg.host),
+    );
+    assert_refused(&out, &reg, "o:1", "is on an overlay filesystem");
+}

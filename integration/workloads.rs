@@ -1,0 +1,152 @@
+//! The RUN workloads of issue 14 on real distributions, in each setting where
+//! RUN works (B, D, E): apt on Debian, useradd and USER, a multi-stage Go
+//! compile, node and bash needing /proc, a large write. The Debian images are
+//! made by debootstrap (integration/fixtures/debian.sh) and cached under
+//! /var/tmp; images are checked by the oracle and by `docker run`.
+
+mod common;
+
+use common::*;
+
+/// The Go and node image: Debian bookworm with golang-go and nodejs.
+const TOOLS: &[&str] = &["golang-go", "nodejs"];
+
+fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(ctx.path(), files);
+    ctx
+}
+
+#[test]
+fn apt_get_install_matches_buildkit_in_every_setting() {
+    let reg = TestRegistry::start();
+    push_debian_base(&reg, "debian:12", &[]);
+    let df = format!(
+        "FROM {}/debian:12\nRUN apt-get update && apt-get install -y --no-install-recommends hello && rm -rf /var/lib/apt/lists/*\n",
+        reg.host
+    );
+    let ctx = context(&[("Dockerfile", &df)]);
+    // BuildKit's layer: the same paths (apt's logs and caches differ in content
+    // from run to run, not in which files there are).
+    let bk = buildkit_build(&reg, ctx.path(), "bk-apt:1");
+    let names = |p: &Pulled| -> Vec<String> {
+        p.layers[1]
+            .iter()
+            .map(|row| row.split(' ').next().unwrap_or("").to_string())
+            .collect()
+    };
+    for setting in Setting::RUN_CAPABLE {
+        let dest = format!("{}/apt-{setting:?}:1", reg.host).to_lowercase();
+        let out = setting.build(ctx.path(), &dest, &[]);
+        assert_ok(&out);
+        let got = pull(&reg, &format!("apt-{setting:?}:1").to_lowercase());
+        assert_eq!(names(&got), names(&bk), "setting {setting:?}: apt's layer");
+        assert_eq!(
+            got.layers[1], bk.layers[1],
+            "setting {setting:?}: modes and owners"
+        );
+        let hello = docker_run(&dest, &["hello"]);
+        assert_eq!(hello.trim(), "Hello, world!", "setting {setting:?}");
+    }
+}
+
+#[test]
+fn useradd_then_user_owns_its_files_in_every_setting() {
+    let reg = TestRegistry::start();
+    push_debian_base(&reg, "debian:12", &[]);
+    let df = format!(
+        "FROM {}/debian:12\nRUN useradd -m app\nUSER app\nRUN id -u > ~/uid && touch ~/x\n",
+        reg.host
+    );
+    let ctx = context(&[("Dockerfile", &df)]);
+    let bk = buildkit_build(&reg, ctx.path(), "bk-user:1");
+    for setting in Setting::RUN_CAPABLE {
+        let repo = format!("user-{setting:?}:1").to_lowercase();
+        assert_ok(&setting.build(ctx.path(), &format!("{}/{repo}", reg.host), &[]));
+        let got = pull(&reg, &repo);
+        let x = &got.files["home/app/x"];
+        assert_eq!(
+            (x.uid, x.gid),
+            (1000, 1000),
+            "setting {setting:?}: the image's ids, not the host's"
+        );
+        assert_eq!(got.files["home/app"].uid, 1000);
+        assert_eq!(got.files["home/app/uid"].digest, sha256_of(b"1000\n"));
+        assert_eq!(
+            got.layers[2], bk.layers[2],
+            "setting {setting:?}: USER's layer"
+        );
+    }
+}
+
+#[test]
+fn multi_stage_go_compile_runs_in_every_setting() {
+    let reg = TestRegistry::start();
+    push_debian_base(&reg, "tools:1", TOOLS);
+    push_busybox_base(&reg, "small:1");
+    let df = format!(
+        "FROM {r}/tools:1 AS build\nWORKDIR /src\nCOPY go.mod main.go ./\nRUN CGO_ENABLED=0 go build -o /out/hello . && go version > /out/version\nFROM {r}/small:1\nCOPY --from=build /out/hello /hello\nENTRYPOINT [\"/hello\"]\n",
+        r = reg.host
+    );
+    let ctx = context(&[
+        ("Dockerfile", &df),
+        ("go.mod", "module hello\n\ngo 1.19\n"),
+        (
+            "main.go",
+            "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"compiled by a RUN\") }\n",
+        ),
+    ]);
+    for setting in Setting::RUN_CAPABLE {
+        let dest = format!("{}/go-{setting:?}:1", reg.host).to_lowercase();
+        assert_ok(&setting.build(ctx.path(), &dest, &[]));
+        assert_eq!(
+            docker_run(&dest, &[]).trim(),
+            "compiled by a RUN",
+            "setting {setting:?}"
+        );
+    }
+}
+
+#[test]
+fn node_and_bash_see_proc_in_every_setting() {
+    let reg = TestRegistry::start();
+    push_debian_base(&reg, "tools:1", TOOLS);
+    let df = format!(
+        "FROM {}/tools:1\nRUN node -e 'console.log(process.execPath)' > /execpath && bash -c 'cat <(echo x)' > /procsub\n",
+        reg.host
+    );
+    let ctx = context(&[("Dockerfile", &df)]);
+    for setting in Setting::RUN_CAPABLE {
+        let repo = format!("node-{setting:?}:1").to_lowercase();
+        assert_ok(&setting.build(ctx.path(), &format!("{}/{repo}", reg.host), &[]));
+        let got = pull(&reg, &repo);
+        assert_eq!(
+            got.files["execpath"].digest,
+            sha256_of(b"/usr/bin/node\n"),
+            "setting {setting:?}"
+        );
+        assert_eq!(
+            got.files["procsub"].digest,
+            sha256_of(b"x\n"),
+            "setting {setting:?}"
+        );
+    }
+}
+
+#[test]
+fn a_gigabyte_write_is_captured_and_leaves_no_scratch() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let df = format!(
+        "FROM {}/base:1\nRUN busybox head -c 1073741824 /dev/zero > /big && busybox wc -c < /big > /size\n",
+        reg.host
+    );
+    let ctx = context(&[("Dockerfile", &df)]);
+    for setting in [Setting::D, Setting::E] {
+        let repo = format!("big-{setting:?}:1").to_lowercase();
+        assert_ok(&setting.build(ctx.path(), &format!("{}/{repo}", reg.host), &[]));
+        let got = pull(&reg, &repo);
+        assert_eq!(got.files["big"].size, 1 << 30, "setting {setting:?}");
+        assert_eq!(got.files["size"].digest, sha256_of(b"1073741824\n"));
+    }
+}
