@@ -226,3 +226,26 @@ fn scratch_on_the_containers_overlay_root_names_the_fix() {
     );
     assert_refused(&out, &reg, "o:1", "is on an overlay filesystem");
 }
+
+#[test]
+fn root_without_capabilities_names_the_ones_to_keep() {
+    let reg = TestRegistry::start();
+    let ctx = basics_context(&reg);
+    let scratch = tempfile::tempdir().unwrap();
+    let vol = format!("{}:/scratch", scratch.path().display());
+    let out = in_image(
+        &[
+            "--security-opt",
+            "seccomp=unconfined",
+            "--cap-drop",
+            "ALL",
+            "-v",
+            &vol,
+            "-e",
+            "KANIKO_DIR=/scratch",
+        ],
+        ctx.path(),
+        &format!("{}/caps:1", reg.host),
+    );
+    assert_refused(&out, &reg, "caps:1", "SETUID, SETGID and SETFCAP");
+}

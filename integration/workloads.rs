@@ -8,8 +8,8 @@ mod common;
 
 use common::*;
 
-/// The Go and node image: Debian bookworm with golang-go and nodejs.
-const TOOLS: &[&str] = &["golang-go", "nodejs"];
+/// The Go and node image: Debian bookworm with golang-go, nodejs and setcap.
+const TOOLS: &[&str] = &["golang-go", "nodejs", "libcap2-bin"];
 
 fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
     let ctx = tempfile::tempdir().unwrap();
@@ -148,5 +148,33 @@ fn a_gigabyte_write_is_captured_and_leaves_no_scratch() {
         let got = pull(&reg, &repo);
         assert_eq!(got.files["big"].size, 1 << 30, "setting {setting:?}");
         assert_eq!(got.files["size"].digest, sha256_of(b"1073741824\n"));
+    }
+}
+
+#[test]
+fn setcap_reaches_the_layer_as_buildkit_writes_it_in_every_setting() {
+    let reg = TestRegistry::start();
+    push_debian_base(&reg, "tools:1", TOOLS);
+    let df = format!(
+        "FROM {}/tools:1\nRUN cp /bin/true /usr/local/bin/bind && setcap cap_net_bind_service=+ep /usr/local/bin/bind && getcap /usr/local/bin/bind > /getcap\n",
+        reg.host
+    );
+    let ctx = context(&[("Dockerfile", &df)]);
+    let bk = buildkit_build(&reg, ctx.path(), "bk-cap:1");
+    let want = &bk.files["usr/local/bin/bind"].xattrs;
+    assert!(!want.is_empty(), "BuildKit wrote no capability xattr");
+    for setting in Setting::RUN_CAPABLE {
+        let repo = format!("cap-{setting:?}:1").to_lowercase();
+        assert_ok(&setting.build(ctx.path(), &format!("{}/{repo}", reg.host), &[]));
+        let got = pull(&reg, &repo);
+        assert_eq!(
+            &got.files["usr/local/bin/bind"].xattrs, want,
+            "setting {setting:?}"
+        );
+        assert_eq!(
+            got.files["getcap"].digest, bk.files["getcap"].digest,
+            "setting {setting:?}"
+        );
+        assert_eq!(got.layers[1], bk.layers[1], "setting {setting:?}");
     }
 }

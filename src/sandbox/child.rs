@@ -43,6 +43,7 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
 pub(crate) const PROBE_NO_NAMESPACES: i32 = 10;
 pub(crate) const PROBE_NO_USER_NAMESPACE: i32 = 11;
 pub(crate) const PROBE_NO_OVERLAY: i32 = 12;
+pub(crate) const PROBE_NO_ID_MAP: i32 = 13;
 
 /// A setup failure with the probe exit code that names it.
 struct Failed(i32, String);
@@ -129,7 +130,7 @@ fn in_user_namespace(f: impl FnOnce() -> Result<i32, Failed>) -> Result<i32, Fai
                     if let Err(e) = std::fs::write(&p, "0 0 4294967295\n") {
                         let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                         let _ = wait_for(child);
-                        return Err(Failed(PROBE_NO_USER_NAMESPACE, format!("writing {p}: {e}")));
+                        return Err(Failed(PROBE_NO_ID_MAP, format!("writing {p}: {e}")));
                     }
                 }
                 let _ = go_w.write_all(b"g");

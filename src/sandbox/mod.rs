@@ -145,8 +145,10 @@ pub(crate) fn probe(scratch: &Path) -> Result<(), SandboxError> {
                 "it runs as uid {uid} without a user namespace: give the user a range in /etc/subuid and /etc/subgid and install newuidmap and newgidmap (Debian: uidmap), or run as root"
             ),
         },
+        // Mapping root into a user namespace needs CAP_SETFCAP too (Linux 5.12).
+        child::PROBE_NO_ID_MAP => "this container may create a user namespace but not map ids into it: keep the default capabilities SETUID, SETGID and SETFCAP (`capabilities: drop: [ALL]` removes them)".to_string(),
         child::PROBE_NO_NAMESPACES | child::PROBE_NO_USER_NAMESPACE => match where_ {
-            Where::Container => "this container may not create user namespaces (its seccomp profile or missing SETUID/SETGID capabilities deny it): set seccompProfile: {type: Unconfined} in the securityContext and keep the default capabilities (docker run --security-opt seccomp=unconfined)".to_string(),
+            Where::Container => "this container may not create user namespaces (its seccomp profile denies it): set seccompProfile: {type: Unconfined} in the securityContext and keep the default capabilities (docker run --security-opt seccomp=unconfined)".to_string(),
             Where::Host => "this process may not create mount or user namespaces (check kernel.unprivileged_userns_clone, user.max_user_namespaces and seccomp)".to_string(),
         },
         child::PROBE_NO_OVERLAY if on_overlay(scratch) => format!(
