@@ -280,3 +280,84 @@ fn run_steps_are_cached_by_command_and_args() {
     assert!(stderr(&third).contains("\nran\n"), "{}", stderr(&third));
     assert_eq!(docker_run(&format!("{}/ones/app:1", reg.host), &[]), "2\n");
 }
+
+/// `--cache-dir` keeps the base unpacked (hard links into it give each build its
+/// root), and nothing a build does to its root reaches the kept tree.
+#[test]
+fn cache_dir_keeps_the_unpacked_base_and_builds_cannot_change_it() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "ones/base:1");
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cd = cache_dir.path().to_str().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    let base = format!("{}/ones/base:1", reg.host);
+    // Replaces a base file in the stage's root (the applier) and appends to
+    // another in a RUN (overlay), then reads both.
+    let df = format!(
+        "FROM {base}\nCOPY passwd /etc/passwd\nRUN echo appended >> /etc/group && cat /etc/passwd /etc/group > /seen\n"
+    );
+    write_context(
+        ctx.path(),
+        &[
+            ("Dockerfile", &df),
+            ("passwd", "root:x:0:0:replaced:/root:/bin/sh\n"),
+        ],
+    );
+    let dest = format!("{}/ones/app:1", reg.host);
+    let c = ctx.path().to_str().unwrap();
+    for _ in 0..2 {
+        assert_ok(&executor(&[
+            "--context",
+            c,
+            "--destination",
+            &dest,
+            "--cache-dir",
+            cd,
+        ]));
+    }
+    let trees: Vec<_> = std::fs::read_dir(cache_dir.path().join("trees"))
+        .expect("trees kept")
+        .flatten()
+        .collect();
+    assert_eq!(trees.len(), 1, "one tree for the base");
+    let tree = trees[0].path();
+    let passwd = std::fs::read_to_string(tree.join("etc/passwd")).unwrap();
+    assert!(
+        !passwd.contains("replaced"),
+        "the kept tree's passwd changed: {passwd}"
+    );
+    let group = std::fs::read_to_string(tree.join("etc/group")).unwrap();
+    assert!(
+        !group.contains("appended"),
+        "the kept tree's group changed: {group}"
+    );
+    // A build from the kept tree sees the base as it is.
+    let df = format!("FROM {base}\nRUN cat /etc/passwd /etc/group > /seen\n");
+    std::fs::write(ctx.path().join("Dockerfile"), df).unwrap();
+    let out = executor(&[
+        "--context",
+        c,
+        "--destination",
+        &format!("{}/ones/app:2", reg.host),
+        "--cache-dir",
+        cd,
+    ]);
+    assert_ok(&out);
+    assert!(
+        !stderr(&out).contains("downloading layer"),
+        "{}",
+        stderr(&out)
+    );
+    let got = pull(&reg, "ones/app:2");
+    let want = pull(&reg, "ones/base:1");
+    let expected = [
+        std::fs::read(tree.join("etc/passwd")).unwrap(),
+        std::fs::read(tree.join("etc/group")).unwrap(),
+    ]
+    .concat();
+    assert_eq!(got.files["seen"].digest, sha256_of(&expected));
+    assert_eq!(
+        want.files["etc/passwd"].digest,
+        sha256_of(&std::fs::read(tree.join("etc/passwd")).unwrap())
+    );
+}

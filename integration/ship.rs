@@ -264,7 +264,11 @@ fn kubernetes_manifests_validate() {
         "kubernetes-validate",
         "pip install kubernetes-validate; .ci/run does this",
     );
-    let files = ["deploy/kubernetes/pod.yaml", "deploy/kubernetes/job.yaml"];
+    let files = [
+        "deploy/kubernetes/pod.yaml",
+        "deploy/kubernetes/job.yaml",
+        "deploy/kubernetes/job-run.yaml",
+    ];
     let out = std::process::Command::new(tool)
         .arg("--strict")
         .args(files.iter().map(|f| repo().join(f)))

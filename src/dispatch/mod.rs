@@ -155,6 +155,7 @@ impl Session {
     ) -> Session {
         let registry = std::sync::Arc::new(registry);
         Session {
+            trees: cache_dir.as_ref().map(|d| d.join("trees")),
             store: crate::image::BlobStore::new(registry.clone(), cache_dir, scratch.clone()),
             registry,
             cache,
@@ -210,6 +211,8 @@ pub struct Session {
     pub blobs_dir: PathBuf,
     /// Layer bytes: each blob downloaded once, verified before use.
     pub store: crate::image::BlobStore,
+    /// Unpacked base trees kept between builds (`--cache-dir/trees`).
+    pub(crate) trees: Option<PathBuf>,
     pub compression_level: u32,
     pub created: String,
     pub now: u64,

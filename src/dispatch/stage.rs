@@ -144,13 +144,31 @@ impl StageFs {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
                 let root = ScratchRoot::new(&dir);
+                // The layers from a registry (the base, cache hits) may be an
+                // unpacked tree already; only the rest is unpacked.
+                let tree = self.cached_tree(session);
+                let from = match &tree {
+                    Some((n, path)) if path.is_dir() => {
+                        super::cpu(|| crate::rootfs::trees::clone_tree(path, &dir)).map_err(
+                            |e| BuildError::io(format!("cloning {}", path.display()), e),
+                        )?;
+                        *n
+                    }
+                    _ => 0,
+                };
+                let layers = &self.layers[from..];
                 // Download every layer at once; unpack them in order.
                 let blobs = futures_util::future::try_join_all(
-                    self.layers.iter().map(|l| Self::blob(session, l)),
+                    layers.iter().map(|l| Self::blob(session, l)),
                 )
                 .await?;
                 super::cpu(|| -> Result<(), BuildError> {
-                    for (l, blob) in self.layers.iter().zip(blobs) {
+                    for (i, (l, blob)) in layers.iter().zip(blobs).enumerate() {
+                        if let Some((n, path)) = &tree {
+                            if from == 0 && i == *n {
+                                keep_tree(&dir, path);
+                            }
+                        }
                         let report = root.apply_layer(&blob, &l.descriptor.digest)?;
                         if report.skipped_devices > 0 {
                             crate::log_warn!(
@@ -160,11 +178,37 @@ impl StageFs {
                             );
                         }
                     }
+                    if let Some((n, path)) = &tree {
+                        if from == 0 && layers.len() == *n {
+                            keep_tree(&dir, path);
+                        }
+                    }
                     Ok(())
                 })?;
                 Ok(root)
             })
             .await
+    }
+
+    /// How many leading layers came from a registry, and where their unpacked
+    /// tree is kept; none without `--cache-dir` or the right to give files any
+    /// owner and mode (a clone must match the tree).
+    fn cached_tree(&self, session: &Session) -> Option<(usize, PathBuf)> {
+        let trees = session.trees.as_ref()?;
+        let caps = crate::rootfs::caps::FileCaps::effective();
+        if !(caps.chown && caps.dac_override) {
+            return None;
+        }
+        let n = self
+            .layers
+            .iter()
+            .take_while(|l| matches!(l.source, LayerSource::Remote(_)))
+            .count();
+        let ids: Vec<&str> = self.layers[..n]
+            .iter()
+            .map(|l| l.diff_id.as_str())
+            .collect();
+        (n > 0).then(|| (n, crate::rootfs::trees::tree_path(trees, &ids)))
     }
 
     /// Reads one file's bytes from the layers (for /etc/passwd and /etc/group).
@@ -297,6 +341,24 @@ impl Ord for PathKey {
 impl PartialOrd for PathKey {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
+    }
+}
+
+/// Keeps the root as unpacked so far as the tree at `path` (a clone made aside,
+/// then renamed into place, so a reader never sees half a tree). Failing only
+/// costs the next build an unpacking.
+fn keep_tree(root: &std::path::Path, path: &std::path::Path) {
+    let Some(parent) = path.parent() else { return };
+    let made = std::fs::create_dir_all(parent).and_then(|()| {
+        let tmp = tempfile::Builder::new()
+            .prefix(".new-")
+            .tempdir_in(parent)?;
+        crate::rootfs::trees::clone_tree(root, tmp.path())?;
+        // Another build may have kept the same tree first: then this one goes.
+        std::fs::rename(tmp.path(), path)
+    });
+    if let Err(e) = made {
+        crate::log_debug!("keeping the unpacked tree {}: {e}", path.display());
     }
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod apply;
 pub(crate) mod caps;
 pub(crate) mod index;
 pub(crate) mod sys;
+pub(crate) mod trees;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {

@@ -1,0 +1,157 @@
+//! Unpacked base trees kept in `--cache-dir/trees`, keyed by the chain of layer
+//! diff_ids (and the user namespace's id map, which decides the owners on disk).
+//! A stage's root starts as a clone of the tree made of hard links: no file is
+//! written, only names, so the next build of the same base needs no unpacking.
+//! Measured on a 176 MB Debian + Go layer (20,342 paths): unpacking took 10–15 s
+//! here (gzip inflate and ext4 inode allocation), the clone a fraction of a second
+//! (docs/performance.md).
+//!
+//! A clone shares its files' inodes with the tree, so nothing may change a file
+//! of the stage root in place. It holds: the applier replaces a file by removing
+//! it and creating a new one, RUN writes into an overlay's upper dir, and
+//! directories are never links (each is made anew).
+
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The tree directory for `diff_ids`, under `trees`.
+pub(crate) fn tree_path(trees: &Path, diff_ids: &[&str]) -> PathBuf {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    // Owners on disk are as the current user namespace maps them.
+    h.update(fs::read("/proc/self/uid_map").unwrap_or_default());
+    h.update(fs::read("/proc/self/gid_map").unwrap_or_default());
+    for d in diff_ids {
+        h.update(d.as_bytes());
+        h.update(b"\n");
+    }
+    trees.join(hex::encode(h.finalize()))
+}
+
+/// Makes `dst` (absent or empty) a copy of `src` whose files are hard links to
+/// `src`'s and whose directories are new, with `src`'s owners, modes and times.
+pub(crate) fn clone_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    fs::create_dir_all(dst)?;
+    clone_dir(src, dst)?;
+    copy_dir_meta(src, dst)
+}
+
+fn clone_dir(src: &Path, dst: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(src)? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            fs::create_dir(&to)?;
+            clone_dir(&from, &to)?;
+            copy_dir_meta(&from, &to)?;
+        } else {
+            // link(2) does not follow a symlink: the link itself is shared.
+            fs::hard_link(&from, &to)?;
+        }
+    }
+    Ok(())
+}
+
+/// Owner, mode, xattrs and times of a directory (times last: filling it moved them).
+fn copy_dir_meta(src: &Path, dst: &Path) -> io::Result<()> {
+    let m = fs::symlink_metadata(src)?;
+    std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid()))?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777))?;
+    for (name, value) in list_xattrs(src) {
+        set_xattr(dst, &name, &value);
+    }
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let t = TimeSpec::new(m.mtime(), m.mtime_nsec());
+    utimensat(None, dst, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(io::Error::from)
+}
+
+fn list_xattrs(p: &Path) -> Vec<(std::ffi::CString, Vec<u8>)> {
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return Vec::new();
+    };
+    let mut names = vec![0u8; 4096];
+    // SAFETY: `c` is a valid C string and `names` is writable for its length.
+    let n = unsafe { nix::libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    names[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .filter_map(|name| {
+            let name = std::ffi::CString::new(name).ok()?;
+            let mut v = vec![0u8; 65536];
+            // SAFETY: valid C strings, and `v` is writable for its length.
+            let len = unsafe {
+                nix::libc::lgetxattr(c.as_ptr(), name.as_ptr(), v.as_mut_ptr().cast(), v.len())
+            };
+            (len >= 0).then(|| {
+                v.truncate(len as usize);
+                (name, v)
+            })
+        })
+        .collect()
+}
+
+fn set_xattr(p: &Path, name: &std::ffi::CStr, value: &[u8]) {
+    if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) {
+        // SAFETY: valid C strings; `value` is readable for its length.
+        unsafe {
+            nix::libc::lsetxattr(
+                c.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clone_shares_files_and_owns_its_directories() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::create_dir_all(src.join("d/e")).unwrap();
+        fs::write(src.join("d/e/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("d/e/f", src.join("l")).unwrap();
+        fs::set_permissions(src.join("d"), fs::Permissions::from_mode(0o750)).unwrap();
+        let dst = t.path().join("dst");
+        clone_tree(&src, &dst).unwrap();
+        let (a, b) = (
+            fs::metadata(src.join("d/e/f")).unwrap(),
+            fs::metadata(dst.join("d/e/f")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "files are links");
+        assert_ne!(
+            fs::metadata(src.join("d")).unwrap().ino(),
+            fs::metadata(dst.join("d")).unwrap().ino(),
+            "directories are new"
+        );
+        assert_eq!(fs::metadata(dst.join("d")).unwrap().mode() & 0o7777, 0o750);
+        assert_eq!(fs::read_link(dst.join("l")).unwrap(), Path::new("d/e/f"));
+        // Replacing a clone's file leaves the tree's alone.
+        fs::remove_file(dst.join("d/e/f")).unwrap();
+        fs::write(dst.join("d/e/f"), b"y").unwrap();
+        assert_eq!(fs::read(src.join("d/e/f")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn keys_follow_the_layers() {
+        let t = Path::new("/c");
+        assert_eq!(tree_path(t, &["sha256:a"]), tree_path(t, &["sha256:a"]));
+        assert_ne!(
+            tree_path(t, &["sha256:a"]),
+            tree_path(t, &["sha256:a", "sha256:b"])
+        );
+    }
+}
