@@ -283,9 +283,32 @@ fn kubernetes_manifests_validate() {
 }
 
 #[test]
-fn tekton_task_has_the_kaniko_shape() {
-    let text = std::fs::read_to_string(repo().join("deploy/tekton/task.yaml")).unwrap();
-    let task: serde_yaml::Value = serde_yaml::from_str(&text).expect("task.yaml is YAML");
+fn tekton_tasks_have_the_kaniko_shape() {
+    for file in ["deploy/tekton/task.yaml", "deploy/tekton/task-run.yaml"] {
+        tekton_task_shape(file);
+    }
+    // The RUN-capable task: root, user namespaces allowed, scratch on an emptyDir.
+    let text = std::fs::read_to_string(repo().join("deploy/tekton/task-run.yaml")).unwrap();
+    let task: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let step = &task["spec"]["steps"][0];
+    let sc = &step["securityContext"];
+    assert_eq!(sc["runAsUser"].as_u64(), Some(0));
+    assert_eq!(sc["seccompProfile"]["type"].as_str(), Some("Unconfined"));
+    assert!(
+        sc["capabilities"].is_null(),
+        "RUN needs the default capabilities"
+    );
+    assert_eq!(step["env"][0]["name"].as_str(), Some("KANIKO_DIR"));
+    assert_eq!(
+        step["volumeMounts"][0]["mountPath"].as_str(),
+        step["env"][0]["value"].as_str()
+    );
+    assert!(task["spec"]["volumes"][0]["emptyDir"].is_mapping());
+}
+
+fn tekton_task_shape(file: &str) {
+    let text = std::fs::read_to_string(repo().join(file)).unwrap();
+    let task: serde_yaml::Value = serde_yaml::from_str(&text).expect("the task is YAML");
     assert_eq!(task["apiVersion"].as_str(), Some("tekton.dev/v1"));
     assert_eq!(task["kind"].as_str(), Some("Task"));
     let names = |key: &str| -> Vec<String> {
