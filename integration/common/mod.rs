@@ -536,15 +536,9 @@ impl Pulled {
 pub fn pull(reg: &TestRegistry, repo_tag: &str) -> Pulled {
     let python = require("python3", "apt-get install python3");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/oracle/flatten.py");
-    let out = Command::new(python)
-        .arg(script)
-        .args([&reg.host, repo_tag])
-        .output()
-        .expect("run the oracle");
-    assert!(
-        out.status.success(),
-        "oracle failed on {repo_tag}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(python).arg(script).args([&reg.host, repo_tag]),
+        &format!("the oracle on {repo_tag}"),
     );
     let img: OracleImage = serde_json::from_slice(&out.stdout).expect("oracle json");
     let files = img
@@ -659,14 +653,9 @@ pub fn require_docker_engine() {
 /// `docker run --rm --network host IMAGE ARGS…` after a fresh pull; returns stdout.
 pub fn docker_run(image: &str, args: &[&str]) -> String {
     require_docker_engine();
-    let pull = docker()
-        .args(["pull", "-q", image])
-        .output()
-        .expect("docker pull");
-    assert!(
-        pull.status.success(),
-        "docker pull {image}: {}",
-        String::from_utf8_lossy(&pull.stderr)
+    run_ok(
+        docker().args(["pull", "-q", image]),
+        &format!("docker pull {image}"),
     );
     let mut a = vec!["run", "--rm", "--network", "host", image];
     a.extend_from_slice(args);
@@ -774,17 +763,7 @@ pub fn executor_image() -> &'static str {
             tar.to_str().expect("utf-8"),
         ]);
         assert_ok(&out);
-        let load = docker()
-            .arg("load")
-            .arg("-i")
-            .arg(&tar)
-            .output()
-            .expect("docker load");
-        assert!(
-            load.status.success(),
-            "docker load: {}",
-            String::from_utf8_lossy(&load.stderr)
-        );
+        run_ok(docker().arg("load").arg("-i").arg(&tar), "docker load");
         name
     })
 }
@@ -895,16 +874,9 @@ pub fn push_debian_base(reg: &TestRegistry, repo_tag: &str, packages: &[&str]) -
                 "debootstrap",
                 "apt-get install debootstrap; .ci/run does this",
             );
-            let out = Command::new("bash")
-                .arg(&script)
-                .arg(&layer)
-                .args(packages)
-                .output()
-                .expect("debian.sh");
-            assert!(
-                out.status.success(),
-                "making the Debian fixture failed: {}",
-                String::from_utf8_lossy(&out.stderr)
+            run_ok(
+                Command::new("bash").arg(&script).arg(&layer).args(packages),
+                "making the Debian fixture",
             );
         }
     }
@@ -1011,17 +983,24 @@ pub fn buildkit_command(ctx: &Path, dockerfile: &Path, image: &str) -> Command {
 
 /// Builds `ctx`'s Dockerfile with BuildKit v0.21 to `repo_tag` on `reg` and pulls it.
 pub fn buildkit_build(reg: &TestRegistry, ctx: &Path, repo_tag: &str) -> Pulled {
-    let out = buildkit_command(
+    let mut cmd = buildkit_command(
         ctx,
         &ctx.join("Dockerfile"),
         &format!("{}/{repo_tag}", reg.host),
-    )
-    .output()
-    .expect("run BuildKit");
+    );
+    run_ok(&mut cmd, "BuildKit");
+    pull(reg, repo_tag)
+}
+
+/// Runs `cmd` and fails, showing its stderr, unless it succeeds.
+pub fn run_ok(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
     assert!(
         out.status.success(),
-        "BuildKit failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    pull(reg, repo_tag)
+    out
 }
