@@ -145,16 +145,17 @@ impl StageFs {
                     .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
                 let root = ScratchRoot::new(&dir);
                 // The layers from a registry (the base, cache hits) may be an
-                // unpacked tree already; only the rest is unpacked.
-                let tree = self.cached_tree(session);
-                let from = match &tree {
+                // unpacked tree already; then only the rest is unpacked. If not,
+                // the tree is kept once those layers are.
+                let (from, keep) = match self.cached_tree(session) {
                     Some((n, path)) if path.is_dir() => {
-                        super::cpu(|| crate::rootfs::trees::clone_tree(path, &dir)).map_err(
+                        super::cpu(|| crate::rootfs::trees::clone_tree(&path, &dir)).map_err(
                             |e| BuildError::io(format!("cloning {}", path.display()), e),
                         )?;
-                        *n
+                        (n, None)
                     }
-                    _ => 0,
+                    Some((n, path)) => (0, Some((n, path))),
+                    None => (0, None),
                 };
                 let layers = &self.layers[from..];
                 // Download every layer at once; unpack them in order.
@@ -163,27 +164,25 @@ impl StageFs {
                 )
                 .await?;
                 super::cpu(|| -> Result<(), BuildError> {
-                    for (i, (l, blob)) in layers.iter().zip(blobs).enumerate() {
-                        if let Some((n, path)) = &tree {
-                            if from == 0 && i == *n {
-                                keep_tree(&dir, path);
+                    let apply = |ls: &[Layer], bs: &[PathBuf]| -> Result<(), BuildError> {
+                        for (l, blob) in ls.iter().zip(bs) {
+                            let report = root.apply_layer(blob, &l.descriptor.digest)?;
+                            if report.skipped_devices > 0 {
+                                crate::log_warn!(
+                                    "layer {}: skipped {} device nodes (not running as root)",
+                                    l.descriptor.digest,
+                                    report.skipped_devices
+                                );
                             }
                         }
-                        let report = root.apply_layer(&blob, &l.descriptor.digest)?;
-                        if report.skipped_devices > 0 {
-                            crate::log_warn!(
-                                "layer {}: skipped {} device nodes (not running as root)",
-                                l.descriptor.digest,
-                                report.skipped_devices
-                            );
-                        }
+                        Ok(())
+                    };
+                    let split = keep.as_ref().map_or(0, |(n, _)| *n);
+                    apply(&layers[..split], &blobs[..split])?;
+                    if let Some((_, path)) = &keep {
+                        keep_tree(&dir, path);
                     }
-                    if let Some((n, path)) = &tree {
-                        if from == 0 && layers.len() == *n {
-                            keep_tree(&dir, path);
-                        }
-                    }
-                    Ok(())
+                    apply(&layers[split..], &blobs[split..])
                 })?;
                 Ok(root)
             })

@@ -32,12 +32,18 @@ pub(crate) fn parse_owner(
 
 /// Field `field` (2 = uid/gid) of the line whose first field is `name`.
 fn lookup(file: Option<&str>, name: &str, field: usize) -> Option<u64> {
-    file?.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&name))
-            .then(|| f.get(field)?.parse().ok())
-            .flatten()
-    })
+    records(file, 1)
+        .into_iter()
+        .find_map(|f| (f[0] == name).then(|| f.get(field)?.parse().ok()).flatten())
+}
+
+/// The colon-separated lines of passwd or group with at least `min` fields.
+fn records(file: Option<&str>, min: usize) -> Vec<Vec<&str>> {
+    file.unwrap_or("")
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= min)
+        .collect()
 }
 
 /// Who a RUN command runs as, resolved as runc resolves `USER` against the
@@ -60,12 +66,7 @@ pub(crate) fn exec_user(
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let entries: Vec<Vec<&str>> = passwd
-        .unwrap_or("")
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() >= 4)
-        .collect();
+    let entries = records(passwd, 4);
     // A number need not be in passwd; a name must.
     let (uid, entry) = match u.parse::<u32>() {
         Ok(n) => (
@@ -89,12 +90,7 @@ pub(crate) fn exec_user(
         .filter(|h| !h.is_empty())
         .unwrap_or(&"/")
         .to_string();
-    let groups_file: Vec<Vec<&str>> = group
-        .unwrap_or("")
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() >= 3)
-        .collect();
+    let groups_file = records(group, 3);
     let gid = match g {
         None => primary,
         Some(g) => match g.parse::<u32>() {

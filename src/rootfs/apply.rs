@@ -324,12 +324,9 @@ impl ScratchRoot {
     }
 }
 
-/// Sets a path's access and modification times, not following a last link.
+/// Sets a path's times to a layer entry's (seconds).
 fn set_mtime(p: &Path, secs: u64) -> io::Result<()> {
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
-    let t = TimeSpec::new(i64::try_from(secs).unwrap_or(i64::MAX), 0);
-    utimensat(None, p, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(io::Error::from)
+    super::meta::set_times(p, i64::try_from(secs).unwrap_or(i64::MAX), 0)
 }
 
 /// Removes a file, link or whole directory tree without following links.

@@ -13,7 +13,6 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -61,56 +60,10 @@ fn copy_dir_meta(src: &Path, dst: &Path) -> io::Result<()> {
     let m = fs::symlink_metadata(src)?;
     std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid()))?;
     fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777))?;
-    for (name, value) in list_xattrs(src) {
-        set_xattr(dst, &name, &value);
+    for (name, value) in super::meta::xattrs(src).unwrap_or_default() {
+        super::meta::set_xattr(dst, &name, &value);
     }
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
-    let t = TimeSpec::new(m.mtime(), m.mtime_nsec());
-    utimensat(None, dst, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(io::Error::from)
-}
-
-fn list_xattrs(p: &Path) -> Vec<(std::ffi::CString, Vec<u8>)> {
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
-        return Vec::new();
-    };
-    let mut names = vec![0u8; 4096];
-    // SAFETY: `c` is a valid C string and `names` is writable for its length.
-    let n = unsafe { nix::libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if n <= 0 {
-        return Vec::new();
-    }
-    names[..n as usize]
-        .split(|b| *b == 0)
-        .filter(|n| !n.is_empty())
-        .filter_map(|name| {
-            let name = std::ffi::CString::new(name).ok()?;
-            let mut v = vec![0u8; 65536];
-            // SAFETY: valid C strings, and `v` is writable for its length.
-            let len = unsafe {
-                nix::libc::lgetxattr(c.as_ptr(), name.as_ptr(), v.as_mut_ptr().cast(), v.len())
-            };
-            (len >= 0).then(|| {
-                v.truncate(len as usize);
-                (name, v)
-            })
-        })
-        .collect()
-}
-
-fn set_xattr(p: &Path, name: &std::ffi::CStr, value: &[u8]) {
-    if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) {
-        // SAFETY: valid C strings; `value` is readable for its length.
-        unsafe {
-            nix::libc::lsetxattr(
-                c.as_ptr(),
-                name.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            );
-        }
-    }
+    super::meta::set_times(dst, m.mtime(), m.mtime_nsec())
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@
 use crate::dispatch::stage::{PathKey, Planned};
 use crate::layer::writer::{EntryBody, EntryMeta};
 use crate::rootfs::index::{FsIndex, NodeKind};
+use crate::rootfs::meta::get_xattr;
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -216,53 +216,16 @@ fn marker(mtime: u64) -> Planned {
 fn is_opaque(p: &Path) -> bool {
     ["trusted.overlay.opaque", "user.overlay.opaque"]
         .iter()
-        .any(|n| get_xattr(p, n).is_some_and(|v| v == b"y"))
+        .any(|n| get_xattr(p, n.as_bytes()).is_some_and(|v| v == b"y"))
 }
 
 /// The entry's own xattrs, without overlay's bookkeeping ones.
 fn xattrs(p: &Path) -> std::io::Result<crate::layer::Xattrs> {
-    let c = cpath(p)?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: `c` is a valid C string and `buf` is writable for its length.
-    let n = unsafe { nix::libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        // Filesystems without xattrs (or links on some) simply have none.
-        return match e.raw_os_error() {
-            Some(nix::libc::ENOTSUP) => Ok(Vec::new()),
-            _ => Err(e),
-        };
-    }
-    let mut out = Vec::new();
-    for name in buf[..n as usize]
-        .split(|b| *b == 0)
-        .filter(|n| !n.is_empty())
-    {
-        let name = String::from_utf8_lossy(name).into_owned();
-        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
-            continue;
-        }
-        if let Some(v) = get_xattr(p, &name) {
-            out.push((name, v));
-        }
-    }
-    Ok(out)
-}
-
-fn get_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
-    let c = cpath(p).ok()?;
-    let n = std::ffi::CString::new(name).ok()?;
-    let mut buf = vec![0u8; 65536];
-    // SAFETY: valid C strings, and `buf` is writable for its length.
-    let len =
-        unsafe { nix::libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len >= 0).then(|| {
-        buf.truncate(len as usize);
-        buf
-    })
-}
-
-fn cpath(p: &Path) -> std::io::Result<std::ffi::CString> {
-    std::ffi::CString::new(p.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    Ok(crate::rootfs::meta::xattrs(p)?
+        .into_iter()
+        .map(|(name, value)| (String::from_utf8_lossy(&name).into_owned(), value))
+        .filter(|(name, _)| {
+            !(name.starts_with("trusted.overlay.") || name.starts_with("user.overlay."))
+        })
+        .collect())
 }
