@@ -31,22 +31,6 @@ fn basics_context(reg: &TestRegistry) -> tempfile::TempDir {
     ctx
 }
 
-/// The layers D (root on this host) makes for the same context.
-fn on_host(reg: &TestRegistry, ctx: &Path) -> Pulled {
-    let c = ctx.display().to_string();
-    let df = ctx.join("Dockerfile").display().to_string();
-    let dest = format!("{}/host:1", reg.host);
-    assert_ok(&executor(&[
-        "--context",
-        &c,
-        "--dockerfile",
-        &df,
-        "--destination",
-        &dest,
-    ]));
-    pull(reg, "host:1")
-}
-
 fn check_basics(got: &Pulled, host: &Pulled, setting: &str) {
     assert_eq!(
         got.layers, host.layers,
@@ -80,41 +64,12 @@ fn check_basics(got: &Pulled, host: &Pulled, setting: &str) {
 
 #[test]
 fn setting_b_root_with_unconfined_seccomp_in_the_executor_image() {
-    let image = executor_image();
     let reg = TestRegistry::start();
     let ctx = basics_context(&reg);
-    let host = on_host(&reg, ctx.path());
-    // The scratch dir on a real filesystem, as an emptyDir gives a Pod.
-    let scratch = tempfile::tempdir().unwrap();
-    let dest = format!("{}/b:1", reg.host);
-    let out = docker_run_args(
-        &[
-            "--security-opt",
-            "seccomp=unconfined",
-            "-v",
-            &format!("{}:/workspace:ro", ctx.path().display()),
-            "-v",
-            &format!("{}:/scratch", scratch.path().display()),
-            "-e",
-            "KANIKO_DIR=/scratch",
-        ],
-        image,
-        &[
-            "--context",
-            "/workspace",
-            "--dockerfile",
-            "/workspace/Dockerfile",
-            "--destination",
-            &dest,
-        ],
-    );
-    assert_ok(&out);
-    check_basics(&pull(&reg, "b:1"), &host, "B");
-    assert_eq!(
-        leftovers(scratch.path()),
-        Vec::<String>::new(),
-        "scratch left behind"
-    );
+    let host = Setting::D.built(&reg, ctx.path(), "basics");
+    // In the executor image, the scratch dir on a volume as an emptyDir gives a Pod.
+    check_basics(&Setting::B.built(&reg, ctx.path(), "basics"), &host, "B");
+    let dest = format!("{}/{}", reg.host, Setting::B.repo("basics"));
     let uid = docker_run(&dest, &["cat", "/home/app/uid"]);
     assert_eq!(uid.trim(), "1000");
 }
@@ -123,22 +78,9 @@ fn setting_b_root_with_unconfined_seccomp_in_the_executor_image() {
 fn setting_e_non_root_with_a_subuid_range() {
     let reg = TestRegistry::start();
     let ctx = basics_context(&reg);
-    let host = on_host(&reg, ctx.path());
-    let scratch = tempfile::tempdir().unwrap();
-    let dest = format!("{}/e:1", reg.host);
-    let c = ctx.path().display().to_string();
-    let df = ctx.path().join("Dockerfile").display().to_string();
-    let out = executor_as_subuid_user(
-        scratch.path(),
-        &["--context", &c, "--dockerfile", &df, "--destination", &dest],
-    );
-    assert_ok(&out);
-    check_basics(&pull(&reg, "e:1"), &host, "E");
-    // Files owned by subordinate ids inside the namespace are gone too.
-    assert_eq!(
-        leftovers(&scratch.path().join("work")),
-        Vec::<String>::new()
-    );
+    let host = Setting::D.built(&reg, ctx.path(), "basics");
+    // Setting::build also fails on files owned by subordinate ids left behind.
+    check_basics(&Setting::E.built(&reg, ctx.path(), "basics"), &host, "E");
 }
 
 /// A refusal: non-zero, the RUN line and the cause, nothing pushed.

@@ -36,10 +36,8 @@ fn apt_get_install_matches_buildkit_in_every_setting() {
             .collect()
     };
     for setting in Setting::RUN_CAPABLE {
-        let dest = format!("{}/apt-{setting:?}:1", reg.host).to_lowercase();
-        let out = setting.build(ctx.path(), &dest, &[]);
-        assert_ok(&out);
-        let got = pull(&reg, &format!("apt-{setting:?}:1").to_lowercase());
+        let got = setting.built(&reg, ctx.path(), "apt");
+        let dest = format!("{}/{}", reg.host, setting.repo("apt"));
         assert_eq!(names(&got), names(&bk), "setting {setting:?}: apt's layer");
         assert_eq!(
             got.layers[1], bk.layers[1],
@@ -61,9 +59,7 @@ fn useradd_then_user_owns_its_files_in_every_setting() {
     let ctx = context(&[("Dockerfile", &df)]);
     let bk = buildkit_build(&reg, ctx.path(), "bk-user:1");
     for setting in Setting::RUN_CAPABLE {
-        let repo = format!("user-{setting:?}:1").to_lowercase();
-        assert_ok(&setting.build(ctx.path(), &format!("{}/{repo}", reg.host), &[]));
-        let got = pull(&reg, &repo);
+        let got = setting.built(&reg, ctx.path(), "user");
         let x = &got.files["home/app/x"];
         assert_eq!(
             (x.uid, x.gid),
@@ -97,7 +93,7 @@ fn multi_stage_go_compile_runs_in_every_setting() {
         ),
     ]);
     for setting in Setting::RUN_CAPABLE {
-        let dest = format!("{}/go-{setting:?}:1", reg.host).to_lowercase();
+        let dest = format!("{}/{}", reg.host, setting.repo("go"));
         assert_ok(&setting.build(ctx.path(), &dest, &[]));
         assert_eq!(
             docker_run(&dest, &[]).trim(),
@@ -117,9 +113,7 @@ fn node_and_bash_see_proc_in_every_setting() {
     );
     let ctx = context(&[("Dockerfile", &df)]);
     for setting in Setting::RUN_CAPABLE {
-        let repo = format!("node-{setting:?}:1").to_lowercase();
-        assert_ok(&setting.build(ctx.path(), &format!("{}/{repo}", reg.host), &[]));
-        let got = pull(&reg, &repo);
+        let got = setting.built(&reg, ctx.path(), "node");
         assert_eq!(
             got.files["execpath"].digest,
             sha256_of(b"/usr/bin/node\n"),
@@ -143,9 +137,7 @@ fn a_gigabyte_write_is_captured_and_leaves_no_scratch() {
     );
     let ctx = context(&[("Dockerfile", &df)]);
     for setting in [Setting::D, Setting::E] {
-        let repo = format!("big-{setting:?}:1").to_lowercase();
-        assert_ok(&setting.build(ctx.path(), &format!("{}/{repo}", reg.host), &[]));
-        let got = pull(&reg, &repo);
+        let got = setting.built(&reg, ctx.path(), "big");
         assert_eq!(got.files["big"].size, 1 << 30, "setting {setting:?}");
         assert_eq!(got.files["size"].digest, sha256_of(b"1073741824\n"));
     }
@@ -164,9 +156,7 @@ fn setcap_reaches_the_layer_as_buildkit_writes_it_in_every_setting() {
     let want = &bk.files["usr/local/bin/bind"].xattrs;
     assert!(!want.is_empty(), "BuildKit wrote no capability xattr");
     for setting in Setting::RUN_CAPABLE {
-        let repo = format!("cap-{setting:?}:1").to_lowercase();
-        assert_ok(&setting.build(ctx.path(), &format!("{}/{repo}", reg.host), &[]));
-        let got = pull(&reg, &repo);
+        let got = setting.built(&reg, ctx.path(), "cap");
         assert_eq!(
             &got.files["usr/local/bin/bind"].xattrs, want,
             "setting {setting:?}"

@@ -837,8 +837,8 @@ pub fn executor_as_subuid_user(scratch: &Path, args: &[&str]) -> Output {
         .expect("run executor as the subuid user")
 }
 
-/// What is left in a scratch parent after a build: nothing but the lock-free
-/// leftovers a build may not leave (names of entries).
+/// The names of the entries in `dir`: after a build, what it left in its
+/// scratch parent (it must leave nothing).
 pub fn leftovers(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|r| {
@@ -915,6 +915,19 @@ pub enum Setting {
 
 impl Setting {
     pub const RUN_CAPABLE: [Setting; 3] = [Setting::D, Setting::B, Setting::E];
+
+    /// `NAME-SETTING:1`, the repository a test pushes this setting's result to.
+    pub fn repo(self, name: &str) -> String {
+        format!("{name}-{self:?}:1").to_lowercase()
+    }
+
+    /// Builds `ctx` here to [`Setting::repo`]`(name)` on `reg`, fails unless it
+    /// succeeds, and pulls the result.
+    pub fn built(self, reg: &TestRegistry, ctx: &Path, name: &str) -> Pulled {
+        let repo = self.repo(name);
+        assert_ok(&self.build(ctx, &format!("{}/{repo}", reg.host), &[]));
+        pull(reg, &repo)
+    }
 
     /// Builds `ctx` (its `Dockerfile`) to `dest` here; the context must be
     /// world-readable for E. Fails unless the scratch dir is left empty.
