@@ -1,10 +1,12 @@
 //! RUN in each place users run Kiln (../shared/research/run-sandbox.md):
-//! B, root in a container with Kubernetes' default (unconfined) seccomp, in the
-//! executor image; D, root on the host; E, a non-root user with a subuid range.
-//! Each builds the same steps, and the layers must be the ones D makes (D is
-//! checked against BuildKit v0.21 by the differential suite). A (Docker's
-//! default seccomp) and C (non-root, no capabilities) cannot isolate a command
-//! and must say what to change, naming the line, before anything is pushed.
+//! A, root in the executor image with Docker's default seccomp (RUN in the
+//! container's own root); B, root in a container with Kubernetes' default
+//! (unconfined) seccomp, in the executor image; D, root on the host; E, a
+//! non-root user with a subuid range. Each builds the same steps, and the
+//! layers must be the ones D makes (D is checked against BuildKit v0.21 by the
+//! differential suite). A outside Kiln's image and C (non-root, no
+//! capabilities) cannot isolate a command and must say what to change, naming
+//! the line, before anything is pushed.
 
 mod common;
 
@@ -114,17 +116,52 @@ fn in_image(docker_args: &[&str], ctx: &Path, dest: &str) -> std::process::Outpu
 }
 
 #[test]
-fn setting_a_docker_default_seccomp_names_the_change() {
+fn setting_a_docker_default_seccomp_runs_in_the_containers_own_root() {
+    let reg = TestRegistry::start();
+    let ctx = basics_context(&reg);
+    let host = Setting::D.built(&reg, ctx.path(), "basics");
+    let got = Setting::A.built(&reg, ctx.path(), "basics");
+    check_basics(&got, &host, "A");
+    let dest = format!("{}/{}", reg.host, Setting::A.repo("basics"));
+    assert_eq!(docker_run(&dest, &["cat", "/home/app/uid"]).trim(), "1000");
+    // What the executor keeps (its own directory, the context, the scratch
+    // volume, the container's mounts) never reaches a layer.
+    for kept in ["kaniko", "workspace", "scratch", "etc/hosts", "proc/self"] {
+        assert!(
+            !got.files
+                .keys()
+                .any(|k| k == kept || k.starts_with(&format!("{kept}/"))),
+            "/{kept} leaked into the image"
+        );
+    }
+}
+
+#[test]
+fn setting_a_outside_kilns_image_names_the_change() {
     let reg = TestRegistry::start();
     let ctx = basics_context(&reg);
     let scratch = tempfile::tempdir().unwrap();
     let vol = format!("{}:/scratch", scratch.path().display());
+    // The same binary in another place, without the image's marker beside it:
+    // not a container made for Kiln, so its root is not Kiln's to build in.
+    let exe = format!("{}:/opt/kiln/executor:ro", static_executor().display());
     let out = in_image(
-        &["-v", &vol, "-e", "KANIKO_DIR=/scratch"],
+        &[
+            "-v",
+            &vol,
+            "-e",
+            "KANIKO_DIR=/scratch",
+            "-v",
+            &exe,
+            "--entrypoint",
+            "/opt/kiln/executor",
+        ],
         ctx.path(),
         &format!("{}/a:1", reg.host),
     );
     assert_refused(&out, &reg, "a:1", "seccompProfile: {type: Unconfined}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run Kiln's own image as root"), "{err}");
 }
 
 #[test]

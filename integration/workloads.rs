@@ -1,6 +1,7 @@
 //! The RUN workloads of issue 14 on real distributions, in each setting where
-//! RUN works (B, D, E): apt on Debian, useradd and USER, a multi-stage Go
-//! compile, node and bash needing /proc, a large write. The Debian images are
+//! RUN works (A, B, D, E): apt on Debian, useradd and USER, a multi-stage Go
+//! compile, node and bash needing /proc, a large write, a failing command and
+//! a process left running. The Debian images are
 //! made by debootstrap (integration/fixtures/debian.sh) and cached under
 //! /var/tmp; images are checked by the oracle and by `docker run`.
 
@@ -136,7 +137,7 @@ fn a_gigabyte_write_is_captured_and_leaves_no_scratch() {
         reg.host
     );
     let ctx = context(&[("Dockerfile", &df)]);
-    for setting in [Setting::D, Setting::E] {
+    for setting in [Setting::D, Setting::E, Setting::A] {
         let got = setting.built(&reg, ctx.path(), "big");
         assert_eq!(got.files["big"].size, 1 << 30, "setting {setting:?}");
         assert_eq!(got.files["size"].digest, sha256_of(b"1073741824\n"));
@@ -166,5 +167,49 @@ fn setcap_reaches_the_layer_as_buildkit_writes_it_in_every_setting() {
             "setting {setting:?}"
         );
         assert_eq!(got.layers[1], bk.layers[1], "setting {setting:?}");
+    }
+}
+
+#[test]
+fn a_failing_command_and_a_process_left_running_in_every_setting() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    // A process the step leaves running is killed when the step ends: the next
+    // step (in setting A the same container) finds none.
+    let df = format!(
+        "FROM {}/base:1\nRUN (busybox sleep 6001 &) ; echo left running\nRUN for p in /proc/[0-9]*; do busybox tr '\\0' ' ' < $p/cmdline; echo; done > /procs\n",
+        reg.host
+    );
+    let ctx = context(&[("Dockerfile", &df)]);
+    for setting in Setting::RUN_CAPABLE {
+        let got = setting.built(&reg, ctx.path(), "left");
+        assert!(got.files.contains_key("procs"), "setting {setting:?}");
+        let dest = format!("{}/{}", reg.host, setting.repo("left"));
+        let procs = docker_run(&dest, &["cat", "/procs"]);
+        assert!(
+            !procs.contains("sleep 6001"),
+            "setting {setting:?}: the process outlived its step: {procs}"
+        );
+        let host = std::process::Command::new("pgrep")
+            .args(["-f", "sleep 6001"])
+            .output()
+            .expect("pgrep");
+        assert!(
+            !host.status.success(),
+            "setting {setting:?}: still running on this machine"
+        );
+    }
+    let df = format!("FROM {}/base:1\nRUN busybox false\n", reg.host);
+    let ctx = context(&[("Dockerfile", &df)]);
+    for setting in Setting::RUN_CAPABLE {
+        let repo = setting.repo("fails");
+        let out = setting.build(ctx.path(), &format!("{}/{repo}", reg.host), &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "setting {setting:?}: built");
+        assert!(
+            err.contains("Dockerfile:2: process \"/bin/sh -c busybox false\" did not complete successfully: exit code: 1"),
+            "setting {setting:?}: {err}"
+        );
+        assert_nothing_pushed(&reg, &repo, "a failing RUN");
     }
 }

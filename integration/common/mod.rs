@@ -904,6 +904,9 @@ pub fn push_debian_base(reg: &TestRegistry, repo_tag: &str, packages: &[&str]) -
 /// Where a RUN-capable build runs (../shared/research/run-sandbox.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Setting {
+    /// Root in the executor image with Docker's default seccomp profile, which
+    /// denies namespaces: RUN runs in the container's own root.
+    A,
     /// Root in the executor image with an unconfined seccomp profile and an
     /// emptyDir-like scratch volume (a Pod's default).
     B,
@@ -914,7 +917,7 @@ pub enum Setting {
 }
 
 impl Setting {
-    pub const RUN_CAPABLE: [Setting; 3] = [Setting::D, Setting::B, Setting::E];
+    pub const RUN_CAPABLE: [Setting; 4] = [Setting::D, Setting::B, Setting::E, Setting::A];
 
     /// `NAME-SETTING:1`, the repository a test pushes this setting's result to.
     pub fn repo(self, name: &str) -> String {
@@ -952,23 +955,17 @@ impl Setting {
                 let out = executor_as_subuid_user(scratch.path(), &args);
                 (out, leftovers(&scratch.path().join("work")))
             }
-            Setting::B => {
+            Setting::A | Setting::B => {
                 args[1] = "/workspace";
                 args[3] = "/workspace/Dockerfile";
-                let out = docker_run_args(
-                    &[
-                        "--security-opt",
-                        "seccomp=unconfined",
-                        "-v",
-                        &format!("{c}:/workspace:ro"),
-                        "-v",
-                        &format!("{}:/scratch", scratch.path().display()),
-                        "-e",
-                        "KANIKO_DIR=/scratch",
-                    ],
-                    executor_image(),
-                    &args,
-                );
+                let ws = format!("{c}:/workspace:ro");
+                let vol = format!("{}:/scratch", scratch.path().display());
+                let mut docker_args = vec!["-v", &ws, "-v", &vol, "-e", "KANIKO_DIR=/scratch"];
+                // A keeps Docker's default seccomp profile.
+                if self == Setting::B {
+                    docker_args.extend(["--security-opt", "seccomp=unconfined"]);
+                }
+                let out = docker_run_args(&docker_args, executor_image(), &args);
                 (out, leftovers(scratch.path()))
             }
         };

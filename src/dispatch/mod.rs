@@ -5,6 +5,7 @@ pub(crate) mod chmod;
 pub(crate) mod copy;
 mod effect;
 mod history;
+mod live;
 pub(crate) mod meta;
 mod run;
 pub mod stage;
@@ -23,6 +24,7 @@ use crate::layer::writer::WriteError;
 use crate::registry::{Registry, RegistryError};
 use crate::rootfs::apply::ApplyError;
 use crate::rootfs::ResolveError;
+use crate::sandbox::Isolation;
 use effect::{Effect, NewLayer};
 use stage::StageFs;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -276,6 +278,7 @@ pub async fn build(
             .sum(),
         steps_started: AtomicUsize::new(0),
         sandbox: std::sync::OnceLock::new(),
+        live: tokio::sync::Mutex::new(None),
     };
     // Where RUN cannot be isolated, say so before anything is fetched, unless a
     // cache may still hold every RUN's layer.
@@ -354,9 +357,10 @@ async fn build_stage(
     // The base's ONBUILD triggers run first, then are gone (BuildKit).
     let triggers = st.config.config.on_build.take().unwrap_or_default();
     let triggers = crate::dockerfile::parse_triggers(&triggers, &stage.at)?;
+    let mut hold: LiveHold = None;
     for step in triggers.iter().chain(&stage.steps) {
         b.log_step(&step.at);
-        run_step(b, built, &mut st, step, i)
+        run_step(b, built, &mut st, step, i, &mut hold)
             .await
             .map_err(|e| e.at(&step.at))?;
     }
@@ -466,13 +470,20 @@ struct Build<'a> {
     used_args: std::sync::Mutex<HashSet<String>>,
     steps_total: usize,
     steps_started: AtomicUsize,
-    /// Whether RUN can be isolated here, probed at the first RUN.
-    sandbox: std::sync::OnceLock<Result<(), String>>,
+    /// How RUN can be isolated here, probed at the first RUN.
+    sandbox: std::sync::OnceLock<Result<Isolation, String>>,
+    /// The executor's own root, when RUN runs in place: a stage holds it from
+    /// its first RUN to its end (stages never wait for each other mid-way, so
+    /// this cannot deadlock), so concurrent stages do not clear it by turns.
+    live: tokio::sync::Mutex<Option<live::LiveRoot>>,
 }
 
+/// A stage's hold on the live root, taken at its first in-place RUN.
+type LiveHold<'a> = Option<tokio::sync::MutexGuard<'a, Option<live::LiveRoot>>>;
+
 impl Build<'_> {
-    /// Probes once per build whether RUN can be isolated here.
-    fn sandbox_ready(&self) -> Result<(), BuildError> {
+    /// Probes once per build how RUN can be isolated here.
+    fn sandbox_ready(&self) -> Result<Isolation, BuildError> {
         let probed = self.sandbox.get_or_init(|| {
             cpu(|| crate::sandbox::probe(&self.opts.scratch_dir)).map_err(|e| match e {
                 crate::sandbox::SandboxError::Unavailable { cause } => cause,
@@ -484,6 +495,21 @@ impl Build<'_> {
         })
     }
 
+    /// What the live root keeps besides mounts and the executor's directory.
+    fn keep_extra(&self) -> Vec<PathBuf> {
+        let mut extra = vec![self.opts.scratch_dir.clone(), self.ctx.root().to_path_buf()];
+        extra.extend(
+            self.session
+                .trees
+                .as_ref()
+                .and_then(|t| t.parent())
+                .map(PathBuf::from),
+        );
+        extra.extend(std::env::var_os("DOCKER_CONFIG").map(PathBuf::from));
+        extra.extend(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
+        extra
+    }
+
     fn log_step(&self, at: &Location) {
         let n = self.steps_started.fetch_add(1, Ordering::Relaxed) + 1;
         crate::log_info!("[{n}/{}] {}", self.steps_total, at.text.trim());
@@ -491,12 +517,13 @@ impl Build<'_> {
 }
 
 /// One step: its handler returns an effect, which `effect::apply` makes real.
-async fn run_step(
-    b: &Build<'_>,
+async fn run_step<'b>(
+    b: &'b Build<'_>,
     built: &HashMap<usize, Arc<StageState>>,
     st: &mut StageState,
     step: &crate::dockerfile::Step,
     stage_index: usize,
+    hold: &mut LiveHold<'b>,
 ) -> Result<(), BuildError> {
     let Build {
         session,
@@ -609,13 +636,35 @@ async fn run_step(
                 effect.layer = Some(hit);
                 return effect::apply(session, st, effect, &key).await;
             }
-            b.sandbox_ready()?;
+            let isolation = b.sandbox_ready()?;
             let dirs = run::step_dirs(st.fs.dir(), step.at.line)?;
             let result = async {
-                effect.layer = Some(NewLayer::Planned(
-                    run::execute(session, &st.fs, &st.config, &env, &prepared, &dirs).await?,
-                ));
-                effect::apply(session, st, effect, &key).await
+                let mut live = match isolation {
+                    Isolation::Namespaces => None,
+                    Isolation::InPlace => {
+                        if hold.is_none() {
+                            *hold = Some(b.live.lock().await);
+                        }
+                        hold.as_mut()
+                            .map(|h| h.get_or_insert_with(|| live::LiveRoot::new(&b.keep_extra())))
+                    }
+                };
+                let entries = run::execute(
+                    session,
+                    &st.fs,
+                    &st.config,
+                    &env,
+                    &prepared,
+                    &dirs,
+                    live.as_deref_mut(),
+                )
+                .await?;
+                effect.layer = Some(NewLayer::Planned(entries));
+                effect::apply(session, st, effect, &key).await?;
+                if let Some(live) = live {
+                    live.committed(&st.fs.layers);
+                }
+                Ok(())
             }
             .await;
             dirs.remove();

@@ -3,6 +3,7 @@
 //! the sandbox's upper dir.
 
 use super::effect::Entries;
+use super::live::LiveRoot;
 use super::stage::StageFs;
 use super::users::{self, ExecUser};
 use super::{BuildError, Session};
@@ -122,12 +123,23 @@ pub(super) async fn execute(
     env: &Env,
     p: &PreparedRun,
     dirs: &StepDirs,
+    mut live: Option<&mut LiveRoot>,
 ) -> Result<Entries, BuildError> {
     // The root first: USER is then read from its /etc/passwd, not by streaming
     // every layer for it (4 s on a 176 MB layer).
-    let root = fs.rootfs(session).await?;
-    let user = exec_user(session, fs, config).await?;
-    let index = fs.index(session).await?;
+    let (lower, user) = match live.as_deref_mut() {
+        Some(live) => {
+            live.sync(session, &fs.layers).await?;
+            let root = Path::new(super::live::ROOT);
+            let user = exec_user(config, |abs| read_on_disk(root, abs))?;
+            (root.to_path_buf(), user)
+        }
+        None => {
+            let root = fs.rootfs(session).await?;
+            let read = |abs: &str| read_on_disk(root.path(), abs);
+            (root.path().to_path_buf(), exec_user(config, read)?)
+        }
+    };
     let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     if !env.iter().any(|(k, _)| k == "HOME") {
         env.push(("HOME".into(), user.home.clone()));
@@ -137,7 +149,12 @@ pub(super) async fn execute(
         .map_err(|e| BuildError::io("creating the step's /etc files", e))?;
     let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
     let mut etc = Vec::new();
-    for (name, body) in [
+    // In place, /etc's files are the container's own (mounts the root keeps).
+    let provided =
+        if live.is_some() {
+            Vec::new()
+        } else {
+            vec![
         ("resolv.conf", resolv),
         (
             "hosts",
@@ -145,7 +162,9 @@ pub(super) async fn execute(
                 .into_bytes(),
         ),
         ("hostname", format!("{HOSTNAME}\n").into_bytes()),
-    ] {
+        ]
+        };
+    for (name, body) in provided {
         let host = etc_dir.join(name);
         std::fs::write(&host, body)
             .map_err(|e| BuildError::io(format!("writing {}", host.display()), e))?;
@@ -163,13 +182,8 @@ pub(super) async fn execute(
     // Files the sandbox mounts where the image has none are its own doing, not the
     // command's: they are left out of the layer. (/proc, /dev and /sys stay, as
     // BuildKit keeps them.)
-    let stubs: Vec<String> = ["etc/resolv.conf", "etc/hosts", "etc/hostname"]
-        .iter()
-        .filter(|p| index.get(p).is_none())
-        .map(|p| p.to_string())
-        .collect();
     let spec = RunSpec {
-        lower: root.path().to_path_buf(),
+        lower,
         upper: dirs.upper.clone(),
         work: dirs.work.clone(),
         merged: dirs.merged.clone(),
@@ -186,8 +200,12 @@ pub(super) async fn execute(
         groups: user.groups,
         hostname: HOSTNAME.into(),
         etc,
-        network_none: p.network_none,
+        network_none: p.network_none && live.is_none(),
+        in_place: live.is_some(),
     };
+    if p.network_none && live.is_some() {
+        crate::log_warn!("RUN --network=none: this container may make no network namespace, so the command has the container's network");
+    }
     let started = std::time::Instant::now();
     let spec_file = dirs.base.join("spec.json");
     super::cpu(|| sandbox::run(&spec, &spec_file)).map_err(|e| match e {
@@ -200,9 +218,24 @@ pub(super) async fn execute(
         other => BuildError::Sandbox(other),
     })?;
     crate::log_debug!("RUN took {:?}", started.elapsed());
+    let index = fs.index(session).await?;
+    if let Some(live) = live {
+        return live.changes(index);
+    }
+    let stubs: Vec<String> = ["etc/resolv.conf", "etc/hosts", "etc/hostname"]
+        .iter()
+        .filter(|p| index.get(p).is_none())
+        .map(|p| p.to_string())
+        .collect();
     let mut entries = super::cpu(|| sandbox::upper::changes(&dirs.upper, index, &stubs))?;
     drop_stub_parents(&mut entries, index);
     Ok(entries)
+}
+
+/// A file of the root at `root`, its links resolved inside it.
+fn read_on_disk(root: &Path, abs: &str) -> Result<Option<Vec<u8>>, BuildError> {
+    let rel = crate::rootfs::resolve_on_disk(root, abs, true)?;
+    Ok(std::fs::read(root.join(crate::pathname::to_path(&rel))).ok())
 }
 
 /// `/etc` made only to hold the sandbox's stubs is not part of the change.
@@ -216,11 +249,11 @@ fn drop_stub_parents(entries: &mut Entries, index: &crate::rootfs::index::FsInde
     }
 }
 
-/// USER as the command runs: resolved against the stage's own passwd and group.
-async fn exec_user(
-    session: &Session,
-    fs: &StageFs,
+/// USER as the command runs: resolved against the stage's own passwd and group,
+/// which `read` gives.
+fn exec_user(
     config: &ImageConfig,
+    read: impl Fn(&str) -> Result<Option<Vec<u8>>, BuildError>,
 ) -> Result<ExecUser, BuildError> {
     let spec = config
         .config
@@ -228,9 +261,9 @@ async fn exec_user(
         .clone()
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "root".into());
-    let read = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
-    let passwd = read(fs.read_file(session, "/etc/passwd").await?);
-    let group = read(fs.read_file(session, "/etc/group").await?);
+    let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let passwd = text(read("/etc/passwd")?);
+    let group = text(read("/etc/group")?);
     if spec == "root" && passwd.is_none() {
         // No passwd file: root is uid 0 all the same.
         return Ok(ExecUser {

@@ -61,6 +61,8 @@ impl LayerState {
 pub struct ScratchRoot {
     root: PathBuf,
     sys: Box<dyn Syscalls>,
+    /// Paths no layer may touch (a root shared with the executor).
+    keep: Option<super::keep::Keep>,
 }
 
 impl ScratchRoot {
@@ -79,7 +81,14 @@ impl ScratchRoot {
         ScratchRoot {
             root: root.to_path_buf(),
             sys,
+            keep: None,
         }
+    }
+
+    /// The same root, leaving `keep`'s paths as they are whatever a layer says.
+    pub(crate) fn keeping(mut self, keep: super::keep::Keep) -> ScratchRoot {
+        self.keep = Some(keep);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -143,6 +152,14 @@ impl ScratchRoot {
                 source,
             }
         };
+        if let Some(keep) = &self.keep {
+            if self
+                .apply_around_kept(keep, e, st)
+                .map_err(io_err(&e.path))?
+            {
+                return Ok(());
+            }
+        }
         let (parent, name) = split_parent(&e.path);
         // Overlay rule (what BuildKit and Docker produce, each layer unpacked on its
         // own): an entry's parents are directories of this layer, so a lower layer's
@@ -258,6 +275,48 @@ impl ScratchRoot {
         }
         st.written.insert(rel);
         Ok(())
+    }
+
+    /// An entry that would touch a kept path: skipped, or (a whiteout of a
+    /// directory holding one) applied to everything else. True when handled.
+    fn apply_around_kept(
+        &self,
+        keep: &super::keep::Keep,
+        e: &Entry,
+        st: &mut LayerState,
+    ) -> io::Result<bool> {
+        let hardlink_to_kept = matches!(&e.kind, Kind::Hardlink(t) if keep.is_kept(t));
+        if keep.is_kept(&e.path) || hardlink_to_kept {
+            crate::log_debug!("layer entry /{} left out: the executor keeps it", e.path);
+            return Ok(true);
+        }
+        let emptied = match &e.whiteout {
+            Some(Whiteout::Remove(p)) if keep.is_kept(p) => return Ok(true),
+            Some(Whiteout::Remove(p)) if keep.holds_kept(p) => p,
+            Some(Whiteout::Opaque(d)) if keep.holds_kept(d) => d,
+            Some(_) => return Ok(false),
+            // A directory holding a kept path stays one.
+            None if e.kind != Kind::Dir && keep.holds_kept(&e.path) => return Ok(true),
+            None => return Ok(false),
+        };
+        st.forget_dirs_under(emptied);
+        let host = self.host_path(emptied);
+        if fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
+            // What this layer wrote there already stays (an opaque whiteout).
+            let written: Vec<&String> = st
+                .written
+                .iter()
+                .filter(|w| w.starts_with(&format!("{emptied}/")))
+                .collect();
+            if written.is_empty() {
+                keep.clear_dir(&host, emptied)?;
+            } else {
+                let mut also = keep.paths().to_vec();
+                also.extend(written.into_iter().cloned());
+                super::keep::Keep::new(also).clear_dir(&host, emptied)?;
+            }
+        }
+        Ok(true)
     }
 
     /// The host path of `rel` if every ancestor is a real directory (no links).

@@ -72,6 +72,11 @@ impl FsIndex {
             })
     }
 
+    /// Records `path` as `node` (an index read from disk rather than layers).
+    pub(crate) fn insert(&mut self, path: String, node: Node) {
+        self.nodes.insert(path, node);
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }

@@ -57,6 +57,9 @@ impl From<String> for Failed {
 /// New namespaces and the overlay, then a child that is pid 1 of the new pid
 /// namespace: when it exits, the kernel kills whatever the command left running.
 fn enter(spec: &RunSpec, probe: bool) -> Result<i32, String> {
+    if spec.in_place {
+        return in_place(spec);
+    }
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
@@ -211,6 +214,84 @@ fn in_namespaces(spec: &RunSpec, probe: bool) -> Result<i32, Failed> {
     }
 }
 
+/// The in-place rung (see `inplace`): no namespaces, the command runs in this
+/// process's own root. This helper adopts whatever the command leaves running
+/// (a child subreaper) and kills it when the command ends, as the end of a pid
+/// namespace would.
+fn in_place(spec: &RunSpec) -> Result<i32, String> {
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
+    // The heredoc script, under /dev (which the root keeps out of the layer).
+    let mut made = Vec::new();
+    for (target, source) in &spec.etc {
+        if !target.starts_with("dev/") {
+            return Err(format!(
+                "/{target}: only files under /dev can be provided in place"
+            ));
+        }
+        let path = Path::new("/").join(target);
+        if let Some(parent) = path.parent() {
+            ensure_dir(parent)?;
+        }
+        std::fs::copy(source, &path).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        made.push(path);
+    }
+    // SAFETY: single-threaded process (see `enter`).
+    let code = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            let e = match exec_command(spec) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            eprintln!("{e}");
+            std::process::exit(e.code);
+        }
+        ForkResult::Parent { child } => wait_for(child),
+    };
+    kill_adopted();
+    for p in made {
+        let _ = std::fs::remove_file(&p);
+        if let Some(dir) = p.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    code
+}
+
+/// Kills and reaps every process this one adopted, until none is left (a
+/// killed process's own children are adopted next).
+fn kill_adopted() {
+    let me = std::process::id().to_string();
+    loop {
+        let children = children_of(&me);
+        if children.is_empty() {
+            return;
+        }
+        for c in &children {
+            let _ = nix::sys::signal::kill(*c, nix::sys::signal::Signal::SIGKILL);
+        }
+        for c in children {
+            let _ = waitpid(c, None);
+        }
+    }
+}
+
+/// The processes whose parent is `pid`, from /proc.
+fn children_of(pid: &str) -> Vec<nix::unistd::Pid> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let n: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            (ppid == pid).then(|| nix::unistd::Pid::from_raw(n))
+        })
+        .collect()
+}
+
 /// A failure before the command ran, with the exit code to report.
 struct ExecError {
     code: i32,
@@ -245,6 +326,11 @@ fn setup_and_exec(spec: &RunSpec) -> Result<std::convert::Infallible, ExecError>
     pivot_root(".", ".").map_err(|e| setup(format!("pivot_root: {e}")))?;
     umount2(".", MntFlags::MNT_DETACH)
         .map_err(|e| setup(format!("detaching the old root: {e}")))?;
+    exec_command(spec)
+}
+
+/// In the command's root: the working directory, the user, then the command.
+fn exec_command(spec: &RunSpec) -> Result<std::convert::Infallible, ExecError> {
     chdir("/").map_err(|e| setup(format!("chdir /: {e}")))?;
     // The working directory is made when missing, as runc makes it.
     std::fs::create_dir_all(&spec.cwd)

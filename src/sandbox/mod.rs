@@ -14,11 +14,14 @@
 //!   refused (a container's masked /proc).
 //! - E, a non-root user with a subuid range: the whole executor runs inside a
 //!   user namespace mapped by newuidmap (see [`userns`]), then as in D.
-//! - A and C (no user namespaces, or no privilege at all): the probe's error
-//!   names the setting to change; chroot and running in the executor's own root
-//!   are the rungs still to build (docs/architecture.md).
+//! - A, root in a container that may make no namespaces (Docker's default
+//!   seccomp profile): in Kiln's own image, the command runs in the executor's
+//!   own root, as Kaniko runs it ([`inplace`]); elsewhere the probe's error names
+//!   the setting to change.
+//! - C, no privilege at all: the probe's error names the setting to change.
 
 pub mod child;
+pub(crate) mod inplace;
 pub(crate) mod upper;
 pub mod userns;
 
@@ -75,6 +78,10 @@ pub struct RunSpec {
     pub etc: Vec<(String, PathBuf)>,
     /// `RUN --network=none`: a network namespace of its own (loopback only).
     pub network_none: bool,
+    /// The in-place rung: no namespaces, the command runs in this process's own
+    /// root (`lower` is `/`; `etc` holds only files under /dev).
+    #[serde(default)]
+    pub in_place: bool,
 }
 
 /// Where a step's change is captured, under the stage's scratch dir.
@@ -105,9 +112,18 @@ impl StepDirs {
     }
 }
 
-/// Whether RUN can be isolated here; probed once per build by running the helper
+/// How a build's RUN steps are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isolation {
+    /// Namespaces and an overlay over the stage's unpacked root (D, B, E).
+    Namespaces,
+    /// The executor's own root, in Kiln's image where namespaces are denied (A).
+    InPlace,
+}
+
+/// How RUN can be isolated here; probed once per build by running the helper
 /// on an empty overlay. The error says what to change where this runs.
-pub(crate) fn probe(scratch: &Path) -> Result<(), SandboxError> {
+pub(crate) fn probe(scratch: &Path) -> Result<Isolation, SandboxError> {
     let base = scratch.join("sandbox-probe");
     let dirs = StepDirs::create(&base)?;
     let lower = base.join("lower");
@@ -126,15 +142,27 @@ pub(crate) fn probe(scratch: &Path) -> Result<(), SandboxError> {
         hostname: "probe".into(),
         etc: Vec::new(),
         network_none: false,
+        in_place: false,
     };
     let result = run_helper(&spec, &base.join("spec.json"), true);
     dirs.remove();
     let (code, said) = match result {
-        Ok(()) => return Ok(()),
+        Ok(()) => return Ok(Isolation::Namespaces),
         Err(SandboxError::Probe { code, stderr }) => (code, stderr),
         Err(e) => return Err(e),
     };
     let uid = nix::unistd::geteuid();
+    let no_namespaces = matches!(
+        code,
+        child::PROBE_NO_NAMESPACES | child::PROBE_NO_USER_NAMESPACE
+    );
+    if no_namespaces && inplace::allowed() {
+        crate::log_info!(
+            "RUN runs in this container's own root, as Kaniko runs it: namespaces are denied here ({})",
+            said.trim()
+        );
+        return Ok(Isolation::InPlace);
+    }
     let where_ = where_running();
     let fix = match code {
         _ if !uid.is_root() => match where_ {
@@ -148,7 +176,7 @@ pub(crate) fn probe(scratch: &Path) -> Result<(), SandboxError> {
         // Mapping root into a user namespace needs CAP_SETFCAP too (Linux 5.12).
         child::PROBE_NO_ID_MAP => "this container may create a user namespace but not map ids into it: keep the default capabilities SETUID, SETGID and SETFCAP (`capabilities: drop: [ALL]` removes them)".to_string(),
         child::PROBE_NO_NAMESPACES | child::PROBE_NO_USER_NAMESPACE => match where_ {
-            Where::Container => "this container may not create user namespaces (its seccomp profile denies it): set seccompProfile: {type: Unconfined} in the securityContext and keep the default capabilities (docker run --security-opt seccomp=unconfined)".to_string(),
+            Where::Container => format!("this container may not create user namespaces (its seccomp profile denies it): set seccompProfile: {{type: Unconfined}} in the securityContext and keep the default capabilities (docker run --security-opt seccomp=unconfined), or run Kiln's own image as root, where RUN runs in the container's root as Kaniko does (no {} next to {})", inplace::MARKER, std::env::current_exe().map(|e| e.display().to_string()).unwrap_or_default()),
             Where::Host => "this process may not create mount or user namespaces (check kernel.unprivileged_userns_clone, user.max_user_namespaces and seccomp)".to_string(),
         },
         child::PROBE_NO_OVERLAY if on_overlay(scratch) => format!(
@@ -167,16 +195,19 @@ enum Where {
     Host,
 }
 
-/// Containers announce themselves: Docker's marker file, Podman's, or a Pod's env.
 fn where_running() -> Where {
-    if Path::new("/.dockerenv").exists()
-        || Path::new("/run/.containerenv").exists()
-        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
-    {
+    if in_container() {
         Where::Container
     } else {
         Where::Host
     }
+}
+
+/// Containers announce themselves: Docker's marker file, Podman's, or a Pod's env.
+pub(crate) fn in_container() -> bool {
+    Path::new("/.dockerenv").exists()
+        || Path::new("/run/.containerenv").exists()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
 }
 
 fn on_overlay(p: &Path) -> bool {

@@ -83,13 +83,7 @@ fn walk(
             Some(n) if stub_parent && ft.is_dir() && matches!(n.kind, NodeKind::Dir) => n.mtime,
             _ => m.mtime().max(0) as u64,
         };
-        let meta = EntryMeta {
-            mode: m.mode() & 0o7777,
-            uid: u64::from(m.uid()),
-            gid: u64::from(m.gid()),
-            mtime,
-            xattrs: xattrs(&host).map_err(io(&host))?,
-        };
+        let meta = meta_of(&host, &m, mtime).map_err(io(&host))?;
         if ft.is_char_device() && m.rdev() == 0 {
             let wh = match rel {
                 "" => format!(".wh.{name}"),
@@ -100,59 +94,13 @@ fn walk(
             emitted = true;
             continue;
         }
-        let target = if ft.is_symlink() {
-            let t = std::fs::read_link(&host).map_err(io(&host))?;
-            Some(crate::pathname::from_os(t.as_os_str()))
-        } else {
-            None
-        };
+        let target = link_target(&host, &m).map_err(io(&host))?;
         let opaque = ft.is_dir()
             && is_opaque(&host)
             && matches!(below.map(|n| &n.kind), Some(NodeKind::Dir));
-        // Overlay copies a file or directory up when the command only opened it
-        // for writing, or changed something below it: the layer leaves out what
-        // still matches the lower one (BuildKit's overlay differ does the same),
-        // and such a file is never a hard link's target.
-        let same = !opaque
-            && below.is_some_and(|n| {
-                let kind = match &n.kind {
-                    NodeKind::Dir => ft.is_dir(),
-                    NodeKind::File => ft.is_file() && n.size == m.len(),
-                    NodeKind::Symlink(a) => target.as_ref() == Some(a),
-                    NodeKind::Other => false,
-                };
-                // A directory's time alone (a file made and removed in it, as
-                // apt does in /tmp) is no change to BuildKit's differ either.
-                kind && n.mode & 0o7777 == meta.mode
-                    && (n.uid, n.gid) == (meta.uid, meta.gid)
-                    && (ft.is_dir() || n.mtime == meta.mtime)
-                    && n.xattrs == meta.xattrs
-            });
+        let same = !opaque && below.is_some_and(|n| unchanged(n, &m, &meta, target.as_ref()));
         if !same {
-            let body = if ft.is_dir() {
-                EntryBody::Dir
-            } else if let Some(t) = target {
-                EntryBody::Symlink(t)
-            } else if ft.is_file() {
-                let id = (m.dev(), m.ino());
-                match links.get(&id) {
-                    Some(first) if m.nlink() > 1 => EntryBody::Hardlink(first.clone()),
-                    _ => {
-                        if m.nlink() > 1 {
-                            links.insert(id, path.clone());
-                        }
-                        EntryBody::File {
-                            source: host.clone(),
-                            size: m.len(),
-                        }
-                    }
-                }
-            } else {
-                // Devices, FIFOs and sockets a command made: the layer writer has
-                // no such entries yet.
-                crate::log_warn!(
-                    "RUN made /{path}, which is not a file, directory or link: left out of the layer"
-                );
+            let Some(body) = body_of(&host, &path, &m, target, links) else {
                 continue;
             };
             out.insert(PathKey(path.clone()), Planned { meta, body });
@@ -199,8 +147,95 @@ fn lower_whiteouts(host: &Path, path: &str, lower: &FsIndex, out: &mut BTreeMap<
     }
 }
 
+/// The layer metadata of the entry at `host`, with `mtime` as its time.
+pub(super) fn meta_of(
+    host: &Path,
+    m: &std::fs::Metadata,
+    mtime: u64,
+) -> std::io::Result<EntryMeta> {
+    Ok(EntryMeta {
+        mode: m.mode() & 0o7777,
+        uid: u64::from(m.uid()),
+        gid: u64::from(m.gid()),
+        mtime,
+        xattrs: xattrs(host)?,
+    })
+}
+
+/// A symlink's target; `None` for anything else.
+pub(super) fn link_target(host: &Path, m: &std::fs::Metadata) -> std::io::Result<Option<String>> {
+    if !m.file_type().is_symlink() {
+        return Ok(None);
+    }
+    let t = std::fs::read_link(host)?;
+    Ok(Some(crate::pathname::from_os(t.as_os_str())))
+}
+
+/// Whether an entry a command touched still matches what stood there before.
+/// Overlay copies a file or directory up when the command only opened it for
+/// writing, or changed something below it: the layer leaves out what still
+/// matches (BuildKit's overlay differ does the same), and such a file is never
+/// a hard link's target. A directory's time alone (a file made and removed in
+/// it, as apt does in /tmp) is no change to BuildKit's differ either.
+pub(super) fn unchanged(
+    before: &crate::rootfs::index::Node,
+    m: &std::fs::Metadata,
+    meta: &EntryMeta,
+    target: Option<&String>,
+) -> bool {
+    let ft = m.file_type();
+    let kind = match &before.kind {
+        NodeKind::Dir => ft.is_dir(),
+        NodeKind::File => ft.is_file() && before.size == m.len(),
+        NodeKind::Symlink(a) => target == Some(a),
+        NodeKind::Other => false,
+    };
+    kind && before.mode & 0o7777 == meta.mode
+        && (before.uid, before.gid) == (meta.uid, meta.gid)
+        && (ft.is_dir() || before.mtime == meta.mtime)
+        && before.xattrs == meta.xattrs
+}
+
+/// The layer body of the entry at `host`: a second path to an inode already in
+/// the layer is a hard link to the first. `None` (with a warning) for devices,
+/// FIFOs and sockets, which the layer writer has no entries for yet.
+pub(super) fn body_of(
+    host: &Path,
+    path: &str,
+    m: &std::fs::Metadata,
+    target: Option<String>,
+    links: &mut HashMap<(u64, u64), String>,
+) -> Option<EntryBody> {
+    let ft = m.file_type();
+    if ft.is_dir() {
+        return Some(EntryBody::Dir);
+    }
+    if let Some(t) = target {
+        return Some(EntryBody::Symlink(t));
+    }
+    if !ft.is_file() {
+        crate::log_warn!(
+            "RUN made /{path}, which is not a file, directory or link: left out of the layer"
+        );
+        return None;
+    }
+    let id = (m.dev(), m.ino());
+    match links.get(&id) {
+        Some(first) if m.nlink() > 1 => Some(EntryBody::Hardlink(first.clone())),
+        _ => {
+            if m.nlink() > 1 {
+                links.insert(id, path.to_string());
+            }
+            Some(EntryBody::File {
+                source: host.to_path_buf(),
+                size: m.len(),
+            })
+        }
+    }
+}
+
 /// An empty root-owned entry: a whiteout or an opaque marker.
-fn marker(mtime: u64) -> Planned {
+pub(super) fn marker(mtime: u64) -> Planned {
     Planned {
         meta: EntryMeta {
             mode: 0,
@@ -220,7 +255,7 @@ fn is_opaque(p: &Path) -> bool {
 }
 
 /// The entry's own xattrs, without overlay's bookkeeping ones.
-fn xattrs(p: &Path) -> std::io::Result<crate::layer::Xattrs> {
+pub(super) fn xattrs(p: &Path) -> std::io::Result<crate::layer::Xattrs> {
     Ok(crate::rootfs::meta::xattrs(p)?
         .into_iter()
         .map(|(name, value)| (String::from_utf8_lossy(&name).into_owned(), value))

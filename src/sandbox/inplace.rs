@@ -1,0 +1,355 @@
+//! The in-place rung, for a container that may make no namespaces (setting A:
+//! Docker's default seccomp profile, a Pod with RuntimeDefault): RUN runs in the
+//! executor's own root, as Kaniko runs it, so /proc, /dev and /sys are the
+//! container's. Allowed only as root in a container started from Kiln's own
+//! image (the marker next to the executor says so): never on a host.
+//!
+//! The stage's layers are unpacked into `/` around what the executor keeps
+//! (`rootfs::keep`); a stat walk before and after the command gives its change,
+//! in the shape the overlay reader (`upper`) gives it, so both rungs write the
+//! same layer for the same command.
+
+use super::upper::{self, UpperError};
+use crate::dispatch::stage::{PathKey, Planned};
+use crate::layer::writer::EntryBody;
+use crate::rootfs::index::{FsIndex, Node, NodeKind};
+use crate::rootfs::join_rel;
+use crate::rootfs::keep::Keep;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The file in the executor's directory that marks Kiln's own image.
+pub(crate) const MARKER: &str = ".kiln-image";
+
+/// Whether RUN may use this process's own root: root, in a container, started
+/// from Kiln's image.
+pub(crate) fn allowed() -> bool {
+    nix::unistd::geteuid().is_root()
+        && super::in_container()
+        && executor_dir().is_some_and(|d| d.join(MARKER).is_file())
+}
+
+fn executor_dir() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+}
+
+/// What the root keeps: every mount point but `/` (/proc, /dev, /sys, the
+/// container's /etc/hosts, volumes, a Pod's secrets), the executor's own
+/// directory and `extra` (scratch, cache dir, context, credentials).
+pub(crate) fn keep(extra: &[PathBuf]) -> Keep {
+    let mut paths = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| mount_points(&m))
+        .unwrap_or_default();
+    paths.extend(
+        executor_dir()
+            .into_iter()
+            .chain(extra.iter().cloned())
+            .filter_map(|p| p.canonicalize().ok())
+            .map(|p| crate::pathname::from_os(p.as_os_str())),
+    );
+    Keep::new(paths)
+}
+
+/// The mount points of a mountinfo table (the fifth field, octal escapes undone).
+fn mount_points(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .filter(|p| p != "/")
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    crate::pathname::from_os(std::ffi::OsStr::new(
+        &<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out),
+    ))
+}
+
+/// Identity and change time of an entry: any write, chmod, chown, link or
+/// rename of it moves its ctime; a replacement changes its inode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// The root as a command found it: a file index read from disk and each
+/// entry's stamp.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    index: FsIndex,
+    stamps: HashMap<String, Stamp>,
+}
+
+impl Snapshot {
+    /// Walks `root`, leaving out what `keep` keeps.
+    pub(crate) fn take(root: &Path, keep: &Keep) -> Result<Snapshot, UpperError> {
+        Ok(changes(root, &Snapshot::default(), keep, &HashSet::new())?.1)
+    }
+
+    fn record(&mut self, path: &str, node: Node, stamp: Stamp) {
+        self.index.insert(path.to_string(), node);
+        self.stamps.insert(path.to_string(), stamp);
+    }
+}
+
+/// What changed in `root` since `before`, as layer entries (the overlay
+/// reader's rules: parents of changes, whiteouts for what is gone, a directory
+/// made anew hides everything it held), and the root as it is now. Directories
+/// in `stub_parents` hold a kept path the image has not (the container's
+/// /etc/hosts where the image has none): they keep their time, as BuildKit
+/// restores it when it removes its own stubs there.
+pub(crate) fn changes(
+    root: &Path,
+    before: &Snapshot,
+    keep: &Keep,
+    stub_parents: &HashSet<String>,
+) -> Result<(BTreeMap<PathKey, Planned>, Snapshot), UpperError> {
+    let mut w = Walk {
+        before,
+        keep,
+        stub_parents,
+        links: HashMap::new(),
+        out: BTreeMap::new(),
+        after: Snapshot::default(),
+    };
+    w.dir(root, "", false)?;
+    Ok((w.out, w.after))
+}
+
+struct Walk<'a> {
+    before: &'a Snapshot,
+    keep: &'a Keep,
+    stub_parents: &'a HashSet<String>,
+    links: HashMap<(u64, u64), String>,
+    out: BTreeMap<PathKey, Planned>,
+    after: Snapshot,
+}
+
+impl Walk<'_> {
+    /// One directory; true when it put anything in the layer. `in_new` says an
+    /// ancestor was made anew, so its whiteouts already hide what was here.
+    fn dir(&mut self, host_dir: &Path, rel: &str, in_new: bool) -> Result<bool, UpperError> {
+        let io = |p: &Path| {
+            let path = p.display().to_string();
+            move |source| UpperError::Io { path, source }
+        };
+        let mut names: Vec<String> = std::fs::read_dir(host_dir)
+            .map_err(io(host_dir))?
+            .map(|e| e.map(|e| crate::pathname::from_os(&e.file_name())))
+            .collect::<Result<_, _>>()
+            .map_err(io(host_dir))?;
+        names.sort();
+        let mut emitted = false;
+        let present: HashSet<&str> = names.iter().map(String::as_str).collect();
+        for (name, _) in self.before.index.children(rel) {
+            let path = join_rel(rel, name);
+            if !present.contains(name) && !self.keep.is_kept(&path) {
+                // BuildKit writes whiteouts with no time.
+                self.out.insert(
+                    PathKey(join_rel(rel, &format!(".wh.{name}"))),
+                    upper::marker(0),
+                );
+                emitted = true;
+            }
+        }
+        for name in &names {
+            let path = join_rel(rel, name);
+            if self.keep.is_kept(&path) {
+                continue;
+            }
+            let host = host_dir.join(crate::pathname::to_path(name));
+            let m = std::fs::symlink_metadata(&host).map_err(io(&host))?;
+            let stamp = Stamp::of(&m);
+            let old_stamp = self.before.stamps.get(&path);
+            let old = self.before.index.get(&path);
+            if old_stamp == Some(&stamp) && !m.is_dir() {
+                if let Some(n) = old {
+                    self.after.record(&path, n.clone(), stamp);
+                }
+                continue;
+            }
+            let mtime = match old {
+                Some(n) if m.is_dir() && self.stub_parents.contains(&path) => n.mtime,
+                _ => m.mtime().max(0) as u64,
+            };
+            let meta = upper::meta_of(&host, &m, mtime).map_err(io(&host))?;
+            let target = upper::link_target(&host, &m).map_err(io(&host))?;
+            self.after
+                .record(&path, node_of(&m, &meta, target.clone()), stamp);
+            // A directory made anew where one stood: overlay marks it opaque.
+            let remade = m.is_dir()
+                && matches!(old.map(|n| &n.kind), Some(NodeKind::Dir))
+                && old_stamp.is_some_and(|s| (s.dev, s.ino) != (stamp.dev, stamp.ino));
+            let opaque = remade && !in_new;
+            let same =
+                !opaque && old.is_some_and(|n| upper::unchanged(n, &m, &meta, target.as_ref()));
+            if !same {
+                if let Some(body) = upper::body_of(&host, &path, &m, target, &mut self.links) {
+                    self.out.insert(
+                        PathKey(path.clone()),
+                        Planned {
+                            meta: meta.clone(),
+                            body,
+                        },
+                    );
+                    emitted = true;
+                }
+            }
+            if m.is_dir() {
+                let below = self.dir(&host, &path, in_new || remade)?;
+                if same && below {
+                    // An unchanged directory is in the layer only as a parent.
+                    self.out.insert(
+                        PathKey(path),
+                        Planned {
+                            meta,
+                            body: EntryBody::Dir,
+                        },
+                    );
+                    emitted = true;
+                }
+            }
+        }
+        Ok(emitted)
+    }
+}
+
+/// The index node of an entry read from disk.
+fn node_of(
+    m: &std::fs::Metadata,
+    meta: &crate::layer::writer::EntryMeta,
+    target: Option<String>,
+) -> Node {
+    let ft = m.file_type();
+    let kind = match target {
+        Some(t) => NodeKind::Symlink(t),
+        None if ft.is_dir() => NodeKind::Dir,
+        None if ft.is_file() => NodeKind::File,
+        None => NodeKind::Other,
+    };
+    Node {
+        kind,
+        mode: meta.mode,
+        uid: meta.uid,
+        gid: meta.gid,
+        size: if ft.is_file() { m.len() } else { 0 },
+        mtime: meta.mtime,
+        xattrs: meta.xattrs.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn listing(out: &BTreeMap<PathKey, Planned>) -> Vec<String> {
+        out.iter()
+            .map(|(k, p)| {
+                let kind = match &p.body {
+                    EntryBody::Dir => "dir".to_string(),
+                    EntryBody::File { .. } | EntryBody::Bytes(_) => "file".into(),
+                    EntryBody::Symlink(t) => format!("-> {t}"),
+                    EntryBody::Hardlink(t) => format!("=> {t}"),
+                };
+                format!("{} {kind}", k.0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_commands_change_as_the_overlay_reader_gives_it() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for f in [
+            "a/keep",
+            "a/gone",
+            "b/x/old",
+            "c/f",
+            "kaniko/executor",
+            "same",
+        ] {
+            let p = r.join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, b"1").unwrap();
+        }
+        let keep = Keep::new(["kaniko".to_string()]);
+        let before = Snapshot::take(r, &keep).unwrap();
+        assert!(before.index.get("kaniko").is_none());
+        // Modify, delete, remake a directory, make new entries, a hard link, a
+        // symlink; touch what the executor keeps.
+        fs::write(r.join("a/keep"), b"22").unwrap();
+        fs::remove_file(r.join("a/gone")).unwrap();
+        fs::remove_dir_all(r.join("b")).unwrap();
+        fs::create_dir_all(r.join("b/x")).unwrap();
+        fs::write(r.join("b/x/new"), b"n").unwrap();
+        fs::remove_dir_all(r.join("c")).unwrap();
+        fs::write(r.join("new"), b"n").unwrap();
+        fs::hard_link(r.join("new"), r.join("new2")).unwrap();
+        std::os::unix::fs::symlink("new", r.join("link")).unwrap();
+        fs::write(r.join("kaniko/executor"), b"x").unwrap();
+        let none = HashSet::new();
+        let (out, after) = changes(r, &before, &keep, &none).unwrap();
+        assert_eq!(
+            listing(&out),
+            [
+                ".wh.c file",
+                "a dir",
+                "a/.wh.gone file",
+                "a/keep file",
+                "b dir",
+                "b/x dir",
+                "b/x/.wh.old file",
+                "b/x/new file",
+                "link -> new",
+                "new file",
+                "new2 => new",
+            ]
+        );
+        // Nothing changed since: an empty change.
+        let (out, _) = changes(r, &after, &keep, &none).unwrap();
+        assert!(out.is_empty(), "{:?}", listing(&out));
+    }
+
+    #[test]
+    fn mount_points_are_read_with_their_escapes() {
+        let table = "22 1 0:21 / / rw - overlay overlay rw\n\
+                     23 22 0:22 / /proc rw - proc proc rw\n\
+                     24 22 8:1 /x /etc/my\\040hosts rw - ext4 /dev/sda1 rw\n";
+        assert_eq!(mount_points(table), ["/proc", "/etc/my hosts"]);
+    }
+}
