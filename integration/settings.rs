@@ -137,6 +137,29 @@ fn setting_a_docker_default_seccomp_runs_in_the_containers_own_root() {
 }
 
 #[test]
+fn setting_a_copies_from_a_stage_as_the_host_does() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    // The first COPY reads the container's root, which holds stage b; the
+    // second names the root itself, so it reads b's own unpacked files: in
+    // neither do the executor's files or the container's mounts come along.
+    let df = format!(
+        "FROM {r}/base:1 AS b\nRUN echo built > /built\nFROM {r}/base:1\nCOPY --from=b /built /one\nCOPY --from=b / /all/\n",
+        r = reg.host
+    );
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(ctx.path(), &[("Dockerfile", &df)]);
+    let host = Setting::D.built(&reg, ctx.path(), "from");
+    let got = Setting::A.built(&reg, ctx.path(), "from");
+    assert_eq!(
+        got.layers, host.layers,
+        "setting A: the layers differ from the host's"
+    );
+    assert_eq!(got.files["one"].digest, sha256_of(b"built\n"));
+    assert!(!got.files.contains_key("all/kaniko") && !got.files.contains_key("all/scratch"));
+}
+
+#[test]
 fn setting_a_outside_kilns_image_names_the_change() {
     let reg = TestRegistry::start();
     let ctx = basics_context(&reg);

@@ -30,6 +30,9 @@ pub(crate) struct SourceTree<'a> {
     /// `COPY --exclude` patterns, as segments, matched against paths relative to
     /// each source (a file source: its name).
     pub exclude: Vec<Vec<String>>,
+    /// Paths that are not the source's though on disk below `root` (the
+    /// executor's own, where the source is the container's root).
+    pub keep: Option<&'a crate::rootfs::keep::Keep>,
 }
 
 /// `--exclude` words as patterns for [`SourceTree::exclude`].
@@ -67,6 +70,11 @@ struct Source {
 impl SourceTree<'_> {
     fn ignored(&self, rel: &str) -> bool {
         self.context.is_some_and(|c| c.is_ignored(rel))
+    }
+
+    /// On disk but not part of the source.
+    fn foreign(&self, rel: &str) -> bool {
+        self.keep.is_some_and(|k| k.is_kept(rel))
     }
 
     /// Whether `--exclude` drops this path (relative to its source); a matched
@@ -125,7 +133,7 @@ impl SourceTree<'_> {
         for e in rd.flatten() {
             let name = from_os(&e.file_name());
             let rel = join_rel(dir, &name);
-            if self.ignored(&rel) {
+            if self.ignored(&rel) || self.foreign(&rel) {
                 continue;
             }
             let parts: Vec<&str> = rel.split('/').collect();
@@ -147,6 +155,9 @@ impl SourceTree<'_> {
     /// The source at a root-relative path, following symlinks inside the tree.
     fn source_at(&self, rel: &str) -> Result<Option<Source>, BuildError> {
         let resolved = resolve_on_disk(self.root, &format!("/{rel}"), true)?;
+        if self.foreign(&resolved) {
+            return Ok(None);
+        }
         let host = if resolved.is_empty() {
             self.root.to_path_buf()
         } else {
@@ -438,7 +449,7 @@ fn walk(
     for name in names {
         let rel = join_rel(rel_dir, &name);
         let source_rel = join_rel(in_source, &name);
-        if tree.excluded(&source_rel) {
+        if tree.excluded(&source_rel) || tree.foreign(&rel) {
             continue;
         }
         let is_ignored = tree.ignored(&rel);

@@ -100,6 +100,22 @@ impl LiveRoot {
         Ok(entries)
     }
 
+    /// Whether `/` holds exactly `layers`.
+    pub fn holds(&self, layers: &[Layer]) -> bool {
+        self.layers.as_ref().is_some_and(|have| {
+            have.len() == layers.len()
+                && have
+                    .iter()
+                    .zip(layers)
+                    .all(|(a, l)| *a == l.descriptor.digest)
+        })
+    }
+
+    /// What the root keeps.
+    pub fn keep(&self) -> &Keep {
+        &self.keep
+    }
+
     /// The change was committed as the last of `layers`, which `/` now holds.
     pub fn committed(&mut self, layers: &[Layer]) {
         self.layers = Some(layers.iter().map(|l| l.descriptor.digest.clone()).collect());

@@ -182,6 +182,7 @@ pub(super) fn copy_key_inputs(
                 headers: None,
                 label: "build context".into(),
                 exclude: copy::exclude_patterns(&p.excludes),
+                keep: None,
             };
             v.push(("sources", copy::digest_sources(&p.sources, &tree)?));
         }
@@ -198,6 +199,29 @@ pub(super) fn copy_key_inputs(
     Ok(v)
 }
 
+/// Whether no source can reach a path the live root keeps (the container's
+/// /etc/hosts, /proc, the executor's files), which only a stage's own unpacked
+/// root has as the stage made it: the part before any wildcard decides.
+fn clear_of(keep: &crate::rootfs::keep::Keep, sources: &[String]) -> bool {
+    sources.iter().all(|src| {
+        let clean = crate::pathname::clean_rooted(src);
+        let fixed: Vec<&str> = clean
+            .split('/')
+            .take_while(|c| !crate::context::has_wildcards(c))
+            .collect();
+        let fixed = fixed.join("/");
+        !keep.is_kept(&fixed) && !keep.holds_kept(&fixed)
+    })
+}
+
+/// Where a COPY's sources can come from.
+pub(super) struct Origins<'a> {
+    pub ctx: &'a BuildContext,
+    pub built: &'a HashMap<usize, Arc<StageState>>,
+    /// The container's root, when RUN runs in place there.
+    pub live: Option<&'a super::live::LiveRoot>,
+}
+
 /// Plans a prepared COPY's layer against the stage's files (`fs` changes only by
 /// making its index); `run_step` commits it.
 pub(super) async fn copy_entries(
@@ -205,10 +229,10 @@ pub(super) async fn copy_entries(
     fs: &StageFs,
     workdir: &str,
     p: PreparedCopy,
-    built: &HashMap<usize, Arc<StageState>>,
-    ctx: &BuildContext,
+    origins: Origins<'_>,
     opts: &BuildOptions,
 ) -> Result<Entries, BuildError> {
+    let Origins { ctx, built, live } = origins;
     let owner = match &p.chown {
         Some(spec) => Some(owner(session, fs, spec).await?),
         None => None,
@@ -233,6 +257,7 @@ pub(super) async fn copy_entries(
                 headers: None,
                 label: "build context".into(),
                 exclude: exclude.clone(),
+                keep: None,
             };
             {
                 let index = target_index(session, fs, link).await?;
@@ -243,13 +268,27 @@ pub(super) async fn copy_entries(
             let src = built
                 .get(&j)
                 .ok_or_else(|| BuildError::StageNotBuilt(name.clone()))?;
-            let (root, headers) = src.fs.source_view(session).await?;
+            // The container's root, when it holds the stage (in place): its
+            // files are there already, and unpacking them again takes seconds.
+            let live = live.filter(|l| l.holds(&src.fs.layers) && clear_of(l.keep(), &req.sources));
+            let (root, keep, headers) = match live {
+                Some(l) => (
+                    std::path::Path::new(super::live::ROOT),
+                    Some(l.keep()),
+                    src.fs.index(session).await?,
+                ),
+                None => {
+                    let (root, headers) = src.fs.source_view(session).await?;
+                    (root.path(), None, headers)
+                }
+            };
             let tree = SourceTree {
-                root: root.path(),
+                root,
                 context: None,
                 headers: Some(headers),
                 label: format!("stage {name}"),
                 exclude: exclude.clone(),
+                keep,
             };
             {
                 let index = target_index(session, fs, link).await?;
@@ -272,6 +311,7 @@ pub(super) async fn copy_entries(
                 headers: Some(headers),
                 label,
                 exclude: exclude.clone(),
+                keep: None,
             };
             {
                 let index = target_index(session, fs, link).await?;
@@ -516,6 +556,16 @@ fn expand_port(spec: &str) -> Result<Vec<String>, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_clear_of_kept_paths() {
+        let keep = crate::rootfs::keep::Keep::new(["kaniko".to_string(), "etc/hosts".into()]);
+        let clear =
+            |s: &[&str]| clear_of(&keep, &s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(clear(&["/out/hello", "/etc/passwd", "/usr/*"]));
+        assert!(!clear(&["/"]) && !clear(&["/etc"]) && !clear(&["/kaniko/executor"]));
+        assert!(!clear(&["/e*"]) && !clear(&["/etc/host?"]));
+    }
 
     #[test]
     fn paths_and_ports() {

@@ -516,6 +516,29 @@ impl Build<'_> {
     }
 }
 
+/// The live root as a COPY --from source, when it holds that stage: the hold
+/// is taken if free (and kept to the stage's end, as the layer is read from it
+/// when committed); a stage running commands there is not waited for.
+fn live_source<'h, 'b>(
+    b: &'b Build<'_>,
+    hold: &'h mut LiveHold<'b>,
+    p: &meta::PreparedCopy,
+    built: &HashMap<usize, Arc<StageState>>,
+) -> Option<&'h live::LiveRoot> {
+    let meta::CopyFrom::Stage(j, _) = &p.from else {
+        return None;
+    };
+    let layers = &built.get(j)?.fs.layers;
+    if hold.is_none() {
+        let guard = b.live.try_lock().ok()?;
+        if !guard.as_ref().is_some_and(|l| l.holds(layers)) {
+            return None;
+        }
+        *hold = Some(guard);
+    }
+    hold.as_ref()?.as_ref()
+}
+
 /// One step: its handler returns an effect, which `effect::apply` makes real.
 async fn run_step<'b>(
     b: &'b Build<'_>,
@@ -597,9 +620,17 @@ async fn run_step<'b>(
                 None => {
                     let workdir = st.config.config.working_dir.clone();
                     let workdir = workdir.as_deref().unwrap_or("/");
+                    let live = live_source(b, hold, &prepared, built);
                     Some(NewLayer::Planned(
-                        meta::copy_entries(session, &st.fs, workdir, prepared, built, ctx, opts)
-                            .await?,
+                        meta::copy_entries(
+                            session,
+                            &st.fs,
+                            workdir,
+                            prepared,
+                            meta::Origins { ctx, built, live },
+                            opts,
+                        )
+                        .await?,
                     ))
                 }
             };
