@@ -199,18 +199,26 @@ fn in_namespaces(spec: &RunSpec, probe: bool) -> Result<i32, Failed> {
     if probe {
         return Ok(0);
     }
+    Ok(command_in_child(|| setup_and_exec(spec))?)
+}
+
+/// Forks; the child runs `exec` (which only returns with why the command could
+/// not start), this process waits for it and returns its exit code.
+fn command_in_child(
+    exec: impl FnOnce() -> Result<std::convert::Infallible, ExecError>,
+) -> Result<i32, String> {
     // SAFETY: this process is single-threaded (a fresh exec of the executor that
     // started no runtime), so the child may run any code.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            let e = match setup_and_exec(spec) {
+            let e = match exec() {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
             eprintln!("{e}");
             std::process::exit(e.code);
         }
-        ForkResult::Parent { child } => Ok(wait_for(child)?),
+        ForkResult::Parent { child } => wait_for(child),
     }
 }
 
@@ -236,18 +244,7 @@ fn in_place(spec: &RunSpec) -> Result<i32, String> {
         std::fs::copy(source, &path).map_err(|e| format!("writing {}: {e}", path.display()))?;
         made.push(path);
     }
-    // SAFETY: single-threaded process (see `enter`).
-    let code = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => {
-            let e = match exec_command(spec) {
-                Ok(never) => match never {},
-                Err(e) => e,
-            };
-            eprintln!("{e}");
-            std::process::exit(e.code);
-        }
-        ForkResult::Parent { child } => wait_for(child),
-    };
+    let code = command_in_child(|| exec_command(spec));
     kill_adopted();
     for p in made {
         let _ = std::fs::remove_file(&p);
