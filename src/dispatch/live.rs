@@ -43,7 +43,7 @@ impl LiveRoot {
     /// Brings `/` to exactly `layers`: only the missing ones are unpacked when
     /// it holds a prefix of them, else it is cleared first.
     pub async fn sync(&mut self, session: &Session, layers: &[Layer]) -> Result<(), BuildError> {
-        let want: Vec<Digest> = layers.iter().map(|l| l.descriptor.digest.clone()).collect();
+        let want = digests(layers);
         let from = match self.layers.take() {
             Some(have) if want.starts_with(&have) => have.len(),
             _ => {
@@ -75,7 +75,8 @@ impl LiveRoot {
     /// What the command changed since `sync`, on a stage whose layers `index`
     /// describes; `/` holds no known layers until [`LiveRoot::committed`] says
     /// the change is one.
-    pub fn changes(&mut self, index: &FsIndex) -> Result<Entries, BuildError> {
+    /// Mount point dirs it adds are made at `now` (the build's time).
+    pub fn changes(&mut self, index: &FsIndex, now: u64) -> Result<Entries, BuildError> {
         self.layers = None;
         // Kept paths the image lacks stand where BuildKit puts its stubs.
         let stub_parents: HashSet<String> = self
@@ -86,15 +87,14 @@ impl LiveRoot {
             .map(|k| split_parent(k).0.to_string())
             .filter(|p| index.get(p).is_some_and(|n| n.kind == NodeKind::Dir))
             .collect();
-        let (entries, now) =
+        let (mut entries, after) =
             cpu(|| inplace::changes(Path::new(ROOT), &self.snapshot, &self.keep, &stub_parents))?;
-        self.snapshot = now;
-        let mut entries = entries;
+        self.snapshot = after;
         // BuildKit's runtime makes its mount points where the image has none and
         // leaves them in the layer; the container's own stand there here.
         for dir in ["dev", "proc", "sys"] {
             if index.get(dir).is_none() {
-                entries.insert(PathKey(dir.into()), mount_point_dir());
+                entries.insert(PathKey(dir.into()), mount_point_dir(now));
             }
         }
         Ok(entries)
@@ -102,13 +102,7 @@ impl LiveRoot {
 
     /// Whether `/` holds exactly `layers`.
     pub fn holds(&self, layers: &[Layer]) -> bool {
-        self.layers.as_ref().is_some_and(|have| {
-            have.len() == layers.len()
-                && have
-                    .iter()
-                    .zip(layers)
-                    .all(|(a, l)| *a == l.descriptor.digest)
-        })
+        self.layers.as_ref() == Some(&digests(layers))
     }
 
     /// What the root keeps.
@@ -118,15 +112,16 @@ impl LiveRoot {
 
     /// The change was committed as the last of `layers`, which `/` now holds.
     pub fn committed(&mut self, layers: &[Layer]) {
-        self.layers = Some(layers.iter().map(|l| l.descriptor.digest.clone()).collect());
+        self.layers = Some(digests(layers));
     }
 }
 
-/// A mount point directory as runc makes it: root's, 0755, made now.
-fn mount_point_dir() -> Planned {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+fn digests(layers: &[Layer]) -> Vec<Digest> {
+    layers.iter().map(|l| l.descriptor.digest.clone()).collect()
+}
+
+/// A mount point directory as runc makes it: root's, 0755, made `now`.
+fn mount_point_dir(now: u64) -> Planned {
     Planned {
         meta: EntryMeta {
             mode: 0o755,

@@ -147,23 +147,12 @@ pub(super) async fn execute(
     let etc_dir = dirs.base.join("etc");
     std::fs::create_dir_all(&etc_dir)
         .map_err(|e| BuildError::io("creating the step's /etc files", e))?;
-    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
     let mut etc = Vec::new();
     // In place, /etc's files are the container's own (mounts the root keeps).
-    let provided =
-        if live.is_some() {
-            Vec::new()
-        } else {
-            vec![
-        ("resolv.conf", resolv),
-        (
-            "hosts",
-            format!("127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
-                .into_bytes(),
-        ),
-        ("hostname", format!("{HOSTNAME}\n").into_bytes()),
-        ]
-        };
+    let provided = match live {
+        Some(_) => Vec::new(),
+        None => buildkit_etc_files(),
+    };
     for (name, body) in provided {
         let host = etc_dir.join(name);
         std::fs::write(&host, body)
@@ -179,9 +168,6 @@ pub(super) async fn execute(
             .map_err(|e| BuildError::io("writing the heredoc script", e))?;
         etc.push((format!("dev/pipes/{name}"), host));
     }
-    // Files the sandbox mounts where the image has none are its own doing, not the
-    // command's: they are left out of the layer. (/proc, /dev and /sys stay, as
-    // BuildKit keeps them.)
     let spec = RunSpec {
         lower,
         upper: dirs.upper.clone(),
@@ -220,8 +206,11 @@ pub(super) async fn execute(
     crate::log_debug!("RUN took {:?}", started.elapsed());
     let index = fs.index(session).await?;
     if let Some(live) = live {
-        return live.changes(index);
+        return live.changes(index, session.now);
     }
+    // Files the sandbox mounts where the image has none are its own doing, not the
+    // command's: they are left out of the layer. (/proc, /dev and /sys stay, as
+    // BuildKit keeps them.)
     let stubs: Vec<String> = ["etc/resolv.conf", "etc/hosts", "etc/hostname"]
         .iter()
         .filter(|p| index.get(p).is_none())
@@ -230,6 +219,23 @@ pub(super) async fn execute(
     let mut entries = super::cpu(|| sandbox::upper::changes(&dirs.upper, index, &stubs))?;
     drop_stub_parents(&mut entries, index);
     Ok(entries)
+}
+
+/// The /etc files BuildKit gives a RUN: the host's resolv.conf, its own hosts
+/// and hostname.
+fn buildkit_etc_files() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (
+            "resolv.conf",
+            std::fs::read("/etc/resolv.conf").unwrap_or_default(),
+        ),
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+                .into_bytes(),
+        ),
+        ("hostname", format!("{HOSTNAME}\n").into_bytes()),
+    ]
 }
 
 /// A file of the root at `root`, its links resolved inside it.
