@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::files::{FileServer, Reply};
 use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -79,6 +80,7 @@ fn context(dir: &Path) {
     std::fs::create_dir_all(dir.join("hl")).unwrap();
     std::fs::hard_link(dir.join("hard1"), dir.join("hl/hard2")).unwrap();
     std::fs::hard_link(dir.join("hard1"), dir.join("hl/hard3")).unwrap();
+    common::archives::write_fixtures(&dir.join("arch"));
 }
 
 /// BuildKit v0.21, the reference (`../shared/tools/buildkit`): builds the case and
@@ -180,6 +182,9 @@ fn refusal_cause(name: &str, bk_err: &str) -> &'static str {
         "env_without_value_is_refused" => "ENV",
         "missing_source_is_refused" => "nothere",
         "run_failure_is_refused" => "exit code: 3",
+        "add_archive_hard_link_out_of_the_root_is_refused" => "/etc/passwd",
+        "add_archive_symlink_loop_is_refused" => "too many levels of symbolic links",
+        "add_has_no_from_flag" => "unknown flag: --from",
         other => panic!("{other}: BuildKit refused a case not listed as a refusal: {bk_err}"),
     }
 }
@@ -195,6 +200,8 @@ struct Case {
     platform: Option<&'static str>,
     /// Extra fields of the base image's config (see `push_image_layers`).
     base_config: serde_json::Value,
+    /// Files a loopback HTTP server serves while both build, at `{HTTP}`.
+    http: Vec<(&'static str, Reply)>,
 }
 
 impl Case {
@@ -207,6 +214,7 @@ impl Case {
             build_args: Vec::new(),
             platform: None,
             base_config: serde_json::json!({}),
+            http: Vec::new(),
         }
     }
 }
@@ -223,10 +231,12 @@ fn run_case(case: &Case) {
     push_busybox_base_with(&reg, "base:1", case.base_config.clone());
     let ctx = tempfile::tempdir().unwrap();
     context(ctx.path());
+    let server = FileServer::start(&case.http);
     let df = case
         .dockerfile
         .replace("{BASE}", &format!("{}/base:1", reg.host))
-        .replace("{REG}", &reg.host);
+        .replace("{REG}", &reg.host)
+        .replace("{HTTP}", &server.base);
     std::fs::write(ctx.path().join(case.dockerfile_name), &df).unwrap();
     if let Some((file, content)) = case.dockerignore {
         std::fs::write(ctx.path().join(file), content).unwrap();
@@ -399,6 +409,38 @@ cases! {
     buildkit_copy_empty_wildcard: "FROM scratch\nCOPY bk/bar nomatch* /\n";
     buildkit_copy_socket: "FROM scratch\nCOPY sock /\n";
     arg_history_and_platform_args: "ARG G=g\nFROM {BASE}\nARG G\nARG TARGETPLATFORM\nARG NOVALUE\nARG X=$G-x Y\nENV E=$X\n";
+    // ADD: local sources as COPY has them, archives unpacked by content.
+    add_local_sources_as_copy: "FROM {BASE}\nADD a.txt /dst/\nADD dir /d\nADD --chown=app:staff --chmod=u+x,go=r *.txt /g/\nADD link-to-a /l\nADD hl /hl/\nADD --link b.txt /bin/b\nENV X=x\nADD <<EOF /hd\nhi $X\nEOF\nADD . /all/\n", ignore = "ig\narch/*.tar*\n";
+    add_archives_unpack_by_content: "FROM {BASE}\nADD arch/sample.tar /p/\nADD arch/sample.tar.gz /g\nADD arch/sample.tar.bz2 arch/sample.tar.xz arch/sample.tar.zst /multi/\nADD arch/fake.tar.gz arch/empty.tar /notarchives/\nADD --chown=7:8 --chmod=600 arch/sample.tar.gz a.txt /chown/\nADD arch/sample.tar /etc/\nADD arch/sample.tar.gz /bin/unpacked/\nADD arch/sample.tar.gz /bin\n";
+    add_archive_directory_is_copied_whole: "FROM {BASE}\nADD arch /arch-copy/\nADD arch/sample.tar* /globbed/\n";
+    add_hostile_archives_stay_in_the_destination: "FROM {BASE}\nADD arch/dotdot.tar /d1/\nADD arch/abs.tar /d2/\nADD arch/through.tar /d3/\n";
+    add_archive_hard_link_out_of_the_root_is_refused: "FROM {BASE}\nADD arch/hardout.tar /d/\n";
+    add_archive_symlink_loop_is_refused: "FROM {BASE}\nADD arch/loop.tar /d/\n";
+    add_has_no_from_flag: "FROM {BASE} AS s\nFROM {BASE}\nADD --from=s /etc/passwd /p\n";
+}
+
+/// ADD's URL sources against BuildKit: the file name from the URL path (or
+/// `__unnamed__`), 0600 and the `Last-Modified` time, `--chown`/`--chmod`, a
+/// `.tar.gz` left packed, `--checksum`, and a redirect followed.
+#[test]
+fn add_url_sources() {
+    let tool = b"tool-bytes\n".to_vec();
+    let digest = sha256_of(&tool);
+    let archive = common::archives::gzip(&common::archives::sample());
+    let modified = Some("Wed, 03 Feb 2016 04:05:06 GMT");
+    let mut case = Case::new(
+        "add_url_sources",
+        "FROM {BASE}\nADD {HTTP}/dir/tool /usr/local/bin/\nADD {HTTP}/dir/tool /r/renamed\nADD --chmod=755 --chown=7:8 {HTTP}/dir/tool /c/\nADD --chmod=u+x {HTTP}/dir/tool /sym/\nADD {HTTP}/ /idx/\nADD {HTTP}/dir/a.tar.gz /arch/\nADD --checksum=SUM {HTTP}/dir/tool /sum/\nADD {HTTP}/moved /etc\nADD {HTTP}/dir/tool a.txt /mixed/\n",
+    );
+    let df = case.dockerfile.replace("SUM", &digest);
+    case.dockerfile = Box::leak(df.into_boxed_str());
+    case.http = vec![
+        ("/dir/tool", Reply::File(tool.clone(), modified)),
+        ("/", Reply::File(b"index\n".to_vec(), None)),
+        ("/dir/a.tar.gz", Reply::File(archive, modified)),
+        ("/moved", Reply::Redirect("/dir/tool")),
+    ];
+    run_case(&case);
 }
 
 /// `COPY --exclude` (BuildKit v0.21 takes it only under the labs syntax, which the

@@ -680,6 +680,8 @@ pub fn write_context(dir: &Path, files: &[(&str, &str)]) {
     }
 }
 
+pub mod archives;
+pub mod files;
 pub mod proxy;
 
 /// Writes a gzip'd layer whose tar is made by `fill` (names and headers exactly as

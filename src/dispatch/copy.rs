@@ -33,6 +33,27 @@ pub(crate) struct SourceTree<'a> {
     /// Paths that are not the source's though on disk below `root` (the
     /// executor's own, where the source is the container's root).
     pub keep: Option<&'a crate::rootfs::keep::Keep>,
+    /// ADD: where a source file that is an archive is unpacked (its contents
+    /// go into the destination instead of the file).
+    pub unpack: Option<&'a Path>,
+    /// Source words are paths, never patterns (downloads named by their URL).
+    pub literal: bool,
+}
+
+impl<'a> SourceTree<'a> {
+    /// A tree with no ignore rules, headers, excludes or kept paths.
+    pub(crate) fn plain(root: &'a Path, label: String) -> SourceTree<'a> {
+        SourceTree {
+            root,
+            context: None,
+            headers: None,
+            label,
+            exclude: Vec::new(),
+            keep: None,
+            unpack: None,
+            literal: false,
+        }
+    }
 }
 
 /// `--exclude` words as patterns for [`SourceTree::exclude`].
@@ -93,7 +114,7 @@ impl SourceTree<'_> {
     fn expand(&self, src: &str) -> Result<Vec<Source>, BuildError> {
         let clean = crate::pathname::clean_rooted(src);
         let mut out = Vec::new();
-        if has_wildcards(&clean) {
+        if !self.literal && has_wildcards(&clean) {
             let pat: Vec<String> = clean.split('/').map(str::to_string).collect();
             let mut matches = Vec::new();
             self.walk_matches(&pat, "", &mut matches);
@@ -175,21 +196,42 @@ impl SourceTree<'_> {
     }
 }
 
-/// Plans the entries of a COPY layer against the target's index.
+/// How entries get their owner, mode and time.
+struct Rules<'r> {
+    owner: Option<(u64, u64)>,
+    chmod: Option<&'r Chmod>,
+    zero_mtimes: bool,
+}
+
+/// Plans the entries of a COPY layer against the target's index: `req.sources`
+/// from `tree`.
 pub fn plan(
     req: &CopyRequest,
     tree: &SourceTree<'_>,
     index: &FsIndex,
 ) -> Result<BTreeMap<PathKey, Planned>, BuildError> {
+    plan_groups(req, &[(tree, req.sources.as_slice())], index)
+}
+
+/// Like [`plan`] with sources from several trees (ADD's context files and
+/// downloads), in order.
+pub(crate) fn plan_groups(
+    req: &CopyRequest,
+    groups: &[(&SourceTree<'_>, &[String])],
+    index: &FsIndex,
+) -> Result<BTreeMap<PathKey, Planned>, BuildError> {
     // A glob that matches nothing copies nothing: BuildKit v0.21 allows empty
     // wildcards (the layer is still added, empty).
     let mut sources = Vec::new();
-    for s in &req.sources {
-        sources.extend(
-            tree.expand(s)?
-                .into_iter()
-                .filter(|s| !tree.excluded(&s.name)),
-        );
+    for (tree, words) in groups {
+        for s in words.iter() {
+            sources.extend(
+                tree.expand(s)?
+                    .into_iter()
+                    .filter(|s| !tree.excluded(&s.name))
+                    .map(|s| (*tree, s)),
+            );
+        }
     }
     let dest_abs = if req.dest.starts_with('/') {
         req.dest.clone()
@@ -211,11 +253,25 @@ pub fn plan(
     };
     let mut out: BTreeMap<PathKey, Planned> = BTreeMap::new();
     let mut links: HashMap<(u64, u64), String> = HashMap::new();
+    let rules = Rules {
+        owner: req.owner,
+        chmod: req.chmod.as_ref(),
+        zero_mtimes: req.zero_mtimes,
+    };
 
     // Several sources onto a path without a trailing `/` are written onto it in
     // turn, the last one winning, as BuildKit v0.21 does.
     let into_dir = dir_syntax || dest_is_existing_dir;
-    for src in &sources {
+    for (tree, src) in &sources {
+        if let Some(work) = tree.unpack.filter(|_| src.meta.is_file()) {
+            if crate::rootfs::archive::is_archive(&src.host) {
+                // BuildKit: the destination is a directory (0755, the --chown
+                // owner); the archive's owners and modes stay, --chmod is not used.
+                add_parents(&mut out, index, &dest_resolved, (uid, gid), 0o755, req.now)?;
+                unpack_into(&mut out, src, work, &dest_resolved, req, &mut links)?;
+                continue;
+            }
+        }
         let (target_dir, name) = if src.meta.is_dir() {
             (dest_resolved.clone(), None)
         } else if into_dir {
@@ -234,14 +290,14 @@ pub fn plan(
                     &src.host,
                     &src.rel,
                     &target_dir,
-                    req,
+                    &rules,
                     &mut links,
                 )?;
             }
             Some(n) => {
                 let dest = join_rel(&target_dir, &n);
                 add_entry(
-                    &mut out, tree, &src.host, &src.meta, &dest, req, &mut links, true,
+                    &mut out, tree, &src.host, &src.meta, &dest, &rules, &mut links, true,
                 )?;
             }
         }
@@ -274,6 +330,37 @@ pub fn plan(
         );
     }
     Ok(out)
+}
+
+/// Unpacks the archive `src` into a directory of its own below `work` (with the
+/// layer applier's confinement) and plans its contents into `dest`.
+fn unpack_into(
+    out: &mut BTreeMap<PathKey, Planned>,
+    src: &Source,
+    work: &Path,
+    dest: &str,
+    req: &CopyRequest,
+    links: &mut HashMap<(u64, u64), String>,
+) -> Result<(), BuildError> {
+    let dir = tempfile::Builder::new()
+        .prefix("archive-")
+        .tempdir_in(work)
+        .map_err(|e| BuildError::io(format!("creating a directory in {}", work.display()), e))?
+        // `work` goes once the layer is written.
+        .keep();
+    let label = src.rel.clone();
+    let headers =
+        crate::rootfs::apply::ScratchRoot::new(&dir).unpack_archive(&src.host, &label, req.now)?;
+    let tree = SourceTree {
+        headers: Some(&headers),
+        ..SourceTree::plain(&dir, format!("archive {label}"))
+    };
+    let rules = Rules {
+        owner: None,
+        chmod: None,
+        zero_mtimes: req.zero_mtimes,
+    };
+    walk_dir(out, &tree, &dir, "", dest, &rules, links)
 }
 
 /// Plans `dir` and every ancestor: the image's metadata where they exist, new
@@ -332,7 +419,7 @@ fn add_entry(
     host: &Path,
     meta: &fs::Metadata,
     dest: &str,
-    req: &CopyRequest,
+    rules: &Rules<'_>,
     links: &mut HashMap<(u64, u64), String>,
     top: bool,
 ) -> Result<(), BuildError> {
@@ -341,13 +428,13 @@ fn add_entry(
             .ok()
             .and_then(|rel| index.get(&from_os(rel.as_os_str())))
     });
-    let (uid, gid) = req
+    let (uid, gid) = rules
         .owner
         .unwrap_or_else(|| header.map_or((0, 0), |n| (n.uid, n.gid)));
     let ft = meta.file_type();
     // chmod(2) cannot change a symlink: --chmod leaves links at 0777.
     let own = header.map_or(meta.mode(), |n| n.mode) & 0o7777;
-    let mode = match &req.chmod {
+    let mode = match rules.chmod {
         Some(c) if !ft.is_symlink() => c.apply(own, ft.is_dir()),
         _ => own,
     };
@@ -355,7 +442,7 @@ fn add_entry(
         mode,
         uid,
         gid,
-        mtime: if req.zero_mtimes {
+        mtime: if rules.zero_mtimes {
             0
         } else {
             meta.mtime().max(0) as u64
@@ -409,7 +496,7 @@ fn walk_dir(
     host_dir: &Path,
     rel_dir: &str,
     dest_dir: &str,
-    req: &CopyRequest,
+    rules: &Rules<'_>,
     links: &mut HashMap<(u64, u64), String>,
 ) -> Result<(), BuildError> {
     walk(tree, host_dir, rel_dir, "", "", &mut |sub, host, meta| {
@@ -419,7 +506,7 @@ fn walk_dir(
             host,
             meta,
             &join_rel(dest_dir, sub),
-            req,
+            rules,
             links,
             false,
         )

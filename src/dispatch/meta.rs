@@ -7,6 +7,7 @@ use super::effect::{Effect, Entries};
 use super::stage::StageFs;
 use super::{history, users, BuildError, BuildOptions, Session, StageState};
 use crate::context::BuildContext;
+use crate::dockerfile::instruction::{is_git_source as is_git, is_url_source as is_url};
 use crate::dockerfile::shell::{self, Env};
 use crate::dockerfile::{CommandLine, Copy, Dockerfile, Instruction};
 use crate::image::remote::{self, RemoteImage};
@@ -63,6 +64,29 @@ pub(super) struct PreparedCopy {
     /// `--link`: the layer is made on its own, not on the stage's files.
     pub link: bool,
     pub from: CopyFrom,
+    /// ADD's parts beyond COPY's.
+    pub add: Option<AddParts>,
+}
+
+/// What ADD adds to a COPY: URL sources, and a directory for downloads and
+/// unpacked archives that must outlive the planned layer (until it is written).
+pub(super) struct AddParts {
+    /// Every source word, expanded, in order (the history names them all).
+    pub words: Vec<String>,
+    pub urls: Vec<UrlSource>,
+    /// `--checksum` of the URL source.
+    pub checksum: Option<String>,
+    /// Shared so the step can hold it past the planning that consumes the rest.
+    pub work: Arc<tempfile::TempDir>,
+}
+
+/// One URL source of an ADD.
+pub(super) struct UrlSource {
+    pub url: String,
+    /// Where it is downloaded, relative to the work directory: its file name
+    /// is BuildKit's (the URL path's last segment).
+    pub rel: String,
+    pub fetched: Option<crate::registry::files::Fetched>,
 }
 
 /// Expands a COPY's words and finds its source (fetching only an image's manifest).
@@ -97,6 +121,55 @@ pub(super) async fn prepare_copy(
             None => sources.push(shell::expand(s, esc, env)?),
         }
     }
+    let add = match &c.add {
+        Some(flags) => {
+            let (urls, local): (Vec<String>, Vec<String>) =
+                sources.iter().cloned().partition(|s| is_url(s));
+            if let Some(git) = sources.iter().find(|s| is_git(s)) {
+                return Err(BuildError::AddSource {
+                    source_word: git.clone(),
+                    cause: "git sources are not supported yet by Kiln".into(),
+                });
+            }
+            let checksum = flags
+                .checksum
+                .as_ref()
+                .map(|s| shell::expand(s, esc, env))
+                .transpose()?;
+            if let Some(sum) = &checksum {
+                crate::registry::files::valid_checksum(sum).map_err(BuildError::Checksum)?;
+                if !local.is_empty() || !inline.is_empty() {
+                    return Err(BuildError::Checksum(
+                        "checksum can't be specified for non-HTTP(S) sources".into(),
+                    ));
+                }
+            }
+            let work = tempfile::Builder::new()
+                .prefix("add-")
+                .tempdir_in(&opts.scratch_dir)
+                .map_err(|e| BuildError::io("creating a scratch dir", e))?;
+            let urls = urls
+                .into_iter()
+                .enumerate()
+                .map(|(i, url)| {
+                    let name = crate::registry::files::url_file_name(&url);
+                    UrlSource {
+                        rel: format!("url-{i}/{name}"),
+                        url,
+                        fetched: None,
+                    }
+                })
+                .collect();
+            let words = std::mem::replace(&mut sources, local);
+            Some(AddParts {
+                words,
+                urls,
+                checksum,
+                work: Arc::new(work),
+            })
+        }
+        None => None,
+    };
     let dest = shell::expand(&c.dest, esc, env)?;
     let chown = c
         .chown
@@ -154,7 +227,45 @@ pub(super) async fn prepare_copy(
             .collect::<Result<_, _>>()?,
         link: c.link,
         from,
+        add,
     })
+}
+
+/// Downloads an ADD's URL sources not downloaded yet into its work directory:
+/// the file gets mode 0600 and the `Last-Modified` time (the epoch without
+/// one), as BuildKit v0.21 gives them. `for_key`: only those whose digest the cache key needs
+/// (no `--checksum` to stand for it), so a cache hit downloads nothing.
+pub(super) async fn fetch_urls(
+    session: &Session,
+    p: &mut PreparedCopy,
+    for_key: bool,
+) -> Result<(), BuildError> {
+    let Some(add) = p.add.as_mut() else {
+        return Ok(());
+    };
+    if for_key && add.checksum.is_some() {
+        return Ok(());
+    }
+    for u in add.urls.iter_mut().filter(|u| u.fetched.is_none()) {
+        let dest = add.work.path().join(&u.rel);
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
+        }
+        crate::log_info!("downloading {}", u.url);
+        let fetched = session
+            .registry
+            .fetch_file(&u.url, &dest, add.checksum.as_deref())
+            .await?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| BuildError::io(format!("setting the mode of {}", dest.display()), e))?;
+        let secs = fetched.modified.unwrap_or(0);
+        crate::rootfs::meta::set_times(&dest, i64::try_from(secs).unwrap_or(i64::MAX), 0)
+            .map_err(|e| BuildError::io(format!("setting the time of {}", dest.display()), e))?;
+        u.fetched = Some(fetched);
+    }
+    Ok(())
 }
 
 /// What a COPY's cache key needs beyond the instruction: its sources' digest.
@@ -174,15 +285,23 @@ pub(super) fn copy_key_inputs(
             format!("{name}:{}", crate::image::Digest::sha256_of(bytes)),
         ));
     }
+    if let Some(add) = &p.add {
+        for u in &add.urls {
+            // The content, or the --checksum that vouches for it.
+            let digest = match (&add.checksum, &u.fetched) {
+                (Some(sum), _) => sum.clone(),
+                (None, Some(f)) => f.digest.clone(),
+                (None, None) => return Err(BuildError::NotReady),
+            };
+            v.push(("url", format!("{} {digest}", u.url)));
+        }
+    }
     match &p.from {
         CopyFrom::Context => {
             let tree = SourceTree {
-                root: ctx.root(),
                 context: Some(ctx),
-                headers: None,
-                label: "build context".into(),
                 exclude: copy::exclude_patterns(&p.excludes),
-                keep: None,
+                ..SourceTree::plain(ctx.root(), "build context".into())
             };
             v.push(("sources", copy::digest_sources(&p.sources, &tree)?));
         }
@@ -251,18 +370,33 @@ pub(super) async fn copy_entries(
     let link = p.link;
     let entries = match p.from {
         CopyFrom::Context => {
+            let work = p.add.as_ref().map(|a| a.work.path());
             let tree = SourceTree {
-                root: ctx.root(),
                 context: Some(ctx),
-                headers: None,
-                label: "build context".into(),
                 exclude: exclude.clone(),
-                keep: None,
+                unpack: work,
+                ..SourceTree::plain(ctx.root(), "build context".into())
             };
-            {
-                let index = target_index(session, fs, link).await?;
-                super::cpu(|| copy::plan(&req, &tree, index.as_ref()))?
-            }
+            let urls: Vec<String> = p
+                .add
+                .iter()
+                .flat_map(|a| a.urls.iter().map(|u| u.rel.clone()))
+                .collect();
+            let downloads = SourceTree {
+                literal: true,
+                ..SourceTree::plain(work.unwrap_or(ctx.root()), "downloads".into())
+            };
+            let index = target_index(session, fs, link).await?;
+            super::cpu(|| {
+                copy::plan_groups(
+                    &req,
+                    &[
+                        (&tree, req.sources.as_slice()),
+                        (&downloads, urls.as_slice()),
+                    ],
+                    index.as_ref(),
+                )
+            })?
         }
         CopyFrom::Stage(j, name) => {
             let src = built
@@ -283,12 +417,10 @@ pub(super) async fn copy_entries(
                 }
             };
             let tree = SourceTree {
-                root,
-                context: None,
                 headers: Some(headers),
-                label: format!("stage {name}"),
                 exclude: exclude.clone(),
                 keep,
+                ..SourceTree::plain(root, format!("stage {name}"))
             };
             {
                 let index = target_index(session, fs, link).await?;
@@ -306,12 +438,9 @@ pub(super) async fn copy_entries(
             let image_fs = StageFs::new(image.layers, dir);
             let (root, headers) = image_fs.source_view(session).await?;
             let tree = SourceTree {
-                root: root.path(),
-                context: None,
                 headers: Some(headers),
-                label,
                 exclude: exclude.clone(),
-                keep: None,
+                ..SourceTree::plain(root.path(), label)
             };
             {
                 let index = target_index(session, fs, link).await?;
@@ -502,24 +631,25 @@ pub(super) fn config_step(
         Instruction::Arg(_)
         | Instruction::Copy(_)
         | Instruction::Workdir(_)
-        | Instruction::Run(_)
-        | Instruction::Unsupported(_) => original.to_string(),
+        | Instruction::Run(_) => original.to_string(),
     };
     effect.config = Some(Box::new(new));
     effect.history = Some(text);
     Ok(effect)
 }
 
-/// COPY's history text as BuildKit writes it: expanded words, `--from` left out.
+/// COPY's (ADD's) history text as BuildKit writes it: expanded words, `--from`,
+/// `--link`, `--checksum` and `--keep-git-dir` left out.
 pub(super) fn copy_history(p: &PreparedCopy) -> String {
-    let mut s = String::from("COPY");
+    let mut s = String::from(if p.add.is_some() { "ADD" } else { "COPY" });
     if let Some(c) = &p.chown {
         s.push_str(&format!(" --chown={c}"));
     }
     if let Some(m) = &p.chmod_text {
         s.push_str(&format!(" --chmod={m}"));
     }
-    for src in &p.sources {
+    let words = p.add.as_ref().map_or(&p.sources, |a| &a.words);
+    for src in words {
         s.push(' ');
         s.push_str(src);
     }

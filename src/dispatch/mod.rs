@@ -96,8 +96,6 @@ pub enum BuildError {
     BlankEnvName,
     #[error("VOLUME specified can not be an empty string")]
     EmptyVolume,
-    #[error("{0} is not supported yet by Kiln")]
-    Unsupported(String),
     #[error("process \"{command}\" did not complete successfully: {cause}")]
     RunFailed { command: String, cause: String },
     #[error(transparent)]
@@ -115,6 +113,14 @@ pub enum BuildError {
     },
     #[error("{op}: {source}")]
     Io { op: String, source: std::io::Error },
+    #[error(transparent)]
+    Archive(#[from] crate::rootfs::archive::ArchiveError),
+    #[error(transparent)]
+    Fetch(#[from] crate::registry::files::FileError),
+    #[error("{0}")]
+    Checksum(String),
+    #[error("{source_word}: {cause}")]
+    AddSource { source_word: String, cause: String },
 }
 
 impl BuildError {
@@ -606,18 +612,22 @@ async fn run_step<'b>(
             effect
         }
         Instruction::Copy(c) => {
-            let prepared = meta::prepare_copy(session, df, c, &env, stage_index, opts).await?;
+            let mut prepared = meta::prepare_copy(session, df, c, &env, stage_index, opts).await?;
             // Hashing every source costs a full read: only when a cache can use it.
             if session.cache.settings.layers {
+                meta::fetch_urls(session, &mut prepared, true).await?;
                 for (label, value) in cpu(|| meta::copy_key_inputs(&prepared, ctx, built))? {
                     kb.add(label, &value);
                 }
             }
             let key = kb.finish();
             let mut effect = Effect::history(meta::copy_history(&prepared));
+            // Downloads and unpacked archives are read when the layer is written.
+            let _work = prepared.add.as_ref().map(|a| a.work.clone());
             effect.layer = match effect::lookup(session, &key).await {
                 Some(hit) => Some(hit),
                 None => {
+                    meta::fetch_urls(session, &mut prepared, false).await?;
                     let workdir = st.config.config.working_dir.clone();
                     let workdir = workdir.as_deref().unwrap_or("/");
                     let live = live_source(b, hold, &prepared, built);
@@ -700,9 +710,6 @@ async fn run_step<'b>(
             .await;
             dirs.remove();
             return result;
-        }
-        Instruction::Unsupported(kw) => {
-            return Err(BuildError::Unsupported(kw.clone()));
         }
         other => meta::config_step(&st.config, st.cmd_set, other, esc, &env, &created_by)?,
     };

@@ -37,9 +37,11 @@ pub enum CommandLine {
     Shell(String),
 }
 
-/// COPY's source and destination words plus flags, unexpanded.
+/// COPY's (and ADD's) source and destination words plus flags, unexpanded.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Copy {
+    /// ADD, with its flags: URLs, git and archives as sources.
+    pub add: Option<AddFlags>,
     pub sources: Vec<String>,
     pub dest: String,
     pub from: Option<String>,
@@ -48,6 +50,30 @@ pub struct Copy {
     pub link: bool,
     pub excludes: Vec<String>,
     pub heredocs: Vec<Heredoc>,
+}
+
+/// The flags only ADD takes, unexpanded.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AddFlags {
+    /// `--checksum=sha256:…` of a URL source.
+    pub checksum: Option<String>,
+    /// `--keep-git-dir`: a git source keeps its `.git`.
+    pub keep_git_dir: bool,
+}
+
+/// Whether an ADD source is a URL BuildKit downloads.
+pub(crate) fn is_url_source(src: &str) -> bool {
+    src.starts_with("http://") || src.starts_with("https://")
+}
+
+/// Whether an ADD source names a git repository (BuildKit's `ParseGitRef`:
+/// `git@`, `git://`, `ssh://`, or an HTTP(S) URL whose path ends in `.git`).
+pub(crate) fn is_git_source(src: &str) -> bool {
+    let path = src.split('#').next().unwrap_or(src);
+    src.starts_with("git@")
+        || src.starts_with("git://")
+        || src.starts_with("ssh://")
+        || (is_url_source(src) && path.trim_end_matches('/').ends_with(".git"))
 }
 
 /// RUN: the command and its flags, unexpanded.
@@ -81,8 +107,6 @@ pub enum Instruction {
     Shell(Vec<String>),
     Healthcheck(serde_json::Value),
     Onbuild(String),
-    /// Known to BuildKit but not to Kiln yet (ADD): fails when reached.
-    Unsupported(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -369,21 +393,40 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
                 Instruction::Volume(node.args.clone())
             }
         }
-        "copy" => {
-            let flags = Flags::new(
-                node,
-                at,
-                &["from", "chown", "chmod", "link", "exclude", "parents"],
-            )?;
+        "copy" | "add" => {
+            // BuildKit v0.21's flags: ADD has no --from (nor --unpack yet).
+            let allowed: &[&str] = if kw == "add" {
+                &[
+                    "chown",
+                    "chmod",
+                    "link",
+                    "exclude",
+                    "checksum",
+                    "keep-git-dir",
+                ]
+            } else {
+                &["from", "chown", "chmod", "link", "exclude", "parents"]
+            };
+            let flags = Flags::new(node, at, allowed)?;
+            let keyword = kw.to_ascii_uppercase();
             if flags.bool("parents")? {
                 return Err(at.error("COPY --parents is not supported yet"));
             }
             let n = node.args.len();
             let min = if node.heredocs.is_empty() { 2 } else { 1 };
             if n < min {
-                return Err(at.error("COPY requires at least two arguments, but only one was provided. Destination could not be determined"));
+                return Err(at.error(format!("{keyword} requires at least two arguments, but only one was provided. Destination could not be determined")));
             }
+            let add = if kw == "add" {
+                Some(AddFlags {
+                    checksum: flags.string("checksum")?,
+                    keep_git_dir: flags.bool("keep-git-dir")?,
+                })
+            } else {
+                None
+            };
             Instruction::Copy(Copy {
+                add,
                 sources: node.args[..n - 1].to_vec(),
                 dest: node.args[n - 1].clone(),
                 from: flags.string("from")?,
@@ -499,7 +542,6 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
                 security,
             })
         }
-        "add" => Instruction::Unsupported(kw.to_ascii_uppercase()),
         _ => return Err(at.error(format!("unknown instruction: {}", node.original_keyword))),
     })
 }

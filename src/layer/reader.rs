@@ -65,12 +65,15 @@ fn blank(field: &[u8]) -> bool {
 }
 
 /// How a layer (or archive) is compressed, by its first bytes: media types can
-/// lie, magic numbers cannot.
+/// lie, magic numbers cannot. Layers are gzip or zstd; ADD's archives may also
+/// be bzip2 or xz (BuildKit's DecompressStream knows all four).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
     Gzip,
     Zstd,
+    Bzip2,
+    Xz,
 }
 
 impl Compression {
@@ -79,21 +82,27 @@ impl Compression {
             Compression::Gzip
         } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
             Compression::Zstd
+        } else if head.starts_with(b"BZh") {
+            Compression::Bzip2
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+            Compression::Xz
         } else {
             Compression::None
         }
     }
 }
 
-/// The uncompressed tar stream of a layer blob (plain, gzip or zstd).
+/// The uncompressed tar stream of a layer blob or archive.
 pub(crate) fn open_decompressed(path: &Path) -> io::Result<Box<dyn Read>> {
-    let mut head = [0u8; 4];
+    let mut head = [0u8; 6];
     let mut file = File::open(path)?;
     let n = read_full(&mut file, &mut head)?;
     let file = BufReader::with_capacity(1 << 20, File::open(path)?);
     Ok(match Compression::sniff(&head[..n]) {
         Compression::Gzip => Box::new(GzDecoder::new(file)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(file)?),
+        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(file)),
+        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(file)),
         Compression::None => Box::new(file),
     })
 }
@@ -119,13 +128,37 @@ where
         source,
     };
     let reader = open_decompressed(path).map_err(io_err)?;
-    for_each_in_stream(reader, label, &mut f)
+    for_each_in_stream(reader, label, Names::Layer, &mut f)
+}
+
+/// Like [`for_each_entry`] over an archive ADD unpacks: compressed in any of
+/// [`Compression`]'s ways, and `.wh.` names are plain files (BuildKit turns
+/// whiteout conversion off for ADD).
+pub(crate) fn for_each_archive_entry<F>(path: &Path, label: &str, mut f: F) -> Result<(), ReadError>
+where
+    F: FnMut(Entry, &mut dyn Read) -> Result<(), ReadError>,
+{
+    let reader = open_decompressed(path).map_err(|source| ReadError::Io {
+        layer: label.to_string(),
+        source,
+    })?;
+    for_each_in_stream(reader, label, Names::Archive, &mut f)
+}
+
+/// What a `.wh.` name means in the stream read.
+#[derive(Clone, Copy, PartialEq)]
+enum Names {
+    /// A layer: whiteouts hide lower files.
+    Layer,
+    /// An archive: every name is a file's.
+    Archive,
 }
 
 /// Like [`for_each_entry`] over an uncompressed tar stream.
-pub(crate) fn for_each_in_stream<R: Read, F>(
+fn for_each_in_stream<R: Read, F>(
     reader: R,
     label: &str,
+    names: Names,
     f: &mut F,
 ) -> Result<(), ReadError>
 where
@@ -239,11 +272,14 @@ where
             Some((d, n)) => (d.to_string(), n.to_string()),
             None => (String::new(), path.clone()),
         };
-        let whiteout = whiteout_of(&dir, &name).map_err(|reason| ReadError::Entry {
-            layer: label.to_string(),
-            path: crate::pathname::display(&path),
-            reason: format!("whiteout {name:?} {reason}"),
-        })?;
+        let whiteout = match names {
+            Names::Layer => whiteout_of(&dir, &name).map_err(|reason| ReadError::Entry {
+                layer: label.to_string(),
+                path: crate::pathname::display(&path),
+                reason: format!("whiteout {name:?} {reason}"),
+            })?,
+            Names::Archive => None,
+        };
         if path.is_empty() && whiteout.is_none() && kind != Kind::Dir {
             continue;
         }

@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod blobs;
+pub(crate) mod files;
 mod transport;
 
 use crate::image::reference::Reference;

@@ -238,26 +238,9 @@ impl ScratchRoot {
                 return Ok(());
             }
             Kind::Char(..) | Kind::Block(..) | Kind::Fifo => {
-                if !self.sys.caps().mknod && !matches!(e.kind, Kind::Fifo) {
+                if !self.make_node(&host, e).map_err(io_err(&rel))? {
                     st.report.skipped_devices += 1;
                     return Ok(());
-                }
-                let node = match e.kind {
-                    Kind::Char(ma, mi) => Node::Char(ma, mi),
-                    Kind::Block(ma, mi) => Node::Block(ma, mi),
-                    _ => Node::Fifo,
-                };
-                match self.sys.mknod(&host, node, e.mode) {
-                    // In a user namespace CAP_MKNOD makes no real devices; the
-                    // sandbox gives RUN the host's harmless ones.
-                    Err(err)
-                        if err.raw_os_error() == Some(nix::libc::EPERM)
-                            && !matches!(e.kind, Kind::Fifo) =>
-                    {
-                        st.report.skipped_devices += 1;
-                        return Ok(());
-                    }
-                    r => r.map_err(io_err(&rel))?,
                 }
             }
         }
@@ -319,6 +302,25 @@ impl ScratchRoot {
         Ok(true)
     }
 
+    /// Makes a device node or FIFO; false when a device cannot be made here
+    /// (not root, or a user namespace, where CAP_MKNOD makes no real devices:
+    /// the sandbox gives RUN the host's harmless ones).
+    pub(super) fn make_node(&self, host: &Path, e: &Entry) -> io::Result<bool> {
+        let fifo = matches!(e.kind, Kind::Fifo);
+        if !self.sys.caps().mknod && !fifo {
+            return Ok(false);
+        }
+        let node = match e.kind {
+            Kind::Char(ma, mi) => Node::Char(ma, mi),
+            Kind::Block(ma, mi) => Node::Block(ma, mi),
+            _ => Node::Fifo,
+        };
+        match self.sys.mknod(host, node, e.mode) {
+            Err(err) if err.raw_os_error() == Some(nix::libc::EPERM) && !fifo => Ok(false),
+            r => r.map(|()| true),
+        }
+    }
+
     /// The host path of `rel` if every ancestor is a real directory (no links).
     fn literal_host_path(&self, rel: &str) -> Option<PathBuf> {
         let mut cur = String::new();
@@ -359,7 +361,7 @@ impl ScratchRoot {
         Ok(())
     }
 
-    fn set_meta(&self, host: &Path, e: &Entry, is_dir: bool) -> io::Result<()> {
+    pub(super) fn set_meta(&self, host: &Path, e: &Entry, is_dir: bool) -> io::Result<()> {
         let caps = self.sys.caps();
         // Owner first: chown clears setuid bits, the mode below sets them again.
         if caps.chown {
@@ -384,12 +386,12 @@ impl ScratchRoot {
 }
 
 /// Sets a path's times to a layer entry's (seconds).
-fn set_mtime(p: &Path, secs: u64) -> io::Result<()> {
+pub(super) fn set_mtime(p: &Path, secs: u64) -> io::Result<()> {
     super::meta::set_times(p, i64::try_from(secs).unwrap_or(i64::MAX), 0)
 }
 
 /// Removes a file, link or whole directory tree without following links.
-fn remove_any(p: &Path) -> io::Result<()> {
+pub(super) fn remove_any(p: &Path) -> io::Result<()> {
     match fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(p),
         Ok(_) => fs::remove_file(p),

@@ -97,7 +97,7 @@ impl FsIndex {
         })
     }
 
-    fn remove_tree(&mut self, p: &str, keep: &HashSet<String>) {
+    pub(crate) fn remove_tree(&mut self, p: &str, keep: &HashSet<String>) {
         let prefix = format!("{p}/");
         let doomed: Vec<String> = if p.is_empty() {
             self.nodes

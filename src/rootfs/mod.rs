@@ -5,6 +5,7 @@
 //! symlink chains never lead outside the root.
 
 pub(crate) mod apply;
+pub(crate) mod archive;
 pub(crate) mod caps;
 pub(crate) mod index;
 pub(crate) mod keep;
