@@ -65,18 +65,22 @@ pub fn expand(data: &[u8]) {
     }
 }
 
-/// Any bytes as a layer: unpacking and indexing never panic, and nothing is
-/// written beside the scratch root (a sentinel directory there stays empty).
+/// Any bytes as a layer, and as an archive ADD unpacks: unpacking and
+/// indexing never panic, and nothing is written beside the roots (a sentinel
+/// directory there stays empty).
 pub fn layer_apply(data: &[u8]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root");
+    let unpacked = dir.path().join("unpacked");
     let sentinel = dir.path().join("sentinel");
     std::fs::create_dir(&root).expect("root");
+    std::fs::create_dir(&unpacked).expect("unpacked");
     std::fs::create_dir(&sentinel).expect("sentinel");
     let blob = dir.path().join("layer");
     std::fs::write(&blob, data).expect("blob");
     let _ = ScratchRoot::unprivileged(&root).apply_layer(&blob, "fuzz");
     let _ = FsIndex::default().with_root().apply_layer(&blob, "fuzz");
+    let _ = ScratchRoot::unprivileged(&unpacked).unpack_archive(&blob, "fuzz", 0);
     let beside: Vec<_> = std::fs::read_dir(dir.path())
         .expect("list")
         .flatten()
@@ -84,8 +88,8 @@ pub fn layer_apply(data: &[u8]) {
         .collect();
     assert_eq!(
         beside.len(),
-        3,
-        "only root, sentinel and the blob: {beside:?}"
+        4,
+        "only the roots, sentinel and the blob: {beside:?}"
     );
     assert_eq!(
         std::fs::read_dir(&sentinel).expect("sentinel").count(),
