@@ -216,3 +216,52 @@ fn cache_keys_urls_by_content_or_checksum() {
         sha256_of(&v2)
     );
 }
+
+/// A git source: `--keep-git-dir` leaves `.git` with HEAD at the commit, as
+/// BuildKit does; with `--cache` the step is keyed by the commit (an unchanged
+/// one is a hit); a ref the repository lacks names the remote and the ref.
+#[test]
+fn git_sources_keep_their_dir_and_cache_by_commit() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let git = common::files::GitServer::start();
+    let server = FileServer::start(&[]);
+    let df = format!(
+        "FROM {{BASE}}\nADD --keep-git-dir=true {}#v1 /kept/\n",
+        git.url
+    );
+    let ctx = context(&reg, &server, &df);
+    let scratch = tempfile::tempdir().unwrap();
+    let build = || {
+        let out = kiln(&reg, ctx.path(), scratch.path(), "git", &["--cache"]);
+        assert_ok(&out);
+        stderr(&out)
+    };
+    let first = build();
+    assert_eq!(first.matches("cache miss").count(), 1, "{first}");
+    let img = pull(&reg, "git:1");
+    assert_eq!(
+        img.files["kept/.git/HEAD"].digest,
+        sha256_of(format!("{}\n", git.v1).as_bytes())
+    );
+    assert_eq!(img.files["kept/a.txt"].digest, sha256_of(b"hello\n"));
+    assert!(!img.files.contains_key("kept/b.txt"), "v1 has no b.txt");
+    let second = build();
+    assert_eq!(second.matches("cache hit").count(), 1, "{second}");
+
+    let missing = context(
+        &reg,
+        &server,
+        &format!("FROM {{BASE}}\nADD {}#nope /x/\n", git.url),
+    );
+    let out = kiln(&reg, missing.path(), scratch.path(), "nogit", &[]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("Dockerfile:2: ") && last.contains(&git.url) && last.contains("\"nope\""),
+        "{err}"
+    );
+    assert_nothing_pushed(&reg, "nogit:1", "a missing ref");
+    assert_eq!(leftovers(scratch.path()), Vec::<String>::new());
+}

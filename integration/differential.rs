@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::files::{FileServer, Reply};
+use common::files::{FileServer, GitServer, Reply};
 use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -232,11 +232,15 @@ fn run_case(case: &Case) {
     let ctx = tempfile::tempdir().unwrap();
     context(ctx.path());
     let server = FileServer::start(&case.http);
-    let df = case
+    let git = case.dockerfile.contains("{GIT").then(GitServer::start);
+    let mut df = case
         .dockerfile
         .replace("{BASE}", &format!("{}/base:1", reg.host))
         .replace("{REG}", &reg.host)
         .replace("{HTTP}", &server.base);
+    if let Some(g) = &git {
+        df = df.replace("{GIT}", &g.url).replace("{GIT_V1}", &g.v1);
+    }
     std::fs::write(ctx.path().join(case.dockerfile_name), &df).unwrap();
     if let Some((file, content)) = case.dockerignore {
         std::fs::write(ctx.path().join(file), content).unwrap();
@@ -417,6 +421,9 @@ cases! {
     add_archive_hard_link_out_of_the_root_is_refused: "FROM {BASE}\nADD arch/hardout.tar /d/\n";
     add_archive_symlink_loop_is_refused: "FROM {BASE}\nADD arch/loop.tar /d/\n";
     add_has_no_from_flag: "FROM {BASE} AS s\nFROM {BASE}\nADD --from=s /etc/passwd /p\n";
+    // A repository served over smart HTTP by `git http-backend`: a tag, a
+    // branch's subdirectory, the default branch with --chown, a commit id.
+    add_git_sources: "FROM {BASE}\nADD {GIT}#v1 /src/\nADD {GIT}#main:sub /sub/\nADD --chown=7:8 {GIT} /own\nADD {GIT}#{GIT_V1} /bycommit/\n";
 }
 
 /// ADD's URL sources against BuildKit: the file name from the URL path (or

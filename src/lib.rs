@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod dockerfile;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzcheck;
+pub(crate) mod git;
 pub mod image;
 pub mod layer;
 pub mod log;

@@ -78,14 +78,6 @@ pub fn plan(
                 Instruction::Run(r) if r.security.as_deref() == Some("insecure") => {
                     "RUN --security=insecure".into()
                 }
-                Instruction::Copy(c)
-                    if c.add.is_some()
-                        && c.sources
-                            .iter()
-                            .any(|s| crate::dockerfile::instruction::is_git_source(s)) =>
-                {
-                    "ADD from a git repository".into()
-                }
                 _ => continue,
             };
             return Err(PlanError::Unsupported {
@@ -277,12 +269,6 @@ mod tests {
             "Dockerfile:3: RUN --mount is not supported yet by Kiln: RUN --mount=type=cache,target=/c make"
         );
         // A stage the target does not need may hold anything.
-        let e = planned("FROM x\nADD https://h/r.git#main /src\n", None).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "Dockerfile:2: ADD from a git repository is not supported yet by Kiln: ADD https://h/r.git#main /src"
-        );
-        assert!(planned("FROM x\nADD https://h/r.tar.gz /src\n", None).is_ok());
         assert!(planned(
             "FROM a AS x\nRUN --mount=type=tmpfs,target=/t x\nFROM b\n",
             None

@@ -120,3 +120,114 @@ fn serve(
     }
     out.flush()
 }
+
+/// A git repository served over smart HTTP on loopback by `git http-backend`
+/// (through Python's CGI server), for ADD's git sources. Its history: `v1`
+/// (a file, an executable, a link, a nested directory), then one more commit
+/// on `main`.
+pub struct GitServer {
+    /// `http://127.0.0.1:PORT/cgi-bin/git/r.git`
+    pub url: String,
+    /// The commit `v1` names.
+    pub v1: String,
+    server: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl GitServer {
+    pub fn start() -> GitServer {
+        use std::os::unix::fs::PermissionsExt;
+        use std::process::Command;
+        let git = super::require("git", "apt-get install git");
+        let python = super::require("python3", "apt-get install python3");
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The CGI server runs scripts as nobody: everything must be readable.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let src = dir.path().join("src");
+        let run = |args: &[&str]| {
+            super::run_ok(
+                Command::new(&git)
+                    .args([
+                        "-c",
+                        "user.email=t@t",
+                        "-c",
+                        "user.name=t",
+                        "-c",
+                        "init.defaultBranch=main",
+                    ])
+                    .args(args)
+                    .current_dir(dir.path()),
+                &format!("git {args:?}"),
+            )
+        };
+        std::fs::create_dir_all(src.join("sub/deep")).unwrap();
+        std::fs::write(src.join("a.txt"), "hello\n").unwrap();
+        std::fs::write(src.join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(src.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::fs::write(src.join("sub/deep/f"), "deep\n").unwrap();
+        std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+        run(&["init", "-q", "src"]);
+        run(&["-C", "src", "add", "-A"]);
+        run(&["-C", "src", "commit", "-qm", "one"]);
+        run(&["-C", "src", "tag", "v1"]);
+        std::fs::write(src.join("b.txt"), "two\n").unwrap();
+        run(&["-C", "src", "add", "-A"]);
+        run(&["-C", "src", "commit", "-qm", "two"]);
+        let v1 = String::from_utf8_lossy(&run(&["-C", "src", "rev-parse", "v1"]).stdout)
+            .trim()
+            .to_string();
+        std::fs::create_dir(dir.path().join("repos")).unwrap();
+        run(&["clone", "-q", "--bare", "src", "repos/r.git"]);
+        let cgi = dir.path().join("www/cgi-bin");
+        std::fs::create_dir_all(&cgi).unwrap();
+        std::fs::write(
+            cgi.join("git"),
+            format!(
+                "#!/bin/sh\nexport GIT_PROJECT_ROOT={} GIT_HTTP_EXPORT_ALL=1\nexport GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'\nexec {} http-backend\n",
+                dir.path().join("repos").display(),
+                git.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(cgi.join("git"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let server = Command::new(python)
+            .args([
+                "-m",
+                "http.server",
+                "--cgi",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(dir.path().join("www"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the git server");
+        let url = format!("http://127.0.0.1:{port}/cgi-bin/git/r.git");
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        GitServer {
+            url,
+            v1,
+            server,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}

@@ -74,10 +74,22 @@ pub(super) struct AddParts {
     /// Every source word, expanded, in order (the history names them all).
     pub words: Vec<String>,
     pub urls: Vec<UrlSource>,
+    pub git: Vec<GitSource>,
+    /// `--keep-git-dir`.
+    pub keep_git_dir: bool,
     /// `--checksum` of the URL source.
     pub checksum: Option<String>,
     /// Shared so the step can hold it past the planning that consumes the rest.
     pub work: Arc<tempfile::TempDir>,
+}
+
+/// One git source of an ADD.
+pub(super) struct GitSource {
+    pub source: crate::git::GitRef,
+    /// Where its tree is written, relative to the work directory.
+    pub rel: String,
+    /// The commit checked out, once it is.
+    pub commit: Option<String>,
 }
 
 /// One URL source of an ADD.
@@ -123,14 +135,19 @@ pub(super) async fn prepare_copy(
     }
     let add = match &c.add {
         Some(flags) => {
+            let (git, rest): (Vec<String>, Vec<String>) =
+                sources.iter().cloned().partition(|s| is_git(s));
             let (urls, local): (Vec<String>, Vec<String>) =
-                sources.iter().cloned().partition(|s| is_url(s));
-            if let Some(git) = sources.iter().find(|s| is_git(s)) {
-                return Err(BuildError::AddSource {
-                    source_word: git.clone(),
-                    cause: "git sources are not supported yet by Kiln".into(),
-                });
-            }
+                rest.into_iter().partition(|s| is_url(s));
+            let git = git
+                .iter()
+                .enumerate()
+                .map(|(i, s)| GitSource {
+                    source: crate::git::GitRef::parse(s),
+                    rel: format!("git-{i}"),
+                    commit: None,
+                })
+                .collect();
             let checksum = flags
                 .checksum
                 .as_ref()
@@ -164,6 +181,8 @@ pub(super) async fn prepare_copy(
             Some(AddParts {
                 words,
                 urls,
+                git,
+                keep_git_dir: flags.keep_git_dir,
                 checksum,
                 work: Arc::new(work),
             })
@@ -243,6 +262,19 @@ pub(super) async fn fetch_urls(
     let Some(add) = p.add.as_mut() else {
         return Ok(());
     };
+    // A git source is keyed by its commit: checked out first in any case.
+    for g in add.git.iter_mut().filter(|g| g.commit.is_none()) {
+        let dest = add.work.path().join(&g.rel);
+        std::fs::create_dir_all(&dest)
+            .map_err(|e| BuildError::io(format!("creating {}", dest.display()), e))?;
+        crate::log_info!("fetching {}", g.source.remote);
+        let (source, keep) = (g.source.clone(), add.keep_git_dir);
+        let commit =
+            tokio::task::spawn_blocking(move || crate::git::checkout(&source, &dest, keep))
+                .await
+                .map_err(|e| BuildError::io("fetching a git source", std::io::Error::other(e)))??;
+        g.commit = Some(commit);
+    }
     if for_key && add.checksum.is_some() {
         return Ok(());
     }
@@ -294,6 +326,17 @@ pub(super) fn copy_key_inputs(
                 (None, None) => return Err(BuildError::NotReady),
             };
             v.push(("url", format!("{} {digest}", u.url)));
+        }
+        for g in &add.git {
+            let commit = g.commit.as_ref().ok_or(BuildError::NotReady)?;
+            let sub = g.source.subdir.as_deref().unwrap_or("");
+            v.push((
+                "git",
+                format!(
+                    "{} {commit}:{sub} keep={}",
+                    g.source.remote, add.keep_git_dir
+                ),
+            ));
         }
     }
     match &p.from {
@@ -386,17 +429,28 @@ pub(super) async fn copy_entries(
                 literal: true,
                 ..SourceTree::plain(work.unwrap_or(ctx.root()), "downloads".into())
             };
+            let checkouts: Vec<(std::path::PathBuf, String)> = p
+                .add
+                .iter()
+                .flat_map(|a| {
+                    a.git
+                        .iter()
+                        .map(|g| (a.work.path().join(&g.rel), g.source.remote.clone()))
+                })
+                .collect();
+            let git_trees: Vec<SourceTree> = checkouts
+                .iter()
+                .map(|(root, remote)| SourceTree::plain(root, format!("repository {remote}")))
+                .collect();
+            // A repository's tree: its contents go into the destination.
+            let whole = ["/".to_string()];
+            let mut groups = vec![
+                (&tree, req.sources.as_slice()),
+                (&downloads, urls.as_slice()),
+            ];
+            groups.extend(git_trees.iter().map(|t| (t, whole.as_slice())));
             let index = target_index(session, fs, link).await?;
-            super::cpu(|| {
-                copy::plan_groups(
-                    &req,
-                    &[
-                        (&tree, req.sources.as_slice()),
-                        (&downloads, urls.as_slice()),
-                    ],
-                    index.as_ref(),
-                )
-            })?
+            super::cpu(|| copy::plan_groups(&req, &groups, index.as_ref()))?
         }
         CopyFrom::Stage(j, name) => {
             let src = built

@@ -119,8 +119,8 @@ pub enum BuildError {
     Fetch(#[from] crate::registry::files::FileError),
     #[error("{0}")]
     Checksum(String),
-    #[error("{source_word}: {cause}")]
-    AddSource { source_word: String, cause: String },
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
 }
 
 impl BuildError {

@@ -1,0 +1,210 @@
+//! ADD's git sources (`https://host/org/repo.git#ref:subdir`): the repository
+//! fetched with gix (the images have no git binary) and one commit's tree
+//! written out as BuildKit's git source gives it: files 0644 or 0755, links,
+//! directories 0755, a subdirectory's contents when one is named, `.git` only
+//! with `--keep-git-dir`.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{remote}: {cause}")]
+    Fetch { remote: String, cause: String },
+    #[error("{remote}: no branch, tag or commit {reference:?}")]
+    NoRef { remote: String, reference: String },
+    #[error("{remote}: {path:?} is not a directory of commit {commit}")]
+    NoSubdir {
+        remote: String,
+        path: String,
+        commit: String,
+    },
+    #[error("{remote}: writing {path}: {source}")]
+    Write {
+        remote: String,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// An ADD source word split as BuildKit's `ParseGitRef` does: `remote#ref:subdir`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GitRef {
+    pub remote: String,
+    pub reference: Option<String>,
+    pub subdir: Option<String>,
+}
+
+impl GitRef {
+    pub(crate) fn parse(src: &str) -> GitRef {
+        let (remote, fragment) = match src.split_once('#') {
+            Some((r, f)) => (r.to_string(), f),
+            None => (src.to_string(), ""),
+        };
+        let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        GitRef {
+            remote,
+            reference: some(reference),
+            subdir: some(subdir.trim_matches('/')),
+        }
+    }
+}
+
+/// Fetches `r` and writes its tree into `dest` (empty). Returns the commit.
+pub(crate) fn checkout(r: &GitRef, dest: &Path, keep_git_dir: bool) -> Result<String, GitError> {
+    let remote = r.remote.clone();
+    let fetch_err = |e: &(dyn std::error::Error + 'static)| GitError::Fetch {
+        remote: remote.clone(),
+        cause: crate::log::one_line(e),
+    };
+    let git_dir = dest.join(".git");
+    let interrupt = AtomicBool::new(false);
+    let mut prepare =
+        gix::prepare_clone_bare(r.remote.as_str(), &git_dir).map_err(|e| fetch_err(&e))?;
+    let (repo, _) = prepare
+        .fetch_only(gix::progress::Discard, &interrupt)
+        .map_err(|e| fetch_err(&e))?;
+    let commit = match &r.reference {
+        None => repo.head_commit().map_err(|e| fetch_err(&e))?,
+        Some(name) => find_commit(&repo, name).ok_or_else(|| GitError::NoRef {
+            remote: remote.clone(),
+            reference: name.clone(),
+        })?,
+    };
+    let id = commit.id.to_string();
+    let mut tree = commit.tree().map_err(|e| fetch_err(&e))?;
+    if let Some(sub) = &r.subdir {
+        let not_dir = || GitError::NoSubdir {
+            remote: remote.clone(),
+            path: sub.clone(),
+            commit: id.clone(),
+        };
+        let entry = tree
+            .lookup_entry_by_path(sub)
+            .map_err(|e| fetch_err(&e))?
+            .ok_or_else(not_dir)?;
+        tree = entry
+            .object()
+            .ok()
+            .and_then(|o| o.try_into_tree().ok())
+            .ok_or_else(not_dir)?;
+    }
+    write_tree(&repo, &tree, dest, &remote)?;
+    let write_err = |source| GitError::Write {
+        remote: remote.clone(),
+        path: git_dir.display().to_string(),
+        source,
+    };
+    if keep_git_dir {
+        // As BuildKit leaves it: HEAD detached at the commit, a work tree's
+        // repository (the clone was bare). There is no index file.
+        std::fs::write(git_dir.join("HEAD"), format!("{id}\n")).map_err(write_err)?;
+        let config = git_dir.join("config");
+        let text = std::fs::read_to_string(&config).map_err(write_err)?;
+        std::fs::write(&config, text.replace("bare = true", "bare = false")).map_err(write_err)?;
+    } else {
+        std::fs::remove_dir_all(&git_dir).map_err(write_err)?;
+    }
+    Ok(id)
+}
+
+/// A branch, a tag or a full commit id, as BuildKit tries them.
+fn find_commit<'r>(repo: &'r gix::Repository, name: &str) -> Option<gix::Commit<'r>> {
+    for full in [
+        format!("refs/heads/{name}"),
+        format!("refs/tags/{name}"),
+        name.to_string(),
+    ] {
+        if let Ok(mut reference) = repo.find_reference(full.as_str()) {
+            if let Ok(c) = reference.peel_to_commit() {
+                return Some(c);
+            }
+        }
+    }
+    let id = gix::ObjectId::from_hex(name.as_bytes()).ok()?;
+    repo.find_object(id).ok()?.peel_to_commit().ok()
+}
+
+fn write_tree(
+    repo: &gix::Repository,
+    tree: &gix::Tree<'_>,
+    dir: &Path,
+    remote: &str,
+) -> Result<(), GitError> {
+    use gix::object::tree::EntryKind;
+    use std::os::unix::fs::PermissionsExt;
+    let write_err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| GitError::Write {
+            remote: remote.to_string(),
+            path,
+            source,
+        }
+    };
+    let fetch_err = |e: &(dyn std::error::Error + 'static)| GitError::Fetch {
+        remote: remote.to_string(),
+        cause: crate::log::one_line(e),
+    };
+    let decoded = tree.decode().map_err(|e| fetch_err(&e))?;
+    for e in &decoded.entries {
+        let name = crate::pathname::from_bytes(e.filename);
+        // Git refuses such names; a hostile server could still send them.
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name == ".git" {
+            continue;
+        }
+        let path = dir.join(crate::pathname::to_path(&name));
+        let kind = e.mode.kind();
+        match kind {
+            EntryKind::Tree => {
+                std::fs::create_dir(&path).map_err(write_err(&path))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    .map_err(write_err(&path))?;
+                let sub = repo.find_tree(e.oid).map_err(|err| fetch_err(&err))?;
+                write_tree(repo, &sub, &path, remote)?;
+            }
+            EntryKind::Blob | EntryKind::BlobExecutable => {
+                let blob = repo.find_blob(e.oid).map_err(|err| fetch_err(&err))?;
+                std::fs::write(&path, &blob.data).map_err(write_err(&path))?;
+                let mode = if kind == EntryKind::Blob {
+                    0o644
+                } else {
+                    0o755
+                };
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .map_err(write_err(&path))?;
+            }
+            EntryKind::Link => {
+                let blob = repo.find_blob(e.oid).map_err(|err| fetch_err(&err))?;
+                let target = crate::pathname::from_bytes(&blob.data);
+                std::os::unix::fs::symlink(crate::pathname::to_path(&target), &path)
+                    .map_err(write_err(&path))?;
+            }
+            // A submodule: an empty directory, as a clone without them leaves.
+            EntryKind::Commit => {
+                std::fs::create_dir(&path).map_err(write_err(&path))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    .map_err(write_err(&path))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_split_as_buildkit() {
+        let r = GitRef::parse("https://h/o/r.git#v1.2:sub/dir");
+        assert_eq!(r.remote, "https://h/o/r.git");
+        assert_eq!(r.reference.as_deref(), Some("v1.2"));
+        assert_eq!(r.subdir.as_deref(), Some("sub/dir"));
+        let r = GitRef::parse("https://h/o/r.git");
+        assert_eq!((r.reference, r.subdir), (None, None));
+        let r = GitRef::parse("git@h:o/r.git#:docs");
+        assert_eq!(r.remote, "git@h:o/r.git");
+        assert_eq!((r.reference, r.subdir.as_deref()), (None, Some("docs")));
+    }
+}
