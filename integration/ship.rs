@@ -347,3 +347,38 @@ fn tekton_task_shape(file: &str) {
         assert!(args.contains(&want), "step args lack {want}: {args:?}");
     }
 }
+
+/// ADD's downloads in Kiln's FROM-scratch image, which has neither git nor a
+/// system trust store: a git repository and a URL, served on loopback.
+#[test]
+fn add_fetches_git_and_urls_inside_the_image() {
+    use common::files::{FileServer, GitServer, Reply};
+    let image = executor_image();
+    let reg = TestRegistry::start();
+    let git = GitServer::start();
+    let files = FileServer::start(&[("/tool", Reply::File(b"tool\n".to_vec(), None))]);
+    let ws = tempfile::tempdir().unwrap();
+    write_context(
+        ws.path(),
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM scratch\nADD {}#v1 /src/\nADD {} /bin/\n",
+                git.url,
+                files.url("/tool")
+            ),
+        )],
+    );
+    let dest = format!("{}/in-image/add:1", reg.host);
+    let workspace = format!("{}:/workspace:ro", ws.path().display());
+    let out = docker_run_args(
+        &["-v", &workspace],
+        image,
+        &["--context", "/workspace", "--destination", &dest],
+    );
+    assert_ok(&out);
+    let img = pull(&reg, "in-image/add:1");
+    assert_eq!(img.files["src/a.txt"].digest, sha256_of(b"hello\n"));
+    assert_eq!(img.files["src/run.sh"].mode, 0o755);
+    assert_eq!(img.files["bin/tool"].digest, sha256_of(b"tool\n"));
+}

@@ -60,8 +60,12 @@ pub(crate) fn checkout(r: &GitRef, dest: &Path, keep_git_dir: bool) -> Result<St
     };
     let git_dir = dest.join(".git");
     let interrupt = AtomicBool::new(false);
-    let mut prepare =
-        gix::prepare_clone_bare(r.remote.as_str(), &git_dir).map_err(|e| fetch_err(&e))?;
+    let mut prepare = gix::prepare_clone_bare(r.remote.as_str(), &git_dir)
+        .map_err(|e| fetch_err(&e))?
+        .configure_connection(|conn| {
+            conn.set_transport_options(Box::new(transport_options()));
+            Ok(())
+        });
     let (repo, _) = prepare
         .fetch_only(gix::progress::Discard, &interrupt)
         .map_err(|e| fetch_err(&e))?;
@@ -107,6 +111,32 @@ pub(crate) fn checkout(r: &GitRef, dest: &Path, keep_git_dir: bool) -> Result<St
         std::fs::remove_dir_all(&git_dir).map_err(write_err)?;
     }
     Ok(id)
+}
+
+/// gix's HTTP options: its client trusts Mozilla's roots plus the system's
+/// (SSL_CERT_FILE, SSL_CERT_DIR) and needs no system store to start.
+fn transport_options() -> gix::protocol::transport::client::blocking_io::http::Options {
+    use gix::protocol::transport::client::blocking_io::http;
+    let backend = http::reqwest::Options {
+        configure_client: Some(Box::new(|builder: reqwest_git::blocking::ClientBuilder| {
+            Ok(builder.tls_certs_only(trust_roots()))
+        })),
+        configure_request: None,
+    };
+    http::Options {
+        backend: Some(std::sync::Arc::new(std::sync::Mutex::new(backend))),
+        ..Default::default()
+    }
+}
+
+fn trust_roots() -> Vec<reqwest_git::Certificate> {
+    let system = rustls_native_certs::load_native_certs().certs;
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|c| c.as_ref())
+        .chain(system.iter().map(|c| c.as_ref()))
+        .filter_map(|der| reqwest_git::Certificate::from_der(der).ok())
+        .collect()
 }
 
 /// A branch, a tag or a full commit id, as BuildKit tries them.
