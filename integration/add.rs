@@ -265,3 +265,48 @@ fn git_sources_keep_their_dir_and_cache_by_commit() {
     assert_nothing_pushed(&reg, "nogit:1", "a missing ref");
     assert_eq!(leftovers(scratch.path()), Vec::<String>::new());
 }
+
+/// URL downloads go through `HTTP_PROXY` (a host that does not resolve is
+/// reached only through it) unless `NO_PROXY` names the host.
+#[test]
+fn url_downloads_follow_proxy_settings() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let body = b"through the proxy\n".to_vec();
+    // A forward proxy is asked for the whole URL.
+    let proxy = FileServer::start(&[(
+        "http://kiln-proxied.invalid/tool",
+        Reply::File(body.clone(), None),
+    )]);
+    let ctx = context(
+        &reg,
+        &proxy,
+        "FROM {BASE}\nADD http://kiln-proxied.invalid/tool /t/\n",
+    );
+    let run = |no_proxy: &str, repo: &str| {
+        let dest = format!("{}/{repo}:1", reg.host);
+        std::process::Command::new(env!("CARGO_BIN_EXE_executor"))
+            .args([
+                "--context",
+                ctx.path().to_str().unwrap(),
+                "--destination",
+                &dest,
+            ])
+            .env("HTTP_PROXY", &proxy.base)
+            .env("NO_PROXY", no_proxy)
+            .output()
+            .expect("run executor")
+    };
+    assert_ok(&run("127.0.0.1", "proxied"));
+    assert_eq!(
+        pull(&reg, "proxied:1").files["t/tool"].digest,
+        sha256_of(&body)
+    );
+    assert_eq!(proxy.hits("http://kiln-proxied.invalid/tool"), 1);
+    let direct = run("127.0.0.1,kiln-proxied.invalid", "direct");
+    assert!(
+        !direct.status.success(),
+        "NO_PROXY: asked directly, the host does not resolve"
+    );
+    assert_eq!(proxy.hits("http://kiln-proxied.invalid/tool"), 1);
+}
