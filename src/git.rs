@@ -54,10 +54,7 @@ impl GitRef {
 /// Fetches `r` and writes its tree into `dest` (empty). Returns the commit.
 pub(crate) fn checkout(r: &GitRef, dest: &Path, keep_git_dir: bool) -> Result<String, GitError> {
     let remote = r.remote.clone();
-    let fetch_err = |e: &(dyn std::error::Error + 'static)| GitError::Fetch {
-        remote: remote.clone(),
-        cause: crate::log::one_line(e),
-    };
+    let fetch_err = |e: &(dyn std::error::Error + 'static)| fetch_error(&remote, e);
     let git_dir = dest.join(".git");
     let interrupt = AtomicBool::new(false);
     let mut prepare = gix::prepare_clone_bare(r.remote.as_str(), &git_dir)
@@ -139,6 +136,14 @@ fn trust_roots() -> Vec<reqwest_git::Certificate> {
         .collect()
 }
 
+/// A failure of gix (fetching, or reading what it fetched), its causes on one line.
+fn fetch_error(remote: &str, e: &(dyn std::error::Error + 'static)) -> GitError {
+    GitError::Fetch {
+        remote: remote.to_string(),
+        cause: crate::log::one_line(e),
+    }
+}
+
 /// A branch, a tag or a full commit id, as BuildKit tries them.
 fn find_commit<'r>(repo: &'r gix::Repository, name: &str) -> Option<gix::Commit<'r>> {
     for full in [
@@ -172,10 +177,7 @@ fn write_tree(
             source,
         }
     };
-    let fetch_err = |e: &(dyn std::error::Error + 'static)| GitError::Fetch {
-        remote: remote.to_string(),
-        cause: crate::log::one_line(e),
-    };
+    let fetch_err = |e: &(dyn std::error::Error + 'static)| fetch_error(remote, e);
     let decoded = tree.decode().map_err(|e| fetch_err(&e))?;
     for e in &decoded.entries {
         let name = crate::pathname::from_bytes(e.filename);

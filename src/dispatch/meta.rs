@@ -250,11 +250,13 @@ pub(super) async fn prepare_copy(
     })
 }
 
-/// Downloads an ADD's URL sources not downloaded yet into its work directory:
-/// the file gets mode 0600 and the `Last-Modified` time (the epoch without
-/// one), as BuildKit v0.21 gives them. `for_key`: only those whose digest the cache key needs
-/// (no `--checksum` to stand for it), so a cache hit downloads nothing.
-pub(super) async fn fetch_urls(
+/// Fetches an ADD's remote sources not fetched yet into its work directory.
+/// Git sources are checked out (their commit is the cache key's). URLs are
+/// downloaded, the file getting mode 0600 and the `Last-Modified` time (the
+/// epoch without one), as BuildKit v0.21 gives them; `for_key` downloads only
+/// those whose digest the key needs (no `--checksum` stands for it), so a
+/// cache hit downloads nothing.
+pub(super) async fn fetch_remote_sources(
     session: &Session,
     p: &mut PreparedCopy,
     for_key: bool,

@@ -615,7 +615,7 @@ async fn run_step<'b>(
             let mut prepared = meta::prepare_copy(session, df, c, &env, stage_index, opts).await?;
             // Hashing every source costs a full read: only when a cache can use it.
             if session.cache.settings.layers {
-                meta::fetch_urls(session, &mut prepared, true).await?;
+                meta::fetch_remote_sources(session, &mut prepared, true).await?;
                 for (label, value) in cpu(|| meta::copy_key_inputs(&prepared, ctx, built))? {
                     kb.add(label, &value);
                 }
@@ -627,7 +627,7 @@ async fn run_step<'b>(
             effect.layer = match effect::lookup(session, &key).await {
                 Some(hit) => Some(hit),
                 None => {
-                    meta::fetch_urls(session, &mut prepared, false).await?;
+                    meta::fetch_remote_sources(session, &mut prepared, false).await?;
                     let workdir = st.config.config.working_dir.clone();
                     let workdir = workdir.as_deref().unwrap_or("/");
                     let live = live_source(b, hold, &prepared, built);

@@ -121,8 +121,7 @@ impl Registry {
                         let _ = std::fs::remove_file(dest);
                         return Err(e);
                     }
-                    let backoff =
-                        wait.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))));
+                    let backoff = super::backoff(attempt, wait);
                     attempt += 1;
                     crate::log_warn!("{e}: retry {attempt} in {backoff:?}");
                     tokio::time::sleep(backoff).await;

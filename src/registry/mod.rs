@@ -652,16 +652,20 @@ fn retryable_status(s: StatusCode) -> bool {
     s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
 }
 
-/// Waits before the next try: the server's Retry-After, else exponential backoff
-/// from 200 ms; counts the attempt and logs it.
+/// How long to wait before retry `attempt + 1`: the server's Retry-After, else
+/// exponential backoff from 200 ms.
+fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    retry_after.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))))
+}
+
+/// Waits before the next try ([`backoff`]); counts the attempt and logs it.
 async fn wait_to_retry(
     op: &str,
     scope: &Scope<'_>,
     attempt: &mut u32,
     retry_after: Option<Duration>,
 ) {
-    let backoff =
-        retry_after.unwrap_or_else(|| Duration::from_millis(200 * (1 << (*attempt).min(6))));
+    let backoff = backoff(*attempt, retry_after);
     *attempt += 1;
     tracing_retry(op, scope, *attempt, backoff);
     tokio::time::sleep(backoff).await;
