@@ -85,9 +85,18 @@ fn context(dir: &Path) {
 
 /// BuildKit v0.21, the reference (`../shared/tools/buildkit`): builds the case and
 /// pushes it to the test registry; the oracle pulls it like Kiln's image.
-fn buildkit(reg: &TestRegistry, ctx: &Path, name: &str, case: &Case) -> Result<Pulled, String> {
+fn buildkit(
+    reg: &TestRegistry,
+    ctx: &Path,
+    name: &str,
+    case: &Case,
+    secrets: &[String],
+) -> Result<Pulled, String> {
     let image = format!("{}/bk-{name}:1", reg.host);
     let mut cmd = buildkit_command(ctx, &ctx.join(case.dockerfile_name), &image);
+    for s in secrets {
+        cmd.args(["--secret", s]);
+    }
     for (k, v) in &case.build_args {
         cmd.args(["--opt", &format!("build-arg:{k}={v}")]);
     }
@@ -185,6 +194,9 @@ fn refusal_cause(name: &str, bk_err: &str) -> &'static str {
         "add_archive_hard_link_out_of_the_root_is_refused" => "/etc/passwd",
         "add_archive_symlink_loop_is_refused" => "too many levels of symbolic links",
         "add_has_no_from_flag" => "unknown flag: --from",
+        "run_mount_required_secret_is_refused" => "secret nope: not found",
+        "run_mount_unknown_type_is_refused" => "unsupported mount type \"bogus\"",
+        "run_mount_missing_source_is_refused" => "/nothere",
         other => panic!("{other}: BuildKit refused a case not listed as a refusal: {bk_err}"),
     }
 }
@@ -202,6 +214,8 @@ struct Case {
     base_config: serde_json::Value,
     /// Files a loopback HTTP server serves while both build, at `{HTTP}`.
     http: Vec<(&'static str, Reply)>,
+    /// `--secret id=ID,src=FILE` for both builders: (id, value).
+    secrets: Vec<(&'static str, &'static str)>,
 }
 
 impl Case {
@@ -215,6 +229,7 @@ impl Case {
             platform: None,
             base_config: serde_json::json!({}),
             http: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 }
@@ -245,7 +260,18 @@ fn run_case(case: &Case) {
     if let Some((file, content)) = case.dockerignore {
         std::fs::write(ctx.path().join(file), content).unwrap();
     }
-    let reference = buildkit(&reg, ctx.path(), name, case);
+    // Secrets live outside the context, as a CI job's would.
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secrets: Vec<String> = case
+        .secrets
+        .iter()
+        .map(|(id, value)| {
+            let file = secret_dir.path().join(id);
+            std::fs::write(&file, value).unwrap();
+            format!("id={id},src={}", file.display())
+        })
+        .collect();
+    let reference = buildkit(&reg, ctx.path(), name, case, &secrets);
     let dest = format!("{}/diff-{name}:1", reg.host);
     let dockerfile = ctx.path().join(case.dockerfile_name);
     let mut args = vec![
@@ -262,6 +288,9 @@ fn run_case(case: &Case) {
     }
     if let Some(p) = case.platform {
         args.push(format!("--custom-platform={p}"));
+    }
+    for s in &secrets {
+        args.push(format!("--secret={s}"));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = executor(&args);
@@ -353,6 +382,12 @@ cases! {
     run_as_user: "FROM {BASE}\nRUN busybox mkdir -p /home/app && busybox chown app:app /home/app && echo extra:x:555:app >> /etc/group\nUSER app\nRUN id > ~/id && busybox touch ~/x && echo $HOME > ~/home\nUSER 4321\nRUN id > /tmp/id-4321 && echo $HOME > /tmp/home-4321\nUSER root\nRUN stat -c \"%a %u %g %n\" /home/app /home/app/* > /owners\n";
     run_layers_carry_parents_and_times: "FROM {BASE}\nRUN mkdir -p /a/b/c && echo x > /a/b/c/f && echo y > /a/b/c/g && touch -d \"2020-01-01 00:00:00\" /a/b/c /a/b /a\nRUN rm /a/b/c/f\nRUN touch -d \"2021-01-01 00:00:00\" /a/b/c/g\nRUN mkdir -p /o/p/r && touch /o/p/q /o/p/r/s && touch -d \"2019-01-01 00:00:00\" /o/p/r /o/p /o\nRUN rm -rf /o && mkdir -p /o/p && echo n > /o/p/new\n";
     run_failure_is_refused: "FROM {BASE}\nRUN true\nRUN exit 3\n";
+    run_mount_bind_context: "FROM {BASE}\nWORKDIR /w\nRUN --mount=target=/ctx cat /ctx/a.txt /ctx/dir/x.txt > /seen && stat -c '%a %s %n' /ctx/b.txt /ctx/exec.sh /ctx/dir >> /seen && ls /ctx/ig >> /seen\nRUN --mount=source=dir,target=rel,rw echo new > rel/x.txt && cat rel/x.txt > /w/written && ls rel >> /w/written\nRUN --mount=source=a.txt,target=/etc/mounted.txt cat /etc/mounted.txt > /etc/copy\nRUN --mount=source=link-to-a,target=/l cat /l > /via-link\n", ignore = "ig/foo\n";
+    run_mount_bind_from_stage: "FROM {BASE} AS build\nRUN mkdir /out && echo built > /out/f && ln -s f /out/l && chmod 640 /out/f\nFROM {BASE}\nRUN --mount=from=build,source=/out,target=/in cat /in/f /in/l > /copied && ls /in > /listed && stat -c '%a %n' /in/f >> /listed\nRUN --mount=from=build,target=/b,rw rm -rf /b/out && echo x > /b/new && ls /b/out 2> /gone; true\n";
+    run_mount_cache: "FROM {BASE} AS seed\nRUN mkdir -p /s && echo seeded > /s/f\nFROM {BASE}\nRUN --mount=type=cache,target=/c,mode=0700,uid=5,gid=6 stat -c '%a %u %g' /c > /c1 && echo one > /c/f\nRUN --mount=type=cache,target=/c,mode=0700,uid=5,gid=6 cat /c/f > /c2\nRUN --mount=type=cache,id=diff-other,target=/root/.cache/x stat -c '%a %u %g' /root/.cache/x > /c3\nRUN --mount=type=cache,from=seed,source=/s,target=/var/cache/s,sharing=locked cat /var/cache/s/f > /c4\nRUN --mount=type=cache,target=/tmp/p,sharing=private stat -c '%a %u %g' /tmp/p > /c5\n";
+    run_mount_tmpfs: "FROM {BASE}\nRUN --mount=type=tmpfs,target=/scratch,size=1m stat -c '%a %u %g' /scratch > /t1 && echo x > /scratch/f && ls /scratch >> /t1\nRUN --mount=type=tmpfs,target=/tmp ls -A /tmp > /t2 && echo y > /tmp/gone\n";
+    run_mount_unknown_type_is_refused: "FROM {BASE}\nRUN --mount=type=bogus,target=/x true\n";
+    run_mount_missing_source_is_refused: "FROM {BASE}\nRUN true\nRUN --mount=source=nothere,target=/x true\n";
     run_background_process_is_killed: "FROM {BASE}\nRUN (sleep 100; echo late > /late) & echo now > /now\nRUN test ! -e /late && echo ok > /checked\n";
     copy_file_into_dir: "FROM {BASE}\nCOPY a.txt /dst/\n";
     copy_file_renamed: "FROM {BASE}\nCOPY a.txt /dst/renamed\n";
@@ -448,6 +483,28 @@ fn add_url_sources() {
         ("/moved", Reply::Redirect("/dir/tool")),
     ];
     run_case(&case);
+}
+
+/// `RUN --mount=type=secret`: the default path, a target with mode and owner,
+/// a variable, an absent secret left out; nothing of it in any layer.
+#[test]
+fn run_mount_secret() {
+    let mut case = Case::new(
+        "run_mount_secret",
+        "FROM {BASE}\nRUN --mount=type=secret,id=tok stat -c '%a %u %g %s %n' /run/secrets/tok > /s1 && ls -A /run > /s1run\nRUN --mount=type=secret,id=tok,target=/etc/deep/tok,mode=0440,uid=7,gid=8 stat -c '%a %u %g %s %n' /etc/deep/tok > /s2\nRUN --mount=type=secret,id=tok,env=TOK sh -c 'echo ${#TOK} > /s3; test -e /run/secrets/tok || echo nofile >> /s3'\nRUN --mount=type=secret,id=absent ls -A /run > /s4\nRUN --mount=type=secret,source=tok,target=rel cat /rel > /s5\n",
+    );
+    case.secrets = vec![("tok", "s3cr3t-differential\n")];
+    run_case(&case);
+}
+
+/// A required secret that was not given stops the build at its line.
+#[test]
+fn run_mount_required_secret_is_refused() {
+    differential(
+        "run_mount_required_secret_is_refused",
+        "FROM {BASE}\nRUN true\nRUN --mount=type=secret,id=nope,required true\n",
+        None,
+    );
 }
 
 /// `COPY --exclude` (BuildKit v0.21 takes it only under the labs syntax, which the

@@ -251,3 +251,97 @@ fn root_without_capabilities_names_the_ones_to_keep() {
     );
     assert_refused(&out, &reg, "caps:1", "SETUID, SETGID and SETFCAP");
 }
+
+/// Every mount type but ssh, in every setting where RUN works: D mounts them
+/// in the sandbox's namespaces, B and E in a user namespace's, A (no mounts
+/// possible) puts their contents at the targets and takes them away again.
+/// The layers must be D's, and nothing of a mount may reach one.
+const MOUNTS: &str = "FROM {BASE} AS seed
+RUN mkdir /s && echo seeded > /s/f
+FROM {BASE}
+RUN --mount=type=cache,target=/root/.cache/c echo one >> /root/.cache/c/log && cat /root/.cache/c/log > /c1
+RUN --mount=type=cache,target=/root/.cache/c,sharing=locked cat /root/.cache/c/log > /c2
+RUN --mount=from=seed,source=/s,target=/etc/in cat /etc/in/f > /b1
+RUN --mount=target=/ctx,rw cat /ctx/data > /b2 && echo changed > /ctx/data
+RUN --mount=source=data,target=/etc/group cat /etc/group > /b3
+RUN --mount=type=tmpfs,target=/tmp,size=1m stat -c '%a' /tmp > /t1 && echo y > /tmp/y
+RUN --mount=type=secret,id=tok,required cat /run/secrets/tok | wc -c > /s1
+RUN --mount=type=secret,id=tok,env=TOK,required echo ${#TOK} > /s2
+";
+
+const SECRET: &str = "kiln-settings-secret-7f3a";
+
+#[test]
+fn run_mounts_in_every_setting() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    let df = MOUNTS.replace("{BASE}", &format!("{}/base:1", reg.host));
+    write_context(
+        ctx.path(),
+        &[
+            ("Dockerfile", &df),
+            ("data", "from the context\n"),
+            ("tok", SECRET),
+        ],
+    );
+    let build = |s: Setting| {
+        let src = match s {
+            Setting::A | Setting::B => "/workspace/tok".to_string(),
+            _ => ctx.path().join("tok").display().to_string(),
+        };
+        let secret = format!("--secret=id=tok,src={src}");
+        let repo = s.repo("mounts");
+        let out = s.build(ctx.path(), &format!("{}/{repo}", reg.host), &[&secret]);
+        assert!(
+            out.status.success(),
+            "setting {s:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pull(&reg, &repo)
+    };
+    let host = build(Setting::D);
+    let expect = [
+        ("c1", "one\n"),
+        ("c2", "one\n"),
+        ("b1", "seeded\n"),
+        ("b2", "from the context\n"),
+        ("b3", "from the context\n"),
+        ("t1", "1777\n"),
+    ];
+    for (file, content) in expect {
+        assert_eq!(
+            host.files[file].digest,
+            sha256_of(content.as_bytes()),
+            "D: /{file}"
+        );
+    }
+    for s in [Setting::A, Setting::B, Setting::E] {
+        let got = build(s);
+        assert_eq!(
+            got.layers, host.layers,
+            "setting {s:?}: the layers differ from D's"
+        );
+        for (file, content) in expect {
+            assert_eq!(
+                got.files[file].digest,
+                sha256_of(content.as_bytes()),
+                "{s:?}: /{file}"
+            );
+        }
+        for gone in ["root/.cache", "etc/in", "ctx", "run/secrets", "tmp/y"] {
+            assert!(
+                !got.files.contains_key(gone),
+                "{s:?}: /{gone} of a mount is in the image"
+            );
+        }
+        assert_eq!(
+            got.files["etc/group"].digest, host.files["etc/group"].digest,
+            "{s:?}: the file under a bind came back"
+        );
+    }
+    assert!(
+        !registry_holds(&reg, SECRET.as_bytes()),
+        "the secret is in a blob or manifest the registry holds"
+    );
+}

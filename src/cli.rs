@@ -2,6 +2,7 @@
 
 use clap::{ArgAction, Parser};
 use kiln::cache::CacheSettings;
+use kiln::dispatch::mounts::SecretSource;
 use kiln::image::spec::Platform;
 use kiln::image::Reference;
 use kiln::registry::RegistryOptions;
@@ -23,6 +24,10 @@ pub struct Cli {
     /// Build argument KEY=VALUE (repeatable); KEY alone takes the value from the environment.
     #[arg(long = "build-arg", action = ArgAction::Append)]
     pub build_args: Vec<String>,
+    /// Secret for `RUN --mount=type=secret` (repeatable, buildx's syntax):
+    /// id=NAME,src=PATH or id=NAME,env=VARIABLE.
+    #[arg(long = "secret", action = ArgAction::Append)]
+    pub secrets: Vec<String>,
     /// Stage to build (default: the last one).
     #[arg(long)]
     pub target: Option<String>,
@@ -179,6 +184,48 @@ pub fn key_values(
         .collect()
 }
 
+/// `--secret`s as buildx reads them: `id=`, `src=`/`source=`, `env=`,
+/// `type=file|env`; with neither a file nor a variable named, the id is the
+/// variable's name when it is set, else the file's path.
+pub fn secrets(
+    items: &[String],
+) -> Result<std::collections::BTreeMap<String, SecretSource>, FlagError> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in items {
+        let bad = |why: &str| FlagError::new("secret", item.clone(), why.to_string());
+        let (mut id, mut file, mut env, mut kind) = (None, None, None, None);
+        for field in item.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => file = Some(v.to_string()),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", v @ ("file" | "env"))) => kind = Some(v.to_string()),
+                _ => return Err(bad("expected id=NAME,src=PATH or id=NAME,env=VARIABLE")),
+            }
+        }
+        let id = id
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| bad("no id= given"))?;
+        if kind.as_deref() == Some("env") && env.is_none() {
+            env = file.take();
+        }
+        let source = match (file, env) {
+            (Some(f), _) => {
+                let p = PathBuf::from(f);
+                if !p.is_file() {
+                    return Err(bad(&format!("{}: no such file", p.display())));
+                }
+                SecretSource::File(p)
+            }
+            (None, Some(v)) => SecretSource::Env(v),
+            (None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
+            (None, None) => SecretSource::File(PathBuf::from(&id)),
+        };
+        out.insert(id, source);
+    }
+    Ok(out)
+}
+
 /// `dir://path` or a plain path.
 pub fn context_dir(s: &str) -> Result<PathBuf, FlagError> {
     if let Some(p) = s.strip_prefix("dir://") {
@@ -205,6 +252,7 @@ pub struct Options {
     /// `--custom-platform` was given (the image is then labelled with it).
     pub explicit_platform: bool,
     pub build_args: Vec<(String, String)>,
+    pub secrets: std::collections::BTreeMap<String, SecretSource>,
     pub labels: Vec<(String, String)>,
     pub target: Option<String>,
     pub reproducible: bool,
@@ -260,6 +308,7 @@ impl Cli {
         let json_log = self.log_format == LogFormat::Json;
         Ok(Options {
             build_args: key_values("build-arg", &self.build_args, true)?,
+            secrets: secrets(&self.secrets)?,
             labels: key_values("label", &self.labels, false)?,
             context,
             dockerfile,

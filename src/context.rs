@@ -77,6 +77,11 @@ impl BuildContext {
         excluded
     }
 
+    /// Whether `.dockerignore` leaves anything out at all.
+    pub(crate) fn has_rules(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
     /// Whether any `!` rule could re-include something under an ignored directory.
     pub(crate) fn has_exceptions(&self) -> bool {
         self.rules.iter().any(|r| r.exclusion)

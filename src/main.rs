@@ -260,6 +260,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         explicit_platform: o.explicit_platform,
         reproducible: o.reproducible,
         scratch_dir: scratch.path().to_path_buf(),
+        secrets: o.secrets.clone(),
     };
     let progress = spawn_progress(&session, o.outputs.progress);
     let ctx = BuildContext::open(&o.context, Some(&o.dockerfile))?;

@@ -3,6 +3,7 @@
 //! --from` edges), and early refusal of what Kiln cannot build yet, before any
 //! image is fetched or any layer written.
 
+use crate::dockerfile::mount::{self, MountKind};
 use crate::dockerfile::shell::{self, Env, ShellError};
 use crate::dockerfile::{Dockerfile, Instruction, Location};
 use crate::image::spec::Platform;
@@ -15,6 +16,12 @@ pub enum PlanError {
         line: usize,
         text: String,
         source: ShellError,
+    },
+    #[error("Dockerfile:{line}: {source}: {text}")]
+    Mount {
+        line: usize,
+        text: String,
+        source: crate::dockerfile::mount::MountError,
     },
     #[error("target stage {0:?} could not be found")]
     NoTarget(String),
@@ -68,13 +75,17 @@ pub fn plan(
             .ok_or_else(|| PlanError::NoTarget(t.to_string()))?,
         None => df.stages.len() - 1,
     };
-    let deps = stage_deps(df, &g.visible);
+    let deps = stage_deps(df, &g.visible)?;
     let stages = needed_stages(target, &deps);
     // Refuse now what would fail later: nothing is fetched or pushed first.
     for &i in &stages {
         for step in &df.stages[i].steps {
             let keyword = match &step.instruction {
-                Instruction::Run(r) if !r.mounts.is_empty() => "RUN --mount".into(),
+                Instruction::Run(r)
+                    if r.mounts.iter().any(|m| mount::kind_of(m) == MountKind::Ssh) =>
+                {
+                    "RUN --mount=type=ssh".into()
+                }
                 Instruction::Run(r) if r.security.as_deref() == Some("insecure") => {
                     "RUN --security=insecure".into()
                 }
@@ -180,24 +191,38 @@ pub fn base_images(
     Ok(out)
 }
 
-/// The earlier stages each stage reads: its FROM and `COPY --from` sources. FROM
+/// The earlier stages each stage reads: its FROM, `COPY --from` and `RUN --mount
+/// from=` sources (a mount's `from` may hold no variable). FROM
 /// is expanded with the global ARGs first (all it can see), so `FROM ${REPO}img`
 /// does not pull in unrelated stages; a `--from` with a variable depends on every
 /// earlier stage, since stage ARGs decide it.
-fn stage_deps(df: &Dockerfile, global: &Env) -> Vec<Vec<usize>> {
+fn stage_deps(df: &Dockerfile, global: &Env) -> Result<Vec<Vec<usize>>, PlanError> {
     (0..df.stages.len())
         .map(|i| {
             let stage = &df.stages[i];
-            let from_names = stage.steps.iter().filter_map(|s| match &s.instruction {
-                Instruction::Copy(c) => c.from.clone(),
-                _ => None,
-            });
+            let mut from_names = Vec::new();
+            for s in &stage.steps {
+                match &s.instruction {
+                    Instruction::Copy(c) => from_names.extend(c.from.clone()),
+                    Instruction::Run(r) => {
+                        for m in &r.mounts {
+                            let from = mount::from_of(m).map_err(|source| PlanError::Mount {
+                                line: s.at.line,
+                                text: s.at.text.trim().to_string(),
+                                source,
+                            })?;
+                            from_names.extend(from);
+                        }
+                    }
+                    _ => {}
+                }
+            }
             let base = std::iter::once(
                 shell::expand(&stage.image, df.escape, global)
                     .unwrap_or_else(|_| stage.image.clone()),
             );
             let mut deps = Vec::new();
-            for name in from_names.chain(base) {
+            for name in from_names.into_iter().chain(base) {
                 if name.contains('$') {
                     deps.extend(0..i);
                 } else if let Some(j) = df.stage_named(&name, i) {
@@ -208,7 +233,7 @@ fn stage_deps(df: &Dockerfile, global: &Env) -> Vec<Vec<usize>> {
             }
             deps.sort_unstable();
             deps.dedup();
-            deps
+            Ok(deps)
         })
         .collect()
 }
@@ -251,6 +276,12 @@ mod tests {
         assert_eq!(p.target, 2);
         assert_eq!(p.deps[2], [0], "stage two reads stage 0 only");
         assert_eq!(p.deps[3], Vec::<usize>::new());
+        let p = planned(
+            "FROM a AS one\nFROM b AS two\nFROM c\nRUN --mount=from=two,target=/t true\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.stages, [1, 2], "a mount's from is a dependency");
         assert!(matches!(
             planned("FROM a\n", Some("nope")),
             Err(PlanError::NoTarget(_))
@@ -260,19 +291,15 @@ mod tests {
     #[test]
     fn unsupported_steps_are_refused_before_anything_runs() {
         let e = planned(
-            "FROM x\nRUN true\nRUN --mount=type=cache,target=/c make\n",
+            "FROM x\nRUN --mount=type=cache,target=/c true\nRUN --mount=type=ssh ssh-add -l\n",
             None,
         )
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "Dockerfile:3: RUN --mount is not supported yet by Kiln: RUN --mount=type=cache,target=/c make"
+            "Dockerfile:3: RUN --mount=type=ssh is not supported yet by Kiln: RUN --mount=type=ssh ssh-add -l"
         );
         // A stage the target does not need may hold anything.
-        assert!(planned(
-            "FROM a AS x\nRUN --mount=type=tmpfs,target=/t x\nFROM b\n",
-            None
-        )
-        .is_ok());
+        assert!(planned("FROM a AS x\nRUN --mount=type=ssh x\nFROM b\n", None).is_ok());
     }
 }

@@ -35,6 +35,8 @@ pub fn require(bin: &str, how: &str) -> PathBuf {
 /// A registry process serving from a temp dir; killed on drop.
 pub struct TestRegistry {
     pub host: String,
+    /// Where it keeps blobs and manifests.
+    pub storage: PathBuf,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -145,6 +147,7 @@ impl TestRegistry {
         let mut reg = TestRegistry {
             host: addr.clone(),
             child,
+            storage,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -580,6 +583,37 @@ pub fn pull(reg: &TestRegistry, repo_tag: &str) -> Pulled {
         files,
         layers: img.layers,
     }
+}
+
+/// Whether any file the registry stores (blobs gunzipped, manifests, configs)
+/// holds `needle`: a secret must be in none of them.
+pub fn registry_holds(reg: &TestRegistry, needle: &[u8]) -> bool {
+    fn walk(dir: &Path, needle: &[u8]) -> bool {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        rd.flatten().any(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                return walk(&p, needle);
+            }
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            let mut plain = Vec::new();
+            if bytes.starts_with(&[0x1f, 0x8b]) {
+                let _ = std::io::Read::read_to_end(
+                    &mut flate2::read::GzDecoder::new(&bytes[..]),
+                    &mut plain,
+                );
+            }
+            contains(&bytes, needle) || contains(&plain, needle)
+        })
+    }
+    walk(&reg.storage, needle)
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// `sha256:…` of bytes, for comparing with a pulled file's digest.

@@ -15,7 +15,7 @@ use crate::rootfs::index::{FsIndex, NodeKind};
 use crate::rootfs::{join_rel, resolve_on_disk, split_parent};
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where COPY reads from: the build context (with its ignore rules) or an unpacked stage.
@@ -603,6 +603,40 @@ pub(crate) fn digest_sources(
         }
     }
     Ok(d.finish())
+}
+
+/// `source` of `tree` as a directory (or file) at `dest`, without what
+/// `.dockerignore` leaves out, as BuildKit's context transfer sends it to a
+/// `RUN --mount` bind: files are hard links where the filesystem allows (the
+/// mount is read-only, or an overlay that copies up before a write), else copies.
+pub(crate) fn materialize(
+    source: &str,
+    tree: &SourceTree<'_>,
+    dest: &Path,
+) -> Result<(), BuildError> {
+    let place = |host: &Path, meta: &fs::Metadata, to: &Path| -> Result<(), BuildError> {
+        let err = |e| BuildError::io(format!("placing {} at {}", host.display(), to.display()), e);
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            fs::create_dir_all(to).map_err(err)?;
+            fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                .map_err(err)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(host).map_err(err)?, to).map_err(err)?;
+        } else if ft.is_file() && fs::hard_link(host, to).is_err() {
+            fs::copy(host, to).map_err(err)?;
+        }
+        Ok(())
+    };
+    for s in tree.expand(source)? {
+        place(&s.host, &s.meta, dest)?;
+        if s.meta.is_dir() {
+            walk(tree, &s.host, &s.rel, "", "", &mut |sub, host, meta| {
+                place(host, meta, &dest.join(to_path(sub)))
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn file_digest(path: &Path) -> Result<String, BuildError> {

@@ -207,29 +207,7 @@ pub(super) async fn prepare_copy(
     let from = match &c.from {
         None => CopyFrom::Context,
         Some(f) => {
-            let name = shell::expand(f, esc, env)?;
-            let by_name = df.stage_named(&name, stage_index);
-            let by_index = name.parse::<usize>().ok().filter(|&i| i < stage_index);
-            if let Some(j) = by_name.or(by_index) {
-                CopyFrom::Stage(j, name)
-            } else if df.stage_named(&name, df.stages.len()).is_some() {
-                return Err(BuildError::LaterStage(name));
-            } else {
-                let reference =
-                    Reference::parse(&name).map_err(|source| BuildError::FromNeither {
-                        name: name.clone(),
-                        source,
-                    })?;
-                CopyFrom::Image(Box::new(
-                    remote::fetch(
-                        &session.registry,
-                        &reference,
-                        &opts.platform,
-                        &session.blobs_dir,
-                    )
-                    .await?,
-                ))
-            }
+            resolve_from(session, df, shell::expand(f, esc, env)?, stage_index, opts).await?
         }
     };
     Ok(PreparedCopy {
@@ -248,6 +226,38 @@ pub(super) async fn prepare_copy(
         from,
         add,
     })
+}
+
+/// What `--from=NAME` names for a step of stage `stage_index`: an earlier stage
+/// (by name or index), else an image (only its manifest is fetched).
+pub(super) async fn resolve_from(
+    session: &Session,
+    df: &Dockerfile,
+    name: String,
+    stage_index: usize,
+    opts: &BuildOptions,
+) -> Result<CopyFrom, BuildError> {
+    let by_name = df.stage_named(&name, stage_index);
+    let by_index = name.parse::<usize>().ok().filter(|&i| i < stage_index);
+    if let Some(j) = by_name.or(by_index) {
+        return Ok(CopyFrom::Stage(j, name));
+    }
+    if df.stage_named(&name, df.stages.len()).is_some() {
+        return Err(BuildError::LaterStage(name));
+    }
+    let reference = Reference::parse(&name).map_err(|source| BuildError::FromNeither {
+        name: name.clone(),
+        source,
+    })?;
+    Ok(CopyFrom::Image(Box::new(
+        remote::fetch(
+            &session.registry,
+            &reference,
+            &opts.platform,
+            &session.blobs_dir,
+        )
+        .await?,
+    )))
 }
 
 /// Fetches an ADD's remote sources not fetched yet into its work directory.

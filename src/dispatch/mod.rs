@@ -7,6 +7,7 @@ mod effect;
 mod history;
 mod live;
 pub(crate) mod meta;
+pub mod mounts;
 mod run;
 pub mod stage;
 pub(crate) mod users;
@@ -121,6 +122,10 @@ pub enum BuildError {
     Checksum(String),
     #[error(transparent)]
     Git(#[from] crate::git::GitError),
+    #[error(transparent)]
+    Mount(#[from] crate::dockerfile::mount::MountError),
+    #[error("secret {0}: not found")]
+    SecretNotFound(String),
 }
 
 impl BuildError {
@@ -164,6 +169,7 @@ impl Session {
         let registry = std::sync::Arc::new(registry);
         Session {
             trees: cache_dir.as_ref().map(|d| d.join("trees")),
+            cache_mounts: cache_dir.as_ref().unwrap_or(&scratch).join("mounts"),
             store: crate::image::BlobStore::new(registry.clone(), cache_dir, scratch.clone()),
             registry,
             cache,
@@ -209,6 +215,8 @@ pub struct BuildOptions {
     pub explicit_platform: bool,
     pub reproducible: bool,
     pub scratch_dir: PathBuf,
+    /// `--secret`s by id, read when a `RUN --mount=type=secret` uses one.
+    pub secrets: BTreeMap<String, mounts::SecretSource>,
 }
 
 /// Shared state of one build: clients, scratch space, options.
@@ -221,6 +229,9 @@ pub struct Session {
     pub store: crate::image::BlobStore,
     /// Unpacked base trees kept between builds (`--cache-dir/trees`).
     pub(crate) trees: Option<PathBuf>,
+    /// `RUN --mount=type=cache` directories: `--cache-dir/mounts`, kept between
+    /// builds, else in scratch for this build only.
+    pub(crate) cache_mounts: PathBuf,
     pub compression_level: u32,
     pub created: String,
     pub now: u64,
@@ -669,8 +680,15 @@ async fn run_step<'b>(
             return effect::apply(session, st, effect, &key).await;
         }
         Instruction::Run(r) => {
+            let workdir = st.config.config.working_dir.clone();
+            let workdir = workdir.as_deref().filter(|w| !w.is_empty()).unwrap_or("/");
+            let run_mounts =
+                mounts::prepare(session, df, r, &env, workdir, stage_index, opts).await?;
             let prepared = run::prepare(r, &st.config, &st.arg_names, &env);
             kb.add("run", &prepared.key_text(&st.config));
+            for (label, value) in run_mounts.key_inputs(ctx, built)? {
+                kb.add(label, &value);
+            }
             let key = kb.finish();
             let mut effect = Effect::history(prepared.history.clone());
             if let Some(hit) = effect::lookup(session, &key).await {
@@ -680,6 +698,9 @@ async fn run_step<'b>(
             let isolation = b.sandbox_ready()?;
             let dirs = run::step_dirs(st.fs.dir(), step.at.line)?;
             let result = async {
+                let host_mounts = run_mounts
+                    .host(session, ctx, built, opts, &dirs.base)
+                    .await?;
                 let mut live = match isolation {
                     Isolation::Namespaces => None,
                     Isolation::InPlace => {
@@ -696,7 +717,7 @@ async fn run_step<'b>(
                     &st.config,
                     &env,
                     &prepared,
-                    &dirs,
+                    (&dirs, &host_mounts),
                     live.as_deref_mut(),
                 )
                 .await?;

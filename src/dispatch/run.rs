@@ -4,6 +4,7 @@
 
 use super::effect::Entries;
 use super::live::LiveRoot;
+use super::mounts::HostMounts;
 use super::stage::StageFs;
 use super::users::{self, ExecUser};
 use super::{BuildError, Session};
@@ -122,7 +123,7 @@ pub(super) async fn execute(
     config: &ImageConfig,
     env: &Env,
     p: &PreparedRun,
-    dirs: &StepDirs,
+    (dirs, mounts): (&StepDirs, &HostMounts),
     mut live: Option<&mut LiveRoot>,
 ) -> Result<Entries, BuildError> {
     // The root first: USER is then read from its /etc/passwd, not by streaming
@@ -144,6 +145,15 @@ pub(super) async fn execute(
     if !env.iter().any(|(k, _)| k == "HOME") {
         env.push(("HOME".into(), user.home.clone()));
     }
+    // Secrets given as variables: in the command's environment only.
+    for (k, v) in &mounts.env {
+        env.retain(|(name, _)| name != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let (sandbox_mounts, mount_stubs) = match live {
+        Some(_) => (Vec::new(), Vec::new()),
+        None => mounts.for_sandbox(&lower)?,
+    };
     let etc_dir = dirs.base.join("etc");
     std::fs::create_dir_all(&etc_dir)
         .map_err(|e| BuildError::io("creating the step's /etc files", e))?;
@@ -188,13 +198,25 @@ pub(super) async fn execute(
         etc,
         network_none: p.network_none && live.is_none(),
         in_place: live.is_some(),
+        mounts: sandbox_mounts,
     };
     if p.network_none && live.is_some() {
         crate::log_warn!("RUN --network=none: this container may make no network namespace, so the command has the container's network");
     }
     let started = std::time::Instant::now();
     let spec_file = dirs.base.join("spec.json");
-    super::cpu(|| sandbox::run(&spec, &spec_file)).map_err(|e| match e {
+    // In place nothing can be mounted: the mounts' contents are put at their
+    // targets, and taken away before the change is read.
+    let placed = match live {
+        Some(_) => Some(mounts.place(Path::new(super::live::ROOT))?),
+        None => None,
+    };
+    let ran = super::cpu(|| sandbox::run(&spec, &spec_file));
+    let _ = std::fs::remove_file(&spec_file);
+    if let Some(placed) = placed {
+        super::cpu(|| placed.undo());
+    }
+    ran.map_err(|e| match e {
         sandbox::SandboxError::Exit(_) | sandbox::SandboxError::Signal(_) => {
             BuildError::RunFailed {
                 command: p.argv.join(" "),
@@ -216,6 +238,7 @@ pub(super) async fn execute(
         .filter(|p| index.get(p).is_none())
         .map(|p| p.to_string())
         .collect();
+    super::mounts::remove_stubs(&dirs.upper, &mount_stubs);
     let mut entries = super::cpu(|| sandbox::upper::changes(&dirs.upper, index, &stubs))?;
     drop_stub_parents(&mut entries, index);
     Ok(entries)

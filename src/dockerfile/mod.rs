@@ -2,6 +2,7 @@
 //! shell (word expansion).
 
 pub(crate) mod instruction;
+pub(crate) mod mount;
 pub(crate) mod parser;
 pub(crate) mod shell;
 

@@ -7,6 +7,7 @@
 pub(crate) mod apply;
 pub(crate) mod archive;
 pub(crate) mod caps;
+pub(crate) mod copy;
 pub(crate) mod index;
 pub(crate) mod keep;
 pub(crate) mod meta;

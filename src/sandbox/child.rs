@@ -168,16 +168,26 @@ fn in_namespaces(spec: &RunSpec, probe: bool) -> Result<i32, Failed> {
         None::<&str>,
     )
     .map_err(|e| format!("making / private: {e}"))?;
+    mount_overlay(&spec.lower, &spec.upper, &spec.work, &spec.merged)
+        .map_err(|e| Failed(PROBE_NO_OVERLAY, e))?;
+    if probe {
+        return Ok(0);
+    }
+    Ok(command_in_child(|| setup_and_exec(spec))?)
+}
+
+/// Mounts an overlay of `lower` at `target`, its writes in `upper`.
+fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Result<(), String> {
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        spec.lower.display(),
-        spec.upper.display(),
-        spec.work.display()
+        lower.display(),
+        upper.display(),
+        work.display()
     );
     let overlay = |opts: &str| {
         mount(
             Some("overlay"),
-            &spec.merged,
+            target,
             Some("overlay"),
             MsFlags::empty(),
             Some(opts),
@@ -190,16 +200,10 @@ fn in_namespaces(spec: &RunSpec, probe: bool) -> Result<i32, Failed> {
     // Kernels before 5.11 know neither option.
     if let Err(user) = overlay(&format!("{opts},userxattr,volatile")) {
         overlay(&opts).map_err(|e| {
-            Failed(
-                PROBE_NO_OVERLAY,
-                format!("mounting the overlay with userxattr,volatile: {user}; without: {e}"),
-            )
+            format!("mounting the overlay with userxattr,volatile: {user}; without: {e}")
         })?;
     }
-    if probe {
-        return Ok(0);
-    }
-    Ok(command_in_child(|| setup_and_exec(spec))?)
+    Ok(())
 }
 
 /// Forks; the child runs `exec` (which only returns with why the command could
@@ -227,6 +231,9 @@ fn command_in_child(
 /// (a child subreaper) and kills it when the command ends, as the end of a pid
 /// namespace would.
 fn in_place(spec: &RunSpec) -> Result<i32, String> {
+    if !spec.mounts.is_empty() {
+        return Err("RUN --mount: in place, the parent places mounts".into());
+    }
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
     // The heredoc script, under /dev (which the root keeps out of the layer).
@@ -318,6 +325,7 @@ fn setup_and_exec(spec: &RunSpec) -> Result<std::convert::Infallible, ExecError>
             bind_file(source, &target).map_err(setup)?;
         }
     }
+    run_mounts(root, &spec.mounts).map_err(setup)?;
     // pivot_root, not chroot: the old root is detached, so nothing can climb back.
     chdir(root).map_err(|e| setup(format!("chdir {}: {e}", root.display())))?;
     pivot_root(".", ".").map_err(|e| setup(format!("pivot_root: {e}")))?;
@@ -513,7 +521,74 @@ fn mount_system_dirs(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The atime flags of the mount at `p`, which a remount may not drop.
+/// `RUN --mount`s over the root, parents first; a missing mount point is made
+/// (a directory, or an empty file for a file source), and the parent removes
+/// it from the step's change afterwards.
+fn run_mounts(root: &Path, mounts: &[super::Mount]) -> Result<(), String> {
+    use super::MountWhat;
+    let mut order: Vec<&super::Mount> = mounts.iter().collect();
+    order.sort_by_key(|m| m.target.split('/').filter(|c| !c.is_empty()).count());
+    for m in order {
+        let target = inside(root, &m.target)?;
+        let file_source = matches!(&m.what, MountWhat::Bind { source, .. } if !source.is_dir());
+        if std::fs::symlink_metadata(&target).is_err() {
+            if file_source {
+                if let Some(parent) = target.parent() {
+                    ensure_dir(parent)?;
+                }
+                std::fs::write(&target, b"")
+                    .map_err(|e| format!("creating {}: {e}", target.display()))?;
+            } else {
+                ensure_dir(&target)?;
+            }
+        }
+        match &m.what {
+            MountWhat::Bind { source, readonly } => {
+                mnt(
+                    source.to_str(),
+                    &target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )?;
+                if *readonly {
+                    // A remount in a user namespace must keep the source's locked flags.
+                    let locked = source
+                        .to_str()
+                        .map(locked_flags)
+                        .unwrap_or(MsFlags::empty());
+                    mnt(
+                        None,
+                        &target,
+                        None,
+                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked,
+                        None,
+                    )?;
+                }
+            }
+            MountWhat::Overlay { lower, upper, work } => {
+                mount_overlay(lower, upper, work, &target)?;
+            }
+            MountWhat::Tmpfs { size } => {
+                let mut data = "mode=1777".to_string();
+                if let Some(s) = size {
+                    data.push_str(&format!(",size={s}"));
+                }
+                mnt(
+                    Some("tmpfs"),
+                    &target,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(&data),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The flags of the mount at `p` that a remount in a user namespace may not
+/// drop: atime, nosuid, nodev, noexec.
 fn locked_flags(p: &str) -> MsFlags {
     use nix::sys::statvfs::{statvfs, FsFlags};
     let Ok(st) = statvfs(p) else {
@@ -522,6 +597,9 @@ fn locked_flags(p: &str) -> MsFlags {
     let f = st.flags();
     let mut m = MsFlags::empty();
     for (s, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
         (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),

@@ -82,6 +82,37 @@ pub struct RunSpec {
     /// root (`lower` is `/`; `etc` holds only files under /dev).
     #[serde(default)]
     pub in_place: bool,
+    /// `RUN --mount`s, mounted over the root before the command starts (never
+    /// in place, where the parent puts their contents there instead).
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+}
+
+/// One `RUN --mount` as the helper makes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Mount {
+    /// Root-relative, its symlinks already resolved inside the root.
+    pub target: String,
+    pub what: MountWhat,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MountWhat {
+    /// A host directory or file (a cache, a secret's file, a bind source).
+    Bind {
+        source: PathBuf,
+        readonly: bool,
+    },
+    /// A writable view of `lower` whose writes land in `upper`, discarded
+    /// after the step (`RUN --mount=…,rw`).
+    Overlay {
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+    },
+    Tmpfs {
+        size: Option<u64>,
+    },
 }
 
 /// Where a step's change is captured, under the stage's scratch dir.
@@ -143,6 +174,7 @@ pub(crate) fn probe(scratch: &Path) -> Result<Isolation, SandboxError> {
         etc: Vec::new(),
         network_none: false,
         in_place: false,
+        mounts: Vec::new(),
     };
     let result = run_helper(&spec, &base.join("spec.json"), true);
     dirs.remove();
@@ -222,8 +254,20 @@ pub(crate) fn run(spec: &RunSpec, spec_file: &Path) -> Result<(), SandboxError> 
 
 fn run_helper(spec: &RunSpec, spec_file: &Path, probe: bool) -> Result<(), SandboxError> {
     use std::os::unix::process::ExitStatusExt;
-    std::fs::write(spec_file, serde_json::to_vec(spec)?)
-        .map_err(io(format!("writing {}", spec_file.display())))?;
+    // Owner-only: with `RUN --mount=type=secret,env=…` the spec holds a secret.
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(spec_file)
+            .map_err(io(format!("writing {}", spec_file.display())))?;
+        f.write_all(&serde_json::to_vec(spec)?)
+            .map_err(io(format!("writing {}", spec_file.display())))?;
+    }
     let exe = PathBuf::from("/proc/self/exe");
     let mut cmd = std::process::Command::new(&exe);
     cmd.arg(HELPER_ARG).arg(spec_file);
