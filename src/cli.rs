@@ -2,7 +2,7 @@
 
 use clap::{ArgAction, Parser};
 use kiln::cache::CacheSettings;
-use kiln::dispatch::mounts::SecretSource;
+use kiln::dispatch::mounts::Secret;
 use kiln::image::spec::Platform;
 use kiln::image::Reference;
 use kiln::registry::RegistryOptions;
@@ -186,10 +186,8 @@ pub fn key_values(
 
 /// `--secret`s as buildx reads them: `id=`, `src=`/`source=`, `env=`,
 /// `type=file|env`; with neither a file nor a variable named, the id is the
-/// variable's name when it is set, else the file's path.
-pub fn secrets(
-    items: &[String],
-) -> Result<std::collections::BTreeMap<String, SecretSource>, FlagError> {
+/// variable's name when it is set, else the file's path. Each is read now.
+pub fn secrets(items: &[String]) -> Result<std::collections::BTreeMap<String, Secret>, FlagError> {
     let mut out = std::collections::BTreeMap::new();
     for item in items {
         let bad = |why: &str| FlagError::new("secret", item.clone(), why.to_string());
@@ -209,19 +207,20 @@ pub fn secrets(
         if kind.as_deref() == Some("env") && env.is_none() {
             env = file.take();
         }
-        let source = match (file, env) {
-            (Some(f), _) => {
-                let p = PathBuf::from(f);
-                if !p.is_file() {
-                    return Err(bad(&format!("{}: no such file", p.display())));
-                }
-                SecretSource::File(p)
+        if file.is_none() && env.is_none() {
+            match std::env::var_os(&id) {
+                Some(_) => env = Some(id.clone()),
+                None => file = Some(id.clone()),
             }
-            (None, Some(v)) => SecretSource::Env(v),
-            (None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
-            (None, None) => SecretSource::File(PathBuf::from(&id)),
+        }
+        let value = match (file, env) {
+            (Some(f), _) => std::fs::read(&f).map_err(|e| bad(&format!("reading {f}: {e}")))?,
+            (None, Some(v)) => std::env::var_os(&v)
+                .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
+                .ok_or_else(|| bad(&format!("${v} is not set")))?,
+            (None, None) => return Err(bad("no src= or env= given")),
         };
-        out.insert(id, source);
+        out.insert(id, Secret::new(value));
     }
     Ok(out)
 }
@@ -252,7 +251,7 @@ pub struct Options {
     /// `--custom-platform` was given (the image is then labelled with it).
     pub explicit_platform: bool,
     pub build_args: Vec<(String, String)>,
-    pub secrets: std::collections::BTreeMap<String, SecretSource>,
+    pub secrets: std::collections::BTreeMap<String, Secret>,
     pub labels: Vec<(String, String)>,
     pub target: Option<String>,
     pub reproducible: bool,
@@ -429,6 +428,32 @@ pub enum LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_as_buildx_reads_them() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("tok");
+        std::fs::write(&f, b"file-value").unwrap();
+        let got = secrets(&[
+            format!("id=a,src={}", f.display()),
+            "id=b,env=PATH".into(),
+            "type=env,id=c,src=PATH".to_string(),
+        ])
+        .unwrap();
+        assert_eq!(got["a"], Secret::new(b"file-value".to_vec()));
+        let path = std::env::var("PATH").unwrap().into_bytes();
+        assert_eq!(got["b"], Secret::new(path.clone()));
+        assert_eq!(got["c"], Secret::new(path));
+        assert_eq!(
+            format!("{:?}", got["a"]),
+            "Secret(10 bytes)",
+            "Debug hides values"
+        );
+        for bad in ["src=/x", "id=a,color=red", "id=a,src=/nonexistent/x"] {
+            let e = secrets(&[bad.to_string()]).unwrap_err();
+            assert_eq!(e.flag, "secret", "{bad}");
+        }
+    }
 
     #[test]
     fn kaniko_style_flags() {

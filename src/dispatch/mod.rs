@@ -126,6 +126,8 @@ pub enum BuildError {
     Mount(#[from] crate::dockerfile::mount::MountError),
     #[error("secret {0}: not found")]
     SecretNotFound(String),
+    #[error("RUN --mount target {0} is a path this container keeps (the executor's files, a volume or a mount of its own); in Kiln's image without namespaces a mount cannot go there")]
+    MountKept(String),
 }
 
 impl BuildError {
@@ -216,7 +218,7 @@ pub struct BuildOptions {
     pub reproducible: bool,
     pub scratch_dir: PathBuf,
     /// `--secret`s by id, read when a `RUN --mount=type=secret` uses one.
-    pub secrets: BTreeMap<String, mounts::SecretSource>,
+    pub secrets: BTreeMap<String, mounts::Secret>,
 }
 
 /// Shared state of one build: clients, scratch space, options.
@@ -686,8 +688,11 @@ async fn run_step<'b>(
                 mounts::prepare(session, df, r, &env, workdir, stage_index, opts).await?;
             let prepared = run::prepare(r, &st.config, &st.arg_names, &env);
             kb.add("run", &prepared.key_text(&st.config));
-            for (label, value) in run_mounts.key_inputs(ctx, built)? {
-                kb.add(label, &value);
+            // A bind's content is hashed only when a cache can use the key.
+            if session.cache.settings.layers {
+                for (label, value) in run_mounts.key_inputs(ctx, built)? {
+                    kb.add(label, &value);
+                }
             }
             let key = kb.finish();
             let mut effect = Effect::history(prepared.history.clone());

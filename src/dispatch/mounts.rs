@@ -15,6 +15,7 @@ use crate::dockerfile::mount::{self, MountKind, MountSpec, Sharing};
 use crate::dockerfile::shell::{self, Env};
 use crate::dockerfile::{Dockerfile, Run};
 use crate::rootfs::copy::copy_tree;
+use crate::rootfs::keep::Keep;
 use crate::sandbox::{Mount, MountWhat};
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,23 +23,21 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Where a `--secret` comes from (buildx's `src=` or `env=`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum SecretSource {
-    File(PathBuf),
-    Env(String),
+/// A `--secret`'s value, read once when the build starts (a RUN in the
+/// container's own root could remove its file before a later step uses it).
+/// Its `Debug` never shows the value.
+#[derive(Clone, PartialEq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(value: Vec<u8>) -> Secret {
+        Secret(value)
+    }
 }
 
-impl SecretSource {
-    fn read(&self, id: &str) -> Result<Vec<u8>, BuildError> {
-        match self {
-            SecretSource::File(p) => std::fs::read(p).map_err(|e| {
-                BuildError::io(format!("reading secret {id} from {}", p.display()), e)
-            }),
-            SecretSource::Env(v) => std::env::var_os(v)
-                .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
-                .ok_or_else(|| BuildError::SecretNotFound(format!("{id} (${v} is not set)"))),
-        }
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
     }
 }
 
@@ -150,7 +149,16 @@ impl RunMounts {
         dir: &Path,
     ) -> Result<HostMounts, BuildError> {
         let mut h = HostMounts::default();
-        for (i, (m, origin)) in self.mounts.iter().enumerate() {
+        // Caches are locked in one order (by id) in every step, so two steps
+        // locking the same two caches cannot wait for each other.
+        let mut order: Vec<usize> = (0..self.mounts.len()).collect();
+        order.sort_by_key(|&i| {
+            let m = &self.mounts[i].0;
+            (m.kind != MountKind::Cache, m.id.clone())
+        });
+        let mut held: HashMap<PathBuf, PathBuf> = HashMap::new();
+        for i in order {
+            let (m, origin) = &self.mounts[i];
             let own = dir.join(format!("mount-{i}"));
             std::fs::create_dir_all(&own)
                 .map_err(|e| BuildError::io(format!("creating {}", own.display()), e))?;
@@ -178,11 +186,23 @@ impl RunMounts {
                                 .await?,
                         ),
                     };
-                    let (path, lock) = cpu(|| cache_instance(session, m, origin, seed.as_deref()))?;
-                    h.locks.push(lock);
+                    let dir = cache_dir(session, m, origin);
+                    let path = match held.get(&dir) {
+                        // The same cache twice in one step: one lock.
+                        Some(path) => path.clone(),
+                        None => {
+                            let (path, lock) = cpu(|| cache_instance(&dir, m, seed.as_deref()))?;
+                            h.locks.push(lock);
+                            held.insert(dir, path.clone());
+                            path
+                        }
+                    };
                     h.items.push(Item {
                         target,
-                        what: Content::Cache { path },
+                        what: Content::Cache {
+                            path,
+                            readonly: m.readonly,
+                        },
                         own,
                     });
                 }
@@ -193,20 +213,19 @@ impl RunMounts {
                 }),
                 MountKind::Secret => {
                     let id = m.id.clone().unwrap_or_default();
-                    let Some(src) = opts.secrets.get(&id) else {
+                    let Some(Secret(value)) = opts.secrets.get(&id) else {
                         if m.required {
                             return Err(BuildError::SecretNotFound(id));
                         }
                         continue;
                     };
-                    let value = src.read(&id)?;
                     if let Some(var) = &m.env {
                         h.env
-                            .push((var.clone(), String::from_utf8_lossy(&value).into_owned()));
+                            .push((var.clone(), String::from_utf8_lossy(value).into_owned()));
                     }
                     if m.target.is_some() {
                         let file = own.join("secret");
-                        write_secret(&file, &value, m)?;
+                        write_secret(&file, value, m)?;
                         h.items.push(Item {
                             target,
                             what: Content::Bind {
@@ -265,19 +284,9 @@ fn write_secret(file: &Path, value: &[u8], m: &MountSpec) -> Result<(), BuildErr
     .map_err(err)
 }
 
-/// A cache's directory for this step, with the lock that keeps it: `shared`
-/// takes instance 0 with a shared lock, `locked` with an exclusive one (and
-/// waits), `private` the first instance no one else holds. A new instance is
-/// made under `init.lock`, in a temporary name renamed into place, so builds
-/// sharing `--cache-dir` never see one half made.
-fn cache_instance(
-    session: &Session,
-    m: &MountSpec,
-    origin: &Origin,
-    seed: Option<&Path>,
-) -> Result<(PathBuf, File), BuildError> {
-    // Caches differ by id and by what a new one starts from (BuildKit keys a
-    // cache by its id and its base).
+/// Where a cache's instances live: caches differ by id and by what a new one
+/// starts from (BuildKit keys a cache by its id and its base).
+fn cache_dir(session: &Session, m: &MountSpec, origin: &Origin) -> PathBuf {
     let base = match origin {
         Origin::Nothing => String::new(),
         Origin::From(CopyFrom::Stage(_, name)) => format!("stage {name}"),
@@ -295,11 +304,23 @@ fn cache_instance(
         )
         .as_bytes(),
     );
-    let dir = session.cache_mounts.join(&name.file_name()[..32]);
+    session.cache_mounts.join(&name.file_name()[..32])
+}
+
+/// A cache's directory for this step, with the lock that keeps it: `shared`
+/// takes instance 0 with a shared lock, `locked` with an exclusive one (and
+/// waits), `private` the first instance no one else holds. A new instance is
+/// made under `init.lock`, in a temporary name renamed into place, so builds
+/// sharing `--cache-dir` never see one half made.
+fn cache_instance(
+    dir: &Path,
+    m: &MountSpec,
+    seed: Option<&Path>,
+) -> Result<(PathBuf, File), BuildError> {
     let err = |what: String| move |e| BuildError::io(what, e);
-    std::fs::create_dir_all(&dir).map_err(err(format!("creating {}", dir.display())))?;
-    let open_lock = |n: usize| {
-        let p = dir.join(format!("{n}.lock"));
+    std::fs::create_dir_all(dir).map_err(err(format!("creating {}", dir.display())))?;
+    let open_lock = |name: &str| {
+        let p = dir.join(name);
         std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -309,19 +330,19 @@ fn cache_instance(
     };
     let (n, lock) = match m.sharing.unwrap_or_default() {
         Sharing::Shared => {
-            let f = open_lock(0)?;
+            let f = open_lock("0.lock")?;
             f.lock_shared().map_err(err("locking a cache".into()))?;
             (0, f)
         }
         Sharing::Locked => {
-            let f = open_lock(0)?;
+            let f = open_lock("0.lock")?;
             f.lock().map_err(err("locking a cache".into()))?;
             (0, f)
         }
         Sharing::Private => {
             let mut n = 0;
             loop {
-                let f = open_lock(n)?;
+                let f = open_lock(&format!("{n}.lock"))?;
                 if f.try_lock().is_ok() {
                     break (n, f);
                 }
@@ -330,7 +351,7 @@ fn cache_instance(
         }
     };
     let path = dir.join(n.to_string());
-    let init = open_lock(usize::MAX)?;
+    let init = open_lock("init.lock")?;
     init.lock().map_err(err("locking a cache".into()))?;
     if !path.is_dir() {
         let tmp = dir.join(format!("new-{n}-{}", std::process::id()));
@@ -376,7 +397,7 @@ struct Item {
 
 enum Content {
     Bind { path: PathBuf, readonly: bool },
-    Cache { path: PathBuf },
+    Cache { path: PathBuf, readonly: bool },
     Tmpfs { size: Option<u64> },
 }
 
@@ -495,9 +516,9 @@ impl HostMounts {
                     source: path.clone(),
                     readonly: *readonly,
                 },
-                Content::Cache { path } => MountWhat::Bind {
+                Content::Cache { path, readonly } => MountWhat::Bind {
                     source: path.clone(),
-                    readonly: false,
+                    readonly: *readonly,
                 },
                 Content::Tmpfs { size } => MountWhat::Tmpfs { size: *size },
             };
@@ -508,9 +529,9 @@ impl HostMounts {
 
     /// In place (no mounts possible): puts each mount's contents at its target
     /// in `/`, moving what stands there aside; [`Placed::undo`] reverses it all.
-    pub(super) fn place(&self, root: &Path) -> Result<Placed, BuildError> {
+    pub(super) fn place(&self, root: &Path, keep: &Keep) -> Result<Placed, BuildError> {
         let mut placed = Placed::default();
-        let result = self.place_all(root, &mut placed);
+        let result = self.place_all(root, keep, &mut placed);
         if let Err(e) = result {
             placed.undo();
             return Err(e);
@@ -518,9 +539,13 @@ impl HostMounts {
         Ok(placed)
     }
 
-    fn place_all(&self, root: &Path, placed: &mut Placed) -> Result<(), BuildError> {
+    fn place_all(&self, root: &Path, keep: &Keep, placed: &mut Placed) -> Result<(), BuildError> {
         for (i, item) in self.items.iter().enumerate() {
             let rel = crate::rootfs::resolve_on_disk(root, &item.target, true)?;
+            // The executor's own paths and the container's mounts stay as they are.
+            if keep.is_kept(&rel) || keep.holds_kept(&rel) {
+                return Err(BuildError::MountKept(format!("/{rel}")));
+            }
             let at = root.join(crate::pathname::to_path(&rel));
             let err = |e| BuildError::io(format!("placing a mount at {}", at.display()), e);
             for stub in missing(root, &rel) {
@@ -541,10 +566,10 @@ impl HostMounts {
                     Undo::Made(at)
                 }
                 // Moved in and back out when on one filesystem, else copied.
-                Content::Cache { path } if std::fs::rename(path, &at).is_ok() => {
+                Content::Cache { path, .. } if std::fs::rename(path, &at).is_ok() => {
                     Undo::Moved(at, path.clone())
                 }
-                Content::Cache { path } => {
+                Content::Cache { path, .. } => {
                     copy_tree(path, &at).map_err(err)?;
                     Undo::CopyBack(at, path.clone())
                 }
@@ -720,13 +745,20 @@ mod tests {
                     target: "/var/cache/x".into(),
                     what: Content::Cache {
                         path: cache.clone(),
+                        readonly: false,
                     },
                     own,
                 },
             ],
             ..Default::default()
         };
-        let placed = h.place(&root).unwrap();
+        // Nothing goes where the container keeps its own paths.
+        assert!(matches!(
+            h.place(&root, &Keep::new(vec!["etc".into()])),
+            Err(BuildError::MountKept(p)) if p == "/etc/conf"
+        ));
+        assert_eq!(std::fs::read(root.join("etc/conf")).unwrap(), b"image's");
+        let placed = h.place(&root, &Keep::new(vec!["proc".into()])).unwrap();
         assert_eq!(std::fs::read(root.join("etc/conf")).unwrap(), b"mounted");
         std::fs::write(root.join("var/cache/x/new"), b"kept").unwrap();
         placed.undo();

@@ -207,8 +207,8 @@ pub(super) async fn execute(
     let spec_file = dirs.base.join("spec.json");
     // In place nothing can be mounted: the mounts' contents are put at their
     // targets, and taken away before the change is read.
-    let placed = match live {
-        Some(_) => Some(mounts.place(Path::new(super::live::ROOT))?),
+    let placed = match &live {
+        Some(l) => Some(mounts.place(Path::new(super::live::ROOT), l.keep())?),
         None => None,
     };
     let ran = super::cpu(|| sandbox::run(&spec, &spec_file));
