@@ -288,9 +288,9 @@ fn failures_name_the_line_and_push_nothing() {
             "exit code: 7",
         ),
         (
-            "FROM {B}\nRUN --mount=type=cache,target=/c true\n",
+            "FROM {B}\nRUN --mount=type=ssh ssh-add -l\n",
             "Dockerfile:2",
-            "RUN --mount is not supported yet",
+            "RUN --mount=type=ssh is not supported yet",
         ),
         ("FROM {B}\nCOPY missing /x\n", "Dockerfile:2", "missing"),
         (
