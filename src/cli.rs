@@ -31,11 +31,11 @@ pub struct Cli {
     /// Stage to build (default: the last one).
     #[arg(long)]
     pub target: Option<String>,
-    /// Build without pushing.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    /// Build without pushing (also KANIKO_NO_PUSH).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool, env = "KANIKO_NO_PUSH")]
     pub no_push: bool,
     /// Also write the image as a docker-archive tarball (docker load).
-    #[arg(long)]
+    #[arg(long, alias = "tarPath")]
     pub tar_path: Option<PathBuf>,
     /// Also write the image into an OCI layout directory.
     #[arg(long)]
@@ -46,35 +46,41 @@ pub struct Cli {
     /// Write `repository@digest` of every destination to this file.
     #[arg(long)]
     pub image_name_with_digest_file: Option<PathBuf>,
+    /// Write `repository:tag@digest` of every destination to this file.
+    #[arg(long)]
+    pub image_name_tag_with_digest_file: Option<PathBuf>,
+    /// A directory inside the context to build from.
+    #[arg(long)]
+    pub context_sub_path: Option<PathBuf>,
     /// Label KEY=VALUE added to the image (repeatable).
     #[arg(long = "label", action = ArgAction::Append)]
     pub labels: Vec<String>,
     /// Push to plain-HTTP registries.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub insecure: bool,
     /// Pull from plain-HTTP registries.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub insecure_pull: bool,
     /// Registry HOST[:PORT] reached over plain HTTP for pull and push (repeatable).
     #[arg(long = "insecure-registry", action = ArgAction::Append)]
     pub insecure_registries: Vec<String>,
     /// Do not verify TLS certificates when pushing.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub skip_tls_verify: bool,
     /// Do not verify TLS certificates when pulling.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub skip_tls_verify_pull: bool,
     /// Registry HOST[:PORT] whose TLS certificate is not verified (repeatable).
     #[arg(long = "skip-tls-verify-registry", action = ArgAction::Append)]
     pub skip_tls_verify_registries: Vec<String>,
     /// Do not check push access to the destinations before building.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub skip_push_permission_check: bool,
     /// Platform to build for, os/arch[/variant] (default: this machine's).
-    #[arg(long)]
+    #[arg(long, alias = "customPlatform")]
     pub custom_platform: Option<String>,
     /// Zero timestamps in layers and config, for reproducible digests.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub reproducible: bool,
     /// Log level, as Kaniko names them.
     #[arg(short = 'v', long, value_enum, default_value_t = Verbosity::Info)]
@@ -82,17 +88,28 @@ pub struct Cli {
     /// Log lines as text (Kaniko's `color` is taken as text) or JSON, one object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Start each text log line with its time (RFC 3339).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub log_timestamp: bool,
     /// Retries for registry requests after 5xx, 429, resets and timeouts.
     #[arg(long, default_value_t = 3)]
     pub push_retry: u32,
-    /// gzip level for new layers (0-9).
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
-    pub compression_level: u32,
+    /// gzip level for new layers (0-9; -1, Kaniko's default, is 6).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1..=9))]
+    pub compression_level: i32,
+    /// Layer compression: gzip (zstd is not written yet).
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// Retries for downloading a base image (Kiln's registry retries take the larger of this and --push-retry).
+    #[arg(long, default_value_t = 0)]
+    pub image_download_retry: u32,
+    #[command(flatten)]
+    pub kaniko: KanikoOnly,
     /// Directory for the scratch root (default: the system temp dir).
     #[arg(long = "kaniko-dir", alias = "scratch-dir", env = "KANIKO_DIR")]
     pub kaniko_dir: Option<PathBuf>,
     /// Reuse step layers from the cache repository and store new ones there.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub cache: bool,
     /// Repository for cached layers (default: <first destination's repository>/cache).
     #[arg(long)]
@@ -104,14 +121,189 @@ pub struct Cli {
     #[arg(long, default_value = "336h")]
     pub cache_ttl: String,
     /// Accepted for Kaniko compatibility: Kiln caches COPY layers by default.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub cache_copy_layers: bool,
     /// Read the cache but do not write new entries to it.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub no_push_cache: bool,
     /// Accepted for Kaniko compatibility: the scratch root is always removed.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub cleanup: bool,
+}
+
+/// Kaniko flags Kiln takes so that a Kaniko job runs unchanged. `notices` says
+/// which are knobs Kiln has no use for; `unsupported` which mean something
+/// Kiln does not do yet (the build stops rather than ignore them).
+#[derive(Debug, clap::Args)]
+pub struct KanikoOnly {
+    #[arg(long, alias = "snapshotMode", hide = true)]
+    pub snapshot_mode: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub use_new_run: Option<bool>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub compressed_caching: Option<bool>,
+    #[arg(long, alias = "whitelist-var-run", hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub ignore_var_run: Option<bool>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub force: Option<bool>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub skip_unused_stages: Option<bool>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub cache_run_layers: Option<bool>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub force_build_metadata: Option<bool>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub preserve_context: Option<bool>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub materialize: Option<bool>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub push_ignore_immutable_tag_errors: Option<bool>,
+    #[arg(long, hide = true)]
+    pub image_fs_extract_retry: Option<u32>,
+    #[arg(long = "credential-helpers", hide = true, action = ArgAction::Append)]
+    pub credential_helpers: Vec<String>,
+    #[arg(long = "azure-container-registry-config", hide = true)]
+    pub azure_container_registry_config: Option<String>,
+    // Meaning something Kiln does not do yet.
+    #[arg(long = "registry-mirror", hide = true, action = ArgAction::Append, env = "KANIKO_REGISTRY_MIRROR")]
+    pub registry_mirror: Vec<String>,
+    #[arg(long = "registry-map", hide = true, action = ArgAction::Append, env = "KANIKO_REGISTRY_MAP")]
+    pub registry_map: Vec<String>,
+    #[arg(long = "registry-certificate", hide = true, action = ArgAction::Append)]
+    pub registry_certificate: Vec<String>,
+    #[arg(long = "registry-client-cert", hide = true, action = ArgAction::Append)]
+    pub registry_client_cert: Vec<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub skip_default_registry_fallback: Option<bool>,
+    #[arg(long, hide = true)]
+    pub git: Option<String>,
+    #[arg(short = 'b', long, hide = true)]
+    pub bucket: Option<String>,
+    #[arg(long = "annotation", hide = true, action = ArgAction::Append)]
+    pub annotations: Vec<String>,
+    #[arg(long = "ignore-path", hide = true, action = ArgAction::Append)]
+    pub ignore_paths: Vec<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub single_snapshot: Option<bool>,
+}
+
+impl KanikoOnly {
+    /// Flags given that Kiln has no such knob for, each with why.
+    pub fn notices(&self) -> Vec<String> {
+        let given =
+            |set: bool, flag: &str, why: &str| set.then(|| format!("--{flag}: {why}; ignored"));
+        [
+            given(
+                self.snapshot_mode.is_some(),
+                "snapshot-mode",
+                "Kiln reads a RUN's change from its overlay, there is no snapshot to tune",
+            ),
+            given(
+                self.use_new_run.is_some(),
+                "use-new-run",
+                "Kiln has one RUN implementation",
+            ),
+            given(
+                self.compressed_caching.is_some(),
+                "compressed-caching",
+                "cached layers are always the compressed blobs",
+            ),
+            given(
+                self.ignore_var_run.is_some(),
+                "ignore-var-run",
+                "RUN's layer holds what the command changed, as BuildKit's",
+            ),
+            given(
+                self.force.is_some(),
+                "force",
+                "Kiln never builds in the host's own root",
+            ),
+            given(
+                self.skip_unused_stages.is_some(),
+                "skip-unused-stages",
+                "Kiln always builds only the stages the target needs",
+            ),
+            given(
+                self.cache_run_layers.is_some(),
+                "cache-run-layers",
+                "RUN layers are cached with --cache",
+            ),
+            given(
+                self.force_build_metadata.is_some(),
+                "force-build-metadata",
+                "build metadata is always written",
+            ),
+            given(
+                self.preserve_context.is_some(),
+                "preserve-context",
+                "the context is never changed by a build",
+            ),
+            given(
+                self.materialize.is_some(),
+                "materialize",
+                "Kiln writes no filesystem for the final stage",
+            ),
+            given(
+                self.push_ignore_immutable_tag_errors.is_some(),
+                "push-ignore-immutable-tag-errors",
+                "a refused tag push stays an error",
+            ),
+            given(
+                self.image_fs_extract_retry.is_some(),
+                "image-fs-extract-retry",
+                "layers are verified once downloaded and unpacked locally",
+            ),
+            given(
+                !self.credential_helpers.is_empty(),
+                "credential-helpers",
+                "Kiln uses the helpers the Docker config names",
+            ),
+            given(
+                self.azure_container_registry_config.is_some(),
+                "azure-container-registry-config",
+                "Kiln uses the Docker config's credentials",
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// The first flag given that Kiln cannot honour yet.
+    pub fn unsupported(&self) -> Option<(&'static str, String)> {
+        let first = |v: &[String]| v.first().cloned();
+        [
+            ("registry-mirror", first(&self.registry_mirror)),
+            ("registry-map", first(&self.registry_map)),
+            ("registry-certificate", first(&self.registry_certificate)),
+            ("registry-client-cert", first(&self.registry_client_cert)),
+            (
+                "skip-default-registry-fallback",
+                self.skip_default_registry_fallback
+                    .filter(|b| *b)
+                    .map(|b| b.to_string()),
+            ),
+            ("git", self.git.clone()),
+            ("bucket", self.bucket.clone()),
+            ("annotation", first(&self.annotations)),
+            ("ignore-path", first(&self.ignore_paths)),
+            (
+                "single-snapshot",
+                self.single_snapshot.filter(|b| *b).map(|b| b.to_string()),
+            ),
+        ]
+        .into_iter()
+        .find_map(|(flag, v)| v.map(|v| (flag, v)))
+    }
+}
+
+/// Go's `strconv.ParseBool`, as Kaniko's flags take booleans (`=TRUE`, `=1`, `=t`).
+pub fn go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean (true, false, 1, 0, t, f)")),
+    }
 }
 
 /// `executor warmer`: fills `--cache-dir` with base layers and their file indexes.
@@ -140,10 +332,10 @@ pub struct WarmerCli {
     #[arg(long = "insecure-registry", action = ArgAction::Append)]
     pub insecure_registries: Vec<String>,
     /// Pull from plain-HTTP registries.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub insecure_pull: bool,
     /// Do not verify TLS certificates when pulling.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub skip_tls_verify_pull: bool,
 }
 
@@ -273,13 +465,34 @@ pub struct Outputs {
     pub oci_layout_path: Option<PathBuf>,
     pub digest_file: Option<PathBuf>,
     pub image_name_with_digest_file: Option<PathBuf>,
+    pub image_name_tag_with_digest_file: Option<PathBuf>,
     /// A progress line on a terminal (never with JSON logs).
     pub progress: bool,
 }
 
 impl Cli {
     pub fn validate(self) -> Result<Options, FlagError> {
-        let context = context_dir(&self.context)?;
+        if let Some((flag, value)) = self.kaniko.unsupported() {
+            return Err(FlagError::new(
+                flag,
+                value,
+                "Kaniko's flag is not supported yet by Kiln (issue 17); the build stops rather than ignore it",
+            ));
+        }
+        for notice in self.kaniko.notices() {
+            kiln::log_info!("{notice}");
+        }
+        if self.compression != "gzip" {
+            return Err(FlagError::new(
+                "compression",
+                &self.compression,
+                "Kiln writes gzip layers (zstd is not written yet)",
+            ));
+        }
+        let mut context = context_dir(&self.context)?;
+        if let Some(sub) = &self.context_sub_path {
+            context = context.join(sub);
+        }
         if !context.is_dir() {
             return Err(FlagError::new(
                 "context",
@@ -295,6 +508,13 @@ impl Cli {
                 Reference::parse(d).map_err(|e| FlagError::new("destination", d, e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(d) = destinations.iter().find(|d| d.digest.is_some()) {
+            return Err(FlagError::new(
+                "destination",
+                d.to_string(),
+                "a destination names a tag, not a digest (the digest is what the push makes)",
+            ));
+        }
         if destinations.is_empty() && !self.no_push {
             return Err(FlagError::new(
                 "destination",
@@ -316,7 +536,8 @@ impl Cli {
             explicit_platform: self.custom_platform.is_some(),
             target: self.target,
             reproducible: self.reproducible,
-            compression_level: self.compression_level,
+            // -1 is Kaniko's "the library's default", gzip's 6.
+            compression_level: u32::try_from(self.compression_level).unwrap_or(6),
             cache,
             registry: RegistryOptions {
                 insecure_push: self.insecure,
@@ -325,7 +546,7 @@ impl Cli {
                 skip_tls_verify_push: self.skip_tls_verify,
                 skip_tls_verify_pull: self.skip_tls_verify_pull,
                 skip_tls_verify_registries: self.skip_tls_verify_registries,
-                retries: self.push_retry,
+                retries: self.push_retry.max(self.image_download_retry),
             },
             check_push: !self.no_push && !self.skip_push_permission_check,
             scratch_parent: self.kaniko_dir.unwrap_or_else(std::env::temp_dir),
@@ -335,6 +556,7 @@ impl Cli {
                 oci_layout_path: self.oci_layout_path,
                 digest_file: self.digest_file,
                 image_name_with_digest_file: self.image_name_with_digest_file,
+                image_name_tag_with_digest_file: self.image_name_tag_with_digest_file,
                 progress: !json_log && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             },
         })
@@ -410,9 +632,15 @@ pub enum Verbosity {
 }
 
 impl Verbosity {
-    /// Whether debug lines are printed.
-    pub fn debug(self) -> bool {
-        matches!(self, Verbosity::Debug | Verbosity::Trace)
+    /// The least level printed (Kiln has no trace, fatal or panic lines).
+    pub fn level(self) -> kiln::log::Level {
+        use kiln::log::Level;
+        match self {
+            Verbosity::Panic | Verbosity::Fatal | Verbosity::Error => Level::Error,
+            Verbosity::Warn => Level::Warn,
+            Verbosity::Info => Level::Info,
+            Verbosity::Debug | Verbosity::Trace => Level::Debug,
+        }
     }
 }
 
@@ -428,6 +656,116 @@ pub enum LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every executor flag of Kaniko v1.9.1, v1.24 and the maintained fork
+    /// (osscontainertools/kaniko), each with a value as a job would pass it.
+    const KANIKO_FLAGS: &[&str] = &[
+        "--verbosity=debug",
+        "-v=info",
+        "--log-format=color",
+        "--log-timestamp=true",
+        "--force",
+        "--whitelist-var-run=false",
+        "--dockerfile=Dockerfile",
+        "-f=Dockerfile",
+        "--context=dir:///ws",
+        "-c=/ws",
+        "--context-sub-path=sub",
+        "--bucket=b",
+        "-b=b",
+        "--destination=r.example/a:1",
+        "-d=r.example/a:1",
+        "--snapshot-mode=redo",
+        "--custom-platform=linux/amd64",
+        "--build-arg=A=1",
+        "--insecure",
+        "--skip-tls-verify",
+        "--insecure-pull",
+        "--skip-tls-verify-pull",
+        "--push-retry=2",
+        "--push-ignore-immutable-tag-errors",
+        "--image-fs-extract-retry=2",
+        "--image-download-retry=2",
+        "--kaniko-dir=/kaniko",
+        "--tar-path=/t.tar",
+        "--single-snapshot",
+        "--reproducible",
+        "--target=s",
+        "--no-push",
+        "--no-push-cache",
+        "--cache-repo=r.example/cache",
+        "--cache-dir=/cache",
+        "--digest-file=/d",
+        "--image-name-with-digest-file=/n",
+        "--image-name-tag-with-digest-file=/t",
+        "--oci-layout-path=/o",
+        "--compression=gzip",
+        "--compression-level=-1",
+        "--cache=TRUE",
+        "--compressed-caching=false",
+        "--cleanup",
+        "--cache-ttl=6h",
+        "--insecure-registry=r.example",
+        "--skip-tls-verify-registry=r.example",
+        "--registry-certificate=r.example=/c.pem",
+        "--registry-client-cert=r.example=/c,/k",
+        "--registry-map=index.docker.io=m.example",
+        "--registry-mirror=m.example",
+        "--skip-default-registry-fallback",
+        "--ignore-var-run=false",
+        "--label=a=b",
+        "--skip-unused-stages=1",
+        "--use-new-run",
+        "--git=branch=main",
+        "--cache-copy-layers=t",
+        "--cache-run-layers=f",
+        "--ignore-path=/p",
+        "--skip-push-permission-check",
+        "--annotation=a=b",
+        "--preserve-context",
+        "--materialize",
+        "--credential-helpers=ecr",
+        "--snapshotMode=time",
+        "--customPlatform=linux/amd64",
+        "--tarPath=/t.tar",
+        "--force-build-metadata",
+        "--secret=id=a,src=/s",
+        "--azure-container-registry-config=/a",
+    ];
+
+    #[test]
+    fn every_kaniko_flag_is_accepted() {
+        for flag in KANIKO_FLAGS {
+            let parsed = Cli::try_parse_from(["executor", flag]);
+            assert!(
+                parsed.is_ok(),
+                "{flag}: {}",
+                parsed.err().map(|e| e.to_string()).unwrap_or_default()
+            );
+        }
+        let c =
+            Cli::try_parse_from(["executor", "--cache=1", "--no-push=F", "--tarPath=/x"]).unwrap();
+        assert!(c.cache && !c.no_push);
+        assert_eq!(c.tar_path, Some(PathBuf::from("/x")));
+        assert!(Cli::try_parse_from(["executor", "--cache=maybe"]).is_err());
+        let c = Cli::try_parse_from(["executor", "--snapshotMode=redo", "--force"]).unwrap();
+        assert_eq!(c.kaniko.notices().len(), 2);
+        // Flags that mean something Kiln does not do yet stop the build, named.
+        let c = Cli::try_parse_from(["executor", "--registry-mirror=m.example"]).unwrap();
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.flag, "registry-mirror");
+        assert!(e.reason.contains("not supported yet"));
+    }
+
+    #[test]
+    fn a_destination_with_a_digest_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        let ctx = d.path().display().to_string();
+        let dest = format!("r.example/a@sha256:{}", "0".repeat(64));
+        let c = Cli::try_parse_from(["executor", "--context", &ctx, "-d", &dest]).unwrap();
+        assert_eq!(c.validate().unwrap_err().flag, "destination");
+    }
 
     #[test]
     fn secrets_as_buildx_reads_them() {
@@ -481,7 +819,7 @@ mod tests {
         // Kaniko's default log format and every logrus level are taken.
         let c = Cli::try_parse_from(["executor", "--log-format=color", "-v", "trace"]).unwrap();
         assert_eq!(c.log_format, LogFormat::Color);
-        assert!(c.verbosity.debug());
+        assert_eq!(c.verbosity.level(), kiln::log::Level::Debug);
         assert!(Cli::try_parse_from(["executor", "--verbosity=loud"]).is_err());
     }
 

@@ -3,10 +3,13 @@
 //! settings, chosen once at start-up.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 static JSON: AtomicBool = AtomicBool::new(false);
-static DEBUG: AtomicBool = AtomicBool::new(false);
+/// The least level printed, as `Level as u8`.
+static LEAST: AtomicU8 = AtomicU8::new(Level::Info as u8);
+/// `--log-timestamp`: text lines start with their time.
+static TIMESTAMP: AtomicBool = AtomicBool::new(false);
 /// A progress line may stand on the terminal: log lines clear it first.
 static PROGRESS: AtomicBool = AtomicBool::new(false);
 
@@ -44,7 +47,7 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Public because the exported `log_*!` macros expand to it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Debug,
     Info,
@@ -63,19 +66,21 @@ impl Level {
     }
 }
 
-/// Chooses JSON lines (true) or text, and whether debug lines are shown.
-pub fn configure(json: bool, debug: bool) {
+/// Chooses JSON lines (true) or text, the least level shown, and whether
+/// text lines carry their time.
+pub fn configure(json: bool, least: Level, timestamp: bool) {
     JSON.store(json, Ordering::Relaxed);
-    DEBUG.store(debug, Ordering::Relaxed);
+    LEAST.store(least as u8, Ordering::Relaxed);
+    TIMESTAMP.store(timestamp, Ordering::Relaxed);
 }
 
 pub(crate) fn debug_enabled() -> bool {
-    DEBUG.load(Ordering::Relaxed)
+    LEAST.load(Ordering::Relaxed) <= Level::Debug as u8
 }
 
 /// Writes one line; called through the exported `log_*!` macros.
 pub fn emit(level: Level, msg: std::fmt::Arguments<'_>) {
-    if matches!(level, Level::Debug) && !debug_enabled() {
+    if (level as u8) < LEAST.load(Ordering::Relaxed) {
         return;
     }
     let line = if JSON.load(Ordering::Relaxed) {
@@ -84,6 +89,16 @@ pub fn emit(level: Level, msg: std::fmt::Arguments<'_>) {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         serde_json::json!({ "level": level.name(), "msg": msg.to_string(), "time": t }).to_string()
+    } else if TIMESTAMP.load(Ordering::Relaxed) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        format!(
+            "{} {} {msg}",
+            crate::times::rfc3339(now),
+            level.name().to_ascii_uppercase()
+        )
     } else {
         format!("{} {msg}", level.name().to_ascii_uppercase())
     };

@@ -164,14 +164,14 @@ fn spawn_progress(session: &Session, on: bool) -> Option<tokio::task::JoinHandle
 }
 
 /// Tarball and OCI layout if asked, then every destination: all blobs first,
-/// manifests last. Returns `name@digest` of each push.
+/// manifests last.
 async fn publish_all(
     out: &cli::Outputs,
     session: &Session,
     destinations: &[Reference],
     image: &kiln::image::Image,
     s: &kiln::image::Serialized,
-) -> Result<Vec<String>> {
+) -> Result<()> {
     if let Some(p) = &out.tar_path {
         let tags: Vec<String> = destinations.iter().map(|d| d.to_string()).collect();
         publish::write_tarball(&session.store, image, s, &tags, p).await?;
@@ -181,9 +181,8 @@ async fn publish_all(
         publish::write_oci_layout(&session.store, image, s, p).await?;
         kiln::log_info!("wrote OCI layout {}", p.display());
     }
-    let mut names = Vec::new();
     if !out.push {
-        return Ok(names);
+        return Ok(());
     }
     let publisher = publish::Publisher {
         registry: &session.registry,
@@ -201,15 +200,15 @@ async fn publish_all(
             .await
             .with_context(|| format!("pushing {d}"))?;
         kiln::log_info!("pushed {d}@{digest}");
-        names.push(format!("{}@{digest}", d.name()));
     }
-    Ok(names)
+    Ok(())
 }
 
 async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     kiln::log::configure(
         cli.log_format == cli::LogFormat::Json,
-        cli.verbosity.debug(),
+        cli.verbosity.level(),
+        cli.log_timestamp,
     );
     let o = cli.validate()?;
     let df = parse_dockerfile(&read_dockerfile(&o.dockerfile)?)?;
@@ -266,7 +265,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     let ctx = BuildContext::open(&o.context, Some(&o.dockerfile))?;
     let image = dispatch::build(&session, &df, &ctx, &opts).await?;
     let s = publish::serialize(&image)?;
-    let names = publish_all(&o.outputs, &session, &o.destinations, &image, &s).await?;
+    publish_all(&o.outputs, &session, &o.destinations, &image, &s).await?;
     // Cache entries after the push: their new blobs are then mounted, not uploaded twice.
     let pushed = o.destinations.first().filter(|_| o.outputs.push);
     session
@@ -277,8 +276,26 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         std::fs::write(p, s.manifest_digest.as_str())
             .with_context(|| format!("writing {}", p.display()))?;
     }
-    if let Some(p) = &o.outputs.image_name_with_digest_file {
-        let lines: String = names.iter().map(|n| format!("{n}\n")).collect();
+    // Under --no-push too, as Kaniko writes them: the digest is the manifest's.
+    let digest = s.manifest_digest.as_str();
+    let files = [
+        (&o.outputs.image_name_with_digest_file, false),
+        (&o.outputs.image_name_tag_with_digest_file, true),
+    ];
+    for (file, with_tag) in files {
+        let Some(p) = file else { continue };
+        let lines: String = o
+            .destinations
+            .iter()
+            .map(|d| match (with_tag, &d.tag) {
+                (true, t) => format!(
+                    "{}:{}@{digest}\n",
+                    d.name(),
+                    t.as_deref().unwrap_or("latest")
+                ),
+                (false, _) => format!("{}@{digest}\n", d.name()),
+            })
+            .collect();
         std::fs::write(p, lines).with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = progress {
