@@ -568,3 +568,79 @@ fn reproducible_builds_give_one_digest() {
     assert_eq!(digests[0], digests[1], "--reproducible gives one digest");
     assert_ne!(digests[0], digests[2], "without it, times show");
 }
+
+/// Kaniko's output and logging flags: name files with and without the tag,
+/// written under `--no-push` too; `--context-sub-path`; `--verbosity=warn`
+/// hides info lines; `--log-timestamp` starts lines with the time; a knob
+/// Kiln has no use for gets a notice, one it cannot honour stops the build.
+#[test]
+fn kaniko_output_and_logging_flags() {
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(
+        ctx.path(),
+        &[
+            ("app/Dockerfile", "FROM scratch\nCOPY f /f\n"),
+            ("app/f", "x\n"),
+        ],
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let name = out_dir.path().join("name");
+    let tagged = out_dir.path().join("tagged");
+    let c = ctx.path().display().to_string();
+    let n = format!("--image-name-with-digest-file={}", name.display());
+    let t = format!("--image-name-tag-with-digest-file={}", tagged.display());
+    let out = executor(&[
+        "--context",
+        &c,
+        "--context-sub-path=app",
+        "--no-push=TRUE",
+        "--destination=r.example/team/app:v1",
+        "--destination=r.example/team/app",
+        &n,
+        &t,
+        "--log-timestamp",
+        "--snapshotMode=redo",
+    ]);
+    assert_ok(&out);
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        std::fs::read_to_string(&name).unwrap(),
+        format!("r.example/team/app@{digest}\nr.example/team/app@{digest}\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&tagged).unwrap(),
+        format!("r.example/team/app:v1@{digest}\nr.example/team/app:latest@{digest}\n")
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("20") && first.contains("Z INFO "),
+        "{err}"
+    );
+    assert!(err.contains("--snapshot-mode: "), "{err}");
+    let quiet = executor(&[
+        "--context",
+        &c,
+        "--context-sub-path=app",
+        "--no-push",
+        "--verbosity=warn",
+    ]);
+    assert_ok(&quiet);
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("INFO"),
+        "warn shows no info lines"
+    );
+    let refused = executor(&[
+        "--context",
+        &c,
+        "--context-sub-path=app",
+        "--no-push",
+        "--registry-mirror=m.example",
+    ]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("--registry-mirror m.example") && err.contains("not supported yet"),
+        "{err}"
+    );
+}
