@@ -217,7 +217,7 @@ pub struct BuildOptions {
     pub explicit_platform: bool,
     pub reproducible: bool,
     pub scratch_dir: PathBuf,
-    /// `--secret`s by id, read when a `RUN --mount=type=secret` uses one.
+    /// `--secret`s by id, read when the build started.
     pub secrets: BTreeMap<String, mounts::Secret>,
 }
 
