@@ -102,6 +102,15 @@ fn executor_image_builds_itself_and_runs_like_a_pod() {
             .output()
             .unwrap()
     };
+    // Kaniko's names for the same binary: `/kaniko/warmer`, `executor version`.
+    assert_eq!(img.files["kaniko/warmer"].link, "executor");
+    let warmer = in_image(&["--entrypoint", "/kaniko/warmer"], &["--help"]);
+    assert!(
+        String::from_utf8_lossy(&warmer.stdout).contains("Usage: warmer"),
+        "{warmer:?}"
+    );
+    let version = in_image(&[], &["version"]);
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("Kiln version : v"));
     for (context, tag) in [("dir:///workspace", "1"), ("/workspace", "2")] {
         let dest = format!("{}/ones/app:{tag}", locked.host);
         let run = in_image(
@@ -341,11 +350,36 @@ fn tekton_task_shape(file: &str) {
         .collect();
     for want in [
         "--digest-file=$(results.IMAGE_DIGEST.path)",
-        "--image-name-with-digest-file=$(results.IMAGE_URL.path)",
         "--destination=$(params.IMAGE)",
     ] {
         assert!(args.contains(&want), "step args lack {want}: {args:?}");
     }
+    // IMAGE_URL as the catalog's kaniko task writes it: the name, no digest, no
+    // newline (Tekton Chains joins it with IMAGE_DIGEST as url@digest).
+    assert!(!args.iter().any(|a| a.contains("IMAGE_URL")), "{args:?}");
+    let url = &task["spec"]["steps"][1];
+    assert_eq!(url["name"].as_str(), Some("write-url"));
+    let script = url["script"].as_str().unwrap();
+    assert!(
+        script.contains("echo -n \"${image}\" | tee \"$(results.IMAGE_URL.path)\"")
+            && script.contains("image=\"$(params.IMAGE)\""),
+        "{script}"
+    );
+    // Replayed as Tekton runs it: placeholders substituted, then bash.
+    let dir = tempfile::tempdir().unwrap();
+    let result = dir.path().join("IMAGE_URL");
+    let script = script
+        .replace("$(params.IMAGE)", "r.example/team/app:v1")
+        .replace("$(results.IMAGE_URL.path)", result.to_str().unwrap());
+    let out = std::process::Command::new(require("bash", "apt-get install bash"))
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&result).unwrap(),
+        "r.example/team/app:v1"
+    );
 }
 
 /// ADD's downloads in Kiln's FROM-scratch image, which has neither git nor a

@@ -322,12 +322,18 @@ pub struct WarmerCli {
     /// Build argument KEY=VALUE for the Dockerfile's FROM lines (repeatable).
     #[arg(long = "build-arg", action = ArgAction::Append)]
     pub build_args: Vec<String>,
-    /// The directory to fill.
-    #[arg(long, required = true)]
+    /// The directory to fill (Kaniko's default, /cache).
+    #[arg(short = 'c', long, default_value = "/cache")]
     pub cache_dir: PathBuf,
     /// Platform to warm for, os/arch[/variant].
-    #[arg(long)]
+    #[arg(long, alias = "customPlatform")]
     pub custom_platform: Option<String>,
+    /// Kaniko's warmer flags with no meaning here: entries are verified by
+    /// digest, so neither an age nor a forced download changes what is kept.
+    #[arg(long, hide = true)]
+    pub cache_ttl: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub force: Option<bool>,
     /// Registry HOST[:PORT] reached over plain HTTP (repeatable).
     #[arg(long = "insecure-registry", action = ArgAction::Append)]
     pub insecure_registries: Vec<String>,

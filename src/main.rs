@@ -28,7 +28,17 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
-    let warmer = args.get(1).is_some_and(|a| a == "warmer");
+    if args.get(1).is_some_and(|a| a == "version") {
+        // Kaniko's `executor version`.
+        println!("Kiln version : v{}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    // `executor warmer …`, or the binary called as `warmer` (/kaniko/warmer
+    // in the image, as Kaniko ships it).
+    let called_warmer = args
+        .first()
+        .is_some_and(|a| Path::new(a).file_name().is_some_and(|n| n == "warmer"));
+    let warmer = called_warmer || args.get(1).is_some_and(|a| a == "warmer");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Directory walks recurse once per level; paths may be 4096 bytes deep
@@ -50,7 +60,9 @@ fn main() {
         runtime.spawn(async move {
             if warmer {
                 let mut rest = args.clone();
-                rest.remove(1);
+                if !called_warmer {
+                    rest.remove(1);
+                }
                 warm(cli::WarmerCli::parse_from(rest), &cleanup).await
             } else {
                 run(cli::Cli::parse_from(args.clone()), &cleanup).await
