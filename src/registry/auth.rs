@@ -65,11 +65,23 @@ struct AuthEntry {
 #[derive(Debug, Default)]
 pub struct Keychain {
     config: ConfigFile,
+    /// GitLab's job credentials (`CI_REGISTRY`, `CI_REGISTRY_USER`,
+    /// `CI_REGISTRY_PASSWORD`), used where the config names no credentials for
+    /// that registry, as the maintained Kaniko fork uses them.
+    ci: Option<(String, Credential)>,
 }
 
 impl Keychain {
     /// Reads `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`; none is fine.
     pub fn load() -> Result<Keychain, AuthError> {
+        let ci = gitlab(|k| std::env::var(k).ok());
+        Ok(Keychain {
+            ci,
+            ..Self::load_config()?
+        })
+    }
+
+    fn load_config() -> Result<Keychain, AuthError> {
         let dir = std::env::var_os("DOCKER_CONFIG")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
@@ -84,7 +96,7 @@ impl Keychain {
         };
         let config = serde_json::from_slice(&text)
             .map_err(|source| AuthError::ConfigJson { path, source })?;
-        Ok(Keychain { config })
+        Ok(Keychain { config, ci: None })
     }
 
     /// Credentials for `registry` (host[:port]); Docker Hub also under its legacy key.
@@ -100,11 +112,27 @@ impl Keychain {
                 }
             }
         }
+        if let Some((host, c)) = &self.ci {
+            if keys.iter().any(|k| k == host) {
+                return Ok(Some(c.clone()));
+            }
+        }
         match &self.config.creds_store {
             Some(store) => run_helper(store, registry),
             None => Ok(None),
         }
     }
+}
+
+/// GitLab's registry credentials from a job's variables, when all three are set.
+fn gitlab(var: impl Fn(&str) -> Option<String>) -> Option<(String, Credential)> {
+    let host = var("CI_REGISTRY").filter(|h| !h.is_empty())?;
+    let username = var("CI_REGISTRY_USER").filter(|u| !u.is_empty())?;
+    let password = var("CI_REGISTRY_PASSWORD").filter(|p| !p.is_empty())?;
+    Some((
+        normalize_key(&host),
+        Credential::Basic { username, password },
+    ))
 }
 
 fn registry_keys(registry: &str) -> Vec<String> {
@@ -166,8 +194,13 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>, AuthEr
         .spawn()
     {
         Ok(c) => c,
-        // A helper named in the config but not installed: no credentials, as docker does.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // A helper the config names but nobody installed: silently anonymous
+        // would fail later as "unauthorized", far from the cause.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(fail(format!(
+                "{program} is not on PATH (install it, or remove it from the Docker config's credHelpers/credsStore)"
+            )))
+        }
         Err(e) => return Err(fail(e.to_string())),
     };
     if let Some(mut stdin) = child.stdin.take() {
@@ -275,6 +308,7 @@ mod tests {
         let text = std::fs::read(dir.path().join("config.json")).unwrap();
         let k = Keychain {
             config: serde_json::from_slice(&text).unwrap(),
+            ci: None,
         };
         assert_eq!(
             k.credential("reg.example:5000").unwrap(),
@@ -284,5 +318,54 @@ mod tests {
             })
         );
         assert_eq!(k.credential("nowhere").unwrap(), None);
+    }
+
+    #[test]
+    fn gitlab_job_credentials_where_the_config_names_none() {
+        let vars = |k: &str| {
+            Some(match k {
+                "CI_REGISTRY" => "gitlab.example:5050".to_string(),
+                "CI_REGISTRY_USER" => "gitlab-ci-token".to_string(),
+                _ => "job-token".to_string(),
+            })
+        };
+        let ci = gitlab(vars);
+        let job = Credential::Basic {
+            username: "gitlab-ci-token".into(),
+            password: "job-token".into(),
+        };
+        let k = Keychain {
+            config: serde_json::from_str(r#"{"auths":{"other.example":{"auth":"dXNlcjpwYXNz"}}}"#)
+                .unwrap(),
+            ci: ci.clone(),
+        };
+        assert_eq!(k.credential("gitlab.example:5050").unwrap(), Some(job));
+        assert_eq!(k.credential("elsewhere.example").unwrap(), None);
+        // The config's own entry for that registry wins.
+        let k = Keychain {
+            config: serde_json::from_str(
+                r#"{"auths":{"gitlab.example:5050":{"auth":"dXNlcjpwYXNz"}}}"#,
+            )
+            .unwrap(),
+            ci,
+        };
+        assert!(matches!(
+            k.credential("gitlab.example:5050").unwrap(),
+            Some(Credential::Basic { username, .. }) if username == "user"
+        ));
+        assert!(gitlab(|k| (k != "CI_REGISTRY_PASSWORD").then(|| "x".to_string())).is_none());
+    }
+
+    #[test]
+    fn a_missing_credential_helper_is_named() {
+        let k = Keychain {
+            config: serde_json::from_str(r#"{"credsStore":"kiln-missing-helper"}"#).unwrap(),
+            ci: None,
+        };
+        let e = k.credential("reg.example").unwrap_err().to_string();
+        assert!(
+            e.contains("docker-credential-kiln-missing-helper is not on PATH"),
+            "{e}"
+        );
     }
 }
