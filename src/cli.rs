@@ -2,6 +2,7 @@
 
 use clap::{ArgAction, Parser};
 use kiln::cache::CacheSettings;
+use kiln::context::source::{GitOptions, Source, SourceError};
 use kiln::dispatch::mounts::Secret;
 use kiln::image::spec::Platform;
 use kiln::image::Reference;
@@ -12,12 +13,17 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Parser)]
 #[command(name = "executor", version, about, args_override_self = true)]
 pub struct Cli {
-    /// Path to the Dockerfile (relative paths are tried against the context too).
+    /// Path to the Dockerfile (relative paths are tried against the context too; - reads stdin).
     #[arg(short = 'f', long, default_value = "Dockerfile")]
     pub dockerfile: String,
-    /// Build context: a directory path or dir://path.
+    /// Build context: a directory (or dir://DIR), tar://FILE (plain or gzip),
+    /// tar://stdin, https://URL of a tar, git://HOST/REPO[#REF[#COMMIT]].
     #[arg(short = 'c', long, default_value = ".")]
     pub context: String,
+    /// For a git:// context (repeatable): branch=NAME, insecure-skip-tls=BOOL,
+    /// single-branch=BOOL, depth=N. Credentials: GIT_TOKEN, or GIT_USERNAME and GIT_PASSWORD.
+    #[arg(long = "git", action = ArgAction::Append)]
+    pub git: Vec<String>,
     /// Where to push the image (repeatable): registry/repository:tag.
     #[arg(short = 'd', long = "destination", action = ArgAction::Append)]
     pub destinations: Vec<String>,
@@ -175,8 +181,6 @@ pub struct KanikoOnly {
     pub registry_client_cert: Vec<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
     pub skip_default_registry_fallback: Option<bool>,
-    #[arg(long, hide = true)]
-    pub git: Option<String>,
     #[arg(short = 'b', long, hide = true)]
     pub bucket: Option<String>,
     #[arg(long = "annotation", hide = true, action = ArgAction::Append)]
@@ -283,7 +287,6 @@ impl KanikoOnly {
                     .filter(|b| *b)
                     .map(|b| b.to_string()),
             ),
-            ("git", self.git.clone()),
             ("bucket", self.bucket.clone()),
             ("annotation", first(&self.annotations)),
             ("ignore-path", first(&self.ignore_paths)),
@@ -423,27 +426,41 @@ pub fn secrets(items: &[String]) -> Result<std::collections::BTreeMap<String, Se
     Ok(out)
 }
 
-/// `dir://path` or a plain path.
-pub fn context_dir(s: &str) -> Result<PathBuf, FlagError> {
-    if let Some(p) = s.strip_prefix("dir://") {
-        return Ok(PathBuf::from(p));
-    }
-    if let Some((scheme, _)) = s.split_once("://") {
+/// The context directory (`--context-sub-path` inside it) and the Dockerfile
+/// (None: stdin), checked: for a local context before the build, for a fetched
+/// one once it is fetched.
+pub fn locate(
+    dir: &Path,
+    sub: Option<&Path>,
+    dockerfile: &str,
+) -> Result<(PathBuf, Option<PathBuf>), FlagError> {
+    let context = match sub {
+        Some(sub) => dir.join(sub),
+        None => dir.to_path_buf(),
+    };
+    if !context.is_dir() {
         return Err(FlagError::new(
             "context",
-            s,
-            format!("{scheme}:// contexts are not supported yet; use a directory or dir://"),
+            context.display().to_string(),
+            "not a directory",
         ));
     }
-    Ok(PathBuf::from(s))
+    if dockerfile == "-" {
+        return Ok((context, None));
+    }
+    let dockerfile = find_dockerfile(dockerfile, &context)?;
+    Ok((context, Some(dockerfile)))
 }
 
 /// Everything a build run needs, checked once: paths exist, names parse, values
 /// are in range (ripgrep's low-level flags → high-level options).
 #[derive(Debug)]
 pub struct Options {
-    pub context: PathBuf,
-    pub dockerfile: PathBuf,
+    pub context: Source,
+    pub context_sub_path: Option<PathBuf>,
+    /// `--dockerfile` as given; `-` reads it from stdin.
+    pub dockerfile: String,
+    pub git: GitOptions,
     pub destinations: Vec<Reference>,
     pub platform: Platform,
     /// `--custom-platform` was given (the image is then labelled with it).
@@ -495,18 +512,23 @@ impl Cli {
                 "Kiln writes gzip layers (zstd is not written yet)",
             ));
         }
-        let mut context = context_dir(&self.context)?;
-        if let Some(sub) = &self.context_sub_path {
-            context = context.join(sub);
+        let context = Source::parse(&self.context)
+            .map_err(|e| FlagError::new("context", &self.context, e.to_string()))?;
+        if let Some(dir) = context.local() {
+            // Wrong paths show before anything else happens.
+            locate(dir, self.context_sub_path.as_deref(), &self.dockerfile)?;
         }
-        if !context.is_dir() {
+        if context == Source::Stdin && self.dockerfile == "-" {
             return Err(FlagError::new(
-                "context",
-                context.display().to_string(),
-                "not a directory",
+                "dockerfile",
+                "-",
+                "stdin carries the tar://stdin context; name the Dockerfile inside it",
             ));
         }
-        let dockerfile = find_dockerfile(&self.dockerfile, &context)?;
+        let git = GitOptions::parse(&self.git).map_err(|e| match e {
+            SourceError::GitFlag { value, reason } => FlagError::new("git", value, reason),
+            e => FlagError::new("git", "", e.to_string()),
+        })?;
         let destinations = self
             .destinations
             .iter()
@@ -536,7 +558,9 @@ impl Cli {
             secrets: secrets(&self.secrets)?,
             labels: key_values("label", &self.labels, false)?,
             context,
-            dockerfile,
+            context_sub_path: self.context_sub_path,
+            dockerfile: self.dockerfile,
+            git,
             destinations,
             platform,
             explicit_platform: self.custom_platform.is_some(),
@@ -818,9 +842,12 @@ mod tests {
         .unwrap();
         assert_eq!(c.destinations, ["a/b:c", "x/y"]);
         assert!(c.no_push && c.insecure);
-        assert_eq!(context_dir(&c.context).unwrap(), PathBuf::from("/ws"));
+        assert_eq!(
+            Source::parse(&c.context).unwrap(),
+            Source::Dir(PathBuf::from("/ws"))
+        );
         assert!(Cli::try_parse_from(["executor", "--bogus"]).is_err());
-        assert!(context_dir("git://x").is_err());
+        assert!(Source::parse("ftp://x").is_err());
         assert!(key_values("label", &["=x".into()], false).is_err());
         // Kaniko's default log format and every logrus level are taken.
         let c = Cli::try_parse_from(["executor", "--log-format=color", "-v", "trace"]).unwrap();

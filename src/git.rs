@@ -51,16 +51,41 @@ impl GitRef {
     }
 }
 
+/// How to reach a remote beyond its URL: Kaniko's git contexts take HTTP
+/// credentials from `GIT_USERNAME`/`GIT_PASSWORD`/`GIT_TOKEN` and may skip
+/// TLS verification.
+#[derive(Default, Clone)]
+pub(crate) struct Access {
+    pub basic_auth: Option<(String, String)>,
+    pub insecure_skip_tls: bool,
+}
+
+impl std::fmt::Debug for Access {
+    // Never the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("user", &self.basic_auth.as_ref().map(|a| &a.0))
+            .field("insecure_skip_tls", &self.insecure_skip_tls)
+            .finish()
+    }
+}
+
 /// Fetches `r` and writes its tree into `dest` (empty). Returns the commit.
-pub(crate) fn checkout(r: &GitRef, dest: &Path, keep_git_dir: bool) -> Result<String, GitError> {
+pub(crate) fn checkout(
+    r: &GitRef,
+    dest: &Path,
+    keep_git_dir: bool,
+    access: &Access,
+) -> Result<String, GitError> {
     let remote = r.remote.clone();
     let fetch_err = |e: &(dyn std::error::Error + 'static)| fetch_error(&remote, e);
     let git_dir = dest.join(".git");
     let interrupt = AtomicBool::new(false);
+    let access = access.clone();
     let mut prepare = gix::prepare_clone_bare(r.remote.as_str(), &git_dir)
         .map_err(|e| fetch_err(&e))?
-        .configure_connection(|conn| {
-            conn.set_transport_options(Box::new(transport_options()));
+        .configure_connection(move |conn| {
+            conn.set_transport_options(Box::new(transport_options(&access)));
             Ok(())
         });
     let (repo, _) = prepare
@@ -112,18 +137,44 @@ pub(crate) fn checkout(r: &GitRef, dest: &Path, keep_git_dir: bool) -> Result<St
 
 /// gix's HTTP options: its client trusts Mozilla's roots plus the system's
 /// (SSL_CERT_FILE, SSL_CERT_DIR) and needs no system store to start.
-fn transport_options() -> gix::protocol::transport::client::blocking_io::http::Options {
+fn transport_options(
+    access: &Access,
+) -> gix::protocol::transport::client::blocking_io::http::Options {
     use gix::protocol::transport::client::blocking_io::http;
+    let skip_tls = access.insecure_skip_tls;
+    let auth = access.basic_auth.clone();
     let backend = http::reqwest::Options {
-        configure_client: Some(Box::new(|builder: reqwest_git::blocking::ClientBuilder| {
-            Ok(builder.tls_certs_only(trust_roots()))
-        })),
-        configure_request: None,
+        configure_client: Some(Box::new(
+            move |builder: reqwest_git::blocking::ClientBuilder| {
+                Ok(builder
+                    .tls_certs_only(trust_roots())
+                    .danger_accept_invalid_certs(skip_tls))
+            },
+        )),
+        configure_request: auth.map(|(user, password)| {
+            let header = basic_auth_header(&user, &password);
+            Box::new(move |req: &mut reqwest_git::blocking::Request| {
+                if let Ok(v) = reqwest_git::header::HeaderValue::from_str(&header) {
+                    req.headers_mut()
+                        .insert(reqwest_git::header::AUTHORIZATION, v);
+                }
+                Ok(())
+            }) as Box<http::reqwest::ConfigureRequestFn>
+        }),
     };
     http::Options {
         backend: Some(std::sync::Arc::new(std::sync::Mutex::new(backend))),
         ..Default::default()
     }
+}
+
+fn basic_auth_header(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let raw = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 fn trust_roots() -> Vec<reqwest_git::Certificate> {

@@ -143,6 +143,14 @@ fn read_dockerfile(path: &Path) -> Result<String> {
     Ok(kiln::pathname::from_bytes(&bytes))
 }
 
+/// `--dockerfile -`, as `docker build -f -` reads it.
+fn read_stdin_dockerfile() -> Result<String> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+        .context("reading the Dockerfile from stdin")?;
+    Ok(kiln::pathname::from_bytes(&bytes))
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -223,19 +231,26 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         cli.log_timestamp,
     );
     let o = cli.validate()?;
-    let df = parse_dockerfile(&read_dockerfile(&o.dockerfile)?)?;
-    if df.has_run() {
+    // A context fetched, or a Dockerfile on stdin, is read once: a user
+    // namespace (for RUN) is entered before, whatever the Dockerfile says.
+    let fetched = o.context.local().is_none() || o.dockerfile == "-";
+    let local = match o.context.local() {
+        Some(dir) if !fetched => {
+            let (context, dockerfile) =
+                cli::locate(dir, o.context_sub_path.as_deref(), &o.dockerfile)?;
+            let dockerfile = dockerfile.context("a local Dockerfile")?;
+            let df = parse_dockerfile(&read_dockerfile(&dockerfile)?)?;
+            Some((context, Some(dockerfile), df))
+        }
+        _ => None,
+    };
+    if local.as_ref().is_none_or(|(_, _, df)| df.has_run()) {
         // Not root: RUN needs a user namespace, and the whole build runs in it.
         if let Some(mapping) = kiln::sandbox::userns::wanted() {
             let code = tokio::task::spawn_blocking(move || kiln::sandbox::userns::reexec(&mapping))
                 .await??;
             std::process::exit(code);
         }
-    }
-    if let Some(syntax) = &df.syntax {
-        kiln::log_info!(
-            "# syntax={syntax}: Kiln reads the Dockerfile with its own frontend (BuildKit v0.21's rules)"
-        );
     }
     let scratch = kiln::scratch::Scratch::create(&o.scratch_parent, cleanup)
         .with_context(|| format!("creating a scratch dir in {}", o.scratch_parent.display()))?;
@@ -252,6 +267,32 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
                 .with_context(|| format!("--destination {d}"))
         });
         futures_util::future::try_join_all(checks).await?;
+    }
+    let (context, dockerfile, df) = match local {
+        Some(l) => l,
+        None => {
+            let dir = o
+                .context
+                .fetch(
+                    &registry,
+                    &scratch.path().join("context"),
+                    &o.git,
+                    unix_now(),
+                )
+                .await?;
+            let (context, dockerfile) =
+                cli::locate(&dir, o.context_sub_path.as_deref(), &o.dockerfile)?;
+            let text = match &dockerfile {
+                Some(p) => read_dockerfile(p)?,
+                None => read_stdin_dockerfile()?,
+            };
+            (context, dockerfile, parse_dockerfile(&text)?)
+        }
+    };
+    if let Some(syntax) = &df.syntax {
+        kiln::log_info!(
+            "# syntax={syntax}: Kiln reads the Dockerfile with its own frontend (BuildKit v0.21's rules)"
+        );
     }
     // Layers and config get 0 with --reproducible; cache entries always the clock.
     let wall_now = unix_now();
@@ -274,7 +315,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         secrets: o.secrets.clone(),
     };
     let progress = spawn_progress(&session, o.outputs.progress);
-    let ctx = BuildContext::open(&o.context, Some(&o.dockerfile))?;
+    let ctx = BuildContext::open(&context, dockerfile.as_deref())?;
     let image = dispatch::build(&session, &df, &ctx, &opts).await?;
     let s = publish::serialize(&image)?;
     publish_all(&o.outputs, &session, &o.destinations, &image, &s).await?;

@@ -136,6 +136,11 @@ pub struct GitServer {
 
 impl GitServer {
     pub fn start() -> GitServer {
+        GitServer::start_with(&[])
+    }
+
+    /// As `start`, with `extra` files (name, content) in the first commit.
+    pub fn start_with(extra: &[(&str, &str)]) -> GitServer {
         use std::os::unix::fs::PermissionsExt;
         use std::process::Command;
         let git = super::require("git", "apt-get install git");
@@ -167,6 +172,7 @@ impl GitServer {
             .unwrap();
         std::fs::write(src.join("sub/deep/f"), "deep\n").unwrap();
         std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+        super::write_context(&src, extra);
         run(&["init", "-q", "src"]);
         run(&["-C", "src", "add", "-A"]);
         run(&["-C", "src", "commit", "-qm", "one"]);

@@ -281,10 +281,11 @@ pub(super) async fn fetch_remote_sources(
             .map_err(|e| BuildError::io(format!("creating {}", dest.display()), e))?;
         crate::log_info!("fetching {}", g.source.remote);
         let (source, keep) = (g.source.clone(), add.keep_git_dir);
-        let commit =
-            tokio::task::spawn_blocking(move || crate::git::checkout(&source, &dest, keep))
-                .await
-                .map_err(|e| BuildError::io("fetching a git source", std::io::Error::other(e)))??;
+        let commit = tokio::task::spawn_blocking(move || {
+            crate::git::checkout(&source, &dest, keep, &Default::default())
+        })
+        .await
+        .map_err(|e| BuildError::io("fetching a git source", std::io::Error::other(e)))??;
         g.commit = Some(commit);
     }
     if for_key && add.checksum.is_some() {

@@ -1,6 +1,8 @@
 //! The build context: a directory, filtered by `.dockerignore` with BuildKit's
 //! pattern rules, and COPY source matching (`*`, `?`, `[...]`, `**`).
 
+pub mod source;
+
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
