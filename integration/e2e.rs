@@ -644,3 +644,55 @@ fn kaniko_output_and_logging_flags() {
         "{err}"
     );
 }
+
+/// The README's first command, as written there (the executor under test for
+/// `cargo run`, the tarball in a temporary directory): the tarball loads with
+/// the `--destination` name and the image runs and prints the message.
+#[test]
+fn the_readme_example_loads_and_runs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run --release --bin executor -- "))
+        .expect("the README's first command");
+    let mut args: Vec<String> = line
+        .trim_start_matches("cargo run --release --bin executor -- ")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let out_dir = tempfile::tempdir().unwrap();
+    let tar = out_dir.path().join("example.tar");
+    let at = args.iter().position(|a| a == "--tar-path").expect("--tar-path");
+    args[at + 1] = tar.to_str().unwrap().to_string();
+    let dest = args
+        .iter()
+        .position(|a| a == "--destination")
+        .map(|i| args[i + 1].clone())
+        .expect("the example names its image");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_executor"))
+        .args(&args)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    require_docker_engine();
+    let name = dest.trim_end_matches(":latest");
+    let _ = docker().args(["rmi", "-f", name]).output();
+    let load = run_ok(
+        docker().args(["load", "-i", tar.to_str().unwrap()]),
+        "docker load",
+    );
+    assert!(
+        String::from_utf8_lossy(&load.stdout).contains(&format!("Loaded image: {dest}")),
+        "{}",
+        String::from_utf8_lossy(&load.stdout)
+    );
+    let run = run_ok(docker().args(["run", "--rm", name]), "docker run");
+    let _ = docker().args(["rmi", "-f", name]).output();
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "hello from a Kiln-built image\n"
+    );
+    assert!(readme.contains("docker load -i example.tar && docker run --rm kiln-example"));
+}
