@@ -663,7 +663,10 @@ fn the_readme_example_loads_and_runs() {
         .collect();
     let out_dir = tempfile::tempdir().unwrap();
     let tar = out_dir.path().join("example.tar");
-    let at = args.iter().position(|a| a == "--tar-path").expect("--tar-path");
+    let at = args
+        .iter()
+        .position(|a| a == "--tar-path")
+        .expect("--tar-path");
     args[at + 1] = tar.to_str().unwrap().to_string();
     let dest = args
         .iter()

@@ -11,129 +11,145 @@ use std::path::{Path, PathBuf};
 
 /// Builds a container image from a Dockerfile and pushes it, without a Docker daemon.
 #[derive(Debug, Parser)]
-#[command(name = "executor", version, about, args_override_self = true)]
+#[command(
+    name = "executor",
+    version,
+    about,
+    args_override_self = true,
+    after_help = "Example:\n  executor --context . --dockerfile Dockerfile \\\n    --destination registry.example:5000/team/app:v1 --cache\n\nEvery Kaniko executor flag is accepted; those not listed here get a notice or an error naming them."
+)]
 pub struct Cli {
     /// Path to the Dockerfile (relative paths are tried against the context too; - reads stdin).
-    #[arg(short = 'f', long, default_value = "Dockerfile")]
+    #[arg(
+        help_heading = "Build",
+        short = 'f',
+        long,
+        default_value = "Dockerfile"
+    )]
     pub dockerfile: String,
     /// Build context: a directory (or dir://DIR), tar://FILE (plain or gzip),
     /// tar://stdin, https://URL of a tar, git://HOST/REPO[#REF[#COMMIT]].
-    #[arg(short = 'c', long, default_value = ".")]
+    #[arg(help_heading = "Build", short = 'c', long, default_value = ".")]
     pub context: String,
     /// For a git:// context (repeatable): branch=NAME, insecure-skip-tls=BOOL,
     /// single-branch=BOOL, depth=N. Credentials: GIT_TOKEN, or GIT_USERNAME and GIT_PASSWORD.
-    #[arg(long = "git", action = ArgAction::Append)]
+    #[arg(help_heading = "Build", long = "git", action = ArgAction::Append)]
     pub git: Vec<String>,
     /// Where to push the image (repeatable): registry/repository:tag.
-    #[arg(short = 'd', long = "destination", action = ArgAction::Append)]
+    #[arg(help_heading = "Push", short = 'd', long = "destination", action = ArgAction::Append)]
     pub destinations: Vec<String>,
     /// Build argument KEY=VALUE (repeatable); KEY alone takes the value from the environment.
-    #[arg(long = "build-arg", action = ArgAction::Append)]
+    #[arg(help_heading = "Build", long = "build-arg", action = ArgAction::Append)]
     pub build_args: Vec<String>,
     /// Secret for `RUN --mount=type=secret` (repeatable, buildx's syntax):
     /// id=NAME,src=PATH or id=NAME,env=VARIABLE.
-    #[arg(long = "secret", action = ArgAction::Append)]
+    #[arg(help_heading = "Build", long = "secret", action = ArgAction::Append)]
     pub secrets: Vec<String>,
     /// Stage to build (default: the last one).
-    #[arg(long)]
+    #[arg(help_heading = "Build", long)]
     pub target: Option<String>,
     /// Build without pushing (also KANIKO_NO_PUSH).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool, env = "KANIKO_NO_PUSH")]
+    #[arg(help_heading = "Push", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool, env = "KANIKO_NO_PUSH")]
     pub no_push: bool,
     /// Also write the image as a docker-archive tarball (docker load).
-    #[arg(long, alias = "tarPath")]
+    #[arg(help_heading = "Output", long, alias = "tarPath")]
     pub tar_path: Option<PathBuf>,
     /// Also write the image into an OCI layout directory.
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub oci_layout_path: Option<PathBuf>,
     /// Write the image digest to this file.
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub digest_file: Option<PathBuf>,
     /// Write `repository@digest` of every destination to this file.
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub image_name_with_digest_file: Option<PathBuf>,
     /// Write `repository:tag@digest` of every destination to this file.
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub image_name_tag_with_digest_file: Option<PathBuf>,
     /// A directory inside the context to build from.
-    #[arg(long)]
+    #[arg(help_heading = "Build", long)]
     pub context_sub_path: Option<PathBuf>,
     /// Label KEY=VALUE added to the image (repeatable).
-    #[arg(long = "label", action = ArgAction::Append)]
+    #[arg(help_heading = "Build", long = "label", action = ArgAction::Append)]
     pub labels: Vec<String>,
     /// Push to plain-HTTP registries.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    #[arg(help_heading = "Registries", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub insecure: bool,
     /// Pull from plain-HTTP registries.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    #[arg(help_heading = "Registries", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub insecure_pull: bool,
     /// Registry HOST[:PORT] reached over plain HTTP for pull and push (repeatable).
-    #[arg(long = "insecure-registry", action = ArgAction::Append)]
+    #[arg(help_heading = "Registries", long = "insecure-registry", action = ArgAction::Append)]
     pub insecure_registries: Vec<String>,
     /// Do not verify TLS certificates when pushing.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    #[arg(help_heading = "Registries", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub skip_tls_verify: bool,
     /// Do not verify TLS certificates when pulling.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    #[arg(help_heading = "Registries", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub skip_tls_verify_pull: bool,
     /// Registry HOST[:PORT] whose TLS certificate is not verified (repeatable).
-    #[arg(long = "skip-tls-verify-registry", action = ArgAction::Append)]
+    #[arg(help_heading = "Registries", long = "skip-tls-verify-registry", action = ArgAction::Append)]
     pub skip_tls_verify_registries: Vec<String>,
     /// Do not check push access to the destinations before building.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    #[arg(help_heading = "Push", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub skip_push_permission_check: bool,
     /// Platform to build for, os/arch[/variant] (default: this machine's).
-    #[arg(long, alias = "customPlatform")]
+    #[arg(help_heading = "Build", long, alias = "customPlatform")]
     pub custom_platform: Option<String>,
     /// Zero timestamps in layers and config, for reproducible digests.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    #[arg(help_heading = "Build", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub reproducible: bool,
     /// Log level, as Kaniko names them.
-    #[arg(short = 'v', long, value_enum, default_value_t = Verbosity::Info)]
+    #[arg(help_heading = "Logging", short = 'v', long, value_enum, default_value_t = Verbosity::Info)]
     pub verbosity: Verbosity,
     /// Log lines as text (Kaniko's `color` is taken as text) or JSON, one object per line.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(help_heading = "Logging", long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Start each text log line with its time (RFC 3339).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    #[arg(help_heading = "Logging", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub log_timestamp: bool,
     /// Retries for registry requests after 5xx, 429, resets and timeouts.
-    #[arg(long, default_value_t = 3)]
+    #[arg(help_heading = "Push", long, default_value_t = 3)]
     pub push_retry: u32,
     /// gzip level for new layers (0-9; -1, Kaniko's default, is 6).
-    #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1..=9))]
+    #[arg(help_heading = "Build", long, default_value_t = -1, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1..=9))]
     pub compression_level: i32,
     /// Layer compression: gzip (zstd is not written yet).
-    #[arg(long, default_value = "gzip")]
+    #[arg(help_heading = "Build", long, default_value = "gzip")]
     pub compression: String,
     /// Retries for downloading a base image (Kiln's registry retries take the larger of this and --push-retry).
-    #[arg(long, default_value_t = 0)]
+    #[arg(help_heading = "Registries", long, default_value_t = 0)]
     pub image_download_retry: u32,
     #[command(flatten)]
     pub kaniko: KanikoOnly,
     /// Directory for the scratch root (default: the system temp dir).
-    #[arg(long = "kaniko-dir", alias = "scratch-dir", env = "KANIKO_DIR")]
+    #[arg(
+        help_heading = "Build",
+        long = "kaniko-dir",
+        alias = "scratch-dir",
+        env = "KANIKO_DIR"
+    )]
     pub kaniko_dir: Option<PathBuf>,
     /// Reuse step layers from the cache repository and store new ones there.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    #[arg(help_heading = "Cache", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub cache: bool,
     /// Repository for cached layers (default: <first destination's repository>/cache).
-    #[arg(long)]
+    #[arg(help_heading = "Cache", long)]
     pub cache_repo: Option<String>,
     /// Local directory for base layers and file indexes (a PVC in Kubernetes); see `executor warmer`.
-    #[arg(long)]
+    #[arg(help_heading = "Cache", long)]
     pub cache_dir: Option<PathBuf>,
     /// How long cached layers stay valid (Go duration).
-    #[arg(long, default_value = "336h")]
+    #[arg(help_heading = "Cache", long, default_value = "336h")]
     pub cache_ttl: String,
     /// Accepted for Kaniko compatibility: Kiln caches COPY layers by default.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    #[arg(help_heading = "Cache", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub cache_copy_layers: bool,
     /// Read the cache but do not write new entries to it.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    #[arg(help_heading = "Cache", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub no_push_cache: bool,
     /// Accepted for Kaniko compatibility: the scratch root is always removed.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    #[arg(help_heading = "Output", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub cleanup: bool,
 }
 
@@ -762,6 +778,20 @@ mod tests {
         "--secret=id=a,src=/s",
         "--azure-container-registry-config=/a",
     ];
+
+    #[test]
+    fn help_is_grouped_with_an_example() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_help().to_string();
+        let at = |h: &str| help.find(h).unwrap_or_else(|| panic!("{h} missing: {help}"));
+        for h in ["Build:", "Push:", "Output:", "Registries:", "Cache:", "Logging:"] {
+            at(h);
+        }
+        assert!(at("--destination") > at("Push:") && at("--cache-dir") > at("Cache:"));
+        assert!(at("Example:") > at("Logging:"));
+        // Kaniko-only knobs stay out of the help.
+        assert!(!help.contains("--snapshot-mode"));
+    }
 
     #[test]
     fn every_kaniko_flag_is_accepted() {
