@@ -185,6 +185,8 @@ struct Pki {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
 }
 
 fn make_pki(name: &str) -> Pki {
@@ -254,7 +256,44 @@ fn make_pki(name: &str) -> Pki {
         "-extfile",
         "ext",
     ]);
+    // A client certificate from the same CA, for mutual TLS.
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=kiln test client",
+    ]);
+    std::fs::write(
+        p("client-ext"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("write ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "client-ext",
+    ]);
     Pki {
+        client_cert: p("client.pem"),
+        client_key: p("client.key"),
         ca: p("ca.pem"),
         cert: p("server.pem"),
         key: p("server.key"),
@@ -316,6 +355,24 @@ fn https_registry_with_an_untrusted_certificate() {
     std::fs::remove_file(&tar).expect("rm tar");
     assert_ok(&run(&pull_args(&[]), &[("SSL_CERT_FILE", &pki.ca)]));
     assert!(tar.exists());
+    std::fs::remove_file(&tar).expect("rm tar");
+    // Kaniko's --registry-certificate trusts the CA for that registry.
+    let mut args = pull_args(&[]);
+    args.extend([
+        "--registry-certificate".to_string(),
+        format!("{name}={}", path(&pki.ca)),
+    ]);
+    assert_ok(&run(&args, &[]));
+    assert!(tar.exists());
+    let mut args = pull_args(&[]);
+    args.extend([
+        "--registry-certificate".to_string(),
+        format!("{name}=/nonexistent/ca.pem"),
+    ]);
+    assert_fails_once(
+        &run(&args, &[]),
+        &["--registry-certificate file /nonexistent/ca.pem"],
+    );
 
     // Trusted CA, but a name the certificate does not carry.
     let wrong = reg.named("wrong-name.test");
@@ -365,6 +422,70 @@ fn https_registry_with_an_untrusted_certificate() {
     assert_eq!(m["layers"].as_array().map(Vec::len), Some(5), "{m}");
 }
 
+/// A registry that wants a client certificate: refused without one, pulled
+/// from and pushed to with Kaniko's `--registry-client-cert`.
+#[test]
+fn mutual_tls_with_a_client_certificate() {
+    map_host("mtls-registry.test", "127.0.0.1");
+    let pki = make_pki("mtls-registry.test");
+    let reg = TestRegistry::start_spec(RegistrySpec {
+        tls: Some((&pki.cert, &pki.key)),
+        client_ca: Some(&pki.ca),
+        ..Default::default()
+    });
+    let name = reg.named("mtls-registry.test");
+    // The base goes in, and the result is read back, through a second
+    // registry process on the same storage without TLS.
+    let side = TestRegistry::start_spec(RegistrySpec {
+        storage: Some(reg.storage.clone()),
+        ..Default::default()
+    });
+    push_busybox_base(&side, "ones/base:1");
+    let ctx = seed_context(&format!("{name}/ones/base:1"), "hello over mutual TLS");
+    let dest = format!("{name}/ones/app:1");
+    let ca = format!("{name}={}", path(&pki.ca));
+    let client = format!(
+        "{name}={},{}",
+        path(&pki.client_cert),
+        path(&pki.client_key)
+    );
+    let base = [
+        "--context",
+        path(ctx.path()),
+        "--destination",
+        &dest,
+        "--registry-certificate",
+        &ca,
+    ];
+    let out = executor(&base);
+    // Not assert_fails_once: the server's alert may first show as a reset,
+    // which is retried as any reset is.
+    let e = stderr(&out);
+    assert!(!out.status.success());
+    for n in [
+        "checking push access".to_string(),
+        "wants a client certificate".into(),
+        format!("--registry-client-cert {name}=CERT.pem,KEY.pem"),
+    ] {
+        assert!(e.contains(&n), "{n}: {e}");
+    }
+    assert!(!e.contains("--skip-tls-verify-registry"), "{e}");
+    let mut args = base.to_vec();
+    args.extend(["--registry-client-cert", &client]);
+    assert_ok(&executor(&args));
+    assert!(
+        pull(&side, "ones/app:1")
+            .files
+            .contains_key("usr/local/app/main"),
+        "pushed over mutual TLS"
+    );
+    let out = executor(&[&base[..], &["--registry-client-cert", "x=only-one-file"]].concat());
+    assert_fails_once(
+        &out,
+        &["--registry-client-cert x=only-one-file: expected REGISTRY=CERT.pem,KEY.pem"],
+    );
+}
+
 #[test]
 fn plain_http_registry_under_a_public_name() {
     map_host("plain-registry.test", "127.0.0.1");
@@ -399,4 +520,125 @@ fn plain_http_registry_under_a_public_name() {
         &["--insecure-registry", &name],
     );
     assert_eq!(docker_run(&dest, &[]), "hello over plain HTTP\n");
+}
+
+/// Kaniko's mirrors: `--registry-mirror` for Docker Hub (with a path prefix, and
+/// `;`-separated in KANIKO_REGISTRY_MIRROR), `--registry-map` for any registry,
+/// the fallback to the registry itself, and `--skip-default-registry-fallback`.
+/// Docker Hub is unreachable here, so a Hub build that succeeds came from the mirror.
+#[test]
+fn registry_mirrors_and_maps() {
+    let mirror = TestRegistry::start();
+    let empty = TestRegistry::start();
+    let origin = TestRegistry::start();
+    push_busybox_base(&mirror, "hub/library/busybox:1.36");
+    push_busybox_base(&mirror, "team/base:1");
+    push_busybox_base(&origin, "team/own:1");
+    let dest = TestRegistry::start();
+    let build = |from: &str, tag: &str, flags: &[&str], env: &[(&str, &str)]| {
+        let ctx = tempfile::tempdir().unwrap();
+        write_context(
+            ctx.path(),
+            &[
+                ("Dockerfile", &format!("FROM {from}\nCOPY a /a\n")),
+                ("a", "a\n"),
+            ],
+        );
+        let d = format!("{}/out-{tag}:1", dest.host);
+        let mut c = Command::new(env!("CARGO_BIN_EXE_executor"));
+        c.args(["--context", path(ctx.path()), "--destination", &d]);
+        c.args(flags);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run executor")
+    };
+    let has_busybox = |tag: &str| {
+        pull(&dest, &format!("out-{tag}:1"))
+            .files
+            .contains_key("usr/bin/busybox")
+    };
+
+    let hub_mirror = format!("{}/hub", mirror.host);
+    let out = build(
+        "busybox:1.36",
+        "hub",
+        &["--registry-mirror", &hub_mirror],
+        &[],
+    );
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("pulled from the mirror"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(has_busybox("hub"));
+    // The variable's list is tried in order: the empty mirror, then the one with it.
+    let list = format!("{};{hub_mirror}", empty.host);
+    let out = build(
+        "docker.io/library/busybox:1.36",
+        "env",
+        &[],
+        &[("KANIKO_REGISTRY_MIRROR", &list)],
+    );
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains(&format!("the mirror {}", empty.host)),
+        "{}",
+        stderr(&out)
+    );
+    assert!(has_busybox("env"));
+
+    // Any registry, mapped; the origin does not hold team/base.
+    let map = format!("{}={}", origin.host, mirror.host);
+    let out = build(
+        &format!("{}/team/base:1", origin.host),
+        "map",
+        &["--registry-map", &map],
+        &[],
+    );
+    assert_ok(&out);
+    assert!(has_busybox("map"));
+    // A mirror without the image: the registry itself, after a warning.
+    let to_empty = format!("{}={}", origin.host, empty.host);
+    let own = format!("{}/team/own:1", origin.host);
+    let out = build(&own, "fallback", &["--registry-map", &to_empty], &[]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("trying the next mirror or the registry itself"));
+    assert!(has_busybox("fallback"));
+    // … unless the fallback is off: the error names the mirrors tried.
+    let out = build(
+        &own,
+        "nofallback",
+        &[
+            "--registry-map",
+            &to_empty,
+            "--skip-default-registry-fallback",
+        ],
+        &[],
+    );
+    assert_fails_once(
+        &out,
+        &[
+            "not found on any mirror",
+            &empty.host,
+            "--skip-default-registry-fallback",
+        ],
+    );
+    assert_nothing_pushed(&dest, "out-nofallback:1", "no mirror had the base");
+    let out = build(&own, "badmap", &["--registry-map", "no-equals-sign"], &[]);
+    assert_fails_once(
+        &out,
+        &["--registry-map no-equals-sign: expected REGISTRY=MIRROR"],
+    );
+
+    // The warmer takes the mirrors too.
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_executor"))
+        .args(["warmer", "-c", path(cache.path()), "-i", "busybox:1.36"])
+        .args(["--registry-mirror", &hub_mirror])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warmed"), "{}", stderr(&out));
 }

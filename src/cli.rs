@@ -121,6 +121,8 @@ pub struct Cli {
     #[arg(help_heading = "Registries", long, default_value_t = 0)]
     pub image_download_retry: u32,
     #[command(flatten)]
+    pub registries: RegistryFlags,
+    #[command(flatten)]
     pub kaniko: KanikoOnly,
     /// Directory for the scratch root (default: the system temp dir).
     #[arg(
@@ -151,6 +153,96 @@ pub struct Cli {
     /// Accepted for Kaniko compatibility: the scratch root is always removed.
     #[arg(help_heading = "Output", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub cleanup: bool,
+}
+
+/// Mirrors and certificates of registries (executor and warmer).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryFlags {
+    /// Mirror of Docker Hub to pull from first (repeatable; HOST[/PREFIX], ;-separated in KANIKO_REGISTRY_MIRROR).
+    #[arg(help_heading = "Registries", long = "registry-mirror", action = ArgAction::Append, env = "KANIKO_REGISTRY_MIRROR")]
+    pub registry_mirror: Vec<String>,
+    /// REGISTRY=MIRROR[;MIRROR…]: pull REGISTRY's images from the mirrors first, in order (repeatable).
+    #[arg(help_heading = "Registries", long = "registry-map", action = ArgAction::Append, env = "KANIKO_REGISTRY_MAP")]
+    pub registry_map: Vec<String>,
+    /// Fail when every mirror fails, rather than pull from the registry itself.
+    #[arg(help_heading = "Registries", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub skip_default_registry_fallback: bool,
+    /// REGISTRY=CA.pem: trust this CA for REGISTRY (repeatable).
+    #[arg(help_heading = "Registries", long = "registry-certificate", action = ArgAction::Append)]
+    pub registry_certificate: Vec<String>,
+    /// REGISTRY=CERT.pem,KEY.pem: a client certificate for REGISTRY (mutual TLS; repeatable).
+    #[arg(help_heading = "Registries", long = "registry-client-cert", action = ArgAction::Append)]
+    pub registry_client_cert: Vec<String>,
+}
+
+impl RegistryFlags {
+    /// Registry → mirrors, Docker Hub's under `index.docker.io` as references name it.
+    fn mirrors(&self) -> Result<Vec<(String, Vec<String>)>, FlagError> {
+        let list = |v: &str| -> Vec<String> {
+            v.split(';')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        let mut add = |from: &str, to: Vec<String>| {
+            let from = match from {
+                "docker.io" | "registry-1.docker.io" => "index.docker.io",
+                f => f,
+            };
+            match out.iter_mut().find(|(f, _)| f == from) {
+                Some((_, v)) => v.extend(to),
+                None => out.push((from.to_string(), to)),
+            }
+        };
+        for m in &self.registry_map {
+            let (from, to) = m
+                .split_once('=')
+                .filter(|(f, t)| !f.is_empty() && !t.is_empty())
+                .ok_or_else(|| {
+                    FlagError::new("registry-map", m, "expected REGISTRY=MIRROR[;MIRROR…]")
+                })?;
+            add(from, list(to));
+        }
+        for m in &self.registry_mirror {
+            add("index.docker.io", list(m));
+        }
+        Ok(out)
+    }
+
+    /// Fills `o`'s mirrors and certificates.
+    pub fn apply(&self, o: &mut RegistryOptions) -> Result<(), FlagError> {
+        o.mirrors = self.mirrors()?;
+        o.skip_default_registry_fallback = self.skip_default_registry_fallback;
+        for c in &self.registry_certificate {
+            let (registry, ca) = c
+                .split_once('=')
+                .filter(|(r, p)| !r.is_empty() && !p.is_empty())
+                .ok_or_else(|| {
+                    FlagError::new("registry-certificate", c, "expected REGISTRY=CA.pem")
+                })?;
+            o.certificates
+                .push((registry.to_string(), PathBuf::from(ca)));
+        }
+        for c in &self.registry_client_cert {
+            let bad = || {
+                FlagError::new(
+                    "registry-client-cert",
+                    c,
+                    "expected REGISTRY=CERT.pem,KEY.pem",
+                )
+            };
+            let (registry, files) = c.split_once('=').ok_or_else(bad)?;
+            let (cert, key) = files.split_once(',').ok_or_else(bad)?;
+            if registry.is_empty() || cert.is_empty() || key.is_empty() {
+                return Err(bad());
+            }
+            o.client_certs
+                .push((registry.to_string(), cert.into(), key.into()));
+        }
+        Ok(())
+    }
 }
 
 /// Kaniko flags Kiln takes so that a Kaniko job runs unchanged. `notices` says
@@ -187,16 +279,6 @@ pub struct KanikoOnly {
     #[arg(long = "azure-container-registry-config", hide = true)]
     pub azure_container_registry_config: Option<String>,
     // Meaning something Kiln does not do yet.
-    #[arg(long = "registry-mirror", hide = true, action = ArgAction::Append, env = "KANIKO_REGISTRY_MIRROR")]
-    pub registry_mirror: Vec<String>,
-    #[arg(long = "registry-map", hide = true, action = ArgAction::Append, env = "KANIKO_REGISTRY_MAP")]
-    pub registry_map: Vec<String>,
-    #[arg(long = "registry-certificate", hide = true, action = ArgAction::Append)]
-    pub registry_certificate: Vec<String>,
-    #[arg(long = "registry-client-cert", hide = true, action = ArgAction::Append)]
-    pub registry_client_cert: Vec<String>,
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
-    pub skip_default_registry_fallback: Option<bool>,
     #[arg(short = 'b', long, hide = true)]
     pub bucket: Option<String>,
     #[arg(long = "annotation", hide = true, action = ArgAction::Append)]
@@ -293,16 +375,6 @@ impl KanikoOnly {
     pub fn unsupported(&self) -> Option<(&'static str, String)> {
         let first = |v: &[String]| v.first().cloned();
         [
-            ("registry-mirror", first(&self.registry_mirror)),
-            ("registry-map", first(&self.registry_map)),
-            ("registry-certificate", first(&self.registry_certificate)),
-            ("registry-client-cert", first(&self.registry_client_cert)),
-            (
-                "skip-default-registry-fallback",
-                self.skip_default_registry_fallback
-                    .filter(|b| *b)
-                    .map(|b| b.to_string()),
-            ),
             ("bucket", self.bucket.clone()),
             ("annotation", first(&self.annotations)),
             ("ignore-path", first(&self.ignore_paths)),
@@ -362,6 +434,8 @@ pub struct WarmerCli {
     /// Do not verify TLS certificates when pulling.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub skip_tls_verify_pull: bool,
+    #[command(flatten)]
+    pub registries: RegistryFlags,
 }
 
 /// A flag value that is wrong, with the flag and the value named.
@@ -569,6 +643,17 @@ impl Cli {
         let platform = platform(&self.custom_platform)?;
         let cache = self.cache_settings(&destinations)?;
         let json_log = self.log_format == LogFormat::Json;
+        let mut registry = RegistryOptions {
+            insecure_push: self.insecure,
+            insecure_pull: self.insecure_pull,
+            insecure_registries: self.insecure_registries,
+            skip_tls_verify_push: self.skip_tls_verify,
+            skip_tls_verify_pull: self.skip_tls_verify_pull,
+            skip_tls_verify_registries: self.skip_tls_verify_registries,
+            retries: self.push_retry.max(self.image_download_retry),
+            ..Default::default()
+        };
+        self.registries.apply(&mut registry)?;
         Ok(Options {
             build_args: key_values("build-arg", &self.build_args, true)?,
             secrets: secrets(&self.secrets)?,
@@ -585,15 +670,7 @@ impl Cli {
             // -1 is Kaniko's "the library's default", gzip's 6.
             compression_level: u32::try_from(self.compression_level).unwrap_or(6),
             cache,
-            registry: RegistryOptions {
-                insecure_push: self.insecure,
-                insecure_pull: self.insecure_pull,
-                insecure_registries: self.insecure_registries,
-                skip_tls_verify_push: self.skip_tls_verify,
-                skip_tls_verify_pull: self.skip_tls_verify_pull,
-                skip_tls_verify_registries: self.skip_tls_verify_registries,
-                retries: self.push_retry.max(self.image_download_retry),
-            },
+            registry,
             check_push: !self.no_push && !self.skip_push_permission_check,
             scratch_parent: self.kaniko_dir.unwrap_or_else(std::env::temp_dir),
             outputs: Outputs {
@@ -783,8 +860,18 @@ mod tests {
     fn help_is_grouped_with_an_example() {
         use clap::CommandFactory;
         let help = Cli::command().render_help().to_string();
-        let at = |h: &str| help.find(h).unwrap_or_else(|| panic!("{h} missing: {help}"));
-        for h in ["Build:", "Push:", "Output:", "Registries:", "Cache:", "Logging:"] {
+        let at = |h: &str| {
+            help.find(h)
+                .unwrap_or_else(|| panic!("{h} missing: {help}"))
+        };
+        for h in [
+            "Build:",
+            "Push:",
+            "Output:",
+            "Registries:",
+            "Cache:",
+            "Logging:",
+        ] {
             at(h);
         }
         assert!(at("--destination") > at("Push:") && at("--cache-dir") > at("Cache:"));
@@ -811,10 +898,29 @@ mod tests {
         let c = Cli::try_parse_from(["executor", "--snapshotMode=redo", "--force"]).unwrap();
         assert_eq!(c.kaniko.notices().len(), 2);
         // Flags that mean something Kiln does not do yet stop the build, named.
-        let c = Cli::try_parse_from(["executor", "--registry-mirror=m.example"]).unwrap();
+        let c = Cli::try_parse_from(["executor", "--bucket=b"]).unwrap();
         let e = c.validate().unwrap_err();
-        assert_eq!(e.flag, "registry-mirror");
+        assert_eq!(e.flag, "bucket");
         assert!(e.reason.contains("not supported yet"));
+        // Mirrors and maps fold into one list per registry, Docker Hub's named
+        // as references name it.
+        let c = Cli::try_parse_from([
+            "executor",
+            "--registry-map=docker.io=a.example;b.example/p",
+            "--registry-mirror=c.example",
+            "--registry-map=r.example=d.example",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.registries.mirrors().unwrap(),
+            [
+                (
+                    "index.docker.io".to_string(),
+                    vec!["a.example".into(), "b.example/p".into(), "c.example".into()]
+                ),
+                ("r.example".to_string(), vec!["d.example".to_string()]),
+            ]
+        );
     }
 
     #[test]

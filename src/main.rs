@@ -376,16 +376,15 @@ async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<(
     std::fs::create_dir_all(&cli.cache_dir)
         .with_context(|| format!("creating {}", cli.cache_dir.display()))?;
     let scratch = kiln::scratch::Scratch::create(&cli.cache_dir, cleanup)?;
-    let registry = Registry::new(
-        RegistryOptions {
-            insecure_pull: cli.insecure_pull,
-            insecure_registries: cli.insecure_registries.clone(),
-            skip_tls_verify_pull: cli.skip_tls_verify_pull,
-            retries: 3,
-            ..Default::default()
-        },
-        Keychain::load()?,
-    )?;
+    let mut opts = RegistryOptions {
+        insecure_pull: cli.insecure_pull,
+        insecure_registries: cli.insecure_registries.clone(),
+        skip_tls_verify_pull: cli.skip_tls_verify_pull,
+        retries: 3,
+        ..Default::default()
+    };
+    cli.registries.apply(&mut opts)?;
+    let registry = Registry::new(opts, Keychain::load()?)?;
     let session = Session::new(
         registry,
         Cache::new(

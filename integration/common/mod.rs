@@ -55,6 +55,8 @@ pub struct RegistrySpec<'a> {
     /// Accept manifests whose foreign layers name `urls` (distribution refuses them
     /// unless told which URLs to allow).
     pub foreign_urls: bool,
+    /// With `tls`: require client certificates signed by this CA (mutual TLS).
+    pub client_ca: Option<&'a Path>,
 }
 
 impl TestRegistry {
@@ -106,9 +108,12 @@ impl TestRegistry {
         };
         let tls_section = match spec.tls {
             Some((cert, key)) => format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
+                "  tls:\n    certificate: {}\n    key: {}\n{}",
                 cert.display(),
-                key.display()
+                key.display(),
+                spec.client_ca
+                    .map(|ca| format!("    clientcas:\n      - {}\n", ca.display()))
+                    .unwrap_or_default()
             ),
             None => String::new(),
         };

@@ -23,6 +23,12 @@ pub enum RemoteError {
     },
     #[error("{op}: {source}")]
     Io { op: String, source: std::io::Error },
+    #[error("{reference}: not found on any mirror ({tried}), and --skip-default-registry-fallback forbids {registry} itself")]
+    NoMirror {
+        reference: String,
+        tried: String,
+        registry: String,
+    },
 }
 
 const MAX_INDEX_DEPTH: usize = 4;
@@ -62,8 +68,44 @@ pub struct RemoteImage {
     pub layers: Vec<Layer>,
 }
 
-/// Fetches manifest (resolving an index to `platform`) and config of `reference`.
+/// Fetches manifest (resolving an index to `platform`) and config of
+/// `reference`: from its mirrors first (`--registry-mirror`, `--registry-map`),
+/// in order, then from its own registry unless that fallback is off. The image
+/// returned names where it came from, so its layers come from there too.
 pub async fn fetch(
+    registry: &Registry,
+    reference: &Reference,
+    platform: &Platform,
+    tmp: &std::path::Path,
+) -> Result<RemoteImage, RemoteError> {
+    let mirrors = registry.mirrors_of(reference);
+    for m in &mirrors {
+        match fetch_from(registry, m, platform, tmp).await {
+            Ok(image) => {
+                crate::log_info!("{reference}: pulled from the mirror {m}");
+                return Ok(image);
+            }
+            Err(e) => crate::log_warn!(
+                "{reference}: the mirror {m} failed ({}); trying the next mirror or the registry itself",
+                crate::log::one_line(&e)
+            ),
+        }
+    }
+    if !mirrors.is_empty() && registry.skip_default_registry_fallback() {
+        return Err(RemoteError::NoMirror {
+            reference: reference.to_string(),
+            tried: mirrors
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            registry: reference.registry.clone(),
+        });
+    }
+    fetch_from(registry, reference, platform, tmp).await
+}
+
+async fn fetch_from(
     registry: &Registry,
     reference: &Reference,
     platform: &Platform,

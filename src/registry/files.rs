@@ -141,7 +141,10 @@ impl Registry {
                 Some(transport::ConnectFailure::PlainHttpServer) => {
                     "the server speaks plain HTTP, not HTTPS: use an http:// URL".to_string()
                 }
-                Some(transport::ConnectFailure::Tls(cause)) => cause,
+                Some(
+                    f @ (transport::ConnectFailure::Tls(_)
+                    | transport::ConnectFailure::ClientCertificate(_)),
+                ) => f.cause().unwrap_or_default(),
                 None => crate::log::one_line(&e),
             };
             let err = FileError::Request {

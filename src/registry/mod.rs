@@ -15,6 +15,7 @@ use base64::Engine;
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -48,6 +49,12 @@ pub enum RegistryError {
     PlainHttp { op: String, registry: String },
     #[error("{op} {registry}: {cause}; pass --skip-tls-verify-registry {registry} to skip verification, or trust its CA certificate (SSL_CERT_FILE=ca.pem)")]
     Tls {
+        op: String,
+        registry: String,
+        cause: String,
+    },
+    #[error("{op} {registry}: {cause}; give one with --registry-client-cert {registry}=CERT.pem,KEY.pem")]
+    ClientCertificate {
         op: String,
         registry: String,
         cause: String,
@@ -94,6 +101,15 @@ pub struct RegistryOptions {
     pub skip_tls_verify_registries: Vec<String>,
     /// Extra attempts after a 5xx, 429, reset or timeout.
     pub retries: u32,
+    /// Where to pull a registry's images from first, in order (Kaniko's
+    /// `--registry-map REGISTRY=HOST[/PREFIX]`; `--registry-mirror` maps Docker Hub).
+    pub mirrors: Vec<(String, Vec<String>)>,
+    /// Never pull from a mapped registry itself when its mirrors fail.
+    pub skip_default_registry_fallback: bool,
+    /// A registry's own CA certificates (PEM), trusted beside the system's.
+    pub certificates: Vec<(String, PathBuf)>,
+    /// A registry's client certificate and key (PEM), for mutual TLS.
+    pub client_certs: Vec<(String, PathBuf, PathBuf)>,
 }
 
 /// What a request needs the token to allow.
@@ -123,6 +139,8 @@ pub struct Registry {
     pub transfer: std::sync::Arc<Transfer>,
     http: Client,
     http_unverified: Client,
+    /// Clients for registries with their own certificates.
+    own: HashMap<String, Client>,
     opts: RegistryOptions,
     keychain: Keychain,
     challenges: Mutex<HashMap<String, Option<Challenge>>>,
@@ -169,25 +187,59 @@ impl<'a> Scope<'a> {
 
 impl Registry {
     pub fn new(opts: RegistryOptions, keychain: Keychain) -> Result<Registry, RegistryError> {
-        let build = |verify: bool| {
+        let http_err = |registry: &str| {
+            let registry = registry.to_string();
+            move |source| RegistryError::Http {
+                op: "creating HTTP client".into(),
+                registry,
+                repository: String::new(),
+                source,
+            }
+        };
+        let builder = |verify: bool| {
             Client::builder()
                 .danger_accept_invalid_certs(!verify)
                 .pool_max_idle_per_host(8)
                 .connect_timeout(Duration::from_secs(30))
                 .read_timeout(IDLE_TIMEOUT)
                 .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|source| RegistryError::Http {
-                    op: "creating HTTP client".into(),
-                    registry: String::new(),
-                    repository: String::new(),
-                    source,
-                })
         };
+        let read = |flag: &str, p: &Path| {
+            std::fs::read(p).map_err(|source| RegistryError::Io {
+                op: format!("reading --{flag} file {}", p.display()),
+                source,
+            })
+        };
+        // Registries with their own CA or client certificate get a client of their own.
+        let mut own: HashMap<String, reqwest::ClientBuilder> = HashMap::new();
+        for (registry, ca) in &opts.certificates {
+            let pem = read("registry-certificate", ca)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(http_err(registry))?;
+            let mut b = own.remove(registry).unwrap_or_else(|| builder(true));
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+            own.insert(registry.clone(), b);
+        }
+        for (registry, cert, key) in &opts.client_certs {
+            let mut pem = read("registry-client-cert", cert)?;
+            pem.extend(read("registry-client-cert", key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(http_err(registry))?;
+            let b = own.remove(registry).unwrap_or_else(|| builder(true));
+            own.insert(registry.clone(), b.identity(identity));
+        }
+        let own = own
+            .into_iter()
+            .map(|(r, b)| {
+                let client = b.build().map_err(http_err(&r))?;
+                Ok((r, client))
+            })
+            .collect::<Result<HashMap<_, _>, RegistryError>>()?;
         Ok(Registry {
             transfer: Default::default(),
-            http: build(true)?,
-            http_unverified: build(false)?,
+            http: builder(true).build().map_err(http_err(""))?,
+            http_unverified: builder(false).build().map_err(http_err(""))?,
+            own,
             opts,
             keychain,
             challenges: Mutex::new(HashMap::new()),
@@ -205,6 +257,34 @@ impl Registry {
                 Access::Pull => self.opts.insecure_pull,
                 Access::Push => self.opts.insecure_push,
             }
+    }
+
+    /// The references to try before `r` itself: `r` on each of its registry's
+    /// mirrors, the mirror's path prefix before the repository.
+    pub(crate) fn mirrors_of(&self, r: &Reference) -> Vec<Reference> {
+        self.opts
+            .mirrors
+            .iter()
+            .filter(|(from, _)| *from == r.registry)
+            .flat_map(|(_, to)| to.iter())
+            .map(|to| {
+                let (host, prefix) = to.split_once('/').unwrap_or((to.as_str(), ""));
+                let prefix = prefix.trim_matches('/');
+                Reference {
+                    registry: host.to_string(),
+                    repository: if prefix.is_empty() {
+                        r.repository.clone()
+                    } else {
+                        format!("{prefix}/{}", r.repository)
+                    },
+                    ..r.clone()
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn skip_default_registry_fallback(&self) -> bool {
+        self.opts.skip_default_registry_fallback
     }
 
     fn skip_verify(&self, registry: &str, access: Access) -> bool {
@@ -310,6 +390,13 @@ impl Registry {
                 registry: scope.registry.to_string(),
                 cause,
             },
+            Some(transport::ConnectFailure::ClientCertificate(cause)) => {
+                RegistryError::ClientCertificate {
+                    op: op.to_string(),
+                    registry: scope.registry.to_string(),
+                    cause,
+                }
+            }
             None if source.is_timeout() => RegistryError::TimedOut {
                 op: op.to_string(),
                 registry: scope.registry.to_string(),
@@ -329,7 +416,7 @@ impl Registry {
         if self.skip_verify(registry, access) {
             &self.http_unverified
         } else {
-            &self.http
+            self.own.get(registry).unwrap_or(&self.http)
         }
     }
 
@@ -409,12 +496,12 @@ impl Registry {
                 Ok(resp) => break resp,
                 Err(e) if attempt < self.opts.retries && Self::transient(&e) => None,
                 Err(e) => {
-                    return Err(match transport::connect_failure(&e) {
-                        Some(transport::ConnectFailure::Tls(cause)) => {
-                            fail(format!("token endpoint {realm}: {cause}"))
-                        }
-                        _ => fail(crate::log::one_line(&e)),
-                    })
+                    return Err(
+                        match transport::connect_failure(&e).and_then(|f| f.cause()) {
+                            Some(cause) => fail(format!("token endpoint {realm}: {cause}")),
+                            None => fail(crate::log::one_line(&e)),
+                        },
+                    )
                 }
             };
             let op = format!("fetching a token from {realm} for");

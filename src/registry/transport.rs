@@ -46,6 +46,18 @@ pub(crate) enum ConnectFailure {
     PlainHttpServer,
     /// The TLS handshake failed; the cause in words.
     Tls(String),
+    /// The server wants a client certificate it trusts; the alert in words.
+    ClientCertificate(String),
+}
+
+impl ConnectFailure {
+    /// The cause in words, for errors that name no flag.
+    pub(crate) fn cause(self) -> Option<String> {
+        match self {
+            ConnectFailure::PlainHttpServer => None,
+            ConnectFailure::Tls(c) | ConnectFailure::ClientCertificate(c) => Some(c),
+        }
+    }
 }
 
 /// Finds a TLS failure in a request error's chain. `io::Error::source` skips the
@@ -58,11 +70,35 @@ pub(crate) fn connect_failure(e: &reqwest::Error) -> Option<ConnectFailure> {
             return Some(classify_tls(t));
         }
         next = match err.downcast_ref::<std::io::Error>() {
-            Some(io) => io.get_ref().map(|inner| inner as &(dyn StdError + 'static)),
+            Some(io) => {
+                // An alert after the handshake (TLS 1.3 asks for a client
+                // certificate then) reaches hyper as text, not as rustls' error.
+                if let Some(alert) = io
+                    .get_ref()
+                    .map(|inner| inner.to_string())
+                    .filter(|m| m.starts_with("received fatal alert"))
+                {
+                    return Some(alert_failure(&alert));
+                }
+                io.get_ref().map(|inner| inner as &(dyn StdError + 'static))
+            }
             None => err.source(),
         };
     }
     None
+}
+
+fn alert_failure(alert: &str) -> ConnectFailure {
+    let wants_client_cert = ["BadCertificate", "CertificateRequired", "UnknownCA"]
+        .iter()
+        .any(|a| alert.ends_with(a));
+    if wants_client_cert {
+        ConnectFailure::ClientCertificate(format!(
+            "the server refused the connection ({alert}): it wants a client certificate it trusts"
+        ))
+    } else {
+        ConnectFailure::Tls(format!("the server ended the TLS session ({alert})"))
+    }
 }
 
 fn classify_tls(e: &rustls::Error) -> ConnectFailure {
@@ -95,6 +131,7 @@ fn classify_tls(e: &rustls::Error) -> ConnectFailure {
             C::BadSignature => "certificate has a bad signature".into(),
             other => format!("invalid certificate: {other:?}"),
         },
+        E::AlertReceived(_) => return alert_failure(&e.to_string()),
         other => format!("TLS handshake failed: {other}"),
     };
     ConnectFailure::Tls(cause)
