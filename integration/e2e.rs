@@ -699,3 +699,112 @@ fn the_readme_example_loads_and_runs() {
     );
     assert!(readme.contains("docker load -i example.tar && docker run --rm kiln-example"));
 }
+
+/// The argument vector Skaffold's kaniko builder makes (`pkg/skaffold/build/
+/// kaniko/args.go`: flag and value as separate words, `--snapshotMode`,
+/// `--tarPath`, `--whitelist-var-run`, the context as `dir://`), and Kaniko's
+/// `--annotation` on the manifest.
+#[test]
+fn skaffold_kaniko_args_and_annotations() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "ones/base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(
+        ctx.path(),
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {}/ones/base:1 AS app\nARG GREETING\nRUN echo $GREETING > /greeting\n",
+                reg.host
+            ),
+        )],
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let file = |n: &str| out_dir.path().join(n).to_str().unwrap().to_string();
+    let tag = format!("{}/skaffold/app:v1", reg.host);
+    let context = format!("dir://{}", ctx.path().display());
+    let cache_repo = format!("{}/skaffold/cache", reg.host);
+    let args = [
+        "--destination",
+        &tag,
+        "--dockerfile",
+        "Dockerfile",
+        "--context",
+        &context,
+        "--build-arg",
+        "GREETING=hi from skaffold",
+        "--cache",
+        "--cache-repo",
+        &cache_repo,
+        "--cache-ttl",
+        "6h",
+        "--target",
+        "app",
+        "--cleanup",
+        "--digest-file",
+        &file("digest"),
+        "--force",
+        "--image-name-with-digest-file",
+        &file("names"),
+        "--insecure",
+        "--insecure-pull",
+        "--log-format",
+        "text",
+        "--log-timestamp",
+        "--reproducible",
+        "--skip-tls-verify",
+        "--skip-tls-verify-registry",
+        &reg.host,
+        "--skip-tls-verify-pull",
+        "--skip-unused-stages",
+        "--snapshotMode",
+        "redo",
+        "--tarPath",
+        &file("image.tar"),
+        "--use-new-run",
+        "--verbosity",
+        "info",
+        "--whitelist-var-run",
+        "--insecure-registry",
+        &reg.host,
+        "--label",
+        "team=kiln",
+        "--annotation",
+        "org.opencontainers.image.source=https://example.test/app",
+    ];
+    let out = executor(&args);
+    assert_ok(&out);
+    let digest = std::fs::read_to_string(file("digest")).unwrap();
+    assert_eq!(tag_digest(&reg, "skaffold/app:v1"), digest);
+    assert_eq!(
+        std::fs::read_to_string(file("names")).unwrap(),
+        format!("{}/skaffold/app@{digest}\n", reg.host)
+    );
+    assert!(std::path::Path::new(&file("image.tar")).exists());
+    let img = pull(&reg, "skaffold/app:v1");
+    assert_eq!(
+        img.files["greeting"].size,
+        "hi from skaffold\n".len() as u64
+    );
+    assert_eq!(
+        img.raw_config["config"]["Labels"]["team"].as_str(),
+        Some("kiln")
+    );
+    let annotations = img.manifest.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("org.opencontainers.image.source")
+            .map(String::as_str),
+        Some("https://example.test/app")
+    );
+    // Knobs Kiln has no use for were named once each, not silently dropped.
+    let err = String::from_utf8_lossy(&out.stderr);
+    for knob in [
+        "--snapshot-mode",
+        "--use-new-run",
+        "--force",
+        "--ignore-var-run",
+    ] {
+        assert!(err.contains(knob), "{knob}: {err}");
+    }
+}

@@ -416,3 +416,99 @@ fn add_fetches_git_and_urls_inside_the_image() {
     assert_eq!(img.files["src/run.sh"].mode, 0o755);
     assert_eq!(img.files["bin/tool"].digest, sha256_of(b"tool\n"));
 }
+
+/// The debug image (Dockerfile.executor-debug, its Debian stage pulled through
+/// `--registry-map` from a test registry) runs GitLab's documented Kaniko job:
+/// `entrypoint: [""]`, the script fed to `sh`, the job's registry credentials in
+/// CI_REGISTRY*; `/kaniko` is writable by any user.
+#[test]
+fn debug_image_runs_gitlabs_documented_job() {
+    static_executor();
+    require_docker_engine();
+    let bases = TestRegistry::start();
+    push_debian_base(&bases, "library/debian:bookworm-slim", &[]);
+    push_busybox_base(&bases, "ones/base:1");
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("debug.tar");
+    let image = "kiln.test/executor-debug:image-test";
+    let map = format!("index.docker.io={}", bases.host);
+    assert_ok(&executor(&[
+        "--dockerfile",
+        "Dockerfile.executor-debug",
+        "--context",
+        repo().to_str().unwrap(),
+        "--destination",
+        image,
+        "--no-push",
+        "--tar-path",
+        tar.to_str().unwrap(),
+        "--registry-map",
+        &map,
+    ]));
+    run_ok(docker().arg("load").arg("-i").arg(&tar), "docker load");
+    let shell = |user: &str, script: &str| {
+        docker_run_args(
+            &["--user", user, "--entrypoint", ""],
+            image,
+            &["/busybox/sh", "-c", script],
+        )
+    };
+    let out = shell("0", "stat -c %a /kaniko; echo $PATH; readlink /busybox/ls");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1777\n/kaniko:/busybox\n/busybox/busybox\n"
+    );
+    let out = shell("1000", "touch /kaniko/x && echo writable");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "writable\n");
+
+    // GitLab's job: the project checked out at CI_PROJECT_DIR, the script on
+    // sh's stdin, the job's registry behind Basic auth.
+    let reg = TestRegistry::start_with_auth("gitlab-ci-token", "job-token-123");
+    let project = work.path().join("project");
+    write_context(
+        &project,
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {}/ones/base:1\nRUN echo built in a GitLab job > /marker\n",
+                bases.host
+            ),
+        )],
+    );
+    let script = "/kaniko/executor --context \"${CI_PROJECT_DIR}\" --dockerfile \"${CI_PROJECT_DIR}/Dockerfile\" --destination \"${CI_REGISTRY_IMAGE}:${CI_COMMIT_TAG}\"\n";
+    let volume = format!("{}:/builds/group/project", project.display());
+    let registry_image = format!("CI_REGISTRY_IMAGE={}/group/project", reg.host);
+    let ci_registry = format!("CI_REGISTRY={}", reg.host);
+    let mut child = docker()
+        .args(["run", "--rm", "-i", "--network", "host", "--entrypoint", ""])
+        .args(["-v", &volume])
+        .args(["-e", "CI_PROJECT_DIR=/builds/group/project"])
+        .args(["-e", &registry_image, "-e", "CI_COMMIT_TAG=v1.0.0"])
+        .args(["-e", &ci_registry, "-e", "CI_REGISTRY_USER=gitlab-ci-token"])
+        .args(["-e", "CI_REGISTRY_PASSWORD=job-token-123"])
+        .args([image, "sh"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the GitLab job failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Read back through a second registry process on the same storage, no auth.
+    let side = TestRegistry::start_spec(RegistrySpec {
+        storage: Some(reg.storage.clone()),
+        ..Default::default()
+    });
+    let img = pull(&side, "group/project:v1.0.0");
+    assert_eq!(
+        img.files["marker"].size,
+        "built in a GitLab job\n".len() as u64
+    );
+    let _ = docker().args(["rmi", "-f", image]).output();
+}

@@ -69,6 +69,9 @@ pub struct Cli {
     /// A directory inside the context to build from.
     #[arg(help_heading = "Build", long)]
     pub context_sub_path: Option<PathBuf>,
+    /// Annotation KEY=VALUE on the image manifest (repeatable).
+    #[arg(help_heading = "Build", long = "annotation", action = ArgAction::Append)]
+    pub annotations: Vec<String>,
     /// Label KEY=VALUE added to the image (repeatable).
     #[arg(help_heading = "Build", long = "label", action = ArgAction::Append)]
     pub labels: Vec<String>,
@@ -281,8 +284,6 @@ pub struct KanikoOnly {
     // Meaning something Kiln does not do yet.
     #[arg(short = 'b', long, hide = true)]
     pub bucket: Option<String>,
-    #[arg(long = "annotation", hide = true, action = ArgAction::Append)]
-    pub annotations: Vec<String>,
     #[arg(long = "ignore-path", hide = true, action = ArgAction::Append)]
     pub ignore_paths: Vec<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
@@ -376,7 +377,6 @@ impl KanikoOnly {
         let first = |v: &[String]| v.first().cloned();
         [
             ("bucket", self.bucket.clone()),
-            ("annotation", first(&self.annotations)),
             ("ignore-path", first(&self.ignore_paths)),
             (
                 "single-snapshot",
@@ -558,6 +558,7 @@ pub struct Options {
     pub build_args: Vec<(String, String)>,
     pub secrets: std::collections::BTreeMap<String, Secret>,
     pub labels: Vec<(String, String)>,
+    pub annotations: std::collections::BTreeMap<String, String>,
     pub target: Option<String>,
     pub reproducible: bool,
     pub compression_level: u32,
@@ -658,6 +659,9 @@ impl Cli {
             build_args: key_values("build-arg", &self.build_args, true)?,
             secrets: secrets(&self.secrets)?,
             labels: key_values("label", &self.labels, false)?,
+            annotations: key_values("annotation", &self.annotations, false)?
+                .into_iter()
+                .collect(),
             context,
             context_sub_path: self.context_sub_path,
             dockerfile: self.dockerfile,

@@ -317,7 +317,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     let progress = spawn_progress(&session, o.outputs.progress);
     let ctx = BuildContext::open(&context, dockerfile.as_deref())?;
     let image = dispatch::build(&session, &df, &ctx, &opts).await?;
-    let s = publish::serialize(&image)?;
+    let s = publish::serialize(&image, &o.annotations)?;
     publish_all(&o.outputs, &session, &o.destinations, &image, &s).await?;
     // Cache entries after the push: their new blobs are then mounted, not uploaded twice.
     let pushed = o.destinations.first().filter(|_| o.outputs.push);

@@ -43,11 +43,16 @@ fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> PublishError {
 }
 
 /// The config and manifest bytes of a built image.
-pub fn serialize(image: &Image) -> Result<Serialized, PublishError> {
-    image.serialize().map_err(|source| PublishError::Json {
-        what: "image",
-        source,
-    })
+pub fn serialize(
+    image: &Image,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<Serialized, PublishError> {
+    image
+        .serialize(annotations)
+        .map_err(|source| PublishError::Json {
+            what: "image",
+            source,
+        })
 }
 
 /// Where publishing reads from: the registry client and the build's blob store.

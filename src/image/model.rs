@@ -9,6 +9,7 @@ use super::spec::{
     MT_OCI_CONFIG, MT_OCI_LAYER, MT_OCI_MANIFEST,
 };
 use super::Digest;
+use std::collections::BTreeMap;
 
 /// An image: config, layers, manifest flavour.
 #[derive(Debug, Clone)]
@@ -40,11 +41,17 @@ impl ManifestFormat {
 
 impl Image {
     /// The config and manifest bytes, with their digests.
-    pub fn serialize(&self) -> Result<Serialized, serde_json::Error> {
+    /// Config and manifest bytes; `annotations` (Kaniko's `--annotation`) go
+    /// on the manifest when there are any.
+    pub fn serialize(
+        &self,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Serialized, serde_json::Error> {
         let config = serde_json::to_vec(&self.config)?;
         let descriptors: Vec<Descriptor> =
             self.layers.iter().map(|l| l.descriptor.clone()).collect();
-        manifest_for(config, &descriptors, self.format)
+        let annotations = (!annotations.is_empty()).then(|| annotations.clone());
+        manifest_with(config, &descriptors, self.format, annotations)
     }
 }
 
@@ -54,6 +61,15 @@ pub fn manifest_for(
     config: Vec<u8>,
     layers: &[Descriptor],
     format: ManifestFormat,
+) -> Result<Serialized, serde_json::Error> {
+    manifest_with(config, layers, format, None)
+}
+
+fn manifest_with(
+    config: Vec<u8>,
+    layers: &[Descriptor],
+    format: ManifestFormat,
+    annotations: Option<BTreeMap<String, String>>,
 ) -> Result<Serialized, serde_json::Error> {
     let (mt, cmt, _) = format.media_types();
     let config_digest = Digest::sha256_of(&config);
@@ -69,7 +85,7 @@ pub fn manifest_for(
             urls: None,
         },
         layers: layers.to_vec(),
-        annotations: None,
+        annotations,
     };
     let manifest = serde_json::to_vec(&manifest)?;
     let manifest_digest = Digest::sha256_of(&manifest);
