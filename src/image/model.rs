@@ -122,7 +122,7 @@ mod tests {
             }],
             format: ManifestFormat::Oci,
         };
-        let s = img.serialize().unwrap();
+        let s = img.serialize(&Default::default()).unwrap();
         let m: Manifest = serde_json::from_slice(&s.manifest).unwrap();
         assert_eq!(m.layers[0].media_type, MT_OCI_LAYER);
         assert_eq!(m.config.media_type, MT_OCI_CONFIG);
