@@ -808,3 +808,34 @@ fn skaffold_kaniko_args_and_annotations() {
         assert!(err.contains(knob), "{knob}: {err}");
     }
 }
+
+/// Kaniko's `--ignore-path`: what a RUN writes there stays out of its layer.
+#[test]
+fn ignore_path_leaves_run_changes_out() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "ones/base:1");
+    let files = [(
+        "Dockerfile",
+        format!(
+            "FROM {}/ones/base:1\nRUN mkdir -p /var/cache/app && echo x > /var/cache/app/blob && echo y > /kept\n",
+            reg.host
+        ),
+    )];
+    let files: Vec<(&str, &str)> = files.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let dest = format!("{}/ignored/app:1", reg.host);
+    assert_ok(&build_files(
+        &files,
+        &dest,
+        &["--ignore-path", "/var/cache/"],
+    ));
+    let img = pull(&reg, "ignored/app:1");
+    assert!(img.files.contains_key("kept"));
+    assert!(
+        !img.files.contains_key("var/cache/app/blob"),
+        "{:?}",
+        img.files.keys()
+    );
+    let out = build_files(&files, &dest, &["--ignore-path", "/"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ignore-path /: ignoring /"));
+}

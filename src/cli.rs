@@ -69,6 +69,9 @@ pub struct Cli {
     /// A directory inside the context to build from.
     #[arg(help_heading = "Build", long)]
     pub context_sub_path: Option<PathBuf>,
+    /// Leave changes at or under this path out of RUN layers (repeatable), as Kaniko's snapshots do.
+    #[arg(help_heading = "Build", long = "ignore-path", action = ArgAction::Append)]
+    pub ignore_paths: Vec<String>,
     /// Annotation KEY=VALUE on the image manifest (repeatable).
     #[arg(help_heading = "Build", long = "annotation", action = ArgAction::Append)]
     pub annotations: Vec<String>,
@@ -284,8 +287,6 @@ pub struct KanikoOnly {
     // Meaning something Kiln does not do yet.
     #[arg(short = 'b', long, hide = true)]
     pub bucket: Option<String>,
-    #[arg(long = "ignore-path", hide = true, action = ArgAction::Append)]
-    pub ignore_paths: Vec<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
     pub single_snapshot: Option<bool>,
 }
@@ -374,10 +375,8 @@ impl KanikoOnly {
 
     /// The first flag given that Kiln cannot honour yet.
     pub fn unsupported(&self) -> Option<(&'static str, String)> {
-        let first = |v: &[String]| v.first().cloned();
         [
             ("bucket", self.bucket.clone()),
-            ("ignore-path", first(&self.ignore_paths)),
             (
                 "single-snapshot",
                 self.single_snapshot.filter(|b| *b).map(|b| b.to_string()),
@@ -559,6 +558,8 @@ pub struct Options {
     pub secrets: std::collections::BTreeMap<String, Secret>,
     pub labels: Vec<(String, String)>,
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// `--ignore-path`s, root-relative.
+    pub ignore_paths: Vec<String>,
     pub target: Option<String>,
     pub reproducible: bool,
     pub compression_level: u32,
@@ -659,6 +660,21 @@ impl Cli {
             build_args: key_values("build-arg", &self.build_args, true)?,
             secrets: secrets(&self.secrets)?,
             labels: key_values("label", &self.labels, false)?,
+            ignore_paths: self
+                .ignore_paths
+                .iter()
+                .map(|p| {
+                    let rel = p.trim_matches('/');
+                    if rel.is_empty() {
+                        return Err(FlagError::new(
+                            "ignore-path",
+                            p,
+                            "ignoring / would leave every RUN layer empty",
+                        ));
+                    }
+                    Ok(rel.to_string())
+                })
+                .collect::<Result<_, _>>()?,
             annotations: key_values("annotation", &self.annotations, false)?
                 .into_iter()
                 .collect(),

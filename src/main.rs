@@ -313,6 +313,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         reproducible: o.reproducible,
         scratch_dir: scratch.path().to_path_buf(),
         secrets: o.secrets.clone(),
+        ignore_paths: o.ignore_paths.clone(),
     };
     let progress = spawn_progress(&session, o.outputs.progress);
     let ctx = BuildContext::open(&context, dockerfile.as_deref())?;

@@ -219,6 +219,8 @@ pub struct BuildOptions {
     pub scratch_dir: PathBuf,
     /// `--secret`s by id, read when the build started.
     pub secrets: BTreeMap<String, mounts::Secret>,
+    /// `--ignore-path`s, root-relative: left out of RUN layers.
+    pub ignore_paths: Vec<String>,
 }
 
 /// Shared state of one build: clients, scratch space, options.
@@ -688,6 +690,9 @@ async fn run_step<'b>(
                 mounts::prepare(session, df, r, &env, workdir, stage_index, opts).await?;
             let prepared = run::prepare(r, &st.config, &st.arg_names, &env);
             kb.add("run", &prepared.key_text(&st.config));
+            if !opts.ignore_paths.is_empty() {
+                kb.add("ignore-path", &opts.ignore_paths.join("\n"));
+            }
             // A bind's content is hashed only when a cache can use the key.
             if session.cache.settings.layers {
                 for (label, value) in run_mounts.key_inputs(ctx, built)? {
@@ -716,7 +721,7 @@ async fn run_step<'b>(
                             .map(|h| h.get_or_insert_with(|| live::LiveRoot::new(&b.keep_extra())))
                     }
                 };
-                let entries = run::execute(
+                let mut entries = run::execute(
                     session,
                     &st.fs,
                     &st.config,
@@ -726,6 +731,7 @@ async fn run_step<'b>(
                     live.as_deref_mut(),
                 )
                 .await?;
+                run::drop_ignored(&mut entries, &opts.ignore_paths);
                 effect.layer = Some(NewLayer::Planned(entries));
                 effect::apply(session, st, effect, &key).await?;
                 if let Some(live) = live {

@@ -267,6 +267,27 @@ fn read_on_disk(root: &Path, abs: &str) -> Result<Option<Vec<u8>>, BuildError> {
     Ok(std::fs::read(root.join(crate::pathname::to_path(&rel))).ok())
 }
 
+/// `--ignore-path`: as Kaniko leaves them out of its snapshots, changes at or
+/// under these root-relative paths are left out of a RUN's layer (a whiteout
+/// counts as the path it removes, an opaque marker as its directory).
+pub(super) fn drop_ignored(entries: &mut Entries, ignored: &[String]) {
+    if ignored.is_empty() {
+        return;
+    }
+    entries.retain(|k, _| {
+        let (parent, name) = k.0.rsplit_once('/').unwrap_or(("", k.0.as_str()));
+        let target = match name.strip_prefix(".wh.") {
+            Some(".wh..opq") => parent.to_string(),
+            Some(removed) if parent.is_empty() => removed.to_string(),
+            Some(removed) => format!("{parent}/{removed}"),
+            None => k.0.clone(),
+        };
+        !ignored
+            .iter()
+            .any(|p| target == *p || target.starts_with(&format!("{p}/")))
+    });
+}
+
 /// `/etc` made only to hold the sandbox's stubs is not part of the change.
 fn drop_stub_parents(entries: &mut Entries, index: &crate::rootfs::index::FsIndex) {
     let key = super::stage::PathKey("etc".into());
@@ -314,6 +335,38 @@ pub(super) fn step_dirs(stage_dir: &Path, line: usize) -> Result<StepDirs, Build
 mod tests {
     use super::*;
     use crate::dockerfile::parser::Heredoc;
+
+    #[test]
+    fn ignored_paths_leave_the_layer_whatever_names_them() {
+        use crate::dispatch::stage::{PathKey, Planned};
+        use crate::layer::writer::{EntryBody, EntryMeta};
+        let entry = || Planned {
+            meta: EntryMeta {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                xattrs: Vec::new(),
+            },
+            body: EntryBody::Bytes(Vec::new()),
+        };
+        let mut entries: Entries = [
+            "var",
+            "var/cache",
+            "var/cache/apt/x",
+            "var/.wh.cache",
+            "var/cache/.wh..wh..opq",
+            "var/cachet",
+            ".wh.tmp",
+            "keep",
+        ]
+        .into_iter()
+        .map(|p| (PathKey(p.to_string()), entry()))
+        .collect();
+        drop_ignored(&mut entries, &["var/cache".into(), "tmp".into()]);
+        let left: Vec<&str> = entries.keys().map(|k| k.0.as_str()).collect();
+        assert_eq!(left, ["keep", "var", "var/cachet"]);
+    }
 
     fn run(cmd: CommandLine, heredocs: Vec<Heredoc>) -> Run {
         Run {
