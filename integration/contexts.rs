@@ -304,8 +304,8 @@ fn a_dockerfile_from_stdin_and_refused_contexts() {
 
     for (args, want) in [
         (
-            vec!["--context", "s3://bucket/ctx.tar.gz"],
-            "--context s3://bucket/ctx.tar.gz: unknown scheme s3://",
+            vec!["--context", "ftp://host/ctx.tar.gz"],
+            "--context ftp://host/ctx.tar.gz: unknown scheme ftp://",
         ),
         (
             vec!["--context", "tar://stdin", "--dockerfile", "-"],
@@ -325,4 +325,104 @@ fn a_dockerfile_from_stdin_and_refused_contexts() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// `s3://`, `gs://` and Azure contexts, read by object_store from local fakes
+/// of each cloud's HTTP API (a plain file server: the fakes check no
+/// signature), pointed at by the variables each cloud's tools use for
+/// emulators; Kaniko's `--bucket` and its default object name.
+#[test]
+fn bucket_contexts_from_s3_gcs_and_azure() {
+    let reg = TestRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    sample_context(&ctx);
+    assert_ok(&build_with(&ctx, &format!("{}/ctx/dir:1", reg.host), &[]));
+    let want = ctx_files(&reg, "ctx/dir:1");
+    let gz = work.path().join("ctx.tar.gz");
+    pack(&ctx, "-czf", &gz);
+    let body = std::fs::read(&gz).unwrap();
+    let server = FileServer::start(&[
+        ("/ctx-bucket/builds/ctx.tar.gz", Reply::Object(body.clone())),
+        ("/gcs-bucket/ctx.tar.gz", Reply::Object(body.clone())),
+        ("/gcs-bucket/context.tar.gz", Reply::Object(body.clone())),
+        (
+            "/devstoreaccount1/ctx-container/app/ctx.tar.gz",
+            Reply::Object(body),
+        ),
+    ]);
+    let gcs_key = format!(
+        r#"{{"gcs_base_url":"{}","disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}}"#,
+        server.base
+    );
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, String)>);
+    let cases: Vec<Case> = vec![
+        (
+            "s3",
+            vec!["--context", "s3://ctx-bucket/builds/ctx.tar.gz"],
+            vec![
+                ("S3_ENDPOINT", server.base.clone()),
+                ("S3_FORCE_PATH_STYLE", "true".into()),
+                ("AWS_ACCESS_KEY_ID", "test".into()),
+                ("AWS_SECRET_ACCESS_KEY", "test".into()),
+                ("AWS_REGION", "us-east-1".into()),
+            ],
+        ),
+        (
+            "gs",
+            vec!["--context", "gs://gcs-bucket/ctx.tar.gz"],
+            vec![("GOOGLE_SERVICE_ACCOUNT_KEY", gcs_key.clone())],
+        ),
+        (
+            "bucket",
+            vec!["--bucket", "gcs-bucket"],
+            vec![("GOOGLE_SERVICE_ACCOUNT_KEY", gcs_key)],
+        ),
+        (
+            "azure",
+            vec![
+                "--context",
+                "https://devstoreaccount1.blob.core.windows.net/ctx-container/app/ctx.tar.gz",
+            ],
+            vec![
+                ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
+                ("AZURITE_BLOB_STORAGE_URL", server.base.clone()),
+            ],
+        ),
+    ];
+    for (tag, args, env) in cases {
+        let dest = format!("{}/ctx/{tag}:1", reg.host);
+        let out = Command::new(env!("CARGO_BIN_EXE_executor"))
+            .args(&args)
+            .args(["--destination", &dest])
+            .envs(env)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        assert_eq!(ctx_files(&reg, &format!("ctx/{tag}:1")), want, "{tag}");
+    }
+    // A missing object: the URL and the cause, nothing pushed.
+    let dest = format!("{}/ctx/missing:1", reg.host);
+    let out = Command::new(env!("CARGO_BIN_EXE_executor"))
+        .args([
+            "--context",
+            "s3://ctx-bucket/nothere.tar.gz",
+            "--destination",
+            &dest,
+        ])
+        .env("S3_ENDPOINT", &server.base)
+        .env("S3_FORCE_PATH_STYLE", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--context s3://ctx-bucket/nothere.tar.gz:"),
+        "{err}"
+    );
+    assert_nothing_pushed(&reg, "ctx/missing:1", "the context was not found");
 }

@@ -635,12 +635,12 @@ fn kaniko_output_and_logging_flags() {
         &c,
         "--context-sub-path=app",
         "--no-push",
-        "--bucket=ctx-bucket",
+        "--single-snapshot",
     ]);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        err.contains("--bucket ctx-bucket") && err.contains("not supported yet"),
+        err.contains("--single-snapshot true") && err.contains("not supported yet"),
         "{err}"
     );
 }

@@ -31,6 +31,10 @@ pub struct Cli {
     /// tar://stdin, https://URL of a tar, git://HOST/REPO[#REF[#COMMIT]].
     #[arg(help_heading = "Build", short = 'c', long, default_value = ".")]
     pub context: String,
+    /// A bucket holding the context tarball (gs:// unless a scheme is given; its
+    /// context.tar.gz unless an object is named), as Kaniko's --bucket.
+    #[arg(help_heading = "Build", short = 'b', long)]
+    pub bucket: Option<String>,
     /// For a git:// context (repeatable): branch=NAME, insecure-skip-tls=BOOL,
     /// single-branch=BOOL, depth=N. Credentials: GIT_TOKEN, or GIT_USERNAME and GIT_PASSWORD.
     #[arg(help_heading = "Build", long = "git", action = ArgAction::Append)]
@@ -285,8 +289,6 @@ pub struct KanikoOnly {
     #[arg(long = "azure-container-registry-config", hide = true)]
     pub azure_container_registry_config: Option<String>,
     // Meaning something Kiln does not do yet.
-    #[arg(short = 'b', long, hide = true)]
-    pub bucket: Option<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
     pub single_snapshot: Option<bool>,
 }
@@ -375,13 +377,10 @@ impl KanikoOnly {
 
     /// The first flag given that Kiln cannot honour yet.
     pub fn unsupported(&self) -> Option<(&'static str, String)> {
-        [
-            ("bucket", self.bucket.clone()),
-            (
-                "single-snapshot",
-                self.single_snapshot.filter(|b| *b).map(|b| b.to_string()),
-            ),
-        ]
+        [(
+            "single-snapshot",
+            self.single_snapshot.filter(|b| *b).map(|b| b.to_string()),
+        )]
         .into_iter()
         .find_map(|(flag, v)| v.map(|v| (flag, v)))
     }
@@ -604,8 +603,19 @@ impl Cli {
                 "Kiln writes gzip layers (zstd is not written yet)",
             ));
         }
-        let context = Source::parse(&self.context)
-            .map_err(|e| FlagError::new("context", &self.context, e.to_string()))?;
+        // Kaniko's rule: a bucket replaces the default context or a URL one.
+        let context_flag = match &self.bucket {
+            Some(b) if self.context == "." || self.context.contains("://") => {
+                if b.contains("://") {
+                    b.clone()
+                } else {
+                    format!("gs://{b}")
+                }
+            }
+            _ => self.context.clone(),
+        };
+        let context = Source::parse(&context_flag)
+            .map_err(|e| FlagError::new("context", &context_flag, e.to_string()))?;
         if let Some(dir) = context.local() {
             // Wrong paths show before anything else happens.
             locate(dir, self.context_sub_path.as_deref(), &self.dockerfile)?;
@@ -918,9 +928,9 @@ mod tests {
         let c = Cli::try_parse_from(["executor", "--snapshotMode=redo", "--force"]).unwrap();
         assert_eq!(c.kaniko.notices().len(), 2);
         // Flags that mean something Kiln does not do yet stop the build, named.
-        let c = Cli::try_parse_from(["executor", "--bucket=b"]).unwrap();
+        let c = Cli::try_parse_from(["executor", "--single-snapshot"]).unwrap();
         let e = c.validate().unwrap_err();
-        assert_eq!(e.flag, "bucket");
+        assert_eq!(e.flag, "single-snapshot");
         assert!(e.reason.contains("not supported yet"));
         // Mirrors and maps fold into one list per registry, Docker Hub's named
         // as references name it.

@@ -21,6 +21,8 @@ pub enum Reply {
     Truncated(Vec<u8>, usize),
     /// 200 with the body sent in 4 pieces, `pause` apart.
     Slow(Vec<u8>, Duration),
+    /// 200 as a cloud object store answers a GET: `Last-Modified` and `ETag`.
+    Object(Vec<u8>),
 }
 
 pub struct FileServer {
@@ -77,7 +79,8 @@ fn serve(
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    // Decoded as a server would (GCS's client escapes `-` and `.`).
+    let path = percent_decode(line.split_whitespace().nth(1).unwrap_or("/"));
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
@@ -105,6 +108,11 @@ fn serve(
             out.write_all(head("200 OK", body.len(), &extra).as_bytes())?;
             out.write_all(&body)?;
         }
+        Some(Reply::Object(body)) => {
+            let extra = "Last-Modified: Mon, 02 Jan 2006 15:04:05 GMT\r\nETag: \"kiln-test\"\r\n";
+            out.write_all(head("200 OK", body.len(), extra).as_bytes())?;
+            out.write_all(&body)?;
+        }
         Some(Reply::Truncated(body, n)) => {
             out.write_all(head("200 OK", body.len(), "").as_bytes())?;
             out.write_all(&body[..n.min(body.len())])?;
@@ -119,6 +127,30 @@ fn serve(
         }
     }
     out.flush()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A git repository served over smart HTTP on loopback by `git http-backend`

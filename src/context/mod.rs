@@ -1,6 +1,7 @@
 //! The build context: a directory, filtered by `.dockerignore` with BuildKit's
 //! pattern rules, and COPY source matching (`*`, `?`, `[...]`, `**`).
 
+mod bucket;
 pub mod source;
 
 use std::path::{Path, PathBuf};

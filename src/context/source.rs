@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("unknown scheme {scheme}://; Kiln takes a directory, dir://, tar://, https://, http:// or git:// (s3://, gs:// and az:// are not supported yet)")]
+    #[error("unknown scheme {scheme}://; Kiln takes a directory, dir://, tar://, https://, http://, git://, s3://, gs:// or az://")]
     Scheme { scheme: String },
     #[error("--git {value}: {reason}")]
     GitFlag { value: String, reason: String },
@@ -32,6 +32,8 @@ pub enum SourceError {
     Git(#[from] GitError),
     #[error("--context: {0}")]
     Task(String),
+    #[error("--context {url}: {cause}")]
+    Bucket { url: String, cause: String },
 }
 
 /// A parsed `--context`.
@@ -44,6 +46,10 @@ pub enum Source {
     Stdin,
     /// An `https://` (or `http://`) URL of a tar.
     Url(String),
+    /// A tarball in a bucket: `s3://`, `gs://`, `az://` (or Azure's
+    /// `https://ACCOUNT.blob.core.windows.net/…`), read with the cloud's
+    /// standard credentials; a bucket alone means its `context.tar.gz`, as Kaniko.
+    Bucket(String),
     /// `git://host/org/repo[#ref[#commit]]`: Kaniko fetches it over HTTPS
     /// (`GIT_PULL_METHOD=http` for plain HTTP).
     Git {
@@ -110,6 +116,8 @@ impl Source {
             "dir" => Source::Dir(PathBuf::from(rest)),
             "tar" if rest == "stdin" => Source::Stdin,
             "tar" => Source::Tar(PathBuf::from(rest)),
+            "s3" | "gs" | "az" => Source::Bucket(context.to_string()),
+            "https" if is_azure_blob(rest) => Source::Bucket(context.to_string()),
             "https" | "http" => Source::Url(context.to_string()),
             "git" => {
                 let mut parts = rest.splitn(3, '#');
@@ -214,6 +222,10 @@ impl Source {
                 crate::log_info!("context: downloading {url}");
                 registry.fetch_file(url, &tarball, None).await?;
             }
+            Source::Bucket(url) => {
+                crate::log_info!("context: downloading {url}");
+                super::bucket::download(url, &tarball).await?;
+            }
         }
         unpack(&tarball, dir, &label, now).await?;
         std::fs::remove_file(&tarball).map_err(io("removing the downloaded tar"))?;
@@ -227,9 +239,16 @@ impl Source {
             Source::Tar(p) => format!("tar://{}", p.display()),
             Source::Stdin => "tar://stdin".to_string(),
             Source::Url(u) => without_credentials(u),
+            Source::Bucket(u) => u.clone(),
             Source::Git { url, .. } => url.clone(),
         }
     }
+}
+
+/// Kaniko sends `https://` contexts on Azure's blob hosts to Azure.
+fn is_azure_blob(rest: &str) -> bool {
+    let host = rest.split(['/', ':']).next().unwrap_or_default();
+    host.ends_with(".blob.core.windows.net")
 }
 
 /// A URL as logs may show it: its user and password taken out.
@@ -295,6 +314,14 @@ mod tests {
                 reference: Some("refs/heads/main".into()),
                 commit: Some("abc".into()),
             }
+        );
+        assert_eq!(
+            Source::parse("s3://b/c.tgz").unwrap(),
+            Source::Bucket("s3://b/c.tgz".into())
+        );
+        assert_eq!(
+            Source::parse("https://acct.blob.core.windows.net/c/x.tgz").unwrap(),
+            Source::Bucket("https://acct.blob.core.windows.net/c/x.tgz".into())
         );
         let e = Source::parse("ftp://x").unwrap_err().to_string();
         assert!(e.contains("unknown scheme ftp://"), "{e}");
