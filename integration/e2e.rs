@@ -635,12 +635,12 @@ fn kaniko_output_and_logging_flags() {
         &c,
         "--context-sub-path=app",
         "--no-push",
-        "--single-snapshot",
+        "--compression=zstd",
     ]);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        err.contains("--single-snapshot true") && err.contains("not supported yet"),
+        err.contains("--compression zstd") && err.contains("zstd is not written yet"),
         "{err}"
     );
 }
@@ -838,4 +838,83 @@ fn ignore_path_leaves_run_changes_out() {
     let out = build_files(&files, &dest, &["--ignore-path", "/"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ignore-path /: ignoring /"));
+}
+
+/// `--single-snapshot`: the stage's own layers become one above the base's,
+/// and the filesystem the oracle flattens is the one the layered build gives
+/// (files replaced, removed from the stage and from the base, a directory
+/// removed and made again); the history marks one entry as the layer's.
+#[test]
+fn single_snapshot_merges_the_stage_layers_into_one() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "ones/base:1");
+    let files = [
+        (
+            "Dockerfile".to_string(),
+            format!(
+                "FROM {}/ones/base:1\n\
+                 RUN mkdir -p /app/d && echo a > /app/a && echo old > /app/old && echo x > /app/d/x\n\
+                 COPY f /app/f\n\
+                 RUN rm /app/old /etc/group && echo b > /app/a && rm -r /app/d && mkdir /app/d && echo y > /app/d/y\n\
+                 RUN ln /app/a /app/a-link\n\
+                 WORKDIR /w\n",
+                reg.host
+            ),
+        ),
+        ("f".to_string(), "copied\n".to_string()),
+    ];
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let layered = format!("{}/snap/layered:1", reg.host);
+    let single = format!("{}/snap/single:1", reg.host);
+    assert_ok(&build_files(&files, &layered, &[]));
+    assert_ok(&build_files(&files, &single, &["--single-snapshot"]));
+    let a = pull(&reg, "snap/layered:1");
+    let b = pull(&reg, "snap/single:1");
+    let base_layers = 3;
+    assert_eq!(a.manifest.layers.len(), base_layers + 5, "layered");
+    assert_eq!(b.manifest.layers.len(), base_layers + 1, "merged");
+    assert_eq!(a.files, b.files, "the same filesystem");
+    assert!(!b.files.contains_key("etc/group") && !b.files.contains_key("app/d/x"));
+    // Docker applies the merged layer the same way.
+    assert_eq!(
+        docker_run(
+            &layered,
+            &[
+                "sh",
+                "-c",
+                "cat /app/a /app/d/y; ls /app/d; test -e /etc/group || echo gone"
+            ]
+        ),
+        "b\ny\ny\ngone\n",
+        "layered"
+    );
+    assert_eq!(
+        docker_run(
+            &single,
+            &[
+                "sh",
+                "-c",
+                "cat /app/a /app/d/y; ls /app/d; test -e /etc/group || echo gone"
+            ]
+        ),
+        "b\ny\ny\ngone\n"
+    );
+    let with_layer = b.raw_config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["empty_layer"].as_bool() != Some(true))
+        .count();
+    assert_eq!(
+        with_layer,
+        b.manifest.layers.len(),
+        "one history entry per layer"
+    );
+    assert_eq!(
+        b.raw_config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        base_layers + 1
+    );
 }

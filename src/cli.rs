@@ -73,6 +73,9 @@ pub struct Cli {
     /// A directory inside the context to build from.
     #[arg(help_heading = "Build", long)]
     pub context_sub_path: Option<PathBuf>,
+    /// Merge the target stage's own layers into one, above its base image's.
+    #[arg(help_heading = "Build", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub single_snapshot: bool,
     /// Leave changes at or under this path out of RUN layers (repeatable), as Kaniko's snapshots do.
     #[arg(help_heading = "Build", long = "ignore-path", action = ArgAction::Append)]
     pub ignore_paths: Vec<String>,
@@ -255,9 +258,8 @@ impl RegistryFlags {
     }
 }
 
-/// Kaniko flags Kiln takes so that a Kaniko job runs unchanged. `notices` says
-/// which are knobs Kiln has no use for; `unsupported` which mean something
-/// Kiln does not do yet (the build stops rather than ignore them).
+/// Kaniko flags Kiln takes so that a Kaniko job runs unchanged: knobs Kiln has
+/// no use for, each named by `notices` when given.
 #[derive(Debug, clap::Args)]
 pub struct KanikoOnly {
     #[arg(long, alias = "snapshotMode", hide = true)]
@@ -289,8 +291,6 @@ pub struct KanikoOnly {
     #[arg(long = "azure-container-registry-config", hide = true)]
     pub azure_container_registry_config: Option<String>,
     // Meaning something Kiln does not do yet.
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
-    pub single_snapshot: Option<bool>,
 }
 
 impl KanikoOnly {
@@ -373,16 +373,6 @@ impl KanikoOnly {
         .into_iter()
         .flatten()
         .collect()
-    }
-
-    /// The first flag given that Kiln cannot honour yet.
-    pub fn unsupported(&self) -> Option<(&'static str, String)> {
-        [(
-            "single-snapshot",
-            self.single_snapshot.filter(|b| *b).map(|b| b.to_string()),
-        )]
-        .into_iter()
-        .find_map(|(flag, v)| v.map(|v| (flag, v)))
     }
 }
 
@@ -559,6 +549,7 @@ pub struct Options {
     pub annotations: std::collections::BTreeMap<String, String>,
     /// `--ignore-path`s, root-relative.
     pub ignore_paths: Vec<String>,
+    pub single_snapshot: bool,
     pub target: Option<String>,
     pub reproducible: bool,
     pub compression_level: u32,
@@ -586,13 +577,6 @@ pub struct Outputs {
 
 impl Cli {
     pub fn validate(self) -> Result<Options, FlagError> {
-        if let Some((flag, value)) = self.kaniko.unsupported() {
-            return Err(FlagError::new(
-                flag,
-                value,
-                "Kaniko's flag is not supported yet by Kiln (issue 17); the build stops rather than ignore it",
-            ));
-        }
         for notice in self.kaniko.notices() {
             kiln::log_info!("{notice}");
         }
@@ -670,6 +654,7 @@ impl Cli {
             build_args: key_values("build-arg", &self.build_args, true)?,
             secrets: secrets(&self.secrets)?,
             labels: key_values("label", &self.labels, false)?,
+            single_snapshot: self.single_snapshot,
             ignore_paths: self
                 .ignore_paths
                 .iter()
@@ -927,11 +912,10 @@ mod tests {
         assert!(Cli::try_parse_from(["executor", "--cache=maybe"]).is_err());
         let c = Cli::try_parse_from(["executor", "--snapshotMode=redo", "--force"]).unwrap();
         assert_eq!(c.kaniko.notices().len(), 2);
-        // Flags that mean something Kiln does not do yet stop the build, named.
-        let c = Cli::try_parse_from(["executor", "--single-snapshot"]).unwrap();
+        // A value Kiln does not write yet stops the build, named.
+        let c = Cli::try_parse_from(["executor", "--compression=zstd"]).unwrap();
         let e = c.validate().unwrap_err();
-        assert_eq!(e.flag, "single-snapshot");
-        assert!(e.reason.contains("not supported yet"));
+        assert_eq!(e.flag, "compression");
         // Mirrors and maps fold into one list per registry, Docker Hub's named
         // as references name it.
         let c = Cli::try_parse_from([

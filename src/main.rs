@@ -314,6 +314,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         scratch_dir: scratch.path().to_path_buf(),
         secrets: o.secrets.clone(),
         ignore_paths: o.ignore_paths.clone(),
+        single_snapshot: o.single_snapshot,
     };
     let progress = spawn_progress(&session, o.outputs.progress);
     let ctx = BuildContext::open(&context, dockerfile.as_deref())?;

@@ -9,6 +9,7 @@ mod live;
 pub(crate) mod meta;
 pub mod mounts;
 mod run;
+mod squash;
 pub mod stage;
 pub(crate) mod users;
 
@@ -221,6 +222,8 @@ pub struct BuildOptions {
     pub secrets: BTreeMap<String, mounts::Secret>,
     /// `--ignore-path`s, root-relative: left out of RUN layers.
     pub ignore_paths: Vec<String>,
+    /// `--single-snapshot`: the target stage's own layers merged into one.
+    pub single_snapshot: bool,
 }
 
 /// Shared state of one build: clients, scratch space, options.
@@ -249,6 +252,8 @@ struct StageState {
     newest: Option<u64>,
     /// History entries before this index came from the base image.
     history_base: usize,
+    /// Layers before this index are the base image's.
+    layer_base: usize,
     config: ImageConfig,
     fs: StageFs,
     /// ARGs declared in the stage with a value.
@@ -347,8 +352,23 @@ pub async fn build(
             .get_or_insert_with(BTreeMap::new)
             .insert(k.clone(), v.clone());
     }
+    let mut layers = st.fs.layers.clone();
+    if opts.single_snapshot && layers.len() > st.layer_base + 1 {
+        let own = layers.split_off(st.layer_base);
+        let dir = opts.scratch_dir.join("single-snapshot");
+        layers.push(squash::squash(session, &own, &dir, st.format).await?);
+        // One history entry keeps the layer: the stage's last that had one.
+        let own_history = config.history.iter_mut().skip(st.history_base);
+        let mut with_layer: Vec<_> = own_history.filter(|h| !h.empty_layer).collect();
+        if let Some(last) = with_layer.pop() {
+            for h in with_layer {
+                h.empty_layer = true;
+            }
+            last.empty_layer = false;
+        }
+    }
     config.rootfs.kind = "layers".into();
-    config.rootfs.diff_ids = st.fs.layers.iter().map(|l| l.diff_id.clone()).collect();
+    config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
     let created = match st.newest {
         Some(t) if !opts.reproducible => crate::times::rfc3339(t),
         _ => session.created.clone(),
@@ -359,7 +379,7 @@ pub async fn build(
     config.created = Some(created);
     Ok(Image {
         config,
-        layers: st.fs.layers.clone(),
+        layers,
         format: st.format,
     })
 }
@@ -416,6 +436,7 @@ async fn start_stage(
             key: p.key.clone(),
             newest: p.newest,
             history_base: p.history_base,
+            layer_base: p.layer_base,
             config: p.config.clone(),
             fs: StageFs::new(p.fs.layers.clone(), dir),
             args: Env::new(),
@@ -438,6 +459,7 @@ async fn start_stage(
             key: format!("scratch {platform}"),
             newest: None,
             history_base: 0,
+            layer_base: 0,
             config,
             fs: StageFs::new(Vec::new(), dir),
             args: Env::new(),
@@ -463,6 +485,7 @@ async fn start_stage(
         key: base.manifest_digest.to_string(),
         newest: None,
         history_base: config.history.len(),
+        layer_base: base.layers.len(),
         config,
         fs: StageFs::new(base.layers, dir),
         args: Env::new(),

@@ -141,6 +141,7 @@ pub(super) async fn execute(
             (root.path().to_path_buf(), exec_user(config, read)?)
         }
     };
+    let lower_root = lower.clone();
     let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     if !env.iter().any(|(k, _)| k == "HOME") {
         env.push(("HOME".into(), user.home.clone()));
@@ -239,7 +240,8 @@ pub(super) async fn execute(
         .map(|p| p.to_string())
         .collect();
     super::mounts::remove_stubs(&dirs.upper, &mount_stubs);
-    let mut entries = super::cpu(|| sandbox::upper::changes(&dirs.upper, index, &stubs))?;
+    let mut entries =
+        super::cpu(|| sandbox::upper::changes(&dirs.upper, &lower_root, index, &stubs))?;
     drop_stub_parents(&mut entries, index);
     Ok(entries)
 }

@@ -27,13 +27,47 @@ pub enum UpperError {
 /// the sandbox made, which are not the command's doing.
 pub(crate) fn changes(
     upper: &Path,
+    lower_root: &Path,
     lower: &FsIndex,
     skip: &[String],
 ) -> Result<BTreeMap<PathKey, Planned>, UpperError> {
     let mut out = BTreeMap::new();
     let mut links: HashMap<(u64, u64), String> = HashMap::new();
-    walk(upper, "", lower, skip, &mut links, &mut out)?;
+    let below = Below {
+        root: lower_root,
+        index: lower,
+    };
+    walk(upper, "", &below, skip, &mut links, &mut out)?;
     Ok(out)
+}
+
+/// The lower layer: its index, and its files on disk.
+struct Below<'a> {
+    root: &'a Path,
+    index: &'a FsIndex,
+}
+
+/// Whether two files hold the same bytes (false when either cannot be read).
+/// A file rewritten within the second its lower copy was made, at the same
+/// size, matches it in everything the index keeps (tar times are seconds).
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (Ok(fa), Ok(fb)) = (std::fs::File::open(a), std::fs::File::open(b)) else {
+        return false;
+    };
+    let (mut ra, mut rb) = (std::io::BufReader::new(fa), std::io::BufReader::new(fb));
+    let (mut ba, mut bb) = ([0u8; 8192], [0u8; 8192]);
+    loop {
+        let Ok(n) = ra.read(&mut ba) else {
+            return false;
+        };
+        if n == 0 {
+            return matches!(rb.read(&mut bb), Ok(0));
+        }
+        if rb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return false;
+        }
+    }
 }
 
 /// Walks one directory of the upper dir; true when it put anything in `out`.
@@ -44,7 +78,7 @@ pub(crate) fn changes(
 fn walk(
     dir: &Path,
     rel: &str,
-    lower: &FsIndex,
+    lower: &Below<'_>,
     skip: &[String],
     links: &mut HashMap<(u64, u64), String>,
     out: &mut BTreeMap<PathKey, Planned>,
@@ -73,7 +107,7 @@ fn walk(
         }
         let m = std::fs::symlink_metadata(&host).map_err(io(&host))?;
         let ft = m.file_type();
-        let below = lower.get(&path);
+        let below = lower.index.get(&path);
         // A directory the sandbox put a mount point in keeps its time, as
         // BuildKit restores it when it removes its stubs.
         let stub_parent = skip
@@ -98,7 +132,10 @@ fn walk(
         let opaque = ft.is_dir()
             && is_opaque(&host)
             && matches!(below.map(|n| &n.kind), Some(NodeKind::Dir));
-        let same = !opaque && below.is_some_and(|n| unchanged(n, &m, &meta, target.as_ref()));
+        let same = !opaque
+            && below.is_some_and(|n| unchanged(n, &m, &meta, target.as_ref()))
+            && (!ft.is_file()
+                || same_bytes(&host, &lower.root.join(crate::pathname::to_path(&path))));
         if !same {
             let Some(body) = body_of(&host, &path, &m, target, links) else {
                 continue;
@@ -120,7 +157,7 @@ fn walk(
             continue;
         }
         if opaque {
-            lower_whiteouts(&host, &path, lower, out);
+            lower_whiteouts(&host, &path, lower.index, out);
         }
         if ft.is_dir() {
             walk(&host, &path, lower, skip, links, out)?;
