@@ -57,6 +57,8 @@ fn executor_image_builds_itself_and_runs_like_a_pod() {
     );
     assert_eq!(img.files["executor"].link, "kaniko/executor");
     assert!(img.files.contains_key("kaniko/.docker/config.json"));
+    // Writable by any user, as Kaniko's /kaniko is.
+    assert_eq!(img.files["kaniko"].mode & 0o7777, 0o1777);
     assert_eq!(
         img.config.config.entrypoint.as_deref(),
         Some(&["/kaniko/executor".to_string()][..])
