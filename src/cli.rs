@@ -6,6 +6,7 @@ use kiln::context::source::{GitOptions, Source, SourceError};
 use kiln::dispatch::mounts::Secret;
 use kiln::image::spec::Platform;
 use kiln::image::Reference;
+use kiln::layer::writer::Compression;
 use kiln::registry::RegistryOptions;
 use std::path::{Path, PathBuf};
 
@@ -127,7 +128,7 @@ pub struct Cli {
     /// gzip level for new layers (0-9; -1, Kaniko's default, is 6).
     #[arg(help_heading = "Build", long, default_value_t = -1, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1..=9))]
     pub compression_level: i32,
-    /// Layer compression: gzip (zstd is not written yet).
+    /// Layer compression: gzip, or zstd (the image then has OCI media types).
     #[arg(help_heading = "Build", long, default_value = "gzip")]
     pub compression: String,
     /// Retries for downloading a base image (Kiln's registry retries take the larger of this and --push-retry).
@@ -552,7 +553,7 @@ pub struct Options {
     pub single_snapshot: bool,
     pub target: Option<String>,
     pub reproducible: bool,
-    pub compression_level: u32,
+    pub compression: Compression,
     pub cache: CacheSettings,
     pub registry: RegistryOptions,
     /// Check push access to every destination before building.
@@ -580,13 +581,19 @@ impl Cli {
         for notice in self.kaniko.notices() {
             kiln::log_info!("{notice}");
         }
-        if self.compression != "gzip" {
-            return Err(FlagError::new(
-                "compression",
-                &self.compression,
-                "Kiln writes gzip layers (zstd is not written yet)",
-            ));
-        }
+        // -1 is Kaniko's "the library's default": gzip's 6, zstd's 3.
+        let level = u32::try_from(self.compression_level).ok();
+        let compression = match self.compression.as_str() {
+            "gzip" => Compression::Gzip(level.unwrap_or(6)),
+            "zstd" => Compression::Zstd(level.map_or(3, |l| l as i32)),
+            other => {
+                return Err(FlagError::new(
+                    "compression",
+                    other,
+                    "Kiln writes gzip or zstd layers",
+                ))
+            }
+        };
         // Kaniko's rule: a bucket replaces the default context or a URL one.
         let context_flag = match &self.bucket {
             Some(b) if self.context == "." || self.context.contains("://") => {
@@ -682,8 +689,7 @@ impl Cli {
             explicit_platform: self.custom_platform.is_some(),
             target: self.target,
             reproducible: self.reproducible,
-            // -1 is Kaniko's "the library's default", gzip's 6.
-            compression_level: u32::try_from(self.compression_level).unwrap_or(6),
+            compression,
             cache,
             registry,
             check_push: !self.no_push && !self.skip_push_permission_check,
@@ -912,8 +918,8 @@ mod tests {
         assert!(Cli::try_parse_from(["executor", "--cache=maybe"]).is_err());
         let c = Cli::try_parse_from(["executor", "--snapshotMode=redo", "--force"]).unwrap();
         assert_eq!(c.kaniko.notices().len(), 2);
-        // A value Kiln does not write yet stops the build, named.
-        let c = Cli::try_parse_from(["executor", "--compression=zstd"]).unwrap();
+        // A compression Kiln does not write stops the build, named.
+        let c = Cli::try_parse_from(["executor", "--compression=lz4"]).unwrap();
         let e = c.validate().unwrap_err();
         assert_eq!(e.flag, "compression");
         // Mirrors and maps fold into one list per registry, Docker Hub's named

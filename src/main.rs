@@ -301,7 +301,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         Cache::new(o.cache.clone(), wall_now),
         blobs_dir,
         o.cache.dir.clone(),
-        o.compression_level,
+        o.compression,
         if o.reproducible { 0 } else { wall_now },
     );
     let opts = BuildOptions {
@@ -398,7 +398,7 @@ async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<(
         ),
         scratch.path().to_path_buf(),
         Some(cli.cache_dir.clone()),
-        6,
+        kiln::layer::writer::Compression::Gzip(6),
         0,
     );
     for image in images {

@@ -83,12 +83,28 @@ def main():
 OLD = 1_600_000_000
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def open_tar(blob):
+    """A layer's tar: gzip, bzip2 and xz by tarfile itself, zstd by Debian's
+    python3-zstandard (the standard library has none before 3.14)."""
+    if blob.startswith(ZSTD_MAGIC):
+        try:
+            import zstandard
+        except ImportError:
+            sys.exit("a zstd layer needs python3-zstandard: apt-get install python3-zstandard (.ci/run does this)")
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob)) as r:
+            blob = r.read()
+    return tarfile.open(fileobj=io.BytesIO(blob), mode="r:*",
+                        encoding="utf-8", errors="surrogateescape")
+
+
 def list_layer(blob):
     """Each entry of one layer as it is in the tar: name, type, mode, owner, and
     the time when it is an old one."""
     rows = []
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*",
-                      encoding="utf-8", errors="surrogateescape") as tf:
+    with open_tar(blob) as tf:
         for m in tf:
             name = show(clean(m.name.encode("utf-8", "surrogateescape")))
             row = f"{name} {m.type.decode()} {m.mode & 0o7777:o} {m.uid}:{m.gid}"
@@ -106,8 +122,7 @@ def remove_tree(files, name, keep=()):
 
 def apply_layer(files, blob):
     this_layer = set()
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*",
-                      encoding="utf-8", errors="surrogateescape") as tf:
+    with open_tar(blob) as tf:
         for m in tf:
             name = clean(m.name.encode("utf-8", "surrogateescape"))
             parent, _, base = name.rpartition(b"/")

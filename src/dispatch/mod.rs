@@ -166,7 +166,7 @@ impl Session {
         cache: Cache,
         scratch: PathBuf,
         cache_dir: Option<PathBuf>,
-        compression_level: u32,
+        compression: crate::layer::writer::Compression,
         now: u64,
     ) -> Session {
         let registry = std::sync::Arc::new(registry);
@@ -177,7 +177,7 @@ impl Session {
             registry,
             cache,
             blobs_dir: scratch,
-            compression_level,
+            compression,
             created: crate::times::rfc3339(now),
             now,
         }
@@ -239,7 +239,7 @@ pub struct Session {
     /// `RUN --mount=type=cache` directories: `--cache-dir/mounts`, kept between
     /// builds, else in scratch for this build only.
     pub(crate) cache_mounts: PathBuf,
-    pub compression_level: u32,
+    pub compression: crate::layer::writer::Compression,
     pub created: String,
     pub now: u64,
 }
@@ -367,6 +367,17 @@ pub async fn build(
             last.empty_layer = false;
         }
     }
+    let mut format = st.format;
+    if matches!(
+        session.compression,
+        crate::layer::writer::Compression::Zstd(_)
+    ) {
+        // zstd layers exist only in OCI's media types: the whole image goes OCI.
+        format = ManifestFormat::Oci;
+        for l in &mut layers {
+            l.descriptor.media_type = remote::oci_layer_type(&l.descriptor.media_type).to_string();
+        }
+    }
     config.rootfs.kind = "layers".into();
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
     let created = match st.newest {
@@ -380,7 +391,7 @@ pub async fn build(
     Ok(Image {
         config,
         layers,
-        format: st.format,
+        format,
     })
 }
 

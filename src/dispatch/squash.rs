@@ -91,9 +91,9 @@ pub(super) async fn squash(
         );
     }
     let path = dir.join("single-snapshot.tar.gz");
-    let level = session.compression_level;
+    let compression = session.compression;
     let file = super::cpu(move || -> Result<_, BuildError> {
-        let mut w = LayerWriter::create(&path, level)?;
+        let mut w = LayerWriter::create_with(&path, compression)?;
         for (key, p) in &planned {
             w.append(&key.0, &p.meta, &p.body)?;
         }
@@ -101,7 +101,7 @@ pub(super) async fn squash(
     })?;
     Ok(Layer {
         descriptor: crate::image::spec::Descriptor {
-            media_type: format.media_types().2.to_string(),
+            media_type: compression.media_type(format.media_types().2).to_string(),
             digest: file.digest,
             size: file.size,
             platform: None,

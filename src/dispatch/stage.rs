@@ -260,7 +260,7 @@ impl StageFs {
         let started = std::time::Instant::now();
         let n = self.layers.len();
         let path = self.dir.join(format!("layer-{n}.tar.gz"));
-        let mut w = LayerWriter::create(&path, session.compression_level)?;
+        let mut w = LayerWriter::create_with(&path, session.compression)?;
         self.last_entries.clear();
         for (key, p) in &entries {
             w.append(&key.0, &p.meta, &p.body)?;
@@ -280,7 +280,10 @@ impl StageFs {
         }
         let layer = Layer {
             descriptor: crate::image::spec::Descriptor {
-                media_type: format.media_types().2.to_string(),
+                media_type: session
+                    .compression
+                    .media_type(format.media_types().2)
+                    .to_string(),
                 digest: file.digest,
                 size: file.size,
                 platform: None,

@@ -57,6 +57,20 @@ pub enum ManifestFormat {
     Oci,
 }
 
+/// OCI's name for a layer media type (Docker's gzip and foreign layers have
+/// OCI twins; others are OCI's already).
+pub(crate) fn oci_layer_type(media_type: &str) -> &str {
+    match media_type {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        }
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        }
+        other => other,
+    }
+}
+
 /// A base image as fetched: config and layers, nothing downloaded yet.
 #[derive(Debug, Clone)]
 pub struct RemoteImage {

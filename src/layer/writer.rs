@@ -106,7 +106,60 @@ pub struct LayerFile {
     pub size: u64,
 }
 
-type Sink = tar::Builder<HashingWriter<GzipWriter<HashingWriter<BufWriter<File>>>>>;
+/// How new layers are compressed (`--compression`, `--compression-level`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Compression {
+    Gzip(u32),
+    Zstd(i32),
+}
+
+impl Compression {
+    /// The layer media type: gzip's follows the manifest's format (given as
+    /// its gzip layer type); zstd has only OCI's.
+    pub fn media_type(self, gzip_type: &'static str) -> &'static str {
+        match self {
+            Compression::Gzip(_) => gzip_type,
+            Compression::Zstd(_) => MT_OCI_ZSTD_LAYER,
+        }
+    }
+}
+
+pub const MT_OCI_ZSTD_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
+type Blob = HashingWriter<BufWriter<File>>;
+
+/// The compressor between the tar and the blob file.
+enum Compressor {
+    Gzip(GzipWriter<Blob>),
+    Zstd(zstd::stream::write::Encoder<'static, Blob>),
+}
+
+impl Write for Compressor {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Gzip(w) => w.write(buf),
+            Compressor::Zstd(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Gzip(w) => w.flush(),
+            Compressor::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+impl Compressor {
+    fn finish(self) -> io::Result<Blob> {
+        match self {
+            Compressor::Gzip(w) => w.finish(),
+            Compressor::Zstd(w) => w.finish(),
+        }
+    }
+}
+
+type Sink = tar::Builder<HashingWriter<Compressor>>;
 
 /// Streams entries into a gzip'd tar at `path`.
 pub struct LayerWriter {
@@ -115,20 +168,27 @@ pub struct LayerWriter {
 }
 
 impl LayerWriter {
+    /// A gzip layer at `level`.
     pub fn create(path: &Path, level: u32) -> Result<LayerWriter, WriteError> {
-        let file = File::create(path).map_err(|source| WriteError::Finish {
+        LayerWriter::create_with(path, Compression::Gzip(level))
+    }
+
+    pub fn create_with(path: &Path, compression: Compression) -> Result<LayerWriter, WriteError> {
+        let err = |source| WriteError::Finish {
             path: path.to_path_buf(),
             source,
-        })?;
-        let gz = GzipWriter::new(
-            HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
-            level,
-        )
-        .map_err(|source| WriteError::Finish {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut tar = tar::Builder::new(HashingWriter::new(gz));
+        };
+        let file = File::create(path).map_err(err)?;
+        let blob = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let compressor = match compression {
+            Compression::Gzip(level) => {
+                Compressor::Gzip(GzipWriter::new(blob, level).map_err(err)?)
+            }
+            Compression::Zstd(level) => {
+                Compressor::Zstd(zstd::stream::write::Encoder::new(blob, level).map_err(err)?)
+            }
+        };
+        let mut tar = tar::Builder::new(HashingWriter::new(compressor));
         tar.mode(tar::HeaderMode::Complete);
         Ok(LayerWriter {
             tar,
@@ -223,8 +283,8 @@ impl LayerWriter {
             source,
         };
         let hashed_tar = self.tar.into_inner().map_err(err)?;
-        let (gz, diff_id, _) = hashed_tar.finish();
-        let hashed_file = gz.finish().map_err(err)?;
+        let (compressor, diff_id, _) = hashed_tar.finish();
+        let hashed_file = compressor.finish().map_err(err)?;
         let (mut buf, digest, size) = hashed_file.finish();
         buf.flush().map_err(err)?;
         Ok(LayerFile {
