@@ -414,6 +414,8 @@ fn progress_on_a_terminal_plain_lines_elsewhere() {
         shown.contains("\x1b[2K") && shown.contains("pushed") && shown.contains(" MB"),
         "progress line on a terminal: {shown}"
     );
+    // Kaniko's default format, color: the level word in color on a terminal.
+    assert!(shown.contains("\x1b[36mINFO\x1b[0m"), "{shown}");
     let piped = build_with(ctx.path(), &format!("{}/tty:2", reg.host), &[]);
     assert_ok(&piped);
     assert!(

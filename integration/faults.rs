@@ -574,3 +574,47 @@ fn independent_stages_run_concurrently() {
         "from a\nfrom b\n"
     );
 }
+
+/// A tag the registry keeps immutable (ECR's answer, injected in front of a
+/// real registry): an error naming it, unless --push-ignore-immutable-tag-errors
+/// lets the push count as done, as Kaniko does.
+#[test]
+fn immutable_tags_fail_unless_told_to_ignore_them() {
+    let reg = TestRegistry::start();
+    let proxy = FaultProxy::start(&reg.host);
+    const ECR: &str = r#"{"errors":[{"code":"TAG_INVALID","message":"The image tag '1' already exists in the 'app' repository and cannot be overwritten because the repository is immutable."}]}"#;
+    proxy.add("PUT", "/v2/app/manifests/1", Fault::Reply(400, ECR), 2);
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(
+        ctx.path(),
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY a.txt /\n"),
+            ("a.txt", "a\n"),
+        ],
+    );
+    let dest = format!("{}/app:1", proxy.host);
+    let args = [
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &dest,
+    ];
+    let out = executor(&args);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        e.contains("cannot be overwritten because the repository is immutable"),
+        "{e}"
+    );
+    let out = executor(&[&args[..], &["--push-ignore-immutable-tag-errors"]].concat());
+    assert_ok(&out);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("the tag is immutable there and was not moved"),
+        "{e}"
+    );
+    assert!(
+        proxy.pending().is_empty(),
+        "both pushes met the immutable tag"
+    );
+}

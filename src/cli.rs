@@ -116,12 +116,15 @@ pub struct Cli {
     /// Log level, as Kaniko names them.
     #[arg(help_heading = "Logging", short = 'v', long, value_enum, default_value_t = Verbosity::Info)]
     pub verbosity: Verbosity,
-    /// Log lines as text (Kaniko's `color` is taken as text) or JSON, one object per line.
-    #[arg(help_heading = "Logging", long, value_enum, default_value_t = LogFormat::Text)]
+    /// Log lines as color (levels in color on a terminal, text elsewhere), text, or JSON (one object per line).
+    #[arg(help_heading = "Logging", long, value_enum, default_value_t = LogFormat::Color)]
     pub log_format: LogFormat,
     /// Start each text log line with its time (RFC 3339).
     #[arg(help_heading = "Logging", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub log_timestamp: bool,
+    /// A push the registry refuses because the tag is immutable there (Artifact Registry, ECR) counts as done.
+    #[arg(help_heading = "Push", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub push_ignore_immutable_tag_errors: bool,
     /// Retries for registry requests after 5xx, 429, resets and timeouts.
     #[arg(help_heading = "Push", long, default_value_t = 3)]
     pub push_retry: u32,
@@ -283,8 +286,6 @@ pub struct KanikoOnly {
     pub preserve_context: Option<bool>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
     pub materialize: Option<bool>,
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
-    pub push_ignore_immutable_tag_errors: Option<bool>,
     #[arg(long, hide = true)]
     pub image_fs_extract_retry: Option<u32>,
     #[arg(long = "credential-helpers", hide = true, action = ArgAction::Append)]
@@ -349,11 +350,6 @@ impl KanikoOnly {
                 self.materialize.is_some(),
                 "materialize",
                 "Kiln writes no filesystem for the final stage",
-            ),
-            given(
-                self.push_ignore_immutable_tag_errors.is_some(),
-                "push-ignore-immutable-tag-errors",
-                "a refused tag push stays an error",
             ),
             given(
                 self.image_fs_extract_retry.is_some(),
@@ -574,6 +570,8 @@ pub struct Outputs {
     pub image_name_tag_with_digest_file: Option<PathBuf>,
     /// A progress line on a terminal (never with JSON logs).
     pub progress: bool,
+    /// `--push-ignore-immutable-tag-errors`.
+    pub ignore_immutable_tags: bool,
 }
 
 impl Cli {
@@ -702,6 +700,7 @@ impl Cli {
                 image_name_with_digest_file: self.image_name_with_digest_file,
                 image_name_tag_with_digest_file: self.image_name_tag_with_digest_file,
                 progress: !json_log && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                ignore_immutable_tags: self.push_ignore_immutable_tag_errors,
             },
         })
     }
@@ -792,7 +791,7 @@ impl Verbosity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
-    /// Kaniko's default; Kiln writes plain text.
+    /// Kaniko's default: the level in color on a terminal, plain text elsewhere.
     Color,
     Json,
 }

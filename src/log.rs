@@ -6,6 +6,8 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 static JSON: AtomicBool = AtomicBool::new(false);
+/// Kaniko's `color` format on a terminal: the level word in color.
+static COLOR: AtomicBool = AtomicBool::new(false);
 /// The least level printed, as `Level as u8`.
 static LEAST: AtomicU8 = AtomicU8::new(Level::Info as u8);
 /// `--log-timestamp`: text lines start with their time.
@@ -66,10 +68,20 @@ impl Level {
     }
 }
 
-/// Chooses JSON lines (true) or text, the least level shown, and whether
-/// text lines carry their time.
-pub fn configure(json: bool, least: Level, timestamp: bool) {
-    JSON.store(json, Ordering::Relaxed);
+/// How lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    /// Text with the level word in color (meant for terminals only).
+    Color,
+    Json,
+}
+
+/// Chooses the format, the least level shown, and whether text lines carry
+/// their time.
+pub fn configure(format: Format, least: Level, timestamp: bool) {
+    JSON.store(format == Format::Json, Ordering::Relaxed);
+    COLOR.store(format == Format::Color, Ordering::Relaxed);
     LEAST.store(least as u8, Ordering::Relaxed);
     TIMESTAMP.store(timestamp, Ordering::Relaxed);
 }
@@ -89,18 +101,28 @@ pub fn emit(level: Level, msg: std::fmt::Arguments<'_>) {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         serde_json::json!({ "level": level.name(), "msg": msg.to_string(), "time": t }).to_string()
-    } else if TIMESTAMP.load(Ordering::Relaxed) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        format!(
-            "{} {} {msg}",
-            crate::times::rfc3339(now),
-            level.name().to_ascii_uppercase()
-        )
     } else {
-        format!("{} {msg}", level.name().to_ascii_uppercase())
+        let word = level.name().to_ascii_uppercase();
+        let word = if COLOR.load(Ordering::Relaxed) {
+            let code = match level {
+                Level::Debug => 90,
+                Level::Info => 36,
+                Level::Warn => 33,
+                Level::Error => 31,
+            };
+            format!("\x1b[{code}m{word}\x1b[0m")
+        } else {
+            word
+        };
+        if TIMESTAMP.load(Ordering::Relaxed) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            format!("{} {word} {msg}", crate::times::rfc3339(now))
+        } else {
+            format!("{word} {msg}")
+        }
     };
     let mut err = std::io::stderr().lock();
     if PROGRESS.swap(false, Ordering::Relaxed) {

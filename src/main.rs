@@ -216,20 +216,28 @@ async fn publish_all(
             .with_context(|| format!("pushing {d}"))?;
     }
     for d in destinations {
-        let digest = publish::push_manifest(&publisher, d, s)
-            .await
-            .with_context(|| format!("pushing {d}"))?;
-        kiln::log_info!("pushed {d}@{digest}");
+        match publish::push_manifest(&publisher, d, s).await {
+            Ok(digest) => kiln::log_info!("pushed {d}@{digest}"),
+            Err(e) if out.ignore_immutable_tags && publish::is_immutable_tag_error(&e) => {
+                kiln::log_warn!(
+                    "{d}: the tag is immutable there and was not moved ({e}); --push-ignore-immutable-tag-errors counts the push as done"
+                )
+            }
+            Err(e) => return Err(e).with_context(|| format!("pushing {d}")),
+        }
     }
     Ok(())
 }
 
 async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
-    kiln::log::configure(
-        cli.log_format == cli::LogFormat::Json,
-        cli.verbosity.level(),
-        cli.log_timestamp,
-    );
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let format = match cli.log_format {
+        cli::LogFormat::Json => kiln::log::Format::Json,
+        // Kaniko's default: color on a terminal, text elsewhere.
+        cli::LogFormat::Color if terminal => kiln::log::Format::Color,
+        _ => kiln::log::Format::Text,
+    };
+    kiln::log::configure(format, cli.verbosity.level(), cli.log_timestamp);
     let o = cli.validate()?;
     // A context fetched, or a Dockerfile on stdin, is read once: a user
     // namespace (for RUN) is entered before, whatever the Dockerfile says.

@@ -146,6 +146,20 @@ pub async fn push_manifest(
         .await?)
 }
 
+/// What registries say when a tag may not move (Kaniko's list): Google's
+/// Artifact Registry and Amazon ECR.
+const IMMUTABLE_TAG: [&str; 2] = [
+    "The repository has enabled tag immutability",
+    "cannot be overwritten because the repository is immutable",
+];
+
+/// Whether a manifest push failed because the tag is immutable there
+/// (`--push-ignore-immutable-tag-errors` lets such a push count as done).
+pub fn is_immutable_tag_error(e: &PublishError) -> bool {
+    let text = e.to_string();
+    IMMUTABLE_TAG.iter().any(|m| text.contains(m))
+}
+
 /// Local blob files for every layer (tarball and layout outputs).
 async fn local_blobs(store: &BlobStore, image: &Image) -> Result<Vec<PathBuf>, PublishError> {
     let mut out = Vec::new();

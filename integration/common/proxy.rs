@@ -24,6 +24,8 @@ pub enum Fault {
     Challenge(String),
     /// Forward the headers and half the body, then send nothing for this long.
     Stall(Duration),
+    /// Answer with this status and a JSON body (a registry's `errors` list).
+    Reply(u16, &'static str),
 }
 
 #[derive(Clone, Debug)]
@@ -139,6 +141,15 @@ fn handle(
             write!(
                 client_w,
                 "HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\n{extra}Connection: close\r\n\r\n"
+            )?;
+            let _ = client_w.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        Some(Fault::Reply(code, body)) => {
+            write!(
+                client_w,
+                "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
             )?;
             let _ = client_w.shutdown(Shutdown::Both);
             return Ok(());
