@@ -375,11 +375,8 @@ impl KanikoOnly {
 
 /// Go's `strconv.ParseBool`, as Kaniko's flags take booleans (`=TRUE`, `=1`, `=t`).
 pub fn go_bool(s: &str) -> Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!("{s:?} is not a boolean (true, false, 1, 0, t, f)")),
-    }
+    kiln::context::source::go_bool(s)
+        .ok_or_else(|| format!("{s:?} is not a boolean (true, false, 1, 0, t, f)"))
 }
 
 /// `executor warmer`: fills `--cache-dir` with base layers and their file indexes.

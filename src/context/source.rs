@@ -99,7 +99,8 @@ impl GitOptions {
     }
 }
 
-fn go_bool(s: &str) -> Option<bool> {
+/// Go's `strconv.ParseBool`, as Kaniko reads booleans (`TRUE`, `1`, `t`).
+pub fn go_bool(s: &str) -> Option<bool> {
     match s {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),

@@ -50,9 +50,32 @@ struct Below<'a> {
 /// Whether two files hold the same bytes (false when either cannot be read).
 /// A file rewritten within the second its lower copy was made, at the same
 /// size, matches it in everything the index keeps (tar times are seconds).
-fn same_bytes(a: &Path, b: &Path) -> bool {
+fn same_bytes(a: &Path, root: &Path, rel: &str) -> bool {
     use std::io::Read;
-    let (Ok(fa), Ok(fb)) = (std::fs::File::open(a), std::fs::File::open(b)) else {
+    use std::os::unix::fs::OpenOptionsExt;
+    // The lower file is read only where every parent is a real directory and
+    // the file no link: a link there would lead out of the root.
+    let mut dir = root.to_path_buf();
+    let mut parts: Vec<&str> = rel.split('/').collect();
+    let Some(name) = parts.pop() else {
+        return false;
+    };
+    for p in parts {
+        dir.push(crate::pathname::to_path(p));
+        if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return false;
+        }
+    }
+    let nofollow = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(p)
+    };
+    let (Ok(fa), Ok(fb)) = (
+        nofollow(a),
+        nofollow(&dir.join(crate::pathname::to_path(name))),
+    ) else {
         return false;
     };
     let (mut ra, mut rb) = (std::io::BufReader::new(fa), std::io::BufReader::new(fb));
@@ -134,8 +157,7 @@ fn walk(
             && matches!(below.map(|n| &n.kind), Some(NodeKind::Dir));
         let same = !opaque
             && below.is_some_and(|n| unchanged(n, &m, &meta, target.as_ref()))
-            && (!ft.is_file()
-                || same_bytes(&host, &lower.root.join(crate::pathname::to_path(&path))));
+            && (!ft.is_file() || same_bytes(&host, lower.root, &path));
         if !same {
             let Some(body) = body_of(&host, &path, &m, target, links) else {
                 continue;
