@@ -45,6 +45,19 @@ fn pack(dir: &Path, flags: &str, out: &Path) {
     );
 }
 
+/// The sample context in `work/ctx`, built from the directory: the files every
+/// other way of sending it must give, and the context as a gzip'd tarball.
+fn reference(reg: &TestRegistry, work: &Path) -> (Vec<(String, Flat)>, std::path::PathBuf) {
+    let ctx = work.join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    sample_context(&ctx);
+    assert_ok(&build_with(&ctx, &format!("{}/ctx/dir:1", reg.host), &[]));
+    let want = ctx_files(reg, "ctx/dir:1");
+    let gz = work.join("ctx.tar.gz");
+    pack(&ctx, "-czf", &gz);
+    (want, gz)
+}
+
 /// The files under /ctx, with the times that differ between builds left out.
 fn ctx_files(reg: &TestRegistry, repo_tag: &str) -> Vec<(String, Flat)> {
     pull(reg, repo_tag)
@@ -58,19 +71,13 @@ fn ctx_files(reg: &TestRegistry, repo_tag: &str) -> Vec<(String, Flat)> {
 fn tar_contexts_from_a_file_gzip_or_plain_and_from_stdin() {
     let reg = TestRegistry::start();
     let work = tempfile::tempdir().unwrap();
+    let (want, gz) = reference(&reg, work.path());
     let ctx = work.path().join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
-    sample_context(&ctx);
-    let from_dir = format!("{}/ctx/dir:1", reg.host);
-    assert_ok(&build_with(&ctx, &from_dir, &[]));
-    let want = ctx_files(&reg, "ctx/dir:1");
     let names: Vec<&str> = want.iter().map(|(k, _)| k.as_str()).collect();
     assert!(names.contains(&"ctx/sub/deep/b.txt") && names.contains(&"ctx/link"));
     assert!(!names.contains(&"ctx/secret.key"), "{names:?}");
 
-    let gz = work.path().join("ctx.tar.gz");
     let plain = work.path().join("ctx.tar");
-    pack(&ctx, "-czf", &gz);
     pack(&ctx, "-cf", &plain);
     for (tag, file) in [("gz", &gz), ("plain", &plain)] {
         let dest = format!("{}/ctx/{tag}:1", reg.host);
@@ -176,13 +183,7 @@ t.close()
 fn https_and_http_tarball_contexts() {
     let reg = TestRegistry::start();
     let work = tempfile::tempdir().unwrap();
-    let ctx = work.path().join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
-    sample_context(&ctx);
-    assert_ok(&build_with(&ctx, &format!("{}/ctx/dir:1", reg.host), &[]));
-    let want = ctx_files(&reg, "ctx/dir:1");
-    let gz = work.path().join("ctx.tar.gz");
-    pack(&ctx, "-czf", &gz);
+    let (want, gz) = reference(&reg, work.path());
     let server = FileServer::start(&[
         (
             "/ctx.tar.gz",
@@ -335,13 +336,7 @@ fn a_dockerfile_from_stdin_and_refused_contexts() {
 fn bucket_contexts_from_s3_gcs_and_azure() {
     let reg = TestRegistry::start();
     let work = tempfile::tempdir().unwrap();
-    let ctx = work.path().join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
-    sample_context(&ctx);
-    assert_ok(&build_with(&ctx, &format!("{}/ctx/dir:1", reg.host), &[]));
-    let want = ctx_files(&reg, "ctx/dir:1");
-    let gz = work.path().join("ctx.tar.gz");
-    pack(&ctx, "-czf", &gz);
+    let (want, gz) = reference(&reg, work.path());
     let body = std::fs::read(&gz).unwrap();
     let server = FileServer::start(&[
         ("/ctx-bucket/builds/ctx.tar.gz", Reply::Object(body.clone())),

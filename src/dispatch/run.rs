@@ -277,11 +277,9 @@ pub(super) fn drop_ignored(entries: &mut Entries, ignored: &[String]) {
         return;
     }
     entries.retain(|k, _| {
-        let (parent, name) = k.0.rsplit_once('/').unwrap_or(("", k.0.as_str()));
-        let target = match name.strip_prefix(".wh.") {
-            Some(".wh..opq") => parent.to_string(),
-            Some(removed) if parent.is_empty() => removed.to_string(),
-            Some(removed) => format!("{parent}/{removed}"),
+        use crate::layer::reader::{whiteout_of_path, Whiteout};
+        let target = match whiteout_of_path(&k.0) {
+            Some(Whiteout::Remove(t) | Whiteout::Opaque(t)) => t,
             None => k.0.clone(),
         };
         !ignored

@@ -216,12 +216,6 @@ mod tests {
     use super::*;
 
     fn entry(path: &str, kind: Kind) -> Entry {
-        let whiteout = match path.rsplit_once('/') {
-            Some((d, n)) => reader::whiteout_of(d, n),
-            None => reader::whiteout_of("", path),
-        }
-        .ok()
-        .flatten();
         Entry {
             path: path.to_string(),
             kind,
@@ -230,7 +224,7 @@ mod tests {
             gid: 0,
             size: 0,
             mtime: 0,
-            whiteout,
+            whiteout: reader::whiteout_of_path(path),
             xattrs: Default::default(),
         }
     }

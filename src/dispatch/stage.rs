@@ -310,12 +310,7 @@ fn planned_entry(path: &str, p: &Planned) -> Entry {
         EntryBody::Symlink(t) => (Kind::Symlink(t.clone()), 0),
         EntryBody::Hardlink(t) => (Kind::Hardlink(t.clone()), 0),
     };
-    let whiteout = match path.rsplit_once('/') {
-        Some((dir, name)) => reader::whiteout_of(dir, name),
-        None => reader::whiteout_of("", path),
-    }
-    .ok()
-    .flatten();
+    let whiteout = reader::whiteout_of_path(path);
     Entry {
         path: path.to_string(),
         kind,

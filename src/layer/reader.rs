@@ -315,6 +315,17 @@ where
     Ok(())
 }
 /// What an entry `name` in directory `dir` hides, if it is a whiteout.
+/// [`whiteout_of`] for a whole root-relative path; names that hide nothing
+/// are no whiteout here.
+pub(crate) fn whiteout_of_path(path: &str) -> Option<Whiteout> {
+    match path.rsplit_once('/') {
+        Some((dir, name)) => whiteout_of(dir, name),
+        None => whiteout_of("", path),
+    }
+    .ok()
+    .flatten()
+}
+
 pub(crate) fn whiteout_of(dir: &str, name: &str) -> Result<Option<Whiteout>, &'static str> {
     if name == ".wh..wh..opq" {
         return Ok(Some(Whiteout::Opaque(dir.to_string())));
