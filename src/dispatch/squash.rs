@@ -7,7 +7,7 @@
 
 use super::stage::{PathKey, Planned, StageFs};
 use super::{BuildError, Session};
-use crate::image::{Layer, LayerSource, ManifestFormat};
+use crate::image::{Layer, ManifestFormat};
 use crate::layer::reader::{self, Entry, Kind, ReadError, Whiteout};
 use crate::layer::writer::{EntryBody, EntryMeta, LayerWriter};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -99,18 +99,10 @@ pub(super) async fn squash(
         }
         Ok(w.finish()?)
     })?;
-    Ok(Layer {
-        descriptor: crate::image::spec::Descriptor {
-            media_type: compression.media_type(format.media_types().2).to_string(),
-            digest: file.digest,
-            size: file.size,
-            platform: None,
-            annotations: None,
-            urls: None,
-        },
-        diff_id: file.diff_id,
-        source: LayerSource::Local(file.path.clone()),
-    })
+    Ok(super::stage::written_layer(
+        file,
+        compression.media_type(format.media_types().2),
+    ))
 }
 
 /// Applies one entry of layer `i` to the merge.

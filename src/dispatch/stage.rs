@@ -278,26 +278,29 @@ impl StageFs {
         if let Some(idx) = self.index.get_mut() {
             idx.apply_entries(&self.last_entries);
         }
-        let layer = Layer {
-            descriptor: crate::image::spec::Descriptor {
-                media_type: session
-                    .compression
-                    .media_type(format.media_types().2)
-                    .to_string(),
-                digest: file.digest,
-                size: file.size,
-                platform: None,
-                annotations: None,
-                urls: None,
-            },
-            diff_id: file.diff_id,
-            source: LayerSource::Local(file.path.clone()),
-        };
+        let path = file.path.clone();
+        let layer = written_layer(file, session.compression.media_type(format.media_types().2));
         if let Some(root) = self.rootfs.get() {
-            root.apply_layer(&file.path, &layer.descriptor.digest)?;
+            root.apply_layer(&path, &layer.descriptor.digest)?;
         }
         self.layers.push(layer.clone());
         Ok(layer)
+    }
+}
+
+/// A layer this build wrote, under `media_type`.
+pub(crate) fn written_layer(file: crate::layer::writer::LayerFile, media_type: &str) -> Layer {
+    Layer {
+        descriptor: crate::image::spec::Descriptor {
+            media_type: media_type.to_string(),
+            digest: file.digest,
+            size: file.size,
+            platform: None,
+            annotations: None,
+            urls: None,
+        },
+        diff_id: file.diff_id,
+        source: LayerSource::Local(file.path),
     }
 }
 
