@@ -13,6 +13,7 @@ pub mod layer;
 pub mod log;
 pub mod pathname;
 pub mod plan;
+pub mod procs;
 pub mod publish;
 pub mod registry;
 pub(crate) mod rootfs;

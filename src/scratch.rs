@@ -20,9 +20,11 @@ impl Cleanup {
         self.paths().push(dir.to_path_buf());
     }
 
-    /// Removes every registered directory that still exists.
+    /// Kills the processes each registered directory records (RUN's helpers
+    /// and pid namespaces), then removes the directories that still exist.
     pub fn remove_all(&self) {
         for dir in self.paths().drain(..) {
+            crate::procs::kill_recorded(&dir.join(crate::procs::DIR));
             let _ = std::fs::remove_dir_all(dir);
         }
     }
@@ -50,6 +52,15 @@ impl Scratch {
     pub fn create(parent: &Path, cleanup: &Cleanup) -> io::Result<Scratch> {
         std::fs::create_dir_all(parent)?;
         for stale in stale_dirs(parent) {
+            // A killed build's RUN steps may still run (a step that changed its
+            // user loses its parent-death signal): they go first.
+            let killed = crate::procs::kill_recorded(&stale.join(crate::procs::DIR));
+            if killed > 0 {
+                crate::log_warn!(
+                    "killed {killed} process(es) that a build that no longer runs left behind in {}",
+                    stale.display()
+                );
+            }
             match std::fs::remove_dir_all(&stale) {
                 Ok(()) => crate::log_info!(
                     "removed {}, left behind by a build that no longer runs",

@@ -19,7 +19,7 @@ use crate::rootfs::keep::Keep;
 use crate::sandbox::{Mount, MountWhat};
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -160,7 +160,10 @@ impl RunMounts {
         for i in order {
             let (m, origin) = &self.mounts[i];
             let own = dir.join(format!("mount-{i}"));
-            std::fs::create_dir_all(&own)
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&own)
                 .map_err(|e| BuildError::io(format!("creating {}", own.display()), e))?;
             let target = m.target.clone().unwrap_or_default();
             let source = rooted(m.source.as_deref().unwrap_or("/"));
@@ -225,12 +228,14 @@ impl RunMounts {
                     }
                     if m.target.is_some() {
                         let file = own.join("secret");
-                        write_secret(&file, value, m)?;
+                        write_secret(&file, value)?;
                         h.items.push(Item {
                             target,
-                            what: Content::Bind {
+                            what: Content::Secret {
                                 path: file,
-                                readonly: true,
+                                mode: m.mode.unwrap_or(0o400),
+                                uid: m.uid.unwrap_or(0),
+                                gid: m.gid.unwrap_or(0),
                             },
                             own,
                         });
@@ -263,25 +268,20 @@ fn context_tree(ctx: &BuildContext) -> super::copy::SourceTree<'_> {
     }
 }
 
-/// A secret's file: its mode (0400 unless given) and owner (root unless given).
-fn write_secret(file: &Path, value: &[u8], m: &MountSpec) -> Result<(), BuildError> {
+/// A secret's host copy: the executor's own, 0400, in the mount's 0700
+/// directory, whatever `mode=` says (the sandbox applies `mode=`, `uid=` and
+/// `gid=` to a copy only the step sees).
+fn write_secret(file: &Path, value: &[u8]) -> Result<(), BuildError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let err = |e| BuildError::io("writing a secret's file", e);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(0o400)
         .open(file)
         .map_err(err)?;
-    f.write_all(value).map_err(err)?;
-    std::os::unix::fs::chown(file, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)))
-        .map_err(err)?;
-    std::fs::set_permissions(
-        file,
-        std::fs::Permissions::from_mode(m.mode.unwrap_or(0o400)),
-    )
-    .map_err(err)
+    f.write_all(value).map_err(err)
 }
 
 /// Where a cache's instances live: caches differ by id and by what a new one
@@ -396,9 +396,24 @@ struct Item {
 }
 
 enum Content {
-    Bind { path: PathBuf, readonly: bool },
-    Cache { path: PathBuf, readonly: bool },
-    Tmpfs { size: Option<u64> },
+    Bind {
+        path: PathBuf,
+        readonly: bool,
+    },
+    Cache {
+        path: PathBuf,
+        readonly: bool,
+    },
+    Tmpfs {
+        size: Option<u64>,
+    },
+    /// The 0400 host copy, and what the step sees.
+    Secret {
+        path: PathBuf,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 impl HostMounts {
@@ -521,6 +536,17 @@ impl HostMounts {
                     readonly: *readonly,
                 },
                 Content::Tmpfs { size } => MountWhat::Tmpfs { size: *size },
+                Content::Secret {
+                    path,
+                    mode,
+                    uid,
+                    gid,
+                } => MountWhat::Secret {
+                    source: path.clone(),
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                },
             };
             mounts.push(Mount { target: rel, what });
         }
@@ -572,6 +598,20 @@ impl HostMounts {
                 Content::Cache { path, .. } => {
                     copy_tree(path, &at).map_err(err)?;
                     Undo::CopyBack(at, path.clone())
+                }
+                Content::Secret {
+                    path,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    // In place the step runs in this container's root: `mode=`
+                    // applies to the file at its target.
+                    std::fs::copy(path, &at).map_err(err)?;
+                    std::os::unix::fs::chown(&at, Some(*uid), Some(*gid)).map_err(err)?;
+                    std::fs::set_permissions(&at, std::fs::Permissions::from_mode(*mode))
+                        .map_err(err)?;
+                    Undo::Made(at)
                 }
                 Content::Tmpfs { .. } => {
                     std::fs::create_dir(&at).map_err(err)?;

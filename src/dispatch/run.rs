@@ -200,6 +200,8 @@ pub(super) async fn execute(
         network_none: p.network_none && live.is_none(),
         in_place: live.is_some(),
         mounts: sandbox_mounts,
+        procs: Some(session.blobs_dir.join(crate::procs::DIR)),
+        parent: std::process::id(),
     };
     if p.network_none && live.is_some() {
         crate::log_warn!("RUN --network=none: this container may make no network namespace, so the command has the container's network");

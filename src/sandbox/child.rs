@@ -30,6 +30,11 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
             return SETUP_FAILED;
         }
     };
+    // The helper never outlives the executor that started it.
+    if let Err(e) = die_with_parent(spec.parent) {
+        eprintln!("sandbox helper: {e}");
+        return SETUP_FAILED;
+    }
     match enter(&spec, probe) {
         Ok(code) => code,
         Err(e) => {
@@ -37,6 +42,21 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
             SETUP_FAILED
         }
     }
+}
+
+/// SIGKILL when the parent ends; when `parent` is gone already (it died before
+/// this was set), exit now. 0: no parent to check (the parent is outside this
+/// pid namespace).
+fn die_with_parent(parent: u32) -> Result<(), String> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+    let now = nix::unistd::getppid().as_raw() as u32;
+    if parent != 0 && now != parent {
+        return Err(format!(
+            "the process that started this one ({parent}) is gone"
+        ));
+    }
+    Ok(())
 }
 
 /// Exit codes of a probe, so the parent can say which rung failed.
@@ -67,16 +87,26 @@ fn enter(spec: &RunSpec, probe: bool) -> Result<i32, String> {
     if spec.network_none {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    let result = match unshare(flags) {
-        Ok(()) => in_namespaces(spec, probe),
-        // Root without CAP_SYS_ADMIN (a container whose seccomp profile allows
-        // user namespaces): a user namespace with the identity map owns the new
-        // namespaces, so files keep their real owners.
-        Err(nix::Error::EPERM) if nix::unistd::geteuid().is_root() => in_user_namespace(|| {
+    // Root gets a user namespace whenever one can be made, on a host too: the
+    // command's capabilities are then the namespace's, never the host's. Where
+    // none can be made (user.max_user_namespaces=0 on a host), the namespaces
+    // directly, with CAP_MKNOD dropped as well (a device node could reach a host
+    // disk without a user namespace's nodev).
+    let root = nix::unistd::geteuid().is_root();
+    let result = if root && user_namespaces_work() {
+        in_user_namespace(|| {
             unshare(flags).map_err(|e| Failed(PROBE_NO_NAMESPACES, format!("unshare: {e}")))?;
-            in_namespaces(spec, probe)
-        }),
-        Err(e) => Err(Failed(PROBE_NO_NAMESPACES, format!("unshare: {e}"))),
+            in_namespaces(spec, probe, Confine::UserNamespace)
+        })
+    } else {
+        match unshare(flags) {
+            Ok(()) => in_namespaces(spec, probe, Confine::NoUserNamespace),
+            Err(nix::Error::EPERM) if root => in_user_namespace(|| {
+                unshare(flags).map_err(|e| Failed(PROBE_NO_NAMESPACES, format!("unshare: {e}")))?;
+                in_namespaces(spec, probe, Confine::UserNamespace)
+            }),
+            Err(e) => Err(Failed(PROBE_NO_NAMESPACES, format!("unshare: {e}"))),
+        }
     };
     match result {
         Ok(code) => Ok(code),
@@ -86,6 +116,47 @@ fn enter(spec: &RunSpec, probe: bool) -> Result<i32, String> {
         }
         Err(Failed(_, message)) => Err(message),
     }
+}
+
+/// How the command's process is confined beyond its namespaces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Confine {
+    /// In a user namespace: nodev everywhere, capabilities the namespace's.
+    UserNamespace,
+    /// Root's own namespaces (no user namespace could be made): the default
+    /// set without CAP_MKNOD.
+    NoUserNamespace,
+    /// The in-place rung: the container's own root and runtime profile.
+    InPlace,
+}
+
+/// Whether this process may make a user namespace (a throwaway child tries).
+fn user_namespaces_work() -> bool {
+    // SAFETY: single-threaded process (see `enter`); the child only unshares.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let ok = unshare(CloneFlags::CLONE_NEWUSER).is_ok();
+            // SAFETY: leave without running this process's exit handlers twice.
+            unsafe { nix::libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        Ok(ForkResult::Parent { child }) => wait_for(child).is_ok_and(|c| c == 0),
+        Err(_) => false,
+    }
+}
+
+/// `inside inside count` for each line of this process's own id map: the
+/// identity over every id this namespace has.
+fn identity_map(file: &str) -> Result<String, String> {
+    let own = std::fs::read_to_string(format!("/proc/self/{file}"))
+        .map_err(|e| format!("reading /proc/self/{file}: {e}"))?;
+    let mut map = String::new();
+    for line in own.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let [inside, _, count] = f[..] {
+            map.push_str(&format!("{inside} {inside} {count}\n"));
+        }
+    }
+    Ok(map)
 }
 
 /// Runs `f` in a child process inside a new user namespace whose ids map to the
@@ -103,8 +174,12 @@ fn in_user_namespace(f: impl FnOnce() -> Result<i32, Failed>) -> Result<i32, Fai
         ForkResult::Child => {
             drop(ready_r);
             drop(go_w);
-            let result = unshare(CloneFlags::CLONE_NEWUSER)
-                .map_err(|e| Failed(PROBE_NO_USER_NAMESPACE, format!("unshare(user): {e}")))
+            let result = die_with_parent(0)
+                .map_err(Failed::from)
+                .and_then(|()| {
+                    unshare(CloneFlags::CLONE_NEWUSER)
+                        .map_err(|e| Failed(PROBE_NO_USER_NAMESPACE, format!("unshare(user): {e}")))
+                })
                 .and_then(|()| {
                     ready_w
                         .write_all(b"u")
@@ -130,7 +205,9 @@ fn in_user_namespace(f: impl FnOnce() -> Result<i32, Failed>) -> Result<i32, Fai
             if ready_r.read_exact(&mut b).is_ok() {
                 for file in ["uid_map", "gid_map"] {
                     let p = format!("/proc/{child}/{file}");
-                    if let Err(e) = std::fs::write(&p, "0 0 4294967295\n") {
+                    let written = identity_map(file)
+                        .and_then(|map| std::fs::write(&p, map).map_err(|e| e.to_string()));
+                    if let Err(e) = written {
                         let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                         let _ = wait_for(child);
                         return Err(Failed(PROBE_NO_ID_MAP, format!("writing {p}: {e}")));
@@ -158,7 +235,7 @@ fn wait_for(child: nix::unistd::Pid) -> Result<i32, String> {
 }
 
 /// In the new namespaces: the overlay, then the command as pid 1's child.
-fn in_namespaces(spec: &RunSpec, probe: bool) -> Result<i32, Failed> {
+fn in_namespaces(spec: &RunSpec, probe: bool, confine: Confine) -> Result<i32, Failed> {
     // Nothing mounted here may reach the host's mount table.
     mount(
         None::<&str>,
@@ -173,7 +250,7 @@ fn in_namespaces(spec: &RunSpec, probe: bool) -> Result<i32, Failed> {
     if probe {
         return Ok(0);
     }
-    Ok(command_in_child(|| setup_and_exec(spec))?)
+    Ok(command_in_child(spec, || setup_and_exec(spec, confine))?)
 }
 
 /// Mounts an overlay of `lower` at `target`, its writes in `upper`.
@@ -208,21 +285,34 @@ fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Resu
 
 /// Forks; the child runs `exec` (which only returns with why the command could
 /// not start), this process waits for it and returns its exit code.
+/// The child is recorded in `spec.procs` while it runs: in a new pid namespace
+/// it is the namespace's init, and killing it ends every process of the step.
 fn command_in_child(
+    spec: &RunSpec,
     exec: impl FnOnce() -> Result<std::convert::Infallible, ExecError>,
 ) -> Result<i32, String> {
     // SAFETY: this process is single-threaded (a fresh exec of the executor that
     // started no runtime), so the child may run any code.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            let e = match exec() {
+            let e = match die_with_parent(0).map_err(setup).and_then(|()| exec()) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
             eprintln!("{e}");
             std::process::exit(e.code);
         }
-        ForkResult::Parent { child } => wait_for(child),
+        ForkResult::Parent { child } => {
+            let record = spec
+                .procs
+                .as_deref()
+                .and_then(|dir| crate::procs::record(dir, child.as_raw()).ok());
+            let code = wait_for(child);
+            if let Some(r) = record {
+                crate::procs::forget(&r);
+            }
+            code
+        }
     }
 }
 
@@ -251,7 +341,7 @@ fn in_place(spec: &RunSpec) -> Result<i32, String> {
         std::fs::copy(source, &path).map_err(|e| format!("writing {}: {e}", path.display()))?;
         made.push(path);
     }
-    let code = command_in_child(|| exec_command(spec));
+    let code = command_in_child(spec, || exec_command(spec, Confine::InPlace));
     kill_adopted();
     for p in made {
         let _ = std::fs::remove_file(&p);
@@ -315,7 +405,7 @@ fn setup(message: String) -> ExecError {
     }
 }
 
-fn setup_and_exec(spec: &RunSpec) -> Result<std::convert::Infallible, ExecError> {
+fn setup_and_exec(spec: &RunSpec, confine: Confine) -> Result<std::convert::Infallible, ExecError> {
     let root = &spec.merged;
     nix::unistd::sethostname(&spec.hostname).map_err(|e| setup(format!("sethostname: {e}")))?;
     mount_system_dirs(root).map_err(setup)?;
@@ -331,20 +421,36 @@ fn setup_and_exec(spec: &RunSpec) -> Result<std::convert::Infallible, ExecError>
     pivot_root(".", ".").map_err(|e| setup(format!("pivot_root: {e}")))?;
     umount2(".", MntFlags::MNT_DETACH)
         .map_err(|e| setup(format!("detaching the old root: {e}")))?;
-    exec_command(spec)
+    exec_command(spec, confine)
 }
 
-/// In the command's root: the working directory, the user, then the command.
-fn exec_command(spec: &RunSpec) -> Result<std::convert::Infallible, ExecError> {
+/// In the command's root: the working directory, the seccomp filter, the
+/// capabilities, the user, then the command.
+fn exec_command(spec: &RunSpec, confine: Confine) -> Result<std::convert::Infallible, ExecError> {
     chdir("/").map_err(|e| setup(format!("chdir /: {e}")))?;
     // The working directory is made when missing, as runc makes it.
     std::fs::create_dir_all(&spec.cwd)
         .map_err(|e| setup(format!("creating the working directory {}: {e}", spec.cwd)))?;
     chdir(spec.cwd.as_str()).map_err(|e| setup(format!("chdir {}: {e}", spec.cwd)))?;
+    // The filter needs CAP_SYS_ADMIN in this namespace, so it comes first; in
+    // place that is not held and the container runtime's own profile applies.
+    let filtered = super::confine::install_seccomp().map_err(|e| setup(e.to_string()))?;
+    if !filtered && confine != Confine::InPlace {
+        return Err(setup("the seccomp filter could not be installed".into()));
+    }
+    let bounded = super::confine::limit_bounding_set(confine == Confine::NoUserNamespace);
+    // In place, a container started with fewer capabilities (no CAP_SETPCAP)
+    // has a smaller set already.
+    if let (Err(e), false) = (bounded, confine == Confine::InPlace) {
+        return Err(setup(e.to_string()));
+    }
     let groups: Vec<Gid> = spec.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(|e| setup(format!("setgroups: {e}")))?;
     nix::unistd::setgid(Gid::from_raw(spec.gid)).map_err(|e| setup(format!("setgid: {e}")))?;
     nix::unistd::setuid(Uid::from_raw(spec.uid)).map_err(|e| setup(format!("setuid: {e}")))?;
+    super::confine::set_process_caps(spec.uid == 0).map_err(|e| setup(e.to_string()))?;
+    // A change of user clears the parent-death signal: set it again.
+    die_with_parent(0).map_err(setup)?;
     let program = spec.argv.first().ok_or_else(|| ExecError {
         code: 127,
         message: "RUN: no command given".into(),
@@ -518,6 +624,128 @@ fn mount_system_dirs(root: &Path) -> Result<(), String> {
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid | locked_flags("/sys"),
         None,
     )?;
+    // The host's mounts under /sys (cgroup, securityfs, debugfs, bpf…) came
+    // along writable: each read-only too, as runc mounts them.
+    for sub in mounts_under(&sys)? {
+        let locked = sub.to_str().map(locked_flags).unwrap_or(MsFlags::empty());
+        mnt(
+            None,
+            &sub,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked,
+            None,
+        )?;
+    }
+    mask_and_freeze(root)
+}
+
+/// The mount points strictly below `dir`, from this process's mountinfo.
+fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let Some(point) = line.split(' ').nth(4) else {
+            continue;
+        };
+        let point = PathBuf::from(unescape_mountinfo(point));
+        if point != dir && point.starts_with(dir) && !out.contains(&point) {
+            out.push(point);
+        }
+    }
+    Ok(out)
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo` octal.
+fn unescape_mountinfo(s: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                let v = u32::from(d[0] - b'0') * 64 + u32::from(d[1] - b'0') * 8;
+                out.push((v + u32::from(d[2] - b'0')) as u8);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
+/// runc's masked paths: files the host's /dev/null hides, directories an
+/// empty read-only tmpfs; paths a kernel lacks are left alone.
+const MASKED: [&str; 12] = [
+    "proc/acpi",
+    "proc/asound",
+    "proc/interrupts",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "sys/devices/virtual/powercap",
+    "sys/firmware",
+];
+
+/// runc's read-only paths.
+const READ_ONLY: [&str; 5] = [
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+
+/// Masks and freezes what runc's default spec does, under `root`'s /proc and
+/// /sys (so both are mounted first). The command gets no capability to undo
+/// it, and its seccomp filter refuses mount calls.
+fn mask_and_freeze(root: &Path) -> Result<(), String> {
+    for rel in READ_ONLY {
+        let p = root.join(rel);
+        if std::fs::symlink_metadata(&p).is_err() {
+            continue;
+        }
+        mnt(
+            p.to_str(),
+            &p,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        let locked = p.to_str().map(locked_flags).unwrap_or(MsFlags::empty());
+        mnt(
+            None,
+            &p,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked,
+            None,
+        )?;
+    }
+    for rel in MASKED {
+        let p = root.join(rel);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => mnt(
+                Some("tmpfs"),
+                &p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0"),
+            )?,
+            Ok(_) => mnt(Some("/dev/null"), &p, None, MsFlags::MS_BIND, None)?,
+            Err(_) => {}
+        }
+    }
     Ok(())
 }
 
@@ -530,7 +758,11 @@ fn run_mounts(root: &Path, mounts: &[super::Mount]) -> Result<(), String> {
     order.sort_by_key(|m| m.target.split('/').filter(|c| !c.is_empty()).count());
     for m in order {
         let target = inside(root, &m.target)?;
-        let file_source = matches!(&m.what, MountWhat::Bind { source, .. } if !source.is_dir());
+        let file_source = match &m.what {
+            MountWhat::Bind { source, .. } => !source.is_dir(),
+            MountWhat::Secret { .. } => true,
+            _ => false,
+        };
         if std::fs::symlink_metadata(&target).is_err() {
             if file_source {
                 if let Some(parent) = target.parent() {
@@ -569,6 +801,27 @@ fn run_mounts(root: &Path, mounts: &[super::Mount]) -> Result<(), String> {
             MountWhat::Overlay { lower, upper, work } => {
                 mount_overlay(lower, upper, work, &target)?;
             }
+            MountWhat::Secret {
+                source,
+                mode,
+                uid,
+                gid,
+            } => {
+                let copy = secret_copy(source, *mode, *uid, *gid)?;
+                mnt(copy.to_str(), &target, None, MsFlags::MS_BIND, None)?;
+                mnt(
+                    None,
+                    &target,
+                    None,
+                    MsFlags::MS_BIND
+                        | MsFlags::MS_REMOUNT
+                        | MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
+                    None,
+                )?;
+            }
             MountWhat::Tmpfs { size } => {
                 let mut data = "mode=1777".to_string();
                 if let Some(s) = size {
@@ -585,6 +838,29 @@ fn run_mounts(root: &Path, mounts: &[super::Mount]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A secret's file with the step's mode and owner, in a tmpfs mounted in this
+/// mount namespace only (beside the 0400 host copy, in its 0700 directory):
+/// the host never holds the secret under `mode=`.
+fn secret_copy(source: &Path, mode: u32, uid: u32, gid: u32) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let value = std::fs::read(source).map_err(|e| format!("reading {}: {e}", source.display()))?;
+    let view = source.with_extension("view");
+    ensure_dir(&view)?;
+    mnt(
+        Some("tmpfs"),
+        &view,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0700"),
+    )?;
+    let file = view.join("secret");
+    let err = |e: std::io::Error| format!("writing {}: {e}", file.display());
+    std::fs::write(&file, value).map_err(err)?;
+    std::os::unix::fs::chown(&file, Some(uid), Some(gid)).map_err(err)?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    Ok(file)
 }
 
 /// The flags of the mount at `p` that a remount in a user namespace may not

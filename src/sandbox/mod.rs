@@ -21,6 +21,7 @@
 //! - C, no privilege at all: the probe's error names the setting to change.
 
 pub mod child;
+mod confine;
 pub(crate) mod inplace;
 pub(crate) mod upper;
 pub mod userns;
@@ -86,6 +87,14 @@ pub struct RunSpec {
     /// in place, where the parent puts their contents there instead).
     #[serde(default)]
     pub mounts: Vec<Mount>,
+    /// Where the helper records the processes that must not outlive the build
+    /// (see [`crate::procs`]): the scratch dir's.
+    #[serde(default)]
+    pub procs: Option<PathBuf>,
+    /// The executor's pid: the helper dies with it (PR_SET_PDEATHSIG), and
+    /// exits at once when it is gone before that was set.
+    #[serde(default)]
+    pub parent: u32,
 }
 
 /// One `RUN --mount` as the helper makes it.
@@ -112,6 +121,15 @@ pub enum MountWhat {
     },
     Tmpfs {
         size: Option<u64>,
+    },
+    /// A secret's file, 0400 on the host: the helper copies it into a tmpfs
+    /// of its own mount namespace with the step's mode and owner, so no other
+    /// local user can read it whatever `mode=` says.
+    Secret {
+        source: PathBuf,
+        mode: u32,
+        uid: u32,
+        gid: u32,
     },
 }
 
@@ -175,6 +193,8 @@ pub(crate) fn probe(scratch: &Path) -> Result<Isolation, SandboxError> {
         network_none: false,
         in_place: false,
         mounts: Vec::new(),
+        procs: None,
+        parent: std::process::id(),
     };
     let result = run_helper(&spec, &base.join("spec.json"), true);
     dirs.remove();
@@ -295,10 +315,21 @@ fn run_helper(spec: &RunSpec, spec_file: &Path, probe: bool) -> Result<(), Sandb
             }),
         };
     }
-    let status = cmd.status().map_err(|source| SandboxError::Spawn {
+    let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
         path: exe.clone(),
         source,
     })?;
+    // The helper dies with the executor on its own (PR_SET_PDEATHSIG); the
+    // record lets a signal handler or the next build make sure of it.
+    let record = spec
+        .procs
+        .as_deref()
+        .and_then(|dir| crate::procs::record(dir, child.id() as i32).ok());
+    let status = child.wait().map_err(io("waiting for the sandbox helper"));
+    if let Some(r) = record {
+        crate::procs::forget(&r);
+    }
+    let status = status?;
     match (status.code(), status.signal()) {
         (Some(0), _) => Ok(()),
         (Some(c), _) => Err(SandboxError::Exit(c)),

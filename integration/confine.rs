@@ -1,0 +1,364 @@
+//! RUN confined as runc confines it (issue 26), attacked for real from a
+//! Dockerfile with the executor as root on this host (setting D): each escape
+//! that worked before — inode handles ("shocker"), /proc/sys, remounting /sys,
+//! a device node for the host's disk — and the masks, capabilities and
+//! seccomp filter that stop it; the host is checked afterwards. Then the
+//! other-users and lifetime findings: a secret's host copy, and the step's
+//! processes after SIGTERM and after `kill -9`.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The classic "shocker": a handle for inode 2 (the root of the filesystem
+/// holding the bind-mounted /etc/hosts) opened with open_by_handle_at, then a
+/// file created through it at the path given.
+const SHOCKER: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    struct { struct file_handle fh; unsigned char b[8]; } h;
+    unsigned int ino = 2, gen = 0;
+    h.fh.handle_bytes = 8;
+    h.fh.handle_type = 1;
+    memcpy(h.fh.f_handle, &ino, 4);
+    memcpy(h.fh.f_handle + 4, &gen, 4);
+    int fd = open("/etc/hosts", O_RDONLY);
+    int root = open_by_handle_at(fd, &h.fh, O_RDONLY);
+    if (root < 0) { printf("RESULT shocker %s\n", strerror(errno)); return 0; }
+    int f = openat(root, argv[1], O_CREAT | O_WRONLY, 0644);
+    printf("RESULT shocker ESCAPED %d\n", f);
+    return 0;
+}
+"#;
+
+/// `RESULT name value…` lines the step printed, from the executor's log.
+fn results(out: &std::process::Output) -> BTreeMap<String, String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| l.split_once("RESULT ").map(|(_, r)| r))
+        .filter_map(|r| r.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn read_sysctl(name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/{name}"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Writes a sysctl back when a test changed it (it must not have).
+struct Sysctl(&'static str, String);
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        if read_sysctl(self.0) != self.1 {
+            let _ = std::fs::write(format!("/proc/sys/{}", self.0), &self.1);
+        }
+    }
+}
+
+#[test]
+fn run_steps_cannot_reach_the_host() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "setting D: this test runs the executor as root on the host (CI runs as root)"
+    );
+    let gcc = require("gcc", "apt-get install gcc libc6-dev");
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(work.path().join("shocker.c"), SHOCKER).unwrap();
+    run_ok(
+        Command::new(gcc).args([
+            "-static",
+            "-O2",
+            "-o",
+            ctx.join("shocker").to_str().unwrap(),
+            work.path().join("shocker.c").to_str().unwrap(),
+        ]),
+        "compiling the shocker",
+    );
+    // Where the shocker would create its file: this test's own temp dir,
+    // relative to the root of its filesystem (the one scratch is on, too).
+    let escaped = work.path().join("escaped");
+    let mount_root = {
+        let mut p = work.path().to_path_buf();
+        let dev = std::fs::metadata(&p).unwrap().dev();
+        while let Some(parent) = p.parent() {
+            if std::fs::metadata(parent).unwrap().dev() != dev {
+                break;
+            }
+            p = parent.to_path_buf();
+        }
+        p
+    };
+    let escaped_rel = escaped.strip_prefix(&mount_root).unwrap();
+    let disk = std::fs::metadata(work.path()).unwrap().dev();
+    let (major, minor) = (nix::sys::stat::major(disk), nix::sys::stat::minor(disk));
+    let panic = Sysctl("kernel/panic", read_sysctl("kernel/panic"));
+    let bb = "/usr/bin/busybox";
+    let steps = [
+        format!("echo RESULT caps $({bb} grep CapEff /proc/self/status | {bb} cut -f2)"),
+        format!("echo RESULT bounding $({bb} grep CapBnd /proc/self/status | {bb} cut -f2)"),
+        format!("echo RESULT seccomp $({bb} grep '^Seccomp:' /proc/self/status | {bb} cut -f2)"),
+        format!("/shocker {}", escaped_rel.display()),
+        "echo 17 > /proc/sys/kernel/panic 2>/dev/null; echo RESULT panic $?".to_string(),
+        format!("{bb} mount -o remount,rw /sys 2>/dev/null; echo RESULT remount-sys $?"),
+        "echo x > /sys/kernel/uevent_helper 2>/dev/null; echo RESULT write-sys $?".to_string(),
+        format!("{bb} mknod /disk b {major} {minor} 2>/dev/null; echo RESULT mknod $?"),
+        format!("{bb} head -c 512 /disk >/dev/null 2>&1; echo RESULT read-disk $?"),
+        format!("echo RESULT timer-list $({bb} wc -c < /proc/timer_list)"),
+        format!("echo RESULT keys $({bb} wc -c < /proc/keys)"),
+        format!("echo RESULT firmware $({bb} ls /sys/firmware | {bb} wc -l)"),
+        format!("echo RESULT dev $({bb} ls /dev | {bb} tr '\\n' ,)"),
+        format!("{bb} unshare -U -r true 2>/dev/null; echo RESULT unshare $?"),
+        format!("{bb} nsenter -t 1 -m true 2>/dev/null; echo RESULT nsenter $?"),
+    ];
+    let df = format!(
+        "FROM {}/base:1\nCOPY shocker /shocker\nRUN {}\n",
+        reg.host,
+        steps.join("; ")
+    );
+    std::fs::write(ctx.join("Dockerfile"), &df).unwrap();
+    let scratch = work.path().join("kaniko");
+    let out = build_with(
+        &ctx,
+        &format!("{}/app:1", reg.host),
+        &["--kaniko-dir", scratch.to_str().unwrap(), "--no-push"],
+    );
+    assert_ok(&out);
+    let r = results(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let want = |k: &str| {
+        r.get(k)
+            .unwrap_or_else(|| panic!("no {k} in the log:\n{log}"))
+    };
+    // runc's default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID
+    // SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
+    assert_eq!(want("caps"), "00000000a80425fb", "{log}");
+    assert_eq!(want("bounding"), "00000000a80425fb", "{log}");
+    assert_eq!(want("seccomp"), "2", "a seccomp filter is installed");
+    assert_eq!(want("shocker"), "Operation not permitted", "{log}");
+    assert!(!escaped.exists(), "the shocker created a file on the host");
+    assert_ne!(want("panic"), "0", "/proc/sys is read-only");
+    assert_eq!(read_sysctl("kernel/panic"), panic.1, "kernel.panic changed");
+    assert_ne!(want("remount-sys"), "0", "/sys stays read-only");
+    assert_ne!(want("write-sys"), "0", "nothing under /sys is written");
+    assert_ne!(
+        want("read-disk"),
+        "0",
+        "the host's disk is read through a device node (mknod said {})",
+        want("mknod")
+    );
+    assert!(
+        std::fs::read_to_string("/proc/timer_list").is_ok_and(|t| !t.is_empty()),
+        "the host has a /proc/timer_list to mask"
+    );
+    assert_eq!(want("timer-list"), "0", "/proc/timer_list is masked");
+    assert_eq!(want("keys"), "0", "/proc/keys is masked");
+    assert_eq!(want("firmware"), "0", "/sys/firmware is masked");
+    let dev: Vec<&str> = want("dev").split(',').filter(|s| !s.is_empty()).collect();
+    for node in &dev {
+        assert!(
+            [
+                "console", "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm",
+                "stderr", "stdin", "stdout", "tty", "urandom", "zero", "pipes"
+            ]
+            .contains(node),
+            "/dev/{node} is not a standard node: {dev:?}"
+        );
+    }
+    assert_ne!(want("unshare"), "0", "no new user namespace");
+    assert_ne!(want("nsenter"), "0", "no joining the host's namespaces");
+}
+
+/// A secret given `mode=0444` is readable in the step by a non-root user, and
+/// never by another local user on the host while the step runs.
+#[test]
+fn secrets_are_the_steps_alone() {
+    let setpriv = require("setpriv", "apt-get install util-linux");
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let work = tempfile::tempdir().unwrap();
+    let secret = work.path().join("token");
+    std::fs::write(&secret, "s3cr3t-kiln-token\n").unwrap();
+    let scratch = work.path().join("kaniko");
+    std::fs::create_dir(&scratch).unwrap();
+    // Another user could reach the scratch dir if Kiln let it: the test's dirs
+    // are open to all.
+    for d in [work.path(), scratch.as_path()] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let df = format!(
+        "FROM {}/base:1\nUSER 1000\nRUN --mount=type=secret,id=tok,mode=0444 echo RESULT inside $(cat /run/secrets/tok) && stat -c 'RESULT mode %a' /run/secrets/tok && /usr/bin/busybox sleep 4\n",
+        reg.host
+    );
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_executor"))
+        .args([
+            "--context",
+            ctx.to_str().unwrap(),
+            "--destination",
+            &format!("{}/app:1", reg.host),
+            "--no-push",
+            "--kaniko-dir",
+            scratch.to_str().unwrap(),
+            "--secret",
+            &format!("id=tok,src={}", secret.display()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the step sleeps: every file under scratch, read as nobody.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen_secret_file = false;
+    let mut leaked = Vec::new();
+    while Instant::now() < deadline && !seen_secret_file {
+        for e in walkdir::WalkDir::new(&scratch).into_iter().flatten() {
+            if e.file_type().is_file() && e.file_name() == "secret" {
+                seen_secret_file = true;
+                let out = Command::new(&setpriv)
+                    .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+                    .arg(e.path())
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    leaked.push(e.path().display().to_string());
+                }
+                let mode = e.metadata().unwrap().mode() & 0o7777;
+                assert_eq!(mode, 0o400, "{}: the host copy is 0400", e.path().display());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_ok(&out);
+    assert!(
+        seen_secret_file,
+        "the step's secret file was never seen under scratch"
+    );
+    assert!(leaked.is_empty(), "nobody read the secret at {leaked:?}");
+    let r = results(&out);
+    assert_eq!(
+        r.get("inside").map(String::as_str),
+        Some("s3cr3t-kiln-token")
+    );
+    assert_eq!(
+        r.get("mode").map(String::as_str),
+        Some("444"),
+        "mode= applies inside"
+    );
+}
+
+/// Processes whose command line holds `needle`, as pgrep sees them.
+fn pgrep(needle: &str) -> Vec<String> {
+    let out = Command::new(require("pgrep", "apt-get install procps"))
+        .args(["-a", "-f", needle])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.contains("pgrep"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A step that leaves a daemon (its own session) and a non-root child running,
+/// killed with the executor: by SIGTERM, and by `kill -9` followed by a new
+/// build in the same kaniko dir. Nothing of the step may be left.
+#[test]
+fn no_step_outlives_its_build() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    for (signal, tag) in [("TERM", 31337), ("KILL", 31338)] {
+        let work = tempfile::tempdir().unwrap();
+        let scratch = work.path().join("kaniko");
+        let mark = format!("{tag}.5");
+        let df = format!(
+            "FROM {}/base:1\nRUN /usr/bin/busybox setsid /usr/bin/busybox sleep {mark} & /usr/bin/busybox su app -s /bin/sh -c '/usr/bin/busybox sleep {mark}' & /usr/bin/busybox sleep {mark}\n",
+            reg.host
+        );
+        let ctx = work.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_executor"))
+            .args([
+                "--context",
+                ctx.to_str().unwrap(),
+                "--destination",
+                &format!("{}/app:1", reg.host),
+                "--no-push",
+                "--kaniko-dir",
+                scratch.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the step's three sleeps", || {
+            pgrep(&format!("sleep {mark}")).len() >= 3
+        });
+        Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        if signal == "TERM" {
+            assert_eq!(status.code(), Some(130), "SIGTERM ends the build with 130");
+        } else {
+            // The next build finds the stale scratch dir.
+            let out = build_files(
+                &[("Dockerfile", &format!("FROM {}/base:1\n", reg.host))],
+                &format!("{}/next:1", reg.host),
+                &["--no-push", "--kaniko-dir", scratch.to_str().unwrap()],
+            );
+            assert_ok(&out);
+        }
+        // The kernel takes a pid namespace's processes with its init: allow it
+        // a moment, then nothing of the step may be left.
+        let gone = Instant::now() + Duration::from_secs(5);
+        while !pgrep(&format!("sleep {mark}")).is_empty() && Instant::now() < gone {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let left = pgrep(&format!("sleep {mark}"));
+        for l in &left {
+            if let Some(pid) = l.split_whitespace().next() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        assert!(left.is_empty(), "after SIG{signal}, the step left {left:?}");
+        let stale: Vec<_> = std::fs::read_dir(&scratch)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            stale
+                .iter()
+                .all(|n| !n.to_string_lossy().starts_with("kiln-")),
+            "scratch left behind after SIG{signal}: {stale:?}"
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! Records of the processes a build starts for RUN (the sandbox helper, the
+//! init of each step's pid namespace), so that whoever ends the build — its
+//! own signal handler, or the next build finding its scratch dir stale — can
+//! kill them before removing scratch. A record is the pid and its start time
+//! (field 22 of `/proc/PID/stat`), so a pid the kernel has since given to
+//! another process is never hit.
+
+use nix::libc;
+use std::path::{Path, PathBuf};
+
+/// Under a build's scratch dir.
+pub(crate) const DIR: &str = "procs";
+
+/// The start time of `pid` in clock ticks since boot, or `None` when it is gone.
+pub(crate) fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Writes `dir/PID`; the file is removed by [`forget`] once the process ended.
+pub(crate) fn record(dir: &Path, pid: i32) -> std::io::Result<PathBuf> {
+    let start = start_time(pid).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+    std::fs::create_dir_all(dir)?;
+    let file = dir.join(pid.to_string());
+    std::fs::write(&file, format!("{pid} {start}\n"))?;
+    Ok(file)
+}
+
+pub(crate) fn forget(file: &Path) {
+    let _ = std::fs::remove_file(file);
+}
+
+/// SIGKILLs every recorded process still running as the one recorded, and
+/// waits (up to two seconds) until they are gone: a pid namespace's other
+/// processes die with its init. Returns how many it killed.
+pub fn kill_recorded(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut killed = Vec::new();
+    for e in rd.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let mut it = text.split_whitespace();
+        let (Some(Ok(pid)), Some(Ok(start))) = (
+            it.next().map(str::parse::<i32>),
+            it.next().map(str::parse::<u64>),
+        ) else {
+            continue;
+        };
+        if pid > 1 && start_time(pid) == Some(start) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            killed.push((pid, start));
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    // A killed process stays a zombie until its parent reaps it: gone means
+    // no longer running (state Z or X) or no longer there.
+    while killed.iter().any(|&(pid, start)| running(pid, start))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    killed.len()
+}
+
+fn running(pid: i32, start: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let mut f = rest.split_whitespace();
+    let state = f.next();
+    let same = f.nth(18).and_then(|s| s.parse::<u64>().ok()) == Some(start);
+    same && !matches!(state, Some("Z") | Some("X"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kills_a_recorded_process_and_never_a_reused_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        record(dir.path(), pid).unwrap();
+        // A record whose start time is not the process's: another process.
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let opid = other.id() as i32;
+        std::fs::write(dir.path().join(opid.to_string()), format!("{opid} 1\n")).unwrap();
+        assert_eq!(kill_recorded(dir.path()), 1);
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9));
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "a reused pid is left alone"
+        );
+        other.kill().unwrap();
+        let _ = other.wait();
+    }
+}
