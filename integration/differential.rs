@@ -240,7 +240,9 @@ fn differential(name: &'static str, dockerfile: &'static str, dockerignore: Opti
     run_case(&case);
 }
 
-fn run_case(case: &Case) {
+/// Builds `case` with both builders and fails on any difference; the two
+/// images (BuildKit's, Kiln's) when BuildKit builds it.
+fn run_case(case: &Case) -> Option<(Pulled, Pulled)> {
     let name = case.name;
     let reg = TestRegistry::start();
     push_busybox_base_with(&reg, "base:1", case.base_config.clone());
@@ -323,7 +325,7 @@ fn run_case(case: &Case) {
                 kiln_err.contains(cause),
                 "{name}: Kiln's refusal names {cause:?}: {kiln_err}"
             );
-            return;
+            return None;
         }
     };
     assert_ok(&out);
@@ -358,6 +360,7 @@ fn run_case(case: &Case) {
         "{name}: Kiln differs from BuildKit:\n{}",
         diffs.join("\n")
     );
+    Some((bk, kiln))
 }
 
 macro_rules! cases {
@@ -663,4 +666,49 @@ fn copy_chmod_applies_to_directories() {
         "copy_chmod_applies_to_directories",
         "FROM {BASE}\nCOPY --chmod=0750 dir /cd/\n",
     ));
+}
+
+/// FIFOs a RUN makes reach its layer as BuildKit records them (type 6, the
+/// mode and owner the command gave, a second name as a hard link): in a new
+/// directory, with several modes, replacing a file of the base, changed and
+/// removed by a later RUN. Device nodes are left out: whether a RUN may make
+/// one depends on the sandbox's confinement, not on the layer.
+#[test]
+fn run_makes_fifos() {
+    let case = Case::new(
+        "run_makes_fifos",
+        "FROM {BASE}\nRUN mkfifo /p /q && chmod 0600 /q && mkdir /d && mkfifo /d/f && mkfifo -m 0640 /d/g && chown 5:6 /d/g && rm /opt/old/b && mkfifo /opt/old/b && ln /p /p-link\nRUN chmod 0604 /d/f && rm /q && mkfifo -m 0622 /etc/passwd.fifo\n",
+    );
+    let (bk, kiln) = run_case(&case).expect("BuildKit builds it");
+    // Not an empty agreement: both images hold the FIFOs.
+    for img in [&bk, &kiln] {
+        let fifos: Vec<(&str, u32, u64, u64)> = img
+            .files
+            .iter()
+            .filter(|(_, f)| f.kind == 'p')
+            .map(|(p, f)| (p.as_str(), f.mode, f.uid, f.gid))
+            .collect();
+        assert_eq!(
+            fifos,
+            [
+                ("d/f", 0o604, 0, 0),
+                ("d/g", 0o640, 5, 6),
+                ("etc/passwd.fifo", 0o622, 0, 0),
+                ("opt/old/b", 0o644, 0, 0),
+                ("p", 0o644, 0, 0),
+                ("p-link", 0o644, 0, 0),
+            ]
+        );
+        assert_eq!(img.files["p-link"].hardlink, "p");
+    }
+    // The first RUN's layer entries, as the tar has them (type 6, a link 1).
+    let fifo_rows = |img: &Pulled| -> Vec<String> {
+        img.layers[3]
+            .iter()
+            .filter(|r| r.contains(" 6 ") || r.contains(" 1 "))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(fifo_rows(&kiln), fifo_rows(&bk));
+    assert_eq!(fifo_rows(&kiln).len(), 6, "{:?}", fifo_rows(&kiln));
 }

@@ -62,7 +62,6 @@ pub(super) async fn squash(
         bodies.extend(got);
     }
     let mut planned: BTreeMap<PathKey, Planned> = BTreeMap::new();
-    let mut devices = 0usize;
     for (k, (i, e)) in &merged {
         let body = match &e.kind {
             Kind::Dir => EntryBody::Dir,
@@ -71,10 +70,9 @@ pub(super) async fn squash(
             Kind::File => file_body(&bodies, *i, &k.0, e.size)?,
             Kind::Hardlink(t) if same_layer(&merged, t, *i) => EntryBody::Hardlink(t.clone()),
             Kind::Hardlink(t) => file_body(&bodies, *i, t, e.size)?,
-            Kind::Char(..) | Kind::Block(..) | Kind::Fifo => {
-                devices += 1;
-                continue;
-            }
+            Kind::Fifo => EntryBody::Fifo,
+            Kind::Char(major, minor) => EntryBody::Char(*major, *minor),
+            Kind::Block(major, minor) => EntryBody::Block(*major, *minor),
         };
         let meta = EntryMeta {
             mode: e.mode,
@@ -84,11 +82,6 @@ pub(super) async fn squash(
             xattrs: e.xattrs.clone(),
         };
         planned.insert(k.clone(), Planned { meta, body });
-    }
-    if devices > 0 {
-        crate::log_warn!(
-            "--single-snapshot: {devices} device nodes and fifos left out of the merged layer"
-        );
     }
     let path = dir.join("single-snapshot.tar.gz");
     let compression = session.compression;

@@ -312,6 +312,9 @@ fn planned_entry(path: &str, p: &Planned) -> Entry {
         EntryBody::Bytes(b) => (Kind::File, b.len() as u64),
         EntryBody::Symlink(t) => (Kind::Symlink(t.clone()), 0),
         EntryBody::Hardlink(t) => (Kind::Hardlink(t.clone()), 0),
+        EntryBody::Fifo => (Kind::Fifo, 0),
+        EntryBody::Char(major, minor) => (Kind::Char(*major, *minor), 0),
+        EntryBody::Block(major, minor) => (Kind::Block(*major, *minor), 0),
     };
     let whiteout = reader::whiteout_of_path(path);
     Entry {

@@ -95,6 +95,12 @@ pub enum EntryBody {
     Symlink(String),
     /// A hard link to another path in the same layer (relative, no leading `/`).
     Hardlink(String),
+    /// A named pipe (`mkfifo`).
+    Fifo,
+    /// A character device: major, minor.
+    Char(u32, u32),
+    /// A block device: major, minor.
+    Block(u32, u32),
 }
 
 /// A finished layer blob on disk.
@@ -272,6 +278,22 @@ impl LayerWriter {
                     .append_link(&mut h, to_path(path), to_path(target))
                     .map_err(err)
             }
+            // As BuildKit writes them: no data, the numbers in the ustar
+            // device fields (zero for a FIFO).
+            EntryBody::Fifo | EntryBody::Char(..) | EntryBody::Block(..) => {
+                let (kind, major, minor) = match body {
+                    EntryBody::Char(ma, mi) => (tar::EntryType::Char, *ma, *mi),
+                    EntryBody::Block(ma, mi) => (tar::EntryType::Block, *ma, *mi),
+                    _ => (tar::EntryType::Fifo, 0, 0),
+                };
+                h.set_entry_type(kind);
+                h.set_size(0);
+                h.set_device_major(major).map_err(err)?;
+                h.set_device_minor(minor).map_err(err)?;
+                self.tar
+                    .append_data(&mut h, to_path(path), io::empty())
+                    .map_err(err)
+            }
         }
     }
 
@@ -358,6 +380,97 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn fifos_and_devices_are_written_as_buildkit_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = LayerWriter::create(&dir.path().join("l.tgz"), 6).unwrap();
+        let meta = |mode, uid, gid| EntryMeta {
+            mode,
+            uid,
+            gid,
+            mtime: 1_796_536_933,
+            xattrs: Vec::new(),
+        };
+        w.append("d/p", &meta(0o600, 5, 6), &EntryBody::Fifo)
+            .unwrap();
+        w.append("dev/null", &meta(0o620, 0, 0), &EntryBody::Char(1, 3))
+            .unwrap();
+        // Linux's largest numbers still fit the ustar fields (7 octal digits).
+        w.append(
+            "dev/big",
+            &meta(0o660, 0, 6),
+            &EntryBody::Block(4095, 1_048_575),
+        )
+        .unwrap();
+        let l = w.finish().unwrap();
+        let gz = flate2::read::GzDecoder::new(File::open(&l.path).unwrap());
+        let mut ar = tar::Archive::new(gz);
+        let got: Vec<_> = ar
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    e.path().unwrap().display().to_string(),
+                    h.entry_type(),
+                    h.mode().unwrap(),
+                    (h.uid().unwrap(), h.gid().unwrap()),
+                    h.size().unwrap(),
+                    h.mtime().unwrap(),
+                    (
+                        h.device_major().unwrap().unwrap(),
+                        h.device_minor().unwrap().unwrap(),
+                    ),
+                )
+            })
+            .collect();
+        let t = 1_796_536_933;
+        assert_eq!(
+            got,
+            [
+                (
+                    "d/p".into(),
+                    tar::EntryType::Fifo,
+                    0o600,
+                    (5, 6),
+                    0,
+                    t,
+                    (0, 0)
+                ),
+                (
+                    "dev/null".into(),
+                    tar::EntryType::Char,
+                    0o620,
+                    (0, 0),
+                    0,
+                    t,
+                    (1, 3)
+                ),
+                (
+                    "dev/big".into(),
+                    tar::EntryType::Block,
+                    0o660,
+                    (0, 6),
+                    0,
+                    t,
+                    (4095, 1_048_575)
+                ),
+            ]
+        );
+        // Kiln's own reader gives them back as the same kinds.
+        let kinds: Vec<_> = crate::rootfs::index::layer_entries(&l.path, "t")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        use crate::layer::reader::Kind;
+        assert_eq!(
+            kinds,
+            [Kind::Fifo, Kind::Char(1, 3), Kind::Block(4095, 1_048_575)]
+        );
     }
 
     #[test]

@@ -41,6 +41,9 @@ struct LayerState {
     /// Directories and their mtimes, set once the layer's entries below them
     /// stop changing them.
     dir_times: Vec<(PathBuf, u64)>,
+    /// Device nodes this layer has that could not be made: a hard link to one
+    /// is skipped with it rather than failing the unpack.
+    skipped: HashSet<String>,
     report: ApplyReport,
 }
 
@@ -223,6 +226,10 @@ impl ScratchRoot {
                 io::copy(data, &mut f).map_err(io_err(&rel))?;
             }
             Kind::Symlink(target) => symlink(to_path(target), &host).map_err(io_err(&rel))?,
+            Kind::Hardlink(target) if st.skipped.contains(target) => {
+                st.report.skipped_devices += 1;
+                return Ok(());
+            }
             Kind::Hardlink(target) => {
                 // The target is named literally, as the file index names it: a
                 // symlinked directory on the way means there is no such file.
@@ -240,6 +247,7 @@ impl ScratchRoot {
             Kind::Char(..) | Kind::Block(..) | Kind::Fifo => {
                 if !self.make_node(&host, e).map_err(io_err(&rel))? {
                     st.report.skipped_devices += 1;
+                    st.skipped.insert(rel);
                     return Ok(());
                 }
             }
@@ -405,7 +413,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unprivileged_skips_device_nodes() {
+    fn unprivileged_skips_device_nodes_and_makes_fifos() {
         let dir = tempfile::tempdir().unwrap();
         let blob = dir.path().join("layer.tar");
         {
@@ -417,6 +425,15 @@ mod tests {
             h.set_mode(0o600);
             h.set_size(0);
             b.append_data(&mut h, "dev/sda", std::io::empty()).unwrap();
+            let mut l = tar::Header::new_gnu();
+            l.set_entry_type(tar::EntryType::Link);
+            l.set_size(0);
+            b.append_link(&mut l, "dev/sda-again", "dev/sda").unwrap();
+            let mut p = tar::Header::new_gnu();
+            p.set_entry_type(tar::EntryType::Fifo);
+            p.set_mode(0o640);
+            p.set_size(0);
+            b.append_data(&mut p, "d/pipe", std::io::empty()).unwrap();
             let mut f = tar::Header::new_gnu();
             f.set_mode(0o644);
             f.set_size(2);
@@ -428,8 +445,13 @@ mod tests {
         let report = ScratchRoot::unprivileged(&root)
             .apply_layer(&blob, "test")
             .unwrap();
-        assert_eq!(report.skipped_devices, 1);
+        // The device and its hard link are skipped; a FIFO needs no privilege.
+        assert_eq!(report.skipped_devices, 2);
         assert!(!root.join("dev/sda").exists());
+        assert!(!root.join("dev/sda-again").exists());
+        let pipe = fs::symlink_metadata(root.join("d/pipe")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&pipe.file_type()));
+        assert_eq!(pipe.permissions().mode() & 0o7777, 0o640);
         assert_eq!(fs::read(root.join("ok")).unwrap(), b"ok");
 
         // The same layer as root would unpack it: owners set, the device made.
@@ -449,6 +471,15 @@ mod tests {
             )),
             "{calls:?}"
         );
+        assert!(
+            calls.contains(&sys::recording::Call::Mknod(
+                root2.join("d/pipe"),
+                Node::Fifo,
+                0o640
+            )),
+            "{calls:?}"
+        );
+        assert!(root2.join("dev/sda-again").exists());
         assert!(
             calls.contains(&sys::recording::Call::Lchown(root2.join("ok"), 0, 0)),
             "{calls:?}"

@@ -182,7 +182,11 @@ impl ScratchRoot {
                     st.skipped_devices += 1;
                     return Ok(());
                 }
-                NodeKind::Other
+                match e.kind {
+                    Kind::Char(major, minor) => NodeKind::Char(major, minor),
+                    Kind::Block(major, minor) => NodeKind::Block(major, minor),
+                    _ => NodeKind::Fifo,
+                }
             }
         };
         self.set_meta(&host, e, is_dir).map_err(|e| e.to_string())?;

@@ -11,6 +11,12 @@ pub enum NodeKind {
     File,
     Dir,
     Symlink(String),
+    Fifo,
+    /// A character device: major, minor.
+    Char(u32, u32),
+    /// A block device: major, minor.
+    Block(u32, u32),
+    /// A socket on disk (never in a layer).
     Other,
 }
 
@@ -163,7 +169,9 @@ impl FsIndex {
                 Some(n) => n.kind.clone(),
                 None => NodeKind::File,
             },
-            _ => NodeKind::Other,
+            Kind::Fifo => NodeKind::Fifo,
+            Kind::Char(major, minor) => NodeKind::Char(*major, *minor),
+            Kind::Block(major, minor) => NodeKind::Block(*major, *minor),
         };
         if kind != NodeKind::Dir {
             // A non-directory replaces whatever tree stood there.
@@ -271,5 +279,20 @@ mod tests {
         );
         let paths: Vec<&String> = idx.iter().map(|(k, _)| k).collect();
         assert_eq!(paths, ["", "a", "a/new"]);
+    }
+
+    #[test]
+    fn fifos_and_devices_keep_their_kind() {
+        let mut idx = FsIndex::default().with_root();
+        let mut l = HashSet::new();
+        idx.apply_entry(&entry("p", Kind::Fifo), &mut l);
+        idx.apply_entry(&entry("dev/null", Kind::Char(1, 3)), &mut l);
+        idx.apply_entry(&entry("dev/loop0", Kind::Block(7, 0)), &mut l);
+        idx.apply_entry(&entry("q", Kind::Hardlink("p".into())), &mut l);
+        let kind = |p: &str| idx.get(p).map(|n| n.kind.clone());
+        assert_eq!(kind("p"), Some(NodeKind::Fifo));
+        assert_eq!(kind("q"), Some(NodeKind::Fifo));
+        assert_eq!(kind("dev/null"), Some(NodeKind::Char(1, 3)));
+        assert_eq!(kind("dev/loop0"), Some(NodeKind::Block(7, 0)));
     }
 }

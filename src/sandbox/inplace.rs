@@ -259,7 +259,10 @@ fn node_of(
         Some(t) => NodeKind::Symlink(t),
         None if ft.is_dir() => NodeKind::Dir,
         None if ft.is_file() => NodeKind::File,
-        None => NodeKind::Other,
+        None => upper::special(m)
+            .as_ref()
+            .and_then(upper::special_kind)
+            .unwrap_or(NodeKind::Other),
     };
     Node {
         kind,
@@ -285,6 +288,9 @@ mod tests {
                     EntryBody::File { .. } | EntryBody::Bytes(_) => "file".into(),
                     EntryBody::Symlink(t) => format!("-> {t}"),
                     EntryBody::Hardlink(t) => format!("=> {t}"),
+                    EntryBody::Fifo => "fifo".into(),
+                    EntryBody::Char(a, b) => format!("char {a}:{b}"),
+                    EntryBody::Block(a, b) => format!("block {a}:{b}"),
                 };
                 format!("{} {kind}", k.0)
             })
@@ -307,6 +313,10 @@ mod tests {
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(p, b"1").unwrap();
         }
+        let fifo = |p: &Path| {
+            nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
+        };
+        fifo(&r.join("a/pipe"));
         let keep = Keep::new(["kaniko".to_string()]);
         let before = Snapshot::take(r, &keep).unwrap();
         assert!(before.index.get("kaniko").is_none());
@@ -322,6 +332,7 @@ mod tests {
         fs::hard_link(r.join("new"), r.join("new2")).unwrap();
         std::os::unix::fs::symlink("new", r.join("link")).unwrap();
         fs::write(r.join("kaniko/executor"), b"x").unwrap();
+        fifo(&r.join("b/x/pipe"));
         let none = HashSet::new();
         let (out, after) = changes(r, &before, &keep, &none).unwrap();
         assert_eq!(
@@ -335,6 +346,7 @@ mod tests {
                 "b/x dir",
                 "b/x/.wh.old file",
                 "b/x/new file",
+                "b/x/pipe fifo",
                 "link -> new",
                 "new file",
                 "new2 => new",

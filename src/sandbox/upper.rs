@@ -247,6 +247,9 @@ pub(super) fn unchanged(
         NodeKind::Dir => ft.is_dir(),
         NodeKind::File => ft.is_file() && before.size == m.len(),
         NodeKind::Symlink(a) => target == Some(a),
+        NodeKind::Fifo | NodeKind::Char(..) | NodeKind::Block(..) => {
+            special(m).as_ref().and_then(special_kind).as_ref() == Some(&before.kind)
+        }
         NodeKind::Other => false,
     };
     kind && before.mode & 0o7777 == meta.mode
@@ -255,9 +258,39 @@ pub(super) fn unchanged(
         && before.xattrs == meta.xattrs
 }
 
+/// The FIFO or device node `m` describes, as a layer body; `None` for
+/// anything else.
+pub(super) fn special(m: &std::fs::Metadata) -> Option<EntryBody> {
+    let ft = m.file_type();
+    if ft.is_fifo() {
+        return Some(EntryBody::Fifo);
+    }
+    // Linux's numbers are 12 and 20 bits wide: they always fit.
+    let major = u32::try_from(nix::sys::stat::major(m.rdev())).ok()?;
+    let minor = u32::try_from(nix::sys::stat::minor(m.rdev())).ok()?;
+    if ft.is_char_device() {
+        Some(EntryBody::Char(major, minor))
+    } else if ft.is_block_device() {
+        Some(EntryBody::Block(major, minor))
+    } else {
+        None
+    }
+}
+
+/// The index kind of a FIFO or device node body.
+pub(super) fn special_kind(body: &EntryBody) -> Option<NodeKind> {
+    match *body {
+        EntryBody::Fifo => Some(NodeKind::Fifo),
+        EntryBody::Char(major, minor) => Some(NodeKind::Char(major, minor)),
+        EntryBody::Block(major, minor) => Some(NodeKind::Block(major, minor)),
+        _ => None,
+    }
+}
+
 /// The layer body of the entry at `host`: a second path to an inode already in
-/// the layer is a hard link to the first. `None` (with a warning) for devices,
-/// FIFOs and sockets, which the layer writer has no entries for yet.
+/// the layer is a hard link to the first, for FIFOs and device nodes too, as
+/// BuildKit writes them. `None` (with a warning) for a socket, which a tar
+/// cannot hold.
 pub(super) fn body_of(
     host: &Path,
     path: &str,
@@ -272,12 +305,19 @@ pub(super) fn body_of(
     if let Some(t) = target {
         return Some(EntryBody::Symlink(t));
     }
-    if !ft.is_file() {
-        crate::log_warn!(
-            "RUN made /{path}, which is not a file, directory or link: left out of the layer"
-        );
-        return None;
-    }
+    let body = match special(m) {
+        Some(body) => body,
+        None if ft.is_file() => EntryBody::File {
+            source: host.to_path_buf(),
+            size: m.len(),
+        },
+        None => {
+            crate::log_warn!(
+                "RUN made /{path}, a socket: left out of the layer (a tar layer cannot hold one)"
+            );
+            return None;
+        }
+    };
     let id = (m.dev(), m.ino());
     match links.get(&id) {
         Some(first) if m.nlink() > 1 => Some(EntryBody::Hardlink(first.clone())),
@@ -285,10 +325,7 @@ pub(super) fn body_of(
             if m.nlink() > 1 {
                 links.insert(id, path.to_string());
             }
-            Some(EntryBody::File {
-                source: host.to_path_buf(),
-                size: m.len(),
-            })
+            Some(body)
         }
     }
 }
@@ -322,4 +359,90 @@ pub(super) fn xattrs(p: &Path) -> std::io::Result<crate::layer::Xattrs> {
             !(name.starts_with("trusted.overlay.") || name.starts_with("user.overlay."))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::index::Node;
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Makes a node as a command would, with an exact mode and owner.
+    fn node(p: &Path, kind: SFlag, major: u64, minor: u64, mode: u32, owner: (u32, u32)) {
+        mknod(p, kind, Mode::empty(), makedev(major, minor)).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::lchown(p, Some(owner.0), Some(owner.1)).unwrap();
+    }
+
+    #[test]
+    fn fifos_and_device_nodes_are_layer_entries_and_0_0_stays_a_whiteout() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: making device nodes needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let (upper, lower_root) = (d.path().join("upper"), d.path().join("lower"));
+        std::fs::create_dir_all(upper.join("d")).unwrap();
+        std::fs::create_dir(&lower_root).unwrap();
+        std::fs::set_permissions(upper.join("d"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        node(&upper.join("p"), SFlag::S_IFIFO, 0, 0, 0o600, (5, 6));
+        std::fs::hard_link(upper.join("p"), upper.join("p2")).unwrap();
+        node(&upper.join("d/f"), SFlag::S_IFIFO, 0, 0, 0o644, (0, 0));
+        node(&upper.join("nul"), SFlag::S_IFCHR, 1, 3, 0o620, (0, 5));
+        node(&upper.join("blk"), SFlag::S_IFBLK, 7, 0, 0o660, (0, 6));
+        // Overlay's whiteout of a lower file.
+        node(&upper.join("gone"), SFlag::S_IFCHR, 0, 0, 0, (0, 0));
+        // Copied up (a chown to the same owner): the same FIFO as below.
+        node(&upper.join("same"), SFlag::S_IFIFO, 0, 0, 0o644, (0, 0));
+        crate::rootfs::meta::set_times(&upper.join("same"), 1_000, 0).unwrap();
+        // Made again with other numbers, all else as below.
+        node(&upper.join("renum"), SFlag::S_IFCHR, 1, 5, 0o644, (0, 0));
+        crate::rootfs::meta::set_times(&upper.join("renum"), 1_000, 0).unwrap();
+        let sock = std::os::unix::net::UnixListener::bind(upper.join("sock")).unwrap();
+        let mut lower = FsIndex::default().with_root();
+        let below = |kind| Node {
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 1_000,
+            xattrs: Vec::new(),
+        };
+        lower.insert("gone".into(), below(NodeKind::File));
+        lower.insert("same".into(), below(NodeKind::Fifo));
+        lower.insert("renum".into(), below(NodeKind::Char(1, 3)));
+        let out = changes(&upper, &lower_root, &lower, &[]).unwrap();
+        drop(sock);
+        let got: Vec<(String, String, u32, u64, u64)> = out
+            .iter()
+            .map(|(k, p)| {
+                let kind = match &p.body {
+                    EntryBody::Dir => "dir".to_string(),
+                    EntryBody::Bytes(b) if b.is_empty() => "marker".into(),
+                    EntryBody::Hardlink(t) => format!("=> {t}"),
+                    EntryBody::Fifo => "fifo".into(),
+                    EntryBody::Char(a, b) => format!("char {a}:{b}"),
+                    EntryBody::Block(a, b) => format!("block {a}:{b}"),
+                    other => format!("{other:?}"),
+                };
+                (k.0.clone(), kind, p.meta.mode, p.meta.uid, p.meta.gid)
+            })
+            .collect();
+        let want: Vec<(String, String, u32, u64, u64)> = [
+            (".wh.gone", "marker", 0, 0, 0),
+            ("blk", "block 7:0", 0o660, 0, 6),
+            ("d", "dir", 0o755, 0, 0),
+            ("d/f", "fifo", 0o644, 0, 0),
+            ("nul", "char 1:3", 0o620, 0, 5),
+            ("p", "fifo", 0o600, 5, 6),
+            ("p2", "=> p", 0o600, 5, 6),
+            ("renum", "char 1:5", 0o644, 0, 0),
+        ]
+        .into_iter()
+        .map(|(p, k, m, u, g)| (p.to_string(), k.to_string(), m, u, g))
+        .collect();
+        assert_eq!(got, want);
+    }
 }
