@@ -1,6 +1,7 @@
 //! Hostile layers: `..` and absolute names, writes through symlinks that point out
 //! of the root, hardlinks to host files, loops, truncated archives. Nothing may be
 //! created, changed or read outside the scratch root; the scratch root is removed.
+//! And another local user: nothing Kiln keeps (scratch, cache dir) is in its reach.
 
 mod common;
 
@@ -768,5 +769,167 @@ fn run_never_touches_the_host_root() {
         std::fs::read_dir(scratch.path()).unwrap().count(),
         0,
         "scratch left behind"
+    );
+}
+
+/// What `nobody` got out of running `args`, unless it was refused with EACCES.
+fn nobody_got(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(require("setpriv", "apt-get install util-linux"))
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(args)
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    (out.status.success() || !err.contains("Permission denied")).then(|| {
+        format!(
+            "nobody ran {args:?}: {}, stdout {:?}, stderr {err:?}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn mode_of(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// `p`'s mode unless it is `want`.
+fn mode_not(p: &Path, want: u32, what: &str) -> Option<String> {
+    let m = mode_of(p);
+    (m != want).then(|| format!("{what} {} is {m:04o}, not {want:04o}", p.display()))
+}
+
+/// Directories directly in `dir`.
+fn subdirs(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Issue 26, as an attack by another local user: a RUN leaves a setuid-root
+/// busybox in a cache mount, which `nobody` could run with euid 0 while
+/// `--cache-dir` was 0755. Every directory Kiln makes for its own state is 0700
+/// now (the kaniko dir and cache dir Kiln made, the scratch dir and what sits
+/// directly in them), so `nobody` reaches neither the cache nor, while the RUN
+/// sleeps, the scratch dir's unpacked root; the cache's own root keeps
+/// BuildKit's 0755 for the step. Every hole found is listed, not just the first.
+#[test]
+fn other_users_reach_nothing_kiln_keeps() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs a build as root and probes it as nobody: run it as root (CI does)"
+    );
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let t = tempfile::tempdir().unwrap();
+    // nobody may walk into the test's dir: only Kiln's modes stop it.
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (kaniko, cache) = (t.path().join("kaniko"), t.path().join("cache"));
+    let ctx = t.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    let df = format!(
+        "FROM {}/base:1\nRUN --mount=type=cache,target=/c /bin/busybox cp /bin/busybox /c/sh && /bin/busybox chmod 4755 /c/sh && /bin/busybox sleep 8\n",
+        reg.host
+    );
+    write_context(&ctx, &[("Dockerfile", &df)]);
+    let log = t.path().join("log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_executor"))
+        .args(["--context", ctx.to_str().unwrap()])
+        .args(["--destination", &format!("{}/app:1", reg.host)])
+        .args(["--kaniko-dir", kaniko.to_str().unwrap()])
+        .args(["--cache-dir", cache.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start executor");
+    // Wait for the RUN to have made its setuid copy; it then sleeps.
+    let started = std::time::Instant::now();
+    let (scratch, suid) = loop {
+        let scratch = std::fs::read_dir(&kaniko).ok().and_then(|rd| {
+            rd.flatten().map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("kiln-"))
+            })
+        });
+        let suid = walkdir::WalkDir::new(cache.join("mounts"))
+            .into_iter()
+            .flatten()
+            .map(|e| e.into_path())
+            .find(|p| p.ends_with("sh") && mode_of(p) == 0o4755);
+        if let (Some(scratch), Some(suid)) = (scratch, suid) {
+            break (scratch, suid);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the build ended ({status}) before its RUN made the setuid copy:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(180),
+            "no setuid copy in {}",
+            cache.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut holes = Vec::new();
+    // While the RUN runs: the scratch dir and all in it are out of reach.
+    let passwd = scratch.join("stage-0/rootfs/etc/passwd");
+    assert!(passwd.is_file(), "the stage's root is unpacked in scratch");
+    holes.extend(nobody_got(&["ls", kaniko.to_str().unwrap()]));
+    holes.extend(nobody_got(&["ls", scratch.to_str().unwrap()]));
+    holes.extend(nobody_got(&["cat", passwd.to_str().unwrap()]));
+    holes.extend(mode_not(&scratch, 0o700, "the scratch dir"));
+    for d in subdirs(&scratch) {
+        holes.extend(mode_not(&d, 0o700, "a dir in scratch"));
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "executor failed:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // The payload is there, setuid root, and the cache's root as BuildKit makes it.
+    assert_eq!(std::fs::metadata(&suid).unwrap().uid(), 0);
+    let instance = suid.parent().unwrap();
+    assert_eq!(
+        mode_of(instance),
+        0o755,
+        "the cache's root keeps BuildKit's mode"
+    );
+    // Every container Kiln made on the way to it is 0700.
+    holes.extend(mode_not(&kaniko, 0o700, "the --kaniko-dir Kiln made"));
+    holes.extend(mode_not(&cache, 0o700, "the --cache-dir Kiln made"));
+    let tops = subdirs(&cache);
+    assert!(tops.iter().any(|d| d.ends_with("mounts")), "{tops:?}");
+    for d in tops.iter().chain(&subdirs(&cache.join("mounts"))) {
+        holes.extend(mode_not(d, 0o700, "a dir in the cache dir"));
+    }
+    // Kiln's own files there (blobs, file indexes) are not for others either.
+    for dir in ["blobs", "index"].map(|d| cache.join(d)) {
+        for f in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if mode_of(&f.path()) & 0o077 != 0 {
+                holes.push(format!(
+                    "{} is {:04o}",
+                    f.path().display(),
+                    mode_of(&f.path())
+                ));
+            }
+        }
+    }
+    // nobody can neither run the setuid copy nor even see it.
+    let suid = suid.to_str().unwrap();
+    holes.extend(nobody_got(&["stat", suid]));
+    // From a shell already running as nobody: setpriv given the path itself
+    // reaches it before it drops root.
+    holes.extend(nobody_got(&["/bin/sh", "-c", "exec \"$0\" -c id", suid]));
+    assert!(
+        holes.is_empty(),
+        "other users reach Kiln's state:\n{}",
+        holes.join("\n")
     );
 }

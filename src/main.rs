@@ -263,7 +263,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     let scratch = kiln::scratch::Scratch::create(&o.scratch_parent, cleanup)
         .with_context(|| format!("creating a scratch dir in {}", o.scratch_parent.display()))?;
     let blobs_dir = scratch.path().join("blobs");
-    std::fs::create_dir_all(&blobs_dir)?;
+    kiln::scratch::private_dir_all(&blobs_dir)?;
     let registry = Registry::new(o.registry.clone(), Keychain::load()?)?;
     if o.check_push {
         // Auth, TLS and scheme problems with a destination show before the build.
@@ -383,7 +383,7 @@ async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<(
     if images.is_empty() {
         bail!("nothing to warm: pass --image or --dockerfile");
     }
-    std::fs::create_dir_all(&cli.cache_dir)
+    kiln::scratch::private_dir_all(&cli.cache_dir)
         .with_context(|| format!("creating {}", cli.cache_dir.display()))?;
     let scratch = kiln::scratch::Scratch::create(&cli.cache_dir, cleanup)?;
     let mut opts = RegistryOptions {

@@ -2,6 +2,11 @@
 //! temp dir), removed when the build ends. A build holds a lock on `.lock` inside
 //! it, so the next build can remove directories that a killed build (`kill -9`,
 //! an OOM kill) left behind without touching those of builds still running.
+//!
+//! Kiln's own state (this directory, `--kaniko-dir` and `--cache-dir` when Kiln
+//! makes them, and the directories made directly in those) is 0700, as BuildKit
+//! keeps its state: unpacked roots and caches hold what RUN made, setuid files
+//! included, and another local user must not reach them.
 
 use std::fs::File;
 use std::io;
@@ -50,7 +55,7 @@ impl Drop for Scratch {
 impl Scratch {
     /// Removes stale scratch directories under `parent`, then makes a locked one.
     pub fn create(parent: &Path, cleanup: &Cleanup) -> io::Result<Scratch> {
-        std::fs::create_dir_all(parent)?;
+        private_dir_all(parent)?;
         for stale in stale_dirs(parent) {
             // A killed build's RUN steps may still run (a step that changed its
             // user loses its parent-death signal): they go first.
@@ -71,9 +76,7 @@ impl Scratch {
         }
         // Made under a name no other build looks at, locked, then renamed into
         // view: a `kiln-*` directory is never seen without its lock held.
-        let hidden = tempfile::Builder::new()
-            .prefix(".new-kiln-")
-            .tempdir_in(parent)?;
+        let hidden = private_tempdir(".new-kiln-", parent)?;
         let lock = File::create(hidden.path().join(LOCK))?;
         lock.lock()?;
         let name = hidden
@@ -91,6 +94,28 @@ impl Scratch {
     pub fn path(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Makes `dir`, and each missing parent, 0700 (see the module's notes). The mode
+/// is given per directory rather than by umask, which RUN's commands would
+/// inherit (their files would differ from BuildKit's). An existing directory
+/// keeps its mode: it may be the user's.
+pub fn private_dir_all(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// A new 0700 directory with a unique name under `parent` (tempfile's default
+/// is 0777 less the umask).
+pub(crate) fn private_tempdir(prefix: &str, parent: &Path) -> io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(parent)
 }
 
 /// Whether a name is one `Scratch::create` makes: `kiln-` and six letters or digits.
@@ -118,6 +143,29 @@ fn stale_dirs(parent: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn kilns_own_dirs_are_private_and_existing_ones_keep_their_mode() {
+        let t = tempfile::tempdir().unwrap();
+        let made = t.path().join("a/kaniko");
+        let live = Scratch::create(&made, &Cleanup::default()).unwrap();
+        assert_eq!(mode(&t.path().join("a")), 0o700, "a parent Kiln made");
+        assert_eq!(mode(&made), 0o700, "a --kaniko-dir Kiln made");
+        assert_eq!(mode(live.path()), 0o700, "the scratch dir");
+        let users = t.path().join("users");
+        std::fs::create_dir(&users).unwrap();
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let second = Scratch::create(&users, &Cleanup::default()).unwrap();
+        assert_eq!(mode(&users), 0o755, "an existing dir is left alone");
+        assert_eq!(mode(second.path()), 0o700);
+        private_dir_all(&users).unwrap();
+        assert_eq!(mode(&users), 0o755);
+    }
 
     #[test]
     fn only_unlocked_scratch_dirs_are_stale() {

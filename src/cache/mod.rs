@@ -391,7 +391,7 @@ impl Cache {
 /// into place: concurrent builds on one cache dir never see half a file.
 fn write_local(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
+    crate::scratch::private_dir_all(parent)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".part-")
         .tempfile_in(parent)?;

@@ -161,9 +161,7 @@ pub(super) async fn prepare_copy(
                     ));
                 }
             }
-            let work = tempfile::Builder::new()
-                .prefix("add-")
-                .tempdir_in(&opts.scratch_dir)
+            let work = crate::scratch::private_tempdir("add-", &opts.scratch_dir)
                 .map_err(|e| BuildError::io("creating a scratch dir", e))?;
             let urls = urls
                 .into_iter()
@@ -496,9 +494,8 @@ pub(super) async fn copy_entries(
         }
         CopyFrom::Image(image) => {
             // A dir of its own: stages running at once may copy from one image.
-            let dir = tempfile::Builder::new()
-                .prefix(&format!("from-{}-", image.manifest_digest.file_name()))
-                .tempdir_in(&opts.scratch_dir)
+            let prefix = format!("from-{}-", image.manifest_digest.file_name());
+            let dir = crate::scratch::private_tempdir(&prefix, &opts.scratch_dir)
                 .map_err(|e| BuildError::io("creating a scratch dir", e))?
                 .keep();
             let label = format!("image {}", image.reference);

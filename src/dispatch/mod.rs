@@ -436,7 +436,7 @@ async fn start_stage(
         None => opts.platform.clone(),
     };
     let dir = opts.scratch_dir.join(format!("stage-{}", stage.index));
-    std::fs::create_dir_all(&dir)
+    crate::scratch::private_dir_all(&dir)
         .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
     // FROM an earlier stage: continue from its state.
     if let Some(prev) = df.stage_named(&image, stage.index) {
@@ -540,6 +540,9 @@ impl Build<'_> {
     /// Probes once per build how RUN can be isolated here.
     fn sandbox_ready(&self) -> Result<Isolation, BuildError> {
         let probed = self.sandbox.get_or_init(|| {
+            // The probe's dir made first, 0700 as all of scratch's (the probe
+            // makes it with create_dir_all, which then leaves it as it is).
+            let _ = crate::scratch::private_dir_all(&self.opts.scratch_dir.join("sandbox-probe"));
             cpu(|| crate::sandbox::probe(&self.opts.scratch_dir)).map_err(|e| match e {
                 crate::sandbox::SandboxError::Unavailable { cause } => cause,
                 other => other.to_string(),

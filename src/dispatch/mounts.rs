@@ -318,7 +318,10 @@ fn cache_instance(
     seed: Option<&Path>,
 ) -> Result<(PathBuf, File), BuildError> {
     let err = |what: String| move |e| BuildError::io(what, e);
-    std::fs::create_dir_all(dir).map_err(err(format!("creating {}", dir.display())))?;
+    // `mounts` and each cache's directory are 0700: an instance keeps BuildKit's
+    // mode for RUN, and what RUN left in it (a setuid binary) must stay out of
+    // other users' reach.
+    crate::scratch::private_dir_all(dir).map_err(err(format!("creating {}", dir.display())))?;
     let open_lock = |name: &str| {
         let p = dir.join(name);
         std::fs::OpenOptions::new()
@@ -757,6 +760,35 @@ mod tests {
             upper.join("kept/written").exists(),
             "what the command wrote stays"
         );
+    }
+
+    #[test]
+    fn a_caches_containers_are_private_and_its_root_keeps_buildkits_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("cache/mounts/abc");
+        let m = MountSpec {
+            kind: MountKind::Cache,
+            target: Some("/c".into()),
+            source: None,
+            from: None,
+            readonly: false,
+            id: None,
+            sharing: None,
+            mode: None,
+            // Owned by whoever runs the test: chown to root needs root.
+            uid: Some(nix::unistd::getuid().as_raw()),
+            gid: Some(nix::unistd::getgid().as_raw()),
+            required: false,
+            size: None,
+            env: None,
+        };
+        let (path, _lock) = cache_instance(&dir, &m, None).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        for p in [d.path().join("cache"), d.path().join("cache/mounts"), dir] {
+            assert_eq!(mode(&p), 0o700, "{}", p.display());
+        }
+        assert_eq!(mode(&path), 0o755, "the cache's root, as RUN sees it");
     }
 
     #[test]

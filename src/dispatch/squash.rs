@@ -47,7 +47,7 @@ pub(super) async fn squash(
             _ => {}
         }
     }
-    std::fs::create_dir_all(dir)
+    crate::scratch::private_dir_all(dir)
         .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
     let mut bodies: HashMap<(usize, String), PathBuf> = HashMap::new();
     for (i, layer) in layers.iter().enumerate() {

@@ -352,7 +352,8 @@ impl PartialOrd for PathKey {
 /// costs the next build an unpacking.
 fn keep_tree(root: &std::path::Path, path: &std::path::Path) {
     let Some(parent) = path.parent() else { return };
-    let made = std::fs::create_dir_all(parent).and_then(|()| {
+    // `trees` is 0700; each tree's root keeps the image root's mode (clone_tree).
+    let made = crate::scratch::private_dir_all(parent).and_then(|()| {
         let tmp = tempfile::Builder::new()
             .prefix(".new-")
             .tempdir_in(parent)?;

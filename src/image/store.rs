@@ -99,7 +99,8 @@ impl BlobStore {
         }
         let parent = path.parent().unwrap_or(&self.scratch);
         let io = |op: String| move |source| StoreError::Io { op, source };
-        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+        crate::scratch::private_dir_all(parent)
+            .map_err(io(format!("creating {}", parent.display())))?;
         // A name of its own, so builds sharing a cache dir never write one file.
         let part = tempfile::Builder::new()
             .prefix(".part-")
