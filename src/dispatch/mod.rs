@@ -540,9 +540,6 @@ impl Build<'_> {
     /// Probes once per build how RUN can be isolated here.
     fn sandbox_ready(&self) -> Result<Isolation, BuildError> {
         let probed = self.sandbox.get_or_init(|| {
-            // The probe's dir made first, 0700 as all of scratch's (the probe
-            // makes it with create_dir_all, which then leaves it as it is).
-            let _ = crate::scratch::private_dir_all(&self.opts.scratch_dir.join("sandbox-probe"));
             cpu(|| crate::sandbox::probe(&self.opts.scratch_dir)).map_err(|e| match e {
                 crate::sandbox::SandboxError::Unavailable { cause } => cause,
                 other => other.to_string(),

@@ -149,6 +149,10 @@ impl StepDirs {
             merged: base.join("merged"),
             base: base.to_path_buf(),
         };
+        // 0700 as every directory of scratch; upper keeps the default mode,
+        // since the overlay's root takes it.
+        crate::scratch::private_dir_all(base)
+            .map_err(io(format!("creating {}", base.display())))?;
         for p in [&d.upper, &d.work, &d.merged] {
             std::fs::create_dir_all(p).map_err(io(format!("creating {}", p.display())))?;
         }
