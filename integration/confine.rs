@@ -11,6 +11,7 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -126,6 +127,11 @@ fn run_steps_cannot_reach_the_host() {
         format!("echo RESULT dev $({bb} ls /dev | {bb} tr '\\n' ,)"),
         format!("{bb} unshare -U -r true 2>/dev/null; echo RESULT unshare $?"),
         format!("{bb} nsenter -t 1 -m true 2>/dev/null; echo RESULT nsenter $?"),
+        format!("echo RESULT pids-cgroup $({bb} grep -E ':pids:|^0::' /proc/self/cgroup | {bb} head -1 | {bb} cut -d: -f3)"),
+        // The step's pids cgroup (v1's pids hierarchy, or v2's), as /sys shows it.
+        format!(
+            "echo RESULT pids-max $({bb} cat /sys/fs/cgroup/pids$({bb} grep :pids: /proc/self/cgroup | {bb} cut -d: -f3)/pids.max 2>/dev/null || {bb} cat /sys/fs/cgroup$({bb} grep ^0:: /proc/self/cgroup | {bb} cut -d: -f3)/pids.max)"
+        ),
     ];
     let df = format!(
         "FROM {}/base:1\nCOPY shocker /shocker\nRUN {}\n",
@@ -183,6 +189,18 @@ fn run_steps_cannot_reach_the_host() {
     }
     assert_ne!(want("unshare"), "0", "no new user namespace");
     assert_ne!(want("nsenter"), "0", "no joining the host's namespaces");
+    assert_eq!(
+        want("pids-max"),
+        "16384",
+        "the step's processes are bounded"
+    );
+    // Its cgroup went with it (v1's pids hierarchy here, else v2's).
+    let cg = want("pids-cgroup");
+    assert!(cg.contains("kiln-step-"), "{cg}");
+    for root in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"] {
+        let dir = format!("{root}{cg}");
+        assert!(!Path::new(&dir).exists(), "{dir} left behind");
+    }
 }
 
 /// A secret given `mode=0444` is readable in the step by a non-root user, and

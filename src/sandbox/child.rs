@@ -93,6 +93,8 @@ fn enter(spec: &RunSpec, probe: bool) -> Result<i32, String> {
     // directly, with CAP_MKNOD dropped as well (a device node could reach a host
     // disk without a user namespace's nodev).
     let root = nix::unistd::geteuid().is_root();
+    // Joined before anything forks, so the step's every process is counted.
+    let _cgroup = (!probe).then(super::cgroup::StepCgroup::join).flatten();
     let result = if root && user_namespaces_work() {
         in_user_namespace(|| {
             unshare(flags).map_err(|e| Failed(PROBE_NO_NAMESPACES, format!("unshare: {e}")))?;

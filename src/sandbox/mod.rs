@@ -20,6 +20,7 @@
 //!   the setting to change.
 //! - C, no privilege at all: the probe's error names the setting to change.
 
+pub(crate) mod cgroup;
 pub mod child;
 mod confine;
 pub(crate) mod inplace;
