@@ -217,16 +217,29 @@ fn setting_c_non_root_refuses_run_at_plan_time_and_builds_without_it() {
     assert_ok(&out);
 }
 
+/// A default Kubernetes Pod (root, seccomp Unconfined) and a privileged one,
+/// neither with a volume at /kaniko: the scratch dir is on the container's
+/// overlay root, where no overlay can be mounted. More permissions than
+/// setting A must never mean a refusal: the step runs in its namespaces on the
+/// stage's root itself, and its layers are the host's.
 #[test]
-fn scratch_on_the_containers_overlay_root_names_the_fix() {
+fn scratch_on_the_containers_overlay_root_runs_on_the_stages_own_root() {
     let reg = TestRegistry::start();
     let ctx = basics_context(&reg);
-    let out = in_image(
-        &["--security-opt", "seccomp=unconfined"],
-        ctx.path(),
-        &format!("{}/o:1", reg.host),
-    );
-    assert_refused(&out, &reg, "o:1", "is on an overlay filesystem");
+    let host = Setting::D.built(&reg, ctx.path(), "basics");
+    for (args, repo) in [
+        (&["--security-opt", "seccomp=unconfined"][..], "o"),
+        (&["--privileged"][..], "p"),
+    ] {
+        let out = in_image(args, ctx.path(), &format!("{}/{repo}:1", reg.host));
+        assert_ok(&out);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            log.contains("on the stage's root itself"),
+            "{repo}: the log names the rung and why: {log}"
+        );
+        check_basics(&pull(&reg, &format!("{repo}:1")), &host, repo);
+    }
 }
 
 #[test]

@@ -172,6 +172,7 @@ impl Session {
         let registry = std::sync::Arc::new(registry);
         Session {
             trees: cache_dir.as_ref().map(|d| d.join("trees")),
+            trees_off: std::sync::atomic::AtomicBool::new(false),
             cache_mounts: cache_dir.as_ref().unwrap_or(&scratch).join("mounts"),
             store: crate::image::BlobStore::new(registry.clone(), cache_dir, scratch.clone()),
             registry,
@@ -236,6 +237,10 @@ pub struct Session {
     pub store: crate::image::BlobStore,
     /// Unpacked base trees kept between builds (`--cache-dir/trees`).
     pub(crate) trees: Option<PathBuf>,
+    /// Set when RUN writes to stage roots themselves ([`Isolation::OwnRoot`]):
+    /// a root cloned from a kept tree shares its files' inodes, so no root may
+    /// be cloned from or kept as a tree from then on.
+    pub(crate) trees_off: std::sync::atomic::AtomicBool,
     /// `RUN --mount=type=cache` directories: `--cache-dir/mounts`, kept between
     /// builds, else in scratch for this build only.
     pub(crate) cache_mounts: PathBuf,
@@ -310,6 +315,10 @@ pub async fn build(
     // cache may still hold every RUN's layer.
     if let (Some(at), false) = (&plan.first_run, session.cache.settings.layers) {
         b.sandbox_ready().map_err(|e| e.at(at))?;
+    } else if plan.first_run.is_some() && session.trees.is_some() {
+        // Whether roots may share kept trees must be known before the first
+        // root is made; a refusal still waits for the first uncached RUN.
+        let _ = b.sandbox_ready();
     }
     let mut built: HashMap<usize, Arc<StageState>> = HashMap::new();
     let mut waiting = plan.stages.clone();
@@ -540,7 +549,11 @@ impl Build<'_> {
     /// Probes once per build how RUN can be isolated here.
     fn sandbox_ready(&self) -> Result<Isolation, BuildError> {
         let probed = self.sandbox.get_or_init(|| {
-            cpu(|| crate::sandbox::probe(&self.opts.scratch_dir)).map_err(|e| match e {
+            let probed = cpu(|| crate::sandbox::probe(&self.opts.scratch_dir));
+            if let Ok(Isolation::OwnRoot) = probed {
+                self.session.trees_off.store(true, Ordering::SeqCst);
+            }
+            probed.map_err(|e| match e {
                 crate::sandbox::SandboxError::Unavailable { cause } => cause,
                 other => other.to_string(),
             })
@@ -746,7 +759,7 @@ async fn run_step<'b>(
                     .host(session, ctx, built, opts, &dirs.base)
                     .await?;
                 let mut live = match isolation {
-                    Isolation::Namespaces => None,
+                    Isolation::Namespaces | Isolation::OwnRoot => None,
                     Isolation::InPlace => {
                         if hold.is_none() {
                             *hold = Some(b.live.lock().await);
@@ -762,7 +775,11 @@ async fn run_step<'b>(
                     &env,
                     &prepared,
                     (&dirs, &host_mounts),
-                    live.as_deref_mut(),
+                    match live.as_deref_mut() {
+                        Some(l) => run::Rung::Live(l),
+                        None if isolation == Isolation::OwnRoot => run::Rung::OwnRoot,
+                        None => run::Rung::Overlay,
+                    },
                 )
                 .await?;
                 run::drop_ignored(&mut entries, &opts.ignore_paths);

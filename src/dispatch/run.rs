@@ -11,6 +11,8 @@ use super::{BuildError, Session};
 use crate::dockerfile::shell::Env;
 use crate::dockerfile::{CommandLine, Run};
 use crate::image::spec::ImageConfig;
+use crate::rootfs::keep::Keep;
+use crate::sandbox::inplace::{self, Snapshot};
 use crate::sandbox::{self, RunSpec, StepDirs};
 use std::path::Path;
 
@@ -115,8 +117,20 @@ fn is_lone_heredoc(s: &str) -> bool {
     !word.is_empty() && word.chars().all(|c| c.is_alphanumeric() || c == '_')
 }
 
+/// Where a RUN's command runs, as the build's sandbox probe found.
+pub(super) enum Rung<'a> {
+    /// Namespaces and an overlay over the stage's root; the change is the
+    /// overlay's upper dir.
+    Overlay,
+    /// The same namespaces on the stage's root itself (no overlay can be
+    /// mounted here); the change is read by a walk against a snapshot.
+    OwnRoot,
+    /// The executor's own root (setting A).
+    Live(&'a mut LiveRoot),
+}
+
 /// Runs a prepared RUN on the stage's root and returns its layer's entries; the
-/// files they name stay in `dirs` until the layer is written.
+/// files they name stay in `dirs` (or the stage's root) until the layer is written.
 pub(super) async fn execute(
     session: &Session,
     fs: &StageFs,
@@ -124,8 +138,13 @@ pub(super) async fn execute(
     env: &Env,
     p: &PreparedRun,
     (dirs, mounts): (&StepDirs, &HostMounts),
-    mut live: Option<&mut LiveRoot>,
+    rung: Rung<'_>,
 ) -> Result<Entries, BuildError> {
+    let own_root = matches!(rung, Rung::OwnRoot);
+    let mut live = match rung {
+        Rung::Live(l) => Some(l),
+        _ => None,
+    };
     // The root first: USER is then read from its /etc/passwd, not by streaming
     // every layer for it (4 s on a 176 MB layer).
     let (lower, user) = match live.as_deref_mut() {
@@ -200,6 +219,7 @@ pub(super) async fn execute(
         network_none: p.network_none && live.is_none(),
         in_place: live.is_some(),
         mounts: sandbox_mounts,
+        on_root: own_root,
         procs: Some(session.blobs_dir.join(crate::procs::DIR)),
         parent: std::process::id(),
     };
@@ -213,6 +233,14 @@ pub(super) async fn execute(
     let placed = match &live {
         Some(l) => Some(mounts.place(Path::new(super::live::ROOT), l.keep())?),
         None => None,
+    };
+    // On the stage's root itself, the change is what moved since this walk.
+    let before = if own_root {
+        Some(super::cpu(|| {
+            Snapshot::take(&lower_root, &Keep::default())
+        })?)
+    } else {
+        None
     };
     let ran = super::cpu(|| sandbox::run(&spec, &spec_file));
     let _ = std::fs::remove_file(&spec_file);
@@ -241,10 +269,42 @@ pub(super) async fn execute(
         .filter(|p| index.get(p).is_none())
         .map(|p| p.to_string())
         .collect();
-    super::mounts::remove_stubs(&dirs.upper, &mount_stubs);
-    let mut entries =
-        super::cpu(|| sandbox::upper::changes(&dirs.upper, &lower_root, index, &stubs))?;
+    let mut entries = match before {
+        Some(before) => {
+            super::cpu(|| own_root_changes(&lower_root, &before, index, &stubs, &mount_stubs))?
+        }
+        None => {
+            super::mounts::remove_stubs(&dirs.upper, &mount_stubs);
+            super::cpu(|| sandbox::upper::changes(&dirs.upper, &lower_root, index, &stubs))?
+        }
+    };
     drop_stub_parents(&mut entries, index);
+    Ok(entries)
+}
+
+/// The change a command made to the stage's root itself: the sandbox's mount
+/// points and /etc stubs are taken out of the root first, and their parents
+/// keep their time, as the overlay reader keeps it.
+fn own_root_changes(
+    root: &Path,
+    before: &Snapshot,
+    index: &crate::rootfs::index::FsIndex,
+    etc_stubs: &[String],
+    mount_stubs: &[String],
+) -> Result<Entries, BuildError> {
+    super::mounts::remove_stubs(root, mount_stubs);
+    super::mounts::remove_stubs(root, etc_stubs);
+    let mut stub_parents = std::collections::HashSet::new();
+    for stub in etc_stubs.iter().chain(mount_stubs) {
+        let parent = crate::rootfs::split_parent(stub).0;
+        if index.get(parent).is_some() {
+            stub_parents.insert(parent.to_string());
+        } else {
+            // A parent the sandbox made for a stub (an image without /etc).
+            let _ = std::fs::remove_dir(root.join(crate::pathname::to_path(parent)));
+        }
+    }
+    let (entries, _) = inplace::changes(root, before, &Keep::default(), &stub_parents)?;
     Ok(entries)
 }
 

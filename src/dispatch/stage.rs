@@ -194,6 +194,9 @@ impl StageFs {
     /// owner and mode (a clone must match the tree).
     fn cached_tree(&self, session: &Session) -> Option<(usize, PathBuf)> {
         let trees = session.trees.as_ref()?;
+        if session.trees_off.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
         let caps = crate::rootfs::caps::FileCaps::effective();
         if !(caps.chown && caps.dac_override) {
             return None;

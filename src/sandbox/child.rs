@@ -64,6 +64,9 @@ pub(crate) const PROBE_NO_NAMESPACES: i32 = 10;
 pub(crate) const PROBE_NO_USER_NAMESPACE: i32 = 11;
 pub(crate) const PROBE_NO_OVERLAY: i32 = 12;
 pub(crate) const PROBE_NO_ID_MAP: i32 = 13;
+/// No overlay can be mounted here (the scratch dir is on an overlay), but the
+/// stage's root itself can be the command's root.
+pub(crate) const PROBE_OWN_ROOT: i32 = 14;
 
 /// A setup failure with the probe exit code that names it.
 struct Failed(i32, String);
@@ -247,12 +250,27 @@ fn in_namespaces(spec: &RunSpec, probe: bool, confine: Confine) -> Result<i32, F
         None::<&str>,
     )
     .map_err(|e| format!("making / private: {e}"))?;
-    mount_overlay(&spec.lower, &spec.upper, &spec.work, &spec.merged)
-        .map_err(|e| Failed(PROBE_NO_OVERLAY, e))?;
+    if spec.on_root {
+        bind_root(&spec.lower, &spec.merged)?;
+    } else if let Err(e) = mount_overlay(&spec.lower, &spec.upper, &spec.work, &spec.merged) {
+        // An overlay's upper dir cannot sit on an overlay (a container's own
+        // root): the stage's root itself can still be the command's root.
+        if probe && bind_root(&spec.lower, &spec.merged).is_ok() {
+            eprintln!("{e}");
+            return Ok(PROBE_OWN_ROOT);
+        }
+        return Err(Failed(PROBE_NO_OVERLAY, e));
+    }
     if probe {
         return Ok(0);
     }
     Ok(command_in_child(spec, || setup_and_exec(spec, confine))?)
+}
+
+/// The stage's root itself at `target`: the command writes to it, and the
+/// parent reads the change by a walk (no overlay where the scratch dir is on one).
+fn bind_root(root: &Path, target: &Path) -> Result<(), String> {
+    mnt(root.to_str(), target, None, MsFlags::MS_BIND, None)
 }
 
 /// Mounts an overlay of `lower` at `target`, its writes in `upper`.

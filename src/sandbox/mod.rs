@@ -88,6 +88,10 @@ pub struct RunSpec {
     /// in place, where the parent puts their contents there instead).
     #[serde(default)]
     pub mounts: Vec<Mount>,
+    /// The stage's root itself (`lower`) is the command's root, no overlay:
+    /// the parent reads the change by a walk ([`Isolation::OwnRoot`]).
+    #[serde(default)]
+    pub on_root: bool,
     /// Where the helper records the processes that must not outlive the build
     /// (see [`crate::procs`]): the scratch dir's.
     #[serde(default)]
@@ -171,6 +175,10 @@ impl StepDirs {
 pub(crate) enum Isolation {
     /// Namespaces and an overlay over the stage's unpacked root (D, B, E).
     Namespaces,
+    /// The same namespaces over the stage's unpacked root itself, where no
+    /// overlay can be mounted (the scratch dir on a container's overlay root:
+    /// a Pod without an emptyDir); the change is read by a snapshot walk.
+    OwnRoot,
     /// The executor's own root, in Kiln's image where namespaces are denied (A).
     InPlace,
 }
@@ -198,16 +206,28 @@ pub(crate) fn probe(scratch: &Path) -> Result<Isolation, SandboxError> {
         network_none: false,
         in_place: false,
         mounts: Vec::new(),
+        on_root: false,
         procs: None,
         parent: std::process::id(),
     };
     let result = run_helper(&spec, &base.join("spec.json"), true);
     dirs.remove();
     let (code, said) = match result {
-        Ok(()) => return Ok(Isolation::Namespaces),
+        Ok(()) => {
+            crate::log_info!("RUN runs in its own namespaces on an overlay over the stage's root");
+            return Ok(Isolation::Namespaces);
+        }
         Err(SandboxError::Probe { code, stderr }) => (code, stderr),
         Err(e) => return Err(e),
     };
+    if code == child::PROBE_OWN_ROOT {
+        crate::log_info!(
+            "RUN runs in its own namespaces on the stage's root itself, its change read by a walk: no overlay can be mounted on {} ({})",
+            scratch.display(),
+            said.trim()
+        );
+        return Ok(Isolation::OwnRoot);
+    }
     let uid = nix::unistd::geteuid();
     let no_namespaces = matches!(
         code,
