@@ -310,3 +310,57 @@ fn url_downloads_follow_proxy_settings() {
     );
     assert_eq!(proxy.hits("http://kiln-proxied.invalid/tool"), 1);
 }
+
+/// ADD's URL and git sources share the context's refusals: a redirect to a
+/// `file:` URL, an `https://` URL on a plain-HTTP server (one TLS hello, no
+/// retries) and a git tree holding `..` each fail at once, naming the line
+/// and the cause; nothing is pushed or left behind.
+#[test]
+fn add_refuses_file_redirects_plain_http_servers_and_trees_that_climb_out() {
+    use common::files::{GitServer, Node};
+    let reg = TestRegistry::start();
+    let server = FileServer::start(&[
+        ("/tool", Reply::Redirect("file:///etc/passwd")),
+        ("/plain", Reply::Status(404)),
+    ]);
+    let git = GitServer::start();
+    git.craft_branch(
+        "climb",
+        &[("..", Node::Tree(vec![("escaped", Node::Blob("out\n"))]))],
+    );
+    let https = server.base.replacen("http://", "https://", 1);
+    let cases = [
+        (
+            "ADD {HTTP}/tool /x/".to_string(),
+            "{HTTP}/tool: redirect to file:///etc/passwd: unsupported protocol scheme \"file\""
+                .to_string(),
+        ),
+        (
+            format!("ADD {https}/plain /x/"),
+            format!("{https}/plain: the server speaks plain HTTP, not HTTPS"),
+        ),
+        (
+            format!("ADD {}#climb /src/", git.url),
+            format!("{}: the tree holds \"..\"", git.url),
+        ),
+    ];
+    for (i, (line, cause)) in cases.iter().enumerate() {
+        let df = format!("FROM scratch\n{line}\n");
+        let ctx = context(&reg, &server, &df);
+        let scratch = tempfile::tempdir().unwrap();
+        let repo = format!("refused{i}");
+        let out = kiln(&reg, ctx.path(), scratch.path(), &repo, &[]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "Kiln built {line}: {err}");
+        let last = err.lines().last().unwrap_or_default();
+        let cause = cause.replace("{HTTP}", &server.base);
+        assert!(
+            last.contains("Dockerfile:2: ") && last.contains(&cause),
+            "{line}: names {cause:?}: {err}"
+        );
+        assert_nothing_pushed(&reg, &format!("{repo}:1"), line);
+        assert_eq!(leftovers(scratch.path()), Vec::<String>::new(), "{line}");
+    }
+    assert_eq!(server.hits("/tool"), 1, "the redirect was not retried");
+    assert_eq!(server.tls_hellos(), 1, "one TLS hello, no retries");
+}

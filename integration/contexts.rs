@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::files::{FileServer, GitServer, Reply};
+use common::files::{FileServer, GitServer, Node, Reply};
 use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -420,4 +420,124 @@ fn bucket_contexts_from_s3_gcs_and_azure() {
         "{err}"
     );
     assert_nothing_pushed(&reg, "ctx/missing:1", "the context was not found");
+}
+
+/// Runs the executor on `context` (plain-HTTP git as `GIT_PULL_METHOD=http`),
+/// expecting it to fail; returns its stderr after checking nothing was pushed.
+fn refused(reg: &TestRegistry, context: &str, repo: &str) -> String {
+    let dest = format!("{}/{repo}:1", reg.host);
+    let out = Command::new(env!("CARGO_BIN_EXE_executor"))
+        .args(["--context", context, "--destination", &dest])
+        .env("GIT_PULL_METHOD", "http")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{context} built: {err}");
+    assert_nothing_pushed(reg, &format!("{repo}:1"), context);
+    err
+}
+
+/// A context URL redirected to `file:///etc/passwd` is refused at once, the
+/// location and its scheme named as BuildKit names them; never followed.
+#[test]
+fn a_context_url_redirected_to_a_file_url_is_refused() {
+    let reg = TestRegistry::start();
+    let server = FileServer::start(&[("/ctx.tar.gz", Reply::Redirect("file:///etc/passwd"))]);
+    let err = refused(&reg, &server.url("/ctx.tar.gz"), "ctx/redirect");
+    let want = format!(
+        "{}: redirect to file:///etc/passwd: unsupported protocol scheme \"file\"",
+        server.url("/ctx.tar.gz")
+    );
+    assert!(err.contains(&want), "{err}");
+    assert_eq!(server.hits("/ctx.tar.gz"), 1, "asked once, not retried");
+}
+
+/// An HTML page (a login or error page) served as the context is named as
+/// not a tar archive, with the URL and its Content-Type; so is such a file
+/// given as `tar://`.
+#[test]
+fn an_html_page_as_context_is_not_a_tar_archive() {
+    let reg = TestRegistry::start();
+    let page = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n".to_vec();
+    let server = FileServer::start(&[(
+        "/ctx.tar.gz",
+        Reply::Typed(page.clone(), "text/html; charset=utf-8"),
+    )]);
+    let url = server.url("/ctx.tar.gz");
+    let err = refused(&reg, &url, "ctx/html");
+    let want = format!("--context {url}: the download is not a tar archive");
+    assert!(err.contains(&want), "{err}");
+    assert!(
+        err.contains("Content-Type: text/html; charset=utf-8"),
+        "{err}"
+    );
+    assert!(!err.contains("failed to read entire block"), "{err}");
+
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("page.tar");
+    std::fs::write(&file, &page).unwrap();
+    let context = format!("tar://{}", file.display());
+    let err = refused(&reg, &context, "ctx/html-file");
+    assert!(
+        err.contains(&format!(
+            "--context {context}: the file is not a tar archive"
+        )),
+        "{err}"
+    );
+}
+
+/// An `https://` context on a plain-HTTP server that closes the TLS handshake
+/// fails at once (one TLS hello: no retries) and says the server speaks plain
+/// HTTP.
+#[test]
+fn an_https_context_on_a_plain_http_server_fails_at_once() {
+    let reg = TestRegistry::start();
+    let server = FileServer::start(&[("/ctx.tar.gz", Reply::Status(404))]);
+    let url = server.url("/ctx.tar.gz").replacen("http://", "https://", 1);
+    let err = refused(&reg, &url, "ctx/plain");
+    assert!(
+        err.contains(&format!(
+            "{url}: the server speaks plain HTTP, not HTTPS: use an http:// URL"
+        )),
+        "{err}"
+    );
+    assert_eq!(server.tls_hellos(), 1, "one TLS hello, no retries: {err}");
+    assert!(!err.contains("retry"), "{err}");
+}
+
+/// A git context whose tree holds `..` (below a directory) or `.git` — names
+/// git never makes but a hostile server can send — is refused, naming the
+/// repository and the path; nothing is written through them.
+#[test]
+fn a_git_context_whose_tree_has_dot_dot_or_dot_git_is_refused() {
+    let reg = TestRegistry::start();
+    let git = GitServer::start_with(&[("Dockerfile", DOCKERFILE)]);
+    git.craft_branch(
+        "climb",
+        &[
+            ("Dockerfile", Node::Blob(DOCKERFILE)),
+            (
+                "sub",
+                Node::Tree(vec![(
+                    "..",
+                    Node::Tree(vec![("escaped", Node::Blob("out\n"))]),
+                )]),
+            ),
+        ],
+    );
+    git.craft_branch(
+        "dotgit",
+        &[
+            ("Dockerfile", Node::Blob(DOCKERFILE)),
+            (".git", Node::Tree(vec![("config", Node::Blob("[core]\n"))])),
+        ],
+    );
+    let repo = git.url.strip_prefix("http://").unwrap();
+    for (branch, path) in [("climb", "\"sub/..\""), ("dotgit", "\".git\"")] {
+        let err = refused(&reg, &format!("git://{repo}#{branch}"), "ctx/git-bad");
+        assert!(
+            err.contains(&git.url) && err.contains(&format!("the tree holds {path}")),
+            "{branch}: {err}"
+        );
+    }
 }

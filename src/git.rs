@@ -19,6 +19,8 @@ pub enum GitError {
         path: String,
         commit: String,
     },
+    #[error("{remote}: the tree holds {path:?}, a name git refuses to check out")]
+    BadPath { remote: String, path: String },
     #[error("{remote}: writing {path}: {source}")]
     Write {
         remote: String,
@@ -116,7 +118,13 @@ pub(crate) fn checkout(
             .and_then(|o| o.try_into_tree().ok())
             .ok_or_else(not_dir)?;
     }
-    write_tree(&repo, &tree, dest, &remote)?;
+    write_tree(
+        &repo,
+        &tree,
+        dest,
+        r.subdir.as_deref().unwrap_or(""),
+        &remote,
+    )?;
     let write_err = |source| GitError::Write {
         remote: remote.clone(),
         path: git_dir.display().to_string(),
@@ -212,10 +220,22 @@ fn find_commit<'r>(repo: &'r gix::Repository, name: &str) -> Option<gix::Commit<
     repo.find_object(id).ok()?.peel_to_commit().ok()
 }
 
+/// Names git's `verify_path` refuses in a tree: a checkout must not climb out
+/// (`..`), write into itself (`.`, `.git` in any case) or hide a path (`/`).
+fn refused_name(name: &str) -> bool {
+    name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.eq_ignore_ascii_case(".git")
+}
+
+/// Writes `tree` into `dir`; `at` is the tree's path in the commit, for errors.
 fn write_tree(
     repo: &gix::Repository,
     tree: &gix::Tree<'_>,
     dir: &Path,
+    at: &str,
     remote: &str,
 ) -> Result<(), GitError> {
     use gix::object::tree::EntryKind;
@@ -232,9 +252,18 @@ fn write_tree(
     let decoded = tree.decode().map_err(|e| fetch_err(&e))?;
     for e in &decoded.entries {
         let name = crate::pathname::from_bytes(e.filename);
-        // Git refuses such names; a hostile server could still send them.
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name == ".git" {
-            continue;
+        let rel = if at.is_empty() {
+            name.clone()
+        } else {
+            format!("{at}/{name}")
+        };
+        // Git makes no such names, but a hostile server can send them; git
+        // and BuildKit refuse the checkout, and so does Kiln.
+        if refused_name(&name) {
+            return Err(GitError::BadPath {
+                remote: remote.to_string(),
+                path: crate::pathname::display(&rel),
+            });
         }
         let path = dir.join(crate::pathname::to_path(&name));
         let kind = e.mode.kind();
@@ -244,7 +273,7 @@ fn write_tree(
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
                     .map_err(write_err(&path))?;
                 let sub = repo.find_tree(e.oid).map_err(|err| fetch_err(&err))?;
-                write_tree(repo, &sub, &path, remote)?;
+                write_tree(repo, &sub, &path, &rel, remote)?;
             }
             EntryKind::Blob | EntryKind::BlobExecutable => {
                 let blob = repo.find_blob(e.oid).map_err(|err| fetch_err(&err))?;
@@ -289,5 +318,15 @@ mod tests {
         let r = GitRef::parse("git@h:o/r.git#:docs");
         assert_eq!(r.remote, "git@h:o/r.git");
         assert_eq!((r.reference, r.subdir.as_deref()), (None, Some("docs")));
+    }
+
+    #[test]
+    fn names_git_refuses_are_refused() {
+        for bad in ["", ".", "..", ".git", ".GIT", "a/b"] {
+            assert!(refused_name(bad), "{bad:?}");
+        }
+        for good in ["...", ".gitignore", "a..b", ".git-x", "git"] {
+            assert!(!refused_name(good), "{good:?}");
+        }
     }
 }

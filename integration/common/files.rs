@@ -1,11 +1,14 @@
 //! A plain-HTTP file server on loopback for ADD's URL sources: each path has
 //! one reply (a file with or without `Last-Modified`, a status, a redirect, a
-//! body cut short, a slow body), and every request is counted.
+//! body cut short, a slow body), and every request is counted. A TLS hello
+//! (an `https://` URL pointed at it) is counted too, then the connection is
+//! closed unanswered, as some plain-HTTP servers do.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +18,7 @@ pub enum Reply {
     File(Vec<u8>, Option<&'static str>),
     /// This status, no body.
     Status(u16),
-    /// 302 to this path on the same server.
+    /// 302 to this location: a path on the same server, or any URL.
     Redirect(&'static str),
     /// 200 announcing the whole body's length, then only the first `n` bytes.
     Truncated(Vec<u8>, usize),
@@ -23,6 +26,8 @@ pub enum Reply {
     Slow(Vec<u8>, Duration),
     /// 200 as a cloud object store answers a GET: `Last-Modified` and `ETag`.
     Object(Vec<u8>),
+    /// 200 with this body and `Content-Type`.
+    Typed(Vec<u8>, &'static str),
 }
 
 pub struct FileServer {
@@ -69,13 +74,30 @@ impl FileServer {
     pub fn hits(&self, path: &str) -> usize {
         self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
+
+    /// How many connections opened with a TLS hello.
+    pub fn tls_hellos(&self) -> usize {
+        self.hits(TLS_HELLO)
+    }
 }
+
+/// The key TLS hellos are counted under: no path looks like it.
+const TLS_HELLO: &str = "<tls hello>";
 
 fn serve(
     conn: TcpStream,
     routes: &Mutex<HashMap<String, Reply>>,
     hits: &Mutex<HashMap<String, usize>>,
 ) -> std::io::Result<()> {
+    let mut first = [0u8; 1];
+    // 0x16: a TLS handshake record.
+    if conn.peek(&mut first)? == 1 && first[0] == 0x16 {
+        *hits.lock().unwrap().entry(TLS_HELLO.into()).or_default() += 1;
+        // Read the hello before closing, so the client sees EOF, not a reset.
+        let mut hello = [0u8; 16 << 10];
+        let _ = (&conn).read(&mut hello)?;
+        return Ok(());
+    }
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -111,6 +133,11 @@ fn serve(
         Some(Reply::Object(body)) => {
             let extra = "Last-Modified: Mon, 02 Jan 2006 15:04:05 GMT\r\nETag: \"kiln-test\"\r\n";
             out.write_all(head("200 OK", body.len(), extra).as_bytes())?;
+            out.write_all(&body)?;
+        }
+        Some(Reply::Typed(body, content_type)) => {
+            let extra = format!("Content-Type: {content_type}\r\n");
+            out.write_all(head("200 OK", body.len(), &extra).as_bytes())?;
             out.write_all(&body)?;
         }
         Some(Reply::Truncated(body, n)) => {
@@ -162,6 +189,8 @@ pub struct GitServer {
     pub url: String,
     /// The commit `v1` names.
     pub v1: String,
+    /// The bare repository served.
+    repo: PathBuf,
     server: std::process::Child,
     _dir: tempfile::TempDir,
 }
@@ -257,9 +286,74 @@ impl GitServer {
         GitServer {
             url,
             v1,
+            repo: dir.path().join("repos/r.git"),
             server,
             _dir: dir,
         }
+    }
+}
+
+/// A tree entry for [`GitServer::craft_branch`].
+pub enum Node {
+    Blob(&'static str),
+    Tree(Vec<(&'static str, Node)>),
+}
+
+impl GitServer {
+    /// Makes `branch` a commit of `tree`, written object by object with
+    /// `git hash-object` and `git mktree`, which take names (`..`, `.git`) no
+    /// work tree could hold: what a hostile server may send.
+    pub fn craft_branch(&self, branch: &str, tree: &[(&'static str, Node)]) {
+        let id = self.write_tree(tree);
+        let commit = self.git(&["commit-tree", &id, "-m", "crafted"], "");
+        self.git(
+            &["update-ref", &format!("refs/heads/{branch}"), &commit],
+            "",
+        );
+    }
+
+    fn write_tree(&self, tree: &[(&'static str, Node)]) -> String {
+        let mut listing = String::new();
+        for (name, node) in tree {
+            let line = match node {
+                Node::Blob(text) => {
+                    let id = self.git(&["hash-object", "-w", "--stdin"], text);
+                    format!("100644 blob {id}\t{name}\n")
+                }
+                Node::Tree(entries) => {
+                    format!("040000 tree {}\t{name}\n", self.write_tree(entries))
+                }
+            };
+            listing.push_str(&line);
+        }
+        self.git(&["mktree"], &listing)
+    }
+
+    /// Runs git in the served repository with `input` on stdin; its stdout, trimmed.
+    fn git(&self, args: &[&str], input: &str) -> String {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(super::require("git", "apt-get install git"))
+            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(&self.repo)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run git");
+        child
+            .stdin
+            .take()
+            .expect("git's stdin")
+            .write_all(input.as_bytes())
+            .expect("write to git");
+        let out = child.wait_with_output().expect("wait for git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 

@@ -34,6 +34,19 @@ pub enum SourceError {
     Task(String),
     #[error("--context {url}: {cause}")]
     Bucket { url: String, cause: String },
+    #[error("--context {context}: {what} is not a tar archive (plain, or compressed with gzip, bzip2, xz or zstd){}", content_type_note(.content_type))]
+    NotTar {
+        context: String,
+        what: &'static str,
+        content_type: Option<String>,
+    },
+}
+
+fn content_type_note(content_type: &Option<String>) -> String {
+    match content_type {
+        Some(t) => format!("; the server sent Content-Type: {t}"),
+        None => String::new(),
+    }
 }
 
 /// A parsed `--context`.
@@ -173,6 +186,7 @@ impl Source {
             return Ok(dir.to_path_buf());
         };
         let tarball = parent.join("context.tar");
+        let mut content_type = None;
         match self {
             Source::Dir(p) => return Ok(p.clone()),
             Source::Git {
@@ -202,6 +216,7 @@ impl Source {
             }
             Source::Tar(p) => {
                 crate::log_info!("context: unpacking {}", p.display());
+                refuse_non_tar(p, &label, "the file", None)?;
                 unpack(p, dir, &label, now).await?;
                 return Ok(dir.to_path_buf());
             }
@@ -221,13 +236,18 @@ impl Source {
             }
             Source::Url(url) => {
                 crate::log_info!("context: downloading {url}");
-                registry.fetch_file(url, &tarball, None).await?;
+                content_type = registry.fetch_file(url, &tarball, None).await?.content_type;
             }
             Source::Bucket(url) => {
                 crate::log_info!("context: downloading {url}");
                 super::bucket::download(url, &tarball).await?;
             }
         }
+        let what = match self {
+            Source::Stdin => "stdin",
+            _ => "the download",
+        };
+        refuse_non_tar(&tarball, &label, what, content_type)?;
         unpack(&tarball, dir, &label, now).await?;
         std::fs::remove_file(&tarball).map_err(io("removing the downloaded tar"))?;
         Ok(dir.to_path_buf())
@@ -261,6 +281,25 @@ fn without_credentials(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_string(),
+    }
+}
+
+/// Refuses a file that is no tar (an HTML error page, say) before the tar
+/// reader fails on it with words that do not say so. A file that cannot be
+/// read is left to `unpack`, whose error names the cause.
+fn refuse_non_tar(
+    tar: &Path,
+    label: &str,
+    what: &'static str,
+    content_type: Option<String>,
+) -> Result<(), SourceError> {
+    match crate::rootfs::archive::starts_as_tar(tar) {
+        Ok(false) => Err(SourceError::NotTar {
+            context: label.to_string(),
+            what,
+            content_type,
+        }),
+        _ => Ok(()),
     }
 }
 

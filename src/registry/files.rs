@@ -18,6 +18,12 @@ pub enum FileError {
     },
     #[error("{url}: {cause}")]
     Request { url: String, cause: String },
+    #[error("{url}: redirect to {location}: unsupported protocol scheme {scheme:?}")]
+    RedirectScheme {
+        url: String,
+        location: String,
+        scheme: String,
+    },
     #[error("{url}: checksum mismatch: --checksum is {want}, the download is {got}")]
     Checksum {
         url: String,
@@ -40,6 +46,8 @@ pub(crate) struct Fetched {
     pub digest: String,
     /// `Last-Modified`, in seconds since the epoch.
     pub modified: Option<u64>,
+    /// `Content-Type`, as the server sent it.
+    pub content_type: Option<String>,
 }
 
 /// The hash algorithms `--checksum` takes (those of OCI digests).
@@ -138,9 +146,7 @@ impl Registry {
     ) -> Result<Fetched, Attempt> {
         let request_error = |e: reqwest::Error| {
             let cause = match transport::connect_failure(&e) {
-                Some(transport::ConnectFailure::PlainHttpServer) => {
-                    "the server speaks plain HTTP, not HTTPS: use an http:// URL".to_string()
-                }
+                Some(transport::ConnectFailure::PlainHttpServer) => PLAIN_HTTP_SERVER.to_string(),
                 Some(
                     f @ (transport::ConnectFailure::Tls(_)
                     | transport::ConnectFailure::ClientCertificate(_)),
@@ -157,8 +163,28 @@ impl Registry {
                 Attempt::Final(err)
             }
         };
-        let mut resp = self.http.get(url).send().await.map_err(request_error)?;
+        let mut resp = match self.http.get(url).send().await {
+            Ok(resp) => resp,
+            Err(e) if transport::handshake_closed(&e) && self.speaks_plain_http(url).await => {
+                return Err(Attempt::Final(FileError::Request {
+                    url: url.to_string(),
+                    cause: PLAIN_HTTP_SERVER.to_string(),
+                }))
+            }
+            Err(e) => return Err(request_error(e)),
+        };
         let status = resp.status();
+        if status.is_redirection() {
+            // reqwest follows http(s) redirects itself and hands back any other
+            // (`file:`, `ftp:`) unfollowed: name it, as BuildKit does.
+            if let Some((location, scheme)) = unsupported_redirect(&resp) {
+                return Err(Attempt::Final(FileError::RedirectScheme {
+                    url: url.to_string(),
+                    location,
+                    scheme,
+                }));
+            }
+        }
         if !status.is_success() {
             let err = FileError::Status {
                 url: url.to_string(),
@@ -170,6 +196,11 @@ impl Registry {
                 Attempt::Final(err)
             });
         }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let modified = resp
             .headers()
             .get(reqwest::header::LAST_MODIFIED)
@@ -201,8 +232,54 @@ impl Registry {
                 }));
             }
         }
-        Ok(Fetched { digest, modified })
+        Ok(Fetched {
+            digest,
+            modified,
+            content_type,
+        })
     }
+
+    /// Whether the server of an `https://` URL whose TLS handshake it closed
+    /// answers plain HTTP on that port: then no retry can help. A TLS port
+    /// answers plain HTTP with 400, so that answer does not count.
+    async fn speaks_plain_http(&self, url: &str) -> bool {
+        let Ok(mut plain) = reqwest::Url::parse(url) else {
+            return false;
+        };
+        if plain.scheme() != "https" || plain.set_scheme("http").is_err() {
+            return false;
+        }
+        // An https URL without a port means 443, which http would not.
+        if plain.port().is_none() && plain.set_port(Some(443)).is_err() {
+            return false;
+        }
+        matches!(self.http.get(plain).send().await,
+            Ok(resp) if resp.status() != reqwest::StatusCode::BAD_REQUEST)
+    }
+}
+
+const PLAIN_HTTP_SERVER: &str = "the server speaks plain HTTP, not HTTPS: use an http:// URL";
+
+/// The `Location` of a redirect reqwest did not follow because its scheme is
+/// not http or https, and that scheme. It is never followed.
+fn unsupported_redirect(resp: &reqwest::Response) -> Option<(String, String)> {
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)?
+        .to_str()
+        .ok()?;
+    redirect_scheme(resp.url(), location)
+}
+
+fn redirect_scheme(base: &reqwest::Url, location: &str) -> Option<(String, String)> {
+    let mut target = base.join(location).ok()?;
+    let scheme = target.scheme().to_string();
+    if scheme == "http" || scheme == "https" {
+        return None;
+    }
+    // Errors are logged: never a password the location may carry.
+    let _ = target.set_password(None);
+    Some((target.to_string(), scheme))
 }
 
 /// A failed try: worth another, after the server's Retry-After if it gave one.
@@ -248,6 +325,21 @@ mod tests {
         assert_eq!(url_file_name("http://h/a%20b"), "a b");
         assert_eq!(url_file_name("http://h/"), "__unnamed__");
         assert_eq!(url_file_name("http://h"), "__unnamed__");
+    }
+
+    #[test]
+    fn redirects_to_other_schemes_are_named() {
+        let base = reqwest::Url::parse("http://h/ctx.tar.gz").unwrap();
+        assert_eq!(
+            redirect_scheme(&base, "file:///etc/passwd"),
+            Some(("file:///etc/passwd".into(), "file".into()))
+        );
+        assert_eq!(
+            redirect_scheme(&base, "ftp://u:secret@f/x"),
+            Some(("ftp://u@f/x".into(), "ftp".into()))
+        );
+        assert_eq!(redirect_scheme(&base, "/elsewhere"), None);
+        assert_eq!(redirect_scheme(&base, "https://h2/x"), None);
     }
 
     #[test]

@@ -88,6 +88,33 @@ pub(crate) fn connect_failure(e: &reqwest::Error) -> Option<ConnectFailure> {
     None
 }
 
+/// Whether the server closed (or reset) the connection during the TLS
+/// handshake, as a plain-HTTP server may do with a TLS hello it cannot read.
+/// The same happens to an overloaded HTTPS server, so this alone proves nothing.
+pub(crate) fn handshake_closed(e: &reqwest::Error) -> bool {
+    use std::io::ErrorKind;
+    if !e.is_connect() {
+        return false;
+    }
+    let mut next: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = next {
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io)
+                if matches!(
+                    io.kind(),
+                    ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+                ) =>
+            {
+                return true
+            }
+            // As in `connect_failure`: an io::Error's source skips what it wraps.
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn StdError + 'static)),
+            None => err.source(),
+        };
+    }
+    false
+}
+
 fn alert_failure(alert: &str) -> ConnectFailure {
     let wants_client_cert = ["BadCertificate", "CertificateRequired", "UnknownCA"]
         .iter()

@@ -51,6 +51,39 @@ pub(crate) fn is_archive(path: &std::path::Path) -> bool {
     matches!(archive.entries().map(|mut e| e.next()), Ok(Some(Ok(_))))
 }
 
+/// Whether the file, once decompressed, starts as a tar: a first header whose
+/// checksum holds (unsigned or signed, as Go's reader takes), an end block, or
+/// nothing (an empty archive). A context that is not one is then named so,
+/// rather than by the tar reader's "failed to read entire block".
+pub(crate) fn starts_as_tar(path: &std::path::Path) -> io::Result<bool> {
+    let mut stream = reader::open_decompressed(path)?;
+    let mut block = [0u8; 512];
+    let mut n = 0;
+    while n < block.len() {
+        match stream.read(&mut block[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    if n == 0 || block.iter().all(|&b| b == 0) {
+        return Ok(true);
+    }
+    if n < block.len() {
+        return Ok(false);
+    }
+    let Ok(stored) = tar::Header::from_byte_slice(&block).cksum() else {
+        return Ok(false);
+    };
+    let field = 148..156;
+    let (mut unsigned, mut signed) = (0u32, 0i32);
+    for (i, &b) in block.iter().enumerate() {
+        let b = if field.contains(&i) { b' ' } else { b };
+        unsigned += u32::from(b);
+        signed += i32::from(b as i8);
+    }
+    Ok(stored == unsigned || i32::try_from(stored) == Ok(signed))
+}
+
 /// What an unpack has made so far.
 #[derive(Default)]
 struct Unpack {
@@ -256,6 +289,36 @@ impl ScratchRoot {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn only_tars_start_as_tar() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |name: &str, data: &[u8]| {
+            let p = dir.path().join(name);
+            fs::write(&p, data).unwrap();
+            starts_as_tar(&p).unwrap()
+        };
+        let gzip = |data: &[u8]| {
+            use std::io::Write;
+            let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            z.write_all(data).unwrap();
+            z.finish().unwrap()
+        };
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_cksum();
+        tar.append_data(&mut h, "a", &b"hi"[..]).unwrap();
+        let tar = tar.into_inner().unwrap();
+        let html = b"<!DOCTYPE html><html><body>Not a tarball</body></html>\n".repeat(20);
+        assert!(check("t.tar", &tar));
+        assert!(check("t.tgz", &gzip(&tar)));
+        assert!(check("empty", b""));
+        assert!(check("end-block", &[0; 1024]));
+        assert!(!check("short.html", b"<html></html>\n"));
+        assert!(!check("long.html", &html));
+        assert!(!check("html.gz", &gzip(&html)));
+    }
 
     fn entry(
         b: &mut tar::Builder<fs::File>,
