@@ -56,6 +56,18 @@ fn check_basics(got: &Pulled, host: &Pulled, setting: &str) {
     // One of the two names is written as a link to the other.
     let linked = got.files["hard"].hardlink == "hello" || got.files["hello"].hardlink == "hard";
     assert!(linked, "setting {setting}: /hard and /hello are one file");
+    // Nothing of the executor's scratch (its process records among them: a
+    // write after the step's pivot_root would land in the step's root).
+    let leaked: Vec<&String> = got
+        .layers
+        .iter()
+        .flatten()
+        .filter(|e| e.contains("kiln-"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "setting {setting}: {leaked:?} in a layer"
+    );
     for stub in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
         assert!(
             !got.files.contains_key(stub),

@@ -23,6 +23,51 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
         .ok()
 }
 
+/// The records directory, held open: the sandbox helper writes and removes
+/// records relative to it, since a `pivot_root` in its mount namespace moves
+/// its own root into the step's (paths would then land in the step's root).
+pub(crate) struct Records(std::fs::File);
+
+impl Records {
+    pub(crate) fn open(dir: &Path) -> std::io::Result<Records> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::File::open(dir).map(Records)
+    }
+
+    /// Writes `PID` in the directory; the returned name goes to [`Records::forget`].
+    pub(crate) fn record(&self, pid: i32) -> std::io::Result<String> {
+        use nix::fcntl::OFlag;
+        use std::io::Write;
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let start =
+            start_time(pid).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+        let name = pid.to_string();
+        let fd = nix::fcntl::openat(
+            Some(self.0.as_raw_fd()),
+            name.as_str(),
+            OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_TRUNC
+                | OFlag::O_CLOEXEC
+                | OFlag::O_NOFOLLOW,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )?;
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        f.write_all(format!("{pid} {start}\n").as_bytes())?;
+        Ok(name)
+    }
+
+    pub(crate) fn forget(&self, name: &str) {
+        use std::os::fd::AsRawFd;
+        let _ = nix::unistd::unlinkat(
+            Some(self.0.as_raw_fd()),
+            name,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    }
+}
+
 /// Writes `dir/PID`; the file is removed by [`forget`] once the process ended.
 pub(crate) fn record(dir: &Path, pid: i32) -> std::io::Result<PathBuf> {
     let start = start_time(pid).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;

@@ -13,7 +13,11 @@ pub(crate) const PIDS_MAX: u64 = 16384;
 
 /// The step's cgroup, removed on drop once its tasks are gone.
 pub(crate) struct StepCgroup {
-    dir: PathBuf,
+    /// The parent cgroup's directory, held open: where no user namespace can
+    /// be made, the helper's own root is pivoted into the step's, and paths
+    /// would no longer lead here.
+    parent: std::fs::File,
+    name: String,
 }
 
 impl StepCgroup {
@@ -23,29 +27,52 @@ impl StepCgroup {
     pub(crate) fn join() -> Option<StepCgroup> {
         let parent = own_pids_cgroup()?;
         remove_abandoned(&parent);
-        let dir = parent.join(format!("kiln-step-{}", std::process::id()));
+        let name = format!("kiln-step-{}", std::process::id());
+        let dir = parent.join(&name);
         std::fs::create_dir(&dir).ok()?;
-        let cg = StepCgroup { dir };
-        let joined = std::fs::write(cg.dir.join("pids.max"), PIDS_MAX.to_string()).and_then(|()| {
-            std::fs::write(cg.dir.join("cgroup.procs"), std::process::id().to_string())
-        });
+        let cg = StepCgroup {
+            parent: std::fs::File::open(&parent).ok()?,
+            name,
+        };
+        let me = std::process::id().to_string();
+        let joined = std::fs::write(dir.join("pids.max"), PIDS_MAX.to_string())
+            .and_then(|()| std::fs::write(dir.join("cgroup.procs"), &me));
         joined.ok().map(|()| cg)
+    }
+
+    /// Writes `text` to `rel` under the parent cgroup's directory.
+    fn write_at(&self, rel: &str, text: &str) -> std::io::Result<()> {
+        use nix::fcntl::OFlag;
+        use std::io::Write;
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let fd = nix::fcntl::openat(
+            Some(self.parent.as_raw_fd()),
+            rel,
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        f.write_all(text.as_bytes())
     }
 }
 
 impl Drop for StepCgroup {
     fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
         // This process leaves first (a cgroup holding a task cannot go), back
         // to the parent it came from.
-        if let Some(parent) = self.dir.parent() {
-            let _ = std::fs::write(parent.join("cgroup.procs"), std::process::id().to_string());
-        }
+        let _ = self.write_at("cgroup.procs", &std::process::id().to_string());
         // The killed namespace's tasks may take a moment to leave.
         for _ in 0..200 {
-            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-                return;
+            match nix::unistd::unlinkat(
+                Some(self.parent.as_raw_fd()),
+                self.name.as_str(),
+                nix::unistd::UnlinkatFlags::RemoveDir,
+            ) {
+                Ok(()) | Err(nix::Error::ENOENT) => return,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 }

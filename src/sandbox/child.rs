@@ -311,10 +311,16 @@ fn command_in_child(
     spec: &RunSpec,
     exec: impl FnOnce() -> Result<std::convert::Infallible, ExecError>,
 ) -> Result<i32, String> {
+    // Opened before the fork: the child's pivot_root moves this process's root too.
+    let records = spec
+        .procs
+        .as_deref()
+        .and_then(|dir| crate::procs::Records::open(dir).ok());
     // SAFETY: this process is single-threaded (a fresh exec of the executor that
     // started no runtime), so the child may run any code.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
+            drop(records);
             let e = match die_with_parent(0).map_err(setup).and_then(|()| exec()) {
                 Ok(never) => match never {},
                 Err(e) => e,
@@ -323,13 +329,12 @@ fn command_in_child(
             std::process::exit(e.code);
         }
         ForkResult::Parent { child } => {
-            let record = spec
-                .procs
-                .as_deref()
-                .and_then(|dir| crate::procs::record(dir, child.as_raw()).ok());
+            let record = records
+                .as_ref()
+                .and_then(|r| r.record(child.as_raw()).ok().map(|name| (r, name)));
             let code = wait_for(child);
-            if let Some(r) = record {
-                crate::procs::forget(&r);
+            if let Some((r, name)) = record {
+                r.forget(&name);
             }
             code
         }
