@@ -227,22 +227,14 @@ fn secrets_are_the_steps_alone() {
     let ctx = work.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
     std::fs::write(ctx.join("Dockerfile"), df).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_executor"))
-        .args([
-            "--context",
-            ctx.to_str().unwrap(),
-            "--destination",
-            &format!("{}/app:1", reg.host),
-            "--no-push",
-            "--kaniko-dir",
-            scratch.to_str().unwrap(),
-            "--secret",
-            &format!("id=tok,src={}", secret.display()),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let secret_arg = format!("id=tok,src={}", secret.display());
+    let child = spawn_build(
+        &ctx,
+        &format!("{}/app:1", reg.host),
+        &scratch,
+        &["--secret", &secret_arg],
+        Stdio::piped,
+    );
     // While the step sleeps: every file under scratch, read as nobody.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen_secret_file = false;
@@ -284,6 +276,30 @@ fn secrets_are_the_steps_alone() {
     );
 }
 
+/// Starts the executor on `ctx` without pushing, scratch in `kaniko_dir`.
+fn spawn_build(
+    ctx: &Path,
+    dest: &str,
+    kaniko_dir: &Path,
+    extra: &[&str],
+    output: fn() -> Stdio,
+) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_executor"))
+        .args([
+            "--context",
+            ctx.to_str().unwrap(),
+            "--destination",
+            dest,
+            "--no-push",
+        ])
+        .args(["--kaniko-dir", kaniko_dir.to_str().unwrap()])
+        .args(extra)
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .unwrap()
+}
+
 /// Processes whose command line holds `needle`, as pgrep sees them.
 fn pgrep(needle: &str) -> Vec<String> {
     let out = Command::new(require("pgrep", "apt-get install procps"))
@@ -323,20 +339,13 @@ fn no_step_outlives_its_build() {
         let ctx = work.path().join("ctx");
         std::fs::create_dir(&ctx).unwrap();
         std::fs::write(ctx.join("Dockerfile"), df).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_executor"))
-            .args([
-                "--context",
-                ctx.to_str().unwrap(),
-                "--destination",
-                &format!("{}/app:1", reg.host),
-                "--no-push",
-                "--kaniko-dir",
-                scratch.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_build(
+            &ctx,
+            &format!("{}/app:1", reg.host),
+            &scratch,
+            &[],
+            Stdio::null,
+        );
         wait_for("the step's three sleeps", || {
             pgrep(&format!("sleep {mark}")).len() >= 3
         });

@@ -101,6 +101,31 @@ pub fn display(name: &str) -> String {
     String::from_utf8_lossy(&to_bytes(name)).into_owned()
 }
 
+/// A name as mountinfo writes it, its space, tab, newline and backslash as
+/// `\\ooo` octal, back as bytes.
+pub(crate) fn unescape_octal(s: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -673,37 +673,12 @@ fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, String> {
         let Some(point) = line.split(' ').nth(4) else {
             continue;
         };
-        let point = PathBuf::from(unescape_mountinfo(point));
+        let point = PathBuf::from(crate::pathname::unescape_octal(point));
         if point != dir && point.starts_with(dir) && !out.contains(&point) {
             out.push(point);
         }
     }
     Ok(out)
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo` octal.
-fn unescape_mountinfo(s: &str) -> std::ffi::OsString {
-    use std::os::unix::ffi::OsStringExt;
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                let v = u32::from(d[0] - b'0') * 64 + u32::from(d[1] - b'0') * 8;
-                out.push((v + u32::from(d[2] - b'0')) as u8);
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    std::ffi::OsString::from_vec(out)
 }
 
 /// runc's masked paths: files the host's /dev/null hides, directories an

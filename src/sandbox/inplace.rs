@@ -64,27 +64,7 @@ fn mount_points(mountinfo: &str) -> Vec<String> {
 }
 
 fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    crate::pathname::from_os(std::ffi::OsStr::new(
-        &<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out),
-    ))
+    crate::pathname::from_os(&crate::pathname::unescape_octal(s))
 }
 
 /// Identity and change time of an entry: any write, chmod, chown, link or
