@@ -430,6 +430,7 @@ cases! {
     missing_source_is_refused: "FROM {BASE}\nCOPY nothere /x\n";
     empty_glob_copies_nothing: "FROM {BASE}\nCOPY *.none /x/\nCOPY *.none a.txt /y/\nCOPY *.none /z\n";
     copy_heredocs: "FROM {BASE}\nENV NAME=kiln\nCOPY <<EOF /expanded\nhello $NAME\nEOF\nCOPY <<'EOF' /literal\nhello $NAME\nEOF\nCOPY <<-EOT <<EOF2 /hd/\n\tindented\n\tEOT\ntwo\nEOF2\n";
+    // Issue 31: a heredoc body is file content, so only variables expand.
     copy_chmod_and_chown_on_created_parents: "FROM {BASE}\nCOPY --chmod=0750 a.txt /n1/n2/f\nCOPY --chown=7:8 a.txt /m1/m2/f\nCOPY --chmod=600 --chown=app dir /n1/d/\n";
     onbuild_maintainer_healthcheck_free: "FROM {BASE}\nONBUILD COPY a.txt /x\nMAINTAINER me <me@example.com>\nSTOPSIGNAL 9\nUSER app:staff\nVOLUME [\"/a\", \"/b\"]\n";
     several_sources_onto_one_path: "FROM {BASE}\nCOPY a.txt b.txt /out\nCOPY <<A <<B /here\none\nA\ntwo\nB\n";
@@ -711,4 +712,36 @@ fn run_makes_fifos() {
     };
     assert_eq!(fifo_rows(&kiln), fifo_rows(&bk));
     assert_eq!(fifo_rows(&kiln).len(), 6, "{:?}", fifo_rows(&kiln));
+}
+
+/// Asserts that both images hold `path` with exactly `content`: the cases
+/// below agree on something, not on nothing.
+fn both_hold(images: &(Pulled, Pulled), path: &str, content: &str) {
+    for (who, img) in [("BuildKit", &images.0), ("Kiln", &images.1)] {
+        let f = img
+            .files
+            .get(path)
+            .unwrap_or_else(|| panic!("{who}: no {path}"));
+        assert_eq!(
+            f.digest,
+            sha256_of(content.as_bytes()),
+            "{who}: {path} is not {content:?}"
+        );
+    }
+}
+
+/// Issue 31: a `COPY <<EOF` body is file content: variables expand (ARG and
+/// ENV), quotes stay, `\` escapes as in a word (BuildKit's `SkipProcessQuotes`).
+#[test]
+fn copy_heredoc_bodies_keep_quotes() {
+    let both = run_case(&Case::new(
+        "copy_heredoc_bodies_keep_quotes",
+        "FROM {BASE}\nARG name=world\nENV E=env\nCOPY <<EOF /quoted\n\"quotes in file\"\nHello '${name}'!\nit's \"$E\" ${unset:-'d e'} C:\\\\dir \\$E\nEOF\n",
+    ))
+    .expect("BuildKit builds it");
+    both_hold(
+        &both,
+        "quoted",
+        "\"quotes in file\"\nHello 'world'!\nit's \"env\" 'd e' C:\\dir $E\n",
+    );
 }
