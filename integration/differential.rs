@@ -730,6 +730,21 @@ fn both_hold(images: &(Pulled, Pulled), path: &str, content: &str) {
     }
 }
 
+/// Issue 31: a stage built FROM another keeps its ARGs: RUN sees them and names
+/// them in its history, an ARG's default expands the inherited value, and a
+/// bare ARG in a grandchild keeps it (BuildKit's `dispatchState.init`).
+#[test]
+fn args_inherited_from_a_parent_stage() {
+    let both = run_case(&Case::new(
+        "args_inherited_from_a_parent_stage",
+        "FROM {BASE} AS base1\nARG ARG1=blubb\nARG NAME=base\nARG NOVALUE\nFROM base1 AS base4\nRUN echo \"arg1:$ARG1\" > /arg1\nARG NAME=\"$NAME-dev\"\nRUN echo \"dev:: $NAME\" > /name\nFROM base4\nARG NAME\nRUN echo \"grand: $NAME $ARG1 [$NOVALUE]\" > /grand\n",
+    ))
+    .expect("BuildKit builds it");
+    both_hold(&both, "arg1", "arg1:blubb\n");
+    both_hold(&both, "name", "dev:: base-dev\n");
+    both_hold(&both, "grand", "grand: base-dev blubb []\n");
+}
+
 /// Issue 31: a `COPY <<EOF` body is file content: variables expand (ARG and
 /// ENV), quotes stay, `\` escapes as in a word (BuildKit's `SkipProcessQuotes`).
 #[test]

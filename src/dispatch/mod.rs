@@ -450,8 +450,10 @@ async fn start_stage(
             layer_base: p.layer_base,
             config: p.config.clone(),
             fs: StageFs::new(p.fs.layers.clone(), dir),
-            args: Env::new(),
-            arg_names: Vec::new(),
+            // BuildKit's stage state carries its ARGs into a stage built FROM it:
+            // RUN sees them and names them in its history.
+            args: p.args.clone(),
+            arg_names: p.arg_names.clone(),
             cmd_set: false,
             format: p.format,
             base: p.base.clone(),

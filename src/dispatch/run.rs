@@ -86,10 +86,14 @@ pub(super) fn prepare(
             shell.into_iter().chain([body]).collect()
         }
     };
-    // `|N K=V …` names the build args in scope, as BuildKit's history does.
+    // `|N K=V …` names the build args in scope, as BuildKit's history does
+    // (`runCommandString`): each name once, where first declared (a stage FROM
+    // another repeats its parent's), with its value now, empty if it has none.
+    let mut seen = std::collections::HashSet::new();
     let args: Vec<String> = arg_names
         .iter()
-        .filter_map(|k| env.get(k).map(|v| format!("{k}={v}")))
+        .filter(|k| seen.insert(k.as_str()))
+        .map(|k| format!("{k}={}", env.get(k).map_or("", String::as_str)))
         .collect();
     let mut words = Vec::new();
     if !args.is_empty() {
@@ -397,11 +401,12 @@ mod tests {
         let p = prepare(
             &run(CommandLine::Shell("echo hi".into()), vec![]),
             &cfg,
-            &["V".into(), "W".into()],
+            &["V".into(), "W".into(), "V".into()],
             &env,
         );
         assert_eq!(p.argv, ["/bin/sh", "-c", "echo hi"]);
-        assert_eq!(p.history, "RUN |1 V=1 /bin/sh -c echo hi # buildkit");
+        // W was declared without a value; V twice (a parent stage's, then its own).
+        assert_eq!(p.history, "RUN |2 V=1 W= /bin/sh -c echo hi # buildkit");
         let p = prepare(
             &run(CommandLine::Exec(vec!["a".into(), "b c".into()]), vec![]),
             &cfg,
