@@ -745,6 +745,30 @@ fn args_inherited_from_a_parent_stage() {
     both_hold(&both, "grand", "grand: base-dev blubb []\n");
 }
 
+/// Issue 31: `TARGETSTAGE` (and the empty `*OSVERSION`s) are predefined; proxy
+/// build args reach RUN without an ARG line, in both cases, and stay out of the
+/// history.
+#[test]
+fn predefined_and_proxy_args() {
+    let mut c = Case::new(
+        "predefined_and_proxy_args",
+        "FROM {BASE} AS unused\nRUN false\nFROM {BASE} AS final\nRUN echo \"stage:$TARGETSTAGE\" > /s1\nARG TARGETSTAGE\nARG TARGETOSVERSION\nARG BUILDOSVERSION\nRUN echo \"stage:$TARGETSTAGE os:$TARGETOSVERSION\" > /s2 && env | grep -i _proxy | sort > /proxies\n",
+    );
+    c.build_args = vec![
+        ("HTTP_PROXY", "http://proxy.invalid:3128"),
+        ("no_proxy", "localhost,.internal"),
+    ];
+    let both = run_case(&c).expect("BuildKit builds it");
+    // Predefined, not in scope: a RUN sees it only after `ARG TARGETSTAGE`.
+    both_hold(&both, "s1", "stage:\n");
+    both_hold(&both, "s2", "stage:final os:\n");
+    both_hold(
+        &both,
+        "proxies",
+        "HTTP_PROXY=http://proxy.invalid:3128\nNO_PROXY=localhost,.internal\nhttp_proxy=http://proxy.invalid:3128\nno_proxy=localhost,.internal\n",
+    );
+}
+
 /// Issue 31: a `COPY <<EOF` body is file content: variables expand (ARG and
 /// ENV), quotes stay, `\` escapes as in a word (BuildKit's `SkipProcessQuotes`).
 #[test]

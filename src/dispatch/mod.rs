@@ -296,6 +296,7 @@ pub async fn build(
         overrides: &overrides,
         global: &plan.global,
         global_declared: &plan.declared,
+        predefined: &plan.predefined,
         used_args: std::sync::Mutex::new(plan.used.iter().cloned().collect()),
         steps_total: plan
             .stages
@@ -337,7 +338,7 @@ pub async fn build(
     }
     let used = b.used_args.lock().map(|u| u.clone()).unwrap_or_default();
     for k in overrides.keys() {
-        if !used.contains(k) {
+        if !used.contains(k) && !run::is_proxy_arg(k) {
             crate::log_warn!("build argument {k} was not consumed by any ARG");
         }
     }
@@ -523,6 +524,8 @@ struct Build<'a> {
     global: &'a Env,
     /// ARGs declared before the first FROM.
     global_declared: &'a Env,
+    /// BuildKit's predefined ARGs (platforms, `TARGETSTAGE`).
+    predefined: &'a Env,
     /// Build args some ARG consumed (the rest are warned about).
     used_args: std::sync::Mutex<HashSet<String>>,
     steps_total: usize,
@@ -643,12 +646,10 @@ async fn run_step<'b>(
                 } else if let Some(d) = default {
                     Some(shell::expand(d, esc, &scope)?)
                 } else {
-                    global_declared.get(k).cloned().or_else(|| {
-                        crate::plan::platform_args(&opts.platform)
-                            .into_iter()
-                            .find(|(n, _)| n == k)
-                            .map(|(_, v)| v)
-                    })
+                    global_declared
+                        .get(k)
+                        .or_else(|| b.predefined.get(k))
+                        .cloned()
                 };
                 history.push(match &value {
                     Some(v) => format!("{k}={v}"),
@@ -757,11 +758,14 @@ async fn run_step<'b>(
                             .map(|h| h.get_or_insert_with(|| live::LiveRoot::new(&b.keep_extra())))
                     }
                 };
+                // Proxy build args reach the command only: not its key or history.
+                let mut run_env = env.clone();
+                run_env.extend(run::proxy_env(&opts.build_args));
                 let mut entries = run::execute(
                     session,
                     &st.fs,
                     &st.config,
-                    &env,
+                    &run_env,
                     &prepared,
                     (&dirs, &host_mounts),
                     live.as_deref_mut(),

@@ -109,6 +109,35 @@ pub(super) fn prepare(
     }
 }
 
+/// The proxy variables BuildKit gives every RUN from build args of these names
+/// in either case, without an ARG line (`proxyEnvFromBuildArgs`).
+const PROXIES: [&str; 5] = [
+    "http_proxy",
+    "https_proxy",
+    "ftp_proxy",
+    "no_proxy",
+    "all_proxy",
+];
+
+/// Whether a build arg is one of the proxy variables (consumed by RUN).
+pub(super) fn is_proxy_arg(name: &str) -> bool {
+    PROXIES.iter().any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// RUN's proxy variables: each proxy build arg under both its upper- and
+/// lower-case name, as BuildKit's exec op adds them. They are kept out of the
+/// cache key and the history (BuildKit leaves its ProxyEnv out of both).
+pub(super) fn proxy_env(build_args: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for (k, v) in build_args {
+        if let Some(p) = PROXIES.iter().find(|p| p.eq_ignore_ascii_case(k)) {
+            env.push((p.to_ascii_uppercase(), v.clone()));
+            env.push((p.to_string(), v.clone()));
+        }
+    }
+    env
+}
+
 /// `<<EOF`, `<<-EOF`, `<<"EOF"`: the whole command is one heredoc.
 fn is_lone_heredoc(s: &str) -> bool {
     let Some(rest) = s.trim().strip_prefix("<<") else {
@@ -392,6 +421,27 @@ mod tests {
             chomp: false,
             raw: content.into(),
         }
+    }
+
+    #[test]
+    fn proxy_build_args_in_both_cases() {
+        let args = [
+            ("HTTP_PROXY".to_string(), "http://p:3128".to_string()),
+            ("no_proxy".to_string(), "localhost".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let env: Env = proxy_env(&args).into_iter().collect();
+        let want: Env = [
+            ("HTTP_PROXY", "http://p:3128"),
+            ("http_proxy", "http://p:3128"),
+            ("NO_PROXY", "localhost"),
+            ("no_proxy", "localhost"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(env, want);
+        assert!(is_proxy_arg("All_Proxy") && !is_proxy_arg("PROXY"));
     }
 
     #[test]
