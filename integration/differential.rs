@@ -216,6 +216,8 @@ struct Case {
     http: Vec<(&'static str, Reply)>,
     /// `--secret id=ID,src=FILE` for both builders: (id, value).
     secrets: Vec<(&'static str, &'static str)>,
+    /// Pushes more images to the case's registry before both build.
+    images: Option<fn(&TestRegistry)>,
 }
 
 impl Case {
@@ -230,6 +232,7 @@ impl Case {
             base_config: serde_json::json!({}),
             http: Vec::new(),
             secrets: Vec::new(),
+            images: None,
         }
     }
 }
@@ -246,6 +249,9 @@ fn run_case(case: &Case) -> Option<(Pulled, Pulled)> {
     let name = case.name;
     let reg = TestRegistry::start();
     push_busybox_base_with(&reg, "base:1", case.base_config.clone());
+    if let Some(push) = case.images {
+        push(&reg);
+    }
     let ctx = tempfile::tempdir().unwrap();
     context(ctx.path());
     let server = FileServer::start(&case.http);
@@ -767,6 +773,53 @@ fn predefined_and_proxy_args() {
         "proxies",
         "HTTP_PROXY=http://proxy.invalid:3128\nNO_PROXY=localhost,.internal\nhttp_proxy=http://proxy.invalid:3128\nno_proxy=localhost,.internal\n",
     );
+}
+
+/// Issue 31: symlinks a layer stores with mode 0755 are copied as 0777, the
+/// mode every Linux filesystem reports for a link (BuildKit copies from a
+/// mounted snapshot), from an image and from a stage built on it.
+#[test]
+fn copied_symlinks_are_0777() {
+    let mut c = Case::new(
+        "copied_symlinks_are_0777",
+        "FROM {REG}/links:1 AS l\nFROM scratch\nCOPY --from={REG}/links:1 /bin /bin\nCOPY --from=l /bin /b2/\nCOPY --from=l /bin/rel /followed\n",
+    );
+    c.images = Some(|reg| {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = tar_layer(dir.path(), "links", |b| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            h.set_mtime(1_700_000_000);
+            b.append_data(&mut h, "bin/", std::io::empty()).unwrap();
+            let body = b"#!/bin/sh\n";
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o755);
+            h.set_size(body.len() as u64);
+            h.set_mtime(1_700_000_000);
+            b.append_data(&mut h, "bin/tool", &body[..]).unwrap();
+            for (name, target) in [("bin/rel", "tool"), ("bin/abs", "/bin/tool")] {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o755);
+                h.set_size(0);
+                h.set_mtime(1_700_000_000);
+                b.append_link(&mut h, name, target).unwrap();
+            }
+        });
+        push_image(reg, "links:1", &[layer], serde_json::json!({}));
+    });
+    let (bk, kiln) = run_case(&c).expect("BuildKit builds it");
+    for img in [&bk, &kiln] {
+        for link in ["bin/rel", "bin/abs", "b2/rel", "b2/abs"] {
+            assert_eq!(
+                (img.files[link].kind, img.files[link].mode),
+                ('l', 0o777),
+                "{link}"
+            );
+        }
+    }
 }
 
 /// Issue 31: a `COPY <<EOF` body is file content: variables expand (ARG and
