@@ -822,6 +822,24 @@ fn copied_symlinks_are_0777() {
     }
 }
 
+/// Issue 31: a base whose config holds a relative `WorkingDir` (a malformed
+/// but real image): BuildKit applies it as a WORKDIR of itself, `relwd` →
+/// `/relwd/relwd`, and a later relative WORKDIR goes below that.
+#[test]
+fn relative_workdir_of_the_base() {
+    let mut c = Case::new(
+        "relative_workdir_of_the_base",
+        "FROM {BASE}\nWORKDIR sub\nRUN pwd > /pwd\n",
+    );
+    c.base_config = serde_json::json!({ "WorkingDir": "relwd" });
+    let both = run_case(&c).expect("BuildKit builds it");
+    both_hold(&both, "pwd", "/relwd/relwd/sub\n");
+    assert_eq!(
+        both.1.raw_config["config"]["WorkingDir"],
+        "/relwd/relwd/sub"
+    );
+}
+
 /// Issue 31: a `COPY <<EOF` body is file content: variables expand (ARG and
 /// ENV), quotes stay, `\` escapes as in a word (BuildKit's `SkipProcessQuotes`).
 #[test]

@@ -495,6 +495,13 @@ async fn start_stage(
     if config.config.get_env("PATH").is_none() {
         config.config.set_env("PATH", DEFAULT_PATH);
     }
+    // BuildKit sets a base's WorkingDir as a WORKDIR of itself (no layer, no
+    // history): a relative one is joined to itself, `relwd` → `/relwd/relwd`.
+    if let Some(wd) = config.config.working_dir.clone() {
+        if !wd.is_empty() && !wd.starts_with('/') {
+            config.config.working_dir = Some(meta::absolute(&wd, Some(&wd)));
+        }
+    }
     Ok(StageState {
         key: base.manifest_digest.to_string(),
         newest: None,
