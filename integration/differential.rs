@@ -216,6 +216,8 @@ struct Case {
     http: Vec<(&'static str, Reply)>,
     /// `--secret id=ID,src=FILE` for both builders: (id, value).
     secrets: Vec<(&'static str, &'static str)>,
+    /// Pushes more images to the case's registry before both build.
+    images: Option<fn(&TestRegistry)>,
 }
 
 impl Case {
@@ -230,6 +232,7 @@ impl Case {
             base_config: serde_json::json!({}),
             http: Vec::new(),
             secrets: Vec::new(),
+            images: None,
         }
     }
 }
@@ -246,6 +249,9 @@ fn run_case(case: &Case) -> Option<(Pulled, Pulled)> {
     let name = case.name;
     let reg = TestRegistry::start();
     push_busybox_base_with(&reg, "base:1", case.base_config.clone());
+    if let Some(push) = case.images {
+        push(&reg);
+    }
     let ctx = tempfile::tempdir().unwrap();
     context(ctx.path());
     let server = FileServer::start(&case.http);
@@ -430,6 +436,7 @@ cases! {
     missing_source_is_refused: "FROM {BASE}\nCOPY nothere /x\n";
     empty_glob_copies_nothing: "FROM {BASE}\nCOPY *.none /x/\nCOPY *.none a.txt /y/\nCOPY *.none /z\n";
     copy_heredocs: "FROM {BASE}\nENV NAME=kiln\nCOPY <<EOF /expanded\nhello $NAME\nEOF\nCOPY <<'EOF' /literal\nhello $NAME\nEOF\nCOPY <<-EOT <<EOF2 /hd/\n\tindented\n\tEOT\ntwo\nEOF2\n";
+    // Issue 31: a heredoc body is file content, so only variables expand.
     copy_chmod_and_chown_on_created_parents: "FROM {BASE}\nCOPY --chmod=0750 a.txt /n1/n2/f\nCOPY --chown=7:8 a.txt /m1/m2/f\nCOPY --chmod=600 --chown=app dir /n1/d/\n";
     onbuild_maintainer_healthcheck_free: "FROM {BASE}\nONBUILD COPY a.txt /x\nMAINTAINER me <me@example.com>\nSTOPSIGNAL 9\nUSER app:staff\nVOLUME [\"/a\", \"/b\"]\n";
     several_sources_onto_one_path: "FROM {BASE}\nCOPY a.txt b.txt /out\nCOPY <<A <<B /here\none\nA\ntwo\nB\n";
@@ -711,4 +718,140 @@ fn run_makes_fifos() {
     };
     assert_eq!(fifo_rows(&kiln), fifo_rows(&bk));
     assert_eq!(fifo_rows(&kiln).len(), 6, "{:?}", fifo_rows(&kiln));
+}
+
+/// Asserts that both images hold `path` with exactly `content`: the cases
+/// below agree on something, not on nothing.
+fn both_hold(images: &(Pulled, Pulled), path: &str, content: &str) {
+    for (who, img) in [("BuildKit", &images.0), ("Kiln", &images.1)] {
+        let f = img
+            .files
+            .get(path)
+            .unwrap_or_else(|| panic!("{who}: no {path}"));
+        assert_eq!(
+            f.digest,
+            sha256_of(content.as_bytes()),
+            "{who}: {path} is not {content:?}"
+        );
+    }
+}
+
+/// Issue 31: a stage built FROM another keeps its ARGs: RUN sees them and names
+/// them in its history, an ARG's default expands the inherited value, and a
+/// bare ARG in a grandchild keeps it (BuildKit's `dispatchState.init`).
+#[test]
+fn args_inherited_from_a_parent_stage() {
+    let both = run_case(&Case::new(
+        "args_inherited_from_a_parent_stage",
+        "FROM {BASE} AS base1\nARG ARG1=blubb\nARG NAME=base\nARG NOVALUE\nFROM base1 AS base4\nRUN echo \"arg1:$ARG1\" > /arg1\nARG NAME=\"$NAME-dev\"\nRUN echo \"dev:: $NAME\" > /name\nFROM base4\nARG NAME\nRUN echo \"grand: $NAME $ARG1 [$NOVALUE]\" > /grand\n",
+    ))
+    .expect("BuildKit builds it");
+    both_hold(&both, "arg1", "arg1:blubb\n");
+    both_hold(&both, "name", "dev:: base-dev\n");
+    both_hold(&both, "grand", "grand: base-dev blubb []\n");
+}
+
+/// Issue 31: `TARGETSTAGE` (and the empty `*OSVERSION`s) are predefined; proxy
+/// build args reach RUN without an ARG line, in both cases, and stay out of the
+/// history.
+#[test]
+fn predefined_and_proxy_args() {
+    let mut c = Case::new(
+        "predefined_and_proxy_args",
+        "FROM {BASE} AS unused\nRUN false\nFROM {BASE} AS final\nRUN echo \"stage:$TARGETSTAGE\" > /s1\nARG TARGETSTAGE\nARG TARGETOSVERSION\nARG BUILDOSVERSION\nRUN echo \"stage:$TARGETSTAGE os:$TARGETOSVERSION\" > /s2 && env | grep -i _proxy | sort > /proxies\n",
+    );
+    c.build_args = vec![
+        ("HTTP_PROXY", "http://proxy.invalid:3128"),
+        ("no_proxy", "localhost,.internal"),
+    ];
+    let both = run_case(&c).expect("BuildKit builds it");
+    // Predefined, not in scope: a RUN sees it only after `ARG TARGETSTAGE`.
+    both_hold(&both, "s1", "stage:\n");
+    both_hold(&both, "s2", "stage:final os:\n");
+    both_hold(
+        &both,
+        "proxies",
+        "HTTP_PROXY=http://proxy.invalid:3128\nNO_PROXY=localhost,.internal\nhttp_proxy=http://proxy.invalid:3128\nno_proxy=localhost,.internal\n",
+    );
+}
+
+/// Issue 31: symlinks a layer stores with mode 0755 are copied as 0777, the
+/// mode every Linux filesystem reports for a link (BuildKit copies from a
+/// mounted snapshot), from an image and from a stage built on it.
+#[test]
+fn copied_symlinks_are_0777() {
+    let mut c = Case::new(
+        "copied_symlinks_are_0777",
+        "FROM {REG}/links:1 AS l\nFROM scratch\nCOPY --from={REG}/links:1 /bin /bin\nCOPY --from=l /bin /b2/\nCOPY --from=l /bin/rel /followed\n",
+    );
+    c.images = Some(|reg| {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = tar_layer(dir.path(), "links", |b| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            h.set_mtime(1_700_000_000);
+            b.append_data(&mut h, "bin/", std::io::empty()).unwrap();
+            let body = b"#!/bin/sh\n";
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o755);
+            h.set_size(body.len() as u64);
+            h.set_mtime(1_700_000_000);
+            b.append_data(&mut h, "bin/tool", &body[..]).unwrap();
+            for (name, target) in [("bin/rel", "tool"), ("bin/abs", "/bin/tool")] {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o755);
+                h.set_size(0);
+                h.set_mtime(1_700_000_000);
+                b.append_link(&mut h, name, target).unwrap();
+            }
+        });
+        push_image(reg, "links:1", &[layer], serde_json::json!({}));
+    });
+    let (bk, kiln) = run_case(&c).expect("BuildKit builds it");
+    for img in [&bk, &kiln] {
+        for link in ["bin/rel", "bin/abs", "b2/rel", "b2/abs"] {
+            assert_eq!(
+                (img.files[link].kind, img.files[link].mode),
+                ('l', 0o777),
+                "{link}"
+            );
+        }
+    }
+}
+
+/// Issue 31: a base whose config holds a relative `WorkingDir` (a malformed
+/// but real image): BuildKit applies it as a WORKDIR of itself, `relwd` →
+/// `/relwd/relwd`, and a later relative WORKDIR goes below that.
+#[test]
+fn relative_workdir_of_the_base() {
+    let mut c = Case::new(
+        "relative_workdir_of_the_base",
+        "FROM {BASE}\nWORKDIR sub\nRUN pwd > /pwd\n",
+    );
+    c.base_config = serde_json::json!({ "WorkingDir": "relwd" });
+    let both = run_case(&c).expect("BuildKit builds it");
+    both_hold(&both, "pwd", "/relwd/relwd/sub\n");
+    assert_eq!(
+        both.1.raw_config["config"]["WorkingDir"],
+        "/relwd/relwd/sub"
+    );
+}
+
+/// Issue 31: a `COPY <<EOF` body is file content: variables expand (ARG and
+/// ENV), quotes stay, `\` escapes as in a word (BuildKit's `SkipProcessQuotes`).
+#[test]
+fn copy_heredoc_bodies_keep_quotes() {
+    let both = run_case(&Case::new(
+        "copy_heredoc_bodies_keep_quotes",
+        "FROM {BASE}\nARG name=world\nENV E=env\nCOPY <<EOF /quoted\n\"quotes in file\"\nHello '${name}'!\nit's \"$E\" ${unset:-'d e'} C:\\\\dir \\$E\nEOF\n",
+    ))
+    .expect("BuildKit builds it");
+    both_hold(
+        &both,
+        "quoted",
+        "\"quotes in file\"\nHello 'world'!\nit's \"env\" 'd e' C:\\dir $E\n",
+    );
 }

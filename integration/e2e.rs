@@ -978,3 +978,40 @@ fn zstd_layers_make_an_oci_image_with_the_same_files() {
         "application/vnd.oci.image.config.v1+json"
     );
 }
+
+/// Stages FROM one base fetch its manifest and config at once into the session's
+/// one blob dir (issue 31: `bad config: EOF while parsing a value` when one fetch
+/// truncated the file another was reading). Many fetches of one large config
+/// into one dir, several rounds: every one must read a whole config.
+#[test]
+fn concurrent_fetches_of_one_base_read_whole_configs() {
+    let reg = TestRegistry::start();
+    // A config of a few MB arrives in many chunks, so writes and reads overlap.
+    let big = "x".repeat(4 << 20);
+    push_busybox_base_with(
+        &reg,
+        "base:1",
+        serde_json::json!({ "Labels": { "big": big } }),
+    );
+    let reference = reg.reference("base:1");
+    let platform = kiln::image::spec::Platform::parse("linux/amd64").unwrap();
+    let registry = client();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        for round in 0..4 {
+            let fetches = (0..24)
+                .map(|_| kiln::image::remote::fetch(&registry, &reference, &platform, dir.path()));
+            for (i, r) in futures_util::future::join_all(fetches)
+                .await
+                .into_iter()
+                .enumerate()
+            {
+                let image = r.unwrap_or_else(|e| panic!("round {round}, fetch {i}: {e}"));
+                assert_eq!(image.layers.len(), 3);
+            }
+        }
+    });
+    // Nothing of the fetches is left behind in the shared dir.
+    assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+}

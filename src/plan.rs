@@ -48,6 +48,9 @@ pub struct Plan {
     pub global: Env,
     /// ARGs declared before the first FROM (a stage's `ARG X` imports these).
     pub declared: Env,
+    /// BuildKit's predefined ARGs (platforms, `TARGETSTAGE`), build args applied:
+    /// what a stage's `ARG X` without a value takes when no global ARG names it.
+    pub predefined: Env,
     /// Build args the global ARGs consumed.
     pub used: Vec<String>,
     /// The stage whose image is the result.
@@ -68,7 +71,7 @@ pub fn plan(
     target: Option<&str>,
     platform: &Platform,
 ) -> Result<Plan, PlanError> {
-    let g = global_args(df, overrides, platform)?;
+    let g = global_args(df, overrides, platform, target)?;
     let target = match target {
         Some(t) => df
             .stage_named(t, df.stages.len())
@@ -107,6 +110,7 @@ pub fn plan(
         first_run,
         global: g.visible,
         declared: g.declared,
+        predefined: g.predefined,
         used: g.used,
         target,
         stages,
@@ -115,17 +119,43 @@ pub fn plan(
 }
 
 /// Predefined platform ARGs BuildKit provides.
-pub(crate) fn platform_args(p: &Platform) -> Vec<(String, String)> {
+fn platform_args(p: &Platform) -> Vec<(String, String)> {
     let plat = p.to_string();
     let variant = p.variant.clone().unwrap_or_default();
     let mut v = Vec::new();
     for prefix in ["TARGET", "BUILD"] {
         v.push((format!("{prefix}PLATFORM"), plat.clone()));
         v.push((format!("{prefix}OS"), p.os.clone()));
+        // Windows' field; empty for Linux, but declared all the same.
+        v.push((format!("{prefix}OSVERSION"), String::new()));
         v.push((format!("{prefix}ARCH"), p.architecture.clone()));
         v.push((format!("{prefix}VARIANT"), variant.clone()));
     }
     v
+}
+
+/// BuildKit's predefined ARGs (`defaultArgs`): the platform ones and
+/// `TARGETSTAGE`, the target's name as given (else the last stage's name, else
+/// `default`); a build arg of the same name replaces each.
+fn predefined_args(
+    df: &Dockerfile,
+    overrides: &BTreeMap<String, String>,
+    platform: &Platform,
+    target: Option<&str>,
+) -> Env {
+    let stage = target
+        .map(str::to_string)
+        .or_else(|| df.stages.last().and_then(|s| s.name.clone()))
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let mut args: Env = platform_args(platform).into_iter().collect();
+    args.insert("TARGETSTAGE".into(), stage);
+    for (k, v) in args.iter_mut() {
+        if let Some(o) = overrides.get(k) {
+            *v = o.clone();
+        }
+    }
+    args
 }
 
 /// The global scope: predefined platform args, then ARGs before the first FROM.
@@ -134,6 +164,8 @@ struct GlobalArgs {
     visible: Env,
     /// ARGs declared before the first FROM (a stage's `ARG X` imports these).
     declared: Env,
+    /// The predefined ARGs.
+    predefined: Env,
     /// Build args consumed.
     used: Vec<String>,
 }
@@ -142,10 +174,13 @@ fn global_args(
     df: &Dockerfile,
     overrides: &BTreeMap<String, String>,
     platform: &Platform,
+    target: Option<&str>,
 ) -> Result<GlobalArgs, PlanError> {
+    let predefined = predefined_args(df, overrides, platform, target);
     let mut g = GlobalArgs {
-        visible: platform_args(platform).into_iter().collect(),
+        visible: predefined.clone(),
         declared: Env::new(),
+        predefined,
         used: Vec::new(),
     };
     for (at, args) in &df.global_args {
@@ -178,7 +213,7 @@ pub fn base_images(
     platform: &Platform,
 ) -> Result<Vec<String>, PlanError> {
     let overrides: BTreeMap<String, String> = build_args.iter().cloned().collect();
-    let g = global_args(df, &overrides, platform)?;
+    let g = global_args(df, &overrides, platform, None)?;
     let mut out = Vec::new();
     for (i, stage) in df.stages.iter().enumerate() {
         let image =

@@ -122,7 +122,8 @@ pub async fn push_blobs(
             .await?
         {
             let p = tmp.join(format!("config-out-{}", s.config_digest.file_name()));
-            std::fs::write(&p, &s.config).map_err(io(format!("writing {}", p.display())))?;
+            crate::scratch::write_whole(&p, &s.config)
+                .map_err(io(format!("writing {}", p.display())))?;
             registry.upload_blob(dest, &s.config_digest, &p).await?;
         }
         Ok::<_, PublishError>(())

@@ -118,6 +118,25 @@ pub(crate) fn private_tempdir(prefix: &str, parent: &Path) -> io::Result<tempfil
         .tempdir_in(parent)
 }
 
+/// A name of its own in `dir` for a file one task writes and reads back (a
+/// config, an index): stages running at once never share a half-written file.
+/// The file (0600, empty) is removed when the path is dropped.
+pub(crate) fn private_temp_file(prefix: &str, dir: &Path) -> io::Result<tempfile::TempPath> {
+    Ok(tempfile::Builder::new()
+        .prefix(prefix)
+        .tempfile_in(dir)?
+        .into_temp_path())
+}
+
+/// Writes `bytes` to `path` whole: under a unique name in the same directory,
+/// then renamed, so a reader sees the old file or the new one, never a part.
+pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".part-").tempfile_in(dir)?;
+    io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).map(|_| ()).map_err(|e| e.error)
+}
+
 /// Whether a name is one `Scratch::create` makes: `kiln-` and six letters or digits.
 fn is_scratch_name(name: &str) -> bool {
     name.strip_prefix(PREFIX)

@@ -142,7 +142,9 @@ impl Cache {
             .first()
             .ok_or_else(|| invalid("no layer".into()))?
             .clone();
-        let cfg_path = tmp.join(format!("cache-config-{tag}"));
+        // A name of its own: two stages may look the same key up at once.
+        let cfg_path = crate::scratch::private_temp_file("cache-config-", tmp)
+            .map_err(io("creating a cache config file"))?;
         registry
             .download_blob(
                 &r,
@@ -272,7 +274,9 @@ impl Cache {
                 reason: e.to_string(),
             })?;
         let cfg_path = tmp.join(format!("cache-out-{}", p.tag));
-        std::fs::write(&cfg_path, &entry.config).map_err(io("writing cache config"))?;
+        // Two stages may queue one key; their stores run at once.
+        crate::scratch::write_whole(&cfg_path, &entry.config)
+            .map_err(io("writing cache config"))?;
         if !registry
             .blob_exists(&r, &entry.config_digest, Access::Push)
             .await?
@@ -345,7 +349,8 @@ impl Cache {
         };
         let m: Manifest = serde_json::from_slice(&raw.bytes).ok()?;
         let l = m.layers.first()?;
-        let p = tmp.join(format!("index-{}", l.digest.file_name()));
+        // Stages sharing a base read its layers' indexes at once: a file each.
+        let p = crate::scratch::private_temp_file("index-", tmp).ok()?;
         if let Err(e) = registry.download_blob(&r, &l.digest, l.size, &p).await {
             self.give_up("index download", &e);
             return None;
@@ -372,7 +377,8 @@ impl Cache {
             return;
         }
         let blob = tmp.join(format!("index-out-{}", layer_digest.file_name()));
-        if std::fs::write(&blob, &bytes).is_err() {
+        // Stages sharing a base store the same index: each write lands whole.
+        if crate::scratch::write_whole(&blob, &bytes).is_err() {
             return;
         }
         let digest = Digest::sha256_of(&bytes);
@@ -390,13 +396,8 @@ impl Cache {
 /// Writes a `--cache-dir` file under a temporary name of its own, then renames it
 /// into place: concurrent builds on one cache dir never see half a file.
 fn write_local(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    crate::scratch::private_dir_all(parent)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".part-")
-        .tempfile_in(parent)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.persist(path).map(|_| ()).map_err(|e| e.error)
+    crate::scratch::private_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    crate::scratch::write_whole(path, bytes)
 }
 
 fn encode_entries(entries: &[Entry]) -> std::io::Result<Vec<u8>> {

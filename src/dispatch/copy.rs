@@ -432,8 +432,14 @@ fn add_entry(
         .owner
         .unwrap_or_else(|| header.map_or((0, 0), |n| (n.uid, n.gid)));
     let ft = meta.file_type();
-    // chmod(2) cannot change a symlink: --chmod leaves links at 0777.
-    let own = header.map_or(meta.mode(), |n| n.mode) & 0o7777;
+    // A link's mode is what Linux reports for every link, 0777, whatever a
+    // source layer's header said: BuildKit copies from a mounted snapshot.
+    // chmod(2) cannot change a symlink: --chmod leaves links at 0777 too.
+    let own = if ft.is_symlink() {
+        0o777
+    } else {
+        header.map_or(meta.mode(), |n| n.mode) & 0o7777
+    };
     let mode = match rules.chmod {
         Some(c) if !ft.is_symlink() => c.apply(own, ft.is_dir()),
         _ => own,

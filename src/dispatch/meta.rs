@@ -123,8 +123,9 @@ pub(super) async fn prepare_copy(
         });
         match heredoc {
             Some(h) => {
+                // BuildKit expands variables only, and fails the step on a bad one.
                 let content = if h.expand {
-                    shell::expand(&h.content, esc, env).unwrap_or_else(|_| h.content.clone())
+                    shell::expand_heredoc(&h.content, env)?
                 } else {
                     h.content.clone()
                 };

@@ -301,6 +301,7 @@ pub async fn build(
         overrides: &overrides,
         global: &plan.global,
         global_declared: &plan.declared,
+        predefined: &plan.predefined,
         used_args: std::sync::Mutex::new(plan.used.iter().cloned().collect()),
         steps_total: plan
             .stages
@@ -346,7 +347,7 @@ pub async fn build(
     }
     let used = b.used_args.lock().map(|u| u.clone()).unwrap_or_default();
     for k in overrides.keys() {
-        if !used.contains(k) {
+        if !used.contains(k) && !run::is_proxy_arg(k) {
             crate::log_warn!("build argument {k} was not consumed by any ARG");
         }
     }
@@ -459,8 +460,10 @@ async fn start_stage(
             layer_base: p.layer_base,
             config: p.config.clone(),
             fs: StageFs::new(p.fs.layers.clone(), dir),
-            args: Env::new(),
-            arg_names: Vec::new(),
+            // BuildKit's stage state carries its ARGs into a stage built FROM it:
+            // RUN sees them and names them in its history.
+            args: p.args.clone(),
+            arg_names: p.arg_names.clone(),
             cmd_set: false,
             format: p.format,
             base: p.base.clone(),
@@ -501,6 +504,13 @@ async fn start_stage(
     if config.config.get_env("PATH").is_none() {
         config.config.set_env("PATH", DEFAULT_PATH);
     }
+    // BuildKit sets a base's WorkingDir as a WORKDIR of itself (no layer, no
+    // history): a relative one is joined to itself, `relwd` → `/relwd/relwd`.
+    if let Some(wd) = config.config.working_dir.clone() {
+        if !wd.is_empty() && !wd.starts_with('/') {
+            config.config.working_dir = Some(meta::absolute(&wd, Some(&wd)));
+        }
+    }
     Ok(StageState {
         key: base.manifest_digest.to_string(),
         newest: None,
@@ -530,6 +540,8 @@ struct Build<'a> {
     global: &'a Env,
     /// ARGs declared before the first FROM.
     global_declared: &'a Env,
+    /// BuildKit's predefined ARGs (platforms, `TARGETSTAGE`).
+    predefined: &'a Env,
     /// Build args some ARG consumed (the rest are warned about).
     used_args: std::sync::Mutex<HashSet<String>>,
     steps_total: usize,
@@ -654,12 +666,10 @@ async fn run_step<'b>(
                 } else if let Some(d) = default {
                     Some(shell::expand(d, esc, &scope)?)
                 } else {
-                    global_declared.get(k).cloned().or_else(|| {
-                        crate::plan::platform_args(&opts.platform)
-                            .into_iter()
-                            .find(|(n, _)| n == k)
-                            .map(|(_, v)| v)
-                    })
+                    global_declared
+                        .get(k)
+                        .or_else(|| b.predefined.get(k))
+                        .cloned()
                 };
                 history.push(match &value {
                     Some(v) => format!("{k}={v}"),
@@ -768,11 +778,14 @@ async fn run_step<'b>(
                             .map(|h| h.get_or_insert_with(|| live::LiveRoot::new(&b.keep_extra())))
                     }
                 };
+                // Proxy build args reach the command only: not its key or history.
+                let mut run_env = env.clone();
+                run_env.extend(run::proxy_env(&opts.build_args));
                 let mut entries = run::execute(
                     session,
                     &st.fs,
                     &st.config,
-                    &env,
+                    &run_env,
                     &prepared,
                     (&dirs, &host_mounts),
                     match live.as_deref_mut() {

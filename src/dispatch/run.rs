@@ -88,10 +88,14 @@ pub(super) fn prepare(
             shell.into_iter().chain([body]).collect()
         }
     };
-    // `|N K=V …` names the build args in scope, as BuildKit's history does.
+    // `|N K=V …` names the build args in scope, as BuildKit's history does
+    // (`runCommandString`): each name once, where first declared (a stage FROM
+    // another repeats its parent's), with its value now, empty if it has none.
+    let mut seen = std::collections::HashSet::new();
     let args: Vec<String> = arg_names
         .iter()
-        .filter_map(|k| env.get(k).map(|v| format!("{k}={v}")))
+        .filter(|k| seen.insert(k.as_str()))
+        .map(|k| format!("{k}={}", env.get(k).map_or("", String::as_str)))
         .collect();
     let mut words = Vec::new();
     if !args.is_empty() {
@@ -105,6 +109,35 @@ pub(super) fn prepare(
         script,
         network_none: r.network.as_deref() == Some("none"),
     }
+}
+
+/// The proxy variables BuildKit gives every RUN from build args of these names
+/// in either case, without an ARG line (`proxyEnvFromBuildArgs`).
+const PROXIES: [&str; 5] = [
+    "http_proxy",
+    "https_proxy",
+    "ftp_proxy",
+    "no_proxy",
+    "all_proxy",
+];
+
+/// Whether a build arg is one of the proxy variables (consumed by RUN).
+pub(super) fn is_proxy_arg(name: &str) -> bool {
+    PROXIES.iter().any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// RUN's proxy variables: each proxy build arg under both its upper- and
+/// lower-case name, as BuildKit's exec op adds them. They are kept out of the
+/// cache key and the history (BuildKit leaves its ProxyEnv out of both).
+pub(super) fn proxy_env(build_args: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for (k, v) in build_args {
+        if let Some(p) = PROXIES.iter().find(|p| p.eq_ignore_ascii_case(k)) {
+            env.push((p.to_ascii_uppercase(), v.clone()));
+            env.push((p.to_string(), v.clone()));
+        }
+    }
+    env
 }
 
 /// `<<EOF`, `<<-EOF`, `<<"EOF"`: the whole command is one heredoc.
@@ -451,17 +484,39 @@ mod tests {
     }
 
     #[test]
+    fn proxy_build_args_in_both_cases() {
+        let args = [
+            ("HTTP_PROXY".to_string(), "http://p:3128".to_string()),
+            ("no_proxy".to_string(), "localhost".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let env: Env = proxy_env(&args).into_iter().collect();
+        let want: Env = [
+            ("HTTP_PROXY", "http://p:3128"),
+            ("http_proxy", "http://p:3128"),
+            ("NO_PROXY", "localhost"),
+            ("no_proxy", "localhost"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(env, want);
+        assert!(is_proxy_arg("All_Proxy") && !is_proxy_arg("PROXY"));
+    }
+
+    #[test]
     fn command_lines_as_buildkit_builds_them() {
         let cfg = ImageConfig::default();
         let env: Env = [("V".to_string(), "1".to_string())].into();
         let p = prepare(
             &run(CommandLine::Shell("echo hi".into()), vec![]),
             &cfg,
-            &["V".into(), "W".into()],
+            &["V".into(), "W".into(), "V".into()],
             &env,
         );
         assert_eq!(p.argv, ["/bin/sh", "-c", "echo hi"]);
-        assert_eq!(p.history, "RUN |1 V=1 /bin/sh -c echo hi # buildkit");
+        // W was declared without a value; V twice (a parent stage's, then its own).
+        assert_eq!(p.history, "RUN |2 V=1 W= /bin/sh -c echo hi # buildkit");
         let p = prepare(
             &run(CommandLine::Exec(vec!["a".into(), "b c".into()]), vec![]),
             &cfg,

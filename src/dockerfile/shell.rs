@@ -35,13 +35,25 @@ pub(crate) fn expand_words(word: &str, escape: char, env: &Env) -> Result<Vec<St
     Ok(process(word, escape, env)?.words)
 }
 
+/// Expands the body of a `COPY <<EOF` heredoc as BuildKit does (its dispatch
+/// uses `NewLex('\\')` with `SkipProcessQuotes`): variables and `\` escapes
+/// only, whatever the escape directive; quotes are file content and stay.
+pub(crate) fn expand_heredoc(body: &str, env: &Env) -> Result<String, ShellError> {
+    Ok(run(body, '\\', false, env)?.word)
+}
+
 /// Full expansion result: the word and its split form.
 pub fn process(word: &str, escape: char, env: &Env) -> Result<Expanded, ShellError> {
+    run(word, escape, true, env)
+}
+
+fn run(word: &str, escape: char, quotes: bool, env: &Env) -> Result<Expanded, ShellError> {
     let mut lx = Lexer {
         chars: word.chars().collect(),
         pos: 0,
         escape,
         raw_escapes: false,
+        quotes,
         env,
     };
     match lx.stop_on(None, false) {
@@ -95,6 +107,8 @@ struct Lexer<'e> {
     pos: usize,
     escape: char,
     raw_escapes: bool,
+    /// Quotes group and are removed (off for heredoc bodies).
+    quotes: bool,
     env: &'e Env,
 }
 
@@ -139,12 +153,12 @@ impl Lexer<'_> {
                     result.push_str(&v);
                     words.add_string(&v);
                 }
-                '\'' => {
+                '\'' if self.quotes => {
                     let v = self.single_quote()?;
                     result.push_str(&v);
                     words.add_raw_string(&v);
                 }
-                '"' => {
+                '"' if self.quotes => {
                     let v = self.double_quote()?;
                     result.push_str(&v);
                     words.add_raw_string(&v);
@@ -555,6 +569,23 @@ mod tests {
         assert_eq!(expand("${F/./_}", '\\', &e).unwrap(), "dir/file_tar.gz");
         assert_eq!(expand("${F//./_}", '\\', &e).unwrap(), "dir/file_tar_gz");
         assert!(expand("${F:#x}", '\\', &e).is_err());
+    }
+
+    #[test]
+    fn heredoc_bodies_keep_their_quotes() {
+        let e = env(&[("name", "world")]);
+        let x = |w: &str| expand_heredoc(w, &e).unwrap();
+        assert_eq!(x("\"quotes in file\"\n"), "\"quotes in file\"\n");
+        assert_eq!(x("Hello '${name}'!"), "Hello 'world'!");
+        assert_eq!(
+            x("a \"$name\" '$name' ${name:-'d'}"),
+            "a \"world\" 'world' world"
+        );
+        assert_eq!(x("${unset:-'d e'}"), "'d e'");
+        // `\` escapes as in a word, the escape directive notwithstanding.
+        assert_eq!(x("\\$name \\\\ \\'"), "$name \\ '");
+        // An unmatched quote is content, not an error.
+        assert_eq!(x("it's $name"), "it's world");
     }
 
     #[test]

@@ -182,7 +182,13 @@ async fn fetch_from(
     } else {
         ManifestFormat::Docker
     };
-    let cfg_path = tmp.join(format!("config-{}", manifest.config.digest.file_name()));
+    // A name of its own: stages FROM one base fetch its config at once, and a
+    // shared name let one truncate the file while another read it.
+    let cfg_path =
+        crate::scratch::private_temp_file("config-", tmp).map_err(|source| RemoteError::Io {
+            op: format!("creating a file in {}", tmp.display()),
+            source,
+        })?;
     registry
         .download_blob(
             reference,
