@@ -433,7 +433,12 @@ fn setup(message: String) -> ExecError {
 fn setup_and_exec(spec: &RunSpec, confine: Confine) -> Result<std::convert::Infallible, ExecError> {
     let root = &spec.merged;
     nix::unistd::sethostname(&spec.hostname).map_err(|e| setup(format!("sethostname: {e}")))?;
-    mount_system_dirs(root).map_err(setup)?;
+    // A `RUN --mount` at /dev/shm replaces the default one, as in BuildKit.
+    let own_shm = spec
+        .mounts
+        .iter()
+        .any(|m| m.target.trim_matches('/') == "dev/shm");
+    mount_system_dirs(root, !own_shm).map_err(setup)?;
     for (target, source) in &spec.etc {
         // An image whose /etc is a link gets no such file rather than one outside it.
         if let Ok(target) = inside(root, target) {
@@ -576,7 +581,7 @@ fn ensure_dir(p: &Path) -> Result<(), String> {
 
 /// A fresh /proc of the new pid namespace, a /dev with the host's harmless
 /// nodes (the image's own are not trusted), a read-only /sys.
-fn mount_system_dirs(root: &Path) -> Result<(), String> {
+fn mount_system_dirs(root: &Path, shm: bool) -> Result<(), String> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = inside(root, "proc")?;
     ensure_dir(&proc_dir)?;
@@ -613,15 +618,17 @@ fn mount_system_dirs(root: &Path) -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )?;
-    let shm = dev.join("shm");
-    ensure_dir(&shm)?;
-    mnt(
-        Some("shm"),
-        &shm,
-        Some("tmpfs"),
-        nosuid,
-        Some("mode=1777,size=65536k"),
-    )?;
+    if shm {
+        let shm = dev.join("shm");
+        ensure_dir(&shm)?;
+        mnt(
+            Some("shm"),
+            &shm,
+            Some("tmpfs"),
+            nosuid,
+            Some("mode=1777,size=65536k"),
+        )?;
+    }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
