@@ -139,18 +139,52 @@ fn run_steps_cannot_reach_the_host() {
         steps.join("; ")
     );
     std::fs::write(ctx.join("Dockerfile"), &df).unwrap();
-    let scratch = work.path().join("kaniko");
-    let out = build_with(
-        &ctx,
-        &format!("{}/app:1", reg.host),
-        &["--kaniko-dir", scratch.to_str().unwrap(), "--no-push"],
-    );
-    assert_ok(&out);
-    let r = results(&out);
-    let log = String::from_utf8_lossy(&out.stderr);
+    // The context is read by the executor as another user in E.
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    for setting in [Setting::D, Setting::B, Setting::E] {
+        let out = setting.build(&ctx, &format!("{}/app:1", reg.host), &["--no-push"]);
+        assert_ok(&out);
+        let r = results(&out);
+        let log = String::from_utf8_lossy(&out.stderr);
+        let want = |k: &str| {
+            r.get(k)
+                .unwrap_or_else(|| panic!("setting {setting:?}: no {k} in the log:\n{log}"))
+        };
+        confined_as_runc_confines(setting, &r, &log, &escaped, &panic);
+        if setting != Setting::D {
+            continue;
+        }
+        assert_eq!(
+            want("pids-max"),
+            "16384",
+            "the step's processes are bounded"
+        );
+        // Its cgroup went with it (v1's pids hierarchy here, else v2's).
+        let cg = want("pids-cgroup");
+        assert!(cg.contains("kiln-step-"), "{cg}");
+        for root in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"] {
+            let dir = format!("{root}{cg}");
+            assert!(!Path::new(&dir).exists(), "{dir} left behind");
+        }
+    }
+}
+
+/// What every namespace rung must show: runc's capabilities, a seccomp
+/// filter, each escape refused, the masks, and the host unchanged.
+fn confined_as_runc_confines(
+    setting: Setting,
+    r: &BTreeMap<String, String>,
+    log: &str,
+    escaped: &Path,
+    panic: &Sysctl,
+) {
     let want = |k: &str| {
         r.get(k)
-            .unwrap_or_else(|| panic!("no {k} in the log:\n{log}"))
+            .unwrap_or_else(|| panic!("setting {setting:?}: no {k} in the log:\n{log}"))
     };
     // runc's default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID
     // SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
@@ -158,7 +192,10 @@ fn run_steps_cannot_reach_the_host() {
     assert_eq!(want("bounding"), "00000000a80425fb", "{log}");
     assert_eq!(want("seccomp"), "2", "a seccomp filter is installed");
     assert_eq!(want("shocker"), "Operation not permitted", "{log}");
-    assert!(!escaped.exists(), "the shocker created a file on the host");
+    assert!(
+        !escaped.exists(),
+        "setting {setting:?}: the shocker created a file on the host"
+    );
     assert_ne!(want("panic"), "0", "/proc/sys is read-only");
     assert_eq!(read_sysctl("kernel/panic"), panic.1, "kernel.panic changed");
     assert_ne!(want("remount-sys"), "0", "/sys stays read-only");
@@ -189,18 +226,6 @@ fn run_steps_cannot_reach_the_host() {
     }
     assert_ne!(want("unshare"), "0", "no new user namespace");
     assert_ne!(want("nsenter"), "0", "no joining the host's namespaces");
-    assert_eq!(
-        want("pids-max"),
-        "16384",
-        "the step's processes are bounded"
-    );
-    // Its cgroup went with it (v1's pids hierarchy here, else v2's).
-    let cg = want("pids-cgroup");
-    assert!(cg.contains("kiln-step-"), "{cg}");
-    for root in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"] {
-        let dir = format!("{root}{cg}");
-        assert!(!Path::new(&dir).exists(), "{dir} left behind");
-    }
 }
 
 /// A secret given `mode=0444` is readable in the step by a non-root user, and
