@@ -253,6 +253,9 @@ pub(super) async fn execute(
         in_place: live.is_some(),
         mounts: sandbox_mounts,
         on_root: own_root,
+        devices: live
+            .is_none()
+            .then(|| sandbox::devices::records_file(&dirs.base)),
         procs: Some(session.blobs_dir.join(crate::procs::DIR)),
         parent: std::process::id(),
     };
@@ -312,7 +315,27 @@ pub(super) async fn execute(
         }
     };
     drop_stub_parents(&mut entries, index);
+    made_devices(&mut entries, &sandbox::devices::records_file(&dirs.base));
     Ok(entries)
+}
+
+/// The device nodes the sandbox made for the command where the kernel refuses
+/// them stand as empty files: in the layer they are the devices asked for (a
+/// path the command changed again afterwards is left as it is).
+fn made_devices(entries: &mut Entries, records: &Path) {
+    use crate::layer::writer::EntryBody;
+    for d in sandbox::devices::read_records(records) {
+        let Some(p) = entries.get_mut(&super::stage::PathKey(d.path.clone())) else {
+            continue;
+        };
+        if matches!(p.body, EntryBody::File { size: 0, .. }) && p.meta.mode & 0o7777 == d.mode {
+            p.body = if d.block {
+                EntryBody::Block(d.major, d.minor)
+            } else {
+                EntryBody::Char(d.major, d.minor)
+            };
+        }
+    }
 }
 
 /// The change a command made to the stage's root itself: the sandbox's mount

@@ -5,9 +5,11 @@
 use super::RunSpec;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
+use nix::sys::socket;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, execve, fork, pivot_root, ForkResult, Gid, Uid};
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// Exit code for a failure of the sandbox itself (not the command's).
@@ -264,7 +266,12 @@ fn in_namespaces(spec: &RunSpec, probe: bool, confine: Confine) -> Result<i32, F
     if probe {
         return Ok(0);
     }
-    Ok(command_in_child(spec, || setup_and_exec(spec, confine))?)
+    // Where the kernel refuses device nodes (a user namespace), they are made
+    // for the command and recorded.
+    let devices = confine != Confine::InPlace;
+    Ok(command_in_child(spec, devices, |notify| {
+        setup_and_exec(spec, confine, notify)
+    })?)
 }
 
 /// The stage's root itself at `target`: the command writes to it, and the
@@ -309,19 +316,47 @@ fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Resu
 /// it is the namespace's init, and killing it ends every process of the step.
 fn command_in_child(
     spec: &RunSpec,
-    exec: impl FnOnce() -> Result<std::convert::Infallible, ExecError>,
+    devices: bool,
+    exec: impl FnOnce(Option<OwnedFd>) -> Result<std::convert::Infallible, ExecError>,
 ) -> Result<i32, String> {
     // Opened before the fork: the child's pivot_root moves this process's root too.
     let records = spec
         .procs
         .as_deref()
         .and_then(|dir| crate::procs::Records::open(dir).ok());
+    // Device nodes the kernel refuses here are made by this process (see
+    // `devices`): the child sends its filter's listener over this socket.
+    let notify = match (&spec.devices, devices) {
+        (Some(file), true) => {
+            let out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .map_err(|e| format!("opening {}: {e}", file.display()))?;
+            // The host's /proc: the kernel names the step's processes by
+            // their pids here, which the step's own /proc does not show.
+            let proc = std::fs::File::open("/proc").map_err(|e| format!("opening /proc: {e}"))?;
+            let (ours, theirs) = socket::socketpair(
+                socket::AddressFamily::Unix,
+                socket::SockType::Stream,
+                None,
+                socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| format!("socketpair: {e}"))?;
+            Some((out, proc, ours, theirs))
+        }
+        _ => None,
+    };
     // SAFETY: this process is single-threaded (a fresh exec of the executor that
     // started no runtime), so the child may run any code.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(records);
-            let e = match die_with_parent(0).map_err(setup).and_then(|()| exec()) {
+            let theirs = notify.map(|(_, _, _, theirs)| theirs);
+            let e = match die_with_parent(0)
+                .map_err(setup)
+                .and_then(|()| exec(theirs))
+            {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -332,6 +367,13 @@ fn command_in_child(
             let record = records
                 .as_ref()
                 .and_then(|r| r.record(child.as_raw()).ok().map(|name| (r, name)));
+            if let Some((out, proc, ours, theirs)) = notify {
+                drop(theirs);
+                // None when the child failed before it installed the filter.
+                if let Some(listener) = receive_fd(&ours) {
+                    super::devices::supervise(listener, &proc, out, child.as_raw());
+                }
+            }
             let code = wait_for(child);
             if let Some((r, name)) = record {
                 r.forget(&name);
@@ -339,6 +381,42 @@ fn command_in_child(
             code
         }
     }
+}
+
+/// One descriptor sent with SCM_RIGHTS; `None` when the peer closed first.
+fn receive_fd(sock: &OwnedFd) -> Option<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!(std::os::fd::RawFd);
+    let msg = socket::recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    for c in msg.cmsgs().ok()? {
+        if let socket::ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel just gave this process the descriptor.
+            return fds.first().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    None
+}
+
+/// Sends `fd` over `sock` with SCM_RIGHTS.
+fn send_fd(sock: &OwnedFd, fd: &OwnedFd) -> Result<(), String> {
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"f")];
+    socket::sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[socket::ControlMessage::ScmRights(&fds)],
+        socket::MsgFlags::empty(),
+        None,
+    )
+    .map(|_| ())
+    .map_err(|e| format!("sending the device listener: {e}"))
 }
 
 /// The in-place rung (see `inplace`): no namespaces, the command runs in this
@@ -366,7 +444,7 @@ fn in_place(spec: &RunSpec) -> Result<i32, String> {
         std::fs::copy(source, &path).map_err(|e| format!("writing {}: {e}", path.display()))?;
         made.push(path);
     }
-    let code = command_in_child(spec, || exec_command(spec, Confine::InPlace));
+    let code = command_in_child(spec, false, |_| exec_command(spec, Confine::InPlace, None));
     kill_adopted();
     for p in made {
         let _ = std::fs::remove_file(&p);
@@ -430,7 +508,11 @@ fn setup(message: String) -> ExecError {
     }
 }
 
-fn setup_and_exec(spec: &RunSpec, confine: Confine) -> Result<std::convert::Infallible, ExecError> {
+fn setup_and_exec(
+    spec: &RunSpec,
+    confine: Confine,
+    notify: Option<OwnedFd>,
+) -> Result<std::convert::Infallible, ExecError> {
     let root = &spec.merged;
     nix::unistd::sethostname(&spec.hostname).map_err(|e| setup(format!("sethostname: {e}")))?;
     // A `RUN --mount` at /dev/shm replaces the default one, as in BuildKit.
@@ -451,12 +533,16 @@ fn setup_and_exec(spec: &RunSpec, confine: Confine) -> Result<std::convert::Infa
     pivot_root(".", ".").map_err(|e| setup(format!("pivot_root: {e}")))?;
     umount2(".", MntFlags::MNT_DETACH)
         .map_err(|e| setup(format!("detaching the old root: {e}")))?;
-    exec_command(spec, confine)
+    exec_command(spec, confine, notify)
 }
 
 /// In the command's root: the working directory, the seccomp filter, the
 /// capabilities, the user, then the command.
-fn exec_command(spec: &RunSpec, confine: Confine) -> Result<std::convert::Infallible, ExecError> {
+fn exec_command(
+    spec: &RunSpec,
+    confine: Confine,
+    notify: Option<OwnedFd>,
+) -> Result<std::convert::Infallible, ExecError> {
     chdir("/").map_err(|e| setup(format!("chdir /: {e}")))?;
     // The working directory is made when missing, as runc makes it.
     std::fs::create_dir_all(&spec.cwd)
@@ -467,6 +553,15 @@ fn exec_command(spec: &RunSpec, confine: Confine) -> Result<std::convert::Infall
     let filtered = super::confine::install_seccomp().map_err(|e| setup(e.to_string()))?;
     if !filtered && confine != Confine::InPlace {
         return Err(setup("the seccomp filter could not be installed".into()));
+    }
+    if let Some(sock) = notify {
+        let prog = super::devices::filter()
+            .map_err(|e| setup(format!("compiling the device filter: {e}")))?;
+        // A kernel without user notifications (before 5.0) refuses the flag:
+        // the step then runs without, and mknod of a device fails as it would.
+        if let Ok(listener) = super::devices::install(&prog) {
+            send_fd(&sock, &listener).map_err(setup)?;
+        }
     }
     let bounded = super::confine::limit_bounding_set(confine == Confine::NoUserNamespace);
     // In place, a container started with fewer capabilities (no CAP_SETPCAP)

@@ -23,6 +23,7 @@
 pub(crate) mod cgroup;
 pub mod child;
 mod confine;
+pub(crate) mod devices;
 pub(crate) mod inplace;
 pub(crate) mod upper;
 pub mod userns;
@@ -92,6 +93,10 @@ pub struct RunSpec {
     /// the parent reads the change by a walk ([`Isolation::OwnRoot`]).
     #[serde(default)]
     pub on_root: bool,
+    /// Where the helper writes the device nodes it made for the command in
+    /// the kernel's stead ([`devices`]); the parent puts them in the layer.
+    #[serde(default)]
+    pub devices: Option<PathBuf>,
     /// Where the helper records the processes that must not outlive the build
     /// (see [`crate::procs`]): the scratch dir's.
     #[serde(default)]
@@ -207,6 +212,7 @@ pub(crate) fn probe(scratch: &Path) -> Result<Isolation, SandboxError> {
         in_place: false,
         mounts: Vec::new(),
         on_root: false,
+        devices: None,
         procs: None,
         parent: std::process::id(),
     };
