@@ -6,7 +6,7 @@
 //! another process is never hit.
 
 use nix::libc;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Under a build's scratch dir.
 pub(crate) const DIR: &str = "procs";
@@ -66,19 +66,6 @@ impl Records {
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         );
     }
-}
-
-/// Writes `dir/PID`; the file is removed by [`forget`] once the process ended.
-pub(crate) fn record(dir: &Path, pid: i32) -> std::io::Result<PathBuf> {
-    let start = start_time(pid).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
-    std::fs::create_dir_all(dir)?;
-    let file = dir.join(pid.to_string());
-    std::fs::write(&file, format!("{pid} {start}\n"))?;
-    Ok(file)
-}
-
-pub(crate) fn forget(file: &Path) {
-    let _ = std::fs::remove_file(file);
 }
 
 /// SIGKILLs every recorded process still running as the one recorded, and
@@ -144,7 +131,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        record(dir.path(), pid).unwrap();
+        Records::open(dir.path()).unwrap().record(pid).unwrap();
         // A record whose start time is not the process's: another process.
         let mut other = std::process::Command::new("sleep")
             .arg("30")

@@ -352,13 +352,16 @@ fn run_helper(spec: &RunSpec, spec_file: &Path, probe: bool) -> Result<(), Sandb
     })?;
     // The helper dies with the executor on its own (PR_SET_PDEATHSIG); the
     // record lets a signal handler or the next build make sure of it.
-    let record = spec
+    let records = spec
         .procs
         .as_deref()
-        .and_then(|dir| crate::procs::record(dir, child.id() as i32).ok());
+        .and_then(|dir| crate::procs::Records::open(dir).ok());
+    let record = records
+        .as_ref()
+        .and_then(|r| r.record(child.id() as i32).ok().map(|name| (r, name)));
     let status = child.wait().map_err(io("waiting for the sandbox helper"));
-    if let Some(r) = record {
-        crate::procs::forget(&r);
+    if let Some((r, name)) = record {
+        r.forget(&name);
     }
     let status = status?;
     match (status.code(), status.signal()) {
