@@ -855,3 +855,16 @@ fn copy_heredoc_bodies_keep_quotes() {
         "\"quotes in file\"\nHello 'world'!\nit's \"env\" 'd e' C:\\dir $E\n",
     );
 }
+
+/// Issue 31 item 7: `USER root` then `WORKDIR` in a stage with no /etc/passwd
+/// builds (BuildKit's `llb.parseUID` reads `root` as 0, so nothing is looked up),
+/// and a later USER name the stage lacks makes the directory 0:0.
+#[test]
+fn workdir_as_root_without_passwd() {
+    let both = run_case(&Case::new(
+        "workdir_as_root_without_passwd",
+        "FROM scratch\nUSER root\nWORKDIR /w\nCOPY a.txt /w/\nUSER app\nWORKDIR /x\n",
+    ))
+    .expect("BuildKit builds it");
+    assert_eq!(both.1.raw_config["config"]["WorkingDir"], "/x");
+}
