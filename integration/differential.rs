@@ -868,3 +868,26 @@ fn workdir_as_root_without_passwd() {
     .expect("BuildKit builds it");
     assert_eq!(both.1.raw_config["config"]["WorkingDir"], "/x");
 }
+
+/// Issue 31 item 10: `--chown` names the image lacks build as BuildKit v0.21's
+/// `readUser` resolves them: an unknown user is 0:0, an unknown group keeps the
+/// gid so far, and a known user name takes its passwd entry's group (svc: 700:701).
+#[test]
+fn chown_names_missing_from_the_image() {
+    let both = run_case(&Case::new(
+        "chown_names_missing_from_the_image",
+        "FROM {BASE}\nRUN echo 'svc:x:700:701::/:/bin/sh' >> /etc/passwd\nCOPY --chown=nouser a.txt /o/a\nCOPY --chown=app:nogroup a.txt /o/b\nCOPY --chown=nouser:staff a.txt /o/c\nCOPY --chown=1234:nogroup a.txt /o/d\nCOPY --chown=:staff a.txt /o/e\nCOPY --chown=svc a.txt /o/f\nCOPY --chown=svc:nogroup a.txt /o/g\nUSER ghost\nWORKDIR /o/w\n",
+    ))
+    .expect("BuildKit builds it");
+    let owner = |p: &str| {
+        let f = &both.1.files[p];
+        (f.uid, f.gid)
+    };
+    assert_eq!(owner("o/a"), (0, 0));
+    assert_eq!(owner("o/b"), (1000, 1000));
+    assert_eq!(owner("o/c"), (0, 50));
+    assert_eq!(owner("o/d"), (1234, 1234));
+    assert_eq!(owner("o/f"), (700, 701));
+    assert_eq!(owner("o/g"), (700, 701));
+    assert_eq!(owner("o/w"), (0, 0));
+}
