@@ -197,6 +197,9 @@ fn refusal_cause(name: &str, bk_err: &str) -> &'static str {
         "run_mount_required_secret_is_refused" => "secret nope: not found",
         "run_mount_unknown_type_is_refused" => "unsupported mount type \"bogus\"",
         "run_mount_missing_source_is_refused" => "/nothere",
+        "dockerignore_bare_exclusion_is_refused" => {
+            ".dockerignore:3: illegal exclusion pattern: \"!\""
+        }
         other => panic!("{other}: BuildKit refused a case not listed as a refusal: {bk_err}"),
     }
 }
@@ -322,8 +325,9 @@ fn run_case(case: &Case) -> Option<(Pulled, Pulled)> {
                     .filter(|n| !n.is_empty())
             };
             let bk_line = line(&bk_err);
+            // A `.dockerignore` refusal names no Dockerfile line in either.
             assert!(
-                bk_line.is_some() && line(&kiln_err) == bk_line,
+                (bk_line.is_some() || case.dockerignore.is_some()) && line(&kiln_err) == bk_line,
                 "{name}: BuildKit names Dockerfile:{bk_line:?}, Kiln: {kiln_err}\nBuildKit: {bk_err}"
             );
             let cause = refusal_cause(name, &bk_err);
@@ -890,4 +894,15 @@ fn chown_names_missing_from_the_image() {
     assert_eq!(owner("o/f"), (700, 701));
     assert_eq!(owner("o/g"), (700, 701));
     assert_eq!(owner("o/w"), (0, 0));
+}
+
+/// Issue 31 item 11: a `.dockerignore` line that is `!` alone is refused (moby's
+/// patternmatcher: `illegal exclusion pattern: "!"`); Kiln names the file and line.
+#[test]
+fn dockerignore_bare_exclusion_is_refused() {
+    differential(
+        "dockerignore_bare_exclusion_is_refused",
+        "FROM {BASE}\nCOPY . /ctx/\n",
+        Some("# comment\n*.md\n!\nig\n"),
+    );
 }
