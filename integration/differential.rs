@@ -197,6 +197,7 @@ fn refusal_cause(name: &str, bk_err: &str) -> &'static str {
         "run_mount_required_secret_is_refused" => "secret nope: not found",
         "run_mount_unknown_type_is_refused" => "unsupported mount type \"bogus\"",
         "run_mount_missing_source_is_refused" => "/nothere",
+        "run_security_flag_is_refused" => "unknown flag: --security",
         "dockerignore_bare_exclusion_is_refused" => {
             ".dockerignore:3: illegal exclusion pattern: \"!\""
         }
@@ -904,5 +905,16 @@ fn dockerignore_bare_exclusion_is_refused() {
         "dockerignore_bare_exclusion_is_refused",
         "FROM {BASE}\nCOPY . /ctx/\n",
         Some("# comment\n*.md\n!\nig\n"),
+    );
+}
+
+/// Issue 31 item 13: `RUN --security=…` is a labs flag (build tag dfrunsecurity);
+/// BuildKit v0.21's stable syntax refuses it at its line, whatever the mode.
+#[test]
+fn run_security_flag_is_refused() {
+    differential(
+        "run_security_flag_is_refused",
+        "FROM {BASE}\nRUN true\nRUN --security=sandbox true\n",
+        None,
     );
 }

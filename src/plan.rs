@@ -89,9 +89,6 @@ pub fn plan(
                 {
                     "RUN --mount=type=ssh".into()
                 }
-                Instruction::Run(r) if r.security.as_deref() == Some("insecure") => {
-                    "RUN --security=insecure".into()
-                }
                 _ => continue,
             };
             return Err(PlanError::Unsupported {

@@ -469,7 +469,6 @@ mod tests {
             heredocs,
             mounts: Vec::new(),
             network: None,
-            security: None,
         }
     }
 
