@@ -934,3 +934,31 @@ fn run_heredocs_with_file_descriptors() {
     both_hold(&both, "lone", "lone\n");
     both_hold(&both, "awk", "LOW\n");
 }
+
+/// An image whose ONBUILD triggers read stages of the Dockerfile built on it.
+fn push_onbuild_image(reg: &TestRegistry) {
+    push_busybox_base_with(
+        reg,
+        "onbuild:1",
+        serde_json::json!({ "OnBuild": [
+            "COPY --from=child /from-src /child-src",
+            "RUN --mount=from=child,source=/mounted,target=/m cat /m > /child-mounted"
+        ] }),
+    );
+}
+
+/// Issue 31 item 8: stages named only by an inherited ONBUILD trigger join the
+/// build (BuildKit's initOnBuildTriggers): a parent stage's `ONBUILD COPY
+/// --from=src` and `ONBUILD RUN --mount=from=mnt`, and a registry base's
+/// triggers naming `child`, which is itself built only for them.
+#[test]
+fn stages_named_only_by_onbuild_triggers() {
+    let mut c = Case::new(
+        "stages_named_only_by_onbuild_triggers",
+        "FROM {BASE} AS base\nONBUILD COPY --from=src /out /from-src\nONBUILD RUN --mount=from=mnt,source=/m,target=/m cat /m/f > /mounted\nFROM {BASE} AS src\nRUN echo src > /out\nFROM {BASE} AS mnt\nRUN mkdir /m && echo mnt > /m/f\nFROM base AS child\nFROM {REG}/onbuild:1\n",
+    );
+    c.images = Some(push_onbuild_image);
+    let both = run_case(&c).expect("BuildKit builds it");
+    both_hold(&both, "child-src", "src\n");
+    both_hold(&both, "child-mounted", "mnt\n");
+}
