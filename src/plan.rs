@@ -112,6 +112,24 @@ pub fn plan(
 }
 
 impl Plan {
+    /// `--dryrun`'s report: each stage to build, in Dockerfile order, with its
+    /// FROM line and steps as written. A registry base's ONBUILD triggers are not
+    /// known here, since a dry run fetches nothing.
+    pub fn describe(&self, df: &Dockerfile) -> String {
+        let mut out = String::new();
+        for &i in &self.stages {
+            let Some(stage) = df.stages.get(i) else {
+                continue;
+            };
+            let target = if i == self.target { " (target)" } else { "" };
+            out.push_str(&format!("stage {i}{target}: {}\n", stage.at.text.trim()));
+            for step in &stage.steps {
+                out.push_str(&format!("  {}\n", step.at.text.trim()));
+            }
+        }
+        out
+    }
+
     /// Adds what stage `i` reads besides its own steps (its base image's ONBUILD
     /// triggers, known once the base is fetched): the stages to build grow to
     /// those the target now needs. Whether any stage was added.

@@ -225,6 +225,9 @@ pub struct BuildOptions {
     pub ignore_paths: Vec<String>,
     /// `--single-snapshot`: the target stage's own layers merged into one.
     pub single_snapshot: bool,
+    /// `--image-format` (Kaniko's fork): the result's manifest and layer media
+    /// types, whatever the base's; `None` keeps the base's.
+    pub image_format: Option<ManifestFormat>,
 }
 
 /// Shared state of one build: clients, scratch space, options.
@@ -379,16 +382,25 @@ pub async fn build(
             last.empty_layer = false;
         }
     }
-    let mut format = st.format;
-    if matches!(
+    let zstd = matches!(
         session.compression,
         crate::layer::writer::Compression::Zstd(_)
-    ) {
-        // zstd layers exist only in OCI's media types: the whole image goes OCI.
-        format = ManifestFormat::Oci;
-        for l in &mut layers {
-            l.descriptor.media_type = remote::oci_layer_type(&l.descriptor.media_type).to_string();
+    );
+    // zstd layers exist only in OCI's media types: the whole image goes OCI.
+    // The fork's --image-format converts the base's media types too (its
+    // applyImageFormat); the CLI has turned zstd off for Docker's.
+    let format = match (opts.image_format, zstd) {
+        (Some(f), _) => f,
+        (None, true) => ManifestFormat::Oci,
+        (None, false) => st.format,
+    };
+    for l in layers.iter_mut().filter(|_| format != st.format) {
+        let mt = &l.descriptor.media_type;
+        l.descriptor.media_type = match format {
+            ManifestFormat::Oci => remote::oci_layer_type(mt),
+            ManifestFormat::Docker => remote::docker_layer_type(mt),
         }
+        .to_string();
     }
     config.rootfs.kind = "layers".into();
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
