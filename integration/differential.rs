@@ -926,13 +926,14 @@ fn run_security_flag_is_refused() {
 fn run_heredocs_with_file_descriptors() {
     let both = run_case(&Case::new(
         "run_heredocs_with_file_descriptors",
-        "FROM {BASE}\nRUN <<EOF 3<<IN1 4<<-IN2 sh\ncat <&3 > /three\ncat <&4 > /four\nEOF\nHello\nIN1\n\tWorld\n\tIN2\nRUN 0<<EOF\necho lone > /lone\nEOF\nRUN busybox awk -f - 3<<IN1 <<EOF\nlow\nIN1\nBEGIN { getline l < \"/proc/self/fd/3\"; print toupper(l) > \"/awk\" }\nEOF\n",
+        "FROM {BASE}\nRUN <<EOF 3<<IN1 4<<-IN2 sh\ncat <&3 > /three\ncat <&4 > /four\nEOF\nHello\nIN1\n\tWorld\n\tIN2\nRUN 0<<EOF\necho lone > /lone\nEOF\nRUN busybox awk -f - 3<<IN1 <<EOF\nlow\nIN1\nBEGIN { getline l < \"/proc/self/fd/3\"; print toupper(l) > \"/awk\" }\nEOF\nCOPY 3<<EOF /copied\ncopied\nEOF\n",
     ))
     .expect("BuildKit builds it");
     both_hold(&both, "three", "Hello\n");
     both_hold(&both, "four", "World\n");
     both_hold(&both, "lone", "lone\n");
     both_hold(&both, "awk", "LOW\n");
+    both_hold(&both, "copied", "copied\n");
 }
 
 /// An image whose ONBUILD triggers read stages of the Dockerfile built on it.

@@ -129,9 +129,12 @@ pub(super) async fn prepare_copy(
     let mut sources = Vec::new();
     let mut inline = Vec::new();
     for s in &c.sources {
+        // BuildKit's MustParseHeredoc takes a descriptor prefix here too (`3<<EOF`).
+        let s_doc = s.trim_start_matches(|c: char| c.is_ascii_digit());
         let heredoc = c.heredocs.iter().find(|h| {
-            s.starts_with("<<")
-                && s.trim_start_matches("<<")
+            s_doc.starts_with("<<")
+                && s_doc
+                    .trim_start_matches("<<")
                     .trim_start_matches('-')
                     .trim_matches(['"', '\''])
                     == h.name
