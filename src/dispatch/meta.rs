@@ -50,7 +50,7 @@ async fn owner(
     for name in &o.missing {
         // BuildKit v0.21 builds on silently; a warning says why the owner is what it is.
         crate::log_warn!(
-            "{what}: no {name} in the image's /etc/passwd or /etc/group; owner is {}:{} as in BuildKit",
+            "{what}: no {name} of the stage; the owner is {}:{}, as BuildKit v0.21 makes it",
             o.uid,
             o.gid
         );

@@ -6,7 +6,7 @@
 pub(crate) struct Owner {
     pub uid: u64,
     pub gid: u64,
-    /// `user NAME` or `group NAME` for each name missing from its file (the
+    /// Each name missing from its file, as `user "NAME" in /etc/passwd` (the
     /// caller warns: BuildKit v0.21 builds on silently).
     pub missing: Vec<String>,
 }
@@ -37,7 +37,10 @@ pub(crate) fn parse_owner(spec: &str, passwd: Option<&str>, group: Option<&str>)
             match entry.and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?))) {
                 Some(ids) => ids,
                 None => {
-                    missing.push(format!("user {u}"));
+                    // `:group` names no user: 0 is meant, nothing is missing.
+                    if !u.is_empty() {
+                        missing.push(format!("user {u:?} in /etc/passwd"));
+                    }
                     (0, 0)
                 }
             }
@@ -48,7 +51,7 @@ pub(crate) fn parse_owner(spec: &str, passwd: Option<&str>, group: Option<&str>)
             Some(n) => gid = n,
             None => match lookup(group, g, 2) {
                 Some(n) => gid = n,
-                None => missing.push(format!("group {g}")),
+                None => missing.push(format!("group {g:?} in /etc/group")),
             },
         }
     }
@@ -173,17 +176,17 @@ mod tests {
         // Missing names: the user is 0:0, the group keeps the gid so far.
         assert_eq!(
             ids("nobody", Some(pw), Some(gr)),
-            (0, 0, vec!["user nobody".into()])
+            (0, 0, vec!["user \"nobody\" in /etc/passwd".into()])
         );
         assert_eq!(
             ids("app:nogroup", Some(pw), Some(gr)),
-            (1000, 1001, vec!["group nogroup".into()])
+            (1000, 1001, vec!["group \"nogroup\" in /etc/group".into()])
         );
         assert_eq!(
             ids("1234:nogroup", None, None),
-            (1234, 1234, vec!["group nogroup".into()])
+            (1234, 1234, vec!["group \"nogroup\" in /etc/group".into()])
         );
-        assert_eq!(ids(":staff", Some(pw), Some(gr)).1, 50);
+        assert_eq!(ids(":staff", Some(pw), Some(gr)), (0, 50, none()));
     }
 
     #[test]
