@@ -197,6 +197,10 @@ fn refusal_cause(name: &str, bk_err: &str) -> &'static str {
         "run_mount_required_secret_is_refused" => "secret nope: not found",
         "run_mount_unknown_type_is_refused" => "unsupported mount type \"bogus\"",
         "run_mount_missing_source_is_refused" => "/nothere",
+        "run_security_flag_is_refused" => "unknown flag: --security",
+        "dockerignore_bare_exclusion_is_refused" => {
+            ".dockerignore:3: illegal exclusion pattern: \"!\""
+        }
         other => panic!("{other}: BuildKit refused a case not listed as a refusal: {bk_err}"),
     }
 }
@@ -322,8 +326,9 @@ fn run_case(case: &Case) -> Option<(Pulled, Pulled)> {
                     .filter(|n| !n.is_empty())
             };
             let bk_line = line(&bk_err);
+            // A `.dockerignore` refusal names no Dockerfile line in either.
             assert!(
-                bk_line.is_some() && line(&kiln_err) == bk_line,
+                (bk_line.is_some() || case.dockerignore.is_some()) && line(&kiln_err) == bk_line,
                 "{name}: BuildKit names Dockerfile:{bk_line:?}, Kiln: {kiln_err}\nBuildKit: {bk_err}"
             );
             let cause = refusal_cause(name, &bk_err);
@@ -856,4 +861,107 @@ fn copy_heredoc_bodies_keep_quotes() {
         "quoted",
         "\"quotes in file\"\nHello 'world'!\nit's \"env\" 'd e' C:\\dir $E\n",
     );
+}
+
+/// Issue 31 item 7: `USER root` then `WORKDIR` in a stage with no /etc/passwd
+/// builds (BuildKit's `llb.parseUID` reads `root` as 0, so nothing is looked up),
+/// and a later USER name the stage lacks makes the directory 0:0.
+#[test]
+fn workdir_as_root_without_passwd() {
+    let both = run_case(&Case::new(
+        "workdir_as_root_without_passwd",
+        "FROM scratch\nUSER root\nWORKDIR /w\nCOPY a.txt /w/\nUSER app\nWORKDIR /x\n",
+    ))
+    .expect("BuildKit builds it");
+    assert_eq!(both.1.raw_config["config"]["WorkingDir"], "/x");
+}
+
+/// Issue 31 item 10: `--chown` names the image lacks build as BuildKit v0.21's
+/// `readUser` resolves them: an unknown user is 0:0, an unknown group keeps the
+/// gid so far, and a known user name takes its passwd entry's group (svc: 700:701).
+#[test]
+fn chown_names_missing_from_the_image() {
+    let both = run_case(&Case::new(
+        "chown_names_missing_from_the_image",
+        "FROM {BASE}\nRUN echo 'svc:x:700:701::/:/bin/sh' >> /etc/passwd\nCOPY --chown=nouser a.txt /o/a\nCOPY --chown=app:nogroup a.txt /o/b\nCOPY --chown=nouser:staff a.txt /o/c\nCOPY --chown=1234:nogroup a.txt /o/d\nCOPY --chown=:staff a.txt /o/e\nCOPY --chown=svc a.txt /o/f\nCOPY --chown=svc:nogroup a.txt /o/g\nUSER ghost\nWORKDIR /o/w\n",
+    ))
+    .expect("BuildKit builds it");
+    let owner = |p: &str| {
+        let f = &both.1.files[p];
+        (f.uid, f.gid)
+    };
+    assert_eq!(owner("o/a"), (0, 0));
+    assert_eq!(owner("o/b"), (1000, 1000));
+    assert_eq!(owner("o/c"), (0, 50));
+    assert_eq!(owner("o/d"), (1234, 1234));
+    assert_eq!(owner("o/f"), (700, 701));
+    assert_eq!(owner("o/g"), (700, 701));
+    assert_eq!(owner("o/w"), (0, 0));
+}
+
+/// Issue 31 item 11: a `.dockerignore` line that is `!` alone is refused (moby's
+/// patternmatcher: `illegal exclusion pattern: "!"`); Kiln names the file and line.
+#[test]
+fn dockerignore_bare_exclusion_is_refused() {
+    differential(
+        "dockerignore_bare_exclusion_is_refused",
+        "FROM {BASE}\nCOPY . /ctx/\n",
+        Some("# comment\n*.md\n!\nig\n"),
+    );
+}
+
+/// Issue 31 item 13: `RUN --security=…` is a labs flag (build tag dfrunsecurity);
+/// BuildKit v0.21's stable syntax refuses it at its line, whatever the mode.
+#[test]
+fn run_security_flag_is_refused() {
+    differential(
+        "run_security_flag_is_refused",
+        "FROM {BASE}\nRUN true\nRUN --security=sandbox true\n",
+        None,
+    );
+}
+
+/// Issue 31 item 9: heredocs with a file-descriptor prefix (`3<<IN1`), which
+/// BuildKit's parser reads as `^(\\d*)<<(-?)([^<]*)$`: the bodies are the
+/// shell's, and a lone `0<<EOF` runs its body as a plain heredoc does.
+#[test]
+fn run_heredocs_with_file_descriptors() {
+    let both = run_case(&Case::new(
+        "run_heredocs_with_file_descriptors",
+        "FROM {BASE}\nRUN <<EOF 3<<IN1 4<<-IN2 sh\ncat <&3 > /three\ncat <&4 > /four\nEOF\nHello\nIN1\n\tWorld\n\tIN2\nRUN 0<<EOF\necho lone > /lone\nEOF\nRUN busybox awk -f - 3<<IN1 <<EOF\nlow\nIN1\nBEGIN { getline l < \"/proc/self/fd/3\"; print toupper(l) > \"/awk\" }\nEOF\nCOPY 3<<EOF /copied\ncopied\nEOF\n",
+    ))
+    .expect("BuildKit builds it");
+    both_hold(&both, "three", "Hello\n");
+    both_hold(&both, "four", "World\n");
+    both_hold(&both, "lone", "lone\n");
+    both_hold(&both, "awk", "LOW\n");
+    both_hold(&both, "copied", "copied\n");
+}
+
+/// An image whose ONBUILD triggers read stages of the Dockerfile built on it.
+fn push_onbuild_image(reg: &TestRegistry) {
+    push_busybox_base_with(
+        reg,
+        "onbuild:1",
+        serde_json::json!({ "OnBuild": [
+            "COPY --from=child /from-src /child-src",
+            "RUN --mount=from=child,source=/mounted,target=/m cat /m > /child-mounted"
+        ] }),
+    );
+}
+
+/// Issue 31 item 8: stages named only by an inherited ONBUILD trigger join the
+/// build (BuildKit's initOnBuildTriggers): a parent stage's `ONBUILD COPY
+/// --from=src` and `ONBUILD RUN --mount=from=mnt`, and a registry base's
+/// triggers naming `child`, which is itself built only for them.
+#[test]
+fn stages_named_only_by_onbuild_triggers() {
+    let mut c = Case::new(
+        "stages_named_only_by_onbuild_triggers",
+        "FROM {BASE} AS base\nONBUILD COPY --from=src /out /from-src\nONBUILD RUN --mount=from=mnt,source=/m,target=/m cat /m/f > /mounted\nFROM {BASE} AS src\nRUN echo src > /out\nFROM {BASE} AS mnt\nRUN mkdir /m && echo mnt > /m/f\nFROM base AS child\nFROM {REG}/onbuild:1\n",
+    );
+    c.images = Some(push_onbuild_image);
+    let both = run_case(&c).expect("BuildKit builds it");
+    both_hold(&both, "child-src", "src\n");
+    both_hold(&both, "child-mounted", "mnt\n");
 }

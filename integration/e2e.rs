@@ -1015,3 +1015,127 @@ fn concurrent_fetches_of_one_base_read_whole_configs() {
     // Nothing of the fetches is left behind in the shared dir.
     assert_eq!(leftovers(dir.path()), Vec::<String>::new());
 }
+
+/// Kaniko's fork's `--dryrun` prints the plan — the stages the target needs,
+/// with their steps — and stops: nothing is fetched (the base's registry does
+/// not exist), built or pushed; `--pre-cleanup` (also `KANIKO_PRE_CLEANUP`)
+/// gets a notice as Kiln's other unused knobs do.
+#[test]
+fn kaniko_fork_dryrun_and_pre_cleanup() {
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(
+        ctx.path(),
+        &[
+            (
+                "Dockerfile",
+                "FROM nowhere.invalid/base:1 AS build\nRUN make\nFROM nowhere.invalid/other:1 AS unused\nFROM scratch\nCOPY --from=build /out /out\n",
+            ),
+            ("f", "x\n"),
+        ],
+    );
+    let c = ctx.path().display().to_string();
+    let out = executor(&[
+        "--context",
+        &c,
+        "--destination=nowhere.invalid/app:1",
+        "--dryrun",
+        "--pre-cleanup",
+    ]);
+    assert_ok(&out);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        plan,
+        "stage 0: FROM nowhere.invalid/base:1 AS build\n  RUN make\nstage 2 (target): FROM scratch\n  COPY --from=build /out /out\n"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--pre-cleanup: ") && err.contains("ignored"),
+        "{err}"
+    );
+    // The environment variable the fork documents, and no destination needed.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_executor"))
+        .args(["--context", &c, "--dryrun=true"])
+        .env("KANIKO_PRE_CLEANUP", "true")
+        .output()
+        .expect("run executor");
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pre-cleanup: "));
+}
+
+/// Kaniko's fork's `--image-format=docker|oci` sets the manifest's, config's and
+/// every layer's media types, the base's included; zstd under `docker` falls
+/// back to gzip with a warning, as the fork does.
+#[test]
+fn kaniko_fork_image_format() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(
+        ctx.path(),
+        &[
+            (
+                "Dockerfile",
+                &format!("FROM {}/base:1\nCOPY f /f\n", reg.host),
+            ),
+            (
+                "oci/Dockerfile",
+                &format!("FROM {}/oci:1\nCOPY f /g\n", reg.host),
+            ),
+            ("f", "x\n"),
+            ("oci/f", "y\n"),
+        ],
+    );
+    let build = |dir: &std::path::Path, dest: &str, extra: &[&str]| {
+        let c = dir.display().to_string();
+        let d = format!("{}/{dest}", reg.host);
+        let mut args = vec!["--context", c.as_str(), "--destination", d.as_str()];
+        args.extend(extra);
+        let out = executor(&args);
+        assert_ok(&out);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let types = |img: &Pulled| {
+        let mut t = vec![
+            img.manifest.media_type.clone().unwrap_or_default(),
+            img.manifest.config.media_type.clone(),
+        ];
+        t.extend(img.manifest.layers.iter().map(|l| l.media_type.clone()));
+        t.dedup();
+        t
+    };
+    // The busybox base is Docker's: --image-format=oci makes all of it OCI's.
+    build(ctx.path(), "oci:1", &["--image-format=oci"]);
+    let oci = pull(&reg, "oci:1");
+    assert_eq!(oci.manifest.layers.len(), 4);
+    assert_eq!(
+        types(&oci),
+        [
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        ]
+    );
+    // Without the flag the result keeps its base's format.
+    build(&ctx.path().join("oci"), "keeps:1", &[]);
+    assert_eq!(types(&pull(&reg, "keeps:1")), types(&oci));
+    // From that OCI base, --image-format=docker makes all of it Docker's, and
+    // zstd, which Docker's types cannot name, is gzip.
+    let err = build(
+        &ctx.path().join("oci"),
+        "docker:1",
+        &["--image-format", "docker", "--compression=zstd"],
+    );
+    assert!(err.contains("no zstd layer media type"), "{err}");
+    let docker = pull(&reg, "docker:1");
+    assert_eq!(
+        types(&docker),
+        [
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.container.image.v1+json",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        ]
+    );
+    assert_eq!(docker.files["g"].size, 2);
+    let bad = executor(&["--context", ".", "--no-push", "--image-format=v2"]);
+    assert!(!bad.status.success());
+}

@@ -170,6 +170,19 @@ pub struct Cli {
     /// Accepted for Kaniko compatibility: the scratch root is always removed.
     #[arg(help_heading = "Output", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub cleanup: bool,
+    /// Print the plan (stages to build, their steps) and stop: nothing is fetched, built or pushed.
+    #[arg(help_heading = "Build", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub dryrun: bool,
+    /// Manifest and layer media types of the result: docker or oci (default: the base image's).
+    #[arg(help_heading = "Output", long, value_enum)]
+    pub image_format: Option<ImageFormat>,
+}
+
+/// `--image-format`'s values (Kaniko's fork).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImageFormat {
+    Docker,
+    Oci,
 }
 
 /// Mirrors and certificates of registries (executor and warmer).
@@ -292,6 +305,8 @@ pub struct KanikoOnly {
     pub credential_helpers: Vec<String>,
     #[arg(long = "azure-container-registry-config", hide = true)]
     pub azure_container_registry_config: Option<String>,
+    #[arg(long, hide = true, env = "KANIKO_PRE_CLEANUP", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
+    pub pre_cleanup: Option<bool>,
     // Meaning something Kiln does not do yet.
 }
 
@@ -360,6 +375,11 @@ impl KanikoOnly {
                 !self.credential_helpers.is_empty(),
                 "credential-helpers",
                 "Kiln uses the helpers the Docker config names",
+            ),
+            given(
+                self.pre_cleanup.is_some(),
+                "pre-cleanup",
+                "Kiln builds in its own scratch dir, and a root a RUN shares with it is brought to the stage's layers first",
             ),
             given(
                 self.azure_container_registry_config.is_some(),
@@ -554,6 +574,10 @@ pub struct Options {
     /// Where the scratch root is made.
     pub scratch_parent: PathBuf,
     pub outputs: Outputs,
+    /// `--dryrun`: print the plan and stop.
+    pub dry_run: bool,
+    /// `--image-format`: the result's media types; `None` keeps the base's.
+    pub image_format: Option<kiln::image::remote::ManifestFormat>,
 }
 
 /// What the run leaves behind besides pushed images.
@@ -580,6 +604,11 @@ impl Cli {
         let level = u32::try_from(self.compression_level).ok();
         let compression = match self.compression.as_str() {
             "gzip" => Compression::Gzip(level.unwrap_or(6)),
+            "zstd" if self.image_format == Some(ImageFormat::Docker) => {
+                // The fork's rule: Docker's media types have no zstd layer.
+                kiln::log_warn!("--compression=zstd: the docker image format has no zstd layer media type, so layers are gzip; use --image-format=oci for zstd");
+                Compression::Gzip(level.unwrap_or(6))
+            }
             "zstd" => Compression::Zstd(level.map_or(3, |l| l as i32)),
             other => {
                 return Err(FlagError::new(
@@ -631,7 +660,7 @@ impl Cli {
                 "a destination names a tag, not a digest (the digest is what the push makes)",
             ));
         }
-        if destinations.is_empty() && !self.no_push {
+        if destinations.is_empty() && !self.no_push && !self.dryrun {
             return Err(FlagError::new(
                 "destination",
                 "",
@@ -687,7 +716,12 @@ impl Cli {
             compression,
             cache,
             registry,
-            check_push: !self.no_push && !self.skip_push_permission_check,
+            check_push: !self.no_push && !self.skip_push_permission_check && !self.dryrun,
+            dry_run: self.dryrun,
+            image_format: self.image_format.map(|f| match f {
+                ImageFormat::Docker => kiln::image::remote::ManifestFormat::Docker,
+                ImageFormat::Oci => kiln::image::remote::ManifestFormat::Oci,
+            }),
             scratch_parent: self.kaniko_dir.unwrap_or_else(std::env::temp_dir),
             outputs: Outputs {
                 push: !self.no_push,

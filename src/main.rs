@@ -252,7 +252,10 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         }
         _ => None,
     };
-    if local.as_ref().is_none_or(|(_, _, df)| df.has_run()) {
+    if let (true, Some((_, _, df))) = (o.dry_run, &local) {
+        return print_plan(df, &o);
+    }
+    if !o.dry_run && local.as_ref().is_none_or(|(_, _, df)| df.has_run()) {
         // Not root: RUN needs a user namespace, and the whole build runs in it.
         if let Some(mapping) = kiln::sandbox::userns::wanted() {
             let code = tokio::task::spawn_blocking(move || kiln::sandbox::userns::reexec(&mapping))
@@ -297,6 +300,9 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
             (context, dockerfile, parse_dockerfile(&text)?)
         }
     };
+    if o.dry_run {
+        return print_plan(&df, &o);
+    }
     if let Some(syntax) = &df.syntax {
         kiln::log_info!(
             "# syntax={syntax}: Kiln reads the Dockerfile with its own frontend (BuildKit v0.21's rules)"
@@ -323,6 +329,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         secrets: o.secrets.clone(),
         ignore_paths: o.ignore_paths.clone(),
         single_snapshot: o.single_snapshot,
+        image_format: o.image_format,
     };
     let progress = spawn_progress(&session, o.outputs.progress);
     let ctx = BuildContext::open(&context, dockerfile.as_deref())?;
@@ -366,6 +373,16 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         kiln::log::progress(None);
     }
     println!("{}", s.manifest_digest);
+    Ok(())
+}
+
+/// `--dryrun` (Kaniko's fork): prints what would be built, on stdout, and
+/// fetches, builds and pushes nothing.
+fn print_plan(df: &kiln::dockerfile::Dockerfile, o: &cli::Options) -> Result<()> {
+    let overrides = o.build_args.iter().cloned().collect();
+    let plan = kiln::plan::plan(df, &overrides, o.target.as_deref(), &o.platform)?;
+    print!("{}", plan.describe(df));
+    kiln::log_info!("--dryrun: nothing was built or pushed");
     Ok(())
 }
 

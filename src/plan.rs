@@ -5,7 +5,7 @@
 
 use crate::dockerfile::mount::{self, MountKind};
 use crate::dockerfile::shell::{self, Env, ShellError};
-use crate::dockerfile::{Dockerfile, Instruction, Location};
+use crate::dockerfile::{Dockerfile, Instruction, Location, Step};
 use crate::image::spec::Platform;
 use std::collections::BTreeMap;
 
@@ -89,9 +89,6 @@ pub fn plan(
                 {
                     "RUN --mount=type=ssh".into()
                 }
-                Instruction::Run(r) if r.security.as_deref() == Some("insecure") => {
-                    "RUN --security=insecure".into()
-                }
                 _ => continue,
             };
             return Err(PlanError::Unsupported {
@@ -101,11 +98,7 @@ pub fn plan(
             });
         }
     }
-    let first_run = stages
-        .iter()
-        .flat_map(|&i| &df.stages[i].steps)
-        .find(|s| matches!(s.instruction, Instruction::Run(_)))
-        .map(|s| s.at.clone());
+    let first_run = first_run(df, &stages);
     Ok(Plan {
         first_run,
         global: g.visible,
@@ -116,6 +109,54 @@ pub fn plan(
         stages,
         deps,
     })
+}
+
+impl Plan {
+    /// `--dryrun`'s report: each stage to build, in Dockerfile order, with its
+    /// FROM line and steps as written. A registry base's ONBUILD triggers are not
+    /// known here, since a dry run fetches nothing.
+    pub fn describe(&self, df: &Dockerfile) -> String {
+        let mut out = String::new();
+        for &i in &self.stages {
+            let Some(stage) = df.stages.get(i) else {
+                continue;
+            };
+            let target = if i == self.target { " (target)" } else { "" };
+            out.push_str(&format!("stage {i}{target}: {}\n", stage.at.text.trim()));
+            for step in &stage.steps {
+                out.push_str(&format!("  {}\n", step.at.text.trim()));
+            }
+        }
+        out
+    }
+
+    /// Adds what stage `i` reads besides its own steps (its base image's ONBUILD
+    /// triggers, known once the base is fetched): the stages to build grow to
+    /// those the target now needs. Whether any stage was added.
+    pub(crate) fn add_deps(&mut self, df: &Dockerfile, i: usize, more: Vec<usize>) -> bool {
+        let Some(deps) = self.deps.get_mut(i) else {
+            return false;
+        };
+        deps.extend(more);
+        deps.sort_unstable();
+        deps.dedup();
+        let stages = needed_stages(self.target, &self.deps);
+        if stages == self.stages {
+            return false;
+        }
+        self.stages = stages;
+        self.first_run = first_run(df, &self.stages);
+        true
+    }
+}
+
+/// The first RUN of `stages` (RUN needs a sandbox).
+fn first_run(df: &Dockerfile, stages: &[usize]) -> Option<Location> {
+    stages
+        .iter()
+        .flat_map(|&i| &df.stages[i].steps)
+        .find(|s| matches!(s.instruction, Instruction::Run(_)))
+        .map(|s| s.at.clone())
 }
 
 /// Predefined platform ARGs BuildKit provides.
@@ -227,7 +268,8 @@ pub fn base_images(
 }
 
 /// The earlier stages each stage reads: its FROM, `COPY --from` and `RUN --mount
-/// from=` sources (a mount's `from` may hold no variable). FROM
+/// from=` sources (a mount's `from` may hold no variable), and when its FROM is a
+/// stage, those its ONBUILD triggers read, since they run first here. FROM
 /// is expanded with the global ARGs first (all it can see), so `FROM ${REPO}img`
 /// does not pull in unrelated stages; a `--from` with a variable depends on every
 /// earlier stage, since stage ARGs decide it.
@@ -235,42 +277,80 @@ fn stage_deps(df: &Dockerfile, global: &Env) -> Result<Vec<Vec<usize>>, PlanErro
     (0..df.stages.len())
         .map(|i| {
             let stage = &df.stages[i];
-            let mut from_names = Vec::new();
-            for s in &stage.steps {
-                match &s.instruction {
-                    Instruction::Copy(c) => from_names.extend(c.from.clone()),
-                    Instruction::Run(r) => {
-                        for m in &r.mounts {
-                            let from = mount::from_of(m).map_err(|source| PlanError::Mount {
-                                line: s.at.line,
-                                text: s.at.text.trim().to_string(),
-                                source,
-                            })?;
-                            from_names.extend(from);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let base = std::iter::once(
-                shell::expand(&stage.image, df.escape, global)
-                    .unwrap_or_else(|_| stage.image.clone()),
-            );
-            let mut deps = Vec::new();
-            for name in from_names.into_iter().chain(base) {
-                if name.contains('$') {
-                    deps.extend(0..i);
-                } else if let Some(j) = df.stage_named(&name, i) {
-                    deps.push(j);
-                } else if let Some(j) = name.parse::<usize>().ok().filter(|&j| j < i) {
-                    deps.push(j);
-                }
+            let base = shell::expand(&stage.image, df.escape, global)
+                .unwrap_or_else(|_| stage.image.clone());
+            let mut deps = resolve(df, i, from_names(&stage.steps)?.into_iter());
+            deps.extend(resolve(df, i, std::iter::once(base.clone())));
+            if let Some(j) = df.stage_named(&base, i) {
+                // BuildKit's initOnBuildTriggers: a stage's ONBUILD commands run
+                // first in a stage FROM it, and what they read joins the build.
+                let triggers: Vec<String> = df.stages[j]
+                    .steps
+                    .iter()
+                    .filter_map(|s| match &s.instruction {
+                        Instruction::Onbuild(t) => Some(t.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                deps.extend(trigger_deps(df, i, &triggers));
             }
             deps.sort_unstable();
             deps.dedup();
             Ok(deps)
         })
         .collect()
+}
+
+/// The stages a base's ONBUILD `triggers` read when they run first in stage `i`.
+/// A trigger that does not parse reads nothing here: dispatch refuses it at
+/// stage `i`'s FROM with the parser's message.
+pub(crate) fn trigger_deps(df: &Dockerfile, i: usize, triggers: &[String]) -> Vec<usize> {
+    let Some(stage) = df.stages.get(i) else {
+        return Vec::new();
+    };
+    let names = crate::dockerfile::parse_triggers(triggers, &stage.at)
+        .ok()
+        .and_then(|steps| from_names(&steps).ok())
+        .unwrap_or_default();
+    resolve(df, i, names.into_iter())
+}
+
+/// The `--from` names `steps` read: `COPY --from` and `RUN --mount from=`.
+fn from_names(steps: &[Step]) -> Result<Vec<String>, PlanError> {
+    let mut names = Vec::new();
+    for s in steps {
+        match &s.instruction {
+            Instruction::Copy(c) => names.extend(c.from.clone()),
+            Instruction::Run(r) => {
+                for m in &r.mounts {
+                    let from = mount::from_of(m).map_err(|source| PlanError::Mount {
+                        line: s.at.line,
+                        text: s.at.text.trim().to_string(),
+                        source,
+                    })?;
+                    names.extend(from);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
+/// The stages before `i` that `names` denote (by name or index; a variable
+/// may denote any of them); other names are images.
+fn resolve(df: &Dockerfile, i: usize, names: impl Iterator<Item = String>) -> Vec<usize> {
+    let mut deps = Vec::new();
+    for name in names {
+        if name.contains('$') {
+            deps.extend(0..i);
+        } else if let Some(j) = df.stage_named(&name, i) {
+            deps.push(j);
+        } else if let Some(j) = name.parse::<usize>().ok().filter(|&j| j < i) {
+            deps.push(j);
+        }
+    }
+    deps
 }
 
 /// The target and every stage it needs, in Dockerfile order.
@@ -317,6 +397,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.stages, [1, 2], "a mount's from is a dependency");
+        // A parent stage's ONBUILD triggers run in its child: what they read joins.
+        let p = planned(
+            "FROM a AS base\nONBUILD COPY --from=src /x /x\nONBUILD RUN --mount=from=mnt,target=/m true\nFROM b AS src\nFROM b AS mnt\nFROM base\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.stages, [0, 1, 2, 3]);
+        assert_eq!(p.deps[3], [0, 1, 2]);
         assert!(matches!(
             planned("FROM a\n", Some("nope")),
             Err(PlanError::NoTarget(_))

@@ -15,6 +15,8 @@ pub enum ContextError {
     },
     #[error("invalid pattern {pattern:?} in {file}")]
     Pattern { pattern: String, file: String },
+    #[error("{file}:{line}: illegal exclusion pattern: \"!\"")]
+    EmptyExclusion { file: String, line: usize },
 }
 
 /// One `.dockerignore` line.
@@ -93,7 +95,7 @@ impl BuildContext {
 
 fn parse_ignore(text: &str, file: &str) -> Result<Vec<IgnoreRule>, ContextError> {
     let mut rules = Vec::new();
-    for line in text.lines() {
+    for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -102,6 +104,16 @@ fn parse_ignore(text: &str, file: &str) -> Result<Vec<IgnoreRule>, ContextError>
             Some(p) => (true, p.trim()),
             None => (false, line),
         };
+        // moby's patternmatcher refuses a `!` that excludes nothing: `!` alone, or
+        // one whose pattern cleans to `/` (`!/`, `!//`), which ignorefile turns into `!`.
+        if exclusion
+            && (pat.is_empty() || (pat.starts_with('/') && pattern_segments(pat).is_none()))
+        {
+            return Err(ContextError::EmptyExclusion {
+                file: file.to_string(),
+                line: n + 1,
+            });
+        }
         let Some(segments) = pattern_segments(pat) else {
             continue;
         };
@@ -237,6 +249,16 @@ mod tests {
         assert!(c.is_ignored("x/y/tmp/z"));
         assert!(!c.is_ignored("src/main.rs"));
         assert!(parse_ignore("[abc", "t").is_err());
+        // BuildKit refuses an exclusion of nothing; the message names file and line.
+        for bad in ["!", "! ", "!/", "!//"] {
+            let e = parse_ignore(&format!("# c\n*.md\n{bad}\n"), "ctx/.dockerignore");
+            assert_eq!(
+                e.map(|_| ()).map_err(|e| e.to_string()),
+                Err("ctx/.dockerignore:3: illegal exclusion pattern: \"!\"".to_string()),
+                "{bad:?}"
+            );
+        }
+        assert!(parse_ignore("!.\n!./\n", "t").is_ok());
         // moby's patternmatcher: `dir/**` is a prefix `dir/`, `**/x` also matches `x`.
         let c = ctx("ig/**\n!ig/foo\n");
         assert!(!c.is_ignored("ig"), "ig/** does not match ig itself");

@@ -27,8 +27,14 @@ pub fn absolute(path: &str, workdir: Option<&str>) -> String {
     format!("/{}", crate::pathname::clean_rooted(&joined))
 }
 
-/// Looks up `user[:group]` against the stage's passwd and group files when names are used.
-async fn owner(session: &Session, fs: &StageFs, spec: &str) -> Result<(u64, u64), BuildError> {
+/// Looks up `user[:group]` against the stage's passwd and group files when names
+/// are used. `what` names the step in the warning for a name that is missing.
+async fn owner(
+    session: &Session,
+    fs: &StageFs,
+    spec: &str,
+    what: &str,
+) -> Result<(u64, u64), BuildError> {
     let numeric = spec.split(':').all(|p| p.parse::<u64>().is_ok());
     let (passwd, group) = if numeric {
         (None, None)
@@ -40,7 +46,16 @@ async fn owner(session: &Session, fs: &StageFs, spec: &str) -> Result<(u64, u64)
             g.map(|b| String::from_utf8_lossy(&b).into_owned()),
         )
     };
-    users::parse_owner(spec, passwd.as_deref(), group.as_deref()).map_err(BuildError::Owner)
+    let o = users::parse_owner(spec, passwd.as_deref(), group.as_deref());
+    for name in &o.missing {
+        // BuildKit v0.21 builds on silently; a warning says why the owner is what it is.
+        crate::log_warn!(
+            "{what}: no {name} of the stage; the owner is {}:{}, as BuildKit v0.21 makes it",
+            o.uid,
+            o.gid
+        );
+    }
+    Ok((o.uid, o.gid))
 }
 
 /// Where a COPY reads from.
@@ -114,9 +129,12 @@ pub(super) async fn prepare_copy(
     let mut sources = Vec::new();
     let mut inline = Vec::new();
     for s in &c.sources {
+        // BuildKit's MustParseHeredoc takes a descriptor prefix here too (`3<<EOF`).
+        let s_doc = s.trim_start_matches(|c: char| c.is_ascii_digit());
         let heredoc = c.heredocs.iter().find(|h| {
-            s.starts_with("<<")
-                && s.trim_start_matches("<<")
+            s_doc.starts_with("<<")
+                && s_doc
+                    .trim_start_matches("<<")
                     .trim_start_matches('-')
                     .trim_matches(['"', '\''])
                     == h.name
@@ -408,7 +426,7 @@ pub(super) async fn copy_entries(
 ) -> Result<Entries, BuildError> {
     let Origins { ctx, built, live } = origins;
     let owner = match &p.chown {
-        Some(spec) => Some(owner(session, fs, spec).await?),
+        Some(spec) => Some(owner(session, fs, spec, &format!("--chown={spec}")).await?),
         None => None,
     };
     let req = CopyRequest {
@@ -539,7 +557,7 @@ pub(super) async fn workdir_entries(
     abs: &str,
 ) -> Result<Entries, BuildError> {
     let (uid, gid) = match user.filter(|u| !u.is_empty()) {
-        Some(u) => owner(session, fs, u).await?,
+        Some(u) => owner(session, fs, u, &format!("WORKDIR {abs} as USER {u}")).await?,
         None => (0, 0),
     };
     let index = fs.index(session).await?;

@@ -18,7 +18,7 @@ use crate::cache::Cache;
 use crate::context::{BuildContext, ContextError};
 use crate::dockerfile::shell::{self, Env, ShellError};
 use crate::dockerfile::{Dockerfile, Instruction, InstructionError, Location, Stage};
-use crate::image::remote::{self, ManifestFormat, RemoteError};
+use crate::image::remote::{self, ManifestFormat, RemoteError, RemoteImage};
 use crate::image::spec::{ImageConfig, Platform};
 use crate::image::{Digest, Image, Reference, StoreError};
 use crate::layer::reader::ReadError;
@@ -225,6 +225,9 @@ pub struct BuildOptions {
     pub ignore_paths: Vec<String>,
     /// `--single-snapshot`: the target stage's own layers merged into one.
     pub single_snapshot: bool,
+    /// `--image-format` (Kaniko's fork): the result's manifest and layer media
+    /// types, whatever the base's; `None` keeps the base's.
+    pub image_format: Option<ManifestFormat>,
 }
 
 /// Shared state of one build: clients, scratch space, options.
@@ -292,7 +295,8 @@ pub async fn build(
 ) -> Result<Image, BuildError> {
     use futures_util::stream::{FuturesUnordered, StreamExt};
     let overrides: BTreeMap<String, String> = opts.build_args.iter().cloned().collect();
-    let plan = crate::plan::plan(df, &overrides, opts.target.as_deref(), &opts.platform)?;
+    let mut plan = crate::plan::plan(df, &overrides, opts.target.as_deref(), &opts.platform)?;
+    let mut bases = fetch_bases(session, df, &mut plan, opts).await?;
     let b = Build {
         session,
         df,
@@ -336,7 +340,8 @@ pub async fn build(
                 .filter_map(|d| built.get(d).map(|s| (*d, s.clone())))
                 .collect();
             let b = &b;
-            running.push(async move { (i, build_stage(b, i, &inputs).await) });
+            let base = bases.remove(&i);
+            running.push(async move { (i, build_stage(b, i, &inputs, base).await) });
         }
         match running.next().await {
             Some((i, result)) => {
@@ -377,16 +382,25 @@ pub async fn build(
             last.empty_layer = false;
         }
     }
-    let mut format = st.format;
-    if matches!(
+    let zstd = matches!(
         session.compression,
         crate::layer::writer::Compression::Zstd(_)
-    ) {
-        // zstd layers exist only in OCI's media types: the whole image goes OCI.
-        format = ManifestFormat::Oci;
-        for l in &mut layers {
-            l.descriptor.media_type = remote::oci_layer_type(&l.descriptor.media_type).to_string();
+    );
+    // zstd layers exist only in OCI's media types: the whole image goes OCI.
+    // The fork's --image-format converts the base's media types too (its
+    // applyImageFormat); the CLI has turned zstd off for Docker's.
+    let format = match (opts.image_format, zstd) {
+        (Some(f), _) => f,
+        (None, true) => ManifestFormat::Oci,
+        (None, false) => st.format,
+    };
+    for l in layers.iter_mut().filter(|_| format != st.format) {
+        let mt = &l.descriptor.media_type;
+        l.descriptor.media_type = match format {
+            ManifestFormat::Oci => remote::oci_layer_type(mt),
+            ManifestFormat::Docker => remote::docker_layer_type(mt),
         }
+        .to_string();
     }
     config.rootfs.kind = "layers".into();
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
@@ -405,15 +419,93 @@ pub async fn build(
     })
 }
 
-/// Builds one stage from the finished stages it reads.
+/// The registry bases of the stages to build, fetched at once before any stage
+/// starts, as BuildKit resolves every reachable stage's image first: a base's
+/// ONBUILD triggers may read stages nothing else needs (`initOnBuildTriggers`),
+/// and those join the build — and their bases are fetched in turn.
+async fn fetch_bases(
+    session: &Session,
+    df: &Dockerfile,
+    plan: &mut crate::plan::Plan,
+    opts: &BuildOptions,
+) -> Result<HashMap<usize, RemoteImage>, BuildError> {
+    let mut bases = HashMap::new();
+    let mut seen = HashSet::new();
+    loop {
+        let mut todo = Vec::new();
+        for &i in &plan.stages {
+            if !seen.insert(i) {
+                continue;
+            }
+            let stage = &df.stages[i];
+            if let (Base::Image(reference), platform) =
+                base_of(df, stage, &plan.global, opts).map_err(|e| e.at(&stage.at))?
+            {
+                todo.push(async move {
+                    let image =
+                        remote::fetch(&session.registry, &reference, &platform, &session.blobs_dir)
+                            .await
+                            .map_err(|e| BuildError::from(e).at(&stage.at))?;
+                    Ok::<_, BuildError>((i, image))
+                });
+            }
+        }
+        if todo.is_empty() {
+            return Ok(bases);
+        }
+        for (i, image) in futures_util::future::try_join_all(todo).await? {
+            if let Some(triggers) = &image.config.config.on_build {
+                let more = crate::plan::trigger_deps(df, i, triggers);
+                plan.add_deps(df, i, more);
+            }
+            bases.insert(i, image);
+        }
+    }
+}
+
+/// What a stage's FROM names, expanded with the global ARGs.
+enum Base {
+    Stage(usize),
+    Scratch,
+    Image(Reference),
+}
+
+/// A stage's base and platform.
+fn base_of(
+    df: &Dockerfile,
+    stage: &Stage,
+    global: &Env,
+    opts: &BuildOptions,
+) -> Result<(Base, Platform), BuildError> {
+    let image = shell::expand(&stage.image, df.escape, global)?;
+    let platform = match &stage.platform {
+        Some(p) => {
+            let p = shell::expand(p, df.escape, global)?;
+            Platform::parse(&p).ok_or_else(|| BuildError::Platform(p.clone()))?
+        }
+        None => opts.platform.clone(),
+    };
+    let base = if let Some(prev) = df.stage_named(&image, stage.index) {
+        Base::Stage(prev)
+    } else if image == "scratch" {
+        Base::Scratch
+    } else {
+        Base::Image(Reference::parse(&image)?)
+    };
+    Ok((base, platform))
+}
+
+/// Builds one stage from the finished stages it reads; `base` is its registry
+/// base, fetched already.
 async fn build_stage(
     b: &Build<'_>,
     i: usize,
     built: &HashMap<usize, Arc<StageState>>,
+    base: Option<RemoteImage>,
 ) -> Result<StageState, BuildError> {
     let stage = &b.df.stages[i];
     b.log_step(&stage.at);
-    let mut st = start_stage(b.session, b.df, stage, b.global, built, b.opts)
+    let mut st = start_stage(b.session, b.df, stage, b.global, built, b.opts, base)
         .await
         .map_err(|e| e.at(&stage.at))?;
     // The base's ONBUILD triggers run first, then are gone (BuildKit).
@@ -436,64 +528,63 @@ async fn start_stage(
     global: &Env,
     built: &HashMap<usize, Arc<StageState>>,
     opts: &BuildOptions,
+    fetched: Option<RemoteImage>,
 ) -> Result<StageState, BuildError> {
-    let image = shell::expand(&stage.image, df.escape, global)?;
-    let platform = match &stage.platform {
-        Some(p) => {
-            let p = shell::expand(p, df.escape, global)?;
-            Platform::parse(&p).ok_or_else(|| BuildError::Platform(p.clone()))?
-        }
-        None => opts.platform.clone(),
-    };
+    let (base, platform) = base_of(df, stage, global, opts)?;
     let dir = opts.scratch_dir.join(format!("stage-{}", stage.index));
     crate::scratch::private_dir_all(&dir)
         .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
-    // FROM an earlier stage: continue from its state.
-    if let Some(prev) = df.stage_named(&image, stage.index) {
-        let p = built
-            .get(&prev)
-            .ok_or_else(|| BuildError::StageNotBuilt(image.to_ascii_lowercase()))?;
-        return Ok(StageState {
-            key: p.key.clone(),
-            newest: p.newest,
-            history_base: p.history_base,
-            layer_base: p.layer_base,
-            config: p.config.clone(),
-            fs: StageFs::new(p.fs.layers.clone(), dir),
-            // BuildKit's stage state carries its ARGs into a stage built FROM it:
-            // RUN sees them and names them in its history.
-            args: p.args.clone(),
-            arg_names: p.arg_names.clone(),
-            cmd_set: false,
-            format: p.format,
-            base: p.base.clone(),
-        });
-    }
-    if image == "scratch" {
-        let mut config = ImageConfig {
-            architecture: platform.architecture.clone(),
-            os: platform.os.clone(),
-            variant: platform.variant.clone(),
-            ..Default::default()
-        };
-        config.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
-        config.config.working_dir = Some("/".into());
-        return Ok(StageState {
-            key: format!("scratch {platform}"),
-            newest: None,
-            history_base: 0,
-            layer_base: 0,
-            config,
-            fs: StageFs::new(Vec::new(), dir),
-            args: Env::new(),
-            arg_names: Vec::new(),
-            cmd_set: false,
-            format: ManifestFormat::Docker,
-            base: None,
-        });
-    }
-    let reference = Reference::parse(&image)?;
-    let base = remote::fetch(&session.registry, &reference, &platform, &session.blobs_dir).await?;
+    let reference = match base {
+        // FROM an earlier stage: continue from its state.
+        Base::Stage(prev) => {
+            let p = built.get(&prev).ok_or_else(|| {
+                BuildError::StageNotBuilt(df.stages[prev].name.clone().unwrap_or_default())
+            })?;
+            return Ok(StageState {
+                key: p.key.clone(),
+                newest: p.newest,
+                history_base: p.history_base,
+                layer_base: p.layer_base,
+                config: p.config.clone(),
+                fs: StageFs::new(p.fs.layers.clone(), dir),
+                // BuildKit's stage state carries its ARGs into a stage built FROM it:
+                // RUN sees them and names them in its history.
+                args: p.args.clone(),
+                arg_names: p.arg_names.clone(),
+                cmd_set: false,
+                format: p.format,
+                base: p.base.clone(),
+            });
+        }
+        Base::Scratch => {
+            let mut config = ImageConfig {
+                architecture: platform.architecture.clone(),
+                os: platform.os.clone(),
+                variant: platform.variant.clone(),
+                ..Default::default()
+            };
+            config.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
+            config.config.working_dir = Some("/".into());
+            return Ok(StageState {
+                key: format!("scratch {platform}"),
+                newest: None,
+                history_base: 0,
+                layer_base: 0,
+                config,
+                fs: StageFs::new(Vec::new(), dir),
+                args: Env::new(),
+                arg_names: Vec::new(),
+                cmd_set: false,
+                format: ManifestFormat::Docker,
+                base: None,
+            });
+        }
+        Base::Image(reference) => reference,
+    };
+    let base = match fetched {
+        Some(image) => image,
+        None => remote::fetch(&session.registry, &reference, &platform, &session.blobs_dir).await?,
+    };
     let mut config = base.config.clone();
     config.keep_buildkit_fields();
     if opts.explicit_platform || stage.platform.is_some() {

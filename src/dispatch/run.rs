@@ -73,9 +73,11 @@ pub(super) fn prepare(
                 }
                 docs => {
                     let mut full = s.clone();
+                    // The bodies as written: the shell strips a `<<-` body's tabs
+                    // itself (BuildKit passes the unchomped `Data`).
                     for h in docs {
                         full.push('\n');
-                        full.push_str(&h.content);
+                        full.push_str(&h.raw);
                         full.push_str(&h.name);
                     }
                     full
@@ -140,9 +142,11 @@ pub(super) fn proxy_env(build_args: &[(String, String)]) -> Vec<(String, String)
     env
 }
 
-/// `<<EOF`, `<<-EOF`, `<<"EOF"`: the whole command is one heredoc.
+/// `<<EOF`, `<<-EOF`, `<<"EOF"`, `0<<EOF`: the whole command is one heredoc
+/// (BuildKit's `MustParseHeredoc` on the command, which takes a descriptor too).
 fn is_lone_heredoc(s: &str) -> bool {
-    let Some(rest) = s.trim().strip_prefix("<<") else {
+    let s = s.trim().trim_start_matches(|c: char| c.is_ascii_digit());
+    let Some(rest) = s.strip_prefix("<<") else {
         return false;
     };
     let rest = rest.strip_prefix('-').unwrap_or(rest);
@@ -492,7 +496,6 @@ mod tests {
             heredocs,
             mounts: Vec::new(),
             network: None,
-            security: None,
         }
     }
 

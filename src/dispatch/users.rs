@@ -1,33 +1,61 @@
 //! `--chown` and USER owners: numbers, or names looked up in the stage's
 //! `/etc/passwd` and `/etc/group`.
 
-/// Parses `user[:group]`. A user without a group uses the user's number as the
-/// group (Docker's documented rule). Names are looked up with `lookup`.
-pub(crate) fn parse_owner(
-    spec: &str,
-    passwd: Option<&str>,
-    group: Option<&str>,
-) -> Result<(u64, u64), String> {
+/// An owner as BuildKit's file op resolves it, with the names it did not find.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Owner {
+    pub uid: u64,
+    pub gid: u64,
+    /// Each name missing from its file, as `user "NAME" in /etc/passwd` (the
+    /// caller warns: BuildKit v0.21 builds on silently).
+    pub missing: Vec<String>,
+}
+
+/// A number as BuildKit's `llb.parseUID` reads one: `root` is 0, otherwise a
+/// base-10 int32 (a negative one is never an owner, so it is a name here).
+fn parse_id(word: &str) -> Option<u64> {
+    if word == "root" {
+        return Some(0);
+    }
+    word.parse::<i32>().ok().and_then(|n| u64::try_from(n).ok())
+}
+
+/// Resolves `user[:group]` as BuildKit v0.21's `readUser` (solver/llbsolver/file):
+/// a user number is also the group; a user name takes its passwd entry's uid and
+/// gid, or 0:0 when no entry (or no file) has it; a group name found in the group
+/// file replaces the gid, one not found keeps it.
+pub(crate) fn parse_owner(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Owner {
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let uid = match u.parse::<u64>() {
-        Ok(n) => n,
-        Err(_) => lookup(passwd, u, 2).ok_or_else(|| {
-            format!("unable to find user {u}: no matching entries in passwd file")
-        })?,
+    let mut missing = Vec::new();
+    let (uid, mut gid) = match parse_id(u) {
+        Some(n) => (n, n),
+        None => {
+            let entry = records(passwd, 4).into_iter().find(|f| f[0] == u);
+            match entry.and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?))) {
+                Some(ids) => ids,
+                None => {
+                    // `:group` names no user: 0 is meant, nothing is missing.
+                    if !u.is_empty() {
+                        missing.push(format!("user {u:?} in /etc/passwd"));
+                    }
+                    (0, 0)
+                }
+            }
+        }
     };
-    let gid = match g {
-        None => uid,
-        Some(g) => match g.parse::<u64>() {
-            Ok(n) => n,
-            Err(_) => lookup(group, g, 2).ok_or_else(|| {
-                format!("unable to find group {g}: no matching entries in group file")
-            })?,
-        },
-    };
-    Ok((uid, gid))
+    if let Some(g) = g {
+        match parse_id(g) {
+            Some(n) => gid = n,
+            None => match lookup(group, g, 2) {
+                Some(n) => gid = n,
+                None => missing.push(format!("group {g:?} in /etc/group")),
+            },
+        }
+    }
+    Owner { uid, gid, missing }
 }
 
 /// Field `field` (2 = uid/gid) of the line whose first field is `name`.
@@ -134,11 +162,31 @@ mod tests {
     fn owners() {
         let pw = "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n";
         let gr = "root:x:0:\nstaff:x:50:\n";
-        assert_eq!(parse_owner("10", None, None), Ok((10, 10)));
-        assert_eq!(parse_owner("10:20", None, None), Ok((10, 20)));
-        assert_eq!(parse_owner("app", Some(pw), Some(gr)), Ok((1000, 1000)));
-        assert_eq!(parse_owner("app:staff", Some(pw), Some(gr)), Ok((1000, 50)));
-        assert!(parse_owner("nobody", Some(pw), Some(gr)).is_err());
+        let ids = |spec, pw, gr| {
+            let o = parse_owner(spec, pw, gr);
+            (o.uid, o.gid, o.missing)
+        };
+        let none = Vec::<String>::new;
+        assert_eq!(ids("10", None, None), (10, 10, none()));
+        assert_eq!(ids("10:20", None, None), (10, 20, none()));
+        assert_eq!(ids("root", None, None), (0, 0, none()));
+        // A name takes its passwd entry's group, as BuildKit's readUser.
+        assert_eq!(ids("app", Some(pw), Some(gr)), (1000, 1001, none()));
+        assert_eq!(ids("app:staff", Some(pw), Some(gr)), (1000, 50, none()));
+        // Missing names: the user is 0:0, the group keeps the gid so far.
+        assert_eq!(
+            ids("nobody", Some(pw), Some(gr)),
+            (0, 0, vec!["user \"nobody\" in /etc/passwd".into()])
+        );
+        assert_eq!(
+            ids("app:nogroup", Some(pw), Some(gr)),
+            (1000, 1001, vec!["group \"nogroup\" in /etc/group".into()])
+        );
+        assert_eq!(
+            ids("1234:nogroup", None, None),
+            (1234, 1234, vec!["group \"nogroup\" in /etc/group".into()])
+        );
+        assert_eq!(ids(":staff", Some(pw), Some(gr)), (0, 50, none()));
     }
 
     #[test]

@@ -85,8 +85,6 @@ pub struct Run {
     pub mounts: Vec<String>,
     /// `--network=default|none|host`.
     pub network: Option<String>,
-    /// `--security=sandbox|insecure`.
-    pub security: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -514,7 +512,10 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
             Instruction::Onbuild(trigger)
         }
         "run" => {
-            let flags = Flags::new(node, at, &["mount", "network", "security"])?;
+            // No `--security` (nor `--device`): BuildKit v0.21 registers them only
+            // in the labs syntax (build tags dfrunsecurity, dfrundevice), so the
+            // stable one refuses them as unknown flags.
+            let flags = Flags::new(node, at, &["mount", "network"])?;
             if node.args.is_empty() && node.heredocs.is_empty() {
                 return Err(at.error("RUN requires at least one argument"));
             }
@@ -522,12 +523,6 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
             if let Some(n) = &network {
                 if !matches!(n.as_str(), "default" | "none" | "host") {
                     return Err(at.error(format!("unsupported network mode: {n}")));
-                }
-            }
-            let security = flags.string("security")?;
-            if let Some(s) = &security {
-                if !matches!(s.as_str(), "sandbox" | "insecure") {
-                    return Err(at.error(format!("unsupported security mode: {s}")));
                 }
             }
             Instruction::Run(Run {
@@ -539,7 +534,6 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
                 heredocs: node.heredocs.clone(),
                 mounts: flags.strings("mount"),
                 network,
-                security,
             })
         }
         _ => return Err(at.error(format!("unknown instruction: {}", node.original_keyword))),
@@ -581,6 +575,9 @@ mod tests {
         let e = parse_dockerfile("FROM a\nCOPY --bogus=1 a b\n").unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.to_string().contains("unknown flag: --bogus"), "{e}");
+        let e = parse_dockerfile("FROM a\nRUN --security=sandbox true\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.to_string().contains("unknown flag: --security"), "{e}");
         let e = parse_dockerfile("FROM a\n\nFROBNICATE x\n").unwrap_err();
         assert!(
             e.to_string()

@@ -554,11 +554,16 @@ fn parse_name_val(rest: &str, keyword: &str, escape: char) -> Result<Vec<String>
     Ok(out)
 }
 
-/// Heredoc markers (`<<EOF`, `<<-EOF`, `<<"EOF"`) in the words of a line.
+/// Heredoc markers (`<<EOF`, `<<-EOF`, `<<"EOF"`, and with a file descriptor,
+/// `3<<EOF`: BuildKit's `^(\d*)<<(-?)([^<]*)$`) in the words of a line.
 fn heredocs_from_line(line: &str, escape: char) -> Vec<Heredoc> {
     let mut out = Vec::new();
     for word in parse_words(line, escape) {
-        let Some(rest) = word.strip_prefix("<<") else {
+        // The descriptor only matters to the shell, which reads it in the command.
+        let Some(rest) = word
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .strip_prefix("<<")
+        else {
             continue;
         };
         let (chomp, rest) = match rest.strip_prefix('-') {
@@ -695,6 +700,22 @@ mod tests {
         assert_eq!((h.content.as_str(), h.expand), ("x\n", false));
         assert_eq!(ast.nodes[2].start_line, 6);
         assert_eq!(ast.nodes[2].end_line, 8);
+    }
+
+    #[test]
+    fn heredocs_with_a_file_descriptor() {
+        let ast = parse("FROM a\nRUN <<EOF 3<<IN1 4<<-IN2 awk -f -\nBEGIN {}\nEOF\nHello\nIN1\n\tWorld\n\tIN2\nRUN true\n")
+            .unwrap();
+        assert_eq!(ast.nodes.len(), 3);
+        let names: Vec<&str> = ast.nodes[1]
+            .heredocs
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect();
+        assert_eq!(names, ["EOF", "IN1", "IN2"]);
+        assert_eq!(ast.nodes[1].heredocs[1].content, "Hello\n");
+        assert_eq!(ast.nodes[2].start_line, 9);
+        assert_eq!(ast.nodes[1].heredocs[2].raw, "\tWorld\n");
     }
 
     #[test]

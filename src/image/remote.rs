@@ -67,6 +67,22 @@ pub(crate) fn oci_layer_type(media_type: &str) -> &str {
         "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
             "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
         }
+        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
+        other => other,
+    }
+}
+
+/// Docker's name for a layer media type, the inverse of [`oci_layer_type`]
+/// (OCI's zstd layers have no Docker twin and keep their type).
+pub(crate) fn docker_layer_type(media_type: &str) -> &str {
+    match media_type {
+        "application/vnd.oci.image.layer.v1.tar+gzip" => {
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        }
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => {
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+        }
+        "application/vnd.oci.image.layer.v1.tar" => "application/vnd.docker.image.rootfs.diff.tar",
         other => other,
     }
 }
