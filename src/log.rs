@@ -92,6 +92,12 @@ pub(crate) fn debug_enabled() -> bool {
 
 /// Writes one line; called through the exported `log_*!` macros.
 pub fn emit(level: Level, msg: std::fmt::Arguments<'_>) {
+    emit_with(level, msg, serde_json::Value::Null)
+}
+
+/// Writes one line; with JSON logs, `fields` (an object) joins `level`, `msg`
+/// and `time`, so a collector reads numbers without parsing the message.
+pub fn emit_with(level: Level, msg: std::fmt::Arguments<'_>, fields: serde_json::Value) {
     if (level as u8) < LEAST.load(Ordering::Relaxed) {
         return;
     }
@@ -100,7 +106,14 @@ pub fn emit(level: Level, msg: std::fmt::Arguments<'_>) {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        serde_json::json!({ "level": level.name(), "msg": msg.to_string(), "time": t }).to_string()
+        let mut obj =
+            serde_json::json!({ "level": level.name(), "msg": msg.to_string(), "time": t });
+        if let (Some(o), serde_json::Value::Object(extra)) = (obj.as_object_mut(), fields) {
+            for (k, v) in extra {
+                o.entry(k).or_insert(v);
+            }
+        }
+        obj.to_string()
     } else {
         let word = level.name().to_ascii_uppercase();
         let word = if COLOR.load(Ordering::Relaxed) {
@@ -125,10 +138,15 @@ pub fn emit(level: Level, msg: std::fmt::Arguments<'_>) {
         }
     };
     let mut err = std::io::stderr().lock();
+    make_room(&mut err);
+    let _ = writeln!(err, "{line}");
+}
+
+/// Before a line of its own: the progress line goes.
+fn make_room(err: &mut impl Write) {
     if PROGRESS.swap(false, Ordering::Relaxed) {
         let _ = write!(err, "\r\x1b[2K");
     }
-    let _ = writeln!(err, "{line}");
 }
 
 #[macro_export]

@@ -230,6 +230,7 @@ async fn publish_all(
 }
 
 async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
+    let started = std::time::Instant::now();
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let format = match cli.log_format {
         cli::LogFormat::Json => kiln::log::Format::Json,
@@ -365,6 +366,14 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         p.abort();
         kiln::log::progress(None);
     }
+    let t = &session.registry.transfer;
+    kiln::report::summary(
+        started.elapsed(),
+        &session.steps.all(),
+        t.pull.totals(),
+        session.unpack.totals(),
+        t.push.totals(),
+    );
     println!("{}", s.manifest_digest);
     Ok(())
 }
