@@ -14,11 +14,15 @@ static LEAST: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static TIMESTAMP: AtomicBool = AtomicBool::new(false);
 /// A progress line may stand on the terminal: log lines clear it first.
 static PROGRESS: AtomicBool = AtomicBool::new(false);
+/// A command's output ended without its newline: the next line starts anew.
+static OPEN_LINE: AtomicBool = AtomicBool::new(false);
 
 /// Shows `text` as the terminal's last line until the next log line (or `None`).
+/// Not while a command's line stands open: it would be erased.
 pub fn progress(text: Option<&str>) {
     let mut err = std::io::stderr().lock();
     match text {
+        Some(_) if OPEN_LINE.load(Ordering::Relaxed) => {}
         Some(t) => {
             PROGRESS.store(true, Ordering::Relaxed);
             let _ = write!(err, "\r\x1b[2K{t}");
@@ -30,6 +34,11 @@ pub fn progress(text: Option<&str>) {
         }
     }
     let _ = err.flush();
+}
+
+/// Whether the progress line stands on the terminal now (a log line clears it).
+pub fn progress_shown() -> bool {
+    PROGRESS.load(Ordering::Relaxed)
 }
 
 /// An error and its causes on one line. Causes whose text an outer message already
@@ -142,11 +151,106 @@ pub fn emit_with(level: Level, msg: std::fmt::Arguments<'_>, fields: serde_json:
     let _ = writeln!(err, "{line}");
 }
 
-/// Before a line of its own: the progress line goes.
+/// Before a line of its own: the progress line goes, and a command's line left
+/// open (output without its newline yet) is ended.
 fn make_room(err: &mut impl Write) {
     if PROGRESS.swap(false, Ordering::Relaxed) {
         let _ = write!(err, "\r\x1b[2K");
     }
+    if OPEN_LINE.swap(false, Ordering::Relaxed) {
+        let _ = writeln!(err);
+    }
+}
+
+/// A RUN command's output (its stdout and stderr through one pipe), written
+/// to stderr as it comes: whole lines at once, each after the progress line
+/// is cleared, so neither is glued to the other; a line the command leaves
+/// open for a while is written as it stands (see [`CommandOutput::flush`]).
+#[derive(Default)]
+pub struct CommandOutput {
+    pending: Vec<u8>,
+}
+
+impl CommandOutput {
+    /// Takes bytes the command wrote; writes every line they complete.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        // A line longer than this is written in pieces rather than held.
+        const MOST: usize = 64 << 10;
+        let cut = match self.pending.iter().rposition(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None if self.pending.len() >= MOST => self.pending.len(),
+            None => return,
+        };
+        let rest = self.pending.split_off(cut);
+        let lines = std::mem::replace(&mut self.pending, rest);
+        write_output(&lines);
+    }
+
+    /// Writes what is pending of an unfinished line (the command is quiet for
+    /// a while: a prompt, dots of progress); a log line coming next ends it.
+    pub fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            write_output(&std::mem::take(&mut self.pending));
+        }
+    }
+
+    /// The command is done: what is left, and its line ended.
+    pub fn finish(mut self) {
+        self.flush();
+        if OPEN_LINE.swap(false, Ordering::Relaxed) {
+            let _ = writeln!(std::io::stderr().lock());
+        }
+    }
+
+    /// Whether part of a line is held back.
+    pub fn pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+/// Reads a RUN's output from the pipe on a thread of its own and writes it
+/// through the log module as it comes: whole lines, and an unfinished line
+/// once the command has been quiet for 100 ms. The receiver hears when the
+/// pipe is closed and everything is written.
+pub fn relay_output(reader: std::io::PipeReader) -> std::sync::mpsc::Receiver<()> {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let mut out = CommandOutput::default();
+        let mut reader = reader;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            if out.pending() {
+                let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
+                if let Ok(0) = poll(&mut fds, PollTimeout::from(100u16)) {
+                    out.flush();
+                    continue;
+                }
+            }
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.feed(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        out.finish();
+        let _ = done.send(());
+    });
+    finished
+}
+
+fn write_output(bytes: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    if PROGRESS.swap(false, Ordering::Relaxed) {
+        let _ = write!(err, "\r\x1b[2K");
+    }
+    let _ = err.write_all(bytes);
+    let _ = err.flush();
+    OPEN_LINE.store(!bytes.ends_with(b"\n"), Ordering::Relaxed);
 }
 
 #[macro_export]

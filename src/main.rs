@@ -158,8 +158,10 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// On a terminal, one line shows bytes moved; elsewhere (CI logs) only plain lines.
-fn spawn_progress(session: &Session, on: bool) -> Option<tokio::task::JoinHandle<()>> {
+/// On a terminal, one line shows bytes moved; elsewhere (CI logs) only plain
+/// lines. A log line or a command's output clears it; it comes back at the
+/// next tick once something has moved.
+fn spawn_progress(session: &Session, on: bool) -> Option<ProgressLine> {
     on.then(|| {
         let t = session.registry.transfer.clone();
         tokio::spawn(async move {
@@ -170,7 +172,7 @@ fn spawn_progress(session: &Session, on: bool) -> Option<tokio::task::JoinHandle
                     t.down.load(std::sync::atomic::Ordering::Relaxed),
                     t.up.load(std::sync::atomic::Ordering::Relaxed),
                 );
-                if now != last {
+                if now != last || (now != (0, 0) && !kiln::log::progress_shown()) {
                     kiln::log::progress(Some(&format!(
                         "pulled {:.1} MB, pushed {:.1} MB",
                         now.0 as f64 / 1e6,
@@ -181,6 +183,18 @@ fn spawn_progress(session: &Session, on: bool) -> Option<tokio::task::JoinHandle
             }
         })
     })
+    .map(ProgressLine)
+}
+
+/// The progress line's task: stopped, and the line cleared, when the build
+/// ends either way, so nothing is drawn after the last line.
+struct ProgressLine(tokio::task::JoinHandle<()>);
+
+impl Drop for ProgressLine {
+    fn drop(&mut self) {
+        self.0.abort();
+        kiln::log::progress(None);
+    }
 }
 
 /// Tarball and OCI layout if asked, then every destination: all blobs first,
@@ -362,10 +376,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
             .collect();
         std::fs::write(p, lines).with_context(|| format!("writing {}", p.display()))?;
     }
-    if let Some(p) = progress {
-        p.abort();
-        kiln::log::progress(None);
-    }
+    drop(progress);
     let t = &session.registry.transfer;
     kiln::report::summary(
         started.elapsed(),
