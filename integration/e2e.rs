@@ -556,6 +556,36 @@ fn run_output_is_never_glued_to_the_progress_line() {
         text.contains("] DONE ") && text.contains("INFO total "),
         "step timings and the summary: {text}"
     );
+    // BuildKit's --progress: plain draws no progress line on a terminal, tty
+    // draws it into a pipe.
+    let plain = std::process::Command::new(&script)
+        .args([
+            "-q",
+            "-f",
+            "-e",
+            "-c",
+            &format!("{} --progress=plain", cmd("3")),
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&plain.stdout);
+    assert!(plain.status.success(), "{raw}");
+    assert!(
+        !raw.contains("\x1b[2K") && !raw.contains("MB, pushed ") && raw.contains("run-line-8"),
+        "--progress=plain: {raw}"
+    );
+    let tty = build_with(
+        ctx.path(),
+        &format!("{}/glue:4", reg.host),
+        &["--progress=tty"],
+    );
+    assert_ok(&tty);
+    let err = String::from_utf8_lossy(&tty.stderr);
+    assert!(
+        err.contains("\x1b[2K") && err.contains("MB, pushed "),
+        "--progress=tty: {err}"
+    );
 }
 
 /// A base that is an OCI index resolves to the build platform (or --custom-platform).

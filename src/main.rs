@@ -247,12 +247,21 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     let started = std::time::Instant::now();
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let format = match cli.log_format {
-        cli::LogFormat::Json => kiln::log::Format::Json,
+        _ if cli.json_log() => kiln::log::Format::Json,
         // Kaniko's default: color on a terminal, text elsewhere.
         cli::LogFormat::Color if terminal => kiln::log::Format::Color,
         _ => kiln::log::Format::Text,
     };
     kiln::log::configure(format, cli.verbosity.level(), cli.log_timestamp);
+    match cli.progress {
+        cli::Progress::Rawjson => kiln::log_info!(
+            "--progress=rawjson: Kiln writes its own JSON log lines (as --log-format=json), not BuildKit's raw solve status"
+        ),
+        cli::Progress::Tty if cli.json_log() => kiln::log_info!(
+            "--progress=tty: no progress line among JSON log lines"
+        ),
+        _ => {}
+    }
     let o = cli.validate()?;
     // A context fetched, or a Dockerfile on stdin, is read once: a user
     // namespace (for RUN) is entered before, whatever the Dockerfile says.
