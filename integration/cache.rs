@@ -491,6 +491,7 @@ fn plain_log_times_every_step_and_sums_up() {
         .iter()
         .find(|v| v["total_seconds"].is_f64())
         .unwrap_or_else(|| panic!("{}", stderr(&json)));
+    assert_eq!(total["cached_steps"], 2, "{total}");
     assert_eq!(
         total["slowest"].as_array().map(Vec::len),
         Some(3),

@@ -242,7 +242,7 @@ pub fn summary(
         serde_json::json!({
             "total_seconds": round3(total.as_secs_f64()),
             "steps": steps.len(),
-            "cached": cached,
+            "cached_steps": cached,
             "pull": phase_json(pull),
             "unpack": phase_json(unpack),
             "push": phase_json(push),
