@@ -500,8 +500,8 @@ fn run_output_is_never_glued_to_the_progress_line() {
     let raw = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{raw}");
     assert!(
-        raw.contains("MB, pushed "),
-        "the progress line was drawn: {raw}"
+        raw.contains("MB, pushed ") && raw.contains(" MB · [2/2] RUN sleep 1; for i in 1 2 3 4 5"),
+        "the progress line was drawn, naming the step under way: {raw}"
     );
     let shown = screen(&raw);
     // The command's lines, not the log line that names the step.

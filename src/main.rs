@@ -158,27 +158,35 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// On a terminal, one line shows bytes moved; elsewhere (CI logs) only plain
-/// lines. A log line or a command's output clears it; it comes back at the
-/// next tick once something has moved.
+/// On a terminal, one line shows bytes moved and the step under way with its
+/// time so far; elsewhere (CI logs) only plain lines. A log line or a
+/// command's output clears it; it comes back at the next tick.
 fn spawn_progress(session: &Session, on: bool) -> Option<ProgressLine> {
     on.then(|| {
         let t = session.registry.transfer.clone();
+        let steps = session.steps.clone();
         tokio::spawn(async move {
-            let mut last = (0, 0);
+            let mut last = String::new();
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 let now = (
                     t.down.load(std::sync::atomic::Ordering::Relaxed),
                     t.up.load(std::sync::atomic::Ordering::Relaxed),
                 );
-                if now != last || (now != (0, 0) && !kiln::log::progress_shown()) {
-                    kiln::log::progress(Some(&format!(
-                        "pulled {:.1} MB, pushed {:.1} MB",
-                        now.0 as f64 / 1e6,
-                        now.1 as f64 / 1e6
-                    )));
-                    last = now;
+                let step = steps.current();
+                if now == (0, 0) && step.is_none() {
+                    continue;
+                }
+                // The step under way, with its running time.
+                let text = format!(
+                    "pulled {:.1} MB, pushed {:.1} MB{}",
+                    now.0 as f64 / 1e6,
+                    now.1 as f64 / 1e6,
+                    step.map(|s| format!(" · {s}")).unwrap_or_default()
+                );
+                if text != last || !kiln::log::progress_shown() {
+                    kiln::log::progress(Some(&text));
+                    last = text;
                 }
             }
         })

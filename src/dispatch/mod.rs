@@ -181,7 +181,7 @@ impl Session {
             compression,
             created: crate::times::rfc3339(now),
             now,
-            steps: crate::report::Steps::default(),
+            steps: Default::default(),
             unpack: crate::report::Phase::default(),
         }
     }
@@ -249,8 +249,9 @@ pub struct Session {
     pub compression: crate::layer::writer::Compression,
     pub created: String,
     pub now: u64,
-    /// Every finished step's time, for the summary.
-    pub steps: crate::report::Steps,
+    /// The steps under way (for the progress line) and every finished
+    /// step's time (for the summary).
+    pub steps: std::sync::Arc<crate::report::Steps>,
     /// Unpacking layers into stage roots.
     pub unpack: crate::report::Phase,
 }
@@ -587,6 +588,9 @@ impl Build<'_> {
     fn log_step(&self, at: &Location) -> StepClock {
         let n = self.steps_started.fetch_add(1, Ordering::Relaxed) + 1;
         crate::log_info!("[{n}/{}] {}", self.steps_total, at.text.trim());
+        self.session
+            .steps
+            .start(n, self.steps_total, at.text.trim());
         StepClock {
             n,
             text: at.text.trim().to_string(),
