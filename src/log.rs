@@ -25,7 +25,9 @@ pub fn progress(text: Option<&str>) {
         Some(_) if OPEN_LINE.load(Ordering::Relaxed) => {}
         Some(t) => {
             PROGRESS.store(true, Ordering::Relaxed);
-            let _ = write!(err, "\r\x1b[2K{t}");
+            // A wrapped line could not be cleared: 79 characters fit an
+            // 80-column terminal.
+            let _ = write!(err, "\r\x1b[2K{}", fit(t, 79));
         }
         None => {
             if PROGRESS.swap(false, Ordering::Relaxed) {
@@ -34,6 +36,16 @@ pub fn progress(text: Option<&str>) {
         }
     }
     let _ = err.flush();
+}
+
+/// `text` cut to `width` characters, the last one `…` when cut.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut t: String = text.chars().take(width.saturating_sub(1)).collect();
+    t.push('…');
+    t
 }
 
 /// Whether the progress line stands on the terminal now (a log line clears it).
@@ -280,6 +292,15 @@ mod tests {
     struct Outer {
         op: String,
         source: std::io::Error,
+    }
+
+    #[test]
+    fn the_progress_line_fits_80_columns() {
+        assert_eq!(super::fit("pulled 1.0 MB", 79), "pulled 1.0 MB");
+        let long = "x".repeat(100);
+        let cut = super::fit(&long, 79);
+        assert_eq!(cut.chars().count(), 79);
+        assert!(cut.ends_with('…'));
     }
 
     #[test]
