@@ -361,3 +361,144 @@ fn cache_dir_keeps_the_unpacked_base_and_builds_cannot_change_it() {
         sha256_of(&std::fs::read(tree.join("etc/passwd")).unwrap())
     );
 }
+
+/// The plain log of a multi-stage build ends every step with its wall time
+/// (`[n/total] DONE 0.3s`, `CACHED` for a step the cache served) and closes
+/// with the total, each phase's bytes and time, and the three slowest steps.
+#[test]
+fn plain_log_times_every_step_and_sums_up() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "ones/base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    let df = format!(
+        "FROM {0}/ones/base:1 AS tool\nRUN echo built > /tool && sleep 1\nFROM {0}/ones/base:1\nENV A=1\nCOPY --from=tool /tool /tool\nCOPY data.txt /data.txt\n",
+        reg.host
+    );
+    write_context(ctx.path(), &[("Dockerfile", &df), ("data.txt", "one\n")]);
+    let first = build(&reg, ctx.path(), &["--log-format=text"]);
+    // One context file changes: the RUN and the first COPY are served by the cache.
+    std::fs::write(ctx.path().join("data.txt"), "two\n").unwrap();
+    let second = build(&reg, ctx.path(), &["--log-format=text"]);
+    let e = stderr(&second);
+    let step_re = |l: &str| -> Option<(usize, usize, String, f64)> {
+        let rest = l.strip_prefix("INFO [")?;
+        let (n, rest) = rest.split_once('/')?;
+        let (total, rest) = rest.split_once("] ")?;
+        let (word, secs) = rest.split_once(' ')?;
+        let secs = secs.strip_suffix('s')?.parse().ok()?;
+        Some((n.parse().ok()?, total.parse().ok()?, word.to_string(), secs))
+    };
+    let ends: Vec<_> = e.lines().filter_map(step_re).collect();
+    let words: Vec<(usize, &str)> = ends.iter().map(|(n, _, w, _)| (*n, w.as_str())).collect();
+    // Stage `tool` runs before the last stage reads it, so the numbers come in order.
+    assert_eq!(
+        words,
+        [
+            (1, "DONE"),
+            (2, "CACHED"),
+            (3, "DONE"),
+            (4, "DONE"),
+            (5, "CACHED"),
+            (6, "DONE")
+        ],
+        "one end line per step, the cache's hits marked: {e}"
+    );
+    assert!(ends.iter().all(|(_, total, _, _)| *total == 6), "{e}");
+    for n in 1..=6 {
+        let start = e
+            .lines()
+            .position(|l| l.starts_with(&format!("INFO [{n}/6] ")) && step_re(l).is_none());
+        let end = e.lines().position(|l| step_re(l).is_some_and(|s| s.0 == n));
+        assert!(start < end, "step {n} starts before it ends: {e}");
+    }
+    let first_ends: Vec<_> = stderr(&first).lines().filter_map(step_re).collect();
+    let run = first_ends
+        .iter()
+        .find(|s| s.0 == 2)
+        .expect("RUN's end line");
+    assert!(
+        run.2 == "DONE" && run.3 >= 1.0,
+        "the first build ran the RUN (a second's sleep): {}",
+        stderr(&first)
+    );
+    let summary = e
+        .lines()
+        .find(|l| l.starts_with("INFO total "))
+        .unwrap_or_else(|| panic!("a summary line: {e}"));
+    assert!(
+        summary.contains(": 6 steps (2 cached)")
+            && summary.contains("pulled ")
+            && summary.contains("unpacked ")
+            && summary.contains("pushed 1 layer,"),
+        "{summary}"
+    );
+    let slowest = e
+        .lines()
+        .find(|l| l.starts_with("INFO slowest steps: "))
+        .unwrap_or_else(|| panic!("the slowest steps: {e}"));
+    assert_eq!(
+        slowest.matches("s), [").count(),
+        2,
+        "three steps: {slowest}"
+    );
+    assert!(
+        stderr(&first).contains("INFO slowest steps: [2/6] RUN ("),
+        "the RUN's second of sleep is the slowest: {}",
+        stderr(&first)
+    );
+    // The phases report their own time and bytes as they end.
+    let pushed = e
+        .lines()
+        .find(|l| l.contains("blobs in place in "))
+        .unwrap_or_else(|| panic!("the push's line: {e}"));
+    assert!(
+        pushed.contains("1 of 5"),
+        "only the new COPY layer travels: {pushed}"
+    );
+    assert!(
+        stderr(&first)
+            .lines()
+            .any(|l| l.starts_with("INFO downloaded layer ") && l.contains(" bytes) in ")),
+        "{}",
+        stderr(&first)
+    );
+    assert!(
+        stderr(&first)
+            .lines()
+            .any(|l| l.starts_with("INFO unpacked 3 layers (")),
+        "{}",
+        stderr(&first)
+    );
+    // JSON lines carry the same as fields.
+    std::fs::write(ctx.path().join("data.txt"), "three\n").unwrap();
+    let json = build(&reg, ctx.path(), &["--log-format=json"]);
+    let lines: Vec<serde_json::Value> = stderr(&json)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let ends: Vec<_> = lines
+        .iter()
+        .filter(|v| v["seconds"].is_f64() && v["step"].is_u64())
+        .collect();
+    assert_eq!(ends.len(), 6, "{}", stderr(&json));
+    assert_eq!(
+        ends.iter().filter(|v| v["cached"] == true).count(),
+        2,
+        "{}",
+        stderr(&json)
+    );
+    let total = lines
+        .iter()
+        .find(|v| v["total_seconds"].is_f64())
+        .unwrap_or_else(|| panic!("{}", stderr(&json)));
+    assert_eq!(total["cached_steps"], 2, "{total}");
+    assert_eq!(
+        total["slowest"].as_array().map(Vec::len),
+        Some(3),
+        "{total}"
+    );
+    assert!(
+        total["pull"]["seconds"].is_f64() && total["push"]["bytes"].is_u64(),
+        "{total}"
+    );
+}

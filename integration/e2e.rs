@@ -424,6 +424,170 @@ fn progress_on_a_terminal_plain_lines_elsewhere() {
     );
 }
 
+/// What a terminal shows for `raw` output: carriage returns go back to the
+/// line's start, `ESC[2K` clears the line, other escape sequences draw nothing.
+fn screen(raw: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur: Vec<char> = Vec::new();
+    let mut col = 0;
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => col = 0,
+            '\n' => {
+                lines.push(cur.drain(..).collect::<String>().trim_end().to_string());
+                col = 0;
+            }
+            '\x1b' if chars.peek() == Some(&'[') => {
+                chars.next();
+                let mut seq = String::new();
+                for d in chars.by_ref() {
+                    seq.push(d);
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+                if seq == "2K" {
+                    cur.clear();
+                }
+            }
+            c => {
+                while cur.len() < col {
+                    cur.push(' ');
+                }
+                if col < cur.len() {
+                    cur[col] = c;
+                } else {
+                    cur.push(c);
+                }
+                col += 1;
+            }
+        }
+    }
+    lines.push(cur.into_iter().collect::<String>().trim_end().to_string());
+    lines
+}
+
+/// On a terminal, a RUN's output lines stand on lines of their own while the
+/// progress line is drawn, never after its text (the base's download draws
+/// it; the command is quiet for a second first); a line the command leaves
+/// open for a while stays whole. With stderr in a file, the same build's log
+/// holds the command's lines and the step timings and nothing of the
+/// terminal view.
+#[test]
+fn run_output_is_never_glued_to_the_progress_line() {
+    let script = require("script", "apt-get install bsdutils (util-linux's `script`)");
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    let df = format!(
+        "FROM {}/base:1\nRUN sleep 1; for i in 1 2 3 4 5 6 7 8; do echo run-line-$i; sleep 0.3; done; printf open-; sleep 0.5; echo line\n",
+        reg.host
+    );
+    std::fs::write(ctx.path().join("Dockerfile"), df).unwrap();
+    let cmd = |tag: &str| {
+        format!(
+            "{} --context {} --destination {}/glue:{tag}",
+            env!("CARGO_BIN_EXE_executor"),
+            ctx.path().display(),
+            reg.host
+        )
+    };
+    let out = std::process::Command::new(&script)
+        .args(["-q", "-f", "-e", "-c", &cmd("1"), "/dev/null"])
+        .output()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{raw}");
+    assert!(
+        raw.contains("MB, pushed ") && raw.contains(" MB · [2/2] RUN sleep 1; for i in 1 2 3 4 5"),
+        "the progress line was drawn, naming the step under way: {raw}"
+    );
+    let shown = screen(&raw);
+    // The command's lines, not the log line that names the step.
+    let run_lines: Vec<&str> = shown
+        .iter()
+        .map(String::as_str)
+        .filter(|l| (l.contains("run-line-") && !l.contains("run-line-$")) || l.contains("open-"))
+        .filter(|l| !l.contains("printf open-"))
+        .collect();
+    let mut want: Vec<String> = (1..=8).map(|i| format!("run-line-{i}")).collect();
+    want.push("open-line".into());
+    assert_eq!(
+        run_lines,
+        want.iter().map(String::as_str).collect::<Vec<_>>(),
+        "each of the command's lines intact on a line of its own:\n{}",
+        shown.join("\n")
+    );
+    assert!(
+        shown
+            .iter()
+            .filter(|l| l.contains("INFO"))
+            .all(|l| l.starts_with("INFO")),
+        "log lines start their lines:\n{}",
+        shown.join("\n")
+    );
+    // stderr in a file (stdout still the terminal): plain lines only.
+    let log = ctx.path().join("log.txt");
+    let out = std::process::Command::new(&script)
+        .args([
+            "-q",
+            "-f",
+            "-e",
+            "-c",
+            &format!("{} 2>{}", cmd("2"), log.display()),
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains('\x1b') && !text.contains('\r') && !text.contains("MB, pushed "),
+        "no trace of the terminal view in a file: {text:?}"
+    );
+    for want in &want {
+        assert!(
+            text.contains(&format!("\n{want}\n")),
+            "{want} on its own line: {text}"
+        );
+    }
+    assert!(
+        text.contains("] DONE ") && text.contains("INFO total "),
+        "step timings and the summary: {text}"
+    );
+    // BuildKit's --progress: plain draws no progress line on a terminal, tty
+    // draws it into a pipe.
+    let plain = std::process::Command::new(&script)
+        .args([
+            "-q",
+            "-f",
+            "-e",
+            "-c",
+            &format!("{} --progress=plain", cmd("3")),
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&plain.stdout);
+    assert!(plain.status.success(), "{raw}");
+    assert!(
+        !raw.contains("\x1b[2K") && !raw.contains("MB, pushed ") && raw.contains("run-line-8"),
+        "--progress=plain: {raw}"
+    );
+    let tty = build_with(
+        ctx.path(),
+        &format!("{}/glue:4", reg.host),
+        &["--progress=tty"],
+    );
+    assert_ok(&tty);
+    let err = String::from_utf8_lossy(&tty.stderr);
+    assert!(
+        err.contains("\x1b[2K") && err.contains("MB, pushed "),
+        "--progress=tty: {err}"
+    );
+}
+
 /// A base that is an OCI index resolves to the build platform (or --custom-platform).
 #[test]
 fn image_indexes_resolve_to_the_platform() {

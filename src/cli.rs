@@ -119,6 +119,9 @@ pub struct Cli {
     /// Log lines as color (levels in color on a terminal, text elsewhere), text, or JSON (one object per line).
     #[arg(help_heading = "Logging", long, value_enum, default_value_t = LogFormat::Color)]
     pub log_format: LogFormat,
+    /// The terminal view, as BuildKit names it: auto (a progress line when stderr is a terminal), plain (never), tty (always), rawjson (JSON log lines, as --log-format=json).
+    #[arg(help_heading = "Logging", long, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
     /// Start each text log line with its time (RFC 3339).
     #[arg(help_heading = "Logging", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub log_timestamp: bool,
@@ -669,7 +672,7 @@ impl Cli {
         }
         let platform = platform(&self.custom_platform)?;
         let cache = self.cache_settings(&destinations)?;
-        let json_log = self.log_format == LogFormat::Json;
+        let progress = self.progress_line();
         let mut registry = RegistryOptions {
             insecure_push: self.insecure,
             insecure_pull: self.insecure_pull,
@@ -730,7 +733,7 @@ impl Cli {
                 digest_file: self.digest_file,
                 image_name_with_digest_file: self.image_name_with_digest_file,
                 image_name_tag_with_digest_file: self.image_name_tag_with_digest_file,
-                progress: !json_log && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                progress,
                 ignore_immutable_tags: self.push_ignore_immutable_tag_errors,
             },
         })
@@ -815,6 +818,37 @@ impl Verbosity {
             Verbosity::Info => Level::Info,
             Verbosity::Debug | Verbosity::Trace => Level::Debug,
         }
+    }
+}
+
+/// `--progress`, BuildKit's modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Progress {
+    /// The progress line only when stderr is a terminal.
+    Auto,
+    /// Log lines only, never the progress line.
+    Plain,
+    /// The progress line whatever stderr is.
+    Tty,
+    /// JSON log lines (Kiln's, as --log-format=json; not BuildKit's raw solve status).
+    Rawjson,
+}
+
+impl Cli {
+    /// JSON log lines: `--log-format=json`, or `--progress=rawjson`.
+    pub fn json_log(&self) -> bool {
+        self.log_format == LogFormat::Json || self.progress == Progress::Rawjson
+    }
+
+    /// Whether the progress line is drawn: never among JSON lines.
+    pub fn progress_line(&self) -> bool {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        !self.json_log()
+            && match self.progress {
+                Progress::Auto => terminal,
+                Progress::Tty => true,
+                Progress::Plain | Progress::Rawjson => false,
+            }
     }
 }
 
@@ -1035,6 +1069,16 @@ mod tests {
         assert!(Cli::try_parse_from(["executor", "--bogus"]).is_err());
         assert!(Source::parse("ftp://x").is_err());
         assert!(key_values("label", &["=x".into()], false).is_err());
+        // BuildKit's --progress names.
+        let c = Cli::try_parse_from(["executor", "--progress=plain"]).unwrap();
+        assert!(!c.progress_line() && !c.json_log());
+        let c = Cli::try_parse_from(["executor", "--progress=tty"]).unwrap();
+        assert!(c.progress_line());
+        let c = Cli::try_parse_from(["executor", "--progress=tty", "--log-format=json"]).unwrap();
+        assert!(!c.progress_line(), "never among JSON lines");
+        let c = Cli::try_parse_from(["executor", "--progress=rawjson"]).unwrap();
+        assert!(c.json_log() && !c.progress_line());
+        assert!(Cli::try_parse_from(["executor", "--progress=fancy"]).is_err());
         // Kaniko's default log format and every logrus level are taken.
         let c = Cli::try_parse_from(["executor", "--log-format=color", "-v", "trace"]).unwrap();
         assert_eq!(c.log_format, LogFormat::Color);

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod procs;
 pub mod publish;
 pub mod registry;
+pub mod report;
 pub(crate) mod rootfs;
 pub mod sandbox;
 pub mod scratch;

@@ -14,14 +14,20 @@ static LEAST: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static TIMESTAMP: AtomicBool = AtomicBool::new(false);
 /// A progress line may stand on the terminal: log lines clear it first.
 static PROGRESS: AtomicBool = AtomicBool::new(false);
+/// A command's output ended without its newline: the next line starts anew.
+static OPEN_LINE: AtomicBool = AtomicBool::new(false);
 
 /// Shows `text` as the terminal's last line until the next log line (or `None`).
+/// Not while a command's line stands open: it would be erased.
 pub fn progress(text: Option<&str>) {
     let mut err = std::io::stderr().lock();
     match text {
+        Some(_) if OPEN_LINE.load(Ordering::Relaxed) => {}
         Some(t) => {
             PROGRESS.store(true, Ordering::Relaxed);
-            let _ = write!(err, "\r\x1b[2K{t}");
+            // A wrapped line could not be cleared: 79 characters fit an
+            // 80-column terminal.
+            let _ = write!(err, "\r\x1b[2K{}", fit(t, 79));
         }
         None => {
             if PROGRESS.swap(false, Ordering::Relaxed) {
@@ -30,6 +36,21 @@ pub fn progress(text: Option<&str>) {
         }
     }
     let _ = err.flush();
+}
+
+/// `text` cut to `width` characters, the last one `…` when cut.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut t: String = text.chars().take(width.saturating_sub(1)).collect();
+    t.push('…');
+    t
+}
+
+/// Whether the progress line stands on the terminal now (a log line clears it).
+pub fn progress_shown() -> bool {
+    PROGRESS.load(Ordering::Relaxed)
 }
 
 /// An error and its causes on one line. Causes whose text an outer message already
@@ -92,6 +113,12 @@ pub(crate) fn debug_enabled() -> bool {
 
 /// Writes one line; called through the exported `log_*!` macros.
 pub fn emit(level: Level, msg: std::fmt::Arguments<'_>) {
+    emit_with(level, msg, serde_json::Value::Null)
+}
+
+/// Writes one line; with JSON logs, `fields` (an object) joins `level`, `msg`
+/// and `time`, so a collector reads numbers without parsing the message.
+pub fn emit_with(level: Level, msg: std::fmt::Arguments<'_>, fields: serde_json::Value) {
     if (level as u8) < LEAST.load(Ordering::Relaxed) {
         return;
     }
@@ -100,7 +127,14 @@ pub fn emit(level: Level, msg: std::fmt::Arguments<'_>) {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        serde_json::json!({ "level": level.name(), "msg": msg.to_string(), "time": t }).to_string()
+        let mut obj =
+            serde_json::json!({ "level": level.name(), "msg": msg.to_string(), "time": t });
+        if let (Some(o), serde_json::Value::Object(extra)) = (obj.as_object_mut(), fields) {
+            for (k, v) in extra {
+                o.entry(k).or_insert(v);
+            }
+        }
+        obj.to_string()
     } else {
         let word = level.name().to_ascii_uppercase();
         let word = if COLOR.load(Ordering::Relaxed) {
@@ -125,10 +159,110 @@ pub fn emit(level: Level, msg: std::fmt::Arguments<'_>) {
         }
     };
     let mut err = std::io::stderr().lock();
+    make_room(&mut err);
+    let _ = writeln!(err, "{line}");
+}
+
+/// Before a line of its own: the progress line goes, and a command's line left
+/// open (output without its newline yet) is ended.
+fn make_room(err: &mut impl Write) {
     if PROGRESS.swap(false, Ordering::Relaxed) {
         let _ = write!(err, "\r\x1b[2K");
     }
-    let _ = writeln!(err, "{line}");
+    if OPEN_LINE.swap(false, Ordering::Relaxed) {
+        let _ = writeln!(err);
+    }
+}
+
+/// A RUN command's output (its stdout and stderr through one pipe), written
+/// to stderr as it comes: whole lines at once, each after the progress line
+/// is cleared, so neither is glued to the other; a line the command leaves
+/// open for a while is written as it stands (see [`CommandOutput::flush`]).
+#[derive(Default)]
+pub struct CommandOutput {
+    pending: Vec<u8>,
+}
+
+impl CommandOutput {
+    /// Takes bytes the command wrote; writes every line they complete.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        // A line longer than this is written in pieces rather than held.
+        const MOST: usize = 64 << 10;
+        let cut = match self.pending.iter().rposition(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None if self.pending.len() >= MOST => self.pending.len(),
+            None => return,
+        };
+        let rest = self.pending.split_off(cut);
+        let lines = std::mem::replace(&mut self.pending, rest);
+        write_output(&lines);
+    }
+
+    /// Writes what is pending of an unfinished line (the command is quiet for
+    /// a while: a prompt, dots of progress); a log line coming next ends it.
+    pub fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            write_output(&std::mem::take(&mut self.pending));
+        }
+    }
+
+    /// The command is done: what is left, and its line ended.
+    pub fn finish(mut self) {
+        self.flush();
+        if OPEN_LINE.swap(false, Ordering::Relaxed) {
+            let _ = writeln!(std::io::stderr().lock());
+        }
+    }
+
+    /// Whether part of a line is held back.
+    pub fn pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+/// Reads a RUN's output from the pipe on a thread of its own and writes it
+/// through the log module as it comes: whole lines, and an unfinished line
+/// once the command has been quiet for 100 ms. The receiver hears when the
+/// pipe is closed and everything is written.
+pub fn relay_output(reader: std::io::PipeReader) -> std::sync::mpsc::Receiver<()> {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let mut out = CommandOutput::default();
+        let mut reader = reader;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            if out.pending() {
+                let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
+                if let Ok(0) = poll(&mut fds, PollTimeout::from(100u16)) {
+                    out.flush();
+                    continue;
+                }
+            }
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.feed(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        out.finish();
+        let _ = done.send(());
+    });
+    finished
+}
+
+fn write_output(bytes: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    if PROGRESS.swap(false, Ordering::Relaxed) {
+        let _ = write!(err, "\r\x1b[2K");
+    }
+    let _ = err.write_all(bytes);
+    let _ = err.flush();
+    OPEN_LINE.store(!bytes.ends_with(b"\n"), Ordering::Relaxed);
 }
 
 #[macro_export]
@@ -158,6 +292,15 @@ mod tests {
     struct Outer {
         op: String,
         source: std::io::Error,
+    }
+
+    #[test]
+    fn the_progress_line_fits_80_columns() {
+        assert_eq!(super::fit("pulled 1.0 MB", 79), "pulled 1.0 MB");
+        let long = "x".repeat(100);
+        let cut = super::fit(&long, 79);
+        assert_eq!(cut.chars().count(), 79);
+        assert!(cut.ends_with('…'));
     }
 
     #[test]

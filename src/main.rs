@@ -158,29 +158,51 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// On a terminal, one line shows bytes moved; elsewhere (CI logs) only plain lines.
-fn spawn_progress(session: &Session, on: bool) -> Option<tokio::task::JoinHandle<()>> {
+/// On a terminal, one line shows bytes moved and the step under way with its
+/// time so far; elsewhere (CI logs) only plain lines. A log line or a
+/// command's output clears it; it comes back at the next tick.
+fn spawn_progress(session: &Session, on: bool) -> Option<ProgressLine> {
     on.then(|| {
         let t = session.registry.transfer.clone();
+        let steps = session.steps.clone();
         tokio::spawn(async move {
-            let mut last = (0, 0);
+            let mut last = String::new();
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 let now = (
                     t.down.load(std::sync::atomic::Ordering::Relaxed),
                     t.up.load(std::sync::atomic::Ordering::Relaxed),
                 );
-                if now != last {
-                    kiln::log::progress(Some(&format!(
-                        "pulled {:.1} MB, pushed {:.1} MB",
-                        now.0 as f64 / 1e6,
-                        now.1 as f64 / 1e6
-                    )));
-                    last = now;
+                let step = steps.current();
+                if now == (0, 0) && step.is_none() {
+                    continue;
+                }
+                // The step under way, with its running time.
+                let text = format!(
+                    "pulled {:.1} MB, pushed {:.1} MB{}",
+                    now.0 as f64 / 1e6,
+                    now.1 as f64 / 1e6,
+                    step.map(|s| format!(" · {s}")).unwrap_or_default()
+                );
+                if text != last || !kiln::log::progress_shown() {
+                    kiln::log::progress(Some(&text));
+                    last = text;
                 }
             }
         })
     })
+    .map(ProgressLine)
+}
+
+/// The progress line's task: stopped, and the line cleared, when the build
+/// ends either way, so nothing is drawn after the last line.
+struct ProgressLine(tokio::task::JoinHandle<()>);
+
+impl Drop for ProgressLine {
+    fn drop(&mut self) {
+        self.0.abort();
+        kiln::log::progress(None);
+    }
 }
 
 /// Tarball and OCI layout if asked, then every destination: all blobs first,
@@ -230,14 +252,24 @@ async fn publish_all(
 }
 
 async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
+    let started = std::time::Instant::now();
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let format = match cli.log_format {
-        cli::LogFormat::Json => kiln::log::Format::Json,
+        _ if cli.json_log() => kiln::log::Format::Json,
         // Kaniko's default: color on a terminal, text elsewhere.
         cli::LogFormat::Color if terminal => kiln::log::Format::Color,
         _ => kiln::log::Format::Text,
     };
     kiln::log::configure(format, cli.verbosity.level(), cli.log_timestamp);
+    match cli.progress {
+        cli::Progress::Rawjson => kiln::log_info!(
+            "--progress=rawjson: Kiln writes its own JSON log lines (as --log-format=json), not BuildKit's raw solve status"
+        ),
+        cli::Progress::Tty if cli.json_log() => kiln::log_info!(
+            "--progress=tty: no progress line among JSON log lines"
+        ),
+        _ => {}
+    }
     let o = cli.validate()?;
     // A context fetched, or a Dockerfile on stdin, is read once: a user
     // namespace (for RUN) is entered before, whatever the Dockerfile says.
@@ -368,10 +400,15 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
             .collect();
         std::fs::write(p, lines).with_context(|| format!("writing {}", p.display()))?;
     }
-    if let Some(p) = progress {
-        p.abort();
-        kiln::log::progress(None);
-    }
+    drop(progress);
+    let t = &session.registry.transfer;
+    kiln::report::summary(
+        started.elapsed(),
+        &session.steps.all(),
+        t.pull.totals(),
+        session.unpack.totals(),
+        t.push.totals(),
+    );
     println!("{}", s.manifest_digest);
     Ok(())
 }

@@ -107,8 +107,19 @@ pub async fn push_blobs(
     s: &Serialized,
 ) -> Result<(), PublishError> {
     let (registry, tmp) = (p.registry, p.tmp);
+    let started = std::time::Instant::now();
+    let uploaded = std::sync::atomic::AtomicU64::new(0);
+    let uploads = std::sync::atomic::AtomicUsize::new(0);
+    let uploaded = &uploaded;
+    let uploads = &uploads;
     let layer_jobs = image.layers.iter().map(|l| async move {
+        let phase = registry.transfer.push.begin();
         let how = ensure_layer(p, dest, l).await?;
+        if how == "uploaded" {
+            phase.done(l.descriptor.size, 1);
+            uploaded.fetch_add(l.descriptor.size, std::sync::atomic::Ordering::Relaxed);
+            uploads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         crate::log_info!(
             "layer {} ({} bytes): {how}",
             l.descriptor.digest,
@@ -133,7 +144,24 @@ pub async fn push_blobs(
     for r in layers {
         r?;
     }
-    config
+    config?;
+    let (n, bytes) = (
+        uploads.load(std::sync::atomic::Ordering::Relaxed),
+        uploaded.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let took = started.elapsed();
+    crate::log::emit_with(
+        crate::log::Level::Info,
+        format_args!(
+            "{dest}: blobs in place in {}, {n} of {} layers sent ({}{})",
+            crate::report::seconds(took),
+            image.layers.len(),
+            crate::report::bytes(bytes),
+            crate::report::rate(bytes, took)
+        ),
+        serde_json::json!({"destination": dest.to_string(), "seconds": took.as_secs_f64(), "layers_sent": n, "bytes_sent": bytes}),
+    );
+    Ok(())
 }
 
 /// Puts the manifest under `dest`'s tag, after `push_blobs`.

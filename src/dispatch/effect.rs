@@ -46,12 +46,13 @@ impl Effect {
 
 /// Applies a step's effect: config, args, layer (committed and recorded in the
 /// cache under `key`, or appended from it), history; the stage's key becomes `key`.
+/// True when the layer came from the cache.
 pub(super) async fn apply(
     session: &Session,
     st: &mut StageState,
     effect: Effect,
     key: &CacheKey,
-) -> Result<(), BuildError> {
+) -> Result<bool, BuildError> {
     if let Some(config) = effect.config {
         st.config = *config;
     }
@@ -62,6 +63,7 @@ pub(super) async fn apply(
     st.arg_names.extend(effect.declared);
     st.cmd_set |= effect.cmd_set;
     let empty_layer = effect.layer.is_none();
+    let cached = matches!(effect.layer, Some(NewLayer::Cached { .. }));
     match effect.layer {
         Some(NewLayer::Planned(entries)) => {
             let format = st.format;
@@ -86,7 +88,7 @@ pub(super) async fn apply(
             empty_layer,
         });
     }
-    Ok(())
+    Ok(cached)
 }
 
 /// Looks a layer step up in the cache.

@@ -181,6 +181,8 @@ impl Session {
             compression,
             created: crate::times::rfc3339(now),
             now,
+            steps: Default::default(),
+            unpack: crate::report::Phase::default(),
         }
     }
 }
@@ -250,6 +252,11 @@ pub struct Session {
     pub compression: crate::layer::writer::Compression,
     pub created: String,
     pub now: u64,
+    /// The steps under way (for the progress line) and every finished
+    /// step's time (for the summary).
+    pub steps: std::sync::Arc<crate::report::Steps>,
+    /// Unpacking layers into stage roots.
+    pub unpack: crate::report::Phase,
 }
 
 struct StageState {
@@ -504,19 +511,19 @@ async fn build_stage(
     base: Option<RemoteImage>,
 ) -> Result<StageState, BuildError> {
     let stage = &b.df.stages[i];
-    b.log_step(&stage.at);
-    let mut st = start_stage(b.session, b.df, stage, b.global, built, b.opts, base)
-        .await
-        .map_err(|e| e.at(&stage.at))?;
+    let clock = b.log_step(&stage.at);
+    let started = start_stage(b.session, b.df, stage, b.global, built, b.opts, base).await;
+    b.end_step(clock, started.as_ref().map(|_| false));
+    let mut st = started.map_err(|e| e.at(&stage.at))?;
     // The base's ONBUILD triggers run first, then are gone (BuildKit).
     let triggers = st.config.config.on_build.take().unwrap_or_default();
     let triggers = crate::dockerfile::parse_triggers(&triggers, &stage.at)?;
     let mut hold: LiveHold = None;
     for step in triggers.iter().chain(&stage.steps) {
-        b.log_step(&step.at);
-        run_step(b, built, &mut st, step, i, &mut hold)
-            .await
-            .map_err(|e| e.at(&step.at))?;
+        let clock = b.log_step(&step.at);
+        let done = run_step(b, built, &mut st, step, i, &mut hold).await;
+        b.end_step(clock, done.as_ref().map(|c| *c));
+        done.map_err(|e| e.at(&step.at))?;
     }
     Ok(st)
 }
@@ -681,11 +688,45 @@ impl Build<'_> {
         extra
     }
 
-    fn log_step(&self, at: &Location) {
+    fn log_step(&self, at: &Location) -> StepClock {
         let n = self.steps_started.fetch_add(1, Ordering::Relaxed) + 1;
         crate::log_info!("[{n}/{}] {}", self.steps_total, at.text.trim());
+        self.session
+            .steps
+            .start(n, self.steps_total, at.text.trim());
+        StepClock {
+            n,
+            text: at.text.trim().to_string(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The step's end line, `[n/total] DONE 0.3s` (`CACHED` when its layer
+    /// came from the cache, `ERROR` when it failed), kept for the summary.
+    fn end_step<E>(&self, clock: StepClock, result: Result<bool, &E>) {
+        use crate::report::Outcome;
+        self.session.steps.finish(crate::report::StepTime {
+            n: clock.n,
+            total: self.steps_total,
+            text: clock.text,
+            took: clock.started.elapsed(),
+            outcome: match result {
+                Ok(true) => Outcome::Cached,
+                Ok(false) => Outcome::Done,
+                Err(_) => Outcome::Failed,
+            },
+        });
     }
 }
+
+/// A step under way: its number and when it started.
+struct StepClock {
+    n: usize,
+    text: String,
+    started: std::time::Instant,
+}
+
+impl Build<'_> {}
 
 /// The live root as a COPY --from source, when it holds that stage: the hold
 /// is taken if free (and kept to the stage's end, as the layer is read from it
@@ -711,6 +752,7 @@ fn live_source<'h, 'b>(
 }
 
 /// One step: its handler returns an effect, which `effect::apply` makes real.
+/// True when the step's layer came from the cache.
 async fn run_step<'b>(
     b: &'b Build<'_>,
     built: &HashMap<usize, Arc<StageState>>,
@@ -718,7 +760,7 @@ async fn run_step<'b>(
     step: &crate::dockerfile::Step,
     stage_index: usize,
     hold: &mut LiveHold<'b>,
-) -> Result<(), BuildError> {
+) -> Result<bool, BuildError> {
     let Build {
         session,
         df,
@@ -888,11 +930,11 @@ async fn run_step<'b>(
                 .await?;
                 run::drop_ignored(&mut entries, &opts.ignore_paths);
                 effect.layer = Some(NewLayer::Planned(entries));
-                effect::apply(session, st, effect, &key).await?;
+                let cached = effect::apply(session, st, effect, &key).await?;
                 if let Some(live) = live {
                     live.committed(&st.fs.layers);
                 }
-                Ok(())
+                Ok(cached)
             }
             .await;
             dirs.remove();

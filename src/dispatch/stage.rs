@@ -163,6 +163,7 @@ impl StageFs {
                     layers.iter().map(|l| Self::blob(session, l)),
                 )
                 .await?;
+                let phase = session.unpack.begin();
                 super::cpu(|| -> Result<(), BuildError> {
                     let apply = |ls: &[Layer], bs: &[PathBuf]| -> Result<(), BuildError> {
                         for (l, blob) in ls.iter().zip(bs) {
@@ -184,6 +185,22 @@ impl StageFs {
                     }
                     apply(&layers[split..], &blobs[split..])
                 })?;
+                let bytes: u64 = layers.iter().map(|l| l.descriptor.size).sum();
+                let took = phase.done(bytes, layers.len());
+                if !layers.is_empty() {
+                    let name = self.dir.file_name().unwrap_or_default().to_string_lossy();
+                    crate::log::emit_with(
+                        crate::log::Level::Info,
+                        format_args!(
+                            "unpacked {} layers ({}) into {name}'s root in {}{}",
+                            layers.len(),
+                            crate::report::bytes(bytes),
+                            crate::report::seconds(took),
+                            crate::report::rate(bytes, took)
+                        ),
+                        serde_json::json!({"layers": layers.len(), "bytes": bytes, "seconds": took.as_secs_f64()}),
+                    );
+                }
                 Ok(root)
             })
             .await

@@ -109,6 +109,7 @@ impl BlobStore {
             .into_temp_path();
         let size = layer.descriptor.size;
         crate::log_info!("downloading layer {digest} ({size} bytes)");
+        let phase = self.registry.transfer.pull.begin();
         match layer.descriptor.urls.as_deref().unwrap_or_default() {
             [url, ..] if is_foreign(&layer.descriptor) => {
                 self.registry
@@ -122,6 +123,12 @@ impl BlobStore {
             source: e.error,
         })?;
         *verified = true;
+        let took = phase.done(size, 1);
+        crate::log_info!(
+            "downloaded layer {digest} ({size} bytes) in {}{}",
+            crate::report::seconds(took),
+            crate::report::rate(size, took)
+        );
         Ok(path)
     }
 }

@@ -127,11 +127,16 @@ pub struct RawManifest {
     pub digest: Digest,
 }
 
-/// Bytes moved so far, for the progress line on a terminal.
+/// Bytes moved so far, for the progress line on a terminal; and the pull and
+/// push phases' layers, bytes and wall time, for the log and the summary.
 #[derive(Debug, Default)]
 pub struct Transfer {
     pub down: std::sync::atomic::AtomicU64,
     pub up: std::sync::atomic::AtomicU64,
+    /// Layer downloads (the blob store's).
+    pub pull: crate::report::Phase,
+    /// Blob uploads to destinations (publish's).
+    pub push: crate::report::Phase,
 }
 
 pub struct Registry {

@@ -326,13 +326,6 @@ fn run_helper(spec: &RunSpec, spec_file: &Path, probe: bool) -> Result<(), Sandb
         cmd.arg("--probe");
     }
     cmd.stdin(std::process::Stdio::null());
-    // The command's stdout is log output: the executor's own stdout carries only
-    // the digest.
-    let err = std::io::stderr();
-    let out = std::os::fd::AsFd::as_fd(&err)
-        .try_clone_to_owned()
-        .map_err(io("duplicating stderr"))?;
-    cmd.stdout(std::process::Stdio::from(out));
     if probe {
         let out = cmd
             .stdout(std::process::Stdio::null())
@@ -346,10 +339,21 @@ fn run_helper(spec: &RunSpec, spec_file: &Path, probe: bool) -> Result<(), Sandb
             }),
         };
     }
-    let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
+    // The command's stdout and stderr are log output (the executor's own stdout
+    // carries only the digest): one pipe for both keeps their order, and the
+    // log module writes it line by line, clearing the progress line first.
+    let (reader, writer) = std::io::pipe().map_err(io("making the output pipe"))?;
+    let writer2 = writer.try_clone().map_err(io("making the output pipe"))?;
+    cmd.stdout(writer).stderr(writer2);
+    let spawned = cmd.spawn();
+    // The command holds the pipe's write ends until spawned; dropped now, so
+    // the relay sees the end of output when the helper and its children are gone.
+    drop(cmd);
+    let mut child = spawned.map_err(|source| SandboxError::Spawn {
         path: exe.clone(),
         source,
     })?;
+    let relay = crate::log::relay_output(reader);
     // The helper dies with the executor on its own (PR_SET_PDEATHSIG); the
     // record lets a signal handler or the next build make sure of it.
     let records = spec
@@ -363,6 +367,9 @@ fn run_helper(spec: &RunSpec, spec_file: &Path, probe: bool) -> Result<(), Sandb
     if let Some((r, name)) = record {
         r.forget(&name);
     }
+    // What the command wrote last is shown before the step's end line; a
+    // process that escaped with the pipe open is not waited for long.
+    let _ = relay.recv_timeout(std::time::Duration::from_secs(2));
     let status = status?;
     match (status.code(), status.signal()) {
         (Some(0), _) => Ok(()),
