@@ -168,7 +168,7 @@ fn spawn_progress(session: &Session, on: bool) -> Option<ProgressLine> {
         tokio::spawn(async move {
             let mut last = String::new();
             loop {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 let now = (
                     t.down.load(std::sync::atomic::Ordering::Relaxed),
                     t.up.load(std::sync::atomic::Ordering::Relaxed),
