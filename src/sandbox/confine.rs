@@ -166,22 +166,7 @@ pub(crate) fn install_seccomp() -> Result<bool, ConfineError> {
 
 fn install(progs: &[BpfProgram]) -> Result<bool, ConfineError> {
     for prog in progs {
-        let fprog = libc::sock_fprog {
-            len: prog.len() as u16,
-            // seccompiler's sock_filter has the kernel's layout.
-            filter: prog.as_ptr() as *mut libc::sock_filter,
-        };
-        // SAFETY: the kernel copies the program; `prog` outlives the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0,
-                &fprog as *const libc::sock_fprog,
-            )
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = load(prog, 0) {
             if e.raw_os_error() == Some(libc::EACCES) {
                 return Ok(false);
             }
@@ -189,6 +174,29 @@ fn install(progs: &[BpfProgram]) -> Result<bool, ConfineError> {
         }
     }
     Ok(true)
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, flags, prog)` on this thread: what the
+/// kernel returns (a listener's fd with SECCOMP_FILTER_FLAG_NEW_LISTENER).
+pub(super) fn load(prog: &BpfProgram, flags: libc::c_ulong) -> std::io::Result<libc::c_long> {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        // seccompiler's sock_filter has the kernel's layout.
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: the kernel copies the program; `prog` outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(rc)
 }
 
 fn default_set() -> CapsHashSet {

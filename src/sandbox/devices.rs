@@ -106,22 +106,7 @@ pub(crate) fn filter() -> Result<BpfProgram, String> {
 /// Installs `prog` on this thread and returns its listener (close-on-exec).
 /// Needs CAP_SYS_ADMIN in this user namespace (no `no_new_privs` is set).
 pub(crate) fn install(prog: &BpfProgram) -> std::io::Result<OwnedFd> {
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: the kernel copies the program; `prog` outlives the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-            &fprog as *const libc::sock_fprog,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let fd = super::confine::load(prog, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER)?;
     // SAFETY: the kernel just gave this process the descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
