@@ -376,6 +376,24 @@ fn no_step_outlives_its_build() {
         wait_for("the step's three sleeps", || {
             pgrep(&format!("sleep {mark}")).len() >= 3
         });
+        // The helper and the step's pid-namespace init are recorded where the
+        // SIGTERM handler and the next build look: the scratch dir's `procs`.
+        let records: Vec<_> = std::fs::read_dir(&scratch)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("kiln-"))
+            .flat_map(|e| {
+                std::fs::read_dir(e.path().join("procs"))
+                    .into_iter()
+                    .flatten()
+            })
+            .flatten()
+            .collect();
+        assert!(
+            records.len() >= 2,
+            "processes recorded in {}: {records:?}",
+            scratch.display()
+        );
         Command::new("kill")
             .args([&format!("-{signal}"), &child.id().to_string()])
             .status()

@@ -349,7 +349,8 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         o.cache.dir.clone(),
         o.compression,
         if o.reproducible { 0 } else { wall_now },
-    );
+    )
+    .with_procs(kiln::procs::dir(scratch.path()));
     let opts = BuildOptions {
         build_args: o.build_args.clone(),
         target: o.target.clone(),

@@ -6,10 +6,13 @@
 //! another process is never hit.
 
 use nix::libc;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Under a build's scratch dir.
-pub(crate) const DIR: &str = "procs";
+/// Where a build's records are: `procs` in its scratch dir (the one
+/// `scratch::Cleanup` and the next build's stale-dir removal look in).
+pub fn dir(scratch: &Path) -> PathBuf {
+    scratch.join("procs")
+}
 
 /// The start time of `pid` in clock ticks since boot, or `None` when it is gone.
 pub(crate) fn start_time(pid: i32) -> Option<u64> {

@@ -29,7 +29,7 @@ impl Cleanup {
     /// and pid namespaces), then removes the directories that still exist.
     pub fn remove_all(&self) {
         for dir in self.paths().drain(..) {
-            crate::procs::kill_recorded(&dir.join(crate::procs::DIR));
+            crate::procs::kill_recorded(&crate::procs::dir(&dir));
             let _ = std::fs::remove_dir_all(dir);
         }
     }
@@ -59,7 +59,7 @@ impl Scratch {
         for stale in stale_dirs(parent) {
             // A killed build's RUN steps may still run (a step that changed its
             // user loses its parent-death signal): they go first.
-            let killed = crate::procs::kill_recorded(&stale.join(crate::procs::DIR));
+            let killed = crate::procs::kill_recorded(&crate::procs::dir(&stale));
             if killed > 0 {
                 crate::log_warn!(
                     "killed {killed} process(es) that a build that no longer runs left behind in {}",

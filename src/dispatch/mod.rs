@@ -171,6 +171,7 @@ impl Session {
     ) -> Session {
         let registry = std::sync::Arc::new(registry);
         Session {
+            procs: None,
             trees: cache_dir.as_ref().map(|d| d.join("trees")),
             trees_off: std::sync::atomic::AtomicBool::new(false),
             cache_mounts: cache_dir.as_ref().unwrap_or(&scratch).join("mounts"),
@@ -184,6 +185,13 @@ impl Session {
             steps: Default::default(),
             unpack: crate::report::Phase::default(),
         }
+    }
+
+    /// Records RUN's processes in `dir` (the scratch dir's `procs`): the
+    /// blobs may live elsewhere than the scratch dir the cleanup looks in.
+    pub fn with_procs(mut self, dir: PathBuf) -> Session {
+        self.procs = Some(dir);
+        self
     }
 }
 
@@ -240,6 +248,9 @@ pub struct Session {
     pub blobs_dir: PathBuf,
     /// Layer bytes: each blob downloaded once, verified before use.
     pub store: crate::image::BlobStore,
+    /// Where RUN's helpers record the processes a signal handler or the next
+    /// build must kill ([`crate::procs::dir`] of the scratch dir).
+    pub(crate) procs: Option<PathBuf>,
     /// Unpacked base trees kept between builds (`--cache-dir/trees`).
     pub(crate) trees: Option<PathBuf>,
     /// Set when RUN writes to stage roots themselves ([`Isolation::OwnRoot`]):

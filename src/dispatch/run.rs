@@ -260,7 +260,7 @@ pub(super) async fn execute(
         devices: live
             .is_none()
             .then(|| sandbox::devices::records_file(&dirs.base)),
-        procs: Some(session.blobs_dir.join(crate::procs::DIR)),
+        procs: session.procs.clone(),
         parent: std::process::id(),
     };
     if p.network_none && live.is_some() {
