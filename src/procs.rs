@@ -16,7 +16,11 @@ pub fn dir(scratch: &Path) -> PathBuf {
 
 /// The start time of `pid` in clock ticks since boot, or `None` when it is gone.
 pub(crate) fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Field 22 of a `/proc/PID/stat` line.
+fn parse_start(stat: &str) -> Option<u64> {
     // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
     stat.rsplit_once(')')?
         .1
@@ -26,15 +30,22 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
         .ok()
 }
 
-/// The records directory, held open: the sandbox helper writes and removes
-/// records relative to it, since a `pivot_root` in its mount namespace moves
-/// its own root into the step's (paths would then land in the step's root).
-pub(crate) struct Records(std::fs::File);
+/// The records directory and the host's /proc, held open: the sandbox helper
+/// writes and removes records and reads start times relative to them, since a
+/// `pivot_root` in its mount namespace moves its own root into the step's
+/// (paths would then land in the step's root, and its /proc is the step's).
+pub(crate) struct Records {
+    dir: std::fs::File,
+    proc: std::fs::File,
+}
 
 impl Records {
     pub(crate) fn open(dir: &Path) -> std::io::Result<Records> {
         std::fs::create_dir_all(dir)?;
-        std::fs::File::open(dir).map(Records)
+        Ok(Records {
+            dir: std::fs::File::open(dir)?,
+            proc: std::fs::File::open("/proc")?,
+        })
     }
 
     /// Writes `PID` in the directory; the returned name goes to [`Records::forget`].
@@ -42,11 +53,19 @@ impl Records {
         use nix::fcntl::OFlag;
         use std::io::Write;
         use std::os::fd::{AsRawFd, FromRawFd};
+        let stat_fd = nix::fcntl::openat(
+            Some(self.proc.as_raw_fd()),
+            format!("{pid}/stat").as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        // SAFETY: `stat_fd` was just opened and is owned by nothing else.
+        let stat = std::io::read_to_string(unsafe { std::fs::File::from_raw_fd(stat_fd) })?;
         let start =
-            start_time(pid).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+            parse_start(&stat).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
         let name = pid.to_string();
         let fd = nix::fcntl::openat(
-            Some(self.0.as_raw_fd()),
+            Some(self.dir.as_raw_fd()),
             name.as_str(),
             OFlag::O_WRONLY
                 | OFlag::O_CREAT
@@ -64,7 +83,7 @@ impl Records {
     pub(crate) fn forget(&self, name: &str) {
         use std::os::fd::AsRawFd;
         let _ = nix::unistd::unlinkat(
-            Some(self.0.as_raw_fd()),
+            Some(self.dir.as_raw_fd()),
             name,
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         );
@@ -113,13 +132,10 @@ fn running(pid: i32, start: u64) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return false;
-    };
-    let mut f = rest.split_whitespace();
-    let state = f.next();
-    let same = f.nth(18).and_then(|s| s.parse::<u64>().ok()) == Some(start);
-    same && !matches!(state, Some("Z") | Some("X"))
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    parse_start(&stat) == Some(start) && !matches!(state, Some("Z") | Some("X"))
 }
 
 #[cfg(test)]
