@@ -41,53 +41,70 @@ pub(crate) struct Records {
 
 impl Records {
     pub(crate) fn open(dir: &Path) -> std::io::Result<Records> {
-        std::fs::create_dir_all(dir)?;
+        // 0700 as all of scratch (`scratch::private_dir_all`, which sits above
+        // this module: scratch's cleanup reads the records).
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)?;
         Ok(Records {
             dir: std::fs::File::open(dir)?,
             proc: std::fs::File::open("/proc")?,
         })
     }
 
-    /// Writes `PID` in the directory; the returned name goes to [`Records::forget`].
-    pub(crate) fn record(&self, pid: i32) -> std::io::Result<String> {
+    /// Writes `PID` in the directory; the record is removed when the returned
+    /// guard is dropped (the process has been waited for).
+    pub(crate) fn record(&self, pid: i32) -> std::io::Result<Recorded<'_>> {
         use nix::fcntl::OFlag;
         use std::io::Write;
-        use std::os::fd::{AsRawFd, FromRawFd};
-        let stat_fd = nix::fcntl::openat(
-            Some(self.proc.as_raw_fd()),
-            format!("{pid}/stat").as_str(),
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )?;
-        // SAFETY: `stat_fd` was just opened and is owned by nothing else.
-        let stat = std::io::read_to_string(unsafe { std::fs::File::from_raw_fd(stat_fd) })?;
+        let stat = open_at(&self.proc, &format!("{pid}/stat"), OFlag::O_RDONLY, 0)?;
+        let stat = std::io::read_to_string(stat)?;
         let start =
             parse_start(&stat).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
         let name = pid.to_string();
-        let fd = nix::fcntl::openat(
-            Some(self.dir.as_raw_fd()),
-            name.as_str(),
-            OFlag::O_WRONLY
-                | OFlag::O_CREAT
-                | OFlag::O_TRUNC
-                | OFlag::O_CLOEXEC
-                | OFlag::O_NOFOLLOW,
-            nix::sys::stat::Mode::from_bits_truncate(0o600),
-        )?;
-        // SAFETY: `fd` was just opened and is owned by nothing else.
-        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW;
+        let mut f = open_at(&self.dir, &name, flags, 0o600)?;
         f.write_all(format!("{pid} {start}\n").as_bytes())?;
-        Ok(name)
+        Ok(Recorded {
+            records: self,
+            name,
+        })
     }
+}
 
-    pub(crate) fn forget(&self, name: &str) {
+/// A record in [`Records`], removed on drop.
+pub(crate) struct Recorded<'a> {
+    records: &'a Records,
+    name: String,
+}
+
+impl Drop for Recorded<'_> {
+    fn drop(&mut self) {
         use std::os::fd::AsRawFd;
         let _ = nix::unistd::unlinkat(
-            Some(self.dir.as_raw_fd()),
-            name,
+            Some(self.records.dir.as_raw_fd()),
+            self.name.as_str(),
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         );
     }
+}
+
+/// `rel` opened under the directory `dir` holds open (close-on-exec): paths
+/// through a held directory stay right when this process's root moves.
+pub(crate) fn open_at(
+    dir: &std::fs::File,
+    rel: &str,
+    flags: nix::fcntl::OFlag,
+    mode: u32,
+) -> std::io::Result<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let fd = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        rel,
+        flags | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+    )?;
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 /// SIGKILLs every recorded process still running as the one recorded, and
@@ -150,7 +167,8 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        Records::open(dir.path()).unwrap().record(pid).unwrap();
+        let records = Records::open(dir.path()).unwrap();
+        std::mem::forget(records.record(pid).unwrap());
         // A record whose start time is not the process's: another process.
         let mut other = std::process::Command::new("sleep")
             .arg("30")

@@ -42,18 +42,9 @@ impl StepCgroup {
 
     /// Writes `text` to `rel` under the parent cgroup's directory.
     fn write_at(&self, rel: &str, text: &str) -> std::io::Result<()> {
-        use nix::fcntl::OFlag;
         use std::io::Write;
-        use std::os::fd::{AsRawFd, FromRawFd};
-        let fd = nix::fcntl::openat(
-            Some(self.parent.as_raw_fd()),
-            rel,
-            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )?;
-        // SAFETY: `fd` was just opened and is owned by nothing else.
-        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
-        f.write_all(text.as_bytes())
+        crate::procs::open_at(&self.parent, rel, nix::fcntl::OFlag::O_WRONLY, 0)?
+            .write_all(text.as_bytes())
     }
 }
 

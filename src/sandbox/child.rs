@@ -100,18 +100,19 @@ fn enter(spec: &RunSpec, probe: bool) -> Result<i32, String> {
     let root = nix::unistd::geteuid().is_root();
     // Joined before anything forks, so the step's every process is counted.
     let _cgroup = (!probe).then(super::cgroup::StepCgroup::join).flatten();
-    let result = if root && user_namespaces_work() {
+    let in_userns = || {
         in_user_namespace(|| {
             unshare(flags).map_err(|e| Failed(PROBE_NO_NAMESPACES, format!("unshare: {e}")))?;
             in_namespaces(spec, probe, Confine::UserNamespace)
         })
+    };
+    let result = if root && user_namespaces_work() {
+        in_userns()
     } else {
         match unshare(flags) {
             Ok(()) => in_namespaces(spec, probe, Confine::NoUserNamespace),
-            Err(nix::Error::EPERM) if root => in_user_namespace(|| {
-                unshare(flags).map_err(|e| Failed(PROBE_NO_NAMESPACES, format!("unshare: {e}")))?;
-                in_namespaces(spec, probe, Confine::UserNamespace)
-            }),
+            // The probe's exit code then says the user namespace was refused.
+            Err(nix::Error::EPERM) if root => in_userns(),
             Err(e) => Err(Failed(PROBE_NO_NAMESPACES, format!("unshare: {e}"))),
         }
     };
@@ -364,9 +365,7 @@ fn command_in_child(
             std::process::exit(e.code);
         }
         ForkResult::Parent { child } => {
-            let record = records
-                .as_ref()
-                .and_then(|r| r.record(child.as_raw()).ok().map(|name| (r, name)));
+            let record = records.as_ref().and_then(|r| r.record(child.as_raw()).ok());
             if let Some((out, proc, ours, theirs)) = notify {
                 drop(theirs);
                 // None when the child failed before it installed the filter.
@@ -375,9 +374,7 @@ fn command_in_child(
                 }
             }
             let code = wait_for(child);
-            if let Some((r, name)) = record {
-                r.forget(&name);
-            }
+            drop(record);
             code
         }
     }

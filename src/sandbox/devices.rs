@@ -221,9 +221,12 @@ fn make(listener: &OwnedFd, proc: &File, req: &libc::seccomp_notif) -> Result<De
     if major == 0 && minor == 0 {
         return Err(libc::EPERM);
     }
-    let status =
-        std::io::read_to_string(proc_open(proc, &format!("{pid}/status"), libc::O_RDONLY)?)
-            .map_err(|_| libc::ESRCH)?;
+    let status = std::io::read_to_string(proc_open(
+        proc,
+        &format!("{pid}/status"),
+        nix::fcntl::OFlag::O_RDONLY,
+    )?)
+    .map_err(|_| libc::ESRCH)?;
     let field = |name: &str, nth: usize| -> Option<u32> {
         let line = status.lines().find(|l| l.starts_with(name))?;
         line.split_whitespace().nth(nth)?.parse().ok()
@@ -252,7 +255,7 @@ fn make(listener: &OwnedFd, proc: &File, req: &libc::seccomp_notif) -> Result<De
     let root = proc_open(
         proc,
         &format!("{pid}/root"),
-        libc::O_PATH | libc::O_DIRECTORY,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
     )?;
     let dir = open_in_root(&root, &parent)?;
     let perm = mode & 0o7777 & !umask;
@@ -298,15 +301,8 @@ fn errno() -> i32 {
 /// `rel` under the host's /proc, held open since before the step's
 /// pivot_root (after it, `/proc` is the step's own, where the pids the kernel
 /// gives this process are not).
-fn proc_open(proc: &File, rel: &str, flags: i32) -> Result<File, i32> {
-    let c = std::ffi::CString::new(rel).map_err(|_| libc::EINVAL)?;
-    // SAFETY: a valid directory fd and NUL-terminated path.
-    let fd = unsafe { libc::openat(proc.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(libc::ESRCH);
-    }
-    // SAFETY: `fd` was just opened.
-    Ok(unsafe { File::from_raw_fd(fd) })
+fn proc_open(proc: &File, rel: &str, flags: nix::fcntl::OFlag) -> Result<File, i32> {
+    crate::procs::open_at(proc, rel, flags, 0).map_err(|_| libc::ESRCH)
 }
 
 fn link(proc: &File, rel: &str) -> Result<String, i32> {
@@ -345,7 +341,7 @@ fn open_in_root(root: &File, rel: &str) -> Result<File, i32> {
 /// A NUL-terminated path from the caller's memory.
 fn read_path(proc: &File, pid: u32, addr: u64) -> Result<String, i32> {
     use std::os::unix::fs::FileExt;
-    let mem = proc_open(proc, &format!("{pid}/mem"), libc::O_RDONLY)?;
+    let mem = proc_open(proc, &format!("{pid}/mem"), nix::fcntl::OFlag::O_RDONLY)?;
     let mut out = Vec::new();
     let mut buf = [0u8; 256];
     let mut at = addr;

@@ -362,11 +362,9 @@ fn run_helper(spec: &RunSpec, spec_file: &Path, probe: bool) -> Result<(), Sandb
         .and_then(|dir| crate::procs::Records::open(dir).ok());
     let record = records
         .as_ref()
-        .and_then(|r| r.record(child.id() as i32).ok().map(|name| (r, name)));
+        .and_then(|r| r.record(child.id() as i32).ok());
     let status = child.wait().map_err(io("waiting for the sandbox helper"));
-    if let Some((r, name)) = record {
-        r.forget(&name);
-    }
+    drop(record);
     // What the command wrote last is shown before the step's end line; a
     // process that escaped with the pipe open is not waited for long.
     let _ = relay.recv_timeout(std::time::Duration::from_secs(2));
