@@ -671,7 +671,7 @@ impl Build<'_> {
     fn sandbox_ready(&self) -> Result<Isolation, BuildError> {
         let probed = self.sandbox.get_or_init(|| {
             let probed = cpu(|| crate::sandbox::probe(&self.opts.scratch_dir));
-            if let Ok(Isolation::OwnRoot) = probed {
+            if let Ok(Isolation::OwnRoot | Isolation::Traced) = probed {
                 self.session.trees_off.store(true, Ordering::SeqCst);
             }
             probed.map_err(|e| match e {
@@ -913,7 +913,7 @@ async fn run_step<'b>(
                     .host(session, ctx, built, opts, &dirs.base)
                     .await?;
                 let mut live = match isolation {
-                    Isolation::Namespaces | Isolation::OwnRoot => None,
+                    Isolation::Namespaces | Isolation::OwnRoot | Isolation::Traced => None,
                     Isolation::InPlace => {
                         if hold.is_none() {
                             *hold = Some(b.live.lock().await);
@@ -935,6 +935,7 @@ async fn run_step<'b>(
                     match live.as_deref_mut() {
                         Some(l) => run::Rung::Live(l),
                         None if isolation == Isolation::OwnRoot => run::Rung::OwnRoot,
+                        None if isolation == Isolation::Traced => run::Rung::Traced,
                         None => run::Rung::Overlay,
                     },
                 )

@@ -162,6 +162,9 @@ pub(super) enum Rung<'a> {
     /// The same namespaces on the stage's root itself (no overlay can be
     /// mounted here); the change is read by a walk against a snapshot.
     OwnRoot,
+    /// The stage's root itself under the tracer, without namespaces (setting
+    /// C); the change is read by a walk, its owners from the tracer's table.
+    Traced,
     /// The executor's own root (setting A).
     Live(&'a mut LiveRoot),
 }
@@ -177,7 +180,8 @@ pub(super) async fn execute(
     (dirs, mounts): (&StepDirs, &HostMounts),
     rung: Rung<'_>,
 ) -> Result<Entries, BuildError> {
-    let own_root = matches!(rung, Rung::OwnRoot);
+    let traced = matches!(rung, Rung::Traced);
+    let own_root = matches!(rung, Rung::OwnRoot) || traced;
     let mut live = match rung {
         Rung::Live(l) => Some(l),
         _ => None,
@@ -262,6 +266,13 @@ pub(super) async fn execute(
             .then(|| sandbox::devices::records_file(&dirs.base)),
         procs: session.procs.clone(),
         parent: std::process::id(),
+        traced,
+        owners: traced.then(|| dirs.base.join("owners")),
+        owners_seed: if traced {
+            owners_seed(fs.index(session).await?)
+        } else {
+            Vec::new()
+        },
     };
     if p.network_none && live.is_some() {
         crate::log_warn!("RUN --network=none: this container may make no network namespace, so the command has the container's network");
@@ -319,8 +330,50 @@ pub(super) async fn execute(
         }
     };
     drop_stub_parents(&mut entries, index);
+    if traced {
+        traced_owners(&mut entries, &lower_root, &dirs.base.join("owners"));
+    }
     made_devices(&mut entries, &sandbox::devices::records_file(&dirs.base));
     Ok(entries)
+}
+
+/// The image's owners that are not root's: unpacked without privileges,
+/// those files are the executor's on disk, and the tracer shows them as
+/// the image has them.
+fn owners_seed(index: &crate::rootfs::index::FsIndex) -> Vec<(String, u32, u32)> {
+    index
+        .iter()
+        .filter(|(_, n)| n.uid != 0 || n.gid != 0)
+        .filter_map(|(p, n)| {
+            Some((
+                p.clone(),
+                u32::try_from(n.uid).ok()?,
+                u32::try_from(n.gid).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// A traced step's files are all the executor's on disk: each entry gets
+/// the owner the command gave it (the tracer's table), else root's.
+fn traced_owners(entries: &mut Entries, root: &Path, table: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let table = sandbox::trace::owners::read(table);
+    let real = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    for (path, planned) in entries.iter_mut() {
+        let Ok(m) = std::fs::symlink_metadata(root.join(crate::pathname::to_path(&path.0))) else {
+            continue;
+        };
+        let (uid, gid) = table
+            .get(&(m.dev(), m.ino()))
+            .copied()
+            .unwrap_or_else(|| sandbox::trace::owners::seen(real, m.uid(), m.gid()));
+        planned.meta.uid = u64::from(uid);
+        planned.meta.gid = u64::from(gid);
+    }
 }
 
 /// The device nodes the sandbox made for the command where the kernel refuses

@@ -87,7 +87,6 @@ impl FsIndex {
         self.nodes.len()
     }
 
-    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
         self.nodes.iter()
     }

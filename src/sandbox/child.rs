@@ -69,6 +69,8 @@ pub(crate) const PROBE_NO_ID_MAP: i32 = 13;
 /// No overlay can be mounted here (the scratch dir is on an overlay), but the
 /// stage's root itself can be the command's root.
 pub(crate) const PROBE_OWN_ROOT: i32 = 14;
+/// The traced rung cannot run (ptrace or seccomp refused).
+pub(crate) const PROBE_NO_TRACE: i32 = 15;
 
 /// A setup failure with the probe exit code that names it.
 struct Failed(i32, String);
@@ -82,6 +84,18 @@ impl From<String> for Failed {
 /// New namespaces and the overlay, then a child that is pid 1 of the new pid
 /// namespace: when it exits, the kernel kills whatever the command left running.
 fn enter(spec: &RunSpec, probe: bool) -> Result<i32, String> {
+    if spec.traced && probe {
+        return match super::trace::probe() {
+            Ok(()) => Ok(0),
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(PROBE_NO_TRACE)
+            }
+        };
+    }
+    if spec.traced {
+        return super::trace::run(spec);
+    }
     if spec.in_place {
         return in_place(spec);
     }

@@ -118,7 +118,7 @@ pub(crate) enum ConfineError {
 /// The two filters: clone3 answers ENOSYS (its flags sit in memory a filter
 /// cannot read, so libc falls back to clone, whose flags it can), then the
 /// deny list.
-fn filters() -> Result<Vec<BpfProgram>, ConfineError> {
+pub(super) fn filters() -> Result<Vec<BpfProgram>, ConfineError> {
     let arch = std::env::consts::ARCH
         .try_into()
         .map_err(|e: seccompiler::BackendError| ConfineError::Compile(e.to_string()))?;

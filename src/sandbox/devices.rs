@@ -32,7 +32,7 @@ pub(crate) struct Device {
 }
 
 impl Device {
-    fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let kind = if self.block { 'b' } else { 'c' };
         // The path last: it may hold spaces.
         format!(

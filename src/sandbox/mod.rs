@@ -25,6 +25,7 @@ pub mod child;
 mod confine;
 pub(crate) mod devices;
 pub(crate) mod inplace;
+pub(crate) mod trace;
 pub(crate) mod upper;
 pub mod userns;
 
@@ -105,6 +106,17 @@ pub struct RunSpec {
     /// exits at once when it is gone before that was set.
     #[serde(default)]
     pub parent: u32,
+    /// The traced rung ([`trace`]): no namespaces, the command under this
+    /// helper's ptrace supervision on the stage's root (`lower`).
+    #[serde(default)]
+    pub traced: bool,
+    /// Where the traced rung writes the owners the command gave its files.
+    #[serde(default)]
+    pub owners: Option<PathBuf>,
+    /// The image's owners of root paths not owned by root (`path`, uid, gid):
+    /// unpacked without privileges they are the executor's on disk.
+    #[serde(default)]
+    pub owners_seed: Vec<(String, u32, u32)>,
 }
 
 /// One `RUN --mount` as the helper makes it.
@@ -186,6 +198,9 @@ pub(crate) enum Isolation {
     OwnRoot,
     /// The executor's own root, in Kiln's image where namespaces are denied (A).
     InPlace,
+    /// No namespaces and no root: the command under a ptrace supervisor that
+    /// translates its paths into the stage's root and emulates root (C).
+    Traced,
 }
 
 /// How RUN can be isolated here; probed once per build by running the helper
@@ -215,6 +230,9 @@ pub(crate) fn probe(scratch: &Path) -> Result<Isolation, SandboxError> {
         devices: None,
         procs: None,
         parent: std::process::id(),
+        traced: false,
+        owners: None,
+        owners_seed: Vec::new(),
     };
     let result = run_helper(&spec, &base.join("spec.json"), true);
     dirs.remove();
@@ -246,6 +264,18 @@ pub(crate) fn probe(scratch: &Path) -> Result<Isolation, SandboxError> {
         );
         return Ok(Isolation::InPlace);
     }
+    let traced = if uid.is_root() {
+        Err("as root, a namespace rung or the in-place rung is used".to_string())
+    } else {
+        probe_traced(&spec, &base)
+    };
+    if let Ok(()) = traced {
+        crate::log_info!(
+            "RUN runs traced: as uid {uid} on the stage's root, its paths translated and root emulated by a ptrace supervisor (no namespaces here: {})",
+            said.trim()
+        );
+        return Ok(Isolation::Traced);
+    }
     let where_ = where_running();
     let fix = match code {
         _ if !uid.is_root() => match where_ {
@@ -268,9 +298,27 @@ pub(crate) fn probe(scratch: &Path) -> Result<Isolation, SandboxError> {
         ),
         _ => "an overlay could not be mounted in new namespaces".to_string(),
     };
+    let traced = traced.err().unwrap_or_default();
     Err(SandboxError::Unavailable {
-        cause: format!("{fix} (probe: {})", said.trim()),
+        cause: format!("{fix} (probe: {}; tracing: {traced})", said.trim()),
     })
+}
+
+/// Whether the traced rung works here: the helper traces a child of its own
+/// under a filter that stops one call.
+fn probe_traced(spec: &RunSpec, base: &Path) -> Result<(), String> {
+    let spec = RunSpec {
+        traced: true,
+        ..spec.clone()
+    };
+    crate::scratch::private_dir_all(base).map_err(|e| e.to_string())?;
+    let result = run_helper(&spec, &base.join("spec.json"), true);
+    let _ = std::fs::remove_dir_all(base);
+    match result {
+        Ok(()) => Ok(()),
+        Err(SandboxError::Probe { stderr, .. }) => Err(stderr.trim().to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 enum Where {

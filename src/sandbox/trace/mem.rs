@@ -1,0 +1,192 @@
+//! A stopped tracee's registers and memory: the syscall's number and
+//! arguments (x86-64's calling convention), its result when the tracer answers
+//! in the kernel's stead, and the bytes behind its pointers.
+
+use nix::libc;
+use nix::sys::ptrace;
+use nix::unistd::Pid;
+use std::io::{IoSlice, IoSliceMut};
+
+/// The longest path the kernel takes (PATH_MAX, its NUL included).
+pub(super) const PATH_MAX: usize = 4096;
+
+/// A tracee's registers at a syscall stop.
+#[derive(Clone, Copy)]
+pub(super) struct Regs(pub libc::user_regs_struct);
+
+impl Regs {
+    pub fn get(pid: Pid) -> nix::Result<Regs> {
+        ptrace::getregs(pid).map(Regs)
+    }
+
+    pub fn set(&self, pid: Pid) -> nix::Result<()> {
+        ptrace::setregs(pid, self.0)
+    }
+
+    pub fn nr(&self) -> i64 {
+        self.0.orig_rax as i64
+    }
+
+    pub fn set_nr(&mut self, nr: i64) {
+        self.0.orig_rax = nr as u64;
+    }
+
+    pub fn arg(&self, i: usize) -> u64 {
+        let r = &self.0;
+        match i {
+            0 => r.rdi,
+            1 => r.rsi,
+            2 => r.rdx,
+            3 => r.r10,
+            4 => r.r8,
+            _ => r.r9,
+        }
+    }
+
+    /// An argument that holds an `int` (a dirfd, a pid): its low 32 bits, signed.
+    pub fn int(&self, i: usize) -> i32 {
+        self.arg(i) as u32 as i32
+    }
+
+    pub fn set_arg(&mut self, i: usize, v: u64) {
+        let r = &mut self.0;
+        match i {
+            0 => r.rdi = v,
+            1 => r.rsi = v,
+            2 => r.rdx = v,
+            3 => r.r10 = v,
+            4 => r.r8 = v,
+            _ => r.r9 = v,
+        }
+    }
+
+    /// The call is skipped and seems to return `value` (a negative errno for
+    /// an error): the kernel takes rax as the result of a skipped call.
+    pub fn skip(&mut self, value: i64) {
+        self.0.orig_rax = u64::MAX;
+        self.0.rax = value as u64;
+    }
+
+    /// Back onto the `syscall` instruction (two bytes) with its number in rax,
+    /// so the call is made again once the tracee runs.
+    pub fn restart(&mut self) {
+        self.0.rip -= 2;
+        self.0.rax = self.0.orig_rax;
+    }
+
+    pub fn result(&self) -> i64 {
+        self.0.rax as i64
+    }
+}
+
+/// Reads `len` bytes at `addr` of the tracee.
+pub(super) fn read(pid: Pid, addr: u64, len: usize) -> nix::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    if len == 0 {
+        return Ok(buf);
+    }
+    let remote = [nix::sys::uio::RemoteIoVec {
+        base: addr as usize,
+        len,
+    }];
+    let n = nix::sys::uio::process_vm_readv(pid, &mut [IoSliceMut::new(&mut buf)], &remote)?;
+    if n != len {
+        return Err(nix::Error::EFAULT);
+    }
+    Ok(buf)
+}
+
+/// A NUL-terminated string at `addr`, read a page at a time so the read never
+/// runs into an unmapped page after its end. ENAMETOOLONG past `max` bytes.
+pub(super) fn read_cstr(pid: Pid, addr: u64, max: usize) -> nix::Result<Vec<u8>> {
+    if addr == 0 {
+        return Err(nix::Error::EFAULT);
+    }
+    let mut out = Vec::new();
+    let mut at = addr;
+    loop {
+        let to_page = 4096 - (at as usize % 4096);
+        let chunk = read(pid, at, to_page)?;
+        if let Some(end) = chunk.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&chunk);
+        if out.len() >= max {
+            return Err(nix::Error::ENAMETOOLONG);
+        }
+        at += to_page as u64;
+    }
+}
+
+/// Writes `data` at `addr` of the tracee.
+pub(super) fn write(pid: Pid, addr: u64, data: &[u8]) -> nix::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let remote = [nix::sys::uio::RemoteIoVec {
+        base: addr as usize,
+        len: data.len(),
+    }];
+    let n = nix::sys::uio::process_vm_writev(pid, &[IoSlice::new(data)], &remote)?;
+    if n != data.len() {
+        return Err(nix::Error::EFAULT);
+    }
+    Ok(())
+}
+
+/// The pointers of a NULL-terminated array (argv), at most `max` of them.
+pub(super) fn read_ptrs(pid: Pid, addr: u64, max: usize) -> nix::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    if addr == 0 {
+        return Ok(out);
+    }
+    let mut at = addr;
+    loop {
+        let words = (4096 - (at as usize % 4096)) / 8;
+        let chunk = read(pid, at, words.max(1) * 8)?;
+        for w in chunk.chunks_exact(8) {
+            let p = u64::from_ne_bytes(w.try_into().map_err(|_| nix::Error::EFAULT)?);
+            if p == 0 {
+                return Ok(out);
+            }
+            out.push(p);
+            if out.len() > max {
+                return Err(nix::Error::E2BIG);
+            }
+        }
+        at += (words.max(1) * 8) as u64;
+    }
+}
+
+/// Where the tracer writes the strings it gives a call: a private mapping
+/// made in the tracee by an injected mmap, a bump allocator over it.
+pub(super) struct Scratch {
+    pub base: u64,
+    pub used: usize,
+}
+
+/// The size of a thread's scratch mapping: room for a rewritten argv.
+pub(super) const SCRATCH_LEN: usize = 1 << 20;
+
+impl Scratch {
+    /// Puts `data` in the tracee's scratch and returns its address.
+    pub fn put(&mut self, pid: Pid, data: &[u8]) -> nix::Result<u64> {
+        let len = (data.len() + 15) & !15;
+        if self.used + len > SCRATCH_LEN {
+            return Err(nix::Error::E2BIG);
+        }
+        let addr = self.base + self.used as u64;
+        write(pid, addr, data)?;
+        self.used += len;
+        Ok(addr)
+    }
+
+    /// A NUL-terminated copy of `s`.
+    pub fn put_cstr(&mut self, pid: Pid, s: &[u8]) -> nix::Result<u64> {
+        let mut v = Vec::with_capacity(s.len() + 1);
+        v.extend_from_slice(s);
+        v.push(0);
+        self.put(pid, &v)
+    }
+}
