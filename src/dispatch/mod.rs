@@ -16,6 +16,7 @@ pub(crate) mod users;
 use crate::cache::key::KeyBuilder;
 use crate::cache::Cache;
 use crate::context::{BuildContext, ContextError};
+use crate::dockerfile::checks::{self, CheckConfig};
 use crate::dockerfile::shell::{self, Env, ShellError};
 use crate::dockerfile::{Dockerfile, Instruction, InstructionError, Location, Stage};
 use crate::image::remote::{self, ManifestFormat, RemoteError, RemoteImage};
@@ -40,6 +41,8 @@ pub enum BuildError {
     Dockerfile(#[from] InstructionError),
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
+    #[error(transparent)]
+    Checks(#[from] crate::dockerfile::checks::CheckError),
     /// Any error of one instruction, with its Dockerfile line; the cause stays
     /// reachable through `source()`.
     #[error("Dockerfile:{line}: {}: {text}", crate::log::one_line(source.as_ref()))]
@@ -313,8 +316,10 @@ pub async fn build(
 ) -> Result<Image, BuildError> {
     use futures_util::stream::{FuturesUnordered, StreamExt};
     let overrides: BTreeMap<String, String> = opts.build_args.iter().cloned().collect();
+    let check_config = CheckConfig::of(df, &overrides)?;
     let mut plan = crate::plan::plan(df, &overrides, opts.target.as_deref(), &opts.platform)?;
     let mut bases = fetch_bases(session, df, &mut plan, opts).await?;
+    run_checks(df, &plan, &overrides, &bases, opts, &check_config)?;
     let b = Build {
         session,
         df,
@@ -370,7 +375,7 @@ pub async fn build(
     }
     let used = b.used_args.lock().map(|u| u.clone()).unwrap_or_default();
     for k in overrides.keys() {
-        if !used.contains(k) && !run::is_proxy_arg(k) {
+        if !used.contains(k) && !run::is_proxy_arg(k) && k != checks::CHECK_BUILD_ARG {
             crate::log_warn!("build argument {k} was not consumed by any ARG");
         }
     }
@@ -435,6 +440,51 @@ pub async fn build(
         layers,
         format,
     })
+}
+
+/// BuildKit's build checks, once the bases are resolved and before any step
+/// runs (where BuildKit runs them): each violation is a warning line, and with
+/// `error=true` any of them fails the build.
+fn run_checks(
+    df: &Dockerfile,
+    plan: &crate::plan::Plan,
+    overrides: &BTreeMap<String, String>,
+    bases: &HashMap<usize, RemoteImage>,
+    opts: &BuildOptions,
+    config: &CheckConfig,
+) -> Result<(), BuildError> {
+    let facts: HashMap<usize, checks::BaseFacts> = bases
+        .iter()
+        .map(|(&i, image)| {
+            let stage = &df.stages[i];
+            let expected = base_of(df, stage, &plan.global, opts).ok().map(|(_, p)| p);
+            let c = &image.config;
+            let facts = checks::BaseFacts {
+                name: shell::expand(&stage.image, df.escape, &plan.global).unwrap_or_default(),
+                env: c.config.env_pairs(),
+                shell: c.config.shell.as_ref().is_some_and(|s| !s.is_empty()),
+                expected,
+                actual: (!c.os.is_empty()).then(|| Platform {
+                    architecture: c.architecture.clone(),
+                    os: c.os.clone(),
+                    variant: None,
+                }),
+            };
+            (i, facts)
+        })
+        .collect();
+    let scope = checks::Scope {
+        build_args: overrides,
+        predefined: &plan.predefined,
+        global: &plan.global,
+        stages: &plan.stages,
+        bases: &facts,
+    };
+    let kept = config.keep(checks::collect(df, &scope));
+    for w in &kept {
+        crate::log_warn!("{w}");
+    }
+    Ok(config.verdict(&kept)?)
 }
 
 /// The registry bases of the stages to build, fetched at once before any stage

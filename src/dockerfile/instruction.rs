@@ -135,6 +135,8 @@ pub struct Dockerfile {
     pub syntax: Option<String>,
     pub global_args: Vec<(Location, ArgList)>,
     pub stages: Vec<Stage>,
+    /// What the build checks read that the instructions drop.
+    pub(crate) facts: super::checks::Facts,
 }
 
 impl Dockerfile {
@@ -190,6 +192,7 @@ pub fn parse_dockerfile(text: &str) -> Result<Dockerfile, InstructionError> {
         syntax: ast.syntax.clone(),
         global_args: Vec::new(),
         stages: Vec::new(),
+        facts: super::checks::Facts::of(&ast),
     };
     for node in &ast.nodes {
         let at = Location {

@@ -1,6 +1,7 @@
 //! Dockerfile reading: parser (text → nodes), instructions (nodes → stages),
-//! shell (word expansion).
+//! shell (word expansion), checks (BuildKit's build checks).
 
+pub(crate) mod checks;
 pub(crate) mod instruction;
 pub(crate) mod mount;
 pub(crate) mod parser;

@@ -53,6 +53,11 @@ pub struct Heredoc {
 pub(crate) struct Ast {
     pub escape: char,
     pub syntax: Option<String>,
+    /// `# check=` as written: which build checks run and whether they fail the build.
+    pub check: Option<String>,
+    /// The last line of each instruction that had an empty continuation line
+    /// (where BuildKit reports NoEmptyContinuation).
+    pub empty_continuations: Vec<usize>,
     pub nodes: Vec<Node>,
 }
 
@@ -68,6 +73,7 @@ pub fn parse(text: &str) -> Result<Ast, ParseError> {
     };
     let mut d = Directives::default();
     let mut nodes = Vec::new();
+    let mut empty_continuations = Vec::new();
     let mut i = 0;
     while i < count {
         let raw = trim_newline(lines[i]);
@@ -78,6 +84,7 @@ pub fn parse(text: &str) -> Result<Ast, ParseError> {
         if end_of_line && line.is_empty() {
             continue;
         }
+        let mut empty_continuation = false;
         while !end_of_line && i < count {
             let raw = trim_newline(lines[i]);
             let cont = d.process_line(raw, false)?;
@@ -86,11 +93,15 @@ pub fn parse(text: &str) -> Result<Ast, ParseError> {
                 continue;
             }
             if trim_leading_ws(cont).is_empty() {
+                empty_continuation = true;
                 continue;
             }
             let (c, eol) = d.trim_continuation(cont);
             line.push_str(&c);
             end_of_line = eol;
+        }
+        if empty_continuation {
+            empty_continuations.push(i);
         }
         let mut node = node_from_line(&line, &d).map_err(|message| ParseError {
             line: start,
@@ -146,6 +157,8 @@ pub fn parse(text: &str) -> Result<Ast, ParseError> {
     Ok(Ast {
         escape: d.escape,
         syntax: d.syntax,
+        check: d.check,
+        empty_continuations,
         nodes,
     })
 }
@@ -153,6 +166,7 @@ pub fn parse(text: &str) -> Result<Ast, ParseError> {
 struct Directives {
     escape: char,
     syntax: Option<String>,
+    check: Option<String>,
     done: bool,
     seen: Vec<String>,
 }
@@ -162,6 +176,7 @@ impl Default for Directives {
         Directives {
             escape: '\\',
             syntax: None,
+            check: None,
             done: false,
             seen: Vec::new(),
         }
@@ -217,6 +232,7 @@ impl Directives {
                 }
             }
             "syntax" => self.syntax = Some(value.to_string()),
+            "check" => self.check = Some(value.to_string()),
             _ => {}
         }
         Ok(())

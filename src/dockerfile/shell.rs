@@ -5,7 +5,7 @@
 //! One pass produces both the joined word (`expand`) and the word list split on
 //! unquoted whitespace that came from the source or from a variable (`expand_words`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A word that could not be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +48,33 @@ pub fn process(word: &str, escape: char, env: &Env) -> Result<Expanded, ShellErr
 }
 
 fn run(word: &str, escape: char, quotes: bool, env: &Env) -> Result<Expanded, ShellError> {
+    run_with_matches(word, escape, quotes, env).0
+}
+
+/// The variables one expansion looked up, found or not (BuildKit's
+/// `ProcessWordWithMatches`): the build checks read them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Matches {
+    pub matched: BTreeSet<String>,
+    pub unmatched: BTreeSet<String>,
+}
+
+/// Expands `word` and says which variables it looked up; the matches are
+/// known even when the expansion fails.
+pub(crate) fn process_with_matches(
+    word: &str,
+    escape: char,
+    env: &Env,
+) -> (Result<Expanded, ShellError>, Matches) {
+    run_with_matches(word, escape, true, env)
+}
+
+fn run_with_matches(
+    word: &str,
+    escape: char,
+    quotes: bool,
+    env: &Env,
+) -> (Result<Expanded, ShellError>, Matches) {
     let mut lx = Lexer {
         chars: word.chars().collect(),
         pos: 0,
@@ -55,14 +82,16 @@ fn run(word: &str, escape: char, quotes: bool, env: &Env) -> Result<Expanded, Sh
         raw_escapes: false,
         quotes,
         env,
+        matches: Matches::default(),
     };
-    match lx.stop_on(None, false) {
+    let result = match lx.stop_on(None, false) {
         Ok((w, ws)) => Ok(Expanded { word: w, words: ws }),
         Err(reason) => Err(ShellError {
             word: word.to_string(),
             reason,
         }),
-    }
+    };
+    (result, lx.matches)
 }
 
 #[derive(Default)]
@@ -110,6 +139,7 @@ struct Lexer<'e> {
     /// Quotes group and are removed (off for heredoc bodies).
     quotes: bool,
     env: &'e Env,
+    matches: Matches,
 }
 
 type LexResult<T> = Result<T, String>;
@@ -127,7 +157,13 @@ impl Lexer<'_> {
     }
 
     fn lookup(&mut self, name: &str) -> Option<String> {
-        self.env.get(name).cloned()
+        let found = self.env.get(name).cloned();
+        let seen = match found {
+            Some(_) => &mut self.matches.matched,
+            None => &mut self.matches.unmatched,
+        };
+        seen.insert(name.to_string());
+        found
     }
 
     /// Reads until `stop` (consumed) or the end; `raw` keeps escape characters.
