@@ -119,7 +119,7 @@ pub struct Cli {
     /// Log lines as color (levels in color on a terminal, text elsewhere), text, or JSON (one object per line).
     #[arg(help_heading = "Logging", long, value_enum, default_value_t = LogFormat::Color)]
     pub log_format: LogFormat,
-    /// The terminal view, as BuildKit names it: auto (a progress line when stderr is a terminal), plain (never), tty (always), rawjson (JSON log lines, as --log-format=json).
+    /// The terminal view, as BuildKit names it: auto (bars and step timers when stderr is a terminal), plain (never), tty (always), rawjson (JSON log lines, as --log-format=json).
     #[arg(help_heading = "Logging", long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,
     /// Start each text log line with its time (RFC 3339).
@@ -592,7 +592,7 @@ pub struct Outputs {
     pub digest_file: Option<PathBuf>,
     pub image_name_with_digest_file: Option<PathBuf>,
     pub image_name_tag_with_digest_file: Option<PathBuf>,
-    /// A progress line on a terminal (never with JSON logs).
+    /// The terminal view: bars and step timers (never with JSON logs).
     pub progress: bool,
     /// `--push-ignore-immutable-tag-errors`.
     pub ignore_immutable_tags: bool,
@@ -672,7 +672,7 @@ impl Cli {
         }
         let platform = platform(&self.custom_platform)?;
         let cache = self.cache_settings(&destinations)?;
-        let progress = self.progress_line();
+        let progress = self.terminal_view();
         let mut registry = RegistryOptions {
             insecure_push: self.insecure,
             insecure_pull: self.insecure_pull,
@@ -824,11 +824,11 @@ impl Verbosity {
 /// `--progress`, BuildKit's modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Progress {
-    /// The progress line only when stderr is a terminal.
+    /// The terminal view only when stderr is a terminal.
     Auto,
-    /// Log lines only, never the progress line.
+    /// Log lines only, never the terminal view.
     Plain,
-    /// The progress line whatever stderr is.
+    /// The terminal view whatever stderr is.
     Tty,
     /// JSON log lines (Kiln's, as --log-format=json; not BuildKit's raw solve status).
     Rawjson,
@@ -840,8 +840,8 @@ impl Cli {
         self.log_format == LogFormat::Json || self.progress == Progress::Rawjson
     }
 
-    /// Whether the progress line is drawn: never among JSON lines.
-    pub fn progress_line(&self) -> bool {
+    /// Whether the terminal view is drawn: never among JSON lines.
+    pub fn terminal_view(&self) -> bool {
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         !self.json_log()
             && match self.progress {
@@ -1071,13 +1071,13 @@ mod tests {
         assert!(key_values("label", &["=x".into()], false).is_err());
         // BuildKit's --progress names.
         let c = Cli::try_parse_from(["executor", "--progress=plain"]).unwrap();
-        assert!(!c.progress_line() && !c.json_log());
+        assert!(!c.terminal_view() && !c.json_log());
         let c = Cli::try_parse_from(["executor", "--progress=tty"]).unwrap();
-        assert!(c.progress_line());
+        assert!(c.terminal_view());
         let c = Cli::try_parse_from(["executor", "--progress=tty", "--log-format=json"]).unwrap();
-        assert!(!c.progress_line(), "never among JSON lines");
+        assert!(!c.terminal_view(), "never among JSON lines");
         let c = Cli::try_parse_from(["executor", "--progress=rawjson"]).unwrap();
-        assert!(c.json_log() && !c.progress_line());
+        assert!(c.json_log() && !c.terminal_view());
         assert!(Cli::try_parse_from(["executor", "--progress=fancy"]).is_err());
         // Kaniko's default log format and every logrus level are taken.
         let c = Cli::try_parse_from(["executor", "--log-format=color", "-v", "trace"]).unwrap();

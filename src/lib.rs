@@ -14,6 +14,7 @@ pub mod log;
 pub mod pathname;
 pub mod plan;
 pub mod procs;
+pub mod progress;
 pub mod publish;
 pub mod registry;
 pub mod report;

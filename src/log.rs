@@ -2,7 +2,6 @@
 //! (`--log-format json`) for log collectors. The format and level are process-wide
 //! settings, chosen once at start-up.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 static JSON: AtomicBool = AtomicBool::new(false);
@@ -12,46 +11,8 @@ static COLOR: AtomicBool = AtomicBool::new(false);
 static LEAST: AtomicU8 = AtomicU8::new(Level::Info as u8);
 /// `--log-timestamp`: text lines start with their time.
 static TIMESTAMP: AtomicBool = AtomicBool::new(false);
-/// A progress line may stand on the terminal: log lines clear it first.
-static PROGRESS: AtomicBool = AtomicBool::new(false);
 /// A command's output ended without its newline: the next line starts anew.
 static OPEN_LINE: AtomicBool = AtomicBool::new(false);
-
-/// Shows `text` as the terminal's last line until the next log line (or `None`).
-/// Not while a command's line stands open: it would be erased.
-pub fn progress(text: Option<&str>) {
-    let mut err = std::io::stderr().lock();
-    match text {
-        Some(_) if OPEN_LINE.load(Ordering::Relaxed) => {}
-        Some(t) => {
-            PROGRESS.store(true, Ordering::Relaxed);
-            // A wrapped line could not be cleared: 79 characters fit an
-            // 80-column terminal.
-            let _ = write!(err, "\r\x1b[2K{}", fit(t, 79));
-        }
-        None => {
-            if PROGRESS.swap(false, Ordering::Relaxed) {
-                let _ = write!(err, "\r\x1b[2K");
-            }
-        }
-    }
-    let _ = err.flush();
-}
-
-/// `text` cut to `width` characters, the last one `…` when cut.
-fn fit(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        return text.to_string();
-    }
-    let mut t: String = text.chars().take(width.saturating_sub(1)).collect();
-    t.push('…');
-    t
-}
-
-/// Whether the progress line stands on the terminal now (a log line clears it).
-pub fn progress_shown() -> bool {
-    PROGRESS.load(Ordering::Relaxed)
-}
 
 /// An error and its causes on one line. Causes whose text an outer message already
 /// carries (the `"{op}: {source}"` pattern) are not repeated.
@@ -158,25 +119,17 @@ pub fn emit_with(level: Level, msg: std::fmt::Arguments<'_>, fields: serde_json:
             format!("{word} {msg}")
         }
     };
-    let mut err = std::io::stderr().lock();
-    make_room(&mut err);
-    let _ = writeln!(err, "{line}");
-}
-
-/// Before a line of its own: the progress line goes, and a command's line left
-/// open (output without its newline yet) is ended.
-fn make_room(err: &mut impl Write) {
-    if PROGRESS.swap(false, Ordering::Relaxed) {
-        let _ = write!(err, "\r\x1b[2K");
-    }
+    // A command's line left open (output without its newline yet) is ended
+    // first; the terminal view puts the line above its bars.
     if OPEN_LINE.swap(false, Ordering::Relaxed) {
-        let _ = writeln!(err);
+        crate::progress::write(b"\n");
     }
+    crate::progress::write(format!("{line}\n").as_bytes());
 }
 
 /// A RUN command's output (its stdout and stderr through one pipe), written
-/// to stderr as it comes: whole lines at once, each after the progress line
-/// is cleared, so neither is glued to the other; a line the command leaves
+/// to stderr as it comes: whole lines at once, above the terminal view's
+/// bars, so neither is glued to the other; a line the command leaves
 /// open for a while is written as it stands (see [`CommandOutput::flush`]).
 #[derive(Default)]
 pub struct CommandOutput {
@@ -211,7 +164,7 @@ impl CommandOutput {
     pub fn finish(mut self) {
         self.flush();
         if OPEN_LINE.swap(false, Ordering::Relaxed) {
-            let _ = writeln!(std::io::stderr().lock());
+            crate::progress::write(b"\n");
         }
     }
 
@@ -256,12 +209,7 @@ pub fn relay_output(reader: std::io::PipeReader) -> std::sync::mpsc::Receiver<()
 }
 
 fn write_output(bytes: &[u8]) {
-    let mut err = std::io::stderr().lock();
-    if PROGRESS.swap(false, Ordering::Relaxed) {
-        let _ = write!(err, "\r\x1b[2K");
-    }
-    let _ = err.write_all(bytes);
-    let _ = err.flush();
+    crate::progress::write(bytes);
     OPEN_LINE.store(!bytes.ends_with(b"\n"), Ordering::Relaxed);
 }
 
@@ -292,15 +240,6 @@ mod tests {
     struct Outer {
         op: String,
         source: std::io::Error,
-    }
-
-    #[test]
-    fn the_progress_line_fits_80_columns() {
-        assert_eq!(super::fit("pulled 1.0 MB", 79), "pulled 1.0 MB");
-        let long = "x".repeat(100);
-        let cut = super::fit(&long, 79);
-        assert_eq!(cut.chars().count(), 79);
-        assert!(cut.ends_with('…'));
     }
 
     #[test]

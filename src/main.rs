@@ -158,53 +158,6 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// On a terminal, one line shows bytes moved and the step under way with its
-/// time so far; elsewhere (CI logs) only plain lines. A log line or a
-/// command's output clears it; it comes back at the next tick.
-fn spawn_progress(session: &Session, on: bool) -> Option<ProgressLine> {
-    on.then(|| {
-        let t = session.registry.transfer.clone();
-        let steps = session.steps.clone();
-        tokio::spawn(async move {
-            let mut last = String::new();
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                let now = (
-                    t.down.load(std::sync::atomic::Ordering::Relaxed),
-                    t.up.load(std::sync::atomic::Ordering::Relaxed),
-                );
-                let step = steps.current();
-                if now == (0, 0) && step.is_none() {
-                    continue;
-                }
-                // The step under way, with its running time.
-                let text = format!(
-                    "pulled {:.1} MB, pushed {:.1} MB{}",
-                    now.0 as f64 / 1e6,
-                    now.1 as f64 / 1e6,
-                    step.map(|s| format!(" · {s}")).unwrap_or_default()
-                );
-                if text != last || !kiln::log::progress_shown() {
-                    kiln::log::progress(Some(&text));
-                    last = text;
-                }
-            }
-        })
-    })
-    .map(ProgressLine)
-}
-
-/// The progress line's task: stopped, and the line cleared, when the build
-/// ends either way, so nothing is drawn after the last line.
-struct ProgressLine(tokio::task::JoinHandle<()>);
-
-impl Drop for ProgressLine {
-    fn drop(&mut self) {
-        self.0.abort();
-        kiln::log::progress(None);
-    }
-}
-
 /// Tarball and OCI layout if asked, then every destination: all blobs first,
 /// manifests last.
 async fn publish_all(
@@ -266,7 +219,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
             "--progress=rawjson: Kiln writes its own JSON log lines (as --log-format=json), not BuildKit's raw solve status"
         ),
         cli::Progress::Tty if cli.json_log() => kiln::log_info!(
-            "--progress=tty: no progress line among JSON log lines"
+            "--progress=tty: no terminal view among JSON log lines"
         ),
         _ => {}
     }
@@ -364,7 +317,8 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         single_snapshot: o.single_snapshot,
         image_format: o.image_format,
     };
-    let progress = spawn_progress(&session, o.outputs.progress);
+    // The terminal view: bars and step timers below the log until the end.
+    let view = kiln::progress::start(o.outputs.progress);
     let ctx = BuildContext::open(&context, dockerfile.as_deref())?;
     let image = dispatch::build(&session, &df, &ctx, &opts).await?;
     let s = publish::serialize(&image, &o.annotations)?;
@@ -401,7 +355,6 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
             .collect();
         std::fs::write(p, lines).with_context(|| format!("writing {}", p.display()))?;
     }
-    drop(progress);
     let t = &session.registry.transfer;
     kiln::report::summary(
         started.elapsed(),
@@ -410,6 +363,8 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         session.unpack.totals(),
         t.push.totals(),
     );
+    // Its last frame stays, its line ended before the digest on stdout.
+    drop(view);
     println!("{}", s.manifest_digest);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! What a build took: each step's wall time and whether the cache served it,
 //! and the pull, unpack and push phases' bytes and wall time, for the step-end
-//! log lines and the summary at the end.
+//! log lines and the summary at the end; a step's running timer on the
+//! terminal view while it runs.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -125,32 +126,17 @@ pub struct StepTime {
 #[derive(Debug, Default)]
 pub struct Steps {
     done: Mutex<Vec<StepTime>>,
-    /// Steps under way by number: `[n/total] text` and when they started.
-    running: Mutex<std::collections::BTreeMap<usize, (String, Instant)>>,
+    /// Steps under way by number, each with its timer on the terminal view.
+    running: Mutex<std::collections::BTreeMap<usize, crate::progress::StepTimer>>,
 }
 
 impl Steps {
     /// A step has started (its first line is logged by the caller).
     pub fn start(&self, n: usize, total: usize, text: &str) {
+        let timer = crate::progress::step(&format!("[{n}/{total}] {text}"));
         if let Ok(mut r) = self.running.lock() {
-            r.insert(n, (format!("[{n}/{total}] {text}"), Instant::now()));
+            r.insert(n, timer);
         }
-    }
-
-    /// The step under way the longest, as the progress line names it: its
-    /// number and instruction (cut to 40 characters) and its time so far.
-    pub fn current(&self) -> Option<String> {
-        let r = self.running.lock().ok()?;
-        let (label, since) = r.values().min_by_key(|(_, t)| *t)?;
-        let mut short: String = label.chars().take(40).collect();
-        if short.len() < label.len() {
-            short.push('…');
-        }
-        let more = match r.len() {
-            1 => String::new(),
-            n => format!(" (+{} more)", n - 1),
-        };
-        Some(format!("{short} {}{more}", seconds(since.elapsed())))
     }
 
     /// Logs the step's end (`[n/total] DONE 0.3s`, `CACHED`, `ERROR`) and keeps it.
@@ -206,7 +192,7 @@ pub fn seconds(d: Duration) -> String {
     }
 }
 
-/// Bytes for people: `340.1 MB` (decimal units, as the progress line counts).
+/// Bytes for people: `340.1 MB` (decimal units, as the terminal view counts).
 pub fn bytes(n: u64) -> String {
     let n = n as f64;
     if n >= 1e9 {
@@ -321,32 +307,6 @@ mod tests {
         let t = p.totals();
         assert_eq!((t.bytes, t.items), (15, 2));
         assert!(t.busy >= Duration::from_millis(50) && t.busy < Duration::from_millis(95));
-    }
-
-    #[test]
-    fn the_progress_line_names_the_step_under_way_longest() {
-        let s = Steps::default();
-        assert_eq!(s.current(), None);
-        s.start(2, 4, "RUN make all && make install && make check-all");
-        s.start(3, 4, "COPY a b");
-        assert_eq!(
-            s.current()
-                .as_deref()
-                .map(|c| c.split(' ').take(3).collect::<Vec<_>>()),
-            Some(vec!["[2/4]", "RUN", "make"])
-        );
-        let c = s.current().unwrap_or_default();
-        assert!(c.contains("…") && c.ends_with("s (+1 more)"), "{c}");
-        s.finish(StepTime {
-            n: 2,
-            total: 4,
-            text: "RUN".into(),
-            took: Duration::ZERO,
-            outcome: Outcome::Done,
-        });
-        assert!(s
-            .current()
-            .is_some_and(|c| c.starts_with("[3/4] COPY a b 0.0s")));
     }
 
     #[test]

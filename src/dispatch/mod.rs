@@ -266,7 +266,7 @@ pub struct Session {
     pub compression: crate::layer::writer::Compression,
     pub created: String,
     pub now: u64,
-    /// The steps under way (for the progress line) and every finished
+    /// The steps under way (timers on the terminal view) and every finished
     /// step's time (for the summary).
     pub steps: std::sync::Arc<crate::report::Steps>,
     /// Unpacking layers into stage roots.

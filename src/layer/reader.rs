@@ -94,10 +94,15 @@ impl Compression {
 
 /// The uncompressed tar stream of a layer blob or archive.
 pub(crate) fn open_decompressed(path: &Path) -> io::Result<Box<dyn Read>> {
+    open_decompressed_shown(path, &crate::progress::Bar::none())
+}
+
+/// [`open_decompressed`], the blob's bytes counted on `bar` as they are read.
+fn open_decompressed_shown(path: &Path, bar: &crate::progress::Bar) -> io::Result<Box<dyn Read>> {
     let mut head = [0u8; 6];
     let mut file = File::open(path)?;
     let n = read_full(&mut file, &mut head)?;
-    let file = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let file = BufReader::with_capacity(1 << 20, bar.reading(File::open(path)?));
     Ok(match Compression::sniff(&head[..n]) {
         Compression::Gzip => Box::new(GzDecoder::new(file)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(file)?),
@@ -119,7 +124,20 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Calls `f` for every entry of the layer at `path`, with a reader for its bytes.
-pub(crate) fn for_each_entry<F>(path: &Path, label: &str, mut f: F) -> Result<(), ReadError>
+pub(crate) fn for_each_entry<F>(path: &Path, label: &str, f: F) -> Result<(), ReadError>
+where
+    F: FnMut(Entry, &mut dyn Read) -> Result<(), ReadError>,
+{
+    for_each_entry_shown(path, label, &crate::progress::Bar::none(), f)
+}
+
+/// [`for_each_entry`], the blob's bytes counted on `bar` (unpacking a root).
+pub(crate) fn for_each_entry_shown<F>(
+    path: &Path,
+    label: &str,
+    bar: &crate::progress::Bar,
+    mut f: F,
+) -> Result<(), ReadError>
 where
     F: FnMut(Entry, &mut dyn Read) -> Result<(), ReadError>,
 {
@@ -127,7 +145,7 @@ where
         layer: label.to_string(),
         source,
     };
-    let reader = open_decompressed(path).map_err(io_err)?;
+    let reader = open_decompressed_shown(path, bar).map_err(io_err)?;
     for_each_in_stream(reader, label, Names::Layer, &mut f)
 }
 

@@ -99,8 +99,10 @@ impl Registry {
             source,
         };
         let mut last_err = None;
+        let bar = crate::progress::bar(crate::progress::Kind::Download, digest.as_str(), size);
         for _ in 0..=self.opts.retries {
             last_err = None;
+            bar.restart();
             let mut resp = fetch().await?;
             if !resp.status().is_success() {
                 let status = resp.status();
@@ -113,9 +115,7 @@ impl Registry {
             loop {
                 match resp.chunk().await {
                     Ok(Some(chunk)) => {
-                        self.transfer
-                            .down
-                            .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        bar.add(chunk.len() as u64);
                         got += chunk.len() as u64;
                         if got > size {
                             return Err(RegistryError::TooLarge {
@@ -151,6 +151,7 @@ impl Registry {
                     actual: actual.to_string(),
                 });
             }
+            bar.done();
             return Ok(got);
         }
         Err(last_err.unwrap_or_else(|| RegistryError::Io {
@@ -278,21 +279,23 @@ impl Registry {
                         op: format!("reading {}", file_path.display()),
                         source,
                     })?;
-            let counter = self.transfer.clone();
+            let bar = crate::progress::bar(crate::progress::Kind::Upload, digest, size);
+            let counter = bar.counter();
             let stream = futures_util::StreamExt::inspect(
                 tokio_util::io::ReaderStream::with_capacity(body_file, 256 * 1024),
                 move |chunk| {
                     if let Ok(c) = chunk {
-                        counter
-                            .up
-                            .fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        counter.add(c.len() as u64);
                     }
                 },
             );
             let body = reqwest::Body::wrap_stream(stream);
             let result = req.body(body).send().await;
             let retryable = match result {
-                Ok(resp) if resp.status() == StatusCode::CREATED => return Ok(()),
+                Ok(resp) if resp.status() == StatusCode::CREATED => {
+                    bar.done();
+                    return Ok(());
+                }
                 Ok(resp) => {
                     let s = resp.status();
                     if !retryable_status(s) || attempt >= self.opts.retries {

@@ -127,12 +127,10 @@ pub struct RawManifest {
     pub digest: Digest,
 }
 
-/// Bytes moved so far, for the progress line on a terminal; and the pull and
-/// push phases' layers, bytes and wall time, for the log and the summary.
+/// The pull and push phases' layers, bytes and wall time, for the log and
+/// the summary (the bytes under way are on the terminal view's bars).
 #[derive(Debug, Default)]
 pub struct Transfer {
-    pub down: std::sync::atomic::AtomicU64,
-    pub up: std::sync::atomic::AtomicU64,
     /// Layer downloads (the blob store's).
     pub pull: crate::report::Phase,
     /// Blob uploads to destinations (publish's).
@@ -140,7 +138,7 @@ pub struct Transfer {
 }
 
 pub struct Registry {
-    /// Shared with the progress display.
+    /// The phases' totals, read by the summary.
     pub transfer: std::sync::Arc<Transfer>,
     http: Client,
     http_unverified: Client,

@@ -110,7 +110,9 @@ impl ScratchRoot {
     /// Unpacks one layer blob.
     pub(crate) fn apply_layer(&self, blob: &Path, label: &str) -> Result<ApplyReport, ApplyError> {
         let mut st = LayerState::default();
-        reader::for_each_entry(blob, label, |e, data| {
+        let size = std::fs::metadata(blob).map(|m| m.len()).unwrap_or(0);
+        let bar = crate::progress::bar(crate::progress::Kind::Unpack, label, size);
+        reader::for_each_entry_shown(blob, label, &bar, |e, data| {
             self.apply_entry(&e, data, &mut st, label)
                 .map_err(|err| match err {
                     ApplyError::Read(r) => r,
@@ -136,6 +138,7 @@ impl ScratchRoot {
                 _ => {}
             }
         }
+        bar.done();
         Ok(st.report)
     }
 

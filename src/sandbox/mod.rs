@@ -389,7 +389,7 @@ fn run_helper(spec: &RunSpec, spec_file: &Path, probe: bool) -> Result<(), Sandb
     }
     // The command's stdout and stderr are log output (the executor's own stdout
     // carries only the digest): one pipe for both keeps their order, and the
-    // log module writes it line by line, clearing the progress line first.
+    // log module writes it line by line, above the terminal view's bars.
     let (reader, writer) = std::io::pipe().map_err(io("making the output pipe"))?;
     let writer2 = writer.try_clone().map_err(io("making the output pipe"))?;
     cmd.stdout(writer).stderr(writer2);
