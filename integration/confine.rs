@@ -435,3 +435,139 @@ fn no_step_outlives_its_build() {
         );
     }
 }
+
+/// What a traced step tries against the executor (pid 1 of its container,
+/// same uid): trace it, read its memory, signal it, open its /proc files.
+const PEEK: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <unistd.h>
+int main(void) {
+    long r = ptrace(PTRACE_ATTACH, 1, 0, 0);
+    printf("RESULT ptrace %s\n", r == 0 ? "ATTACHED" : strerror(errno));
+    char buf[8];
+    struct iovec l = {buf, 8}, rm = {(void *)0x400000, 8};
+    r = process_vm_readv(1, &l, 1, &rm, 1, 0);
+    printf("RESULT vm-read %s\n", r >= 0 ? "READ" : strerror(errno));
+    r = kill(1, SIGKILL);
+    printf("RESULT signal %s\n", r == 0 ? "SENT" : strerror(errno));
+    int fd = open("/proc/1/mem", O_RDONLY);
+    printf("RESULT proc-mem %s\n", fd >= 0 ? "OPENED" : strerror(errno));
+    fd = open("/proc/1/environ", O_RDONLY);
+    printf("RESULT proc-environ %s\n", fd >= 0 ? "OPENED" : strerror(errno));
+    return 0;
+}
+"#;
+
+/// The traced rung (setting C: Pod Security "restricted"), attacked from a
+/// Dockerfile: the push credentials at /kaniko/.docker/config.json, readable
+/// by the executor's uid, must not be reachable by name, through a symlink,
+/// `..`, /proc/self/root, /proc/1/root or a directory descriptor; the
+/// executor (pid 1, same uid) cannot be traced, read, signalled or have its
+/// /proc files opened; nothing of the credentials reaches the registry.
+#[test]
+fn traced_steps_reach_nothing_of_the_executor() {
+    let gcc = require("gcc", "apt-get install gcc libc6-dev");
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "base:1");
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(work.path().join("peek.c"), PEEK).unwrap();
+    run_ok(
+        Command::new(gcc).args([
+            "-static",
+            "-O2",
+            "-o",
+            ctx.join("peek").to_str().unwrap(),
+            work.path().join("peek.c").to_str().unwrap(),
+        ]),
+        "compiling the probe",
+    );
+    let token = "kiln-traced-creds-5e1d";
+    let creds = work.path().join("config.json");
+    std::fs::write(
+        &creds,
+        format!(r#"{{"auths":{{"elsewhere.example":{{"auth":"{token}"}}}}}}"#),
+    )
+    .unwrap();
+    let bb = "/usr/bin/busybox";
+    let c = "/kaniko/.docker/config.json";
+    let tries = [
+        ("name", format!("{bb} cat {c}")),
+        ("symlink", format!("{bb} ln -s / /up && {bb} cat /up{c}")),
+        ("dotdot", format!("cd /tmp && {bb} cat ../../../..{c}")),
+        ("proc-self-root", format!("{bb} cat /proc/self/root{c}")),
+        ("proc-1-root", format!("{bb} cat /proc/1/root{c}")),
+        (
+            "dirfd",
+            format!("exec 3</ && {bb} cat /proc/self/fd/3/..{c}"),
+        ),
+        ("cwd-link", format!("cd / && {bb} cat /proc/self/cwd/..{c}")),
+    ];
+    let mut steps: Vec<String> = tries
+        .iter()
+        .map(|(name, cmd)| {
+            format!(
+                "({cmd}) > /got-{name} 2>/dev/null; echo RESULT {name} $({bb} wc -c < /got-{name})"
+            )
+        })
+        .collect();
+    steps.push("/peek".to_string());
+    let df = format!(
+        "FROM {}/base:1\nCOPY peek /peek\nRUN {}\n",
+        reg.host,
+        steps.join("; ")
+    );
+    std::fs::write(ctx.join("Dockerfile"), &df).unwrap();
+    for dir in [work.path(), ctx.as_path()] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let mount = format!("{}:{c}:ro", creds.display());
+    let ws = format!("{}:/workspace:ro", ctx.display());
+    let mut args = Setting::C.restricted().unwrap_or_default().to_vec();
+    args.extend(["-v", &mount, "-v", &ws]);
+    let dest = format!("{}/peek:1", reg.host);
+    let out = docker_run_args(
+        &args,
+        executor_image(),
+        &[
+            "--context",
+            "/workspace",
+            "--dockerfile",
+            "/workspace/Dockerfile",
+            "--destination",
+            &dest,
+        ],
+    );
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("RUN runs traced"), "{log}");
+    let r = results(&out);
+    for (name, _) in tries {
+        assert_eq!(
+            r.get(name).map(String::as_str),
+            Some("0"),
+            "{name}: the credentials were read: {log}"
+        );
+    }
+    for (k, v) in [
+        ("ptrace", "Operation not permitted"),
+        ("vm-read", "Operation not permitted"),
+        ("signal", "Operation not permitted"),
+        ("proc-mem", "Permission denied"),
+        ("proc-environ", "Permission denied"),
+    ] {
+        assert_eq!(r.get(k).map(String::as_str), Some(v), "{k}: {log}");
+    }
+    assert!(
+        !registry_holds(&reg, token.as_bytes()),
+        "the credentials reached the registry"
+    );
+}

@@ -2,11 +2,12 @@
 //! A, root in the executor image with Docker's default seccomp (RUN in the
 //! container's own root); B, root in a container with Kubernetes' default
 //! (unconfined) seccomp, in the executor image; D, root on the host; E, a
-//! non-root user with a subuid range. Each builds the same steps, and the
+//! non-root user with a subuid range; C and O, Pod Security "restricted" and
+//! OpenShift's restricted-v2 (RUN traced). Each builds the same steps, and the
 //! layers must be the ones D makes (D is checked against BuildKit v0.21 by the
-//! differential suite). A outside Kiln's image and C (non-root, no
-//! capabilities) cannot isolate a command and must say what to change, naming
-//! the line, before anything is pushed.
+//! differential suite). A outside Kiln's image, and a restricted Pod where
+//! ptrace is denied too, cannot isolate a command and must say what to
+//! change, naming the line, before anything is pushed.
 
 mod common;
 
@@ -199,33 +200,62 @@ fn setting_a_outside_kilns_image_names_the_change() {
     assert!(err.contains("run Kiln's own image as root"), "{err}");
 }
 
+/// Pod Security "restricted" (C: uid 65532, no capabilities, no_new_privs,
+/// the runtime's default seccomp) and OpenShift's restricted-v2 (O: a random
+/// uid, gid 0): no namespaces and no root, so RUN runs traced; the layers are
+/// the host's, owners and set-id bits as the Dockerfile asked. With no volume
+/// at all, the image's own /kaniko (1777) holds the scratch dir.
 #[test]
-fn setting_c_non_root_refuses_run_at_plan_time_and_builds_without_it() {
+fn restricted_pods_run_run_traced() {
     let reg = TestRegistry::start();
     let ctx = basics_context(&reg);
-    let restricted = [
-        "--user",
-        "65532:65532",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-    ];
-    // The scratch dir where a non-root user may write (an emptyDir).
-    let restricted = [
-        &restricted[..],
-        &["--tmpfs", "/scratch:mode=1777", "-e", "KANIKO_DIR=/scratch"],
-    ]
-    .concat();
-    let out = in_image(&restricted, ctx.path(), &format!("{}/c:1", reg.host));
-    assert_refused(&out, &reg, "c:1", "runAsUser: 0");
+    let host = Setting::D.built(&reg, ctx.path(), "basics");
+    for s in [Setting::C, Setting::O] {
+        let out = s.build(
+            ctx.path(),
+            &format!("{}/{}", reg.host, s.repo("basics")),
+            &[],
+        );
+        assert_ok(&out);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            log.contains("RUN runs traced"),
+            "{s:?}: the log names the rung: {log}"
+        );
+        check_basics(&pull(&reg, &s.repo("basics")), &host, &format!("{s:?}"));
+    }
+    let restricted = Setting::C.restricted().unwrap_or_default();
+    let out = in_image(&restricted, ctx.path(), &format!("{}/c-own:1", reg.host));
+    assert_ok(&out);
+    check_basics(&pull(&reg, "c-own:1"), &host, "C without a volume");
+}
+
+/// Where ptrace is denied as well (gVisor, a profile that blocks it), no rung
+/// can run: the refusal names the line, ptrace and what to change.
+#[test]
+fn restricted_without_ptrace_names_it() {
+    let reg = TestRegistry::start();
+    let ctx = basics_context(&reg);
+    let profile = tempfile::tempdir().unwrap();
+    let file = profile.path().join("no-ptrace.json");
+    std::fs::write(
+        &file,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["ptrace"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", file.display());
+    let restricted = Setting::C.restricted().unwrap_or_default();
+    let args = [&restricted[..], &["--security-opt", &opt]].concat();
+    let out = in_image(&args, ctx.path(), &format!("{}/c:1", reg.host));
+    assert_refused(&out, &reg, "c:1", "ptrace is denied here");
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RuntimeDefault"), "{err}");
     // At plan time: before the base's layers were fetched.
     assert!(!err.contains("downloading layer"), "{err}");
     // The same image without RUN builds.
     let df = format!("FROM {}/base:1\nCOPY Dockerfile /df\n", reg.host);
     std::fs::write(ctx.path().join("Dockerfile"), df).unwrap();
-    let out = in_image(&restricted, ctx.path(), &format!("{}/c:2", reg.host));
+    let out = in_image(&args, ctx.path(), &format!("{}/c:2", reg.host));
     assert_ok(&out);
 }
 
@@ -327,7 +357,7 @@ fn run_mounts_in_every_setting() {
     );
     let build = |s: Setting| {
         let src = match s {
-            Setting::A | Setting::B => "/workspace/tok".to_string(),
+            Setting::A | Setting::B | Setting::C | Setting::O => "/workspace/tok".to_string(),
             _ => ctx.path().join("tok").display().to_string(),
         };
         let secret = format!("--secret=id=tok,src={src}");
@@ -356,7 +386,7 @@ fn run_mounts_in_every_setting() {
             "D: /{file}"
         );
     }
-    for s in [Setting::A, Setting::B, Setting::E] {
+    for s in [Setting::A, Setting::B, Setting::E, Setting::C] {
         let got = build(s);
         assert_eq!(
             got.layers, host.layers,

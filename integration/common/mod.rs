@@ -955,10 +955,33 @@ pub enum Setting {
     D,
     /// [`SUBUID_USER`] on this host.
     E,
+    /// Pod Security "restricted" in the executor image: uid 65532, no
+    /// capabilities, no_new_privs, Docker's default seccomp (RUN traced).
+    C,
+    /// OpenShift's restricted-v2: a random uid with gid 0, otherwise as C.
+    O,
 }
 
 impl Setting {
-    pub const RUN_CAPABLE: [Setting; 4] = [Setting::D, Setting::B, Setting::E, Setting::A];
+    pub const RUN_CAPABLE: [Setting; 5] =
+        [Setting::D, Setting::B, Setting::E, Setting::A, Setting::C];
+
+    /// The `docker run` arguments of a restricted setting (C, O).
+    pub fn restricted(self) -> Option<[&'static str; 6]> {
+        let user = match self {
+            Setting::C => "65532:65532",
+            Setting::O => "1000680000:0",
+            _ => return None,
+        };
+        Some([
+            "--user",
+            user,
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+        ])
+    }
 
     /// `NAME-SETTING:1`, the repository a test pushes this setting's result to.
     pub fn repo(self, name: &str) -> String {
@@ -996,7 +1019,7 @@ impl Setting {
                 let out = executor_as_subuid_user(scratch.path(), &args);
                 (out, leftovers(&scratch.path().join("work")))
             }
-            Setting::A | Setting::B => {
+            Setting::A | Setting::B | Setting::C | Setting::O => {
                 args[1] = "/workspace";
                 args[3] = "/workspace/Dockerfile";
                 let ws = format!("{c}:/workspace:ro");
@@ -1005,6 +1028,15 @@ impl Setting {
                 // A keeps Docker's default seccomp profile.
                 if self == Setting::B {
                     docker_args.extend(["--security-opt", "seccomp=unconfined"]);
+                }
+                if let Some(r) = self.restricted() {
+                    // An emptyDir any uid may write, as a Pod's is.
+                    std::fs::set_permissions(
+                        scratch.path(),
+                        std::fs::Permissions::from_mode(0o1777),
+                    )
+                    .expect("chmod scratch");
+                    docker_args.extend(r);
                 }
                 let out = docker_run_args(&docker_args, executor_image(), &args);
                 (out, leftovers(scratch.path()))

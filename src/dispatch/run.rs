@@ -367,9 +367,8 @@ fn traced_owners(entries: &mut Entries, root: &Path, table: &Path) {
         let Ok(m) = std::fs::symlink_metadata(root.join(crate::pathname::to_path(&path.0))) else {
             continue;
         };
-        let (uid, gid) = table
-            .get(&(m.dev(), m.ino()))
-            .copied()
+        let born = || sandbox::trace::owners::born(&m);
+        let (uid, gid) = sandbox::trace::owners::lookup(&table, (m.dev(), m.ino()), born)
             .unwrap_or_else(|| sandbox::trace::owners::seen(real, m.uid(), m.gid()));
         planned.meta.uid = u64::from(uid);
         planned.meta.gid = u64::from(gid);

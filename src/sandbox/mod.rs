@@ -280,7 +280,7 @@ pub(crate) fn probe(scratch: &Path) -> Result<Isolation, SandboxError> {
     let fix = match code {
         _ if !uid.is_root() => match where_ {
             Where::Container => format!(
-                "it runs as uid {uid} in a container, where nothing can isolate a command: run the container as root with an unconfined seccomp profile (securityContext: runAsUser: 0, runAsNonRoot: false, seccompProfile: {{type: Unconfined}}; docker run --user 0 --security-opt seccomp=unconfined), or build without RUN"
+                "it runs as uid {uid} in a container that may neither make namespaces nor trace its own children: allow ptrace (the runtime's default seccomp profile does: seccompProfile: {{type: RuntimeDefault}}; gVisor does not), or run the container as root with an unconfined seccomp profile (securityContext: runAsUser: 0, runAsNonRoot: false, seccompProfile: {{type: Unconfined}}), or build without RUN"
             ),
             Where::Host => format!(
                 "it runs as uid {uid} without a user namespace: give the user a range in /etc/subuid and /etc/subgid and install newuidmap and newgidmap (Debian: uidmap), or run as root"

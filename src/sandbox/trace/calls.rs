@@ -373,9 +373,17 @@ impl Tracer {
         if unsafe { libc::fstatat(libc::AT_FDCWD, c.as_ptr(), &mut st, flags) } != 0 {
             return Err(Errno::last());
         }
+        let born = || {
+            let m = if follow {
+                std::fs::metadata(host)
+            } else {
+                std::fs::symlink_metadata(host)
+            };
+            m.ok().and_then(|m| super::owners::born(&m))
+        };
         let (uid, gid) = self
             .owners
-            .owner((st.st_dev, st.st_ino), st.st_uid, st.st_gid);
+            .owner((st.st_dev, st.st_ino), st.st_uid, st.st_gid, born);
         st.st_uid = uid;
         st.st_gid = gid;
         if let Some(&(kind, rdev)) = self.nodes.get(&(st.st_dev, st.st_ino)) {
@@ -398,7 +406,7 @@ impl Tracer {
                 libc::AT_FDCWD,
                 c.as_ptr(),
                 flags,
-                mask,
+                mask | libc::STATX_BTIME,
                 st.as_mut_ptr(),
             )
         };
@@ -408,9 +416,15 @@ impl Tracer {
         let u32_at = |b: &[u8], o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         let ino = u64::from_ne_bytes(st[32..40].try_into().map_err(|_| Errno::EIO)?);
         let dev = libc::makedev(u32_at(&st, 136), u32_at(&st, 140));
+        let born = {
+            let sec = i64::from_ne_bytes(st[80..88].try_into().map_err(|_| Errno::EIO)?);
+            let nsec = u32_at(&st, 88);
+            (u32_at(&st, 0) & libc::STATX_BTIME != 0 && sec >= 0)
+                .then(|| sec as u128 * 1_000_000_000 + u128::from(nsec))
+        };
         let (uid, gid) = self
             .owners
-            .owner((dev, ino), u32_at(&st, 20), u32_at(&st, 24));
+            .owner((dev, ino), u32_at(&st, 20), u32_at(&st, 24), || born);
         st[20..24].copy_from_slice(&uid.to_ne_bytes());
         st[24..28].copy_from_slice(&gid.to_ne_bytes());
         if let Some(&(kind, rdev)) = self.nodes.get(&(dev, ino)) {
@@ -450,7 +464,8 @@ impl Tracer {
 
     fn record_made(&mut self, host: &Path, owner: (u32, u32)) {
         if let Ok(m) = std::fs::symlink_metadata(host) {
-            self.owners.set((m.dev(), m.ino()), owner.0, owner.1);
+            let born = super::owners::born(&m);
+            self.owners.set((m.dev(), m.ino()), owner.0, owner.1, born);
         }
     }
 
@@ -561,7 +576,8 @@ impl Tracer {
         }
         .map_err(io_errno)?;
         let inode = (m.dev(), m.ino());
-        let cur = self.owners.owner(inode, m.uid(), m.gid());
+        let born = super::owners::born(&m);
+        let cur = self.owners.owner(inode, m.uid(), m.gid(), || born);
         let keep = |v: u64| v as u32 == u32::MAX;
         let new = (
             if keep(uid) { cur.0 } else { uid as u32 },
@@ -571,7 +587,7 @@ impl Tracer {
         if me != 0 && (new.0 != cur.0 || cur.0 != me) {
             return Err(Errno::EPERM);
         }
-        self.owners.set(inode, new.0, new.1);
+        self.owners.set(inode, new.0, new.1, born);
         // As the kernel does on chown: a file loses its set-id bits.
         let mode = m.mode();
         if !m.is_dir() && !m.file_type().is_symlink() && mode & (libc::S_ISUID | libc::S_ISGID) != 0

@@ -5,7 +5,6 @@
 use nix::libc;
 use nix::sys::ptrace;
 use nix::unistd::Pid;
-use std::io::{IoSlice, IoSliceMut};
 
 /// The longest path the kernel takes (PATH_MAX, its NUL included).
 pub(super) const PATH_MAX: usize = 4096;
@@ -79,20 +78,47 @@ impl Regs {
     }
 }
 
+thread_local! {
+    /// Each tracee's /proc/TID/mem, opened once (the supervisor is one thread).
+    static MEMS: std::cell::RefCell<std::collections::HashMap<i32, std::fs::File>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Forgets a thread's memory file: it exec'd (a new address space) or ended.
+pub(super) fn forget(pid: Pid) {
+    MEMS.with(|m| m.borrow_mut().remove(&pid.as_raw()));
+}
+
+/// Runs `f` on the tracee's memory file. Through /proc/TID/mem, not
+/// process_vm_readv/writev: container runtimes' default seccomp profiles
+/// allow those only with CAP_SYS_PTRACE, while a tracer may always use its
+/// tracee's mem file.
+fn with_mem<T>(pid: Pid, f: impl FnOnce(&std::fs::File) -> std::io::Result<T>) -> nix::Result<T> {
+    MEMS.with(|m| {
+        let mut m = m.borrow_mut();
+        let file = match m.entry(pid.as_raw()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(format!("/proc/{pid}/mem"))
+                    .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+                v.insert(file)
+            }
+        };
+        f(file).map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EFAULT)))
+    })
+}
+
 /// Reads `len` bytes at `addr` of the tracee.
 pub(super) fn read(pid: Pid, addr: u64, len: usize) -> nix::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; len];
     if len == 0 {
         return Ok(buf);
     }
-    let remote = [nix::sys::uio::RemoteIoVec {
-        base: addr as usize,
-        len,
-    }];
-    let n = nix::sys::uio::process_vm_readv(pid, &mut [IoSliceMut::new(&mut buf)], &remote)?;
-    if n != len {
-        return Err(nix::Error::EFAULT);
-    }
+    with_mem(pid, |f| f.read_exact_at(&mut buf, addr))?;
     Ok(buf)
 }
 
@@ -121,18 +147,11 @@ pub(super) fn read_cstr(pid: Pid, addr: u64, max: usize) -> nix::Result<Vec<u8>>
 
 /// Writes `data` at `addr` of the tracee.
 pub(super) fn write(pid: Pid, addr: u64, data: &[u8]) -> nix::Result<()> {
+    use std::os::unix::fs::FileExt;
     if data.is_empty() {
         return Ok(());
     }
-    let remote = [nix::sys::uio::RemoteIoVec {
-        base: addr as usize,
-        len: data.len(),
-    }];
-    let n = nix::sys::uio::process_vm_writev(pid, &[IoSlice::new(data)], &remote)?;
-    if n != data.len() {
-        return Err(nix::Error::EFAULT);
-    }
-    Ok(())
+    with_mem(pid, |f| f.write_all_at(data, addr))
 }
 
 /// The pointers of a NULL-terminated array (argv), at most `max` of them.

@@ -167,7 +167,16 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
     for (path, uid, gid) in &spec.owners_seed {
         if let Ok(m) = std::fs::symlink_metadata(root.join(crate::pathname::to_path(path))) {
             use std::os::unix::fs::MetadataExt;
-            tracer.owners.set((m.dev(), m.ino()), *uid, *gid);
+            tracer
+                .owners
+                .set((m.dev(), m.ino()), *uid, *gid, owners::born(&m));
+        }
+    }
+    // The mount points a namespace rung makes (and BuildKit's layer keeps).
+    for dir in ["proc", "dev", "sys"] {
+        let p = root.join(dir);
+        if std::fs::symlink_metadata(&p).is_err() {
+            std::fs::create_dir(&p).map_err(|e| format!("creating /{dir}: {e}"))?;
         }
     }
     // The working directory is made when missing, as runc makes it.
@@ -306,8 +315,13 @@ fn guest_of(target: &str) -> Vec<u8> {
     g
 }
 
+/// A directory standing for a tmpfs: 1777 as a tmpfs mount is, under the
+/// step's own 0700 dir.
 fn make_private_dir(d: &Path) -> Result<(), String> {
-    crate::scratch::private_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(d)
+        .and_then(|()| std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o1777)))
+        .map_err(|e| format!("creating {}: {e}", d.display()))
 }
 
 /// A plain recursive copy (files, directories, symlinks) for a writable
@@ -391,6 +405,7 @@ impl Tracer {
     }
 
     fn gone(&mut self, tid: i32) {
+        mem::forget(Pid::from_raw(tid));
         if let Some(t) = self.threads.remove(&tid) {
             if t.tgid == tid {
                 self.exes.remove(&tid);
@@ -470,6 +485,8 @@ impl Tracer {
             libc::PTRACE_EVENT_EXEC => {
                 // The thread that called execve takes the leader's id.
                 let former = ptrace::getevent(pid).map(|f| f as i32).unwrap_or(tid);
+                mem::forget(pid);
+                mem::forget(Pid::from_raw(former));
                 if let Some(mut t) = self.threads.remove(&former) {
                     t.scratch = None;
                     if let Some(e) = t.exec.take() {

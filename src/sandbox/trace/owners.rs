@@ -11,10 +11,30 @@ use std::path::Path;
 /// An inode: (st_dev, st_ino).
 pub(crate) type Inode = (u64, u64);
 
+/// An owner recorded for an inode, with the inode's birth time: a file made
+/// after the recorded one was removed may get its inode number again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    pub born: Option<u128>,
+}
+
+/// An inode's birth time (statx's btime), in nanoseconds.
+pub(crate) fn born(m: &std::fs::Metadata) -> Option<u128> {
+    Some(
+        m.created()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_nanos(),
+    )
+}
+
 /// Owners by inode, and the identity the kernel gives every file the step
 /// makes (which stands for root's own).
 pub(super) struct Owners {
-    table: HashMap<Inode, (u32, u32)>,
+    table: HashMap<Inode, Owner>,
     real: (u32, u32),
 }
 
@@ -26,23 +46,28 @@ impl Owners {
         }
     }
 
-    /// The owner the step sees for a file the kernel says `uid:gid` owns.
-    pub fn owner(&self, inode: Inode, uid: u32, gid: u32) -> (u32, u32) {
-        self.table
-            .get(&inode)
-            .copied()
-            .unwrap_or_else(|| seen(self.real, uid, gid))
+    /// The owner the step sees for a file the kernel says `uid:gid` owns;
+    /// `born` gives the file's birth time when the table has its inode.
+    pub fn owner(
+        &self,
+        inode: Inode,
+        uid: u32,
+        gid: u32,
+        born: impl FnOnce() -> Option<u128>,
+    ) -> (u32, u32) {
+        lookup(&self.table, inode, born).unwrap_or_else(|| seen(self.real, uid, gid))
     }
 
-    pub fn set(&mut self, inode: Inode, uid: u32, gid: u32) {
-        self.table.insert(inode, (uid, gid));
+    pub fn set(&mut self, inode: Inode, uid: u32, gid: u32, born: Option<u128>) {
+        self.table.insert(inode, Owner { uid, gid, born });
     }
 
     /// Written for the layer writer: one `dev ino uid gid` line each.
     pub fn save(&self, file: &Path) -> std::io::Result<()> {
         let mut f = std::io::BufWriter::new(std::fs::File::create(file)?);
-        for ((dev, ino), (uid, gid)) in &self.table {
-            writeln!(f, "{dev} {ino} {uid} {gid}")?;
+        for ((dev, ino), o) in &self.table {
+            let born = o.born.map_or("-".to_string(), |b| b.to_string());
+            writeln!(f, "{dev} {ino} {} {} {born}", o.uid, o.gid)?;
         }
         f.flush()
     }
@@ -56,22 +81,34 @@ pub(crate) fn seen(real: (u32, u32), uid: u32, gid: u32) -> (u32, u32) {
     )
 }
 
+/// The recorded owner of an inode, unless the file there now was born after
+/// the one recorded.
+pub(crate) fn lookup(
+    table: &HashMap<Inode, Owner>,
+    inode: Inode,
+    born: impl FnOnce() -> Option<u128>,
+) -> Option<(u32, u32)> {
+    let o = table.get(&inode)?;
+    (o.born.is_none() || o.born == born()).then_some((o.uid, o.gid))
+}
+
 /// The table a traced step left.
-pub(crate) fn read(file: &Path) -> HashMap<Inode, (u32, u32)> {
+pub(crate) fn read(file: &Path) -> HashMap<Inode, Owner> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
-            let mut f = l.split(' ').map(str::parse::<u64>);
-            let (dev, ino, uid, gid) = (
-                f.next()?.ok()?,
-                f.next()?.ok()?,
-                f.next()?.ok()?,
-                f.next()?.ok()?,
-            );
+            let f: Vec<&str> = l.split(' ').collect();
+            let [dev, ino, uid, gid, born] = f.as_slice() else {
+                return None;
+            };
             Some((
-                (dev, ino),
-                (u32::try_from(uid).ok()?, u32::try_from(gid).ok()?),
+                (dev.parse().ok()?, ino.parse().ok()?),
+                Owner {
+                    uid: uid.parse().ok()?,
+                    gid: gid.parse().ok()?,
+                    born: born.parse().ok(),
+                },
             ))
         })
         .collect()
@@ -84,13 +121,15 @@ mod tests {
     #[test]
     fn the_table_reads_back_and_defaults_to_root() {
         let mut o = Owners::new((65532, 65532));
-        o.set((1, 2), 1000, 100);
-        assert_eq!(o.owner((1, 2), 65532, 65532), (1000, 100));
-        assert_eq!(o.owner((1, 3), 65532, 65532), (0, 0));
-        assert_eq!(o.owner((1, 3), 7, 65532), (7, 0));
+        o.set((1, 2), 1000, 100, Some(5));
+        assert_eq!(o.owner((1, 2), 65532, 65532, || Some(5)), (1000, 100));
+        // The inode reused by a file born later.
+        assert_eq!(o.owner((1, 2), 65532, 65532, || Some(6)), (0, 0));
+        assert_eq!(o.owner((1, 3), 65532, 65532, || None), (0, 0));
+        assert_eq!(o.owner((1, 3), 7, 65532, || None), (7, 0));
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("owners");
         o.save(&f).unwrap();
-        assert_eq!(read(&f).get(&(1, 2)), Some(&(1000, 100)));
+        assert_eq!(lookup(&read(&f), (1, 2), || Some(5)), Some((1000, 100)));
     }
 }
