@@ -367,11 +367,21 @@ fn traced_owners(entries: &mut Entries, root: &Path, table: &Path) {
         let Ok(m) = std::fs::symlink_metadata(root.join(crate::pathname::to_path(&path.0))) else {
             continue;
         };
-        let born = || sandbox::trace::owners::born(&m);
-        let (uid, gid) = sandbox::trace::owners::lookup(&table, (m.dev(), m.ino()), born)
+        let born = sandbox::trace::owners::born(&m);
+        let inode = (m.dev(), m.ino());
+        let (uid, gid) = sandbox::trace::owners::lookup(&table.owners, inode, || born)
             .unwrap_or_else(|| sandbox::trace::owners::seen(real, m.uid(), m.gid()));
         planned.meta.uid = u64::from(uid);
         planned.meta.gid = u64::from(gid);
+        // A capability the step set: as root's setcap writes it.
+        if let Some((v, b)) = table.caps.get(&inode) {
+            if b.is_none() || *b == born {
+                const CAP: &str = "security.capability";
+                planned.meta.xattrs.retain(|(k, _)| k != CAP);
+                planned.meta.xattrs.push((CAP.to_string(), v.clone()));
+                planned.meta.xattrs.sort();
+            }
+        }
     }
 }
 

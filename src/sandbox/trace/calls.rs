@@ -101,6 +101,13 @@ impl Tracer {
                 let r = path!(Some(0), 1, open_follows(f))?;
                 self.made_by_open(tid, regs, 2, f, regs.arg(3) as u32, r.as_ref())?;
             }
+            libc::SYS_setxattr | libc::SYS_lsetxattr | libc::SYS_getxattr | libc::SYS_lgetxattr
+                if self.emulate && self.is_cap(tid, regs)? =>
+            {
+                let follow = matches!(nr, libc::SYS_setxattr | libc::SYS_getxattr);
+                let r = self.resolve_arg(tid, regs, None, 0, follow)?;
+                return self.cap_xattr(tid, regs, &r.host, follow);
+            }
             libc::SYS_access
             | libc::SYS_chmod
             | libc::SYS_truncate
@@ -600,6 +607,46 @@ impl Tracer {
             let _ = std::fs::set_permissions(host, std::fs::Permissions::from_mode(keep_bits));
         }
         Ok(Outcome::Return(0))
+    }
+
+    /// Whether an xattr call names the file capability, which an
+    /// unprivileged process may not set: the tracer keeps it.
+    fn is_cap(&self, tid: i32, regs: &Regs) -> Result<bool, Errno> {
+        let name = mem::read_cstr(Pid::from_raw(tid), regs.arg(1), 256)?;
+        Ok(name == b"security.capability")
+    }
+
+    fn cap_xattr(&mut self, tid: i32, regs: &Regs, host: &Path, follow: bool) -> R {
+        let pid = Pid::from_raw(tid);
+        let m = if follow {
+            std::fs::metadata(host)
+        } else {
+            std::fs::symlink_metadata(host)
+        }
+        .map_err(io_errno)?;
+        let born = super::owners::born(&m);
+        let inode = (m.dev(), m.ino());
+        let (buf, size) = (regs.arg(2), regs.arg(3) as usize);
+        if matches!(regs.nr(), libc::SYS_setxattr | libc::SYS_lsetxattr) {
+            if size > 1024 {
+                return Err(Errno::EINVAL);
+            }
+            let value = mem::read(pid, buf, size)?;
+            self.owners.set_cap(inode, value, born);
+            return Ok(Outcome::Return(0));
+        }
+        let Some(v) = self.owners.cap(inode, || born) else {
+            return Err(Errno::ENODATA);
+        };
+        if size == 0 {
+            return Ok(Outcome::Return(v.len() as i64));
+        }
+        if size < v.len() {
+            return Err(Errno::ERANGE);
+        }
+        let v = v.to_vec();
+        mem::write(pid, buf, &v)?;
+        Ok(Outcome::Return(v.len() as i64))
     }
 
     fn ours(&self, pid: i32) -> Result<(), Errno> {

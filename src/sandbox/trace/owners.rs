@@ -35,6 +35,9 @@ pub(crate) fn born(m: &std::fs::Metadata) -> Option<u128> {
 /// makes (which stands for root's own).
 pub(super) struct Owners {
     table: HashMap<Inode, Owner>,
+    /// File capabilities set (security.capability), which the kernel keeps
+    /// for CAP_SETFCAP: the value and the file's birth time.
+    caps: HashMap<Inode, (Vec<u8>, Option<u128>)>,
     real: (u32, u32),
 }
 
@@ -42,6 +45,7 @@ impl Owners {
     pub fn new(real: (u32, u32)) -> Owners {
         Owners {
             table: HashMap::new(),
+            caps: HashMap::new(),
             real,
         }
     }
@@ -62,12 +66,26 @@ impl Owners {
         self.table.insert(inode, Owner { uid, gid, born });
     }
 
-    /// Written for the layer writer: one `dev ino uid gid` line each.
+    pub fn set_cap(&mut self, inode: Inode, value: Vec<u8>, born: Option<u128>) {
+        self.caps.insert(inode, (value, born));
+    }
+
+    /// The capability xattr recorded for the file now at `inode`.
+    pub fn cap(&self, inode: Inode, born: impl FnOnce() -> Option<u128>) -> Option<&[u8]> {
+        let (v, b) = self.caps.get(&inode)?;
+        (b.is_none() || *b == born()).then_some(v.as_slice())
+    }
+
+    /// Written for the layer writer: `o dev ino uid gid born` per owner,
+    /// `c dev ino born hex` per capability.
     pub fn save(&self, file: &Path) -> std::io::Result<()> {
         let mut f = std::io::BufWriter::new(std::fs::File::create(file)?);
+        let text = |b: Option<u128>| b.map_or("-".to_string(), |b| b.to_string());
         for ((dev, ino), o) in &self.table {
-            let born = o.born.map_or("-".to_string(), |b| b.to_string());
-            writeln!(f, "{dev} {ino} {} {} {born}", o.uid, o.gid)?;
+            writeln!(f, "o {dev} {ino} {} {} {}", o.uid, o.gid, text(o.born))?;
+        }
+        for ((dev, ino), (v, born)) in &self.caps {
+            writeln!(f, "c {dev} {ino} {} {}", text(*born), hex::encode(v))?;
         }
         f.flush()
     }
@@ -92,26 +110,37 @@ pub(crate) fn lookup(
     (o.born.is_none() || o.born == born()).then_some((o.uid, o.gid))
 }
 
+/// What a traced step left: owners and capabilities by inode.
+#[derive(Default)]
+pub(crate) struct Table {
+    pub owners: HashMap<Inode, Owner>,
+    pub caps: HashMap<Inode, (Vec<u8>, Option<u128>)>,
+}
+
 /// The table a traced step left.
-pub(crate) fn read(file: &Path) -> HashMap<Inode, Owner> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            let [dev, ino, uid, gid, born] = f.as_slice() else {
-                return None;
-            };
-            Some((
-                (dev.parse().ok()?, ino.parse().ok()?),
-                Owner {
-                    uid: uid.parse().ok()?,
-                    gid: gid.parse().ok()?,
-                    born: born.parse().ok(),
-                },
-            ))
-        })
-        .collect()
+pub(crate) fn read(file: &Path) -> Table {
+    let mut t = Table::default();
+    for l in std::fs::read_to_string(file).unwrap_or_default().lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        let inode = |d: &str, i: &str| Some((d.parse().ok()?, i.parse().ok()?));
+        match f.as_slice() {
+            ["o", dev, ino, uid, gid, born] => {
+                let (Some(k), Ok(uid), Ok(gid)) = (inode(dev, ino), uid.parse(), gid.parse())
+                else {
+                    continue;
+                };
+                let born = born.parse().ok();
+                t.owners.insert(k, Owner { uid, gid, born });
+            }
+            ["c", dev, ino, born, value] => {
+                if let (Some(k), Ok(v)) = (inode(dev, ino), hex::decode(value)) {
+                    t.caps.insert(k, (v, born.parse().ok()));
+                }
+            }
+            _ => {}
+        }
+    }
+    t
 }
 
 #[cfg(test)]
@@ -130,6 +159,6 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("owners");
         o.save(&f).unwrap();
-        assert_eq!(lookup(&read(&f), (1, 2), || Some(5)), Some((1000, 100)));
+        assert_eq!(lookup(&read(&f).owners, (1, 2), || Some(5)), Some((1000, 100)));
     }
 }
