@@ -464,12 +464,15 @@ int main(void) {
 }
 "#;
 
-/// The traced rung (setting C: Pod Security "restricted"), attacked from a
-/// Dockerfile: the push credentials at /kaniko/.docker/config.json, readable
-/// by the executor's uid, must not be reachable by name, through a symlink,
-/// `..`, /proc/self/root, /proc/1/root or a directory descriptor; the
-/// executor (pid 1, same uid) cannot be traced, read, signalled or have its
-/// /proc files opened; nothing of the credentials reaches the registry.
+/// The traced rung, attacked from a Dockerfile in setting C (Pod Security
+/// "restricted") and setting A (root under Docker's default seccomp, where
+/// RUN ran in the container's own root and could read the credentials): the
+/// push credentials at /kaniko/.docker/config.json, readable by the
+/// executor's uid, must not be reachable by name, through a symlink, `..`,
+/// /proc/self/root, /proc/1/root or a directory descriptor; the executor (pid
+/// 1, same uid) cannot be traced, read, signalled or have its /proc files
+/// opened; a write to /kaniko/executor lands in the image, not on the
+/// executor; nothing of the credentials reaches the registry.
 #[test]
 fn traced_steps_reach_nothing_of_the_executor() {
     let gcc = require("gcc", "apt-get install gcc libc6-dev");
@@ -519,6 +522,9 @@ fn traced_steps_reach_nothing_of_the_executor() {
         })
         .collect();
     steps.push("/peek".to_string());
+    steps.push(format!(
+        "{bb} mkdir -p /kaniko && echo pwned > /kaniko/executor"
+    ));
     let df = format!(
         "FROM {}/base:1\nCOPY peek /peek\nRUN {}\n",
         reg.host,
@@ -531,40 +537,56 @@ fn traced_steps_reach_nothing_of_the_executor() {
     std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let mount = format!("{}:{c}:ro", creds.display());
     let ws = format!("{}:/workspace:ro", ctx.display());
-    let mut args = Setting::C.restricted().unwrap_or_default().to_vec();
-    args.extend(["-v", &mount, "-v", &ws]);
-    let dest = format!("{}/peek:1", reg.host);
-    let out = docker_run_args(
-        &args,
-        executor_image(),
-        &[
-            "--context",
-            "/workspace",
-            "--dockerfile",
-            "/workspace/Dockerfile",
-            "--destination",
-            &dest,
-        ],
-    );
-    assert_ok(&out);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("RUN runs traced"), "{log}");
-    let r = results(&out);
-    for (name, _) in tries {
-        assert_eq!(
-            r.get(name).map(String::as_str),
-            Some("0"),
-            "{name}: the credentials were read: {log}"
+    for (setting, restricted) in [("C", true), ("A", false)] {
+        let mut args: Vec<&str> = if restricted {
+            Setting::C.restricted().unwrap_or_default().to_vec()
+        } else {
+            Vec::new()
+        };
+        args.extend(["-v", &mount, "-v", &ws]);
+        let dest = format!("{}/peek-{}:1", reg.host, setting.to_lowercase());
+        let out = docker_run_args(
+            &args,
+            executor_image(),
+            &[
+                "--context",
+                "/workspace",
+                "--dockerfile",
+                "/workspace/Dockerfile",
+                "--destination",
+                &dest,
+            ],
         );
-    }
-    for (k, v) in [
-        ("ptrace", "Operation not permitted"),
-        ("vm-read", "Operation not permitted"),
-        ("signal", "Operation not permitted"),
-        ("proc-mem", "Permission denied"),
-        ("proc-environ", "Permission denied"),
-    ] {
-        assert_eq!(r.get(k).map(String::as_str), Some(v), "{k}: {log}");
+        assert_ok(&out);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(log.contains("RUN runs traced"), "{setting}: {log}");
+        let r = results(&out);
+        for (name, _) in &tries {
+            assert_eq!(
+                r.get(*name).map(String::as_str),
+                Some("0"),
+                "{setting}: {name}: the credentials were read: {log}"
+            );
+        }
+        for (k, v) in [
+            ("ptrace", "Operation not permitted"),
+            ("vm-read", "Operation not permitted"),
+            ("signal", "Operation not permitted"),
+            ("proc-mem", "Permission denied"),
+            ("proc-environ", "Permission denied"),
+        ] {
+            assert_eq!(
+                r.get(k).map(String::as_str),
+                Some(v),
+                "{setting}: {k}: {log}"
+            );
+        }
+        let got = pull(&reg, &format!("peek-{}:1", setting.to_lowercase()));
+        assert_eq!(
+            got.files["kaniko/executor"].digest,
+            sha256_of(b"pwned\n"),
+            "{setting}: the write landed in the stage's root"
+        );
     }
     assert!(
         !registry_holds(&reg, token.as_bytes()),

@@ -128,12 +128,43 @@ fn in_image(docker_args: &[&str], ctx: &Path, dest: &str) -> std::process::Outpu
     )
 }
 
+/// Setting A (root under Docker's default seccomp, no namespaces): RUN runs
+/// traced, on the stage's root with the container's capabilities; where
+/// tracing is refused (here asked for with KILN_RUN_RUNG=in-place, the
+/// benchmark's comparison), in the container's own root as Kaniko runs it.
+/// Both give the host's layers.
 #[test]
-fn setting_a_docker_default_seccomp_runs_in_the_containers_own_root() {
+fn setting_a_docker_default_seccomp_runs_traced_or_in_place() {
     let reg = TestRegistry::start();
     let ctx = basics_context(&reg);
     let host = Setting::D.built(&reg, ctx.path(), "basics");
-    let got = Setting::A.built(&reg, ctx.path(), "basics");
+    let out = Setting::A.build(
+        ctx.path(),
+        &format!("{}/{}", reg.host, Setting::A.repo("basics")),
+        &[],
+    );
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("RUN runs traced"), "A: {log}");
+    check_basics(&pull(&reg, &Setting::A.repo("basics")), &host, "A traced");
+    let ws = format!("{}:/workspace:ro", ctx.path().display());
+    let out = docker_run_args(
+        &["-e", "KILN_RUN_RUNG=in-place", "-v", &ws],
+        executor_image(),
+        &[
+            "--context",
+            "/workspace",
+            "--destination",
+            &format!("{}/basics-inplace:1", reg.host),
+        ],
+    );
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("in this container's own root"),
+        "A in place: {log}"
+    );
+    let got = pull(&reg, "basics-inplace:1");
     check_basics(&got, &host, "A");
     let dest = format!("{}/{}", reg.host, Setting::A.repo("basics"));
     assert_eq!(docker_run(&dest, &["cat", "/home/app/uid"]).trim(), "1000");
@@ -172,29 +203,43 @@ fn setting_a_copies_from_a_stage_as_the_host_does() {
     assert!(!got.files.contains_key("all/kaniko") && !got.files.contains_key("all/scratch"));
 }
 
+/// Root outside Kiln's image under Docker's default seccomp: the traced rung
+/// never touches the container's root, so RUN runs there too; where ptrace is
+/// denied as well, the container's root is not Kiln's to build in, and the
+/// refusal names the change.
 #[test]
-fn setting_a_outside_kilns_image_names_the_change() {
+fn setting_a_outside_kilns_image_runs_traced_or_names_the_change() {
     let reg = TestRegistry::start();
     let ctx = basics_context(&reg);
+    let host = Setting::D.built(&reg, ctx.path(), "basics");
     let scratch = tempfile::tempdir().unwrap();
     let vol = format!("{}:/scratch", scratch.path().display());
-    // The same binary in another place, without the image's marker beside it:
-    // not a container made for Kiln, so its root is not Kiln's to build in.
+    // The same binary in another place, without the image's marker beside it.
     let exe = format!("{}:/opt/kiln/executor:ro", static_executor().display());
-    let out = in_image(
-        &[
-            "-v",
-            &vol,
-            "-e",
-            "KANIKO_DIR=/scratch",
-            "-v",
-            &exe,
-            "--entrypoint",
-            "/opt/kiln/executor",
-        ],
-        ctx.path(),
-        &format!("{}/a:1", reg.host),
-    );
+    let outside = [
+        "-v",
+        &vol,
+        "-e",
+        "KANIKO_DIR=/scratch",
+        "-v",
+        &exe,
+        "--entrypoint",
+        "/opt/kiln/executor",
+    ];
+    let out = in_image(&outside, ctx.path(), &format!("{}/a:0", reg.host));
+    assert_ok(&out);
+    check_basics(&pull(&reg, "a:0"), &host, "A outside Kiln's image");
+    // No namespaces and no ptrace: a profile that denies both.
+    let profile = tempfile::tempdir().unwrap();
+    let file = profile.path().join("no-ptrace.json");
+    std::fs::write(
+        &file,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["ptrace","unshare"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", file.display());
+    let args = [&outside[..], &["--security-opt", &opt]].concat();
+    let out = in_image(&args, ctx.path(), &format!("{}/a:1", reg.host));
     assert_refused(&out, &reg, "a:1", "seccompProfile: {type: Unconfined}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("run Kiln's own image as root"), "{err}");

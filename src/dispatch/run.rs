@@ -268,7 +268,8 @@ pub(super) async fn execute(
         parent: std::process::id(),
         traced,
         owners: traced.then(|| dirs.base.join("owners")),
-        owners_seed: if traced {
+        // Unpacked as root, the image's owners are on disk already.
+        owners_seed: if traced && !nix::unistd::geteuid().is_root() {
             owners_seed(fs.index(session).await?)
         } else {
             Vec::new()

@@ -257,24 +257,40 @@ pub(crate) fn probe(scratch: &Path) -> Result<Isolation, SandboxError> {
         code,
         child::PROBE_NO_NAMESPACES | child::PROBE_NO_USER_NAMESPACE
     );
-    if no_namespaces && inplace::allowed() {
-        crate::log_info!(
-            "RUN runs in this container's own root, as Kaniko runs it: namespaces are denied here ({})",
-            said.trim()
-        );
-        return Ok(Isolation::InPlace);
-    }
-    let traced = if uid.is_root() {
-        Err("as root, a namespace rung or the in-place rung is used".to_string())
+    // Where no namespace can be made, the tracer: the command then sees only
+    // the stage's root, never the executor's files or credentials (as root,
+    // setting A, with its real ids; otherwise root emulated). In place only
+    // where tracing is refused too, or when asked for (the benchmark's
+    // comparison: KILN_RUN_RUNG=in-place).
+    let in_place_asked = std::env::var("KILN_RUN_RUNG").is_ok_and(|v| v == "in-place");
+    let traced = if no_namespaces || !uid.is_root() {
+        if in_place_asked && inplace::allowed() {
+            Err("KILN_RUN_RUNG=in-place".to_string())
+        } else {
+            probe_traced(&spec, &base)
+        }
     } else {
-        probe_traced(&spec, &base)
+        Err("namespaces are allowed here".to_string())
     };
     if let Ok(()) = traced {
+        let what = if uid.is_root() {
+            "as root with the container's capabilities"
+        } else {
+            "as that uid, root emulated"
+        };
         crate::log_info!(
-            "RUN runs traced: as uid {uid} on the stage's root, its paths translated and root emulated by a ptrace supervisor (no namespaces here: {})",
+            "RUN runs traced: on the stage's root, its paths translated into it by a ptrace supervisor, {what} (no namespaces here: {})",
             said.trim()
         );
         return Ok(Isolation::Traced);
+    }
+    if no_namespaces && inplace::allowed() {
+        crate::log_info!(
+            "RUN runs in this container's own root, as Kaniko runs it: namespaces are denied here ({}), and tracing too ({})",
+            said.trim(),
+            traced.as_ref().err().map_or("", String::as_str)
+        );
+        return Ok(Isolation::InPlace);
     }
     let where_ = where_running();
     let fix = match code {

@@ -49,6 +49,10 @@ fn rewrites(nr: i64) -> bool {
             | libc::SYS_setfsuid
             | libc::SYS_setfsgid
             | libc::SYS_setgroups
+            | libc::SYS_capget
+            | libc::SYS_capset
+            | libc::SYS_fsetxattr
+            | libc::SYS_fgetxattr
             | libc::SYS_fchown
     )
 }
@@ -107,6 +111,12 @@ impl Tracer {
                 let follow = matches!(nr, libc::SYS_setxattr | libc::SYS_getxattr);
                 let r = self.resolve_arg(tid, regs, None, 0, follow)?;
                 return self.cap_xattr(tid, regs, &r.host, follow);
+            }
+            libc::SYS_fsetxattr | libc::SYS_fgetxattr => {
+                if self.emulate && self.is_cap(tid, regs)? {
+                    let host = fd_link(tid, regs.int(0));
+                    return self.cap_xattr(tid, regs, &host, true).map_err(ebadf);
+                }
             }
             libc::SYS_access
             | libc::SYS_chmod
@@ -627,7 +637,10 @@ impl Tracer {
         let born = super::owners::born(&m);
         let inode = (m.dev(), m.ino());
         let (buf, size) = (regs.arg(2), regs.arg(3) as usize);
-        if matches!(regs.nr(), libc::SYS_setxattr | libc::SYS_lsetxattr) {
+        if matches!(
+            regs.nr(),
+            libc::SYS_setxattr | libc::SYS_lsetxattr | libc::SYS_fsetxattr
+        ) {
             if size > 1024 {
                 return Err(Errno::EINVAL);
             }
@@ -823,6 +836,34 @@ impl Tracer {
                     ids.gid[3] = a(0);
                 }
                 old
+            }
+            libc::SYS_capget => {
+                // Root's are runc's default set (what a namespace rung gives);
+                // another user's none. setcap raises CAP_SETFCAP first.
+                const VERSION_3: u32 = 0x2008_0522;
+                let hdr = regs.arg(0);
+                let version = u32::from_ne_bytes(
+                    mem::read(pid, hdr, 4)?
+                        .try_into()
+                        .map_err(|_| Errno::EFAULT)?,
+                );
+                if regs.arg(1) == 0 {
+                    mem::write(pid, hdr, &VERSION_3.to_ne_bytes())?;
+                    return Ok(Outcome::Return(0));
+                }
+                let set: u32 = if ids.uid[1] == 0 { 0xa804_25fb } else { 0 };
+                let data = [set, set, 0u32, 0, 0, 0];
+                let words = if version == 0x1998_0330 { 3 } else { 6 };
+                let bytes: Vec<u8> = data[..words].iter().flat_map(|w| w.to_ne_bytes()).collect();
+                mem::write(pid, regs.arg(1), &bytes)?;
+                0
+            }
+            // Raising a capability root holds: granted, on the emulated root.
+            libc::SYS_capset => {
+                if ids.uid[1] != 0 {
+                    return Err(Errno::EPERM);
+                }
+                0
             }
             libc::SYS_setgroups => {
                 let n = regs.int(0);

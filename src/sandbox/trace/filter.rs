@@ -119,6 +119,11 @@ const IDENTITY: &[i64] = &[
     libc::SYS_setfsuid,
     libc::SYS_setfsgid,
     libc::SYS_setgroups,
+    libc::SYS_capget,
+    libc::SYS_capset,
+    // Only for security.capability, which an unprivileged process may not set.
+    libc::SYS_fsetxattr,
+    libc::SYS_fgetxattr,
 ];
 
 #[derive(Debug, thiserror::Error)]

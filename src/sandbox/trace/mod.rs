@@ -208,12 +208,14 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
         .collect::<Result<Vec<_>, _>>()?;
     let path = c(&path)?;
     let filters = filter::filters(emulate).map_err(|e| e.to_string())?;
+    // As root (setting A) the ids are real: the child takes USER's before exec.
+    let real_ids = (!emulate).then(|| (spec.uid, spec.gid, spec.groups.clone()));
     let ids = Ids::new(spec.uid, spec.gid, spec.groups.clone());
     // SAFETY: the helper is single-threaded; the child only makes syscalls
     // before execve.
     let child = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
-            let code = start_child(&cwd.host, &filters, &path, &argv, &env);
+            let code = start_child(&cwd.host, &filters, real_ids, (&path, &argv, &env));
             // SAFETY: leaving the forked child without running the parent's atexit.
             unsafe { libc::_exit(code) }
         }
@@ -269,9 +271,8 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
 fn start_child(
     cwd: &Path,
     filters: &[seccompiler::BpfProgram],
-    path: &CString,
-    argv: &[CString],
-    env: &[CString],
+    ids: Option<(u32, u32, Vec<u32>)>,
+    (path, argv, env): (&CString, &[CString], &[CString]),
 ) -> i32 {
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
@@ -285,6 +286,19 @@ fn start_child(
     }
     if nix::sys::signal::raise(Signal::SIGSTOP).is_err() {
         return SETUP_FAILED;
+    }
+    if let Some((uid, gid, groups)) = ids {
+        use nix::unistd::{Gid, Uid};
+        let groups: Vec<Gid> = groups.into_iter().map(Gid::from_raw).collect();
+        let set = nix::unistd::setgroups(&groups)
+            .and_then(|()| nix::unistd::setgid(Gid::from_raw(gid)))
+            .and_then(|()| nix::unistd::setuid(Uid::from_raw(uid)));
+        if let Err(e) = set {
+            eprintln!("sandbox: setting the user {uid}:{gid}: {e}");
+            return SETUP_FAILED;
+        }
+        // A change of user clears the parent-death signal: set it again.
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     }
     // SAFETY: plain prctl.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {

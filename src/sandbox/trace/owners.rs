@@ -159,6 +159,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("owners");
         o.save(&f).unwrap();
-        assert_eq!(lookup(&read(&f).owners, (1, 2), || Some(5)), Some((1000, 100)));
+        assert_eq!(
+            lookup(&read(&f).owners, (1, 2), || Some(5)),
+            Some((1000, 100))
+        );
     }
 }
