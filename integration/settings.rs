@@ -20,6 +20,10 @@ const BASICS: &str = "FROM {BASE}
 RUN echo hi > /hello && mkdir -p /d/e && echo x > /d/e/f && chmod 640 /d/e/f && chown 12:34 /d/e/f && ln -s /hello /link && ln /hello /hard && rm /etc/group && echo gone > /dev/null && test -e /proc/self/exe
 RUN rm -rf /d && mkdir /d && echo y > /d/new && chmod 4755 /d/new
 RUN mkdir -p /home/app && chown app /home/app
+RUN <<EOF
+#!/bin/sh
+echo from a script > /script-ran
+EOF
 USER app
 RUN id -u > ~/uid && touch ~/x
 ";
@@ -54,6 +58,11 @@ fn check_basics(got: &Pulled, host: &Pulled, setting: &str) {
         "setting {setting}: setuid kept"
     );
     assert!(!got.files.contains_key("etc/group"));
+    assert_eq!(
+        got.files["script-ran"].digest,
+        sha256_of(b"from a script\n"),
+        "setting {setting}: the heredoc script ran"
+    );
     // One of the two names is written as a link to the other.
     let linked = got.files["hard"].hardlink == "hello" || got.files["hello"].hardlink == "hard";
     assert!(linked, "setting {setting}: /hard and /hello are one file");
@@ -226,9 +235,9 @@ fn setting_a_outside_kilns_image_runs_traced_or_names_the_change() {
         "--entrypoint",
         "/opt/kiln/executor",
     ];
-    let out = in_image(&outside, ctx.path(), &format!("{}/a:0", reg.host));
+    let out = in_image(&outside, ctx.path(), &format!("{}/traced:1", reg.host));
     assert_ok(&out);
-    check_basics(&pull(&reg, "a:0"), &host, "A outside Kiln's image");
+    check_basics(&pull(&reg, "traced:1"), &host, "A outside Kiln's image");
     // No namespaces and no ptrace: a profile that denies both.
     let profile = tempfile::tempdir().unwrap();
     let file = profile.path().join("no-ptrace.json");

@@ -274,9 +274,9 @@ pub(crate) fn probe(scratch: &Path) -> Result<Isolation, SandboxError> {
     };
     if let Ok(()) = traced {
         let what = if uid.is_root() {
-            "as root with the container's capabilities"
+            "as root with the container's capabilities, ids emulated"
         } else {
-            "as that uid, root emulated"
+            "as this uid, root emulated"
         };
         crate::log_info!(
             "RUN runs traced: on the stage's root, its paths translated into it by a ptrace supervisor, {what} (no namespaces here: {})",

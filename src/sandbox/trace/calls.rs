@@ -69,8 +69,7 @@ fn as_bytes<T>(v: &T) -> &[u8] {
 impl Tracer {
     pub(super) fn handle(&mut self, tid: i32, regs: &mut Regs, scratch: &mut Option<Scratch>) -> R {
         let nr = regs.nr();
-        let emulated_chown =
-            self.emulate && matches!(nr, libc::SYS_chown | libc::SYS_lchown | libc::SYS_fchownat);
+        let emulated_chown = matches!(nr, libc::SYS_chown | libc::SYS_lchown | libc::SYS_fchownat);
         let mut s = if rewrites(nr) && !emulated_chown {
             match scratch.as_mut() {
                 Some(s) => Some(s),
@@ -106,14 +105,14 @@ impl Tracer {
                 self.made_by_open(tid, regs, 2, f, regs.arg(3) as u32, r.as_ref())?;
             }
             libc::SYS_setxattr | libc::SYS_lsetxattr | libc::SYS_getxattr | libc::SYS_lgetxattr
-                if self.emulate && self.is_cap(tid, regs)? =>
+                if self.is_cap(tid, regs)? =>
             {
                 let follow = matches!(nr, libc::SYS_setxattr | libc::SYS_getxattr);
                 let r = self.resolve_arg(tid, regs, None, 0, follow)?;
                 return self.cap_xattr(tid, regs, &r.host, follow);
             }
             libc::SYS_fsetxattr | libc::SYS_fgetxattr => {
-                if self.emulate && self.is_cap(tid, regs)? {
+                if self.is_cap(tid, regs)? {
                     let host = fd_link(tid, regs.int(0));
                     return self.cap_xattr(tid, regs, &host, true).map_err(ebadf);
                 }
@@ -248,10 +247,6 @@ impl Tracer {
                 return self.readlink(tid, &r, regs.arg(2), regs.arg(3) as i64);
             }
             libc::SYS_chown | libc::SYS_lchown => {
-                if !self.emulate {
-                    path!(None, 0, nr == libc::SYS_chown)?;
-                    return Ok(Outcome::Continue);
-                }
                 let r = self.resolve_arg(tid, regs, None, 0, nr == libc::SYS_chown)?;
                 return self.chown(
                     tid,
@@ -262,9 +257,6 @@ impl Tracer {
                 );
             }
             libc::SYS_fchown => {
-                if !self.emulate {
-                    return Ok(Outcome::Continue);
-                }
                 return self
                     .chown(
                         tid,
@@ -276,10 +268,6 @@ impl Tracer {
                     .map_err(ebadf);
             }
             libc::SYS_fchownat => {
-                if !self.emulate {
-                    path!(Some(0), 1, flags(4) & libc::AT_SYMLINK_NOFOLLOW == 0, empty)?;
-                    return Ok(Outcome::Continue);
-                }
                 let (host, follow) = self.at_target(tid, regs, 0, 1, flags(4))?;
                 return self.chown(tid, &host, follow, regs.arg(2), regs.arg(3));
             }
@@ -476,7 +464,7 @@ impl Tracer {
     /// when it is not root's: the tracer records it for what it makes.
     fn maker(&self, tid: i32) -> Option<(u32, u32)> {
         let ids = &self.threads.get(&tid)?.ids;
-        (self.emulate && (ids.uid[3], ids.gid[3]) != (0, 0)).then_some((ids.uid[3], ids.gid[3]))
+        ((ids.uid[3], ids.gid[3]) != (0, 0)).then_some((ids.uid[3], ids.gid[3]))
     }
 
     fn record_made(&mut self, host: &Path, owner: (u32, u32)) {
@@ -556,7 +544,7 @@ impl Tracer {
         };
         let kind = mode & libc::S_IFMT;
         let device = kind == libc::S_IFCHR || kind == libc::S_IFBLK;
-        if !self.emulate || (!device && self.maker(tid).is_none()) {
+        if !device && self.maker(tid).is_none() {
             return Ok(Outcome::Continue);
         }
         let perm = mode & 0o7777 & !umask(tid);

@@ -101,7 +101,7 @@ const TRACED: &[i64] = &[
     libc::SYS_pidfd_open,
 ];
 
-/// The identity calls, answered by the tracer when it emulates root.
+/// The identity calls, answered by the tracer.
 const IDENTITY: &[i64] = &[
     libc::SYS_getuid,
     libc::SYS_geteuid,
@@ -142,7 +142,7 @@ fn compile(calls: &[i64], action: SeccompAction) -> Result<BpfProgram, FilterErr
 
 /// The filters, in the order they are installed (the kernel applies the
 /// strictest answer of all, so a denied call never stops for the tracer).
-pub(super) fn filters(emulate_ids: bool) -> Result<Vec<BpfProgram>, FilterError> {
+pub(super) fn filters() -> Result<Vec<BpfProgram>, FilterError> {
     let mut progs = super::super::confine::filters().map_err(|e| FilterError(e.to_string()))?;
     progs.push(compile(DENIED, SeccompAction::Errno(libc::EPERM as u32))?);
     progs.push(compile(
@@ -150,9 +150,7 @@ pub(super) fn filters(emulate_ids: bool) -> Result<Vec<BpfProgram>, FilterError>
         SeccompAction::Errno(libc::ENOSYS as u32),
     )?);
     let mut traced = TRACED.to_vec();
-    if emulate_ids {
-        traced.extend_from_slice(IDENTITY);
-    }
+    traced.extend_from_slice(IDENTITY);
     progs.push(compile(&traced, SeccompAction::Trace(0))?);
     Ok(progs)
 }
@@ -166,6 +164,6 @@ pub(super) fn probe_filter() -> Result<BpfProgram, FilterError> {
 mod tests {
     #[test]
     fn the_filters_compile() {
-        assert!(super::filters(true).unwrap().len() >= 4);
+        assert!(super::filters().unwrap().len() >= 4);
     }
 }

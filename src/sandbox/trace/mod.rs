@@ -90,8 +90,6 @@ struct Tracer {
     /// New threads that stopped before their parent's event named them.
     early: HashSet<i32>,
     owners: owners::Owners,
-    /// Whether ids and owners are emulated (not when the executor is root).
-    emulate: bool,
     loaders: HashMap<PathBuf, bool>,
     devices: Vec<super::devices::Device>,
     /// Device nodes standing as empty files: (S_IFCHR or S_IFBLK, rdev).
@@ -116,8 +114,13 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
     let root = spec.lower.clone();
     let private = spec.work.clone();
     let mut binds: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+    // Mount points are made where missing, as the namespace rungs make them
+    // (the parent takes them out of the root again); an image whose path runs
+    // through a symlink gets no such bind, as there.
     for (target, host) in &spec.etc {
-        binds.push((guest_of(target), host.clone()));
+        if mount_point(&root, target, false) {
+            binds.push((guest_of(target), host.clone()));
+        }
     }
     let own_shm = spec
         .mounts
@@ -144,6 +147,9 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
                 d
             }
         };
+        if !mount_point(&root, &m.target, host.is_dir()) {
+            return Err(format!("/{}: a symbolic link in the image", m.target));
+        }
         binds.push((guest_of(&m.target), host));
     }
     let fs = Fs::new(root.clone(), binds);
@@ -151,7 +157,9 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
         nix::unistd::geteuid().as_raw(),
         nix::unistd::getegid().as_raw(),
     );
-    let emulate = real.0 != 0;
+    // Ids are emulated as root too (setting A): a step's USER never becomes a
+    // real uid, which could not reach the stage's root inside the 0700
+    // scratch dir; owners are then the table's, as for a non-root executor.
     let mut tracer = Tracer {
         fs,
         threads: HashMap::new(),
@@ -159,7 +167,6 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
         born: HashMap::new(),
         early: HashSet::new(),
         owners: owners::Owners::new(real),
-        emulate,
         loaders: HashMap::new(),
         devices: Vec::new(),
         nodes: HashMap::new(),
@@ -207,15 +214,13 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
         .map(|a| c(crate::pathname::to_bytes(a).as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
     let path = c(&path)?;
-    let filters = filter::filters(emulate).map_err(|e| e.to_string())?;
-    // As root (setting A) the ids are real: the child takes USER's before exec.
-    let real_ids = (!emulate).then(|| (spec.uid, spec.gid, spec.groups.clone()));
+    let filters = filter::filters().map_err(|e| e.to_string())?;
     let ids = Ids::new(spec.uid, spec.gid, spec.groups.clone());
     // SAFETY: the helper is single-threaded; the child only makes syscalls
     // before execve.
     let child = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
-            let code = start_child(&cwd.host, &filters, real_ids, (&path, &argv, &env));
+            let code = start_child(&cwd.host, &filters, (&path, &argv, &env));
             // SAFETY: leaving the forked child without running the parent's atexit.
             unsafe { libc::_exit(code) }
         }
@@ -271,7 +276,6 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
 fn start_child(
     cwd: &Path,
     filters: &[seccompiler::BpfProgram],
-    ids: Option<(u32, u32, Vec<u32>)>,
     (path, argv, env): (&CString, &[CString], &[CString]),
 ) -> i32 {
     let _ = nix::unistd::setsid();
@@ -286,19 +290,6 @@ fn start_child(
     }
     if nix::sys::signal::raise(Signal::SIGSTOP).is_err() {
         return SETUP_FAILED;
-    }
-    if let Some((uid, gid, groups)) = ids {
-        use nix::unistd::{Gid, Uid};
-        let groups: Vec<Gid> = groups.into_iter().map(Gid::from_raw).collect();
-        let set = nix::unistd::setgroups(&groups)
-            .and_then(|()| nix::unistd::setgid(Gid::from_raw(gid)))
-            .and_then(|()| nix::unistd::setuid(Uid::from_raw(uid)));
-        if let Err(e) = set {
-            eprintln!("sandbox: setting the user {uid}:{gid}: {e}");
-            return SETUP_FAILED;
-        }
-        // A change of user clears the parent-death signal: set it again.
-        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     }
     // SAFETY: plain prctl.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -321,6 +312,40 @@ fn start_child(
     } else {
         126
     }
+}
+
+/// Makes `rel`'s missing components under `root` (the last a directory or
+/// an empty file), never through a symlink; false where one stands.
+fn mount_point(root: &Path, rel: &str, dir: bool) -> bool {
+    let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    // The container's own /dev, /proc and /sys: the bind stands on its own.
+    if matches!(parts.first(), Some(&("dev" | "proc" | "sys"))) {
+        return true;
+    }
+    let mut p = root.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        if matches!(*part, "." | "..") {
+            return false;
+        }
+        p.push(crate::pathname::to_path(part));
+        let last = i + 1 == parts.len();
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => return false,
+            Ok(m) if !last && !m.is_dir() => return false,
+            Ok(_) => {}
+            Err(_) if last && !dir => {
+                if std::fs::write(&p, b"").is_err() {
+                    return false;
+                }
+            }
+            Err(_) => {
+                if std::fs::create_dir(&p).is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+    true
 }
 
 fn guest_of(target: &str) -> Vec<u8> {

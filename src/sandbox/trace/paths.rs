@@ -80,6 +80,13 @@ impl Fs {
         Fs { root, binds }
     }
 
+    /// Whether a guest directory is on the way to a bound path.
+    fn leads_to_bind(&self, guest: &[u8]) -> bool {
+        self.binds
+            .iter()
+            .any(|(g, _)| g.len() > guest.len() && under(g, guest).is_some())
+    }
+
     /// The host path of a clean absolute guest path (no lookup on disk).
     pub fn to_host(&self, guest: &[u8]) -> PathBuf {
         for (g, h) in &self.binds {
@@ -217,6 +224,9 @@ impl Fs {
                 Ok(m) if !last && !m.is_dir() => return Err(Errno::ENOTDIR),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && last => {}
+                // On the way to a bind (a heredoc script under /dev/pipes).
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound && self.leads_to_bind(&guest) => {}
                 Err(e) => return Err(io_errno(e)),
             }
         }
@@ -428,6 +438,23 @@ mod tests {
         assert_eq!(r.host, d.path().join("hosts"));
         assert_eq!(guest(&fs, "/", "/usr/bin/sh/x", true), Err(Errno::ENOTDIR));
         assert_eq!(guest(&fs, "/", "/nope/x", true), Err(Errno::ENOENT));
+    }
+
+    #[test]
+    fn binds_stand_where_no_parent_is_on_disk() {
+        let (d, _) = fs();
+        let fs = Fs::new(
+            d.path().to_path_buf(),
+            vec![(b"/dev/pipes/EOF".to_vec(), d.path().join("hosts"))],
+        );
+        let me = std::process::id() as i32;
+        let r = fs.resolve(&Me, me, b"/", b"/dev/pipes/EOF", true).unwrap();
+        assert_eq!(r.host, d.path().join("hosts"));
+        assert_eq!(
+            fs.resolve(&Me, me, b"/", b"/dev/nothing/x", true)
+                .unwrap_err(),
+            Errno::ENOENT
+        );
     }
 
     #[test]
