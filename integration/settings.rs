@@ -255,8 +255,9 @@ fn setting_a_outside_kilns_image_runs_traced_or_names_the_change() {
 }
 
 /// Pod Security "restricted" (C: uid 65532, no capabilities, no_new_privs,
-/// the runtime's default seccomp) and OpenShift's restricted-v2 (O: a random
-/// uid, gid 0): no namespaces and no root, so RUN runs traced; the layers are
+/// the runtime's default seccomp), OpenShift's restricted-v2 (O: a random
+/// uid, gid 0) and a host user without a subuid range (N): no namespaces and
+/// no root, so RUN runs traced; the layers are
 /// the host's, owners and set-id bits as the Dockerfile asked. With no volume
 /// at all, the image's own /kaniko (1777) holds the scratch dir.
 #[test]
@@ -264,7 +265,7 @@ fn restricted_pods_run_run_traced() {
     let reg = TestRegistry::start();
     let ctx = basics_context(&reg);
     let host = Setting::D.built(&reg, ctx.path(), "basics");
-    for s in [Setting::C, Setting::O] {
+    for s in [Setting::C, Setting::O, Setting::N] {
         let out = s.build(
             ctx.path(),
             &format!("{}/{}", reg.host, s.repo("basics")),

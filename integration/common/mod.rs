@@ -854,8 +854,15 @@ pub fn subuid_user() -> (u32, u32) {
 /// Runs the executor as [`SUBUID_USER`] (setting E) with `scratch` as its
 /// KANIKO_DIR and HOME; the context must be readable by that user.
 pub fn executor_as_subuid_user(scratch: &Path, args: &[&str]) -> Output {
+    executor_as(subuid_user(), scratch, args)
+}
+
+/// A uid and gid no passwd entry or subuid range names (setting N).
+pub const NO_SUBUID: (u32, u32) = (65533, 65533);
+
+/// The executor as `uid:gid` on this host, its scratch dir under `scratch`.
+pub fn executor_as((uid, gid): (u32, u32), scratch: &Path, args: &[&str]) -> Output {
     use std::os::unix::fs::PermissionsExt;
-    let (uid, gid) = subuid_user();
     // A copy the user may run (the build tree may be private).
     let bin = scratch.join("executor");
     std::fs::copy(env!("CARGO_BIN_EXE_executor"), &bin).expect("copy executor");
@@ -875,7 +882,7 @@ pub fn executor_as_subuid_user(scratch: &Path, args: &[&str]) -> Output {
         .env("KANIKO_DIR", &work)
         .env("HOME", &work)
         .output()
-        .expect("run executor as the subuid user")
+        .expect("run executor as another user")
 }
 
 /// The names of the entries in `dir`: after a build, what it left in its
@@ -960,11 +967,23 @@ pub enum Setting {
     C,
     /// OpenShift's restricted-v2: a random uid with gid 0, otherwise as C.
     O,
+    /// B without a volume: the scratch dir on the container's own overlay
+    /// root, as Kaniko's examples have it (RUN on the stage's root itself).
+    R,
+    /// A non-root user on this host without a subuid range (RUN traced).
+    N,
 }
 
 impl Setting {
-    pub const RUN_CAPABLE: [Setting; 5] =
-        [Setting::D, Setting::B, Setting::E, Setting::A, Setting::C];
+    pub const RUN_CAPABLE: [Setting; 7] = [
+        Setting::D,
+        Setting::B,
+        Setting::E,
+        Setting::A,
+        Setting::C,
+        Setting::O,
+        Setting::R,
+    ];
 
     /// The `docker run` arguments of a restricted setting (C, O).
     pub fn restricted(self) -> Option<[&'static str; 6]> {
@@ -1018,6 +1037,21 @@ impl Setting {
             Setting::E => {
                 let out = executor_as_subuid_user(scratch.path(), &args);
                 (out, leftovers(&scratch.path().join("work")))
+            }
+            Setting::N => {
+                let out = executor_as(NO_SUBUID, scratch.path(), &args);
+                (out, leftovers(&scratch.path().join("work")))
+            }
+            Setting::R => {
+                args[1] = "/workspace";
+                args[3] = "/workspace/Dockerfile";
+                let ws = format!("{c}:/workspace:ro");
+                let docker_args = ["-v", &ws, "--security-opt", "seccomp=unconfined"];
+                // The scratch dir is inside the container, gone with it.
+                (
+                    docker_run_args(&docker_args, executor_image(), &args),
+                    Vec::new(),
+                )
             }
             Setting::A | Setting::B | Setting::C | Setting::O => {
                 args[1] = "/workspace";
