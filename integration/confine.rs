@@ -58,6 +58,21 @@ fn read_sysctl(name: &str) -> String {
         .to_string()
 }
 
+/// `source` written to `c` and compiled by `gcc` into the static program `out`.
+fn compile_static(gcc: &Path, source: &str, c: &Path, out: &Path) {
+    std::fs::write(c, source).unwrap();
+    run_ok(
+        Command::new(gcc).args([
+            "-static".as_ref(),
+            "-O2".as_ref(),
+            "-o".as_ref(),
+            out.as_os_str(),
+            c.as_os_str(),
+        ]),
+        "compiling a probe",
+    );
+}
+
 /// Writes a sysctl back when a test changed it (it must not have).
 struct Sysctl(&'static str, String);
 
@@ -81,16 +96,11 @@ fn run_steps_cannot_reach_the_host() {
     let work = tempfile::tempdir().unwrap();
     let ctx = work.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
-    std::fs::write(work.path().join("shocker.c"), SHOCKER).unwrap();
-    run_ok(
-        Command::new(gcc).args([
-            "-static",
-            "-O2",
-            "-o",
-            ctx.join("shocker").to_str().unwrap(),
-            work.path().join("shocker.c").to_str().unwrap(),
-        ]),
-        "compiling the shocker",
+    compile_static(
+        &gcc,
+        SHOCKER,
+        &work.path().join("shocker.c"),
+        &ctx.join("shocker"),
     );
     // Where the shocker would create its file: this test's own temp dir,
     // relative to the root of its filesystem (the one scratch is on, too).
@@ -481,17 +491,7 @@ fn traced_steps_reach_nothing_of_the_executor() {
     let work = tempfile::tempdir().unwrap();
     let ctx = work.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
-    std::fs::write(work.path().join("peek.c"), PEEK).unwrap();
-    run_ok(
-        Command::new(gcc).args([
-            "-static",
-            "-O2",
-            "-o",
-            ctx.join("peek").to_str().unwrap(),
-            work.path().join("peek.c").to_str().unwrap(),
-        ]),
-        "compiling the probe",
-    );
+    compile_static(&gcc, PEEK, &work.path().join("peek.c"), &ctx.join("peek"));
     let token = "kiln-traced-creds-5e1d";
     let creds = work.path().join("config.json");
     std::fs::write(
@@ -536,27 +536,15 @@ fn traced_steps_reach_nothing_of_the_executor() {
     }
     std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let mount = format!("{}:{c}:ro", creds.display());
-    let ws = format!("{}:/workspace:ro", ctx.display());
     for (setting, restricted) in [("C", true), ("A", false)] {
         let mut args: Vec<&str> = if restricted {
             Setting::C.restricted().unwrap_or_default().to_vec()
         } else {
             Vec::new()
         };
-        args.extend(["-v", &mount, "-v", &ws]);
+        args.extend(["-v", &mount]);
         let dest = format!("{}/peek-{}:1", reg.host, setting.to_lowercase());
-        let out = docker_run_args(
-            &args,
-            executor_image(),
-            &[
-                "--context",
-                "/workspace",
-                "--dockerfile",
-                "/workspace/Dockerfile",
-                "--destination",
-                &dest,
-            ],
-        );
+        let out = in_executor_image(&args, &ctx, &dest);
         assert_ok(&out);
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(log.contains("RUN runs traced"), "{setting}: {log}");

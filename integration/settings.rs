@@ -12,7 +12,6 @@
 mod common;
 
 use common::*;
-use std::path::Path;
 
 /// Workload 1's steps on the busybox base: create, modify, chmod, chown,
 /// delete, replace a directory, links, a user's home.
@@ -119,24 +118,6 @@ fn assert_refused(out: &std::process::Output, reg: &TestRegistry, repo: &str, ca
     assert_nothing_pushed(reg, repo, "refused RUN");
 }
 
-fn in_image(docker_args: &[&str], ctx: &Path, dest: &str) -> std::process::Output {
-    let mut d = docker_args.to_vec();
-    let ws = format!("{}:/workspace:ro", ctx.display());
-    d.extend(["-v", &ws]);
-    docker_run_args(
-        &d,
-        executor_image(),
-        &[
-            "--context",
-            "/workspace",
-            "--dockerfile",
-            "/workspace/Dockerfile",
-            "--destination",
-            dest,
-        ],
-    )
-}
-
 /// Setting A (root under Docker's default seccomp, no namespaces): RUN runs
 /// traced, on the stage's root with the container's capabilities; where
 /// tracing is refused (here asked for with KILN_RUN_RUNG=in-place, the
@@ -235,7 +216,7 @@ fn setting_a_outside_kilns_image_runs_traced_or_names_the_change() {
         "--entrypoint",
         "/opt/kiln/executor",
     ];
-    let out = in_image(&outside, ctx.path(), &format!("{}/traced:1", reg.host));
+    let out = in_executor_image(&outside, ctx.path(), &format!("{}/traced:1", reg.host));
     assert_ok(&out);
     check_basics(&pull(&reg, "traced:1"), &host, "A outside Kiln's image");
     // No namespaces and no ptrace: a profile that denies both.
@@ -248,7 +229,7 @@ fn setting_a_outside_kilns_image_runs_traced_or_names_the_change() {
     .unwrap();
     let opt = format!("seccomp={}", file.display());
     let args = [&outside[..], &["--security-opt", &opt]].concat();
-    let out = in_image(&args, ctx.path(), &format!("{}/a:1", reg.host));
+    let out = in_executor_image(&args, ctx.path(), &format!("{}/a:1", reg.host));
     assert_refused(&out, &reg, "a:1", "seccompProfile: {type: Unconfined}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("run Kiln's own image as root"), "{err}");
@@ -280,7 +261,7 @@ fn restricted_pods_run_run_traced() {
         check_basics(&pull(&reg, &s.repo("basics")), &host, &format!("{s:?}"));
     }
     let restricted = Setting::C.restricted().unwrap_or_default();
-    let out = in_image(&restricted, ctx.path(), &format!("{}/c-own:1", reg.host));
+    let out = in_executor_image(&restricted, ctx.path(), &format!("{}/c-own:1", reg.host));
     assert_ok(&out);
     check_basics(&pull(&reg, "c-own:1"), &host, "C without a volume");
 }
@@ -301,7 +282,7 @@ fn restricted_without_ptrace_names_it() {
     let opt = format!("seccomp={}", file.display());
     let restricted = Setting::C.restricted().unwrap_or_default();
     let args = [&restricted[..], &["--security-opt", &opt]].concat();
-    let out = in_image(&args, ctx.path(), &format!("{}/c:1", reg.host));
+    let out = in_executor_image(&args, ctx.path(), &format!("{}/c:1", reg.host));
     assert_refused(&out, &reg, "c:1", "ptrace is denied here");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("RuntimeDefault"), "{err}");
@@ -310,7 +291,7 @@ fn restricted_without_ptrace_names_it() {
     // The same image without RUN builds.
     let df = format!("FROM {}/base:1\nCOPY Dockerfile /df\n", reg.host);
     std::fs::write(ctx.path().join("Dockerfile"), df).unwrap();
-    let out = in_image(&args, ctx.path(), &format!("{}/c:2", reg.host));
+    let out = in_executor_image(&args, ctx.path(), &format!("{}/c:2", reg.host));
     assert_ok(&out);
 }
 
@@ -343,7 +324,7 @@ fn scratch_on_the_containers_overlay_root_runs_on_the_stages_own_root() {
             "p",
         ),
     ] {
-        let out = in_image(args, ctx.path(), &format!("{}/{repo}:1", reg.host));
+        let out = in_executor_image(args, ctx.path(), &format!("{}/{repo}:1", reg.host));
         assert_ok(&out);
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -360,7 +341,7 @@ fn root_without_capabilities_names_the_ones_to_keep() {
     let ctx = basics_context(&reg);
     let scratch = tempfile::tempdir().unwrap();
     let vol = format!("{}:/scratch", scratch.path().display());
-    let out = in_image(
+    let out = in_executor_image(
         &[
             "--security-opt",
             "seccomp=unconfined",

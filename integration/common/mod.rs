@@ -809,6 +809,26 @@ pub fn executor_image() -> &'static str {
     })
 }
 
+/// Kiln's image building `ctx` (mounted at /workspace) to `dest`, with
+/// `docker_args` for the container.
+pub fn in_executor_image(docker_args: &[&str], ctx: &Path, dest: &str) -> Output {
+    let mut d = docker_args.to_vec();
+    let ws = format!("{}:/workspace:ro", ctx.display());
+    d.extend(["-v", &ws]);
+    docker_run_args(
+        &d,
+        executor_image(),
+        &[
+            "--context",
+            "/workspace",
+            "--dockerfile",
+            "/workspace/Dockerfile",
+            "--destination",
+            dest,
+        ],
+    )
+}
+
 /// `docker run --rm --network host DOCKER_ARGS… IMAGE ARGS…`, as a Pod runs it.
 pub fn docker_run_args(docker_args: &[&str], image: &str, args: &[&str]) -> Output {
     docker()

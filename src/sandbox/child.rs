@@ -626,15 +626,9 @@ fn lookup(name: &str, env: &[String]) -> Option<String> {
     if name.contains('/') {
         return Some(name.to_string());
     }
-    let path = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(crate::dispatch::DEFAULT_PATH);
-    path.split(':').find_map(|dir| {
-        let dir = if dir.is_empty() { "." } else { dir };
-        let p = format!("{dir}/{name}");
-        let m = std::fs::metadata(crate::pathname::to_path(&p)).ok()?;
-        (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(p)
+    super::path_candidates(name, env).into_iter().find(|p| {
+        std::fs::metadata(crate::pathname::to_path(p))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     })
 }
 

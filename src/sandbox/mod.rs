@@ -362,6 +362,21 @@ fn on_overlay(p: &Path) -> bool {
     nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC)
 }
 
+/// Where a command named `name` is looked for: `name` itself when it has a
+/// slash, else in each directory of the command's PATH (the default when it
+/// sets none), an empty entry standing for the working directory.
+pub(crate) fn path_candidates(name: &str, env: &[String]) -> Vec<String> {
+    if name.contains('/') {
+        return vec![name.to_string()];
+    }
+    env.iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(crate::dispatch::DEFAULT_PATH)
+        .split(':')
+        .map(|dir| format!("{}/{name}", if dir.is_empty() { "." } else { dir }))
+        .collect()
+}
+
 /// Runs the command of `spec`; its output goes to this process's stderr (the log).
 pub(crate) fn run(spec: &RunSpec, spec_file: &Path) -> Result<(), SandboxError> {
     run_helper(spec, spec_file, false)

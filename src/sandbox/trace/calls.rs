@@ -776,39 +776,13 @@ impl Tracer {
                 0
             }
             libc::SYS_setreuid | libc::SYS_setresuid => {
-                let v = [
-                    a(0),
-                    a(1),
-                    if nr == libc::SYS_setresuid {
-                        a(2)
-                    } else {
-                        unset
-                    },
-                ];
-                for (i, x) in v.iter().enumerate() {
-                    if *x != unset {
-                        ids.uid[i] = *x;
-                    }
-                }
-                ids.uid[3] = ids.uid[1];
+                let saved = (nr == libc::SYS_setresuid).then(|| a(2));
+                set_ids(&mut ids.uid, [a(0), a(1), saved.unwrap_or(unset)]);
                 0
             }
             libc::SYS_setregid | libc::SYS_setresgid => {
-                let v = [
-                    a(0),
-                    a(1),
-                    if nr == libc::SYS_setresgid {
-                        a(2)
-                    } else {
-                        unset
-                    },
-                ];
-                for (i, x) in v.iter().enumerate() {
-                    if *x != unset {
-                        ids.gid[i] = *x;
-                    }
-                }
-                ids.gid[3] = ids.gid[1];
+                let saved = (nr == libc::SYS_setresgid).then(|| a(2));
+                set_ids(&mut ids.gid, [a(0), a(1), saved.unwrap_or(unset)]);
                 0
             }
             libc::SYS_setfsuid => {
@@ -1014,6 +988,16 @@ fn executable(host: &Path) -> Result<(), Errno> {
         return Err(Errno::EACCES);
     }
     Ok(())
+}
+
+/// set(res)[ug]id: real, effective, saved (-1 keeps one); fs follows effective.
+fn set_ids(ids: &mut [u32; 4], v: [u32; 3]) {
+    for (i, x) in v.into_iter().enumerate() {
+        if x != u32::MAX {
+            ids[i] = x;
+        }
+    }
+    ids[3] = ids[1];
 }
 
 /// Whether `open` follows a link in its last component.

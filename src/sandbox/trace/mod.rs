@@ -195,7 +195,7 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
     std::fs::create_dir_all(&cwd.host)
         .map_err(|e| format!("creating the working directory {}: {e}", spec.cwd))?;
     let program = spec.argv.first().ok_or("RUN: no command given")?;
-    let Some(path) = tracer.lookup(program.as_bytes(), &spec.env, &cwd.guest) else {
+    let Some(path) = tracer.lookup(program, &spec.env, &cwd.guest) else {
         eprintln!("{program}: executable file not found in $PATH");
         return Ok(127);
     };
@@ -387,20 +387,13 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 impl Tracer {
     /// `name` when it has a slash, else the first executable match on the
     /// command's PATH, looked up inside the root.
-    fn lookup(&self, name: &[u8], env: &[String], cwd: &[u8]) -> Option<Vec<u8>> {
+    fn lookup(&self, name: &str, env: &[String], cwd: &[u8]) -> Option<Vec<u8>> {
         use std::os::unix::fs::PermissionsExt;
-        if name.contains(&b'/') {
-            return Some(name.to_vec());
+        if name.contains('/') {
+            return Some(crate::pathname::to_bytes(name).to_vec());
         }
-        let path = env
-            .iter()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or(crate::dispatch::DEFAULT_PATH);
-        path.split(':').find_map(|dir| {
-            let dir = if dir.is_empty() { "." } else { dir };
-            let mut p = dir.as_bytes().to_vec();
-            p.push(b'/');
-            p.extend_from_slice(name);
+        super::path_candidates(name, env).into_iter().find_map(|p| {
+            let p = crate::pathname::to_bytes(&p).to_vec();
             let r = self.fs.resolve(self, 0, cwd, &p, true).ok()?;
             let m = std::fs::metadata(&r.host).ok()?;
             (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(p)
