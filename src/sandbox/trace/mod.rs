@@ -215,6 +215,10 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
         .collect::<Result<Vec<_>, _>>()?;
     let path = c(&path)?;
     let filters = filter::filters().map_err(|e| e.to_string())?;
+    // Orphans of the step come to this helper, which reaps them, not to the
+    // executor (pid 1 of a container), which would keep their zombies.
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
     let ids = Ids::new(spec.uid, spec.gid, spec.groups.clone());
     // SAFETY: the helper is single-threaded; the child only makes syscalls
     // before execve.
