@@ -15,7 +15,12 @@ pub(crate) type Entries = BTreeMap<PathKey, Planned>;
 /// A step's layer: planned here, or taken from the cache.
 pub(super) enum NewLayer {
     Planned(Entries),
-    Cached { layer: Box<Layer>, created: u64 },
+    /// A RUN's change to the stage's root itself, and the walk that read it.
+    OnRoot(Entries, Box<crate::sandbox::inplace::Snapshot>),
+    Cached {
+        layer: Box<Layer>,
+        created: u64,
+    },
 }
 
 #[derive(Default)]
@@ -68,6 +73,11 @@ pub(super) async fn apply(
         Some(NewLayer::Planned(entries)) => {
             let format = st.format;
             super::cpu(|| st.fs.commit(session, entries, format))?;
+            record(session, st, key);
+        }
+        Some(NewLayer::OnRoot(entries, after)) => {
+            let format = st.format;
+            super::cpu(|| st.fs.commit_on_root(session, entries, format, *after))?;
             record(session, st, key);
         }
         Some(NewLayer::Cached { layer, created }) => {

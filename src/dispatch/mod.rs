@@ -975,7 +975,7 @@ async fn run_step<'b>(
                 // Proxy build args reach the command only: not its key or history.
                 let mut run_env = env.clone();
                 run_env.extend(run::proxy_env(&opts.build_args));
-                let mut entries = run::execute(
+                let (mut entries, walked) = run::execute(
                     session,
                     &st.fs,
                     &st.config,
@@ -991,7 +991,10 @@ async fn run_step<'b>(
                 )
                 .await?;
                 run::drop_ignored(&mut entries, &opts.ignore_paths);
-                effect.layer = Some(NewLayer::Planned(entries));
+                effect.layer = Some(match walked {
+                    Some(after) => NewLayer::OnRoot(entries, Box::new(after)),
+                    None => NewLayer::Planned(entries),
+                });
                 let cached = effect::apply(session, st, effect, &key).await?;
                 if let Some(live) = live {
                     live.committed(&st.fs.layers);

@@ -170,7 +170,8 @@ pub(super) enum Rung<'a> {
 }
 
 /// Runs a prepared RUN on the stage's root and returns its layer's entries; the
-/// files they name stay in `dirs` (or the stage's root) until the layer is written.
+/// files they name stay in `dirs` (or the stage's root) until the layer is
+/// written. On the stage's root itself, also the walk that read the change.
 pub(super) async fn execute(
     session: &Session,
     fs: &StageFs,
@@ -179,7 +180,7 @@ pub(super) async fn execute(
     p: &PreparedRun,
     (dirs, mounts): (&StepDirs, &HostMounts),
     rung: Rung<'_>,
-) -> Result<Entries, BuildError> {
+) -> Result<(Entries, Option<Snapshot>), BuildError> {
     let traced = matches!(rung, Rung::Traced);
     let own_root = matches!(rung, Rung::OwnRoot) || traced;
     let mut live = match rung {
@@ -288,9 +289,10 @@ pub(super) async fn execute(
     };
     // On the stage's root itself, the change is what moved since this walk.
     let before = if own_root {
-        Some(super::cpu(|| {
-            Snapshot::take(&lower_root, &Keep::default())
-        })?)
+        Some(match fs.take_walked() {
+            Some(s) => s,
+            None => super::cpu(|| Snapshot::take(&lower_root, &Keep::default()))?,
+        })
     } else {
         None
     };
@@ -311,7 +313,7 @@ pub(super) async fn execute(
     crate::log_debug!("RUN took {:?}", started.elapsed());
     let index = fs.index(session).await?;
     if let Some(live) = live {
-        return live.changes(index, session.now);
+        return live.changes(index, session.now).map(|e| (e, None));
     }
     // Files the sandbox mounts where the image has none are its own doing, not the
     // command's: they are left out of the layer. (/proc, /dev and /sys stay, as
@@ -321,13 +323,17 @@ pub(super) async fn execute(
         .filter(|p| index.get(p).is_none())
         .map(|p| p.to_string())
         .collect();
-    let mut entries = match before {
+    let (mut entries, walked) = match before {
         Some(before) => {
-            super::cpu(|| own_root_changes(&lower_root, &before, index, &stubs, &mount_stubs))?
+            let (entries, after) =
+                super::cpu(|| own_root_changes(&lower_root, &before, index, &stubs, &mount_stubs))?;
+            (entries, Some(after))
         }
         None => {
             super::mounts::remove_stubs(&dirs.upper, &mount_stubs);
-            super::cpu(|| sandbox::upper::changes(&dirs.upper, &lower_root, index, &stubs))?
+            let entries =
+                super::cpu(|| sandbox::upper::changes(&dirs.upper, &lower_root, index, &stubs))?;
+            (entries, None)
         }
     };
     drop_stub_parents(&mut entries, index);
@@ -335,7 +341,7 @@ pub(super) async fn execute(
         traced_owners(&mut entries, &lower_root, &dirs.base.join("owners"));
     }
     made_devices(&mut entries, &sandbox::devices::records_file(&dirs.base));
-    Ok(entries)
+    Ok((entries, walked))
 }
 
 /// The image's owners that are not root's: unpacked without privileges,
@@ -407,14 +413,14 @@ fn made_devices(entries: &mut Entries, records: &Path) {
 
 /// The change a command made to the stage's root itself: the sandbox's mount
 /// points and /etc stubs are taken out of the root first, and their parents
-/// keep their time, as the overlay reader keeps it.
+/// keep their time, as the overlay reader keeps it. Also the root as now walked.
 fn own_root_changes(
     root: &Path,
     before: &Snapshot,
     index: &crate::rootfs::index::FsIndex,
     etc_stubs: &[String],
     mount_stubs: &[String],
-) -> Result<Entries, BuildError> {
+) -> Result<(Entries, Snapshot), BuildError> {
     super::mounts::remove_stubs(root, mount_stubs);
     super::mounts::remove_stubs(root, etc_stubs);
     let mut stub_parents = std::collections::HashSet::new();
@@ -427,8 +433,12 @@ fn own_root_changes(
             let _ = std::fs::remove_dir(root.join(crate::pathname::to_path(parent)));
         }
     }
-    let (entries, _) = inplace::changes(root, before, &Keep::default(), &stub_parents)?;
-    Ok(entries)
+    Ok(inplace::changes(
+        root,
+        before,
+        &Keep::default(),
+        &stub_parents,
+    )?)
 }
 
 /// The /etc files BuildKit gives a RUN: the host's resolv.conf, its own hosts

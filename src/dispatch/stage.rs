@@ -7,6 +7,7 @@ use crate::layer::reader::{self, Entry, Kind, Whiteout};
 use crate::layer::writer::{EntryBody, EntryMeta, LayerWriter};
 use crate::rootfs::apply::ScratchRoot;
 use crate::rootfs::index::{layer_entries, FsIndex};
+use crate::sandbox::inplace::Snapshot;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -25,6 +26,10 @@ pub struct StageFs {
     // while other stages run.
     index: tokio::sync::OnceCell<FsIndex>,
     rootfs: tokio::sync::OnceCell<ScratchRoot>,
+    /// The root as a RUN on the stage's root itself left it (the walk after
+    /// that step), and how many layers the stage had then: the next such RUN
+    /// starts from it instead of walking the root again.
+    walked: std::sync::Mutex<Option<(usize, Snapshot)>>,
     dir: PathBuf,
 }
 
@@ -35,7 +40,18 @@ impl StageFs {
             last_entries: Vec::new(),
             index: tokio::sync::OnceCell::new(),
             rootfs: tokio::sync::OnceCell::new(),
+            walked: std::sync::Mutex::new(None),
             dir,
+        }
+    }
+
+    /// The walk a RUN on this root left, while nothing else changed the root
+    /// since (taken: a step that fails leaves none).
+    pub(crate) fn take_walked(&self) -> Option<Snapshot> {
+        let mut w = self.walked.lock().ok()?;
+        match w.take() {
+            Some((n, s)) if n == self.layers.len() => Some(s),
+            _ => None,
         }
     }
 
@@ -271,11 +287,39 @@ impl StageFs {
     }
 
     /// Writes `entries` (plus nothing else) as a new layer and records it.
+    /// Writes the layer of a RUN that ran on the stage's root itself: the root
+    /// holds its change already (it is not applied again, which would also
+    /// make `after`, the walk that found it, stale), and `after` serves the
+    /// next RUN.
+    pub(crate) fn commit_on_root(
+        &mut self,
+        session: &Session,
+        entries: BTreeMap<PathKey, Planned>,
+        format: ManifestFormat,
+        after: Snapshot,
+    ) -> Result<Layer, BuildError> {
+        let layer = self.write_layer(session, entries, format, false)?;
+        if let Ok(mut w) = self.walked.lock() {
+            *w = Some((self.layers.len(), after));
+        }
+        Ok(layer)
+    }
+
     pub(crate) fn commit(
         &mut self,
         session: &Session,
         entries: BTreeMap<PathKey, Planned>,
         format: ManifestFormat,
+    ) -> Result<Layer, BuildError> {
+        self.write_layer(session, entries, format, true)
+    }
+
+    fn write_layer(
+        &mut self,
+        session: &Session,
+        entries: BTreeMap<PathKey, Planned>,
+        format: ManifestFormat,
+        to_root: bool,
     ) -> Result<Layer, BuildError> {
         let started = std::time::Instant::now();
         let n = self.layers.len();
@@ -300,7 +344,7 @@ impl StageFs {
         }
         let path = file.path.clone();
         let layer = written_layer(file, session.compression.media_type(format.media_types().2));
-        if let Some(root) = self.rootfs.get() {
+        if let Some(root) = self.rootfs.get().filter(|_| to_root) {
             root.apply_layer(&path, &layer.descriptor.digest)?;
         }
         self.layers.push(layer.clone());
