@@ -269,8 +269,9 @@ pub(super) async fn execute(
         parent: std::process::id(),
         traced,
         owners: traced.then(|| dirs.base.join("owners")),
-        // Unpacked as root, the image's owners are on disk already.
-        owners_seed: if traced && !nix::unistd::geteuid().is_root() {
+        // The owners the layers so far give (the tracer's chowns of earlier
+        // steps are in the layers, not on disk).
+        owners_seed: if traced {
             owners_seed(fs.index(session).await?)
         } else {
             Vec::new()
