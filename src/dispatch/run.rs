@@ -292,7 +292,15 @@ pub(super) async fn execute(
     let before = if own_root {
         Some(match fs.take_walked() {
             Some(s) => s,
-            None => super::cpu(|| Snapshot::take(&lower_root, &Keep::default()))?,
+            None => {
+                let t = std::time::Instant::now();
+                let s = super::cpu(|| Snapshot::take(&lower_root, &Keep::default()))?;
+                crate::log_debug!(
+                    "walked the stage's root before the step in {:?}",
+                    t.elapsed()
+                );
+                s
+            }
         })
     } else {
         None
@@ -326,8 +334,13 @@ pub(super) async fn execute(
         .collect();
     let (mut entries, walked) = match before {
         Some(before) => {
+            let t = std::time::Instant::now();
             let (entries, after) =
                 super::cpu(|| own_root_changes(&lower_root, &before, index, &stubs, &mount_stubs))?;
+            crate::log_debug!(
+                "walked the stage's root for the change in {:?}",
+                t.elapsed()
+            );
             (entries, Some(after))
         }
         None => {
