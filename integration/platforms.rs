@@ -347,12 +347,38 @@ fn copy_only_needs_no_emulator() {
     let ctx = context("FROM {BASE}\nCOPY f /f\nWORKDIR /w\nENV A=1\n", &base);
     let oci = tempfile::tempdir().unwrap();
     let layout = oci.path().join("layout");
+    let archive = oci.path().join("image.tar");
     kiln_build(
         &reg,
         ctx.path(),
         "copy",
-        &["--oci-layout-path", layout.to_str().unwrap()],
+        &[
+            "--oci-layout-path",
+            layout.to_str().unwrap(),
+            "--tar-path",
+            archive.to_str().unwrap(),
+        ],
     );
+    // --tar-path: the same layout, as an OCI archive.
+    let mut names = Vec::new();
+    let mut tar = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+    for e in tar.entries().unwrap() {
+        let e = e.unwrap();
+        names.push(
+            e.path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string(),
+        );
+    }
+    let index_blob = format!(
+        "blobs/sha256/{}",
+        tag_digest(&reg, "kiln-copy:1").trim_start_matches("sha256:")
+    );
+    for want in ["oci-layout", "index.json", index_blob.as_str()] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
     assert_index(&reg, "kiln-copy:1");
     compare_with_buildkit(&reg, ctx.path(), "copy");
     // The layout names the index the registry got.
