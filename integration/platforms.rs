@@ -483,3 +483,48 @@ fn emulated_run_as_non_root() {
     assert_eq!(img.config.architecture, "arm64");
     assert_eq!(img.files["arch"].digest, digest_of("aarch64\n"));
 }
+
+/// The Go and node image of the RUN workloads (integration/workloads.rs):
+/// Debian bookworm with golang-go, cached under /var/tmp.
+const TOOLS: &[&str] = &["golang-go", "nodejs", "libcap2-bin"];
+
+/// A Go program cross-compiled in a `FROM --platform=$BUILDPLATFORM` stage with
+/// `GOOS=$TARGETOS GOARCH=$TARGETARCH`, copied into the multi-arch base: no
+/// emulator runs the compiler, the same binary as BuildKit's per platform,
+/// and each platform's image runs under docker.
+#[test]
+fn go_cross_compile_matches_buildkit() {
+    let reg = TestRegistry::start();
+    let base = push_multiarch_base(&reg);
+    push_debian_base(&reg, "tools:1", TOOLS);
+    let df = format!(
+        "FROM --platform=$BUILDPLATFORM {r}/tools:1 AS build\nWORKDIR /src\nCOPY go.mod main.go ./\nRUN echo shared-step-$((6*7)) && go version > /go-version\nARG TARGETOS TARGETARCH\nRUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -o /out/hello .\nFROM {{BASE}}\nCOPY --from=build /out/hello /hello\nENTRYPOINT [\"/hello\"]\n",
+        r = reg.host
+    );
+    let ctx = context(&df, &base);
+    write_context(
+        ctx.path(),
+        &[
+            ("go.mod", "module hello\n\ngo 1.19\n"),
+            (
+                "main.go",
+                "package main\n\nimport (\n\t\"fmt\"\n\t\"runtime\"\n)\n\nfunc main() { fmt.Printf(\"hello from %s/%s\\n\", runtime.GOOS, runtime.GOARCH) }\n",
+            ),
+        ],
+    );
+    let log = kiln_build(&reg, ctx.path(), "go", &[]);
+    assert_eq!(
+        log.matches("shared-step-42").count(),
+        1,
+        "the shared RUN runs once: {log}"
+    );
+    compare_with_buildkit(&reg, ctx.path(), "go");
+    let image = format!("{}/kiln-go:1", reg.host);
+    for (arch, _) in ARCHES {
+        let platform = format!("linux/{arch}");
+        assert_eq!(
+            docker_run_platform(&image, &platform, &[]),
+            format!("hello from {platform}\n")
+        );
+    }
+}

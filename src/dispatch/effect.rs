@@ -73,9 +73,9 @@ pub(super) async fn apply(
     let made = match effect.layer {
         Some(NewLayer::Planned(entries)) => {
             let format = st.format;
-            super::cpu(|| st.fs.commit(session, entries, format))?;
+            let layer = super::cpu(|| st.fs.commit(session, entries, format))?;
             record(session, st, key);
-            st.fs.layers.last().map(|l| (l.clone(), session.now))
+            Some((layer, session.now))
         }
         Some(NewLayer::OnRoot(entries, after)) => {
             let format = st.format;
