@@ -358,7 +358,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     .with_procs(kiln::procs::dir(scratch.path()));
     let session = match o.platforms.len() {
         1 => session,
-        _ => session.shared_between_platforms(),
+        _ => session.shared_between_platforms(scratch.path()),
     };
     let opts = BuildOptions {
         build_args: o.build_args.clone(),

@@ -199,9 +199,15 @@ impl Session {
     }
 
     /// A session for several platforms' builds at once: steps with equal keys
-    /// are made once ([`shared`]).
-    pub fn shared_between_platforms(mut self) -> Session {
+    /// are made once ([`shared`]), and without `--cache-dir` a base unpacked
+    /// for one platform's stage is kept in `scratch` for the next stage on the
+    /// same layers (a `--platform=$BUILDPLATFORM` stage's copy for each target
+    /// then clones it instead of unpacking it again).
+    pub fn shared_between_platforms(mut self, scratch: &std::path::Path) -> Session {
         self.shared = shared::SharedSteps::new(true);
+        if self.trees.is_none() {
+            self.trees = Some(scratch.join("trees"));
+        }
         self
     }
 
