@@ -528,3 +528,58 @@ fn go_cross_compile_matches_buildkit() {
         );
     }
 }
+
+/// With `--cache`, each platform's steps are entries of their own (the key
+/// carries the platform): a rebuild takes every RUN from the cache, and each
+/// platform's image keeps its own layer.
+#[test]
+fn each_platforms_steps_are_cached() {
+    require_aarch64_handler();
+    let reg = TestRegistry::start();
+    let base = push_multiarch_base(&reg);
+    let ctx = context("FROM {BASE}\nRUN uname -m > /arch\nCOPY f /f\n", &base);
+    let repo = format!("{}/cache", reg.host);
+    let cache = ["--cache", "--cache-repo", repo.as_str()];
+    let first = kiln_build(&reg, ctx.path(), "cached", &cache);
+    assert_eq!(first.matches("cache miss").count(), 4, "{first}");
+    let digest = tag_digest(&reg, "kiln-cached:1");
+    let again = kiln_build(&reg, ctx.path(), "cached", &cache);
+    assert_eq!(again.matches("cache hit").count(), 4, "{again}");
+    assert_eq!(again.matches("cache miss").count(), 0, "{again}");
+    for (arch, machine) in ARCHES {
+        let img = pull_arch(&reg, "kiln-cached:1", arch);
+        assert_eq!(
+            img.files["arch"].digest,
+            digest_of(&format!("{machine}\n")),
+            "{arch}"
+        );
+    }
+    // An unchanged rebuild gives the same index, as it gives the same image.
+    assert_eq!(digest, tag_digest(&reg, "kiln-cached:1"));
+}
+
+/// A step that fails for one platform fails the build: no tag moves, not even
+/// for the platform that built.
+#[test]
+fn a_failing_platform_pushes_nothing() {
+    require_aarch64_handler();
+    let reg = TestRegistry::start();
+    let base = push_multiarch_base(&reg);
+    let ctx = context(
+        "FROM {BASE}\nCOPY f /f\nRUN test \"$(uname -m)\" = x86_64 || { echo not-on-$(uname -m); exit 3; }\n",
+        &base,
+    );
+    let out = build_with(
+        ctx.path(),
+        &format!("{}/kiln-fails:1", reg.host),
+        &["--custom-platform", PLATFORMS],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("not-on-aarch64")
+            && err.contains("did not complete successfully: exit code: 3"),
+        "{err}"
+    );
+    assert_nothing_pushed(&reg, "kiln-fails:1", "one platform failed");
+}

@@ -449,8 +449,13 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
 /// fetches, builds and pushes nothing.
 fn print_plan(df: &kiln::dockerfile::Dockerfile, o: &cli::Options) -> Result<()> {
     let overrides = o.build_args.iter().cloned().collect();
-    let plan = kiln::plan::plan(df, &overrides, o.target.as_deref(), &o.platform)?;
-    print!("{}", plan.describe(df));
+    for platform in &o.platforms {
+        let plan = kiln::plan::plan(df, &overrides, o.target.as_deref(), platform)?;
+        if o.platforms.len() > 1 {
+            println!("platform {platform}:");
+        }
+        print!("{}", plan.describe(df));
+    }
     kiln::log_info!("--dryrun: nothing was built or pushed");
     Ok(())
 }

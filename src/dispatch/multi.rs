@@ -45,10 +45,9 @@ pub async fn build_platforms(
         );
     let mut images = Vec::new();
     if concurrent {
-        let builds = per_platform.iter().map(|o| build(session, df, ctx, o));
         for (o, image) in per_platform
             .iter()
-            .zip(futures_util::future::try_join_all(builds).await?)
+            .zip(at_once(session, df, ctx, &per_platform).await?)
         {
             images.push((o.platform.clone(), image));
         }
@@ -58,4 +57,64 @@ pub async fn build_platforms(
         }
     }
     Ok(images)
+}
+
+/// Runs the platforms' builds at once, each on a thread of its own: a build's
+/// CPU work (`cpu`, `block_in_place`) holds its task, so builds that were
+/// futures of one task would take turns. The first failure stops the others.
+async fn at_once(
+    session: &Session,
+    df: &Dockerfile,
+    ctx: &BuildContext,
+    per_platform: &[BuildOptions],
+) -> Result<Vec<Image>, BuildError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let handle = Handle::current();
+    if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
+        // Only the runtime's own thread drives a current-thread runtime.
+        let builds = per_platform.iter().map(|o| build(session, df, ctx, o));
+        return futures_util::future::try_join_all(builds).await;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let joined = super::cpu(|| {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = per_platform
+                .iter()
+                .map(|o| {
+                    let (handle, stop_tx, mut stop_rx) = (&handle, &stop_tx, stop_rx.clone());
+                    s.spawn(move || {
+                        handle.block_on(async move {
+                            tokio::select! {
+                                r = build(session, df, ctx, o) => {
+                                    if r.is_err() {
+                                        let _ = stop_tx.send(true);
+                                    }
+                                    Some(r)
+                                }
+                                _ = stop_rx.wait_for(|stop| *stop) => None,
+                            }
+                        })
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join()).collect::<Vec<_>>()
+        })
+    });
+    let mut images = Vec::new();
+    let mut first_error = None;
+    for j in joined {
+        match j {
+            Ok(Some(Ok(image))) => images.push(image),
+            Ok(Some(Err(e))) => {
+                first_error.get_or_insert(e);
+            }
+            // Stopped because another platform's build failed.
+            Ok(None) => {}
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(images),
+    }
 }
