@@ -466,22 +466,31 @@ fn cross_compile_stage_is_shared() {
     }
 }
 
-/// One foreign platform (Kaniko's single `--custom-platform`), built by a user
-/// that is not root (setting E: the sandbox in a user namespace it made): the
-/// interpreter the kernel opened at registration still runs after the sandbox's
-/// pivot into the stage's root.
+/// One foreign platform (Kaniko's single `--custom-platform`) in every setting
+/// where RUN works: root on this host (D), a non-root user in its own user
+/// namespace (E), Kiln's image with user namespaces (B) and in the container's
+/// own root under Docker's default seccomp (A). The interpreter the kernel
+/// opened at registration (the F flag) still runs after the sandbox's pivot
+/// into the stage's root, and in a container that has no qemu.
 #[test]
-fn emulated_run_as_non_root() {
+fn emulated_run_in_every_setting() {
     require_aarch64_handler();
     let reg = TestRegistry::start();
     let base = push_multiarch_base(&reg);
     let ctx = context("FROM {BASE}\nRUN uname -m > /arch\n", &base);
-    let dest = format!("{}/kiln-nonroot:1", reg.host);
-    let out = Setting::E.build(ctx.path(), &dest, &["--custom-platform", "linux/arm64"]);
-    assert_ok(&out);
-    let img = pull_arch(&reg, "kiln-nonroot:1", "arm64");
-    assert_eq!(img.config.architecture, "arm64");
-    assert_eq!(img.files["arch"].digest, digest_of("aarch64\n"));
+    for setting in Setting::RUN_CAPABLE {
+        let repo = setting.repo("emulated");
+        let dest = format!("{}/{repo}", reg.host);
+        let out = setting.build(ctx.path(), &dest, &["--custom-platform", "linux/arm64"]);
+        assert_ok(&out);
+        let img = pull_arch(&reg, &repo, "arm64");
+        assert_eq!(img.config.architecture, "arm64", "{setting:?}");
+        assert_eq!(
+            img.files["arch"].digest,
+            digest_of("aarch64\n"),
+            "{setting:?}"
+        );
+    }
 }
 
 /// The Go and node image of the RUN workloads (integration/workloads.rs):

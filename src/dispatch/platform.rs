@@ -28,7 +28,7 @@ pub(super) fn check_plan(
             continue;
         }
         let (_, platform) = base_of(df, stage, &plan.global, opts).map_err(|e| e.at(&stage.at))?;
-        match emulation::check(&platform, Path::new(BINFMT_DIR)) {
+        match emulation::check(&platform, Path::new(BINFMT_DIR), &opts.scratch_dir) {
             Ok(()) => {}
             Err(e) if cache_may_hold => {
                 crate::log_warn!(
@@ -52,7 +52,11 @@ pub(super) fn check_run(
         return Ok(());
     };
     let (_, platform) = base_of(df, stage, global, opts)?;
-    Ok(emulation::check(&platform, Path::new(BINFMT_DIR))?)
+    Ok(emulation::check(
+        &platform,
+        Path::new(BINFMT_DIR),
+        &opts.scratch_dir,
+    )?)
 }
 
 /// `linux/arm64 ` before a step's number when several platforms are built,

@@ -6,7 +6,10 @@
 //! registered, so it still runs once the RUN sandbox has pivoted into the
 //! stage's root, where the interpreter's path does not exist.
 
+mod probe;
+
 use crate::image::spec::Platform;
+use probe::Probe;
 use std::path::Path;
 
 /// Where the kernel shows its handlers.
@@ -16,14 +19,14 @@ pub const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
 pub enum EmulationError {
     #[error("RUN for {platform} needs an emulator, and Kiln does not know the ELF machine of architecture {arch:?}")]
     UnknownArch { platform: String, arch: String },
-    #[error(
-        "RUN for {platform} needs an emulator: binfmt_misc is not mounted at {BINFMT_DIR} ({how})"
-    )]
-    NotMounted { platform: String, how: &'static str },
-    #[error("RUN for {platform} needs an emulator: no binfmt_misc handler for {arch} binaries is registered on this machine ({how})")]
+    #[error("RUN for {platform} needs an emulator: binfmt_misc is disabled ({how})")]
+    Disabled { platform: String, how: &'static str },
+    #[error("RUN for {platform} needs an emulator: no binfmt_misc handler for {arch} binaries is registered on this machine{seen} ({how})")]
     NoHandler {
         platform: String,
         arch: String,
+        /// How that was found out, where binfmt_misc itself is hidden.
+        seen: &'static str,
         how: &'static str,
     },
     #[error("RUN for {platform} needs an emulator: the binfmt_misc handler {name} is registered without the F flag, so the build's root hides its interpreter ({how})")]
@@ -122,8 +125,10 @@ impl Handler {
 }
 
 /// Whether RUN can execute `platform`'s binaries here: natively, or through an
-/// enabled handler in `binfmt_dir` with the F flag.
-pub fn check(platform: &Platform, binfmt_dir: &Path) -> Result<(), EmulationError> {
+/// enabled handler in `binfmt_dir` with the F flag. Where `binfmt_dir` is not
+/// mounted (a container's /proc), a probe executable written in `scratch` asks
+/// the kernel.
+pub fn check(platform: &Platform, binfmt_dir: &Path, scratch: &Path) -> Result<(), EmulationError> {
     let arch = platform.architecture.as_str();
     if native(&Platform::host(), arch) {
         return Ok(());
@@ -134,12 +139,38 @@ pub fn check(platform: &Platform, binfmt_dir: &Path) -> Result<(), EmulationErro
         arch: arch.to_string(),
     })?;
     let header = elf_header(class, data, machine);
-    let status = std::fs::read_to_string(binfmt_dir.join("status")).unwrap_or_default();
-    if status.trim() != "enabled" {
-        return Err(EmulationError::NotMounted {
-            platform: name,
-            how: "mount it with `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc` on the node, then register a handler; tonistiigi/binfmt does both",
-        });
+    let status = std::fs::read_to_string(binfmt_dir.join("status"));
+    match status.as_deref().map(str::trim) {
+        Ok("enabled") => {}
+        Ok(_) => {
+            return Err(EmulationError::Disabled {
+                platform: name,
+                how: "it is turned off: `echo 1 > /proc/sys/fs/binfmt_misc/status` on the node",
+            })
+        }
+        // Not visible here: the kernel's answer decides.
+        Err(_) => {
+            return match probe::run(&probe::elf(class, data, machine), scratch) {
+                Probe::Runs => Ok(()),
+                Probe::NoHandler => Err(EmulationError::NoHandler {
+                    platform: name,
+                    arch: format!("{arch} ({qemu})"),
+                    seen: " (one fails with `exec format error`; binfmt_misc itself is not visible here)",
+                    how: HOW,
+                }),
+                Probe::NoInterpreter => Err(EmulationError::NoFixBinary {
+                    platform: name,
+                    name: format!("for {qemu}"),
+                    how: HOW,
+                }),
+                Probe::Unknown(why) => {
+                    crate::log_warn!(
+                        "cannot tell whether {name} binaries run here ({why}): a RUN without an emulator fails with `exec format error`"
+                    );
+                    Ok(())
+                }
+            };
+        }
     }
     let mut without_f = None;
     // An unreadable directory reads as "no handler": the error says what to do.
@@ -175,6 +206,7 @@ pub fn check(platform: &Platform, binfmt_dir: &Path) -> Result<(), EmulationErro
         None => EmulationError::NoHandler {
             platform: name,
             arch: format!("{arch} ({qemu})"),
+            seen: "",
             how: HOW,
         },
     })
@@ -202,13 +234,13 @@ mod tests {
     #[test]
     fn a_registered_handler_with_f_runs_arm64() {
         let d = dir_with(&[("qemu-aarch64", AARCH64)]);
-        check(&arm64(), d.path()).unwrap();
+        check(&arm64(), d.path(), d.path()).unwrap();
     }
 
     #[test]
     fn no_handler_names_the_platform_and_how() {
         let d = dir_with(&[("qemu-aarch64", AARCH64)]);
-        let e = check(&Platform::parse("linux/s390x").unwrap(), d.path()).unwrap_err();
+        let e = check(&Platform::parse("linux/s390x").unwrap(), d.path(), d.path()).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("linux/s390x"), "{text}");
         assert!(text.contains("tonistiigi/binfmt"), "{text}");
@@ -217,30 +249,35 @@ mod tests {
     #[test]
     fn a_handler_without_f_is_named() {
         let d = dir_with(&[("qemu-aarch64", &AARCH64.replace("POF", "PO"))]);
-        let e = check(&arm64(), d.path()).unwrap_err();
+        let e = check(&arm64(), d.path(), d.path()).unwrap_err();
         assert!(matches!(e, EmulationError::NoFixBinary { .. }), "{e}");
     }
 
     #[test]
-    fn a_disabled_handler_or_unmounted_dir_is_none() {
+    fn a_disabled_handler_or_binfmt_misc_is_none() {
         let d = dir_with(&[("qemu-aarch64", &AARCH64.replace("enabled\n", "disabled\n"))]);
         assert!(matches!(
-            check(&arm64(), d.path()),
+            check(&arm64(), d.path(), d.path()),
             Err(EmulationError::NoHandler { .. })
         ));
-        let empty = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("status"), "disabled\n").unwrap();
         assert!(matches!(
-            check(&arm64(), empty.path()),
-            Err(EmulationError::NotMounted { .. })
+            check(&arm64(), d.path(), d.path()),
+            Err(EmulationError::Disabled { .. })
         ));
     }
 
     #[test]
     fn the_host_and_i386_need_nothing() {
         let empty = tempfile::tempdir().unwrap();
-        check(&Platform::host(), empty.path()).unwrap();
+        check(&Platform::host(), empty.path(), empty.path()).unwrap();
         if Platform::host().architecture == "amd64" {
-            check(&Platform::parse("linux/386").unwrap(), empty.path()).unwrap();
+            check(
+                &Platform::parse("linux/386").unwrap(),
+                empty.path(),
+                empty.path(),
+            )
+            .unwrap();
         }
     }
 
