@@ -466,10 +466,10 @@ fn cross_compile_stage_is_shared() {
     }
 }
 
-/// One foreign platform (Kaniko's single `--custom-platform`) in every setting
-/// where RUN works: root on this host (D), a non-root user in its own user
-/// namespace (E), Kiln's image with user namespaces (B) and in the container's
-/// own root under Docker's default seccomp (A). The interpreter the kernel
+/// One foreign platform (Kaniko's single `--custom-platform`) on every RUN
+/// rung: namespaces as root on this host (D), as a non-root user in its own
+/// user namespace (E) and in Kiln's image (B); traced under Docker's default
+/// seccomp (A), and in the container's own root (A's in-place rung). The interpreter the kernel
 /// opened at registration (the F flag) still runs after the sandbox's pivot
 /// into the stage's root, and in a container that has no qemu.
 #[test]
@@ -483,6 +483,14 @@ fn emulated_run_in_every_setting() {
         let dest = format!("{}/{repo}", reg.host);
         let out = setting.build(ctx.path(), &dest, &["--custom-platform", "linux/arm64"]);
         assert_ok(&out);
+        let log = String::from_utf8_lossy(&out.stderr);
+        let rung = log
+            .lines()
+            .find(|l| l.contains("RUN runs"))
+            .unwrap_or_default();
+        if setting == Setting::A {
+            assert!(rung.contains("traced"), "A runs traced here: {rung}");
+        }
         let img = pull_arch(&reg, &repo, "arm64");
         assert_eq!(img.config.architecture, "arm64", "{setting:?}");
         assert_eq!(
@@ -491,6 +499,39 @@ fn emulated_run_in_every_setting() {
             "{setting:?}"
         );
     }
+    // The in-place rung (setting A where ptrace is denied; chosen here by name).
+    let scratch = tempfile::tempdir().unwrap();
+    let ws = format!("{}:/workspace:ro", ctx.path().display());
+    let vol = format!("{}:/scratch", scratch.path().display());
+    let dest = format!("{}/emulated-inplace:1", reg.host);
+    let out = docker_run_args(
+        &[
+            "-v",
+            &ws,
+            "-v",
+            &vol,
+            "-e",
+            "KANIKO_DIR=/scratch",
+            "-e",
+            "KILN_RUN_RUNG=in-place",
+        ],
+        executor_image(),
+        &[
+            "--context",
+            "/workspace",
+            "--dockerfile",
+            "/workspace/Dockerfile",
+            "--destination",
+            &dest,
+            "--custom-platform",
+            "linux/arm64",
+        ],
+    );
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("this container's own root"), "{log}");
+    let img = pull_arch(&reg, "emulated-inplace:1", "arm64");
+    assert_eq!(img.files["arch"].digest, digest_of("aarch64\n"), "in place");
 }
 
 /// The Go and node image of the RUN workloads (integration/workloads.rs):

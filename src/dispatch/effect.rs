@@ -79,8 +79,9 @@ pub(super) async fn apply(
         }
         Some(NewLayer::OnRoot(entries, after)) => {
             let format = st.format;
-            super::cpu(|| st.fs.commit_on_root(session, entries, format, *after))?;
+            let layer = super::cpu(|| st.fs.commit_on_root(session, entries, format, *after))?;
             record(session, st, key);
+            Some((layer, session.now))
         }
         Some(NewLayer::Cached { layer, created }) => {
             let made = (*layer.clone(), created);
