@@ -107,8 +107,13 @@ pub struct Cli {
     /// Do not check push access to the destinations before building.
     #[arg(help_heading = "Push", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub skip_push_permission_check: bool,
-    /// Platform to build for, os/arch[/variant] (default: this machine's).
-    #[arg(help_heading = "Build", long, alias = "customPlatform")]
+    /// Platforms to build for, os/arch[/variant], comma-separated (default: this machine's); more than one pushes an image index.
+    #[arg(
+        help_heading = "Build",
+        long,
+        alias = "customPlatform",
+        visible_alias = "platform"
+    )]
     pub custom_platform: Option<String>,
     /// Zero timestamps in layers and config, for reproducible digests.
     #[arg(help_heading = "Build", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
@@ -421,8 +426,8 @@ pub struct WarmerCli {
     /// The directory to fill (Kaniko's default, /cache).
     #[arg(short = 'c', long, default_value = "/cache")]
     pub cache_dir: PathBuf,
-    /// Platform to warm for, os/arch[/variant].
-    #[arg(long, alias = "customPlatform")]
+    /// Platforms to warm for, os/arch[/variant], comma-separated.
+    #[arg(long, alias = "customPlatform", visible_alias = "platform")]
     pub custom_platform: Option<String>,
     /// Kaniko's warmer flags with no meaning here: entries are verified by
     /// digest, so neither an age nor a forced download changes what is kept.
@@ -557,7 +562,10 @@ pub struct Options {
     pub dockerfile: String,
     pub git: GitOptions,
     pub destinations: Vec<Reference>,
+    /// The first of `platforms`: what a single-platform build is for.
     pub platform: Platform,
+    /// Every platform to build, in the order given (one, unless an index is wanted).
+    pub platforms: Vec<Platform>,
     /// `--custom-platform` was given (the image is then labelled with it).
     pub explicit_platform: bool,
     pub build_args: Vec<(String, String)>,
@@ -670,7 +678,8 @@ impl Cli {
                 "none given; pass one or more, or --no-push",
             ));
         }
-        let platform = platform(&self.custom_platform)?;
+        let platforms = platforms(&self.custom_platform)?;
+        let platform = platforms[0].clone();
         let cache = self.cache_settings(&destinations)?;
         let progress = self.terminal_view();
         let mut registry = RegistryOptions {
@@ -713,6 +722,7 @@ impl Cli {
             git,
             destinations,
             platform,
+            platforms,
             explicit_platform: self.custom_platform.is_some(),
             target: self.target,
             reproducible: self.reproducible,
@@ -787,13 +797,27 @@ fn find_dockerfile(flag: &str, context: &Path) -> Result<PathBuf, FlagError> {
     ))
 }
 
-/// `--custom-platform`, or this machine's.
-pub fn platform(flag: &Option<String>) -> Result<Platform, FlagError> {
-    match flag {
-        Some(p) => Platform::parse(p)
-            .ok_or_else(|| FlagError::new("custom-platform", p, "expected os/arch[/variant]")),
-        None => Ok(Platform::host()),
+/// `--custom-platform` (buildx's `--platform` list: `linux/amd64,linux/arm64`,
+/// names normalized as containerd does, duplicates dropped), or this machine's.
+/// Never empty.
+pub fn platforms(flag: &Option<String>) -> Result<Vec<Platform>, FlagError> {
+    let Some(list) = flag else {
+        return Ok(vec![Platform::host()]);
+    };
+    let mut out: Vec<Platform> = Vec::new();
+    for p in list.split(',').map(str::trim) {
+        let parsed = Platform::parse(p).map(Platform::normalize).ok_or_else(|| {
+            FlagError::new(
+                "custom-platform",
+                list,
+                "expected os/arch[/variant], comma-separated",
+            )
+        })?;
+        if !out.contains(&parsed) {
+            out.push(parsed);
+        }
     }
+    Ok(out)
 }
 
 /// `--verbosity` levels (logrus' names, as Kaniko takes them).
@@ -963,6 +987,30 @@ mod tests {
         assert!(at("Example:") > at("Logging:"));
         // Kaniko-only knobs stay out of the help.
         assert!(!help.contains("--snapshot-mode"));
+    }
+
+    #[test]
+    fn platform_lists_take_buildx_syntax_and_one_keeps_kanikos_meaning() {
+        let names = |flag: &str| {
+            let cli = Cli::try_parse_from(["executor", flag]).expect("parses");
+            platforms(&cli.custom_platform)
+                .map(|v| v.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            names("--custom-platform=linux/amd64,linux/arm64").unwrap(),
+            ["linux/amd64", "linux/arm64"]
+        );
+        assert_eq!(
+            names("--platform=linux/aarch64, linux/arm/v7,linux/arm64/v8").unwrap(),
+            ["linux/arm64", "linux/arm/v7"]
+        );
+        assert_eq!(
+            names("--custom-platform=linux/s390x").unwrap(),
+            ["linux/s390x"]
+        );
+        assert!(names("--custom-platform=linux/amd64,,linux/arm64").is_err());
+        assert!(names("--platform=linux").is_err());
+        assert_eq!(platforms(&None).unwrap(), [Platform::host()]);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod context;
 pub mod dispatch;
 pub mod dockerfile;
+pub mod emulation;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzcheck;
 pub(crate) mod git;

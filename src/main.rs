@@ -12,6 +12,7 @@ use kiln::dispatch::{self, BuildOptions, Session};
 use kiln::dockerfile::parse_dockerfile;
 use kiln::image::Reference;
 use kiln::publish;
+use kiln::publish::index::PlatformImage;
 use kiln::registry::auth::Keychain;
 use kiln::registry::{Registry, RegistryOptions};
 use std::path::Path;
@@ -204,6 +205,57 @@ async fn publish_all(
     Ok(())
 }
 
+/// [`publish_all`] for a multi-platform build: every platform's blobs and
+/// manifest to every destination, then the index under each tag.
+async fn publish_index(
+    out: &cli::Outputs,
+    session: &Session,
+    destinations: &[Reference],
+    images: &[PlatformImage],
+    index: &publish::index::SerializedIndex,
+) -> Result<()> {
+    if let Some(p) = &out.tar_path {
+        publish::index::write_oci_archive(&session.store, images, index, p, &session.blobs_dir)
+            .await?;
+        kiln::log_info!(
+            "wrote {} (an OCI layout archive: a docker-archive holds one platform)",
+            p.display()
+        );
+    }
+    if let Some(p) = &out.oci_layout_path {
+        publish::index::write_oci_layout(&session.store, images, index, p).await?;
+        kiln::log_info!("wrote OCI layout {}", p.display());
+    }
+    if !out.push {
+        return Ok(());
+    }
+    let publisher = publish::Publisher {
+        registry: &session.registry,
+        store: &session.store,
+        tmp: &session.blobs_dir,
+    };
+    for d in destinations {
+        publish::index::push_images(&publisher, d, images)
+            .await
+            .with_context(|| format!("pushing {d}"))?;
+    }
+    for d in destinations {
+        match publish::index::push_index(&publisher, d, index).await {
+            Ok(digest) => kiln::log_info!(
+                "pushed {d}@{digest} (an index of {} platforms)",
+                images.len()
+            ),
+            Err(e) if out.ignore_immutable_tags && publish::is_immutable_tag_error(&e) => {
+                kiln::log_warn!(
+                    "{d}: the tag is immutable there and was not moved ({e}); --push-ignore-immutable-tag-errors counts the push as done"
+                )
+            }
+            Err(e) => return Err(e).with_context(|| format!("pushing {d}")),
+        }
+    }
+    Ok(())
+}
+
 async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     let started = std::time::Instant::now();
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -304,6 +356,10 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         if o.reproducible { 0 } else { wall_now },
     )
     .with_procs(kiln::procs::dir(scratch.path()));
+    let session = match o.platforms.len() {
+        1 => session,
+        _ => session.shared_between_platforms(scratch.path()),
+    };
     let opts = BuildOptions {
         build_args: o.build_args.clone(),
         target: o.target.clone(),
@@ -316,13 +372,33 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         ignore_paths: o.ignore_paths.clone(),
         single_snapshot: o.single_snapshot,
         image_format: o.image_format,
+        multi_platform: false,
     };
     // The terminal view: bars and step timers below the log until the end.
     let view = kiln::progress::start(o.outputs.progress);
     let ctx = BuildContext::open(&context, dockerfile.as_deref())?;
-    let image = dispatch::build(&session, &df, &ctx, &opts).await?;
-    let s = publish::serialize(&image, &o.annotations)?;
-    publish_all(&o.outputs, &session, &o.destinations, &image, &s).await?;
+    // The digest the outputs name: the image's, or with several platforms the index's.
+    let digest = if o.platforms.len() > 1 {
+        let built =
+            dispatch::multi::build_platforms(&session, &df, &ctx, &opts, &o.platforms).await?;
+        let mut images = Vec::new();
+        for (platform, image) in built {
+            let serialized = publish::serialize(&image, &o.annotations)?;
+            images.push(PlatformImage {
+                platform,
+                image,
+                serialized,
+            });
+        }
+        let index = publish::index::serialize(&images)?;
+        publish_index(&o.outputs, &session, &o.destinations, &images, &index).await?;
+        index.digest
+    } else {
+        let image = dispatch::build(&session, &df, &ctx, &opts).await?;
+        let s = publish::serialize(&image, &o.annotations)?;
+        publish_all(&o.outputs, &session, &o.destinations, &image, &s).await?;
+        s.manifest_digest
+    };
     // Cache entries after the push: their new blobs are then mounted, not uploaded twice.
     let pushed = o.destinations.first().filter(|_| o.outputs.push);
     session
@@ -330,11 +406,11 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         .flush(&session.registry, scratch.path(), pushed)
         .await;
     if let Some(p) = &o.outputs.digest_file {
-        std::fs::write(p, s.manifest_digest.as_str())
-            .with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, digest.as_str()).with_context(|| format!("writing {}", p.display()))?;
     }
-    // Under --no-push too, as Kaniko writes them: the digest is the manifest's.
-    let digest = s.manifest_digest.as_str();
+    // Under --no-push too, as Kaniko writes them: the digest is the manifest's
+    // (the index's for several platforms).
+    let digest = digest.as_str();
     let files = [
         (&o.outputs.image_name_with_digest_file, false),
         (&o.outputs.image_name_tag_with_digest_file, true),
@@ -365,7 +441,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     );
     // Its last frame stays, its line ended before the digest on stdout.
     drop(view);
-    println!("{}", s.manifest_digest);
+    println!("{digest}");
     Ok(())
 }
 
@@ -373,8 +449,13 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
 /// fetches, builds and pushes nothing.
 fn print_plan(df: &kiln::dockerfile::Dockerfile, o: &cli::Options) -> Result<()> {
     let overrides = o.build_args.iter().cloned().collect();
-    let plan = kiln::plan::plan(df, &overrides, o.target.as_deref(), &o.platform)?;
-    print!("{}", plan.describe(df));
+    for platform in &o.platforms {
+        let plan = kiln::plan::plan(df, &overrides, o.target.as_deref(), platform)?;
+        if o.platforms.len() > 1 {
+            println!("platform {platform}:");
+        }
+        print!("{}", plan.describe(df));
+    }
     kiln::log_info!("--dryrun: nothing was built or pushed");
     Ok(())
 }
@@ -382,13 +463,18 @@ fn print_plan(df: &kiln::dockerfile::Dockerfile, o: &cli::Options) -> Result<()>
 /// `executor warmer`: downloads base layers and computes their file indexes into
 /// `--cache-dir`, so builds with that directory download no base layer.
 async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
-    let platform = cli::platform(&cli.custom_platform)?;
-    let mut images = cli.images.clone();
-    if let Some(f) = &cli.dockerfile {
-        let text = read_dockerfile(f)?;
-        let df = parse_dockerfile(&text)?;
-        let args = cli::key_values("build-arg", &cli.build_args, true)?;
-        images.extend(kiln::plan::base_images(&df, &args, &platform)?);
+    let platforms = cli::platforms(&cli.custom_platform)?;
+    // Each image for each platform: an index gives each its own layers.
+    let mut images: Vec<(String, kiln::image::spec::Platform)> = Vec::new();
+    for platform in &platforms {
+        let mut more = cli.images.clone();
+        if let Some(f) = &cli.dockerfile {
+            let text = read_dockerfile(f)?;
+            let df = parse_dockerfile(&text)?;
+            let args = cli::key_values("build-arg", &cli.build_args, true)?;
+            more.extend(kiln::plan::base_images(&df, &args, platform)?);
+        }
+        images.extend(more.into_iter().map(|i| (i, platform.clone())));
     }
     if images.is_empty() {
         bail!("nothing to warm: pass --image or --dockerfile");
@@ -419,7 +505,7 @@ async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<(
         kiln::layer::writer::Compression::Gzip(6),
         0,
     );
-    for image in images {
+    for (image, platform) in images {
         let reference = Reference::parse(&image)?;
         let remote =
             kiln::image::remote::fetch(&session.registry, &reference, &platform, scratch.path())

@@ -159,18 +159,20 @@ fn first_run(df: &Dockerfile, stages: &[usize]) -> Option<Location> {
         .map(|s| s.at.clone())
 }
 
-/// Predefined platform ARGs BuildKit provides.
-fn platform_args(p: &Platform) -> Vec<(String, String)> {
-    let plat = p.to_string();
-    let variant = p.variant.clone().unwrap_or_default();
+/// Predefined platform ARGs BuildKit provides: TARGET* the platform built for,
+/// BUILD* the machine building it (a `--platform=$BUILDPLATFORM` stage runs natively).
+fn platform_args(target: &Platform) -> Vec<(String, String)> {
+    let build = Platform::host();
     let mut v = Vec::new();
-    for prefix in ["TARGET", "BUILD"] {
-        v.push((format!("{prefix}PLATFORM"), plat.clone()));
+    for (prefix, p) in [("TARGET", target), ("BUILD", &build)] {
+        let plat = p.to_string();
+        let variant = p.variant.clone().unwrap_or_default();
+        v.push((format!("{prefix}PLATFORM"), plat));
         v.push((format!("{prefix}OS"), p.os.clone()));
         // Windows' field; empty for Linux, but declared all the same.
         v.push((format!("{prefix}OSVERSION"), String::new()));
         v.push((format!("{prefix}ARCH"), p.architecture.clone()));
-        v.push((format!("{prefix}VARIANT"), variant.clone()));
+        v.push((format!("{prefix}VARIANT"), variant));
     }
     v
 }

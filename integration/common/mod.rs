@@ -542,11 +542,18 @@ impl Pulled {
 /// which shares no code with Kiln: Python's standard library (urllib, tarfile,
 /// hashlib) verifies every digest and applies the layers with overlay rules.
 pub fn pull(reg: &TestRegistry, repo_tag: &str) -> Pulled {
+    pull_arch(reg, repo_tag, "amd64")
+}
+
+/// [`pull`], taking `arch`'s manifest where `repo_tag` is an index.
+pub fn pull_arch(reg: &TestRegistry, repo_tag: &str, arch: &str) -> Pulled {
     let python = require("python3", "apt-get install python3");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/oracle/flatten.py");
     let out = run_ok(
-        Command::new(python).arg(script).args([&reg.host, repo_tag]),
-        &format!("the oracle on {repo_tag}"),
+        Command::new(python)
+            .arg(script)
+            .args([&reg.host, repo_tag, arch]),
+        &format!("the oracle on {repo_tag} ({arch})"),
     );
     let img: OracleImage = serde_json::from_slice(&out.stdout).expect("oracle json");
     let files = img

@@ -57,13 +57,17 @@ def clean(name):
 
 def main():
     host, ref = sys.argv[1], sys.argv[2]
+    # An index gives ARCH's manifest (argv[3], amd64 when not given).
+    arch = sys.argv[3] if len(sys.argv) > 3 else "amd64"
     repo, tag = ref.rsplit(":", 1)
     base = f"http://{host}/v2/{repo}"
     manifest = json.loads(get(f"{base}/manifests/{tag}", ACCEPT))
     while "manifests" in manifest:
         pick = [m for m in manifest["manifests"]
                 if m.get("platform", {}).get("os", "linux") == "linux"
-                and m.get("platform", {}).get("architecture", "amd64") == "amd64"]
+                and m.get("platform", {}).get("architecture", "amd64") == arch]
+        if not pick:
+            sys.exit(f"{ref}: the index has no manifest for linux/{arch}")
         d = pick[0]["digest"]
         manifest = json.loads(verified(get(f"{base}/manifests/{d}", ACCEPT), d))
     config = json.loads(verified(get(f"{base}/blobs/{manifest['config']['digest']}"),

@@ -2,6 +2,7 @@
 //! view of the stage (its file index and root are made on demand, nothing else
 //! changes); `apply` is the one place a stage changes.
 
+use super::shared::Claimed;
 use super::stage::{PathKey, Planned};
 use super::{BuildError, Session, StageState};
 use crate::cache::key::CacheKey;
@@ -69,22 +70,30 @@ pub(super) async fn apply(
     st.cmd_set |= effect.cmd_set;
     let empty_layer = effect.layer.is_none();
     let cached = matches!(effect.layer, Some(NewLayer::Cached { .. }));
-    match effect.layer {
+    let made = match effect.layer {
         Some(NewLayer::Planned(entries)) => {
             let format = st.format;
-            super::cpu(|| st.fs.commit(session, entries, format))?;
+            let layer = super::cpu(|| st.fs.commit(session, entries, format))?;
             record(session, st, key);
+            Some((layer, session.now))
         }
         Some(NewLayer::OnRoot(entries, after)) => {
             let format = st.format;
-            super::cpu(|| st.fs.commit_on_root(session, entries, format, *after))?;
+            let layer = super::cpu(|| st.fs.commit_on_root(session, entries, format, *after))?;
             record(session, st, key);
+            Some((layer, session.now))
         }
         Some(NewLayer::Cached { layer, created }) => {
+            let made = (*layer.clone(), created);
             st.fs.append_cached(session, *layer).await?;
             st.newest = Some(st.newest.unwrap_or(0).max(created));
+            Some(made)
         }
-        None => {}
+        None => None,
+    };
+    // The other platforms' builds waiting on this step take its layer.
+    if let Some(mut claim) = st.claim.take() {
+        *claim = made;
     }
     st.key = key.hex.clone();
     if let Some(text) = effect.history {
@@ -101,8 +110,21 @@ pub(super) async fn apply(
     Ok(cached)
 }
 
-/// Looks a layer step up in the cache.
-pub(super) async fn lookup(session: &Session, key: &CacheKey) -> Option<NewLayer> {
+/// Looks a layer step up: made by another platform's build of this run
+/// (waiting while one makes it), else in the cache.
+pub(super) async fn lookup(
+    session: &Session,
+    st: &mut StageState,
+    key: &CacheKey,
+) -> Option<NewLayer> {
+    match session.shared.claim(&key.hex).await {
+        Claimed::Made(layer, created) => {
+            crate::log_info!("shared with another platform's build {}", key.hex);
+            return Some(NewLayer::Cached { layer, created });
+        }
+        Claimed::Mine(guard) => st.claim = Some(guard),
+        Claimed::Off => {}
+    }
     if !session.cache.settings.layers {
         return None;
     }

@@ -8,7 +8,10 @@ mod history;
 mod live;
 pub(crate) mod meta;
 pub mod mounts;
+pub mod multi;
+mod platform;
 mod run;
+mod shared;
 mod squash;
 pub mod stage;
 pub(crate) mod users;
@@ -106,6 +109,8 @@ pub enum BuildError {
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error(transparent)]
+    Emulation(#[from] crate::emulation::EmulationError),
+    #[error(transparent)]
     Upper(#[from] crate::sandbox::upper::UpperError),
     #[error("{0}")]
     Owner(String),
@@ -187,7 +192,37 @@ impl Session {
             now,
             steps: Default::default(),
             unpack: crate::report::Phase::default(),
+            sandbox: std::sync::OnceLock::new(),
+            live: tokio::sync::Mutex::new(None),
+            shared: shared::SharedSteps::default(),
         }
+    }
+
+    /// A session for several platforms' builds at once: steps with equal keys
+    /// are made once ([`shared`]), and without `--cache-dir` a base unpacked
+    /// for one platform's stage is kept in `scratch` for the next stage on the
+    /// same layers (a `--platform=$BUILDPLATFORM` stage's copy for each target
+    /// then clones it instead of unpacking it again).
+    pub fn shared_between_platforms(mut self, scratch: &std::path::Path) -> Session {
+        self.shared = shared::SharedSteps::new(true);
+        if self.trees.is_none() {
+            self.trees = Some(scratch.join("trees"));
+        }
+        self
+    }
+
+    /// How RUN can be isolated here, probed once per session (in `scratch`).
+    fn sandbox_probed(&self, scratch: &std::path::Path) -> &Result<Isolation, String> {
+        self.sandbox.get_or_init(|| {
+            let probed = cpu(|| crate::sandbox::probe(scratch));
+            if let Ok(Isolation::OwnRoot | Isolation::Traced) = probed {
+                self.trees_off.store(true, Ordering::SeqCst);
+            }
+            probed.map_err(|e| match e {
+                crate::sandbox::SandboxError::Unavailable { cause } => cause,
+                other => other.to_string(),
+            })
+        })
     }
 
     /// Records RUN's processes in `dir` (the scratch dir's `procs`): the
@@ -241,6 +276,9 @@ pub struct BuildOptions {
     /// `--image-format` (Kaniko's fork): the result's manifest and layer media
     /// types, whatever the base's; `None` keeps the base's.
     pub image_format: Option<ManifestFormat>,
+    /// One of several platforms built in this run: steps are logged with the
+    /// platform and stage directories are the platform's own.
+    pub multi_platform: bool,
 }
 
 /// Shared state of one build: clients, scratch space, options.
@@ -271,6 +309,15 @@ pub struct Session {
     pub steps: std::sync::Arc<crate::report::Steps>,
     /// Unpacking layers into stage roots.
     pub unpack: crate::report::Phase,
+    /// How RUN can be isolated here, probed at the first RUN (once for all
+    /// the platforms of a run).
+    sandbox: std::sync::OnceLock<Result<Isolation, String>>,
+    /// The executor's own root, when RUN runs in place: a stage holds it from
+    /// its first RUN to its end (stages never wait for each other mid-way, so
+    /// this cannot deadlock), so concurrent stages do not clear it by turns.
+    live: tokio::sync::Mutex<Option<live::LiveRoot>>,
+    /// Steps the platforms of a multi-platform build share.
+    shared: shared::SharedSteps,
 }
 
 struct StageState {
@@ -292,6 +339,9 @@ struct StageState {
     cmd_set: bool,
     format: ManifestFormat,
     base: Option<Reference>,
+    /// The step this stage is making for every platform of the build, held
+    /// until its layer is recorded ([`shared`]).
+    claim: Option<tokio::sync::OwnedMutexGuard<shared::Made>>,
 }
 
 impl StageState {
@@ -318,6 +368,8 @@ pub async fn build(
     let overrides: BTreeMap<String, String> = opts.build_args.iter().cloned().collect();
     let check_config = CheckConfig::of(df, &overrides)?;
     let mut plan = crate::plan::plan(df, &overrides, opts.target.as_deref(), &opts.platform)?;
+    // A RUN no emulator can run fails now, before anything is fetched or pushed.
+    platform::check_plan(df, &plan, opts, session.cache.settings.layers)?;
     let mut bases = fetch_bases(session, df, &mut plan, opts).await?;
     run_checks(df, &plan, &overrides, &bases, opts, &check_config)?;
     let b = Build {
@@ -336,8 +388,6 @@ pub async fn build(
             .map(|&i| df.stages[i].steps.len() + 1)
             .sum(),
         steps_started: AtomicUsize::new(0),
-        sandbox: std::sync::OnceLock::new(),
-        live: tokio::sync::Mutex::new(None),
     };
     // Where RUN cannot be isolated, say so before anything is fetched, unless a
     // cache may still hold every RUN's layer.
@@ -393,7 +443,9 @@ pub async fn build(
     let mut layers = st.fs.layers.clone();
     if opts.single_snapshot && layers.len() > st.layer_base + 1 {
         let own = layers.split_off(st.layer_base);
-        let dir = opts.scratch_dir.join("single-snapshot");
+        let dir = opts
+            .scratch_dir
+            .join(format!("single-snapshot{}", platform::dir_suffix(opts)));
         layers.push(squash::squash(session, &own, &dir, st.format).await?);
         // One history entry keeps the layer: the stage's last that had one.
         let own_history = config.history.iter_mut().skip(st.history_base);
@@ -599,7 +651,11 @@ async fn start_stage(
     fetched: Option<RemoteImage>,
 ) -> Result<StageState, BuildError> {
     let (base, platform) = base_of(df, stage, global, opts)?;
-    let dir = opts.scratch_dir.join(format!("stage-{}", stage.index));
+    let dir = opts.scratch_dir.join(format!(
+        "stage-{}{}",
+        stage.index,
+        platform::dir_suffix(opts)
+    ));
     crate::scratch::private_dir_all(&dir)
         .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
     let reference = match base {
@@ -622,6 +678,7 @@ async fn start_stage(
                 cmd_set: false,
                 format: p.format,
                 base: p.base.clone(),
+                claim: None,
             });
         }
         Base::Scratch => {
@@ -645,6 +702,7 @@ async fn start_stage(
                 cmd_set: false,
                 format: ManifestFormat::Docker,
                 base: None,
+                claim: None,
             });
         }
         Base::Image(reference) => reference,
@@ -671,7 +729,9 @@ async fn start_stage(
         }
     }
     Ok(StageState {
-        key: base.manifest_digest.to_string(),
+        // With the platform: a single-platform base taken for two targets
+        // must not give both the same steps.
+        key: format!("{} {platform}", base.manifest_digest),
         newest: None,
         history_base: config.history.len(),
         layer_base: base.layers.len(),
@@ -682,6 +742,7 @@ async fn start_stage(
         cmd_set: false,
         format: base.format,
         base: Some(reference),
+        claim: None,
     })
 }
 
@@ -705,12 +766,6 @@ struct Build<'a> {
     used_args: std::sync::Mutex<HashSet<String>>,
     steps_total: usize,
     steps_started: AtomicUsize,
-    /// How RUN can be isolated here, probed at the first RUN.
-    sandbox: std::sync::OnceLock<Result<Isolation, String>>,
-    /// The executor's own root, when RUN runs in place: a stage holds it from
-    /// its first RUN to its end (stages never wait for each other mid-way, so
-    /// this cannot deadlock), so concurrent stages do not clear it by turns.
-    live: tokio::sync::Mutex<Option<live::LiveRoot>>,
 }
 
 /// A stage's hold on the live root, taken at its first in-place RUN.
@@ -719,16 +774,7 @@ type LiveHold<'a> = Option<tokio::sync::MutexGuard<'a, Option<live::LiveRoot>>>;
 impl Build<'_> {
     /// Probes once per build how RUN can be isolated here.
     fn sandbox_ready(&self) -> Result<Isolation, BuildError> {
-        let probed = self.sandbox.get_or_init(|| {
-            let probed = cpu(|| crate::sandbox::probe(&self.opts.scratch_dir));
-            if let Ok(Isolation::OwnRoot | Isolation::Traced) = probed {
-                self.session.trees_off.store(true, Ordering::SeqCst);
-            }
-            probed.map_err(|e| match e {
-                crate::sandbox::SandboxError::Unavailable { cause } => cause,
-                other => other.to_string(),
-            })
-        });
+        let probed = self.session.sandbox_probed(&self.opts.scratch_dir);
         probed.clone().map_err(|cause| {
             BuildError::Sandbox(crate::sandbox::SandboxError::Unavailable { cause })
         })
@@ -751,7 +797,12 @@ impl Build<'_> {
 
     fn log_step(&self, at: &Location) -> StepClock {
         let n = self.steps_started.fetch_add(1, Ordering::Relaxed) + 1;
-        crate::log_info!("[{n}/{}] {}", self.steps_total, at.text.trim());
+        crate::log_info!(
+            "[{}{n}/{}] {}",
+            platform::log_prefix(self.opts),
+            self.steps_total,
+            at.text.trim()
+        );
         self.session
             .steps
             .start(n, self.steps_total, at.text.trim());
@@ -803,7 +854,7 @@ fn live_source<'h, 'b>(
     };
     let layers = &built.get(j)?.fs.layers;
     if hold.is_none() {
-        let guard = b.live.try_lock().ok()?;
+        let guard = b.session.live.try_lock().ok()?;
         if !guard.as_ref().is_some_and(|l| l.holds(layers)) {
             return None;
         }
@@ -890,7 +941,7 @@ async fn run_step<'b>(
             let mut effect = Effect::history(meta::copy_history(&prepared));
             // Downloads and unpacked archives are read when the layer is written.
             let _work = prepared.add.as_ref().map(|a| a.work.clone());
-            effect.layer = match effect::lookup(session, &key).await {
+            effect.layer = match effect::lookup(session, st, &key).await {
                 Some(hit) => Some(hit),
                 None => {
                     meta::fetch_remote_sources(session, &mut prepared, false).await?;
@@ -922,7 +973,7 @@ async fn run_step<'b>(
             let key = kb.finish();
             // Nothing to create at the root: BuildKit adds no layer for it.
             if abs != "/" {
-                effect.layer = match effect::lookup(session, &key).await {
+                effect.layer = match effect::lookup(session, st, &key).await {
                     Some(hit) => Some(hit),
                     None => {
                         let user = st.config.config.user.clone();
@@ -952,11 +1003,12 @@ async fn run_step<'b>(
             }
             let key = kb.finish();
             let mut effect = Effect::history(prepared.history.clone());
-            if let Some(hit) = effect::lookup(session, &key).await {
+            if let Some(hit) = effect::lookup(session, st, &key).await {
                 effect.layer = Some(hit);
                 return effect::apply(session, st, effect, &key).await;
             }
             let isolation = b.sandbox_ready()?;
+            platform::check_run(b.df, stage_index, b.global, b.opts)?;
             let dirs = run::step_dirs(st.fs.dir(), step.at.line)?;
             let result = async {
                 let host_mounts = run_mounts
@@ -966,7 +1018,7 @@ async fn run_step<'b>(
                     Isolation::Namespaces | Isolation::OwnRoot | Isolation::Traced => None,
                     Isolation::InPlace => {
                         if hold.is_none() {
-                            *hold = Some(b.live.lock().await);
+                            *hold = Some(b.session.live.lock().await);
                         }
                         hold.as_mut()
                             .map(|h| h.get_or_insert_with(|| live::LiveRoot::new(&b.keep_extra())))

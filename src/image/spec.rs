@@ -43,6 +43,35 @@ impl Platform {
         })
     }
 
+    /// containerd's spelling (`platforms.Normalize`): `aarch64` is arm64 (whose
+    /// v8 goes unsaid), `x86_64` amd64, `arm` without a variant v7.
+    pub fn normalize(mut self) -> Platform {
+        self.os = self.os.to_ascii_lowercase();
+        let lower = self.architecture.to_ascii_lowercase();
+        let (arch, variant) = match (lower.as_str(), self.variant.as_deref()) {
+            ("aarch64" | "arm64", Some("8" | "v8" | "v8.0") | None) => ("arm64", None),
+            ("aarch64" | "arm64", v) => ("arm64", v.map(str::to_string)),
+            ("x86_64" | "x86-64" | "amd64", Some("v1") | None) => ("amd64", None),
+            ("x86_64" | "x86-64" | "amd64", v) => ("amd64", v.map(str::to_string)),
+            ("i386" | "i686" | "386", _) => ("386", None),
+            ("armhf", _) => ("arm", Some("v7".to_string())),
+            ("armel", _) => ("arm", Some("v6".to_string())),
+            ("arm", None) => ("arm", Some("v7".to_string())),
+            ("arm", Some(v)) => (
+                "arm",
+                Some(if v.starts_with('v') {
+                    v.to_string()
+                } else {
+                    format!("v{v}")
+                }),
+            ),
+            (other, v) => (other, v.map(str::to_string)),
+        };
+        self.architecture = arch.to_string();
+        self.variant = variant;
+        self
+    }
+
     /// The platform this executor runs on, as OCI names it.
     pub fn host() -> Platform {
         let architecture = match std::env::consts::ARCH {

@@ -9,6 +9,8 @@ use crate::registry::{Access, Registry, RegistryError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+pub mod index;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     // Boxed: registry errors are large and would bloat every Result.
@@ -265,33 +267,61 @@ pub async fn write_oci_layout(
     s: &Serialized,
     dir: &Path,
 ) -> Result<(), PublishError> {
+    put_layout_blobs(store, image, s, dir).await?;
+    write_layout_index(
+        dir,
+        s.manifest_media_type,
+        &s.manifest_digest,
+        s.manifest.len(),
+    )
+}
+
+/// An OCI layout's blobs for one image: layers, config and manifest.
+async fn put_layout_blobs(
+    store: &BlobStore,
+    image: &Image,
+    s: &Serialized,
+    dir: &Path,
+) -> Result<(), PublishError> {
     let blobs = local_blobs(store, image).await?;
+    for (l, blob) in image.layers.iter().zip(&blobs) {
+        put_layout_blob(dir, &l.descriptor.digest, LayoutBlob::File(blob))?;
+    }
+    put_layout_blob(dir, &s.config_digest, LayoutBlob::Bytes(&s.config))?;
+    put_layout_blob(dir, &s.manifest_digest, LayoutBlob::Bytes(&s.manifest))
+}
+
+/// What a layout blob is written from.
+enum LayoutBlob<'a> {
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
+fn put_layout_blob(dir: &Path, digest: &Digest, from: LayoutBlob<'_>) -> Result<(), PublishError> {
     let blob_dir = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blob_dir).map_err(io(format!("creating {}", blob_dir.display())))?;
-    let put = |digest: &Digest,
-               bytes: Option<&[u8]>,
-               from: Option<&Path>|
-     -> Result<(), PublishError> {
-        let p = blob_dir.join(digest.encoded());
-        match (bytes, from) {
-            (Some(b), _) => std::fs::write(&p, b).map_err(io(format!("writing {}", p.display()))),
-            (None, Some(f)) => std::fs::copy(f, &p)
-                .map(|_| ())
-                .map_err(io(format!("writing {}", p.display()))),
-            _ => Ok(()),
-        }
-    };
-    for (l, blob) in image.layers.iter().zip(&blobs) {
-        put(&l.descriptor.digest, None, Some(blob))?;
+    let p = blob_dir.join(digest.encoded());
+    match from {
+        LayoutBlob::Bytes(b) => std::fs::write(&p, b),
+        LayoutBlob::File(f) => std::fs::copy(f, &p).map(|_| ()),
     }
-    put(&s.config_digest, Some(&s.config), None)?;
-    put(&s.manifest_digest, Some(&s.manifest), None)?;
+    .map_err(io(format!("writing {}", p.display())))
+}
+
+/// The layout's `oci-layout` and `index.json`, naming the one top manifest
+/// (an image's, or a multi-platform build's index).
+fn write_layout_index(
+    dir: &Path,
+    media_type: &str,
+    digest: &Digest,
+    size: usize,
+) -> Result<(), PublishError> {
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
         .map_err(io("writing oci-layout"))?;
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{ "mediaType": s.manifest_media_type, "digest": s.manifest_digest, "size": s.manifest.len() }]
+        "manifests": [{ "mediaType": media_type, "digest": digest, "size": size }]
     });
     std::fs::write(dir.join("index.json"), index.to_string()).map_err(io("writing index.json"))
 }
