@@ -89,6 +89,9 @@ struct Tracer {
     born: HashMap<i32, Thread>,
     /// New threads that stopped before their parent's event named them.
     early: HashSet<i32>,
+    /// The step's first process ended: whatever appears now is killed (a
+    /// fork the killed processes were making).
+    ending: bool,
     owners: owners::Owners,
     loaders: HashMap<PathBuf, bool>,
     devices: Vec<super::devices::Device>,
@@ -166,6 +169,7 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
         exes: HashMap::new(),
         born: HashMap::new(),
         early: HashSet::new(),
+        ending: false,
         owners: owners::Owners::new(real),
         loaders: HashMap::new(),
         devices: Vec::new(),
@@ -451,10 +455,26 @@ impl Tracer {
         self.early.remove(&tid);
     }
 
-    fn end_all(&self) {
-        for &tid in self.threads.keys().chain(self.early.iter()) {
+    fn end_all(&mut self) {
+        self.ending = true;
+        let all = self
+            .threads
+            .keys()
+            .chain(self.early.iter())
+            .chain(self.born.keys());
+        for &tid in all {
             let _ = nix::sys::signal::kill(Pid::from_raw(tid), Signal::SIGKILL);
         }
+    }
+
+    /// Lets a new thread run, or kills it when the step is ending.
+    fn start(&mut self, tid: i32, t: Thread) {
+        let pid = Pid::from_raw(tid);
+        if self.ending {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        }
+        self.threads.insert(tid, t);
+        let _ = ptrace::cont(pid, None);
     }
 
     fn on_stop(&mut self, pid: Pid, sig: Signal) {
@@ -463,11 +483,11 @@ impl Tracer {
             // A new thread's first stop: it runs once its parent's event
             // gave it its state.
             match self.born.remove(&tid) {
-                Some(t) => {
-                    self.threads.insert(tid, t);
-                    let _ = ptrace::cont(pid, None);
-                }
+                Some(t) => self.start(tid, t),
                 None => {
+                    if self.ending {
+                        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                    }
                     self.early.insert(tid);
                 }
             }
@@ -511,9 +531,11 @@ impl Tracer {
                         }
                     }
                     if self.early.remove(&new) {
-                        self.threads.insert(new, t);
-                        let _ = ptrace::cont(Pid::from_raw(new), None);
+                        self.start(new, t);
                     } else {
+                        if self.ending {
+                            let _ = nix::sys::signal::kill(Pid::from_raw(new), Signal::SIGKILL);
+                        }
                         self.born.insert(new, t);
                     }
                 }
