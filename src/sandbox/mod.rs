@@ -15,12 +15,13 @@
 //! - E, a non-root user with a subuid range: the whole executor runs inside a
 //!   user namespace mapped by newuidmap (see [`userns`]), then as in D.
 //! - A, root in a container that may make no namespaces (Docker's default
-//!   seccomp profile): in Kiln's own image, the command runs in the executor's
-//!   own root, as Kaniko runs it ([`inplace`]); elsewhere the probe's error names
+//!   seccomp profile): traced as C, with root's real ids; where ptrace is
+//!   denied too, in Kiln's own image, the command runs in the executor's own
+//!   root, as Kaniko runs it ([`inplace`]); elsewhere the probe's error names
 //!   the setting to change.
 //! - C, no namespaces and no root (Pod Security "restricted"): the command
-//!   under a ptrace supervisor ([`trace`]); where ptrace is denied too, the
-//!   probe's error names the setting to change.
+//!   under a ptrace supervisor ([`trace`]), root emulated; where ptrace is
+//!   denied too, the probe's error names the setting to change.
 
 pub(crate) mod cgroup;
 pub mod child;
