@@ -808,7 +808,10 @@ pub fn executor_image() -> &'static str {
     IMAGE.get_or_init(|| {
         static_executor();
         require_docker_engine();
-        let name = "kiln.test/executor:image-test".to_string();
+        // A tag of this checkout's own: test runs of other checkouts on the
+        // same Docker engine load theirs under the shared name meanwhile.
+        let checkout = sha256_of(env!("CARGO_MANIFEST_DIR").as_bytes());
+        let name = format!("kiln.test/executor:image-test-{}", &checkout[7..19]);
         let dir = tempfile::tempdir().expect("tempdir");
         let tar = dir.path().join("executor.tar");
         let repo = env!("CARGO_MANIFEST_DIR");
