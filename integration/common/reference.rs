@@ -108,6 +108,13 @@ where
                 .expect("write KILN_REFERENCES_LOG");
         }
     }
+    // What a refresh costs, case by case (shown with --nocapture).
+    let build = || {
+        let started = std::time::Instant::now();
+        let result = build();
+        eprintln!("{suite}/{case}: BuildKit took {:?}", started.elapsed());
+        result
+    };
     match mode {
         Mode::Compare => {
             let rec = read().unwrap_or_else(|| {
