@@ -15,7 +15,7 @@
 //! - E, a non-root user with a subuid range: the whole executor runs inside a
 //!   user namespace mapped by newuidmap (see [`userns`]), then as in D.
 //! - A, root in a container that may make no namespaces (Docker's default
-//!   seccomp profile): traced as C, with root's real ids; where ptrace is
+//!   seccomp profile): traced as C, ids emulated as there; where ptrace is
 //!   denied too, in Kiln's own image, the command runs in the executor's own
 //!   root, as Kaniko runs it ([`inplace`]); elsewhere the probe's error names
 //!   the setting to change.
