@@ -1,9 +1,12 @@
-//! Differential suite: each Dockerfile is built by BuildKit v0.21 (the reference,
-//! `../shared/tools/buildkit`) and by Kiln against the same base in a real registry;
-//! both images are pulled by the oracle. Flattened filesystems (path, type, mode,
-//! owner, size, content digest, link target, hard link, xattrs), every config field,
-//! the platform and the history must be identical.
-
+//! Differential suite: each Dockerfile is built by Kiln against the same base in a
+//! real registry as BuildKit v0.21 (the reference) built it; both images are
+//! flattened by the oracle. Flattened filesystems (path, type, mode, owner, size,
+//! content digest, link target, hard link, xattrs), every config field, the
+//! platform, the history and each layer's entries must be identical.
+//!
+//! BuildKit's results are recorded in `testdata/references/differential/`
+//! (`common::reference`); `integration/refresh-references` rebuilds them with
+//! BuildKit, or checks them (`--check`) before a case is added or changed.
 mod common;
 
 use common::files::{FileServer, GitServer, Reply};
@@ -83,8 +86,8 @@ fn context(dir: &Path) {
     common::archives::write_fixtures(&dir.join("arch"));
 }
 
-/// BuildKit v0.21, the reference (`../shared/tools/buildkit`): builds the case and
-/// pushes it to the test registry; the oracle pulls it like Kiln's image.
+/// BuildKit v0.21, the reference: builds the case and pushes it to the test
+/// registry; the oracle pulls it like Kiln's image.
 fn buildkit(
     reg: &TestRegistry,
     ctx: &Path,
@@ -108,6 +111,13 @@ fn buildkit(
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     Ok(pull(reg, &format!("bk-{name}:1")))
+}
+
+/// BuildKit's result for a case, as recorded: the image, or its refusal.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Outcome {
+    Built(Image),
+    Refused(String),
 }
 
 /// Every field of either object that differs (absent and `null` are the same to
@@ -247,9 +257,30 @@ fn differential(name: &'static str, dockerfile: &'static str, dockerignore: Opti
     run_case(&case);
 }
 
-/// Builds `case` with both builders and fails on any difference; the two
-/// images (BuildKit's, Kiln's) when BuildKit builds it.
-fn run_case(case: &Case) -> Option<(Pulled, Pulled)> {
+/// The inputs a recording is made from, as the case states them.
+fn inputs(case: &Case) -> String {
+    let mut text = format!("{}:\n{}", case.dockerfile_name, case.dockerfile);
+    if let Some((file, content)) = case.dockerignore {
+        text += &format!("{file}:\n{content}");
+    }
+    for (k, v) in &case.build_args {
+        text += &format!("--build-arg {k}={v}\n");
+    }
+    if let Some(p) = case.platform {
+        text += &format!("--platform {p}\n");
+    }
+    for (id, value) in &case.secrets {
+        text += &format!("--secret {id}={value}\n");
+    }
+    if case.base_config != serde_json::json!({}) {
+        text += &format!("base config {}\n", case.base_config);
+    }
+    text
+}
+
+/// Builds `case` with Kiln and fails on any difference from BuildKit's
+/// recorded result; the two images (BuildKit's, Kiln's) when BuildKit builds it.
+fn run_case(case: &Case) -> Option<(Image, Image)> {
     let name = case.name;
     let reg = TestRegistry::start();
     push_busybox_base_with(&reg, "base:1", case.base_config.clone());
@@ -283,7 +314,23 @@ fn run_case(case: &Case) -> Option<(Pulled, Pulled)> {
             format!("id={id},src={}", file.display())
         })
         .collect();
-    let reference = buildkit(&reg, ctx.path(), name, case, &secrets);
+    // What differs between two runs of a case: the servers' ports (in the
+    // config, and in the Dockerfile a case copies), the commit ids of the
+    // repository GitServer makes, the host's busybox.
+    let mut ph = Placeholders::default()
+        .text(&reg.host, "{REG}")
+        .text(&server.base, "{HTTP}")
+        .content(df.as_bytes(), "{DOCKERFILE}")
+        .busybox();
+    if let Some(g) = &git {
+        ph = ph.text(&g.url, "{GIT}").text(&g.v1, "{GIT_V1}");
+    }
+    let reference = recorded("differential", name, &inputs(case), || {
+        match buildkit(&reg, ctx.path(), name, case, &secrets) {
+            Ok(p) => Outcome::Built(Image::of(&p, &ph, 0, &[])),
+            Err(e) => Outcome::Refused(reference::refusal(&e, &ph)),
+        }
+    });
     let dest = format!("{}/diff-{name}:1", reg.host);
     let dockerfile = ctx.path().join(case.dockerfile_name);
     let mut args = vec![
@@ -307,8 +354,8 @@ fn run_case(case: &Case) -> Option<(Pulled, Pulled)> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = executor(&args);
     let bk = match reference {
-        Ok(r) => r,
-        Err(bk_err) => {
+        Outcome::Built(r) => r,
+        Outcome::Refused(bk_err) => {
             let kiln_err = String::from_utf8_lossy(&out.stderr);
             assert!(
                 !out.status.success(),
@@ -340,7 +387,7 @@ fn run_case(case: &Case) -> Option<(Pulled, Pulled)> {
         }
     };
     assert_ok(&out);
-    let kiln = pull(&reg, &format!("diff-{name}:1"));
+    let kiln = Image::of(&pull(&reg, &format!("diff-{name}:1")), &ph, 0, &[]);
     let mut diffs = Vec::new();
     for (path, want) in &bk.files {
         match kiln.files.get(path) {
@@ -716,7 +763,7 @@ fn run_makes_fifos() {
         assert_eq!(img.files["p-link"].hardlink, "p");
     }
     // The first RUN's layer entries, as the tar has them (type 6, a link 1).
-    let fifo_rows = |img: &Pulled| -> Vec<String> {
+    let fifo_rows = |img: &Image| -> Vec<String> {
         img.layers[3]
             .iter()
             .filter(|r| r.contains(" 6 ") || r.contains(" 1 "))
@@ -729,7 +776,7 @@ fn run_makes_fifos() {
 
 /// Asserts that both images hold `path` with exactly `content`: the cases
 /// below agree on something, not on nothing.
-fn both_hold(images: &(Pulled, Pulled), path: &str, content: &str) {
+fn both_hold(images: &(Image, Image), path: &str, content: &str) {
     for (who, img) in [("BuildKit", &images.0), ("Kiln", &images.1)] {
         let f = img
             .files

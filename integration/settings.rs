@@ -1,4 +1,4 @@
-//! RUN in each place users run Kiln (../shared/research/run-sandbox.md):
+//! RUN in each place users run Kiln (docs/run-sandbox.md):
 //! A, root in the executor image with Docker's default seccomp (RUN in the
 //! container's own root); B, root in a container with Kubernetes' default
 //! (unconfined) seccomp, in the executor image; D, root on the host; E, a

@@ -468,23 +468,33 @@ pub fn push_busybox_base_with(
     push_image(reg, repo_tag, &[l1, l2, l3], config_extra)
 }
 
-/// One entry of a flattened filesystem, as the oracle saw it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// One entry of a flattened filesystem, as the oracle saw it (and as a recorded
+/// reference keeps it: empty fields left out).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Flat {
     /// `f` file, `d` directory, `l` symlink, `c`/`b` device, `p` fifo.
     pub kind: char,
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub size: u64,
     /// `sha256:…` of a file's contents, empty for others.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub digest: String,
     /// A symlink's target.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub link: String,
     /// For a hard link: the path it links to (same inode in the layer).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hardlink: String,
     /// xattr name → value as hex.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub xattrs: BTreeMap<String, String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(serde::Deserialize)]
@@ -729,6 +739,9 @@ pub fn write_context(dir: &Path, files: &[(&str, &str)]) {
 pub mod archives;
 pub mod files;
 pub mod proxy;
+pub mod reference;
+
+pub use reference::{buildkit_command, recorded, Image, Placeholders};
 
 /// Writes a gzip'd layer whose tar is made by `fill` (names and headers exactly as
 /// a hostile or foreign tool would write them).
@@ -795,7 +808,10 @@ pub fn executor_image() -> &'static str {
     IMAGE.get_or_init(|| {
         static_executor();
         require_docker_engine();
-        let name = "kiln.test/executor:image-test".to_string();
+        // A tag of this checkout's own: test runs of other checkouts on the
+        // same Docker engine load theirs under the shared name meanwhile.
+        let checkout = sha256_of(env!("CARGO_MANIFEST_DIR").as_bytes());
+        let name = format!("kiln.test/executor:image-test-{}", &checkout[7..19]);
         let dir = tempfile::tempdir().expect("tempdir");
         let tar = dir.path().join("executor.tar");
         let repo = env!("CARGO_MANIFEST_DIR");
@@ -976,7 +992,7 @@ pub fn push_debian_base(reg: &TestRegistry, repo_tag: &str, packages: &[&str]) -
     push_image(reg, repo_tag, &[file], serde_json::json!({"Cmd": ["bash"]}))
 }
 
-/// Where a RUN-capable build runs (../shared/research/run-sandbox.md).
+/// Where a RUN-capable build runs (docs/run-sandbox.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Setting {
     /// Root in the executor image with Docker's default seccomp profile, which
@@ -1112,28 +1128,45 @@ impl Setting {
     }
 }
 
-/// BuildKit v0.21's `build CONTEXT DOCKERFILE IMAGE` (../shared/tools/buildkit).
-pub fn buildkit_command(ctx: &Path, dockerfile: &Path, image: &str) -> Command {
-    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/buildkit/build");
-    assert!(
-        tool.exists(),
-        "BuildKit v0.21 is missing at {}: the reference builder ships in ../shared/tools/buildkit (its `start` needs root and installs runc)",
-        tool.display()
-    );
-    let mut cmd = Command::new(&tool);
-    cmd.arg(ctx).arg(dockerfile).arg(image);
-    cmd
+/// BuildKit v0.21's result for `ctx`'s Dockerfile, built by `suite`'s test
+/// `case` on `reg`: the recorded one (see [`reference`]), or built with
+/// BuildKit and pulled when references are refreshed or checked. Layers before
+/// `first_layer` (a base made on this machine) and the content of files under
+/// `varies` are not recorded.
+pub fn buildkit_image(
+    reg: &TestRegistry,
+    ctx: &Path,
+    suite: &str,
+    case: &str,
+    first_layer: usize,
+    varies: &[&str],
+) -> Image {
+    let dockerfile = std::fs::read_to_string(ctx.join("Dockerfile")).expect("read Dockerfile");
+    let inputs = Placeholders::default()
+        .text(&reg.host, "{REG}")
+        .apply(&dockerfile);
+    recorded(suite, case, &inputs, || {
+        let repo_tag = format!("bk-{case}:1");
+        let mut cmd = buildkit_command(
+            ctx,
+            &ctx.join("Dockerfile"),
+            &format!("{}/{repo_tag}", reg.host),
+        );
+        run_ok(&mut cmd, "BuildKit");
+        as_recorded(reg, &pull(reg, &repo_tag), first_layer, varies)
+    })
 }
 
-/// Builds `ctx`'s Dockerfile with BuildKit v0.21 to `repo_tag` on `reg` and pulls it.
-pub fn buildkit_build(reg: &TestRegistry, ctx: &Path, repo_tag: &str) -> Pulled {
-    let mut cmd = buildkit_command(
-        ctx,
-        &ctx.join("Dockerfile"),
-        &format!("{}/{repo_tag}", reg.host),
-    );
-    run_ok(&mut cmd, "BuildKit");
-    pull(reg, repo_tag)
+/// An image pulled from `reg` in the form [`buildkit_image`] records, to
+/// compare Kiln's with it.
+pub fn as_recorded(
+    reg: &TestRegistry,
+    pulled: &Pulled,
+    first_layer: usize,
+    varies: &[&str],
+) -> Image {
+    let ph = Placeholders::default().text(&reg.host, "{REG}").busybox();
+    Image::of(pulled, &ph, first_layer, varies)
 }
 
 /// Runs `cmd` and fails, showing its stderr, unless it succeeds.

@@ -532,7 +532,7 @@ mod tests {
     #[test]
     fn buildkit_env_var_test() {
         let text = std::fs::read_to_string(conformance_dir().join("envVarTest"))
-            .expect("read shared/conformance/buildkit/shell/envVarTest");
+            .expect("read testdata/conformance/buildkit/shell/envVarTest");
         let e = env(&[
             ("PWD", "/home"),
             ("SHELL", "bash"),
@@ -569,7 +569,7 @@ mod tests {
     #[test]
     fn buildkit_words_test() {
         let text = std::fs::read_to_string(conformance_dir().join("wordsTest"))
-            .expect("read shared/conformance/buildkit/shell/wordsTest");
+            .expect("read testdata/conformance/buildkit/shell/wordsTest");
         let mut e = Env::new();
         let mut ran = 0;
         for line in text.lines() {

@@ -6,7 +6,7 @@
 //! executes the command. When the command exits, the pid namespace ends and takes
 //! every process it left behind with it; the upper dir is the step's change.
 //!
-//! The ladder of ../shared/research/run-sandbox.md, probed once per build:
+//! The ladder of docs/run-sandbox.md, probed once per build:
 //! - D, root with CAP_SYS_ADMIN (a host, a VM): the namespaces directly.
 //! - B, root without it but allowed user namespaces (a Pod's default seccomp):
 //!   the helper forks a child into a user namespace with the identity map,
@@ -15,10 +15,13 @@
 //! - E, a non-root user with a subuid range: the whole executor runs inside a
 //!   user namespace mapped by newuidmap (see [`userns`]), then as in D.
 //! - A, root in a container that may make no namespaces (Docker's default
-//!   seccomp profile): in Kiln's own image, the command runs in the executor's
-//!   own root, as Kaniko runs it ([`inplace`]); elsewhere the probe's error names
+//!   seccomp profile): traced as C, ids emulated as there; where ptrace is
+//!   denied too, in Kiln's own image, the command runs in the executor's own
+//!   root, as Kaniko runs it ([`inplace`]); elsewhere the probe's error names
 //!   the setting to change.
-//! - C, no privilege at all: the probe's error names the setting to change.
+//! - C, no namespaces and no root (Pod Security "restricted"): the command
+//!   under a ptrace supervisor ([`trace`]), root emulated; where ptrace is
+//!   denied too, the probe's error names the setting to change.
 
 pub(crate) mod cgroup;
 pub mod child;
