@@ -15,9 +15,9 @@ pub(crate) type Entries = BTreeMap<PathKey, Planned>;
 
 /// A step's layer: planned here, or taken from the cache.
 pub(super) enum NewLayer {
-    Planned(Entries),
-    /// A RUN's change to the stage's root itself, and the walk that read it.
-    OnRoot(Entries, Box<crate::sandbox::inplace::Snapshot>),
+    /// With, for a RUN's change to the stage's root itself, the walk that
+    /// read it.
+    Planned(Entries, Option<Box<crate::sandbox::inplace::Snapshot>>),
     Cached {
         layer: Box<Layer>,
         created: u64,
@@ -71,15 +71,9 @@ pub(super) async fn apply(
     let empty_layer = effect.layer.is_none();
     let cached = matches!(effect.layer, Some(NewLayer::Cached { .. }));
     let made = match effect.layer {
-        Some(NewLayer::Planned(entries)) => {
+        Some(NewLayer::Planned(entries, walked)) => {
             let format = st.format;
-            let layer = super::cpu(|| st.fs.commit(session, entries, format))?;
-            record(session, st, key);
-            Some((layer, session.now))
-        }
-        Some(NewLayer::OnRoot(entries, after)) => {
-            let format = st.format;
-            let layer = super::cpu(|| st.fs.commit_on_root(session, entries, format, *after))?;
+            let layer = super::cpu(|| st.fs.commit(session, entries, format, walked.map(|w| *w)))?;
             record(session, st, key);
             Some((layer, session.now))
         }

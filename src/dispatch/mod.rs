@@ -958,6 +958,7 @@ async fn run_step<'b>(
                             opts,
                         )
                         .await?,
+                        None,
                     ))
                 }
             };
@@ -979,6 +980,7 @@ async fn run_step<'b>(
                         let user = st.config.config.user.clone();
                         Some(NewLayer::Planned(
                             meta::workdir_entries(session, &st.fs, user.as_deref(), &abs).await?,
+                            None,
                         ))
                     }
                 };
@@ -1043,10 +1045,7 @@ async fn run_step<'b>(
                 )
                 .await?;
                 run::drop_ignored(&mut entries, &opts.ignore_paths);
-                effect.layer = Some(match walked {
-                    Some(after) => NewLayer::OnRoot(entries, Box::new(after)),
-                    None => NewLayer::Planned(entries),
-                });
+                effect.layer = Some(NewLayer::Planned(entries, walked.map(Box::new)));
                 let cached = effect::apply(session, st, effect, &key).await?;
                 if let Some(live) = live {
                     live.committed(&st.fs.layers);

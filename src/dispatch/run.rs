@@ -351,8 +351,8 @@ pub(super) async fn execute(
         }
     };
     drop_stub_parents(&mut entries, index);
-    if traced {
-        traced_owners(&mut entries, &lower_root, &dirs.base.join("owners"));
+    if let Some(table) = &spec.owners {
+        traced_owners(&mut entries, &lower_root, table);
     }
     made_devices(&mut entries, &sandbox::devices::records_file(&dirs.base));
     Ok((entries, walked))

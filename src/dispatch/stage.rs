@@ -287,39 +287,16 @@ impl StageFs {
     }
 
     /// Writes `entries` (plus nothing else) as a new layer and records it.
-    /// Writes the layer of a RUN that ran on the stage's root itself: the root
-    /// holds its change already (it is not applied again, which would also
-    /// make `after`, the walk that found it, stale), and `after` serves the
-    /// next RUN.
-    pub(crate) fn commit_on_root(
-        &mut self,
-        session: &Session,
-        entries: BTreeMap<PathKey, Planned>,
-        format: ManifestFormat,
-        after: Snapshot,
-    ) -> Result<Layer, BuildError> {
-        let layer = self.write_layer(session, entries, format, false)?;
-        if let Ok(mut w) = self.walked.lock() {
-            *w = Some((self.layers.len(), after));
-        }
-        Ok(layer)
-    }
-
+    /// `walked`, for a RUN that ran on the stage's root itself: the walk that
+    /// read its change, which serves the next RUN; the root holds that change
+    /// already, so the layer is not applied to it again (which would also make
+    /// the walk stale).
     pub(crate) fn commit(
         &mut self,
         session: &Session,
         entries: BTreeMap<PathKey, Planned>,
         format: ManifestFormat,
-    ) -> Result<Layer, BuildError> {
-        self.write_layer(session, entries, format, true)
-    }
-
-    fn write_layer(
-        &mut self,
-        session: &Session,
-        entries: BTreeMap<PathKey, Planned>,
-        format: ManifestFormat,
-        to_root: bool,
+        walked: Option<Snapshot>,
     ) -> Result<Layer, BuildError> {
         let started = std::time::Instant::now();
         let n = self.layers.len();
@@ -344,10 +321,13 @@ impl StageFs {
         }
         let path = file.path.clone();
         let layer = written_layer(file, session.compression.media_type(format.media_types().2));
-        if let Some(root) = self.rootfs.get().filter(|_| to_root) {
+        if let Some(root) = self.rootfs.get().filter(|_| walked.is_none()) {
             root.apply_layer(&path, &layer.descriptor.digest)?;
         }
         self.layers.push(layer.clone());
+        if let (Some(after), Ok(mut w)) = (walked, self.walked.lock()) {
+            *w = Some((self.layers.len(), after));
+        }
         Ok(layer)
     }
 }

@@ -13,48 +13,20 @@ use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-type R = Result<Outcome, Errno>;
+type R = Result<Outcome, Fail>;
 
-/// The calls that hand the kernel a rewritten path (and so need scratch).
-fn rewrites(nr: i64) -> bool {
-    !matches!(
-        nr,
-        libc::SYS_stat
-            | libc::SYS_lstat
-            | libc::SYS_fstat
-            | libc::SYS_newfstatat
-            | libc::SYS_statx
-            | libc::SYS_getcwd
-            | libc::SYS_readlink
-            | libc::SYS_readlinkat
-            | libc::SYS_kill
-            | libc::SYS_tkill
-            | libc::SYS_tgkill
-            | libc::SYS_rt_sigqueueinfo
-            | libc::SYS_rt_tgsigqueueinfo
-            | libc::SYS_pidfd_open
-            | libc::SYS_getuid
-            | libc::SYS_geteuid
-            | libc::SYS_getgid
-            | libc::SYS_getegid
-            | libc::SYS_getresuid
-            | libc::SYS_getresgid
-            | libc::SYS_getgroups
-            | libc::SYS_setuid
-            | libc::SYS_setgid
-            | libc::SYS_setreuid
-            | libc::SYS_setregid
-            | libc::SYS_setresuid
-            | libc::SYS_setresgid
-            | libc::SYS_setfsuid
-            | libc::SYS_setfsgid
-            | libc::SYS_setgroups
-            | libc::SYS_capget
-            | libc::SYS_capset
-            | libc::SYS_fsetxattr
-            | libc::SYS_fgetxattr
-            | libc::SYS_fchown
-    )
+/// Why a handler gives no outcome: an error the call returns, or a thread
+/// that has no scratch mapping yet for the path it must be handed (one is
+/// made and the call restarts).
+pub(super) enum Fail {
+    Errno(Errno),
+    NeedScratch,
+}
+
+impl From<Errno> for Fail {
+    fn from(e: Errno) -> Fail {
+        Fail::Errno(e)
+    }
 }
 
 fn cstr(p: &Path) -> Result<CString, Errno> {
@@ -69,15 +41,7 @@ fn as_bytes<T>(v: &T) -> &[u8] {
 impl Tracer {
     pub(super) fn handle(&mut self, tid: i32, regs: &mut Regs, scratch: &mut Option<Scratch>) -> R {
         let nr = regs.nr();
-        let emulated_chown = matches!(nr, libc::SYS_chown | libc::SYS_lchown | libc::SYS_fchownat);
-        let mut s = if rewrites(nr) && !emulated_chown {
-            match scratch.as_mut() {
-                Some(s) => Some(s),
-                None => return Ok(Outcome::NeedScratch),
-            }
-        } else {
-            None
-        };
+        let mut s = scratch.as_mut();
         let pid = Pid::from_raw(tid);
         let flags = |i: usize| regs.int(i);
         macro_rules! path {
@@ -231,7 +195,7 @@ impl Tracer {
                 let g = self.base(tid, libc::AT_FDCWD)?;
                 let size = regs.arg(1) as usize;
                 if g.len() + 1 > size {
-                    return Err(Errno::ERANGE);
+                    return Err(Errno::ERANGE.into());
                 }
                 let mut b = g;
                 b.push(0);
@@ -329,13 +293,13 @@ impl Tracer {
         arg: usize,
         follow: bool,
         empty_ok: bool,
-    ) -> Result<Option<Resolved>, Errno> {
+    ) -> Result<Option<Resolved>, Fail> {
         let pid = Pid::from_raw(tid);
         if empty_ok && regs.arg(arg) != 0 && mem::read(pid, regs.arg(arg), 1)? == [0] {
             return Ok(None);
         }
         let r = self.resolve_arg(tid, regs, dirfd, arg, follow)?;
-        let s = scratch.ok_or(Errno::EFAULT)?;
+        let s = scratch.ok_or(Fail::NeedScratch)?;
         let at = s.put_cstr(pid, host_bytes(&r.host))?;
         regs.set_arg(arg, at);
         Ok(Some(r))
@@ -376,7 +340,7 @@ impl Tracer {
         let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
         // SAFETY: valid C string and out-buffer.
         if unsafe { libc::fstatat(libc::AT_FDCWD, c.as_ptr(), &mut st, flags) } != 0 {
-            return Err(Errno::last());
+            return Err(Errno::last().into());
         }
         let born = || {
             let m = if follow {
@@ -416,7 +380,7 @@ impl Tracer {
             )
         };
         if rc != 0 {
-            return Err(Errno::last());
+            return Err(Errno::last().into());
         }
         let u32_at = |b: &[u8], o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         let ino = u64::from_ne_bytes(st[32..40].try_into().map_err(|_| Errno::EIO)?);
@@ -446,7 +410,7 @@ impl Tracer {
 
     fn readlink(&self, tid: i32, r: &Resolved, buf: u64, size: i64) -> R {
         if size <= 0 {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         let target = match self.fs.magic_target(self, tid, &r.guest)? {
             Some(t) => t,
@@ -520,7 +484,7 @@ impl Tracer {
         let c = cstr(&r.host)?;
         // SAFETY: valid C string.
         if unsafe { libc::mkdir(c.as_ptr(), mode & 0o7777 & !umask(tid)) } != 0 {
-            return Err(Errno::last());
+            return Err(Errno::last().into());
         }
         self.record_made(&r.host, owner);
         Ok(Outcome::Return(0))
@@ -540,7 +504,7 @@ impl Tracer {
     /// empty file in its place, and a record for the layer and for stat.
     fn mknod(&mut self, tid: i32, r: Option<Resolved>, mode: u32, dev: u64) -> R {
         let Some(r) = r else {
-            return Err(Errno::ENOENT);
+            return Err(Errno::ENOENT.into());
         };
         let kind = mode & libc::S_IFMT;
         let device = kind == libc::S_IFCHR || kind == libc::S_IFBLK;
@@ -552,7 +516,7 @@ impl Tracer {
         let made_as = if device { libc::S_IFREG } else { kind };
         // SAFETY: valid C string.
         if unsafe { libc::mknod(c.as_ptr(), made_as | perm, if device { 0 } else { dev }) } != 0 {
-            return Err(Errno::last());
+            return Err(Errno::last().into());
         }
         let owner = self.maker(tid).unwrap_or((0, 0));
         self.record_made(&r.host, owner);
@@ -590,7 +554,7 @@ impl Tracer {
         );
         let me = self.threads.get(&tid).map_or(0, |t| t.ids.uid[3]);
         if me != 0 && (new.0 != cur.0 || cur.0 != me) {
-            return Err(Errno::EPERM);
+            return Err(Errno::EPERM.into());
         }
         self.owners.set(inode, new.0, new.1, born);
         // As the kernel does on chown: a file loses its set-id bits.
@@ -630,20 +594,20 @@ impl Tracer {
             libc::SYS_setxattr | libc::SYS_lsetxattr | libc::SYS_fsetxattr
         ) {
             if size > 1024 {
-                return Err(Errno::EINVAL);
+                return Err(Errno::EINVAL.into());
             }
             let value = mem::read(pid, buf, size)?;
             self.owners.set_cap(inode, value, born);
             return Ok(Outcome::Return(0));
         }
         let Some(v) = self.owners.cap(inode, || born) else {
-            return Err(Errno::ENODATA);
+            return Err(Errno::ENODATA.into());
         };
         if size == 0 {
             return Ok(Outcome::Return(v.len() as i64));
         }
         if size < v.len() {
-            return Err(Errno::ERANGE);
+            return Err(Errno::ERANGE.into());
         }
         let v = v.to_vec();
         mem::write(pid, buf, &v)?;
@@ -701,12 +665,12 @@ impl Tracer {
         let r = self.fs.resolve(self, tid, &base, path, connect)?;
         let host = host_bytes(&r.host);
         if host.len() >= 108 {
-            return Err(Errno::ENAMETOOLONG);
+            return Err(Errno::ENAMETOOLONG.into());
         }
         let mut out = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
         out.extend_from_slice(host);
         out.push(0);
-        let s = s.ok_or(Errno::EFAULT)?;
+        let s = s.ok_or(Fail::NeedScratch)?;
         let at = s.put(pid, &out)?;
         regs.set_arg(1, at);
         regs.set_arg(2, out.len() as u64);
@@ -747,7 +711,7 @@ impl Tracer {
                     return Ok(Outcome::Return(n as i64));
                 }
                 if (size as usize) < n || size < 0 {
-                    return Err(Errno::EINVAL);
+                    return Err(Errno::EINVAL.into());
                 }
                 let bytes: Vec<u8> = ids.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
                 mem::write(pid, regs.arg(1), &bytes)?;
@@ -761,7 +725,7 @@ impl Tracer {
                     ids.uid[1] = u;
                     ids.uid[3] = u;
                 } else {
-                    return Err(Errno::EPERM);
+                    return Err(Errno::EPERM.into());
                 }
                 0
             }
@@ -823,14 +787,14 @@ impl Tracer {
             // Raising a capability root holds: granted, on the emulated root.
             libc::SYS_capset => {
                 if ids.uid[1] != 0 {
-                    return Err(Errno::EPERM);
+                    return Err(Errno::EPERM.into());
                 }
                 0
             }
             libc::SYS_setgroups => {
                 let n = regs.int(0);
                 if !(0..=65536).contains(&n) {
-                    return Err(Errno::EINVAL);
+                    return Err(Errno::EINVAL.into());
                 }
                 let b = mem::read(pid, regs.arg(1), n as usize * 4)?;
                 ids.groups = b
@@ -855,14 +819,16 @@ impl Tracer {
         let cwd = self.base(tid, libc::AT_FDCWD)?;
         let (mut host, mut named, mut guest) = if at && raw.is_empty() {
             if flags & libc::AT_EMPTY_PATH == 0 {
-                return Err(Errno::ENOENT);
+                return Err(Errno::ENOENT.into());
             }
             // fexecve: the file behind the descriptor (a memfd stays itself).
             let link = fd_link(tid, regs.int(0));
             let target = std::fs::read_link(&link).map_err(|_| Errno::EBADF)?;
             match self.fs.to_guest(host_bytes(&target)) {
                 Some(g) => (target, g.clone(), g),
-                None if host_bytes(&target).first() == Some(&b'/') => return Err(Errno::EACCES),
+                None if host_bytes(&target).first() == Some(&b'/') => {
+                    return Err(Errno::EACCES.into())
+                }
                 None => (
                     link.clone(),
                     host_bytes(&link).to_vec(),
@@ -910,11 +876,12 @@ impl Tracer {
                 Format::Script { interp, arg } => {
                     depth += 1;
                     if depth > 4 || interp.is_empty() {
-                        return Err(if interp.is_empty() {
+                        let e = if interp.is_empty() {
                             Errno::ENOEXEC
                         } else {
                             Errno::ELOOP
-                        });
+                        };
+                        return Err(e.into());
                     }
                     let rest: Vec<Arg> = args.drain(..).skip(1).collect();
                     args.push(Arg::New(interp.clone()));
@@ -953,10 +920,10 @@ impl Tracer {
                     host = r.host;
                     break;
                 }
-                Format::Unknown => return Err(Errno::ENOEXEC),
+                Format::Unknown => return Err(Errno::ENOEXEC.into()),
             }
         }
-        let s = s.ok_or(Errno::EFAULT)?;
+        let s = s.ok_or(Fail::NeedScratch)?;
         let path_at = s.put_cstr(pid, host_bytes(&host))?;
         let mut ptrs: Vec<u8> = Vec::with_capacity((args.len() + 1) * 8);
         for a in args {
@@ -1006,11 +973,10 @@ fn open_follows(flags: i32) -> bool {
 }
 
 /// A descriptor that is not open answers EBADF, not ENOENT.
-fn ebadf(e: Errno) -> Errno {
-    if e == Errno::ENOENT {
-        Errno::EBADF
-    } else {
-        e
+fn ebadf(e: Fail) -> Fail {
+    match e {
+        Fail::Errno(Errno::ENOENT) => Fail::Errno(Errno::EBADF),
+        e => e,
     }
 }
 

@@ -20,6 +20,7 @@
 //! races its own threads against the tracer's rewrite could reach a path it
 //! did not resolve (docs/architecture.md says what that means where).
 
+mod calls;
 mod exec;
 mod filter;
 mod mem;
@@ -75,8 +76,6 @@ enum Outcome {
     Continue,
     /// The call is skipped and returns this (a negative errno on failure).
     Return(i64),
-    /// The thread needs a scratch mapping first: one is made, the call restarts.
-    NeedScratch,
 }
 
 struct Tracer {
@@ -566,17 +565,17 @@ impl Tracer {
             .get(&tid)
             .and_then(|t| t.scratch)
             .map(|base| Scratch { base, used: 0 });
-        let outcome = match self.handle(tid, &mut regs, &mut scratch) {
-            Ok(o) => o,
-            Err(e) => Outcome::Return(-(e as i64)),
-        };
-        match outcome {
-            Outcome::Continue => regs.set(pid)?,
-            Outcome::Return(v) => {
+        match self.handle(tid, &mut regs, &mut scratch) {
+            Ok(Outcome::Continue) => regs.set(pid)?,
+            Ok(Outcome::Return(v)) => {
                 regs.skip(v);
                 regs.set(pid)?;
             }
-            Outcome::NeedScratch => return self.make_scratch(pid, regs),
+            Err(calls::Fail::Errno(e)) => {
+                regs.skip(-(e as i64));
+                regs.set(pid)?;
+            }
+            Err(calls::Fail::NeedScratch) => return self.make_scratch(pid, regs),
         }
         ptrace::cont(pid, None)
     }
@@ -625,8 +624,6 @@ impl Tracer {
 fn is_thread_clone(pid: Pid) -> bool {
     Regs::get(pid).is_ok_and(|r| r.arg(0) & libc::CLONE_THREAD as u64 != 0)
 }
-
-mod calls;
 
 /// Whether this process may trace a child of its own under a seccomp filter
 /// that asks for it (the traced rung's requirements); the error says what
