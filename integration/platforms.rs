@@ -532,13 +532,10 @@ fn emulated_run_in_every_setting() {
     }
     // The in-place rung (setting A where ptrace is denied; chosen here by name).
     let scratch = tempfile::tempdir().unwrap();
-    let ws = format!("{}:/workspace:ro", ctx.path().display());
     let vol = format!("{}:/scratch", scratch.path().display());
     let dest = format!("{}/emulated-inplace:1", reg.host);
-    let out = docker_run_args(
+    let out = in_executor_image_with(
         &[
-            "-v",
-            &ws,
             "-v",
             &vol,
             "-e",
@@ -546,17 +543,9 @@ fn emulated_run_in_every_setting() {
             "-e",
             "KILN_RUN_RUNG=in-place",
         ],
-        executor_image(),
-        &[
-            "--context",
-            "/workspace",
-            "--dockerfile",
-            "/workspace/Dockerfile",
-            "--destination",
-            &dest,
-            "--custom-platform",
-            "linux/arm64",
-        ],
+        ctx.path(),
+        &dest,
+        &["--custom-platform", "linux/arm64"],
     );
     assert_ok(&out);
     let log = String::from_utf8_lossy(&out.stderr);

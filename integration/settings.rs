@@ -137,16 +137,10 @@ fn setting_a_docker_default_seccomp_runs_traced_or_in_place() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("RUN runs traced"), "A: {log}");
     check_basics(&pull(&reg, &Setting::A.repo("basics")), &host, "A traced");
-    let ws = format!("{}:/workspace:ro", ctx.path().display());
-    let out = docker_run_args(
-        &["-e", "KILN_RUN_RUNG=in-place", "-v", &ws],
-        executor_image(),
-        &[
-            "--context",
-            "/workspace",
-            "--destination",
-            &format!("{}/basics-inplace:1", reg.host),
-        ],
+    let out = in_executor_image(
+        &["-e", "KILN_RUN_RUNG=in-place"],
+        ctx.path(),
+        &format!("{}/basics-inplace:1", reg.host),
     );
     assert_ok(&out);
     let log = String::from_utf8_lossy(&out.stderr);

@@ -835,21 +835,29 @@ pub fn executor_image() -> &'static str {
 /// Kiln's image building `ctx` (mounted at /workspace) to `dest`, with
 /// `docker_args` for the container.
 pub fn in_executor_image(docker_args: &[&str], ctx: &Path, dest: &str) -> Output {
+    in_executor_image_with(docker_args, ctx, dest, &[])
+}
+
+/// [`in_executor_image`] with `extra` arguments for the executor.
+pub fn in_executor_image_with(
+    docker_args: &[&str],
+    ctx: &Path,
+    dest: &str,
+    extra: &[&str],
+) -> Output {
     let mut d = docker_args.to_vec();
     let ws = format!("{}:/workspace:ro", ctx.display());
     d.extend(["-v", &ws]);
-    docker_run_args(
-        &d,
-        executor_image(),
-        &[
-            "--context",
-            "/workspace",
-            "--dockerfile",
-            "/workspace/Dockerfile",
-            "--destination",
-            dest,
-        ],
-    )
+    let mut args = vec![
+        "--context",
+        "/workspace",
+        "--dockerfile",
+        "/workspace/Dockerfile",
+        "--destination",
+        dest,
+    ];
+    args.extend_from_slice(extra);
+    docker_run_args(&d, executor_image(), &args)
 }
 
 /// `docker run --rm --network host DOCKER_ARGS… IMAGE ARGS…`, as a Pod runs it.
