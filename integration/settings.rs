@@ -16,9 +16,10 @@ use common::*;
 /// Workload 1's steps on the busybox base: create, modify, chmod, chown,
 /// delete, replace a directory, links, a user's home.
 const BASICS: &str = "FROM {BASE}
-RUN echo hi > /hello && mkdir -p /d/e && echo x > /d/e/f && chmod 640 /d/e/f && chown 12:34 /d/e/f && ln -s /hello /link && ln /hello /hard && rm /etc/group && echo gone > /dev/null && test -e /proc/self/exe
+RUN echo hi > /hello && mkdir -p /d/e && echo x > /d/e/f && chmod 640 /d/e/f && chown 12:34 /d/e/f && ln -s /hello /link && ln /hello /hard && rm /etc/group && echo gone > /dev/null && test -e /proc/self/exe && echo one > /same-second
+RUN echo two > /same-second
 RUN rm -rf /d && mkdir /d && echo y > /d/new && chmod 4755 /d/new
-RUN mkdir -p /home/app && chown app /home/app
+RUN mkdir -p /home/app && chown app /home/app && chown 7:8 /etc/passwd
 RUN <<EOF
 #!/bin/sh
 echo from a script > /script-ran
@@ -57,6 +58,19 @@ fn check_basics(got: &Pulled, host: &Pulled, setting: &str) {
         "setting {setting}: setuid kept"
     );
     assert!(!got.files.contains_key("etc/group"));
+    // Rewritten to the same size within the second the step before wrote it.
+    assert_eq!(
+        got.files["same-second"].digest,
+        sha256_of(b"two\n"),
+        "setting {setting}: a rewrite in the same second"
+    );
+    // An image file whose only change is its owner (emulated where traced).
+    let passwd = &got.files["etc/passwd"];
+    assert_eq!(
+        (passwd.uid, passwd.gid),
+        (7, 8),
+        "setting {setting}: owner of /etc/passwd"
+    );
     assert_eq!(
         got.files["script-ran"].digest,
         sha256_of(b"from a script\n"),

@@ -276,6 +276,7 @@ pub(super) async fn execute(
         } else {
             Vec::new()
         },
+        touched: traced.then(|| dirs.base.join("touched")),
     };
     if p.network_none && live.is_some() {
         crate::log_warn!("RUN --network=none: this container may make no network namespace, so the command has the container's network");
@@ -288,8 +289,9 @@ pub(super) async fn execute(
         Some(l) => Some(mounts.place(Path::new(super::live::ROOT), l.keep())?),
         None => None,
     };
-    // On the stage's root itself, the change is what moved since this walk.
-    let before = if own_root {
+    // On the stage's root itself, the change is what moved since this walk
+    // (traced, what the tracer saw the step touch).
+    let before = if own_root && !traced {
         Some(match fs.take_walked() {
             Some(s) => s,
             None => {
@@ -332,16 +334,24 @@ pub(super) async fn execute(
         .filter(|p| index.get(p).is_none())
         .map(|p| p.to_string())
         .collect();
-    let (mut entries, walked) = match before {
-        Some(before) => {
+    let seen = match (&before, &spec.touched) {
+        (Some(before), _) => Some(Seen::Walked(before)),
+        (None, Some(file)) => Some(Seen::Touched(
+            sandbox::trace::touched::read(file)
+                .map_err(|e| BuildError::io("reading what the traced step touched", e))?,
+        )),
+        (None, None) => None,
+    };
+    let (mut entries, walked) = match seen {
+        Some(seen) => {
             let t = std::time::Instant::now();
             let (entries, after) =
-                super::cpu(|| own_root_changes(&lower_root, &before, index, &stubs, &mount_stubs))?;
+                super::cpu(|| own_root_changes(&lower_root, seen, index, &stubs, &mount_stubs))?;
             crate::log_debug!(
-                "walked the stage's root for the change in {:?}",
+                "read the step's change on the stage's root in {:?}",
                 t.elapsed()
             );
-            (entries, Some(after))
+            (entries, after)
         }
         None => {
             super::mounts::remove_stubs(&dirs.upper, &mount_stubs);
@@ -425,16 +435,24 @@ fn made_devices(entries: &mut Entries, records: &Path) {
     }
 }
 
+/// How the change on the stage's root is found: against a walk from before
+/// the step, or from the paths the tracer saw it touch.
+enum Seen<'a> {
+    Walked(&'a Snapshot),
+    Touched(sandbox::trace::touched::Record),
+}
+
 /// The change a command made to the stage's root itself: the sandbox's mount
 /// points and /etc stubs are taken out of the root first, and their parents
-/// keep their time, as the overlay reader keeps it. Also the root as now walked.
+/// keep their time, as the overlay reader keeps it. Also the root as now
+/// walked, when it was.
 fn own_root_changes(
     root: &Path,
-    before: &Snapshot,
+    seen: Seen<'_>,
     index: &crate::rootfs::index::FsIndex,
     etc_stubs: &[String],
     mount_stubs: &[String],
-) -> Result<(Entries, Snapshot), BuildError> {
+) -> Result<(Entries, Option<Snapshot>), BuildError> {
     super::mounts::remove_stubs(root, mount_stubs);
     super::mounts::remove_stubs(root, etc_stubs);
     let mut stub_parents = std::collections::HashSet::new();
@@ -447,12 +465,16 @@ fn own_root_changes(
             let _ = std::fs::remove_dir(root.join(crate::pathname::to_path(parent)));
         }
     }
-    Ok(inplace::changes(
-        root,
-        before,
-        &Keep::default(),
-        &stub_parents,
-    )?)
+    Ok(match seen {
+        Seen::Walked(before) => {
+            let (entries, after) = inplace::changes(root, before, &Keep::default(), &stub_parents)?;
+            (entries, Some(after))
+        }
+        Seen::Touched(record) => (
+            inplace::touched_changes(root, index, &record, &stub_parents)?,
+            None,
+        ),
+    })
 }
 
 /// The /etc files BuildKit gives a RUN: the host's resolv.conf, its own hosts

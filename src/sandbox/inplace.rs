@@ -9,13 +9,14 @@
 //! in the shape the overlay reader (`upper`) gives it, so both rungs write the
 //! same layer for the same command.
 
+use super::trace::touched::Record;
 use super::upper::{self, UpperError};
 use crate::dispatch::stage::{PathKey, Planned};
 use crate::layer::writer::EntryBody;
 use crate::rootfs::index::{FsIndex, Node, NodeKind};
 use crate::rootfs::join_rel;
 use crate::rootfs::keep::Keep;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -68,21 +69,30 @@ fn unescape(s: &str) -> String {
 }
 
 /// Identity and change time of an entry: any write, chmod, chown, link or
-/// rename of it moves its ctime; a replacement changes its inode.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Stamp {
+/// rename of it moves its ctime; a replacement changes its inode. The
+/// modification time to the nanosecond tells a rewrite within the same
+/// second (the layer keeps whole seconds) from a chmod or a new link.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Stamp {
     dev: u64,
     ino: u64,
     ctime: (i64, i64),
+    mtime: (i64, i64),
 }
 
 impl Stamp {
-    fn of(m: &std::fs::Metadata) -> Stamp {
+    pub(crate) fn of(m: &std::fs::Metadata) -> Stamp {
         Stamp {
             dev: m.dev(),
             ino: m.ino(),
             ctime: (m.ctime(), m.ctime_nsec()),
+            mtime: (m.mtime(), m.mtime_nsec()),
         }
+    }
+
+    /// Whether a regular file's contents may have changed since `self`.
+    fn rewritten(&self, now: &Stamp, m: &std::fs::Metadata) -> bool {
+        m.is_file() && (self.ino != now.ino || self.mtime != now.mtime)
     }
 }
 
@@ -195,8 +205,9 @@ impl Walk<'_> {
                 && matches!(old.map(|n| &n.kind), Some(NodeKind::Dir))
                 && old_stamp.is_some_and(|s| (s.dev, s.ino) != (stamp.dev, stamp.ino));
             let opaque = remade && !in_new;
-            let same =
-                !opaque && old.is_some_and(|n| upper::unchanged(n, &m, &meta, target.as_ref()));
+            let same = !opaque
+                && !old_stamp.is_some_and(|s| s.rewritten(&stamp, &m))
+                && old.is_some_and(|n| upper::unchanged(n, &m, &meta, target.as_ref()));
             if !same {
                 if let Some(body) = upper::body_of(&host, &path, &m, target, &mut self.links) {
                     self.out.insert(
@@ -225,6 +236,226 @@ impl Walk<'_> {
             }
         }
         Ok(emitted)
+    }
+}
+
+/// The change a traced step made, read from the paths it touched alone
+/// ([`super::trace::touched`]) against the stage's `index`: each touched path
+/// against its stamp from before the step, the directories on the way as
+/// parents, everything below a directory the step made (or made anew) as new.
+/// The same shape as [`changes`] gives, without walking the rest of the root.
+pub(crate) fn touched_changes(
+    root: &Path,
+    index: &FsIndex,
+    record: &Record,
+    stub_parents: &HashSet<String>,
+) -> Result<BTreeMap<PathKey, Planned>, UpperError> {
+    let mut names: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for p in record.first.keys() {
+        let mut child = p.as_str();
+        loop {
+            let (parent, name) = crate::rootfs::split_parent(child);
+            let fresh = names
+                .entry(parent.to_string())
+                .or_default()
+                .insert(name.to_string());
+            if !fresh || parent.is_empty() {
+                break;
+            }
+            child = parent;
+        }
+    }
+    let mut f = Focused {
+        index,
+        record,
+        names,
+        stub_parents,
+        links: HashMap::new(),
+        out: BTreeMap::new(),
+    };
+    f.dir(root, "")?;
+    Ok(f.out)
+}
+
+struct Focused<'a> {
+    index: &'a FsIndex,
+    record: &'a Record,
+    /// Directory → the names in it that were touched or lead to one that was.
+    names: HashMap<String, BTreeSet<String>>,
+    stub_parents: &'a HashSet<String>,
+    links: HashMap<(u64, u64), String>,
+    out: BTreeMap<PathKey, Planned>,
+}
+
+fn io_at(p: &Path) -> impl FnOnce(std::io::Error) -> UpperError {
+    let path = p.display().to_string();
+    move |source| UpperError::Io { path, source }
+}
+
+impl Focused<'_> {
+    /// One directory the step reached into; true when it put anything in
+    /// the layer.
+    fn dir(&mut self, host_dir: &Path, rel: &str) -> Result<bool, UpperError> {
+        let Some(names) = self.names.remove(rel) else {
+            return Ok(false);
+        };
+        let mut emitted = false;
+        for name in &names {
+            let path = join_rel(rel, name);
+            let host = host_dir.join(crate::pathname::to_path(name));
+            let m = match std::fs::symlink_metadata(&host) {
+                Ok(m) => m,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(nix::libc::ENOTDIR) =>
+                {
+                    if self.index.get(&path).is_some() {
+                        // BuildKit writes whiteouts with no time.
+                        self.out.insert(
+                            PathKey(join_rel(rel, &format!(".wh.{name}"))),
+                            upper::marker(0),
+                        );
+                        emitted = true;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(io_at(&host)(e)),
+            };
+            // `None`: only on the way to a touched path; `Some(None)`: absent
+            // before the step.
+            let first = self.record.first.get(&path);
+            let old = match first {
+                Some(None) => None,
+                _ => self.index.get(&path),
+            };
+            let stamp = Stamp::of(&m);
+            let was_dir = matches!(old.map(|n| &n.kind), Some(NodeKind::Dir));
+            let replaced =
+                matches!(first, Some(Some(s)) if (s.dev, s.ino) != (stamp.dev, stamp.ino));
+            if m.is_dir() && (!was_dir || replaced) {
+                self.made_dir(&host, &path, &m, old)?;
+                emitted = true;
+                continue;
+            }
+            let mtime = match old {
+                Some(n) if m.is_dir() && self.stub_parents.contains(&path) => n.mtime,
+                _ => m.mtime().max(0) as u64,
+            };
+            let mut meta = upper::meta_of(&host, &m, mtime).map_err(io_at(&host))?;
+            let target = upper::link_target(&host, &m).map_err(io_at(&host))?;
+            if let Some(n) = old {
+                keep_unwritable_xattrs(&mut meta, n);
+            }
+            let changed = self.record.forced.contains(&path)
+                || (matches!(first, Some(s) if *s != Some(stamp))
+                    && old.is_none_or(|n| {
+                        if matches!(first, Some(Some(s)) if s.rewritten(&stamp, &m)) {
+                            return true;
+                        }
+                        // The traced rung never changes a real owner: the
+                        // step's owners come from the tracer's table.
+                        let mut seen = meta.clone();
+                        (seen.uid, seen.gid) = (n.uid, n.gid);
+                        !upper::unchanged(n, &m, &seen, target.as_ref())
+                    }));
+            if changed {
+                if let Some(body) = upper::body_of(&host, &path, &m, target, &mut self.links) {
+                    self.out.insert(
+                        PathKey(path.clone()),
+                        Planned {
+                            meta: meta.clone(),
+                            body,
+                        },
+                    );
+                    emitted = true;
+                }
+            }
+            if m.is_dir() && self.dir(&host, &path)? && !changed {
+                // An unchanged directory is in the layer only as a parent.
+                self.out.insert(
+                    PathKey(path),
+                    Planned {
+                        meta,
+                        body: EntryBody::Dir,
+                    },
+                );
+                emitted = true;
+            }
+        }
+        Ok(emitted)
+    }
+
+    /// A directory the step made, or made anew where one stood: it and all
+    /// below it are new, and what stood below the old one and is gone gets
+    /// a whiteout, as [`changes`] gives them.
+    fn made_dir(
+        &mut self,
+        host: &Path,
+        path: &str,
+        m: &std::fs::Metadata,
+        old: Option<&Node>,
+    ) -> Result<(), UpperError> {
+        let mtime = match old {
+            Some(n) if self.stub_parents.contains(path) => n.mtime,
+            _ => m.mtime().max(0) as u64,
+        };
+        let meta = upper::meta_of(host, m, mtime).map_err(io_at(host))?;
+        self.out.insert(
+            PathKey(path.to_string()),
+            Planned {
+                meta,
+                body: EntryBody::Dir,
+            },
+        );
+        let mut names: Vec<String> = std::fs::read_dir(host)
+            .map_err(io_at(host))?
+            .map(|e| e.map(|e| crate::pathname::from_os(&e.file_name())))
+            .collect::<Result<_, _>>()
+            .map_err(io_at(host))?;
+        names.sort();
+        if matches!(old.map(|n| &n.kind), Some(NodeKind::Dir)) {
+            let present: HashSet<&str> = names.iter().map(String::as_str).collect();
+            for (name, _) in self.index.children(path) {
+                if !present.contains(name) {
+                    self.out.insert(
+                        PathKey(join_rel(path, &format!(".wh.{name}"))),
+                        upper::marker(0),
+                    );
+                }
+            }
+        }
+        for name in &names {
+            let p = join_rel(path, name);
+            let h = host.join(crate::pathname::to_path(name));
+            let cm = std::fs::symlink_metadata(&h).map_err(io_at(&h))?;
+            if cm.is_dir() {
+                let below = self.index.get(&p).filter(|n| n.kind == NodeKind::Dir);
+                self.made_dir(&h, &p, &cm, below)?;
+                continue;
+            }
+            let meta = upper::meta_of(&h, &cm, cm.mtime().max(0) as u64).map_err(io_at(&h))?;
+            let target = upper::link_target(&h, &cm).map_err(io_at(&h))?;
+            if let Some(body) = upper::body_of(&h, &p, &cm, target, &mut self.links) {
+                self.out.insert(PathKey(p), Planned { meta, body });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Extended attributes of the image that an unprivileged unpack could not
+/// write (`security.*`, `trusted.*`): the disk lacks them, the file has them.
+fn keep_unwritable_xattrs(meta: &mut crate::layer::writer::EntryMeta, old: &Node) {
+    let mut added = false;
+    for (k, v) in &old.xattrs {
+        let unwritable = k.starts_with("security.") || k.starts_with("trusted.");
+        if unwritable && !meta.xattrs.iter().any(|(m, _)| m == k) {
+            meta.xattrs.push((k.clone(), v.clone()));
+            added = true;
+        }
+    }
+    if added {
+        meta.xattrs.sort();
     }
 }
 
@@ -335,6 +566,60 @@ mod tests {
         // Nothing changed since: an empty change.
         let (out, _) = changes(r, &after, &keep, &none).unwrap();
         assert!(out.is_empty(), "{:?}", listing(&out));
+    }
+
+    #[test]
+    fn touched_paths_give_the_change_the_walk_gives() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for f in ["a/keep", "a/gone", "b/x/old", "c/f", "same", "u/v/w"] {
+            let p = r.join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, b"1").unwrap();
+        }
+        let none = HashSet::new();
+        let before = Snapshot::take(r, &Keep::default()).unwrap();
+        let mut record = Record::default();
+        let mut touch = |p: &str| {
+            let stamp = fs::symlink_metadata(r.join(p)).ok().map(|m| Stamp::of(&m));
+            record.first.entry(p.to_string()).or_insert(stamp);
+        };
+        for p in [
+            "a/keep", "a/gone", "b", "b/x", "b/x/old", "b/x/new", "c/f", "c", "new", "new2",
+            "link", "b/x/pipe", "same", "u/v/w",
+        ] {
+            touch(p);
+        }
+        fs::write(r.join("a/keep"), b"22").unwrap();
+        fs::remove_file(r.join("a/gone")).unwrap();
+        fs::remove_dir_all(r.join("b")).unwrap();
+        fs::create_dir_all(r.join("b/x")).unwrap();
+        fs::write(r.join("b/x/new"), b"n").unwrap();
+        fs::remove_dir_all(r.join("c")).unwrap();
+        fs::write(r.join("new"), b"n").unwrap();
+        fs::hard_link(r.join("new"), r.join("new2")).unwrap();
+        std::os::unix::fs::symlink("new", r.join("link")).unwrap();
+        nix::unistd::mkfifo(
+            &r.join("b/x/pipe"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        // Opened for writing, left as it was: no change.
+        fs::OpenOptions::new()
+            .append(true)
+            .open(r.join("same"))
+            .unwrap();
+        // A change the disk does not show (an emulated chown).
+        record.forced.insert("u/v/w".to_string());
+        let (walked, _) = changes(r, &before, &Keep::default(), &none).unwrap();
+        let touched = touched_changes(r, &before.index, &record, &none).unwrap();
+        let mut expected = listing(&walked);
+        expected.extend(["u dir".to_string(), "u/v dir".into(), "u/v/w file".into()]);
+        expected.sort();
+        assert_eq!(listing(&touched), expected);
+        // Nothing touched: nothing changed, nothing walked.
+        let empty = touched_changes(r, &before.index, &Record::default(), &none).unwrap();
+        assert!(empty.is_empty());
     }
 
     #[test]

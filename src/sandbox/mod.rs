@@ -120,6 +120,10 @@ pub struct RunSpec {
     /// unpacked without privileges they are the executor's on disk.
     #[serde(default)]
     pub owners_seed: Vec<(String, u32, u32)>,
+    /// Where the traced rung writes the paths the command changed
+    /// ([`trace::touched`]): the parent reads the change from them alone.
+    #[serde(default)]
+    pub touched: Option<PathBuf>,
 }
 
 /// One `RUN --mount` as the helper makes it.
@@ -236,6 +240,7 @@ pub(crate) fn probe(scratch: &Path) -> Result<Isolation, SandboxError> {
         traced: false,
         owners: None,
         owners_seed: Vec::new(),
+        touched: None,
     };
     let result = run_helper(&spec, &base.join("spec.json"), true);
     dirs.remove();

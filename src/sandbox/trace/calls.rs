@@ -56,16 +56,19 @@ impl Tracer {
             libc::SYS_open => {
                 let f = flags(1);
                 let r = path!(None, 0, open_follows(f))?;
+                self.touch_if(opens_to_change(f), &r);
                 self.made_by_open(tid, regs, 1, f, regs.arg(2) as u32, r.as_ref())?;
             }
             libc::SYS_creat => {
                 let r = path!(None, 0, true)?;
+                self.touch_if(true, &r);
                 let f = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
                 self.made_by_open(tid, regs, usize::MAX, f, regs.arg(1) as u32, r.as_ref())?;
             }
             libc::SYS_openat => {
                 let f = flags(2);
                 let r = path!(Some(0), 1, open_follows(f))?;
+                self.touch_if(opens_to_change(f), &r);
                 self.made_by_open(tid, regs, 2, f, regs.arg(3) as u32, r.as_ref())?;
             }
             libc::SYS_setxattr | libc::SYS_lsetxattr | libc::SYS_getxattr | libc::SYS_lgetxattr
@@ -73,41 +76,59 @@ impl Tracer {
             {
                 let follow = matches!(nr, libc::SYS_setxattr | libc::SYS_getxattr);
                 let r = self.resolve_arg(tid, regs, None, 0, follow)?;
+                if nr == libc::SYS_setxattr || nr == libc::SYS_lsetxattr {
+                    self.touched.force(&r.host);
+                }
                 return self.cap_xattr(tid, regs, &r.host, follow);
             }
             libc::SYS_fsetxattr | libc::SYS_fgetxattr => {
+                if nr == libc::SYS_fsetxattr {
+                    self.touched.touch_fd(tid, regs.int(0));
+                }
                 if self.is_cap(tid, regs)? {
+                    if nr == libc::SYS_fsetxattr {
+                        if let Ok(host) = std::fs::read_link(fd_link(tid, regs.int(0))) {
+                            self.touched.force(&host);
+                        }
+                    }
                     let host = fd_link(tid, regs.int(0));
                     return self.cap_xattr(tid, regs, &host, true).map_err(ebadf);
                 }
             }
+            libc::SYS_fchmod | libc::SYS_fremovexattr => {
+                self.touched.touch_fd(tid, regs.int(0));
+            }
             libc::SYS_access
-            | libc::SYS_chmod
-            | libc::SYS_truncate
-            | libc::SYS_utime
-            | libc::SYS_utimes
             | libc::SYS_statfs
             | libc::SYS_chdir
             | libc::SYS_getxattr
-            | libc::SYS_setxattr
-            | libc::SYS_listxattr
-            | libc::SYS_removexattr => {
+            | libc::SYS_listxattr => {
                 path!(None, 0, true)?;
             }
-            libc::SYS_lgetxattr
-            | libc::SYS_lsetxattr
-            | libc::SYS_llistxattr
-            | libc::SYS_lremovexattr
-            | libc::SYS_unlink
-            | libc::SYS_rmdir => {
+            libc::SYS_chmod
+            | libc::SYS_truncate
+            | libc::SYS_utime
+            | libc::SYS_utimes
+            | libc::SYS_setxattr
+            | libc::SYS_removexattr => {
+                let r = path!(None, 0, true)?;
+                self.touch_if(true, &r);
+            }
+            libc::SYS_lgetxattr | libc::SYS_llistxattr => {
                 path!(None, 0, false)?;
+            }
+            libc::SYS_lsetxattr | libc::SYS_lremovexattr | libc::SYS_unlink | libc::SYS_rmdir => {
+                let r = path!(None, 0, false)?;
+                self.touch_if(true, &r);
             }
             libc::SYS_mkdir => {
                 let r = path!(None, 0, false)?;
+                self.touch_if(true, &r);
                 return self.mkdir(tid, r, regs.arg(1) as u32);
             }
             libc::SYS_mkdirat => {
                 let r = path!(Some(0), 1, false)?;
+                self.touch_if(true, &r);
                 return self.mkdir(tid, r, regs.arg(2) as u32);
             }
             libc::SYS_faccessat => {
@@ -117,41 +138,57 @@ impl Tracer {
                 path!(Some(0), 1, flags(3) & libc::AT_SYMLINK_NOFOLLOW == 0, empty)?;
             }
             libc::SYS_unlinkat => {
-                path!(Some(0), 1, false)?;
+                let r = path!(Some(0), 1, false)?;
+                self.touch_if(true, &r);
             }
             libc::SYS_fchmodat | libc::SYS_futimesat => {
-                path!(Some(0), 1, true)?;
+                let r = path!(Some(0), 1, true)?;
+                self.touch_if(true, &r);
             }
             libc::SYS_fchmodat2 => {
-                path!(Some(0), 1, flags(3) & libc::AT_SYMLINK_NOFOLLOW == 0, empty)?;
+                let r = path!(Some(0), 1, flags(3) & libc::AT_SYMLINK_NOFOLLOW == 0, empty)?;
+                self.touch_or_fd(tid, regs.int(0), &r);
             }
             libc::SYS_utimensat => {
                 if regs.arg(1) != 0 {
-                    path!(Some(0), 1, flags(3) & libc::AT_SYMLINK_NOFOLLOW == 0, empty)?;
+                    let r = path!(Some(0), 1, flags(3) & libc::AT_SYMLINK_NOFOLLOW == 0, empty)?;
+                    self.touch_or_fd(tid, regs.int(0), &r);
+                } else {
+                    self.touched.touch_fd(tid, regs.int(0));
                 }
             }
             libc::SYS_rename => {
-                path!(None, 0, false)?;
-                path!(None, 1, false)?;
+                let from = path!(None, 0, false)?;
+                let to = path!(None, 1, false)?;
+                self.touch_if(true, &from);
+                self.touch_if(true, &to);
             }
             libc::SYS_renameat | libc::SYS_renameat2 => {
-                path!(Some(0), 1, false)?;
-                path!(Some(2), 3, false)?;
+                let from = path!(Some(0), 1, false)?;
+                let to = path!(Some(2), 3, false)?;
+                self.touch_if(true, &from);
+                self.touch_if(true, &to);
             }
             libc::SYS_link => {
-                path!(None, 0, false)?;
-                path!(None, 1, false)?;
+                let from = path!(None, 0, false)?;
+                let to = path!(None, 1, false)?;
+                self.touch_if(true, &from);
+                self.touch_if(true, &to);
             }
             libc::SYS_linkat => {
-                path!(Some(0), 1, flags(4) & libc::AT_SYMLINK_FOLLOW != 0, empty)?;
-                path!(Some(2), 3, false)?;
+                let from = path!(Some(0), 1, flags(4) & libc::AT_SYMLINK_FOLLOW != 0, empty)?;
+                let to = path!(Some(2), 3, false)?;
+                self.touch_or_fd(tid, regs.int(0), &from);
+                self.touch_if(true, &to);
             }
             libc::SYS_symlink => {
                 let r = path!(None, 1, false)?;
+                self.touch_if(true, &r);
                 return self.symlink(tid, regs, 0, r);
             }
             libc::SYS_symlinkat => {
                 let r = path!(Some(1), 2, false)?;
+                self.touch_if(true, &r);
                 return self.symlink(tid, regs, 0, r);
             }
             libc::SYS_inotify_add_watch => {
@@ -159,10 +196,12 @@ impl Tracer {
             }
             libc::SYS_mknod => {
                 let r = path!(None, 0, false)?;
+                self.touch_if(true, &r);
                 return self.mknod(tid, r, regs.arg(1) as u32, regs.arg(2));
             }
             libc::SYS_mknodat => {
                 let r = path!(Some(0), 1, false)?;
+                self.touch_if(true, &r);
                 return self.mknod(tid, r, regs.arg(2) as u32, regs.arg(3));
             }
             libc::SYS_execve => return self.execve(tid, regs, s, false),
@@ -212,6 +251,7 @@ impl Tracer {
             }
             libc::SYS_chown | libc::SYS_lchown => {
                 let r = self.resolve_arg(tid, regs, None, 0, nr == libc::SYS_chown)?;
+                self.touched.force(&r.host);
                 return self.chown(
                     tid,
                     &r.host,
@@ -221,6 +261,9 @@ impl Tracer {
                 );
             }
             libc::SYS_fchown => {
+                if let Ok(host) = std::fs::read_link(fd_link(tid, regs.int(0))) {
+                    self.touched.force(&host);
+                }
                 return self
                     .chown(
                         tid,
@@ -233,6 +276,11 @@ impl Tracer {
             }
             libc::SYS_fchownat => {
                 let (host, follow) = self.at_target(tid, regs, 0, 1, flags(4))?;
+                match std::fs::read_link(&host) {
+                    // AT_EMPTY_PATH: the descriptor's file, not its /proc link.
+                    Ok(file) if host.starts_with("/proc") => self.touched.force(&file),
+                    _ => self.touched.force(&host),
+                }
                 return self.chown(tid, &host, follow, regs.arg(2), regs.arg(3));
             }
             libc::SYS_kill => return self.kill(tid, regs.int(0), regs.int(1)),
@@ -246,6 +294,22 @@ impl Tracer {
             _ => return self.identity(tid, regs, pid),
         }
         Ok(Outcome::Continue)
+    }
+
+    /// Records a path the call is about to change.
+    fn touch_if(&mut self, changes: bool, r: &Option<Resolved>) {
+        if let (true, Some(r)) = (changes, r) {
+            self.touched.touch(&r.host);
+        }
+    }
+
+    /// Records the path, or with an empty one (AT_EMPTY_PATH) the file
+    /// `dirfd` names.
+    fn touch_or_fd(&mut self, tid: i32, dirfd: i32, r: &Option<Resolved>) {
+        match r {
+            Some(r) => self.touched.touch(&r.host),
+            None => self.touched.touch_fd(tid, dirfd),
+        }
     }
 
     /// The guest directory a relative path starts from: the thread's cwd or
@@ -968,6 +1032,11 @@ fn set_ids(ids: &mut [u32; 4], v: [u32; 3]) {
 }
 
 /// Whether `open` follows a link in its last component.
+/// Whether an open may change the file it names (or make it).
+fn opens_to_change(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (libc::O_CREAT | libc::O_TRUNC) != 0
+}
+
 fn open_follows(flags: i32) -> bool {
     flags & libc::O_NOFOLLOW == 0 && !(flags & libc::O_CREAT != 0 && flags & libc::O_EXCL != 0)
 }

@@ -57,6 +57,9 @@ const TRACED: &[i64] = &[
     libc::SYS_symlink,
     libc::SYS_symlinkat,
     libc::SYS_chmod,
+    // fchmod and fremovexattr only to record the file they change.
+    libc::SYS_fchmod,
+    libc::SYS_fremovexattr,
     libc::SYS_fchmodat,
     libc::SYS_fchmodat2,
     libc::SYS_truncate,
@@ -121,7 +124,8 @@ const IDENTITY: &[i64] = &[
     libc::SYS_setgroups,
     libc::SYS_capget,
     libc::SYS_capset,
-    // Only for security.capability, which an unprivileged process may not set.
+    // For security.capability, which an unprivileged process may not set
+    // (and fsetxattr to record the file it changes).
     libc::SYS_fsetxattr,
     libc::SYS_fgetxattr,
 ];

@@ -26,6 +26,7 @@ mod filter;
 mod mem;
 pub(crate) mod owners;
 mod paths;
+pub(crate) mod touched;
 
 use super::RunSpec;
 use mem::{Regs, Scratch};
@@ -96,6 +97,8 @@ struct Tracer {
     devices: Vec<super::devices::Device>,
     /// Device nodes standing as empty files: (S_IFCHR or S_IFBLK, rdev).
     nodes: HashMap<owners::Inode, (u32, u64)>,
+    /// The paths the step changes, for the parent's read of its change.
+    touched: touched::Touched,
 }
 
 impl Procs for Tracer {
@@ -173,6 +176,7 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
         loaders: HashMap::new(),
         devices: Vec::new(),
         nodes: HashMap::new(),
+        touched: touched::Touched::default(),
     };
     for (path, uid, gid) in &spec.owners_seed {
         if let Ok(m) = std::fs::symlink_metadata(root.join(crate::pathname::to_path(path))) {
@@ -185,6 +189,7 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
     // The mount points a namespace rung makes (and BuildKit's layer keeps).
     for dir in ["proc", "dev", "sys"] {
         let p = root.join(dir);
+        tracer.touched.touch(&p);
         if std::fs::symlink_metadata(&p).is_err() {
             std::fs::create_dir(&p).map_err(|e| format!("creating /{dir}: {e}"))?;
         }
@@ -195,6 +200,7 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
         .fs
         .resolve(&tracer, 0, b"/", &cwd_guest, true)
         .map_err(|e| format!("the working directory {}: {e}", spec.cwd))?;
+    touch_missing(&mut tracer.touched, &cwd.host);
     std::fs::create_dir_all(&cwd.host)
         .map_err(|e| format!("creating the working directory {}: {e}", spec.cwd))?;
     let program = spec.argv.first().ok_or("RUN: no command given")?;
@@ -266,6 +272,12 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
             .save(f)
             .map_err(|e| format!("writing {}: {e}", f.display()))?;
     }
+    if let Some(f) = &spec.touched {
+        tracer
+            .touched
+            .save(f, &root)
+            .map_err(|e| format!("writing {}: {e}", f.display()))?;
+    }
     if let Some(f) = &spec.devices {
         use std::io::Write;
         let mut out =
@@ -276,6 +288,18 @@ pub(crate) fn run(spec: &RunSpec) -> Result<i32, String> {
         }
     }
     Ok(code)
+}
+
+/// The directories `create_dir_all` is about to make for `host`.
+fn touch_missing(touched: &mut touched::Touched, host: &Path) {
+    let mut p = Some(host);
+    while let Some(d) = p {
+        if std::fs::symlink_metadata(d).is_ok() {
+            break;
+        }
+        touched.touch(d);
+        p = d.parent();
+    }
 }
 
 /// The child: its own session, traced from here on, the filters, then the
