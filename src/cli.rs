@@ -588,7 +588,7 @@ pub struct Options {
     /// `--dryrun`: print the plan and stop.
     pub dry_run: bool,
     /// `--image-format`: the result's media types; `None` keeps the base's.
-    pub image_format: Option<kiln::image::remote::ManifestFormat>,
+    pub image_format: Option<kiln::image::ManifestFormat>,
 }
 
 /// What the run leaves behind besides pushed images.
@@ -732,8 +732,8 @@ impl Cli {
             check_push: !self.no_push && !self.skip_push_permission_check && !self.dryrun,
             dry_run: self.dryrun,
             image_format: self.image_format.map(|f| match f {
-                ImageFormat::Docker => kiln::image::remote::ManifestFormat::Docker,
-                ImageFormat::Oci => kiln::image::remote::ManifestFormat::Oci,
+                ImageFormat::Docker => kiln::image::ManifestFormat::Docker,
+                ImageFormat::Oci => kiln::image::ManifestFormat::Oci,
             }),
             scratch_parent: self.kaniko_dir.unwrap_or_else(std::env::temp_dir),
             outputs: Outputs {

@@ -22,9 +22,9 @@ use crate::context::{BuildContext, ContextError};
 use crate::dockerfile::checks::{self, CheckConfig};
 use crate::dockerfile::shell::{self, Env, ShellError};
 use crate::dockerfile::{Dockerfile, Instruction, InstructionError, Location, Stage};
-use crate::image::remote::{self, ManifestFormat, RemoteError, RemoteImage};
-use crate::image::spec::{ImageConfig, Platform};
-use crate::image::{Digest, Image, Reference, StoreError};
+use crate::image::remote::{self, RemoteError, RemoteImage};
+use crate::image::spec::{ImageConfig, Platform, DEFAULT_PATH};
+use crate::image::{Digest, Image, ManifestFormat, Reference, StoreError};
 use crate::layer::reader::ReadError;
 use crate::layer::writer::WriteError;
 use crate::registry::{Registry, RegistryError};
@@ -472,8 +472,8 @@ pub async fn build(
     for l in layers.iter_mut().filter(|_| format != st.format) {
         let mt = &l.descriptor.media_type;
         l.descriptor.media_type = match format {
-            ManifestFormat::Oci => remote::oci_layer_type(mt),
-            ManifestFormat::Docker => remote::docker_layer_type(mt),
+            ManifestFormat::Oci => crate::image::model::oci_layer_type(mt),
+            ManifestFormat::Docker => crate::image::model::docker_layer_type(mt),
         }
         .to_string();
     }
@@ -745,9 +745,6 @@ async fn start_stage(
         claim: None,
     })
 }
-
-pub(crate) const DEFAULT_PATH: &str =
-    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What every step of one build reads, shared by the stages running at once.
 struct Build<'a> {

@@ -10,7 +10,7 @@ pub mod spec;
 pub(crate) mod store;
 
 pub use digest::Digest;
-pub use model::{Image, Serialized};
+pub use model::{Image, Layer, LayerSource, ManifestFormat, Serialized};
 pub use reference::Reference;
-pub use remote::{Layer, LayerSource, ManifestFormat, RemoteImage};
+pub use remote::RemoteImage;
 pub use store::{BlobStore, StoreError};

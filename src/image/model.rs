@@ -3,13 +3,68 @@
 //! go-containerregistry's `v1.Image`); [`Image::serialize`] gives the exact config and manifest bytes
 //! that publish (registry, tarball, OCI layout), cache entries and the tests use.
 
-use super::remote::{Layer, ManifestFormat};
+use super::reference::Reference;
 use super::spec::{
     Descriptor, ImageConfig, Manifest, MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST,
     MT_OCI_CONFIG, MT_OCI_LAYER, MT_OCI_MANIFEST,
 };
 use super::Digest;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Where a layer's bytes are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LayerSource {
+    /// In a registry repository (registry and repository of the reference).
+    Remote(Reference),
+    /// A blob file this build wrote or downloaded.
+    Local(PathBuf),
+}
+
+/// A layer: descriptor and diff_id known, bytes opened on demand.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub descriptor: Descriptor,
+    pub diff_id: Digest,
+    pub source: LayerSource,
+}
+
+/// Whether a manifest uses Docker's or OCI's media types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestFormat {
+    Docker,
+    Oci,
+}
+
+/// OCI's name for a layer media type (Docker's gzip and foreign layers have
+/// OCI twins; others are OCI's already).
+pub(crate) fn oci_layer_type(media_type: &str) -> &str {
+    match media_type {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        }
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        }
+        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
+        other => other,
+    }
+}
+
+/// Docker's name for a layer media type, the inverse of [`oci_layer_type`]
+/// (OCI's zstd layers have no Docker twin and keep their type).
+pub(crate) fn docker_layer_type(media_type: &str) -> &str {
+    match media_type {
+        "application/vnd.oci.image.layer.v1.tar+gzip" => {
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        }
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => {
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+        }
+        "application/vnd.oci.image.layer.v1.tar" => "application/vnd.docker.image.rootfs.diff.tar",
+        other => other,
+    }
+}
 
 /// An image: config, layers, manifest flavour.
 #[derive(Debug, Clone)]
@@ -101,7 +156,6 @@ fn manifest_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::remote::LayerSource;
 
     #[test]
     fn one_serializer_for_every_image() {

@@ -3,7 +3,7 @@
 //! (compressed or not), the way go-containerregistry's `Layer` does, so dispatch,
 //! publish and the warmer share one way in and no module reaches into another.
 
-use super::remote::{Layer, LayerSource};
+use super::model::{Layer, LayerSource};
 use super::spec::is_foreign;
 use super::Digest;
 use crate::registry::{Registry, RegistryError};
