@@ -508,7 +508,7 @@ async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<(
     for (image, platform) in images {
         let reference = Reference::parse(&image)?;
         let remote =
-            kiln::image::remote::fetch(&session.registry, &reference, &platform, scratch.path())
+            kiln::source::remote::fetch(&session.registry, &reference, &platform, scratch.path())
                 .await?;
         for layer in &remote.layers {
             layer.compressed(&session.store).await?;

@@ -10,10 +10,10 @@ use crate::context::BuildContext;
 use crate::dockerfile::instruction::{is_git_source as is_git, is_url_source as is_url};
 use crate::dockerfile::shell::{self, Env};
 use crate::dockerfile::{CommandLine, Copy, Dockerfile, Instruction};
-use crate::image::remote::{self, RemoteImage};
 use crate::image::spec::ImageConfig;
 use crate::image::Reference;
 use crate::rootfs::index::FsIndex;
+use crate::source::remote::{self, RemoteImage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 

@@ -22,15 +22,16 @@ use crate::context::{BuildContext, ContextError};
 use crate::dockerfile::checks::{self, CheckConfig};
 use crate::dockerfile::shell::{self, Env, ShellError};
 use crate::dockerfile::{Dockerfile, Instruction, InstructionError, Location, Stage};
-use crate::image::remote::{self, RemoteError, RemoteImage};
 use crate::image::spec::{ImageConfig, Platform, DEFAULT_PATH};
-use crate::image::{Digest, Image, ManifestFormat, Reference, StoreError};
+use crate::image::{Digest, Image, ManifestFormat, Reference};
 use crate::layer::reader::ReadError;
 use crate::layer::writer::WriteError;
 use crate::registry::{Registry, RegistryError};
 use crate::rootfs::apply::ApplyError;
 use crate::rootfs::ResolveError;
 use crate::sandbox::Isolation;
+use crate::source::remote::{self, RemoteError, RemoteImage};
+use crate::source::StoreError;
 use effect::{Effect, NewLayer};
 use stage::StageFs;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -183,7 +184,7 @@ impl Session {
             trees: cache_dir.as_ref().map(|d| d.join("trees")),
             trees_off: std::sync::atomic::AtomicBool::new(false),
             cache_mounts: cache_dir.as_ref().unwrap_or(&scratch).join("mounts"),
-            store: crate::image::BlobStore::new(registry.clone(), cache_dir, scratch.clone()),
+            store: crate::source::BlobStore::new(registry.clone(), cache_dir, scratch.clone()),
             registry,
             cache,
             blobs_dir: scratch,
@@ -288,7 +289,7 @@ pub struct Session {
     /// Scratch space for this build's temporary files.
     pub blobs_dir: PathBuf,
     /// Layer bytes: each blob downloaded once, verified before use.
-    pub store: crate::image::BlobStore,
+    pub store: crate::source::BlobStore,
     /// Where RUN's helpers record the processes a signal handler or the next
     /// build must kill ([`crate::procs::dir`] of the scratch dir).
     pub(crate) procs: Option<PathBuf>,

@@ -1,12 +1,12 @@
 //! Lazy remote images: a base is its manifest, config and layer descriptors;
 //! layer bytes are fetched only when a step needs them.
 
-use super::model::{Layer, LayerSource, ManifestFormat};
-use super::reference::Reference;
-use super::spec::{
+use crate::image::model::{Layer, LayerSource, ManifestFormat};
+use crate::image::reference::Reference;
+use crate::image::spec::{
     is_index, is_layer, is_schema1, Descriptor, ImageConfig, Index, Manifest, Platform,
 };
-use super::Digest;
+use crate::image::Digest;
 use crate::registry::{Registry, RegistryError, MAX_CONFIG_BYTES};
 
 #[derive(Debug, thiserror::Error)]
