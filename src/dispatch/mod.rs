@@ -441,16 +441,16 @@ pub async fn build(
             .get_or_insert_with(BTreeMap::new)
             .insert(k.clone(), v.clone());
     }
+    let mut own_history = config.history.split_off(st.history_base);
     let mut layers = st.fs.layers.clone();
-    if opts.single_snapshot && layers.len() > st.layer_base + 1 {
-        let own = layers.split_off(st.layer_base);
+    let mut own_layers = layers.split_off(st.layer_base);
+    if opts.single_snapshot && own_layers.len() > 1 {
         let dir = opts
             .scratch_dir
             .join(format!("single-snapshot{}", platform::dir_suffix(opts)));
-        layers.push(squash::squash(session, &own, &dir, st.format).await?);
+        own_layers = vec![squash::squash(session, &own_layers, &dir, st.format).await?];
         // One history entry keeps the layer: the stage's last that had one.
-        let own_history = config.history.iter_mut().skip(st.history_base);
-        let mut with_layer: Vec<_> = own_history.filter(|h| !h.empty_layer).collect();
+        let mut with_layer: Vec<_> = own_history.iter_mut().filter(|h| !h.empty_layer).collect();
         if let Some(last) = with_layer.pop() {
             for h in with_layer {
                 h.empty_layer = true;
@@ -458,6 +458,20 @@ pub async fn build(
             last.empty_layer = false;
         }
     }
+    let mut image = Image::on_base(config, layers, st.format);
+    let mut own_layers = own_layers.into_iter();
+    for h in own_history {
+        let layer = if h.empty_layer {
+            None
+        } else {
+            own_layers.next()
+        };
+        image.append(layer, h);
+    }
+    debug_assert!(
+        own_layers.next().is_none(),
+        "a layer without its history entry"
+    );
     let zstd = matches!(
         session.compression,
         crate::layer::writer::Compression::Zstd(_)
@@ -470,29 +484,11 @@ pub async fn build(
         (None, true) => ManifestFormat::Oci,
         (None, false) => st.format,
     };
-    for l in layers.iter_mut().filter(|_| format != st.format) {
-        let mt = &l.descriptor.media_type;
-        l.descriptor.media_type = match format {
-            ManifestFormat::Oci => crate::image::model::oci_layer_type(mt),
-            ManifestFormat::Docker => crate::image::model::docker_layer_type(mt),
-        }
-        .to_string();
-    }
-    config.rootfs.kind = "layers".into();
-    config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
     let created = match st.newest {
         Some(t) if !opts.reproducible => crate::times::rfc3339(t),
         _ => session.created.clone(),
     };
-    for h in config.history.iter_mut().skip(st.history_base) {
-        h.created = Some(created.clone());
-    }
-    config.created = Some(created);
-    Ok(Image {
-        config,
-        layers,
-        format,
-    })
+    Ok(image.finish(format, &created))
 }
 
 /// BuildKit's build checks, once the bases are resolved and before any step

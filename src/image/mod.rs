@@ -7,6 +7,7 @@ pub(crate) mod digest;
 pub mod model;
 pub(crate) mod reference;
 pub mod spec;
+pub mod validate;
 
 pub use digest::Digest;
 pub use model::{Image, Layer, LayerSource, ManifestFormat, Serialized};
