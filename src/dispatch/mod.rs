@@ -1,12 +1,13 @@
-//! Runs a Dockerfile: stages in dependency order, one handler per instruction
-//! group (`copy`, `meta`), each step either changing the config or adding a layer.
+//! Runs a Dockerfile: a scheduler that starts each stage once the stages it
+//! reads are built and hands each step to its instruction group's handler
+//! (`handlers`), whose effect either changes the config or adds a layer.
 
 pub(crate) mod chmod;
 pub(crate) mod copy;
 mod effect;
+mod handlers;
 mod history;
 mod live;
-pub(crate) mod meta;
 pub mod mounts;
 pub mod multi;
 mod platform;
@@ -16,12 +17,11 @@ mod squash;
 pub mod stage;
 pub(crate) mod users;
 
-use crate::cache::key::KeyBuilder;
 use crate::cache::Cache;
 use crate::context::{BuildContext, ContextError};
 use crate::dockerfile::checks::{self, CheckConfig};
 use crate::dockerfile::shell::{self, Env, ShellError};
-use crate::dockerfile::{Dockerfile, Instruction, InstructionError, Location, Stage};
+use crate::dockerfile::{Dockerfile, InstructionError, Location, Stage};
 use crate::image::spec::{ImageConfig, Platform, DEFAULT_PATH};
 use crate::image::{Digest, Image, ManifestFormat, Reference};
 use crate::layer::reader::ReadError;
@@ -32,7 +32,6 @@ use crate::rootfs::ResolveError;
 use crate::sandbox::Isolation;
 use crate::source::remote::{self, RemoteError, RemoteImage};
 use crate::source::StoreError;
-use effect::{Effect, NewLayer};
 use stage::StageFs;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -631,7 +630,17 @@ async fn build_stage(
     let mut hold: LiveHold = None;
     for step in triggers.iter().chain(&stage.steps) {
         let clock = b.log_step(&step.at);
-        let done = run_step(b, built, &mut st, step, i, &mut hold).await;
+        let env = st.env();
+        let s = handlers::Step {
+            b,
+            built,
+            st: &mut st,
+            step,
+            stage: i,
+            hold: &mut hold,
+            env,
+        };
+        let done = handlers::run_step(s).await;
         b.end_step(clock, done.as_ref().map(|c| *c));
         done.map_err(|e| e.at(&step.at))?;
     }
@@ -722,7 +731,7 @@ async fn start_stage(
     // history): a relative one is joined to itself, `relwd` → `/relwd/relwd`.
     if let Some(wd) = config.config.working_dir.clone() {
         if !wd.is_empty() && !wd.starts_with('/') {
-            config.config.working_dir = Some(meta::absolute(&wd, Some(&wd)));
+            config.config.working_dir = Some(handlers::absolute(&wd, Some(&wd)));
         }
     }
     Ok(StageState {
@@ -833,224 +842,3 @@ struct StepClock {
 }
 
 impl Build<'_> {}
-
-/// The live root as a COPY --from source, when it holds that stage: the hold
-/// is taken if free (and kept to the stage's end, as the layer is read from it
-/// when committed); a stage running commands there is not waited for.
-fn live_source<'h, 'b>(
-    b: &'b Build<'_>,
-    hold: &'h mut LiveHold<'b>,
-    p: &meta::PreparedCopy,
-    built: &HashMap<usize, Arc<StageState>>,
-) -> Option<&'h live::LiveRoot> {
-    let meta::CopyFrom::Stage(j, _) = &p.from else {
-        return None;
-    };
-    let layers = &built.get(j)?.fs.layers;
-    if hold.is_none() {
-        let guard = b.session.live.try_lock().ok()?;
-        if !guard.as_ref().is_some_and(|l| l.holds(layers)) {
-            return None;
-        }
-        *hold = Some(guard);
-    }
-    hold.as_ref()?.as_ref()
-}
-
-/// One step: its handler returns an effect, which `effect::apply` makes real.
-/// True when the step's layer came from the cache.
-async fn run_step<'b>(
-    b: &'b Build<'_>,
-    built: &HashMap<usize, Arc<StageState>>,
-    st: &mut StageState,
-    step: &crate::dockerfile::Step,
-    stage_index: usize,
-    hold: &mut LiveHold<'b>,
-) -> Result<bool, BuildError> {
-    let Build {
-        session,
-        df,
-        ctx,
-        opts,
-        overrides,
-        global_declared,
-        ..
-    } = *b;
-    let esc = df.escape;
-    let env = st.env();
-    let created_by = step.at.text.trim().to_string();
-    // The key covers the parent key, the instruction and every variable it could
-    // read; COPY adds its sources. Nothing here depends on a step's result.
-    let mut kb = KeyBuilder::new(&st.key);
-    kb.add("instruction", &created_by);
-    kb.add(
-        "env",
-        &env.iter()
-            .map(|(k, v)| format!("{k}={v}\n"))
-            .collect::<String>(),
-    );
-    let effect = match &step.instruction {
-        Instruction::Arg(args) => {
-            let mut history = Vec::new();
-            let mut effect = Effect::default();
-            // Each ARG's default sees the ones declared before it on the line.
-            let mut scope = env.clone();
-            for (k, default) in args {
-                effect.declared.push(k.clone());
-                let value = if let Some(v) = overrides.get(k) {
-                    if let Ok(mut used) = b.used_args.lock() {
-                        used.insert(k.clone());
-                    }
-                    Some(v.clone())
-                } else if let Some(d) = default {
-                    Some(shell::expand(d, esc, &scope)?)
-                } else {
-                    global_declared
-                        .get(k)
-                        .or_else(|| b.predefined.get(k))
-                        .cloned()
-                };
-                history.push(match &value {
-                    Some(v) => format!("{k}={v}"),
-                    None => k.clone(),
-                });
-                if let Some(v) = value {
-                    scope.insert(k.clone(), v.clone());
-                    effect.args.push((k.clone(), v));
-                }
-            }
-            effect.history = Some(format!("ARG {}", history.join(" ")));
-            effect
-        }
-        Instruction::Copy(c) => {
-            let mut prepared = meta::prepare_copy(session, df, c, &env, stage_index, opts).await?;
-            // Hashing every source costs a full read: only when a cache can use it.
-            if session.cache.settings.layers {
-                meta::fetch_remote_sources(session, &mut prepared, true).await?;
-                for (label, value) in cpu(|| meta::copy_key_inputs(&prepared, ctx, built))? {
-                    kb.add(label, &value);
-                }
-            }
-            let key = kb.finish();
-            let mut effect = Effect::history(meta::copy_history(&prepared));
-            // Downloads and unpacked archives are read when the layer is written.
-            let _work = prepared.add.as_ref().map(|a| a.work.clone());
-            effect.layer = match effect::lookup(session, st, &key).await {
-                Some(hit) => Some(hit),
-                None => {
-                    meta::fetch_remote_sources(session, &mut prepared, false).await?;
-                    let workdir = st.config.config.working_dir.clone();
-                    let workdir = workdir.as_deref().unwrap_or("/");
-                    let live = live_source(b, hold, &prepared, built);
-                    Some(NewLayer::Planned(
-                        meta::copy_entries(
-                            session,
-                            &st.fs,
-                            workdir,
-                            prepared,
-                            meta::Origins { ctx, built, live },
-                            opts,
-                        )
-                        .await?,
-                        None,
-                    ))
-                }
-            };
-            return effect::apply(session, st, effect, &key).await;
-        }
-        Instruction::Workdir(w) => {
-            let w = shell::expand(w, esc, &env)?;
-            let abs = meta::absolute(&w, st.config.config.working_dir.as_deref());
-            let mut config = st.config.clone();
-            config.config.working_dir = Some(abs.clone());
-            let mut effect = Effect::history(format!("WORKDIR {abs}"));
-            effect.config = Some(Box::new(config));
-            let key = kb.finish();
-            // Nothing to create at the root: BuildKit adds no layer for it.
-            if abs != "/" {
-                effect.layer = match effect::lookup(session, st, &key).await {
-                    Some(hit) => Some(hit),
-                    None => {
-                        let user = st.config.config.user.clone();
-                        Some(NewLayer::Planned(
-                            meta::workdir_entries(session, &st.fs, user.as_deref(), &abs).await?,
-                            None,
-                        ))
-                    }
-                };
-            }
-            return effect::apply(session, st, effect, &key).await;
-        }
-        Instruction::Run(r) => {
-            let workdir = st.config.config.working_dir.clone();
-            let workdir = workdir.as_deref().filter(|w| !w.is_empty()).unwrap_or("/");
-            let run_mounts =
-                mounts::prepare(session, df, r, &env, workdir, stage_index, opts).await?;
-            let prepared = run::prepare(r, &st.config, &st.arg_names, &env);
-            kb.add("run", &prepared.key_text(&st.config));
-            if !opts.ignore_paths.is_empty() {
-                kb.add("ignore-path", &opts.ignore_paths.join("\n"));
-            }
-            // A bind's content is hashed only when a cache can use the key.
-            if session.cache.settings.layers {
-                for (label, value) in run_mounts.key_inputs(ctx, built)? {
-                    kb.add(label, &value);
-                }
-            }
-            let key = kb.finish();
-            let mut effect = Effect::history(prepared.history.clone());
-            if let Some(hit) = effect::lookup(session, st, &key).await {
-                effect.layer = Some(hit);
-                return effect::apply(session, st, effect, &key).await;
-            }
-            let isolation = b.sandbox_ready()?;
-            platform::check_run(b.df, stage_index, b.global, b.opts)?;
-            let dirs = run::step_dirs(st.fs.dir(), step.at.line)?;
-            let result = async {
-                let host_mounts = run_mounts
-                    .host(session, ctx, built, opts, &dirs.base)
-                    .await?;
-                let mut live = match isolation {
-                    Isolation::Namespaces | Isolation::OwnRoot | Isolation::Traced => None,
-                    Isolation::InPlace => {
-                        if hold.is_none() {
-                            *hold = Some(b.session.live.lock().await);
-                        }
-                        hold.as_mut()
-                            .map(|h| h.get_or_insert_with(|| live::LiveRoot::new(&b.keep_extra())))
-                    }
-                };
-                // Proxy build args reach the command only: not its key or history.
-                let mut run_env = env.clone();
-                run_env.extend(run::proxy_env(&opts.build_args));
-                let (mut entries, walked) = run::execute(
-                    session,
-                    &st.fs,
-                    &st.config,
-                    &run_env,
-                    &prepared,
-                    (&dirs, &host_mounts),
-                    match live.as_deref_mut() {
-                        Some(l) => run::Rung::Live(l),
-                        None if isolation == Isolation::OwnRoot => run::Rung::OwnRoot,
-                        None if isolation == Isolation::Traced => run::Rung::Traced,
-                        None => run::Rung::Overlay,
-                    },
-                )
-                .await?;
-                run::drop_ignored(&mut entries, &opts.ignore_paths);
-                effect.layer = Some(NewLayer::Planned(entries, walked.map(Box::new)));
-                let cached = effect::apply(session, st, effect, &key).await?;
-                if let Some(live) = live {
-                    live.committed(&st.fs.layers);
-                }
-                Ok(cached)
-            }
-            .await;
-            dirs.remove();
-            return result;
-        }
-        other => meta::config_step(&st.config, st.cmd_set, other, esc, &env, &created_by)?,
-    };
-    effect::apply(session, st, effect, &kb.finish()).await
-}

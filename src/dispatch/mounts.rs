@@ -7,13 +7,13 @@
 //! nothing can be mounted, their contents are put at the targets and taken away
 //! again before the change is read. Nothing of a mount reaches a layer.
 
-use super::meta::CopyFrom;
+use super::handlers::CopyFrom;
 use super::stage::StageFs;
 use super::{cpu, BuildError, BuildOptions, Session, StageState};
 use crate::context::BuildContext;
 use crate::dockerfile::mount::{self, MountKind, MountSpec, Sharing};
 use crate::dockerfile::shell::{self, Env};
-use crate::dockerfile::{Dockerfile, Run};
+use crate::dockerfile::Run;
 use crate::rootfs::copy::copy_tree;
 use crate::rootfs::keep::Keep;
 use crate::sandbox::{Mount, MountWhat};
@@ -58,20 +58,19 @@ enum Origin {
 /// target unless given; a secret's id is its `source` or its target's name,
 /// and its file is `/run/secrets/<id>` unless it has a target or only an `env`.
 pub(super) async fn prepare(
-    session: &Session,
-    df: &Dockerfile,
+    b: &super::Build<'_>,
     r: &Run,
     env: &Env,
     workdir: &str,
     stage_index: usize,
-    opts: &BuildOptions,
 ) -> Result<RunMounts, BuildError> {
+    let (session, df, opts) = (b.session, b.df, b.opts);
     let mut out = Vec::new();
     for text in &r.mounts {
         let mut expand = |v: &str| shell::expand(v, df.escape, env).map_err(|e| e.to_string());
         let mut m = mount::parse(text, &mut expand)?;
         if let Some(t) = &m.target {
-            let abs = super::meta::absolute(t, Some(workdir));
+            let abs = super::handlers::absolute(t, Some(workdir));
             if abs == "/" && m.kind != MountKind::Secret {
                 return Err(mount::MountError::Target(abs).into());
             }
@@ -95,7 +94,7 @@ pub(super) async fn prepare(
         }
         let origin = match (&m.kind, &m.from) {
             (MountKind::Bind | MountKind::Cache, Some(name)) => Origin::From(
-                super::meta::resolve_from(session, df, name.clone(), stage_index, opts).await?,
+                super::handlers::resolve_from(session, df, name.clone(), stage_index, opts).await?,
             ),
             (MountKind::Bind, None) => Origin::Context,
             _ => Origin::Nothing,

@@ -1,72 +1,96 @@
-//! Step handlers: COPY and WORKDIR (which add layers) and the instructions that
-//! only change the image config.
+//! COPY and ADD: their words expanded and their source found (the context, an
+//! earlier stage, an image, ADD's URLs and git repositories), the cache key's
+//! inputs, the history text, and the layer planned against the stage's files.
 
-use super::chmod::Chmod;
-use super::copy::{self, CopyRequest, SourceTree};
-use super::effect::{Effect, Entries};
-use super::stage::StageFs;
-use super::{history, users, BuildError, BuildOptions, Session, StageState};
+use super::Step;
+use crate::cache::key::KeyBuilder;
 use crate::context::BuildContext;
+use crate::dispatch::chmod::Chmod;
+use crate::dispatch::copy::{self, CopyRequest, SourceTree};
+use crate::dispatch::effect::{self, Effect, Entries, NewLayer};
+use crate::dispatch::stage::StageFs;
+use crate::dispatch::{
+    cpu, live, users, Build, BuildError, BuildOptions, LiveHold, Session, StageState,
+};
 use crate::dockerfile::instruction::{is_git_source as is_git, is_url_source as is_url};
-use crate::dockerfile::shell::{self, Env};
-use crate::dockerfile::{CommandLine, Copy, Dockerfile, Instruction};
-use crate::image::spec::ImageConfig;
+use crate::dockerfile::shell;
+use crate::dockerfile::{Copy, Dockerfile};
 use crate::image::Reference;
 use crate::rootfs::index::FsIndex;
 use crate::source::remote::{self, RemoteImage};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Joins a WORKDIR or destination onto the current working directory and cleans it.
-pub fn absolute(path: &str, workdir: Option<&str>) -> String {
-    let joined = if path.starts_with('/') {
-        path.to_string()
-    } else {
-        format!("{}/{path}", workdir.unwrap_or("/"))
+/// COPY's (ADD's) step: sources found and keyed, the layer looked up or planned.
+pub(super) async fn copy(
+    s: &mut Step<'_, '_, '_>,
+    c: &Copy,
+    mut kb: KeyBuilder,
+) -> Result<bool, BuildError> {
+    let (b, built) = (s.b, s.built);
+    let (session, ctx) = (b.session, b.ctx);
+    let mut prepared = prepare_copy(s, c).await?;
+    // Hashing every source costs a full read: only when a cache can use it.
+    if session.cache.settings.layers {
+        fetch_remote_sources(session, &mut prepared, true).await?;
+        for (label, value) in cpu(|| copy_key_inputs(&prepared, ctx, built))? {
+            kb.add(label, &value);
+        }
+    }
+    let key = kb.finish();
+    let mut effect = Effect::history(copy_history(&prepared));
+    // Downloads and unpacked archives are read when the layer is written.
+    let _work = prepared.add.as_ref().map(|a| a.work.clone());
+    let st = &mut *s.st;
+    effect.layer = match effect::lookup(session, st, &key).await {
+        Some(hit) => Some(hit),
+        None => {
+            fetch_remote_sources(session, &mut prepared, false).await?;
+            let workdir = st.config.config.working_dir.clone();
+            let workdir = workdir.as_deref().unwrap_or("/");
+            let live = live_source(b, s.hold, &prepared, built);
+            let origins = Origins { ctx, built, live };
+            Some(NewLayer::Planned(
+                copy_entries(b, &st.fs, workdir, prepared, origins).await?,
+                None,
+            ))
+        }
     };
-    format!("/{}", crate::pathname::clean_rooted(&joined))
+    effect::apply(session, st, effect, &key).await
 }
 
-/// Looks up `user[:group]` against the stage's passwd and group files when names
-/// are used. `what` names the step in the warning for a name that is missing.
-async fn owner(
-    session: &Session,
-    fs: &StageFs,
-    spec: &str,
-    what: &str,
-) -> Result<(u64, u64), BuildError> {
-    let numeric = spec.split(':').all(|p| p.parse::<u64>().is_ok());
-    let (passwd, group) = if numeric {
-        (None, None)
-    } else {
-        let p = fs.read_file(session, "/etc/passwd").await?;
-        let g = fs.read_file(session, "/etc/group").await?;
-        (
-            p.map(|b| String::from_utf8_lossy(&b).into_owned()),
-            g.map(|b| String::from_utf8_lossy(&b).into_owned()),
-        )
+/// The live root as a COPY --from source, when it holds that stage: the hold
+/// is taken if free (and kept to the stage's end, as the layer is read from it
+/// when committed); a stage running commands there is not waited for.
+fn live_source<'h, 'b>(
+    b: &'b Build<'_>,
+    hold: &'h mut LiveHold<'b>,
+    p: &PreparedCopy,
+    built: &HashMap<usize, Arc<StageState>>,
+) -> Option<&'h live::LiveRoot> {
+    let CopyFrom::Stage(j, _) = &p.from else {
+        return None;
     };
-    let o = users::parse_owner(spec, passwd.as_deref(), group.as_deref());
-    for name in &o.missing {
-        // BuildKit v0.21 builds on silently; a warning says why the owner is what it is.
-        crate::log_warn!(
-            "{what}: no {name} of the stage; the owner is {}:{}, as BuildKit v0.21 makes it",
-            o.uid,
-            o.gid
-        );
+    let layers = &built.get(j)?.fs.layers;
+    if hold.is_none() {
+        let guard = b.session.live.try_lock().ok()?;
+        if !guard.as_ref().is_some_and(|l| l.holds(layers)) {
+            return None;
+        }
+        *hold = Some(guard);
     }
-    Ok((o.uid, o.gid))
+    hold.as_ref()?.as_ref()
 }
 
 /// Where a COPY reads from.
-pub(super) enum CopyFrom {
+pub(in crate::dispatch) enum CopyFrom {
     Context,
     Stage(usize, String),
     Image(Box<RemoteImage>),
 }
 
 /// A COPY with every word expanded; owners are resolved only when it runs.
-pub(super) struct PreparedCopy {
+pub(in crate::dispatch) struct PreparedCopy {
     pub sources: Vec<String>,
     pub inline: Vec<(String, Vec<u8>)>,
     pub dest: String,
@@ -117,14 +141,9 @@ pub(super) struct UrlSource {
 }
 
 /// Expands a COPY's words and finds its source (fetching only an image's manifest).
-pub(super) async fn prepare_copy(
-    session: &Session,
-    df: &Dockerfile,
-    c: &Copy,
-    env: &Env,
-    stage_index: usize,
-    opts: &BuildOptions,
-) -> Result<PreparedCopy, BuildError> {
+async fn prepare_copy(s: &Step<'_, '_, '_>, c: &Copy) -> Result<PreparedCopy, BuildError> {
+    let (session, df, opts) = (s.b.session, s.b.df, s.b.opts);
+    let (env, stage_index) = (&s.env, s.stage);
     let esc = df.escape;
     let mut sources = Vec::new();
     let mut inline = Vec::new();
@@ -247,7 +266,7 @@ pub(super) async fn prepare_copy(
 
 /// What `--from=NAME` names for a step of stage `stage_index`: an earlier stage
 /// (by name or index), else an image (only its manifest is fetched).
-pub(super) async fn resolve_from(
+pub(in crate::dispatch) async fn resolve_from(
     session: &Session,
     df: &Dockerfile,
     name: String,
@@ -283,7 +302,7 @@ pub(super) async fn resolve_from(
 /// epoch without one), as BuildKit v0.21 gives them; `for_key` downloads only
 /// those whose digest the key needs (no `--checksum` stands for it), so a
 /// cache hit downloads nothing.
-pub(super) async fn fetch_remote_sources(
+async fn fetch_remote_sources(
     session: &Session,
     p: &mut PreparedCopy,
     for_key: bool,
@@ -331,7 +350,7 @@ pub(super) async fn fetch_remote_sources(
 }
 
 /// What a COPY's cache key needs beyond the instruction: its sources' digest.
-pub(super) fn copy_key_inputs(
+fn copy_key_inputs(
     p: &PreparedCopy,
     ctx: &BuildContext,
     built: &HashMap<usize, Arc<StageState>>,
@@ -407,26 +426,28 @@ fn clear_of(keep: &crate::rootfs::keep::Keep, sources: &[String]) -> bool {
 }
 
 /// Where a COPY's sources can come from.
-pub(super) struct Origins<'a> {
+struct Origins<'a> {
     pub ctx: &'a BuildContext,
     pub built: &'a HashMap<usize, Arc<StageState>>,
     /// The container's root, when RUN runs in place there.
-    pub live: Option<&'a super::live::LiveRoot>,
+    pub live: Option<&'a live::LiveRoot>,
 }
 
 /// Plans a prepared COPY's layer against the stage's files (`fs` changes only by
-/// making its index); `run_step` commits it.
-pub(super) async fn copy_entries(
-    session: &Session,
+/// making its index); `effect::apply` commits it.
+async fn copy_entries(
+    b: &Build<'_>,
     fs: &StageFs,
     workdir: &str,
     p: PreparedCopy,
     origins: Origins<'_>,
-    opts: &BuildOptions,
 ) -> Result<Entries, BuildError> {
+    let (session, opts) = (b.session, b.opts);
     let Origins { ctx, built, live } = origins;
     let owner = match &p.chown {
-        Some(spec) => Some(owner(session, fs, spec, &format!("--chown={spec}")).await?),
+        Some(spec) => {
+            Some(users::stage_owner(session, fs, spec, &format!("--chown={spec}")).await?)
+        }
         None => None,
     };
     let req = CopyRequest {
@@ -480,7 +501,7 @@ pub(super) async fn copy_entries(
             ];
             groups.extend(git_trees.iter().map(|t| (t, whole.as_slice())));
             let index = target_index(session, fs, link).await?;
-            super::cpu(|| copy::plan_groups(&req, &groups, index.as_ref()))?
+            cpu(|| copy::plan_groups(&req, &groups, index.as_ref()))?
         }
         CopyFrom::Stage(j, name) => {
             let src = built
@@ -491,7 +512,7 @@ pub(super) async fn copy_entries(
             let live = live.filter(|l| l.holds(&src.fs.layers) && clear_of(l.keep(), &req.sources));
             let (root, keep, headers) = match live {
                 Some(l) => (
-                    std::path::Path::new(super::live::ROOT),
+                    std::path::Path::new(live::ROOT),
                     Some(l.keep()),
                     src.fs.index(session).await?,
                 ),
@@ -508,7 +529,7 @@ pub(super) async fn copy_entries(
             };
             {
                 let index = target_index(session, fs, link).await?;
-                super::cpu(|| copy::plan(&req, &tree, index.as_ref()))?
+                cpu(|| copy::plan(&req, &tree, index.as_ref()))?
             }
         }
         CopyFrom::Image(image) => {
@@ -527,7 +548,7 @@ pub(super) async fn copy_entries(
             };
             {
                 let index = target_index(session, fs, link).await?;
-                super::cpu(|| copy::plan(&req, &tree, index.as_ref()))?
+                cpu(|| copy::plan(&req, &tree, index.as_ref()))?
             }
         }
     };
@@ -548,182 +569,9 @@ async fn target_index<'s>(
     Ok(std::borrow::Cow::Borrowed(fs.index(session).await?))
 }
 
-/// WORKDIR's layer: the missing directories of `abs` (0755, owned by USER),
-/// empty when nothing is missing, as BuildKit always adds one.
-pub(super) async fn workdir_entries(
-    session: &Session,
-    fs: &StageFs,
-    user: Option<&str>,
-    abs: &str,
-) -> Result<Entries, BuildError> {
-    let (uid, gid) = match user.filter(|u| !u.is_empty()) {
-        Some(u) => owner(session, fs, u, &format!("WORKDIR {abs} as USER {u}")).await?,
-        None => (0, 0),
-    };
-    let index = fs.index(session).await?;
-    let resolved = index.resolve(abs, true)?;
-    let mut entries = BTreeMap::new();
-    if !copy::add_parents(
-        &mut entries,
-        index,
-        &resolved,
-        (uid, gid),
-        0o755,
-        session.now,
-    )? {
-        entries.clear();
-    }
-    Ok(entries)
-}
-
-fn shell_form(config: &ImageConfig, cmd: &CommandLine) -> Vec<String> {
-    match cmd {
-        CommandLine::Exec(v) => v.clone(),
-        CommandLine::Shell(s) => {
-            let mut v = config
-                .config
-                .shell
-                .clone()
-                .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-            v.push(s.clone());
-            v
-        }
-    }
-}
-
-/// Instructions that change only the config: the new config and the history text
-/// BuildKit writes for it (none for ONBUILD, which BuildKit does not record).
-/// `cmd_set`: an earlier CMD of this stage, which a later ENTRYPOINT keeps.
-pub(super) fn config_step(
-    config: &ImageConfig,
-    cmd_set: bool,
-    ins: &Instruction,
-    esc: char,
-    env: &Env,
-    original: &str,
-) -> Result<Effect, BuildError> {
-    let x = |w: &str| shell::expand(w, esc, env);
-    let mut new = config.clone();
-    let mut effect = Effect::default();
-    let cfg = &mut new.config;
-    let text = match ins {
-        Instruction::Env(pairs) => {
-            let expanded: Vec<(String, String)> = pairs
-                .iter()
-                .map(|(k, v)| Ok((x(k)?, x(v)?)))
-                .collect::<Result<_, BuildError>>()?;
-            for (k, v) in &expanded {
-                if k.is_empty() {
-                    return Err(BuildError::BlankEnvName);
-                }
-                cfg.set_env(k, v);
-            }
-            // Last assignment wins: this ENV ends an ARG of the same name.
-            effect.unset_args = expanded.iter().map(|(k, _)| k.clone()).collect();
-            history::pairs("ENV", &expanded)
-        }
-        Instruction::Label(pairs) => {
-            let mut expanded = Vec::new();
-            for (k, v) in pairs {
-                let (k, v) = (x(k)?, x(v)?);
-                cfg.labels
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(k.clone(), v.clone());
-                expanded.push((k, v));
-            }
-            history::pairs("LABEL", &expanded)
-        }
-        Instruction::Entrypoint(c) => {
-            let v = shell_form(config, c);
-            let text = format!("ENTRYPOINT {}", history::quoted_list(&v));
-            cfg.entrypoint = Some(v);
-            if !cmd_set {
-                cfg.cmd = None;
-            }
-            text
-        }
-        Instruction::Cmd(c) => {
-            let v = shell_form(config, c);
-            let text = format!("CMD {}", history::quoted_list(&v));
-            cfg.cmd = Some(v);
-            // BuildKit sets it for every CMD (Docker's deprecated field, kept for
-            // compatibility).
-            cfg.other
-                .insert("ArgsEscaped".into(), serde_json::Value::Bool(true));
-            effect.cmd_set = true;
-            text
-        }
-        Instruction::Expose(ports) => {
-            let mut these = Vec::new();
-            for p in ports {
-                for word in shell::expand_words(p, esc, env)? {
-                    these.extend(expand_port(&word)?);
-                }
-            }
-            for port in &these {
-                cfg.exposed_ports
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(port.clone(), serde_json::json!({}));
-            }
-            format!("EXPOSE {}", history::port_map(&these))
-        }
-        Instruction::User(u) => {
-            let u = x(u)?;
-            cfg.user = Some(u.clone());
-            format!("USER {u}")
-        }
-        Instruction::Volume(vs) => {
-            let mut expanded = Vec::new();
-            for v in vs {
-                let v = x(v)?;
-                if v.trim().is_empty() {
-                    return Err(BuildError::EmptyVolume);
-                }
-                cfg.volumes
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(v.clone(), serde_json::json!({}));
-                expanded.push(v);
-            }
-            format!("VOLUME {}", history::plain_list(&expanded))
-        }
-        Instruction::StopSignal(s) => {
-            let s = x(s)?;
-            cfg.stop_signal = Some(s.clone());
-            format!("STOPSIGNAL {s}")
-        }
-        Instruction::Maintainer(m) => {
-            let m = x(m)?;
-            new.author = Some(m.clone());
-            format!("MAINTAINER {m}")
-        }
-        Instruction::Shell(s) => {
-            cfg.shell = Some(s.clone());
-            format!("SHELL {}", history::plain_list(s))
-        }
-        // BuildKit prints Go's `%q` of a struct pointer here; the instruction's
-        // own text is kept instead (noted in docs/architecture.md).
-        Instruction::Healthcheck(h) => {
-            cfg.healthcheck = Some(h.clone());
-            original.to_string()
-        }
-        Instruction::Onbuild(t) => {
-            cfg.on_build.get_or_insert_with(Vec::new).push(t.clone());
-            effect.config = Some(Box::new(new));
-            return Ok(effect);
-        }
-        Instruction::Arg(_)
-        | Instruction::Copy(_)
-        | Instruction::Workdir(_)
-        | Instruction::Run(_) => original.to_string(),
-    };
-    effect.config = Some(Box::new(new));
-    effect.history = Some(text);
-    Ok(effect)
-}
-
 /// COPY's (ADD's) history text as BuildKit writes it: expanded words, `--from`,
 /// `--link`, `--checksum` and `--keep-git-dir` left out.
-pub(super) fn copy_history(p: &PreparedCopy) -> String {
+fn copy_history(p: &PreparedCopy) -> String {
     let mut s = String::from(if p.add.is_some() { "ADD" } else { "COPY" });
     if let Some(c) = &p.chown {
         s.push_str(&format!(" --chown={c}"));
@@ -745,27 +593,6 @@ pub(super) fn copy_history(p: &PreparedCopy) -> String {
     s
 }
 
-/// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp` …
-fn expand_port(spec: &str) -> Result<Vec<String>, BuildError> {
-    let (ports, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
-    let proto = proto.to_ascii_lowercase();
-    let bad = || BuildError::Port(spec.to_string());
-    let (lo, hi) = match ports.split_once('-') {
-        Some((a, b)) => (
-            a.parse::<u16>().map_err(|_| bad())?,
-            b.parse::<u16>().map_err(|_| bad())?,
-        ),
-        None => {
-            let p = ports.parse::<u16>().map_err(|_| bad())?;
-            (p, p)
-        }
-    };
-    if lo > hi || !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(bad());
-    }
-    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -778,16 +605,5 @@ mod tests {
         assert!(clear(&["/out/hello", "/etc/passwd", "/usr/*"]));
         assert!(!clear(&["/"]) && !clear(&["/etc"]) && !clear(&["/kaniko/executor"]));
         assert!(!clear(&["/e*"]) && !clear(&["/etc/host?"]));
-    }
-
-    #[test]
-    fn paths_and_ports() {
-        assert_eq!(absolute("app", Some("/usr/local")), "/usr/local/app");
-        assert_eq!(absolute("../x", Some("/a/b")), "/a/x");
-        assert_eq!(absolute("/abs/", None), "/abs");
-        assert_eq!(expand_port("80").unwrap(), ["80/tcp"]);
-        assert_eq!(expand_port("53/UDP").unwrap(), ["53/udp"]);
-        assert_eq!(expand_port("8000-8001").unwrap(), ["8000/tcp", "8001/tcp"]);
-        assert!(expand_port("x").is_err());
     }
 }
