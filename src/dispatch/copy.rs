@@ -251,13 +251,19 @@ pub(crate) fn plan_groups(
         Some(Chmod::Octal(m)) => *m,
         _ => 0o755,
     };
-    let mut out: BTreeMap<PathKey, Planned> = BTreeMap::new();
-    let mut links: HashMap<(u64, u64), String> = HashMap::new();
-    let rules = Rules {
+    // What a directory this COPY makes gets.
+    let new_dir = EntryMeta {
+        mode: dir_mode,
+        uid,
+        gid,
+        mtime: req.now,
+        xattrs: Vec::new(),
+    };
+    let mut planning = Planning::new(Rules {
         owner: req.owner,
         chmod: req.chmod.as_ref(),
         zero_mtimes: req.zero_mtimes,
-    };
+    });
 
     // Several sources onto a path without a trailing `/` are written onto it in
     // turn, the last one winning, as BuildKit v0.21 does.
@@ -267,8 +273,12 @@ pub(crate) fn plan_groups(
             if crate::rootfs::archive::is_archive(&src.host) {
                 // BuildKit: the destination is a directory (0755, the --chown
                 // owner); the archive's owners and modes stay, --chmod is not used.
-                add_parents(&mut out, index, &dest_resolved, (uid, gid), 0o755, req.now)?;
-                unpack_into(&mut out, src, work, &dest_resolved, req, &mut links)?;
+                let archive_dir = EntryMeta {
+                    mode: 0o755,
+                    ..new_dir.clone()
+                };
+                add_parents(&mut planning.out, index, &dest_resolved, &archive_dir)?;
+                unpack_into(&mut planning.out, src, work, &dest_resolved, req)?;
                 continue;
             }
         }
@@ -281,24 +291,12 @@ pub(crate) fn plan_groups(
             let (p, n) = split_parent(&dest_resolved);
             (p.to_string(), Some(n.to_string()))
         };
-        add_parents(&mut out, index, &target_dir, (uid, gid), dir_mode, req.now)?;
+        add_parents(&mut planning.out, index, &target_dir, &new_dir)?;
         match name {
-            None => {
-                walk_dir(
-                    &mut out,
-                    tree,
-                    &src.host,
-                    &src.rel,
-                    &target_dir,
-                    &rules,
-                    &mut links,
-                )?;
-            }
+            None => planning.walk_dir(tree, &src.host, &src.rel, &target_dir)?,
             Some(n) => {
                 let dest = join_rel(&target_dir, &n);
-                add_entry(
-                    &mut out, tree, &src.host, &src.meta, &dest, &rules, &mut links, true,
-                )?;
+                planning.add_entry(tree, &src.host, &src.meta, &dest, true)?;
             }
         }
     }
@@ -313,7 +311,7 @@ pub(crate) fn plan_groups(
         } else {
             split_parent(dest_abs.trim_end_matches('/')).1.to_string()
         };
-        add_parents(&mut out, index, &target_dir, (uid, gid), dir_mode, req.now)?;
+        add_parents(&mut planning.out, index, &target_dir, &new_dir)?;
         let meta = EntryMeta {
             mode: req.chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false)),
             uid,
@@ -321,7 +319,7 @@ pub(crate) fn plan_groups(
             mtime: req.now,
             xattrs: Vec::new(),
         };
-        out.insert(
+        planning.out.insert(
             PathKey(join_rel(&target_dir, &file_name)),
             Planned {
                 meta,
@@ -329,7 +327,7 @@ pub(crate) fn plan_groups(
             },
         );
     }
-    Ok(out)
+    Ok(planning.out)
 }
 
 /// Unpacks the archive `src` into a directory of its own below `work` (with the
@@ -340,7 +338,6 @@ fn unpack_into(
     work: &Path,
     dest: &str,
     req: &CopyRequest,
-    links: &mut HashMap<(u64, u64), String>,
 ) -> Result<(), BuildError> {
     let dir = tempfile::Builder::new()
         .prefix("archive-")
@@ -355,25 +352,27 @@ fn unpack_into(
         headers: Some(&headers),
         ..SourceTree::plain(&dir, format!("archive {label}"))
     };
-    let rules = Rules {
+    // The archive's own owners and modes; its files are new inodes, so none
+    // is a hard link to a file planned before.
+    let mut archive = Planning::new(Rules {
         owner: None,
         chmod: None,
         zero_mtimes: req.zero_mtimes,
-    };
-    walk_dir(out, &tree, &dir, "", dest, &rules, links)
+    });
+    archive.walk_dir(&tree, &dir, "", dest)?;
+    out.extend(archive.out);
+    Ok(())
 }
 
 /// Plans `dir` and every ancestor: the image's metadata where they exist, new
-/// directories with `mode` owned by `owner` where not. Returns whether any was new.
+/// directories with `new_dir`'s mode, owner and time where not. Returns whether
+/// any was new.
 pub(crate) fn add_parents(
     out: &mut BTreeMap<PathKey, Planned>,
     index: &FsIndex,
     dir: &str,
-    owner: (u64, u64),
-    mode: u32,
-    now: u64,
+    new_dir: &EntryMeta,
 ) -> Result<bool, BuildError> {
-    let (uid, gid) = owner;
     let mut cur = String::new();
     let mut created = false;
     for part in dir.split('/').filter(|p| !p.is_empty()) {
@@ -392,13 +391,7 @@ pub(crate) fn add_parents(
             Some(_) => return Err(BuildError::NotADirectory { path: cur }),
             None => {
                 created = true;
-                EntryMeta {
-                    mode,
-                    uid,
-                    gid,
-                    mtime: now,
-                    xattrs: Vec::new(),
-                }
+                new_dir.clone()
             }
         };
         out.insert(
@@ -412,112 +405,147 @@ pub(crate) fn add_parents(
     Ok(created)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn add_entry(
-    out: &mut BTreeMap<PathKey, Planned>,
-    tree: &SourceTree<'_>,
-    host: &Path,
-    meta: &fs::Metadata,
-    dest: &str,
-    rules: &Rules<'_>,
-    links: &mut HashMap<(u64, u64), String>,
-    top: bool,
-) -> Result<(), BuildError> {
-    let header = tree.headers.and_then(|index| {
-        host.strip_prefix(tree.root)
-            .ok()
-            .and_then(|rel| index.get(&from_os(rel.as_os_str())))
-    });
-    let (uid, gid) = rules
-        .owner
-        .unwrap_or_else(|| header.map_or((0, 0), |n| (n.uid, n.gid)));
-    let ft = meta.file_type();
-    // A link's mode is what Linux reports for every link, 0777, whatever a
-    // source layer's header said: BuildKit copies from a mounted snapshot.
-    // chmod(2) cannot change a symlink: --chmod leaves links at 0777 too.
-    let own = if ft.is_symlink() {
-        0o777
-    } else {
-        header.map_or(meta.mode(), |n| n.mode) & 0o7777
-    };
-    let mode = match rules.chmod {
-        Some(c) if !ft.is_symlink() => c.apply(own, ft.is_dir()),
-        _ => own,
-    };
-    let m = EntryMeta {
-        mode,
-        uid,
-        gid,
-        mtime: if rules.zero_mtimes {
-            0
-        } else {
-            meta.mtime().max(0) as u64
-        },
-        // Context files carry none (Kiln reads no host xattrs); layers' come
-        // from their headers, which an unprivileged unpack cannot set on disk.
-        xattrs: header.map(|n| n.xattrs.clone()).unwrap_or_default(),
-    };
-    let body = if ft.is_symlink() {
-        let t = fs::read_link(host)
-            .map_err(|e| BuildError::io(format!("reading link {}", host.display()), e))?;
-        EntryBody::Symlink(from_os(t.as_os_str()))
-    } else if ft.is_dir() {
-        EntryBody::Dir
-    } else if ft.is_file() {
-        if meta.nlink() > 1 && !top {
-            match links.get(&(meta.dev(), meta.ino())) {
-                Some(first) => EntryBody::Hardlink(first.clone()),
-                None => {
-                    links.insert((meta.dev(), meta.ino()), dest.to_string());
-                    EntryBody::File {
-                        source: host.to_path_buf(),
-                        size: meta.len(),
-                    }
-                }
-            }
-        } else {
-            EntryBody::File {
-                source: host.to_path_buf(),
-                size: meta.len(),
-            }
-        }
-    } else if std::os::unix::fs::FileTypeExt::is_socket(&ft) {
-        // BuildKit's context transfer turns a socket into an empty regular file.
-        EntryBody::Bytes(Vec::new())
-    } else {
-        crate::log_warn!(
-            "skipping {} in the {}: not a file, directory or symlink",
-            host.display(),
-            tree.label
-        );
-        return Ok(());
-    };
-    out.insert(PathKey(dest.to_string()), Planned { meta: m, body });
-    Ok(())
+/// A COPY's layer as it is planned: the entries so far, the files already
+/// planned by inode (a later name of a hard-linked file becomes a link to the
+/// first), and the owner, mode and time rules its entries take.
+struct Planning<'r> {
+    out: BTreeMap<PathKey, Planned>,
+    links: HashMap<(u64, u64), String>,
+    rules: Rules<'r>,
 }
 
-fn walk_dir(
-    out: &mut BTreeMap<PathKey, Planned>,
-    tree: &SourceTree<'_>,
-    host_dir: &Path,
-    rel_dir: &str,
-    dest_dir: &str,
-    rules: &Rules<'_>,
-    links: &mut HashMap<(u64, u64), String>,
-) -> Result<(), BuildError> {
-    walk(tree, host_dir, rel_dir, "", "", &mut |sub, host, meta| {
-        add_entry(
-            out,
-            tree,
-            host,
-            meta,
-            &join_rel(dest_dir, sub),
+impl<'r> Planning<'r> {
+    fn new(rules: Rules<'r>) -> Self {
+        Planning {
+            out: BTreeMap::new(),
+            links: HashMap::new(),
             rules,
-            links,
-            false,
+        }
+    }
+
+    /// Plans the file `host` of `tree` at `dest`; `top` for a source named by
+    /// the instruction itself, which is never a hard link to another.
+    fn add_entry(
+        &mut self,
+        tree: &SourceTree<'_>,
+        host: &Path,
+        meta: &fs::Metadata,
+        dest: &str,
+        top: bool,
+    ) -> Result<(), BuildError> {
+        let Planning { out, links, rules } = self;
+        let header = tree.headers.and_then(|index| {
+            host.strip_prefix(tree.root)
+                .ok()
+                .and_then(|rel| index.get(&from_os(rel.as_os_str())))
+        });
+        let (uid, gid) = rules
+            .owner
+            .unwrap_or_else(|| header.map_or((0, 0), |n| (n.uid, n.gid)));
+        let ft = meta.file_type();
+        // A link's mode is what Linux reports for every link, 0777, whatever a
+        // source layer's header said: BuildKit copies from a mounted snapshot.
+        // chmod(2) cannot change a symlink: --chmod leaves links at 0777 too.
+        let own = if ft.is_symlink() {
+            0o777
+        } else {
+            header.map_or(meta.mode(), |n| n.mode) & 0o7777
+        };
+        let mode = match rules.chmod {
+            Some(c) if !ft.is_symlink() => c.apply(own, ft.is_dir()),
+            _ => own,
+        };
+        let m = EntryMeta {
+            mode,
+            uid,
+            gid,
+            mtime: if rules.zero_mtimes {
+                0
+            } else {
+                meta.mtime().max(0) as u64
+            },
+            // Context files carry none (Kiln reads no host xattrs); layers' come
+            // from their headers, which an unprivileged unpack cannot set on disk.
+            xattrs: header.map(|n| n.xattrs.clone()).unwrap_or_default(),
+        };
+        let body = if ft.is_symlink() {
+            let t = fs::read_link(host)
+                .map_err(|e| BuildError::io(format!("reading link {}", host.display()), e))?;
+            EntryBody::Symlink(from_os(t.as_os_str()))
+        } else if ft.is_dir() {
+            EntryBody::Dir
+        } else if ft.is_file() {
+            if meta.nlink() > 1 && !top {
+                match links.get(&(meta.dev(), meta.ino())) {
+                    Some(first) => EntryBody::Hardlink(first.clone()),
+                    None => {
+                        links.insert((meta.dev(), meta.ino()), dest.to_string());
+                        EntryBody::File {
+                            source: host.to_path_buf(),
+                            size: meta.len(),
+                        }
+                    }
+                }
+            } else {
+                EntryBody::File {
+                    source: host.to_path_buf(),
+                    size: meta.len(),
+                }
+            }
+        } else if std::os::unix::fs::FileTypeExt::is_socket(&ft) {
+            // BuildKit's context transfer turns a socket into an empty regular file.
+            EntryBody::Bytes(Vec::new())
+        } else {
+            crate::log_warn!(
+                "skipping {} in the {}: not a file, directory or symlink",
+                host.display(),
+                tree.label
+            );
+            return Ok(());
+        };
+        out.insert(PathKey(dest.to_string()), Planned { meta: m, body });
+        Ok(())
+    }
+
+    /// Plans everything below `host_dir` (the tree's `rel_dir`) into `dest_dir`.
+    fn walk_dir(
+        &mut self,
+        tree: &SourceTree<'_>,
+        host_dir: &Path,
+        rel_dir: &str,
+        dest_dir: &str,
+    ) -> Result<(), BuildError> {
+        walk(
+            tree,
+            host_dir,
+            WalkAt::start(rel_dir, ""),
+            &mut |sub, host, meta| {
+                self.add_entry(tree, host, meta, &join_rel(dest_dir, sub), false)
+            },
         )
-    })
-    .map(|_| ())
+        .map(|_| ())
+    }
+}
+
+/// Where a walk is: a directory's path in the tree, the same directory as the
+/// visitor is told it (below what the caller put first), and relative to the
+/// source the walk started from (what `.dockerignore`'s source rules read).
+#[derive(Clone, Copy)]
+struct WalkAt<'p> {
+    rel: &'p str,
+    under: &'p str,
+    in_source: &'p str,
+}
+
+impl<'p> WalkAt<'p> {
+    /// The start of a walk of the tree's `rel`, the visitor told paths under `under`.
+    fn start(rel: &'p str, under: &'p str) -> Self {
+        WalkAt {
+            rel,
+            under,
+            in_source: "",
+        }
+    }
 }
 
 type Visit<'f> = dyn FnMut(&str, &Path, &fs::Metadata) -> Result<(), BuildError> + 'f;
@@ -529,11 +557,14 @@ type Visit<'f> = dyn FnMut(&str, &Path, &fs::Metadata) -> Result<(), BuildError>
 fn walk(
     tree: &SourceTree<'_>,
     host_dir: &Path,
-    rel_dir: &str,
-    under: &str,
-    in_source: &str,
+    at: WalkAt<'_>,
     f: &mut Visit<'_>,
 ) -> Result<usize, BuildError> {
+    let WalkAt {
+        rel: rel_dir,
+        under,
+        in_source,
+    } = at;
     let rd = fs::read_dir(host_dir)
         .map_err(|e| BuildError::io(format!("reading {}", host_dir.display()), e))?;
     let mut names: Vec<String> = rd.flatten().map(|e| from_os(&e.file_name())).collect();
@@ -558,7 +589,12 @@ fn walk(
             visited += 1;
         }
         if meta.is_dir() {
-            let inner = walk(tree, &host, &rel, &sub, &source_rel, f)?;
+            let at = WalkAt {
+                rel: &rel,
+                under: &sub,
+                in_source: &source_rel,
+            };
+            let inner = walk(tree, &host, at, f)?;
             visited += inner;
             if is_ignored && inner > 0 {
                 f(&sub, &host, &meta)?;
@@ -604,7 +640,7 @@ pub(crate) fn digest_sources(
             let top = format!("{i}:{}", s.name);
             add(&top, &s.host, &s.meta)?;
             if s.meta.is_dir() {
-                walk(tree, &s.host, &s.rel, &top, "", &mut add)?;
+                walk(tree, &s.host, WalkAt::start(&s.rel, &top), &mut add)?;
             }
         }
     }
@@ -637,9 +673,12 @@ pub(crate) fn materialize(
     for s in tree.expand(source)? {
         place(&s.host, &s.meta, dest)?;
         if s.meta.is_dir() {
-            walk(tree, &s.host, &s.rel, "", "", &mut |sub, host, meta| {
-                place(host, meta, &dest.join(to_path(sub)))
-            })?;
+            walk(
+                tree,
+                &s.host,
+                WalkAt::start(&s.rel, ""),
+                &mut |sub, host, meta| place(host, meta, &dest.join(to_path(sub))),
+            )?;
         }
     }
     Ok(())

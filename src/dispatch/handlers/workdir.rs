@@ -7,6 +7,7 @@ use crate::dispatch::effect::{self, Effect, Entries, NewLayer};
 use crate::dispatch::stage::StageFs;
 use crate::dispatch::{copy, users, BuildError, Session};
 use crate::dockerfile::shell;
+use crate::layer::writer::EntryMeta;
 use std::collections::BTreeMap;
 
 /// WORKDIR's step: the new working directory, its layer looked up or planned.
@@ -67,14 +68,14 @@ pub(super) async fn workdir_entries(
     let index = fs.index(session).await?;
     let resolved = index.resolve(abs, true)?;
     let mut entries = BTreeMap::new();
-    if !copy::add_parents(
-        &mut entries,
-        index,
-        &resolved,
-        (uid, gid),
-        0o755,
-        session.now,
-    )? {
+    let new_dir = EntryMeta {
+        mode: 0o755,
+        uid,
+        gid,
+        mtime: session.now,
+        xattrs: Vec::new(),
+    };
+    if !copy::add_parents(&mut entries, index, &resolved, &new_dir)? {
         entries.clear();
     }
     Ok(entries)
