@@ -351,7 +351,6 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         registry,
         Cache::new(o.cache.clone(), wall_now),
         blobs_dir,
-        o.cache.dir.clone(),
         o.compression,
         if o.reproducible { 0 } else { wall_now },
     )
@@ -501,7 +500,6 @@ async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<(
             0,
         ),
         scratch.path().to_path_buf(),
-        Some(cli.cache_dir.clone()),
         kiln::layer::writer::Compression::Gzip(6),
         0,
     );

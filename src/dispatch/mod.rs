@@ -167,17 +167,17 @@ impl From<RegistryError> for BuildError {
 }
 
 impl Session {
-    /// A session whose blobs live in `cache_dir` when given, else in `scratch`,
+    /// A session whose blobs live in the cache's `--cache-dir` when it has one, else in `scratch`,
     /// with `now` as the time of everything it creates.
     pub fn new(
         registry: Registry,
         cache: Cache,
         scratch: PathBuf,
-        cache_dir: Option<PathBuf>,
         compression: crate::layer::writer::Compression,
         now: u64,
     ) -> Session {
         let registry = std::sync::Arc::new(registry);
+        let cache_dir = cache.settings.dir.clone();
         Session {
             procs: None,
             trees: cache_dir.as_ref().map(|d| d.join("trees")),
@@ -371,7 +371,7 @@ pub async fn build(
     // A RUN no emulator can run fails now, before anything is fetched or pushed.
     platform::check_plan(df, &plan, opts, session.cache.settings.layers)?;
     let mut bases = fetch_bases(session, df, &mut plan, opts).await?;
-    run_checks(df, &plan, &overrides, &bases, opts, &check_config)?;
+    run_checks(df, &plan, &bases, opts, &check_config)?;
     let b = Build {
         session,
         df,
@@ -496,11 +496,12 @@ pub async fn build(
 fn run_checks(
     df: &Dockerfile,
     plan: &crate::plan::Plan,
-    overrides: &BTreeMap<String, String>,
     bases: &HashMap<usize, RemoteImage>,
     opts: &BuildOptions,
     config: &CheckConfig,
 ) -> Result<(), BuildError> {
+    let overrides: BTreeMap<String, String> = opts.build_args.iter().cloned().collect();
+    let overrides = &overrides;
     let facts: HashMap<usize, checks::BaseFacts> = bases
         .iter()
         .map(|(&i, image)| {
@@ -621,7 +622,7 @@ async fn build_stage(
 ) -> Result<StageState, BuildError> {
     let stage = &b.df.stages[i];
     let clock = b.log_step(&stage.at);
-    let started = start_stage(b.session, b.df, stage, b.global, built, b.opts, base).await;
+    let started = start_stage(b, stage, built, base).await;
     b.end_step(clock, started.as_ref().map(|_| false));
     let mut st = started.map_err(|e| e.at(&stage.at))?;
     // The base's ONBUILD triggers run first, then are gone (BuildKit).
@@ -647,15 +648,15 @@ async fn build_stage(
     Ok(st)
 }
 
+/// A stage's state before its first step: an earlier stage's, scratch's or a
+/// registry base's (`fetched` already, else fetched now).
 async fn start_stage(
-    session: &Session,
-    df: &Dockerfile,
+    b: &Build<'_>,
     stage: &Stage,
-    global: &Env,
     built: &HashMap<usize, Arc<StageState>>,
-    opts: &BuildOptions,
     fetched: Option<RemoteImage>,
 ) -> Result<StageState, BuildError> {
+    let (session, df, global, opts) = (b.session, b.df, b.global, b.opts);
     let (base, platform) = base_of(df, stage, global, opts)?;
     let dir = opts.scratch_dir.join(format!(
         "stage-{}{}",

@@ -9,7 +9,7 @@
 
 use super::handlers::CopyFrom;
 use super::stage::StageFs;
-use super::{cpu, BuildError, BuildOptions, Session, StageState};
+use super::{cpu, BuildError, Session, StageState};
 use crate::context::BuildContext;
 use crate::dockerfile::mount::{self, MountKind, MountSpec, Sharing};
 use crate::dockerfile::shell::{self, Env};
@@ -141,12 +141,11 @@ impl RunMounts {
     /// own, removed with it).
     pub(super) async fn host(
         &self,
-        session: &Session,
-        ctx: &BuildContext,
+        b: &super::Build<'_>,
         built: &HashMap<usize, Arc<StageState>>,
-        opts: &BuildOptions,
         dir: &Path,
     ) -> Result<HostMounts, BuildError> {
+        let (session, opts) = (b.session, b.opts);
         let mut h = HostMounts::default();
         // Caches are locked in one order (by id) in every step, so two steps
         // locking the same two caches cannot wait for each other.
@@ -168,9 +167,7 @@ impl RunMounts {
             let source = rooted(m.source.as_deref().unwrap_or("/"));
             match m.kind {
                 MountKind::Bind => {
-                    let path = h
-                        .source_path(session, ctx, built, origin, &source, &own)
-                        .await?;
+                    let path = h.source_path(b, built, origin, &source, &own).await?;
                     h.items.push(Item {
                         target,
                         what: Content::Bind {
@@ -183,10 +180,7 @@ impl RunMounts {
                 MountKind::Cache => {
                     let seed = match origin {
                         Origin::Nothing => None,
-                        _ => Some(
-                            h.source_path(session, ctx, built, origin, &source, &own)
-                                .await?,
-                        ),
+                        _ => Some(h.source_path(b, built, origin, &source, &own).await?),
                     };
                     let dir = cache_dir(session, m, origin);
                     let path = match held.get(&dir) {
@@ -433,13 +427,13 @@ impl HostMounts {
     /// The host path that `source` of `origin` names, resolved inside it.
     async fn source_path(
         &mut self,
-        session: &Session,
-        ctx: &BuildContext,
+        b: &super::Build<'_>,
         built: &HashMap<usize, Arc<StageState>>,
         origin: &Origin,
         source: &str,
         own: &Path,
     ) -> Result<PathBuf, BuildError> {
+        let (session, ctx) = (b.session, b.ctx);
         let (root, label) = match origin {
             Origin::Context => {
                 if !ctx.has_rules() {

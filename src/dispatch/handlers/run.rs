@@ -43,9 +43,7 @@ pub(super) async fn run(
     let dirs = command::step_dirs(st.fs.dir(), s.step.at.line)?;
     let hold = &mut *s.hold;
     let result = async {
-        let host_mounts = run_mounts
-            .host(session, ctx, built, opts, &dirs.base)
-            .await?;
+        let host_mounts = run_mounts.host(b, built, &dirs.base).await?;
         let mut live = match isolation {
             Isolation::Namespaces | Isolation::OwnRoot | Isolation::Traced => None,
             Isolation::InPlace => {
