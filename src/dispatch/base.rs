@@ -4,6 +4,7 @@
 
 use super::platform::{self, base_of, Base};
 use super::stage::StageFs;
+use super::StepError;
 use super::{handlers, Build, BuildError, BuildOptions, Session, StageState};
 use crate::dockerfile::shell::Env;
 use crate::dockerfile::{Dockerfile, Stage};
@@ -78,7 +79,7 @@ pub(super) async fn start_stage(
         // FROM an earlier stage: continue from its state.
         Base::Stage(prev) => {
             let p = built.get(&prev).ok_or_else(|| {
-                BuildError::StageNotBuilt(df.stages[prev].name.clone().unwrap_or_default())
+                StepError::StageNotBuilt(df.stages[prev].name.clone().unwrap_or_default())
             })?;
             return Ok(StageState {
                 key: p.key.clone(),

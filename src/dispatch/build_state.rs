@@ -1,6 +1,7 @@
 //! What every step of one build reads, shared by the stages running at once,
 //! and the step log lines (`[n/total] …`, and each step's end line).
 
+use super::SessionError;
 use super::{live, platform, BuildError, BuildOptions, Session};
 use crate::context::BuildContext;
 use crate::dockerfile::shell::Env;
@@ -37,7 +38,7 @@ impl Build<'_> {
     pub(super) fn sandbox_ready(&self) -> Result<Isolation, BuildError> {
         let probed = self.session.sandbox_probed(&self.opts.scratch_dir);
         probed.clone().map_err(|cause| {
-            BuildError::Sandbox(crate::sandbox::SandboxError::Unavailable { cause })
+            SessionError::Sandbox(crate::sandbox::SandboxError::Unavailable { cause }).into()
         })
     }
 

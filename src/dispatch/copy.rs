@@ -7,6 +7,7 @@
 use super::chmod::Chmod;
 use super::stage::{PathKey, Planned};
 use super::BuildError;
+use super::StepError;
 use crate::cache::key::SourceDigest;
 use crate::context::{has_wildcards, match_segments, BuildContext};
 use crate::layer::writer::{EntryBody, EntryMeta};
@@ -127,18 +128,20 @@ impl SourceTree<'_> {
             return Ok(out);
         }
         if !clean.is_empty() && self.ignored(&clean) {
-            return Err(BuildError::SourceExcluded {
+            return Err(StepError::SourceExcluded {
                 path: src.to_string(),
                 label: self.label.clone(),
-            });
+            }
+            .into());
         }
         match self.source_at(&clean)? {
             Some(s) => out.push(s),
             None => {
-                return Err(BuildError::SourceNotFound {
+                return Err(StepError::SourceNotFound {
                     path: src.to_string(),
                     label: self.label.clone(),
-                })
+                }
+                .into())
             }
         }
         Ok(out)
@@ -388,7 +391,7 @@ pub(crate) fn add_parents(
                 mtime: n.mtime,
                 xattrs: n.xattrs.clone(),
             },
-            Some(_) => return Err(BuildError::NotADirectory { path: cur }),
+            Some(_) => return Err(StepError::NotADirectory { path: cur }.into()),
             None => {
                 created = true;
                 new_dir.clone()

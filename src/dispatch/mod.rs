@@ -21,7 +21,7 @@ mod squash;
 pub mod stage;
 pub(crate) mod users;
 
-pub use error::BuildError;
+pub use error::{BuildError, FrontError, SessionError, StepError};
 pub use session::{BuildOptions, Session};
 
 use crate::context::BuildContext;
@@ -160,7 +160,7 @@ pub async fn build(
     }
     let st = built
         .get(&plan.target)
-        .ok_or_else(|| BuildError::StageNotBuilt(format!("{}", plan.target)))?;
+        .ok_or_else(|| StepError::StageNotBuilt(format!("{}", plan.target)))?;
     let mut config = st.config.clone();
     for (k, v) in &opts.labels {
         config

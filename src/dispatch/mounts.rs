@@ -9,6 +9,7 @@
 
 use super::handlers::CopyFrom;
 use super::stage::StageFs;
+use super::StepError;
 use super::{cpu, BuildError, Session, StageState};
 use crate::context::BuildContext;
 use crate::dockerfile::mount::{self, MountKind, MountSpec, Sharing};
@@ -211,7 +212,7 @@ impl RunMounts {
                     let id = m.id.clone().unwrap_or_default();
                     let Some(Secret(value)) = opts.secrets.get(&id) else {
                         if m.required {
-                            return Err(BuildError::SecretNotFound(id));
+                            return Err(StepError::SecretNotFound(id).into());
                         }
                         continue;
                     };
@@ -235,9 +236,10 @@ impl RunMounts {
                     }
                 }
                 MountKind::Ssh => {
-                    return Err(BuildError::Owner(
+                    return Err(StepError::Owner(
                         "RUN --mount=type=ssh is not supported by Kiln".into(),
-                    ))
+                    )
+                    .into())
                 }
             }
         }
@@ -449,7 +451,7 @@ impl HostMounts {
             Origin::From(CopyFrom::Stage(j, name)) => {
                 let st = built
                     .get(j)
-                    .ok_or_else(|| BuildError::StageNotBuilt(name.clone()))?;
+                    .ok_or_else(|| StepError::StageNotBuilt(name.clone()))?;
                 let root = st.fs.rootfs(session).await?;
                 (root.path().to_path_buf(), format!("stage {name}"))
             }
@@ -460,16 +462,17 @@ impl HostMounts {
                 (root, format!("image {}", img.reference))
             }
             Origin::From(CopyFrom::Context) | Origin::Nothing => {
-                return Err(BuildError::NotReady);
+                return Err(StepError::NotReady.into());
             }
         };
         let rel = crate::rootfs::resolve_on_disk(&root, source, true)?;
         let host = root.join(crate::pathname::to_path(&rel));
         if std::fs::symlink_metadata(&host).is_err() {
-            return Err(BuildError::SourceNotFound {
+            return Err(StepError::SourceNotFound {
                 path: source.to_string(),
                 label,
-            });
+            }
+            .into());
         }
         Ok(host)
     }
@@ -577,7 +580,7 @@ impl HostMounts {
             let rel = crate::rootfs::resolve_on_disk(root, &item.target, true)?;
             // The executor's own paths and the container's mounts stay as they are.
             if keep.is_kept(&rel) || keep.holds_kept(&rel) {
-                return Err(BuildError::MountKept(format!("/{rel}")));
+                return Err(StepError::MountKept(format!("/{rel}")).into());
             }
             let at = root.join(crate::pathname::to_path(&rel));
             let err = |e| BuildError::io(format!("placing a mount at {}", at.display()), e);
@@ -831,7 +834,7 @@ mod tests {
         // Nothing goes where the container keeps its own paths.
         assert!(matches!(
             h.place(&root, &Keep::new(vec!["etc".into()])),
-            Err(BuildError::MountKept(p)) if p == "/etc/conf"
+            Err(BuildError::Step(StepError::MountKept(p))) if p == "/etc/conf"
         ));
         assert_eq!(std::fs::read(root.join("etc/conf")).unwrap(), b"image's");
         let placed = h.place(&root, &Keep::new(vec!["proc".into()])).unwrap();

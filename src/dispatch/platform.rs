@@ -2,6 +2,7 @@
 //! needs an emulator, asked before anything is fetched), and how a build of
 //! several platforms names its log lines and directories.
 
+use super::FrontError;
 use super::{BuildError, BuildOptions};
 use crate::dockerfile::shell;
 use crate::dockerfile::shell::Env;
@@ -30,7 +31,7 @@ pub(super) fn base_of(
     let platform = match &stage.platform {
         Some(p) => {
             let p = shell::expand(p, df.escape, global)?;
-            Platform::parse(&p).ok_or_else(|| BuildError::Platform(p.clone()))?
+            Platform::parse(&p).ok_or_else(|| FrontError::Platform(p.clone()))?
         }
         None => opts.platform.clone(),
     };

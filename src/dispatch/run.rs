@@ -314,12 +314,12 @@ pub(super) async fn execute(
     }
     ran.map_err(|e| match e {
         sandbox::SandboxError::Exit(_) | sandbox::SandboxError::Signal(_) => {
-            BuildError::RunFailed {
+            BuildError::from(super::StepError::RunFailed {
                 command: p.argv.join(" "),
                 cause: e.to_string(),
-            }
+            })
         }
-        other => BuildError::Sandbox(other),
+        other => super::SessionError::Sandbox(other).into(),
     })?;
     crate::log_debug!("RUN took {:?}", started.elapsed());
     let index = fs.index(session).await?;
@@ -554,12 +554,14 @@ fn exec_user(
             home: "/root".into(),
         });
     }
-    users::exec_user(&spec, passwd.as_deref(), group.as_deref()).map_err(BuildError::Owner)
+    users::exec_user(&spec, passwd.as_deref(), group.as_deref())
+        .map_err(|e| super::StepError::Owner(e).into())
 }
 
 /// Where a RUN step keeps its overlay dirs: under the stage's scratch dir.
 pub(super) fn step_dirs(stage_dir: &Path, line: usize) -> Result<StepDirs, BuildError> {
-    sandbox::StepDirs::create(&stage_dir.join(format!("run-{line}"))).map_err(BuildError::Sandbox)
+    sandbox::StepDirs::create(&stage_dir.join(format!("run-{line}")))
+        .map_err(|e| super::SessionError::Sandbox(e).into())
 }
 
 #[cfg(test)]

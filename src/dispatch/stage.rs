@@ -82,7 +82,7 @@ impl StageFs {
         let label = digest.to_string();
         let entries = tokio::task::spawn_blocking(move || layer_entries(&blob, &label))
             .await
-            .map_err(|source| BuildError::LayerTask {
+            .map_err(|source| super::StepError::LayerTask {
                 digest: digest.clone(),
                 source,
             })??;

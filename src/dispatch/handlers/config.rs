@@ -4,6 +4,7 @@
 
 use super::Step;
 use crate::dispatch::effect::Effect;
+use crate::dispatch::FrontError;
 use crate::dispatch::{history, BuildError};
 use crate::dockerfile::shell;
 use crate::dockerfile::{CommandLine, Instruction};
@@ -43,7 +44,7 @@ pub(super) fn config(s: &Step, ins: &Instruction) -> Result<Effect, BuildError> 
                 .collect::<Result<_, BuildError>>()?;
             for (k, v) in &expanded {
                 if k.is_empty() {
-                    return Err(BuildError::BlankEnvName);
+                    return Err(FrontError::BlankEnvName.into());
                 }
                 cfg.set_env(k, v);
             }
@@ -106,7 +107,7 @@ pub(super) fn config(s: &Step, ins: &Instruction) -> Result<Effect, BuildError> 
             for v in vs {
                 let v = x(v)?;
                 if v.trim().is_empty() {
-                    return Err(BuildError::EmptyVolume);
+                    return Err(FrontError::EmptyVolume.into());
                 }
                 cfg.volumes
                     .get_or_insert_with(BTreeMap::new)
@@ -154,7 +155,7 @@ pub(super) fn config(s: &Step, ins: &Instruction) -> Result<Effect, BuildError> 
 fn expand_port(spec: &str) -> Result<Vec<String>, BuildError> {
     let (ports, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
     let proto = proto.to_ascii_lowercase();
-    let bad = || BuildError::Port(spec.to_string());
+    let bad = || BuildError::from(FrontError::Port(spec.to_string()));
     let (lo, hi) = match ports.split_once('-') {
         Some((a, b)) => (
             a.parse::<u16>().map_err(|_| bad())?,

@@ -12,6 +12,7 @@ use crate::dispatch::stage::StageFs;
 use crate::dispatch::{
     cpu, live, users, Build, BuildError, BuildOptions, LiveHold, Session, StageState,
 };
+use crate::dispatch::{FrontError, StepError};
 use crate::dockerfile::instruction::{is_git_source as is_git, is_url_source as is_url};
 use crate::dockerfile::shell;
 use crate::dockerfile::{Copy, Dockerfile};
@@ -192,11 +193,12 @@ async fn prepare_copy(s: &Step<'_, '_, '_>, c: &Copy) -> Result<PreparedCopy, Bu
                 .map(|s| shell::expand(s, esc, env))
                 .transpose()?;
             if let Some(sum) = &checksum {
-                crate::registry::files::valid_checksum(sum).map_err(BuildError::Checksum)?;
+                crate::registry::files::valid_checksum(sum).map_err(StepError::Checksum)?;
                 if !local.is_empty() || !inline.is_empty() {
-                    return Err(BuildError::Checksum(
+                    return Err(StepError::Checksum(
                         "checksum can't be specified for non-HTTP(S) sources".into(),
-                    ));
+                    )
+                    .into());
                 }
             }
             let work = crate::scratch::private_tempdir("add-", &opts.scratch_dir)
@@ -237,7 +239,7 @@ async fn prepare_copy(s: &Step<'_, '_, '_>, c: &Copy) -> Result<PreparedCopy, Bu
         .map(|m| shell::expand(m, esc, env))
         .transpose()?;
     let chmod = match &chmod_text {
-        Some(m) => Some(Chmod::parse(m).ok_or_else(|| BuildError::Chmod(m.clone()))?),
+        Some(m) => Some(Chmod::parse(m).ok_or_else(|| FrontError::Chmod(m.clone()))?),
         None => None,
     };
     let from = match &c.from {
@@ -279,9 +281,9 @@ pub(in crate::dispatch) async fn resolve_from(
         return Ok(CopyFrom::Stage(j, name));
     }
     if df.stage_named(&name, df.stages.len()).is_some() {
-        return Err(BuildError::LaterStage(name));
+        return Err(StepError::LaterStage(name).into());
     }
-    let reference = Reference::parse(&name).map_err(|source| BuildError::FromNeither {
+    let reference = Reference::parse(&name).map_err(|source| StepError::FromNeither {
         name: name.clone(),
         source,
     })?;
@@ -372,12 +374,12 @@ fn copy_key_inputs(
             let digest = match (&add.checksum, &u.fetched) {
                 (Some(sum), _) => sum.clone(),
                 (None, Some(f)) => f.digest.clone(),
-                (None, None) => return Err(BuildError::NotReady),
+                (None, None) => return Err(StepError::NotReady.into()),
             };
             v.push(("url", format!("{} {digest}", u.url)));
         }
         for g in &add.git {
-            let commit = g.commit.as_ref().ok_or(BuildError::NotReady)?;
+            let commit = g.commit.as_ref().ok_or(StepError::NotReady)?;
             let sub = g.source.subdir.as_deref().unwrap_or("");
             v.push((
                 "git",
@@ -506,7 +508,7 @@ async fn copy_entries(
         CopyFrom::Stage(j, name) => {
             let src = built
                 .get(&j)
-                .ok_or_else(|| BuildError::StageNotBuilt(name.clone()))?;
+                .ok_or_else(|| StepError::StageNotBuilt(name.clone()))?;
             // The container's root, when it holds the stage (in place): its
             // files are there already, and unpacking them again takes seconds.
             let live = live.filter(|l| l.holds(&src.fs.layers) && clear_of(l.keep(), &req.sources));
