@@ -67,9 +67,9 @@ pub(super) async fn prepare(
 ) -> Result<RunMounts, BuildError> {
     let (session, df, opts) = (b.session, b.df, b.opts);
     let mut out = Vec::new();
-    for text in &r.mounts {
+    for written in &r.mounts {
         let mut expand = |v: &str| shell::expand(v, df.escape, env).map_err(|e| e.to_string());
-        let mut m = mount::parse(text, &mut expand)?;
+        let mut m = written.expand(&mut expand)?;
         if let Some(t) = &m.target {
             let abs = super::handlers::absolute(t, Some(workdir));
             if abs == "/" && m.kind != MountKind::Secret {

@@ -81,8 +81,8 @@ pub(crate) fn is_git_source(src: &str) -> bool {
 pub struct Run {
     pub command: CommandLine,
     pub heredocs: Vec<Heredoc>,
-    /// `--mount` specs (refused by the plan until they are supported).
-    pub mounts: Vec<String>,
+    /// `--mount` specs, each read once into its fields.
+    pub mounts: Vec<super::mount::RunMount>,
     /// `--network=default|none|host`.
     pub network: Option<String>,
 }
@@ -535,7 +535,11 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
                     CommandLine::Shell(node.args.first().cloned().unwrap_or_default())
                 },
                 heredocs: node.heredocs.clone(),
-                mounts: flags.strings("mount"),
+                mounts: flags
+                    .strings("mount")
+                    .into_iter()
+                    .map(super::mount::RunMount::new)
+                    .collect(),
                 network,
             })
         }

@@ -374,7 +374,7 @@ fn steps(
             }
             Instruction::Run(r) => {
                 for m in &r.mounts {
-                    expand(&vars, m, out);
+                    expand(&vars, &m.text, out);
                 }
             }
             Instruction::User(w) | Instruction::StopSignal(w) => {
