@@ -76,6 +76,38 @@ pub(crate) fn is_git_source(src: &str) -> bool {
         || (is_url_source(src) && path.trim_end_matches('/').ends_with(".git"))
 }
 
+/// HEALTHCHECK: the test and the durations in nanoseconds, unset ones `None`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Healthcheck {
+    pub test: Vec<String>,
+    pub interval: Option<i64>,
+    pub timeout: Option<i64>,
+    pub start_period: Option<i64>,
+    pub start_interval: Option<i64>,
+    pub retries: Option<i64>,
+}
+
+impl Healthcheck {
+    /// As an image config holds it (Docker's `HealthConfig`), leaving out what
+    /// the instruction does not set.
+    pub fn to_config(&self) -> serde_json::Value {
+        let mut hc = serde_json::Map::new();
+        hc.insert("Test".into(), self.test.clone().into());
+        for (key, value) in [
+            ("Interval", self.interval),
+            ("Timeout", self.timeout),
+            ("StartPeriod", self.start_period),
+            ("StartInterval", self.start_interval),
+            ("Retries", self.retries),
+        ] {
+            if let Some(v) = value {
+                hc.insert(key.into(), v.into());
+            }
+        }
+        serde_json::Value::Object(hc)
+    }
+}
+
 /// RUN: the command and its flags, unexpanded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
@@ -103,7 +135,7 @@ pub enum Instruction {
     StopSignal(String),
     Maintainer(String),
     Shell(Vec<String>),
-    Healthcheck(serde_json::Value),
+    Healthcheck(Healthcheck),
     Onbuild(String),
 }
 
@@ -467,27 +499,29 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
                 }
                 _ => return Err(at.error("HEALTHCHECK requires CMD or NONE")),
             };
-            let mut hc = serde_json::Map::new();
-            hc.insert("Test".into(), test.into());
-            for (flag, key) in [
-                ("interval", "Interval"),
-                ("timeout", "Timeout"),
-                ("start-period", "StartPeriod"),
-                ("start-interval", "StartInterval"),
-            ] {
-                if let Some(v) = flags.string(flag)? {
-                    let ns = crate::times::parse_go_duration(&v)
-                        .ok_or_else(|| at.error(format!("invalid duration for --{flag}: {v}")))?;
-                    hc.insert(key.into(), ns.into());
-                }
-            }
-            if let Some(r) = flags.string("retries")? {
-                let r: i64 = r
-                    .parse()
-                    .map_err(|_| at.error(format!("invalid --retries: {r}")))?;
-                hc.insert("Retries".into(), r.into());
-            }
-            Instruction::Healthcheck(serde_json::Value::Object(hc))
+            let duration = |flag: &str| -> Result<Option<i64>, InstructionError> {
+                let Some(v) = flags.string(flag)? else {
+                    return Ok(None);
+                };
+                crate::times::parse_go_duration(&v)
+                    .map(Some)
+                    .ok_or_else(|| at.error(format!("invalid duration for --{flag}: {v}")))
+            };
+            let hc = Healthcheck {
+                test,
+                interval: duration("interval")?,
+                timeout: duration("timeout")?,
+                start_period: duration("start-period")?,
+                start_interval: duration("start-interval")?,
+                retries: match flags.string("retries")? {
+                    Some(r) => Some(
+                        r.parse()
+                            .map_err(|_| at.error(format!("invalid --retries: {r}")))?,
+                    ),
+                    None => None,
+                },
+            };
+            Instruction::Healthcheck(hc)
         }
         "onbuild" => {
             let sub = node
@@ -566,6 +600,24 @@ mod tests {
         );
         assert_eq!(c.from.as_deref(), Some("x"));
         assert_eq!(df.stages[1].steps[0].at.line, 5);
+    }
+
+    #[test]
+    fn healthcheck_is_typed_and_written_as_the_config_holds_it() {
+        let df = parse_dockerfile("FROM a\nHEALTHCHECK --retries=3 --interval=5s CMD curl -f x\n")
+            .unwrap();
+        let Instruction::Healthcheck(h) = &df.stages[0].steps[0].instruction else {
+            panic!()
+        };
+        assert_eq!(h.test, ["CMD-SHELL", "curl -f x"]);
+        assert_eq!(
+            (h.interval, h.retries, h.timeout),
+            (Some(5_000_000_000), Some(3), None)
+        );
+        assert_eq!(
+            h.to_config().to_string(),
+            r#"{"Interval":5000000000,"Retries":3,"Test":["CMD-SHELL","curl -f x"]}"#
+        );
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub(super) fn config(s: &Step, ins: &Instruction) -> Result<Effect, BuildError> 
         // BuildKit prints Go's `%q` of a struct pointer here; the instruction's
         // own text is kept instead (noted in docs/architecture.md).
         Instruction::Healthcheck(h) => {
-            cfg.healthcheck = Some(h.clone());
+            cfg.healthcheck = Some(h.to_config());
             original.to_string()
         }
         Instruction::Onbuild(t) => {
