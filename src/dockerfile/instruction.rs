@@ -397,7 +397,14 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
             }
             Instruction::Arg(args)
         }
-        "env" => Instruction::Env(triples(node, at)?),
+        "env" => {
+            let pairs = triples(node, at)?;
+            // BuildKit's parseKvps refuses a blank name before anything runs.
+            if pairs.iter().any(|(k, _)| k.is_empty()) {
+                return Err(at.error("ENV names can not be blank"));
+            }
+            Instruction::Env(pairs)
+        }
         "label" => Instruction::Label(triples(node, at)?),
         "workdir" => Instruction::Workdir(one_arg(node, at)?),
         "user" => Instruction::User(one_arg(node, at)?),
@@ -423,6 +430,11 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
             if kw == "expose" {
                 Instruction::Expose(node.args.clone())
             } else {
+                // BuildKit's parseVolume; an expansion that comes out empty
+                // is refused when the step runs.
+                if node.args.iter().any(|a| a.trim().is_empty()) {
+                    return Err(at.error("VOLUME specified can not be an empty string"));
+                }
                 Instruction::Volume(node.args.clone())
             }
         }
@@ -617,6 +629,22 @@ mod tests {
         assert_eq!(
             h.to_config().to_string(),
             r#"{"Interval":5000000000,"Retries":3,"Test":["CMD-SHELL","curl -f x"]}"#
+        );
+    }
+
+    #[test]
+    fn blank_env_names_and_empty_volumes_are_refused_at_parse_time() {
+        let e = parse_dockerfile("FROM a\nRUN x\nENV =x\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:3: ENV names can not be blank: ENV =x"
+        );
+        let e = parse_dockerfile("FROM a\nVOLUME [\"/a\", \" \"]\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(
+            e.to_string()
+                .contains("VOLUME specified can not be an empty string"),
+            "{e}"
         );
     }
 
