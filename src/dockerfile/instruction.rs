@@ -379,32 +379,8 @@ fn triples(node: &Node, at: &Location) -> Result<Vec<(String, String)>, Instruct
 fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, InstructionError> {
     let kw = node.keyword.as_str();
     Ok(match kw {
-        "arg" => {
-            no_flags(node, at)?;
-            if node.args.is_empty() {
-                return Err(at.error("ARG requires at least one argument"));
-            }
-            let args: ArgList = node
-                .args
-                .iter()
-                .map(|w| match w.split_once('=') {
-                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
-                    None => (w.clone(), None),
-                })
-                .collect();
-            if args.iter().any(|(k, _)| k.is_empty()) {
-                return Err(at.error("ARG names can not be blank"));
-            }
-            Instruction::Arg(args)
-        }
-        "env" => {
-            let pairs = triples(node, at)?;
-            // BuildKit's parseKvps refuses a blank name before anything runs.
-            if pairs.iter().any(|(k, _)| k.is_empty()) {
-                return Err(at.error("ENV names can not be blank"));
-            }
-            Instruction::Env(pairs)
-        }
+        "arg" => parse_arg(node, at)?,
+        "env" => parse_env(node, at)?,
         "label" => Instruction::Label(triples(node, at)?),
         "workdir" => Instruction::Workdir(one_arg(node, at)?),
         "user" => Instruction::User(one_arg(node, at)?),
@@ -412,185 +388,237 @@ fn parse_instruction(node: &Node, at: &Location) -> Result<Instruction, Instruct
         "maintainer" => Instruction::Maintainer(one_arg(node, at)?),
         "entrypoint" => Instruction::Entrypoint(command_line(node, at)?),
         "cmd" => Instruction::Cmd(command_line(node, at)?),
-        "shell" => {
-            no_flags(node, at)?;
-            if !node.json || node.args.is_empty() {
-                return Err(at.error("SHELL requires the arguments to be in JSON form"));
-            }
-            Instruction::Shell(node.args.clone())
-        }
-        "expose" | "volume" => {
-            no_flags(node, at)?;
-            if node.args.is_empty() {
-                return Err(at.error(format!(
-                    "{} requires at least one argument",
-                    kw.to_ascii_uppercase()
-                )));
-            }
-            if kw == "expose" {
-                Instruction::Expose(node.args.clone())
-            } else {
-                // BuildKit's parseVolume; an expansion that comes out empty
-                // is refused when the step runs.
-                if node.args.iter().any(|a| a.trim().is_empty()) {
-                    return Err(at.error("VOLUME specified can not be an empty string"));
-                }
-                Instruction::Volume(node.args.clone())
-            }
-        }
-        "copy" | "add" => {
-            // BuildKit v0.21's flags: ADD has no --from (nor --unpack yet).
-            let allowed: &[&str] = if kw == "add" {
-                &[
-                    "chown",
-                    "chmod",
-                    "link",
-                    "exclude",
-                    "checksum",
-                    "keep-git-dir",
-                ]
-            } else {
-                &["from", "chown", "chmod", "link", "exclude", "parents"]
-            };
-            let flags = Flags::new(node, at, allowed)?;
-            let keyword = kw.to_ascii_uppercase();
-            if flags.bool("parents")? {
-                return Err(at.error("COPY --parents is not supported yet"));
-            }
-            let n = node.args.len();
-            let min = if node.heredocs.is_empty() { 2 } else { 1 };
-            if n < min {
-                return Err(at.error(format!("{keyword} requires at least two arguments, but only one was provided. Destination could not be determined")));
-            }
-            let add = if kw == "add" {
-                Some(AddFlags {
-                    checksum: flags.string("checksum")?,
-                    keep_git_dir: flags.bool("keep-git-dir")?,
-                })
-            } else {
-                None
-            };
-            Instruction::Copy(Copy {
-                add,
-                sources: node.args[..n - 1].to_vec(),
-                dest: node.args[n - 1].clone(),
-                from: flags.string("from")?,
-                chown: flags.string("chown")?,
-                chmod: flags.string("chmod")?,
-                link: flags.bool("link")?,
-                excludes: flags.strings("exclude"),
-                heredocs: node.heredocs.clone(),
-            })
-        }
-        "healthcheck" => {
-            // Carried into the config as BuildKit writes it; Kiln runs no containers.
-            let flags = Flags::new(
-                node,
-                at,
-                &[
-                    "interval",
-                    "timeout",
-                    "start-period",
-                    "start-interval",
-                    "retries",
-                ],
-            )?;
-            let test = match node.args.first().map(|s| s.to_ascii_uppercase()) {
-                Some(t) if t == "NONE" => vec!["NONE".to_string()],
-                Some(t) if t == "CMD" => {
-                    if node.json {
-                        std::iter::once("CMD".to_string())
-                            .chain(node.args[1..].iter().cloned())
-                            .collect()
-                    } else {
-                        vec![
-                            "CMD-SHELL".to_string(),
-                            node.args.get(1).cloned().unwrap_or_default(),
-                        ]
-                    }
-                }
-                _ => return Err(at.error("HEALTHCHECK requires CMD or NONE")),
-            };
-            let duration = |flag: &str| -> Result<Option<i64>, InstructionError> {
-                let Some(v) = flags.string(flag)? else {
-                    return Ok(None);
-                };
-                crate::times::parse_go_duration(&v)
-                    .map(Some)
-                    .ok_or_else(|| at.error(format!("invalid duration for --{flag}: {v}")))
-            };
-            let hc = Healthcheck {
-                test,
-                interval: duration("interval")?,
-                timeout: duration("timeout")?,
-                start_period: duration("start-period")?,
-                start_interval: duration("start-interval")?,
-                retries: match flags.string("retries")? {
-                    Some(r) => Some(
-                        r.parse()
-                            .map_err(|_| at.error(format!("invalid --retries: {r}")))?,
-                    ),
-                    None => None,
-                },
-            };
-            Instruction::Healthcheck(hc)
-        }
-        "onbuild" => {
-            let sub = node
-                .sub
-                .as_ref()
-                .ok_or_else(|| at.error("ONBUILD requires an instruction"))?;
-            if matches!(sub.keyword.as_str(), "onbuild" | "from" | "maintainer") {
-                return Err(at.error(format!(
-                    "{} isn't allowed as an ONBUILD trigger",
-                    sub.keyword.to_ascii_uppercase()
-                )));
-            }
-            let text = node.original.trim();
-            let mut trigger = text
-                .split_once(char::is_whitespace)
-                .map(|(_, r)| r.trim())
-                .unwrap_or_default()
-                .to_string();
-            // BuildKit keeps a trigger's heredoc bodies in the trigger text.
-            for h in &node.heredocs {
-                trigger.push('\n');
-                trigger.push_str(&h.raw);
-                trigger.push_str(&h.name);
-            }
-            Instruction::Onbuild(trigger)
-        }
-        "run" => {
-            // No `--security` (nor `--device`): BuildKit v0.21 registers them only
-            // in the labs syntax (build tags dfrunsecurity, dfrundevice), so the
-            // stable one refuses them as unknown flags.
-            let flags = Flags::new(node, at, &["mount", "network"])?;
-            if node.args.is_empty() && node.heredocs.is_empty() {
-                return Err(at.error("RUN requires at least one argument"));
-            }
-            let network = flags.string("network")?;
-            if let Some(n) = &network {
-                if !matches!(n.as_str(), "default" | "none" | "host") {
-                    return Err(at.error(format!("unsupported network mode: {n}")));
-                }
-            }
-            Instruction::Run(Run {
-                command: if node.json {
-                    CommandLine::Exec(node.args.clone())
-                } else {
-                    CommandLine::Shell(node.args.first().cloned().unwrap_or_default())
-                },
-                heredocs: node.heredocs.clone(),
-                mounts: flags
-                    .strings("mount")
-                    .into_iter()
-                    .map(super::mount::RunMount::new)
-                    .collect(),
-                network,
-            })
-        }
+        "shell" => parse_shell(node, at)?,
+        "expose" | "volume" => parse_expose_or_volume(node, at, kw)?,
+        "copy" | "add" => parse_copy(node, at, kw)?,
+        "healthcheck" => parse_healthcheck(node, at)?,
+        "onbuild" => parse_onbuild(node, at)?,
+        "run" => parse_run(node, at)?,
         _ => return Err(at.error(format!("unknown instruction: {}", node.original_keyword))),
     })
+}
+
+/// ARG: names with optional defaults, no blank name.
+fn parse_arg(node: &Node, at: &Location) -> Result<Instruction, InstructionError> {
+    no_flags(node, at)?;
+    if node.args.is_empty() {
+        return Err(at.error("ARG requires at least one argument"));
+    }
+    let args: ArgList = node
+        .args
+        .iter()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (w.clone(), None),
+        })
+        .collect();
+    if args.iter().any(|(k, _)| k.is_empty()) {
+        return Err(at.error("ARG names can not be blank"));
+    }
+    Ok(Instruction::Arg(args))
+}
+
+/// ENV: name and value pairs, no blank name.
+fn parse_env(node: &Node, at: &Location) -> Result<Instruction, InstructionError> {
+    let pairs = triples(node, at)?;
+    // BuildKit's parseKvps refuses a blank name before anything runs.
+    if pairs.iter().any(|(k, _)| k.is_empty()) {
+        return Err(at.error("ENV names can not be blank"));
+    }
+    Ok(Instruction::Env(pairs))
+}
+
+/// SHELL: its JSON argument list.
+fn parse_shell(node: &Node, at: &Location) -> Result<Instruction, InstructionError> {
+    no_flags(node, at)?;
+    if !node.json || node.args.is_empty() {
+        return Err(at.error("SHELL requires the arguments to be in JSON form"));
+    }
+    Ok(Instruction::Shell(node.args.clone()))
+}
+
+/// EXPOSE and VOLUME: their words (a VOLUME none of them blank).
+fn parse_expose_or_volume(
+    node: &Node,
+    at: &Location,
+    kw: &str,
+) -> Result<Instruction, InstructionError> {
+    no_flags(node, at)?;
+    if node.args.is_empty() {
+        return Err(at.error(format!(
+            "{} requires at least one argument",
+            kw.to_ascii_uppercase()
+        )));
+    }
+    Ok(if kw == "expose" {
+        Instruction::Expose(node.args.clone())
+    } else {
+        // BuildKit's parseVolume; an expansion that comes out empty
+        // is refused when the step runs.
+        if node.args.iter().any(|a| a.trim().is_empty()) {
+            return Err(at.error("VOLUME specified can not be an empty string"));
+        }
+        Instruction::Volume(node.args.clone())
+    })
+}
+
+/// COPY and ADD: sources, destination and flags (ADD's own flags only for ADD).
+fn parse_copy(node: &Node, at: &Location, kw: &str) -> Result<Instruction, InstructionError> {
+    // BuildKit v0.21's flags: ADD has no --from (nor --unpack yet).
+    let allowed: &[&str] = if kw == "add" {
+        &[
+            "chown",
+            "chmod",
+            "link",
+            "exclude",
+            "checksum",
+            "keep-git-dir",
+        ]
+    } else {
+        &["from", "chown", "chmod", "link", "exclude", "parents"]
+    };
+    let flags = Flags::new(node, at, allowed)?;
+    let keyword = kw.to_ascii_uppercase();
+    if flags.bool("parents")? {
+        return Err(at.error("COPY --parents is not supported yet"));
+    }
+    let n = node.args.len();
+    let min = if node.heredocs.is_empty() { 2 } else { 1 };
+    if n < min {
+        return Err(at.error(format!("{keyword} requires at least two arguments, but only one was provided. Destination could not be determined")));
+    }
+    let add = if kw == "add" {
+        Some(AddFlags {
+            checksum: flags.string("checksum")?,
+            keep_git_dir: flags.bool("keep-git-dir")?,
+        })
+    } else {
+        None
+    };
+    Ok(Instruction::Copy(Copy {
+        add,
+        sources: node.args[..n - 1].to_vec(),
+        dest: node.args[n - 1].clone(),
+        from: flags.string("from")?,
+        chown: flags.string("chown")?,
+        chmod: flags.string("chmod")?,
+        link: flags.bool("link")?,
+        excludes: flags.strings("exclude"),
+        heredocs: node.heredocs.clone(),
+    }))
+}
+
+/// HEALTHCHECK: its test and durations; `NONE` turns a base's check off.
+fn parse_healthcheck(node: &Node, at: &Location) -> Result<Instruction, InstructionError> {
+    // Carried into the config as BuildKit writes it; Kiln runs no containers.
+    let flags = Flags::new(
+        node,
+        at,
+        &[
+            "interval",
+            "timeout",
+            "start-period",
+            "start-interval",
+            "retries",
+        ],
+    )?;
+    let test = match node.args.first().map(|s| s.to_ascii_uppercase()) {
+        Some(t) if t == "NONE" => vec!["NONE".to_string()],
+        Some(t) if t == "CMD" => {
+            if node.json {
+                std::iter::once("CMD".to_string())
+                    .chain(node.args[1..].iter().cloned())
+                    .collect()
+            } else {
+                vec![
+                    "CMD-SHELL".to_string(),
+                    node.args.get(1).cloned().unwrap_or_default(),
+                ]
+            }
+        }
+        _ => return Err(at.error("HEALTHCHECK requires CMD or NONE")),
+    };
+    let duration = |flag: &str| -> Result<Option<i64>, InstructionError> {
+        let Some(v) = flags.string(flag)? else {
+            return Ok(None);
+        };
+        crate::times::parse_go_duration(&v)
+            .map(Some)
+            .ok_or_else(|| at.error(format!("invalid duration for --{flag}: {v}")))
+    };
+    let hc = Healthcheck {
+        test,
+        interval: duration("interval")?,
+        timeout: duration("timeout")?,
+        start_period: duration("start-period")?,
+        start_interval: duration("start-interval")?,
+        retries: match flags.string("retries")? {
+            Some(r) => Some(
+                r.parse()
+                    .map_err(|_| at.error(format!("invalid --retries: {r}")))?,
+            ),
+            None => None,
+        },
+    };
+    Ok(Instruction::Healthcheck(hc))
+}
+
+/// ONBUILD: the trigger as written, with its heredoc bodies.
+fn parse_onbuild(node: &Node, at: &Location) -> Result<Instruction, InstructionError> {
+    let sub = node
+        .sub
+        .as_ref()
+        .ok_or_else(|| at.error("ONBUILD requires an instruction"))?;
+    if matches!(sub.keyword.as_str(), "onbuild" | "from" | "maintainer") {
+        return Err(at.error(format!(
+            "{} isn't allowed as an ONBUILD trigger",
+            sub.keyword.to_ascii_uppercase()
+        )));
+    }
+    let text = node.original.trim();
+    let mut trigger = text
+        .split_once(char::is_whitespace)
+        .map(|(_, r)| r.trim())
+        .unwrap_or_default()
+        .to_string();
+    // BuildKit keeps a trigger's heredoc bodies in the trigger text.
+    for h in &node.heredocs {
+        trigger.push('\n');
+        trigger.push_str(&h.raw);
+        trigger.push_str(&h.name);
+    }
+    Ok(Instruction::Onbuild(trigger))
+}
+
+/// RUN: the command, heredocs, mounts and network mode.
+fn parse_run(node: &Node, at: &Location) -> Result<Instruction, InstructionError> {
+    // No `--security` (nor `--device`): BuildKit v0.21 registers them only
+    // in the labs syntax (build tags dfrunsecurity, dfrundevice), so the
+    // stable one refuses them as unknown flags.
+    let flags = Flags::new(node, at, &["mount", "network"])?;
+    if node.args.is_empty() && node.heredocs.is_empty() {
+        return Err(at.error("RUN requires at least one argument"));
+    }
+    let network = flags.string("network")?;
+    if let Some(n) = &network {
+        if !matches!(n.as_str(), "default" | "none" | "host") {
+            return Err(at.error(format!("unsupported network mode: {n}")));
+        }
+    }
+    Ok(Instruction::Run(Run {
+        command: if node.json {
+            CommandLine::Exec(node.args.clone())
+        } else {
+            CommandLine::Shell(node.args.first().cloned().unwrap_or_default())
+        },
+        heredocs: node.heredocs.clone(),
+        mounts: flags
+            .strings("mount")
+            .into_iter()
+            .map(super::mount::RunMount::new)
+            .collect(),
+        network,
+    }))
 }
 
 #[cfg(test)]
