@@ -8,7 +8,7 @@ use clap::Parser;
 use kiln::cache::{Cache, CacheSettings};
 use kiln::context::BuildContext;
 use kiln::dispatch::stage::StageFs;
-use kiln::dispatch::{self, BuildOptions, Session};
+use kiln::dispatch::{self, Session};
 use kiln::dockerfile::parse_dockerfile;
 use kiln::image::Reference;
 use kiln::publish;
@@ -359,20 +359,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         1 => session,
         _ => session.shared_between_platforms(scratch.path()),
     };
-    let opts = BuildOptions {
-        build_args: o.build_args.clone(),
-        target: o.target.clone(),
-        labels: o.labels.clone(),
-        platform: o.platform.clone(),
-        explicit_platform: o.explicit_platform,
-        reproducible: o.reproducible,
-        scratch_dir: scratch.path().to_path_buf(),
-        secrets: o.secrets.clone(),
-        ignore_paths: o.ignore_paths.clone(),
-        single_snapshot: o.single_snapshot,
-        image_format: o.image_format,
-        multi_platform: false,
-    };
+    let opts = o.build_options(scratch.path());
     // The terminal view: bars and step timers below the log until the end.
     let view = kiln::progress::start(o.outputs.progress);
     let ctx = BuildContext::open(&context, dockerfile.as_deref())?;
