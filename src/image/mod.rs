@@ -1,7 +1,7 @@
 //! The image vocabulary, at the bottom of the crate: digests, references,
-//! manifest/index/config types, and one `Image` value with one serializer. It
-//! imports nothing of Kiln's but the path and log helpers; where images come
-//! from is `source`.
+//! manifest/index/config types, one `Image` value with one serializer, and the
+//! `validate` check of a stored image. It imports nothing else of Kiln's;
+//! where images come from is `source`.
 
 pub(crate) mod digest;
 pub mod model;
