@@ -93,13 +93,12 @@ pub async fn build(
     ctx: &BuildContext,
     opts: &BuildOptions,
 ) -> Result<Image, BuildError> {
-    use futures_util::stream::{FuturesUnordered, StreamExt};
     let overrides: BTreeMap<String, String> = opts.build_args.iter().cloned().collect();
     let check_config = CheckConfig::of(df, &overrides)?;
     let mut plan = crate::plan::plan(df, &overrides, opts.target.as_deref(), &opts.platform)?;
     // A RUN no emulator can run fails now, before anything is fetched or pushed.
     platform::check_plan(df, &plan, opts, session.cache.settings.layers)?;
-    let mut bases = fetch_bases(session, df, &mut plan, opts).await?;
+    let bases = fetch_bases(session, df, &mut plan, opts).await?;
     run_checks(df, &plan, &bases, opts, &check_config)?;
     let b = Build {
         session,
@@ -127,6 +126,27 @@ pub async fn build(
         // root is made; a refusal still waits for the first uncached RUN.
         let _ = b.sandbox_ready();
     }
+    let built = run_stages(&b, &plan, bases).await?;
+    let used = b.used_args.lock().map(|u| u.clone()).unwrap_or_default();
+    for k in overrides.keys() {
+        if !used.contains(k) && !run::is_proxy_arg(k) && k != checks::CHECK_BUILD_ARG {
+            crate::log_warn!("build argument {k} was not consumed by any ARG");
+        }
+    }
+    let st = built
+        .get(&plan.target)
+        .ok_or_else(|| StepError::StageNotBuilt(format!("{}", plan.target)))?;
+    image_of(session, st, opts).await
+}
+
+/// Runs the plan's stages, each as soon as the stages it reads are built, and
+/// returns them all.
+async fn run_stages(
+    b: &Build<'_>,
+    plan: &crate::plan::Plan,
+    mut bases: HashMap<usize, RemoteImage>,
+) -> Result<HashMap<usize, Arc<StageState>>, BuildError> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
     let mut built: HashMap<usize, Arc<StageState>> = HashMap::new();
     let mut waiting = plan.stages.clone();
     let mut running = FuturesUnordered::new();
@@ -141,7 +161,6 @@ pub async fn build(
                 .iter()
                 .filter_map(|d| built.get(d).map(|s| (*d, s.clone())))
                 .collect();
-            let b = &b;
             let base = bases.remove(&i);
             running.push(async move { (i, build_stage(b, i, &inputs, base).await) });
         }
@@ -149,18 +168,19 @@ pub async fn build(
             Some((i, result)) => {
                 built.insert(i, Arc::new(result?));
             }
-            None => break,
+            None => return Ok(built),
         }
     }
-    let used = b.used_args.lock().map(|u| u.clone()).unwrap_or_default();
-    for k in overrides.keys() {
-        if !used.contains(k) && !run::is_proxy_arg(k) && k != checks::CHECK_BUILD_ARG {
-            crate::log_warn!("build argument {k} was not consumed by any ARG");
-        }
-    }
-    let st = built
-        .get(&plan.target)
-        .ok_or_else(|| StepError::StageNotBuilt(format!("{}", plan.target)))?;
+}
+
+/// The built target stage as an image: `--label`s added, its own layers
+/// merged by `--single-snapshot`, its steps appended to its base, finished in
+/// the output's format.
+async fn image_of(
+    session: &Session,
+    st: &StageState,
+    opts: &BuildOptions,
+) -> Result<Image, BuildError> {
     let mut config = st.config.clone();
     for (k, v) in &opts.labels {
         config
