@@ -17,6 +17,7 @@ mod platform;
 mod run;
 mod session;
 mod shared;
+mod sources;
 mod squash;
 pub mod stage;
 pub(crate) mod users;

@@ -6,8 +6,9 @@ use super::Step;
 use crate::cache::key::KeyBuilder;
 use crate::context::BuildContext;
 use crate::dispatch::chmod::Chmod;
-use crate::dispatch::copy::{self, CopyRequest, SourceTree};
+use crate::dispatch::copy::{self, CopyRequest};
 use crate::dispatch::effect::{self, Effect, Entries, NewLayer};
+use crate::dispatch::sources::{self, SourceTree};
 use crate::dispatch::stage::StageFs;
 use crate::dispatch::{
     cpu, live, users, Build, BuildError, BuildOptions, LiveHold, Session, StageState,
@@ -394,10 +395,10 @@ fn copy_key_inputs(
         CopyFrom::Context => {
             let tree = SourceTree {
                 context: Some(ctx),
-                exclude: copy::exclude_patterns(&p.excludes),
+                exclude: sources::exclude_patterns(&p.excludes),
                 ..SourceTree::plain(ctx.root(), "build context".into())
             };
-            v.push(("sources", copy::digest_sources(&p.sources, &tree)?));
+            v.push(("sources", sources::digest_sources(&p.sources, &tree)?));
         }
         CopyFrom::Stage(j, _) => {
             let key = built.get(j).map(|s| s.key.clone()).unwrap_or_default();
@@ -462,7 +463,7 @@ async fn copy_entries(
         now: session.now,
         zero_mtimes: opts.reproducible,
     };
-    let exclude = copy::exclude_patterns(&p.excludes);
+    let exclude = sources::exclude_patterns(&p.excludes);
     let link = p.link;
     let entries = match p.from {
         CopyFrom::Context => {

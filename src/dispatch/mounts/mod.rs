@@ -124,8 +124,9 @@ impl RunMounts {
             match origin {
                 Origin::Context => {
                     let tree = context_tree(ctx);
-                    let digest =
-                        cpu(|| super::copy::digest_sources(std::slice::from_ref(&source), &tree))?;
+                    let digest = cpu(|| {
+                        super::sources::digest_sources(std::slice::from_ref(&source), &tree)
+                    })?;
                     v.push(("mount-context", format!("{source} {digest}")));
                 }
                 Origin::From(CopyFrom::Stage(j, _)) => {
@@ -259,11 +260,11 @@ fn rooted(source: &str) -> String {
     format!("/{}", crate::pathname::clean_rooted(source))
 }
 
-fn context_tree(ctx: &BuildContext) -> super::copy::SourceTree<'_> {
-    super::copy::SourceTree {
+fn context_tree(ctx: &BuildContext) -> super::sources::SourceTree<'_> {
+    super::sources::SourceTree {
         context: Some(ctx),
         literal: true,
-        ..super::copy::SourceTree::plain(ctx.root(), "build context".into())
+        ..super::sources::SourceTree::plain(ctx.root(), "build context".into())
     }
 }
 

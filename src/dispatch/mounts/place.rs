@@ -64,7 +64,7 @@ impl HostMounts {
                     // Only what .dockerignore lets through, as BuildKit sends it.
                     let view = own.join("context");
                     let tree = context_tree(ctx);
-                    cpu(|| crate::dispatch::copy::materialize(source, &tree, &view))?;
+                    cpu(|| crate::dispatch::sources::materialize(source, &tree, &view))?;
                     return Ok(view);
                 }
             }
