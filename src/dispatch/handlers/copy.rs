@@ -14,8 +14,8 @@ use crate::dispatch::{
     cpu, live, users, Build, BuildError, BuildOptions, LiveHold, Session, StageState,
 };
 use crate::dispatch::{FrontError, StepError};
-use crate::dockerfile::instruction::{is_git_source as is_git, is_url_source as is_url};
-use crate::dockerfile::shell;
+use crate::dockerfile::instruction::{is_git_source as is_git, is_url_source as is_url, AddFlags};
+use crate::dockerfile::shell::{self, Env};
 use crate::dockerfile::{Copy, Dockerfile};
 use crate::image::Reference;
 use crate::rootfs::index::FsIndex;
@@ -94,7 +94,7 @@ pub(in crate::dispatch) enum CopyFrom {
 /// A COPY with every word expanded; owners are resolved only when it runs.
 pub(in crate::dispatch) struct PreparedCopy {
     pub sources: Vec<String>,
-    pub inline: Vec<(String, Vec<u8>)>,
+    pub inline: Vec<Inline>,
     pub dest: String,
     pub chown: Option<String>,
     pub chmod: Option<Chmod>,
@@ -147,85 +147,9 @@ async fn prepare_copy(s: &Step<'_, '_, '_>, c: &Copy) -> Result<PreparedCopy, Bu
     let (session, df, opts) = (s.b.session, s.b.df, s.b.opts);
     let (env, stage_index) = (&s.env, s.stage);
     let esc = df.escape;
-    let mut sources = Vec::new();
-    let mut inline = Vec::new();
-    for s in &c.sources {
-        // BuildKit's MustParseHeredoc takes a descriptor prefix here too (`3<<EOF`).
-        let s_doc = s.trim_start_matches(|c: char| c.is_ascii_digit());
-        let heredoc = c.heredocs.iter().find(|h| {
-            s_doc.starts_with("<<")
-                && s_doc
-                    .trim_start_matches("<<")
-                    .trim_start_matches('-')
-                    .trim_matches(['"', '\''])
-                    == h.name
-        });
-        match heredoc {
-            Some(h) => {
-                // BuildKit expands variables only, and fails the step on a bad one.
-                let content = if h.expand {
-                    shell::expand_heredoc(&h.content, env)?
-                } else {
-                    h.content.clone()
-                };
-                inline.push((h.name.clone(), content.into_bytes()));
-            }
-            None => sources.push(shell::expand(s, esc, env)?),
-        }
-    }
+    let (mut sources, inline) = expand_sources(c, esc, env)?;
     let add = match &c.add {
-        Some(flags) => {
-            let (git, rest): (Vec<String>, Vec<String>) =
-                sources.iter().cloned().partition(|s| is_git(s));
-            let (urls, local): (Vec<String>, Vec<String>) =
-                rest.into_iter().partition(|s| is_url(s));
-            let git = git
-                .iter()
-                .enumerate()
-                .map(|(i, s)| GitSource {
-                    source: crate::git::GitRef::parse(s),
-                    rel: format!("git-{i}"),
-                    commit: None,
-                })
-                .collect();
-            let checksum = flags
-                .checksum
-                .as_ref()
-                .map(|s| shell::expand(s, esc, env))
-                .transpose()?;
-            if let Some(sum) = &checksum {
-                crate::registry::files::valid_checksum(sum).map_err(StepError::Checksum)?;
-                if !local.is_empty() || !inline.is_empty() {
-                    return Err(StepError::Checksum(
-                        "checksum can't be specified for non-HTTP(S) sources".into(),
-                    )
-                    .into());
-                }
-            }
-            let work = crate::scratch::private_tempdir("add-", &opts.scratch_dir)
-                .map_err(|e| BuildError::io("creating a scratch dir", e))?;
-            let urls = urls
-                .into_iter()
-                .enumerate()
-                .map(|(i, url)| {
-                    let name = crate::registry::files::url_file_name(&url);
-                    UrlSource {
-                        rel: format!("url-{i}/{name}"),
-                        url,
-                        fetched: None,
-                    }
-                })
-                .collect();
-            let words = std::mem::replace(&mut sources, local);
-            Some(AddParts {
-                words,
-                urls,
-                git,
-                keep_git_dir: flags.keep_git_dir,
-                checksum,
-                work: Arc::new(work),
-            })
-        }
+        Some(flags) => Some(add_parts(s, flags, &mut sources, !inline.is_empty())?),
         None => None,
     };
     let dest = shell::expand(&c.dest, esc, env)?;
@@ -264,6 +188,103 @@ async fn prepare_copy(s: &Step<'_, '_, '_>, c: &Copy) -> Result<PreparedCopy, Bu
         link: c.link,
         from,
         add,
+    })
+}
+
+/// A heredoc source: its name and its (expanded) bytes.
+type Inline = (String, Vec<u8>);
+
+/// The source words expanded, and the heredocs among them as inline files.
+fn expand_sources(
+    c: &Copy,
+    esc: char,
+    env: &Env,
+) -> Result<(Vec<String>, Vec<Inline>), BuildError> {
+    let mut sources = Vec::new();
+    let mut inline = Vec::new();
+    for s in &c.sources {
+        // BuildKit's MustParseHeredoc takes a descriptor prefix here too (`3<<EOF`).
+        let s_doc = s.trim_start_matches(|c: char| c.is_ascii_digit());
+        let heredoc = c.heredocs.iter().find(|h| {
+            s_doc.starts_with("<<")
+                && s_doc
+                    .trim_start_matches("<<")
+                    .trim_start_matches('-')
+                    .trim_matches(['"', '\''])
+                    == h.name
+        });
+        match heredoc {
+            Some(h) => {
+                // BuildKit expands variables only, and fails the step on a bad one.
+                let content = if h.expand {
+                    shell::expand_heredoc(&h.content, env)?
+                } else {
+                    h.content.clone()
+                };
+                inline.push((h.name.clone(), content.into_bytes()));
+            }
+            None => sources.push(shell::expand(s, esc, env)?),
+        }
+    }
+    Ok((sources, inline))
+}
+
+/// ADD's git and URL sources taken out of `sources` (its local ones stay),
+/// `--checksum` checked (only URLs take one), and a work directory of the
+/// step's own for what is fetched.
+fn add_parts(
+    s: &Step<'_, '_, '_>,
+    flags: &AddFlags,
+    sources: &mut Vec<String>,
+    has_inline: bool,
+) -> Result<AddParts, BuildError> {
+    let (esc, env) = (s.b.df.escape, &s.env);
+    let (git, rest): (Vec<String>, Vec<String>) = sources.iter().cloned().partition(|s| is_git(s));
+    let (urls, local): (Vec<String>, Vec<String>) = rest.into_iter().partition(|s| is_url(s));
+    let git = git
+        .iter()
+        .enumerate()
+        .map(|(i, s)| GitSource {
+            source: crate::git::GitRef::parse(s),
+            rel: format!("git-{i}"),
+            commit: None,
+        })
+        .collect();
+    let checksum = flags
+        .checksum
+        .as_ref()
+        .map(|s| shell::expand(s, esc, env))
+        .transpose()?;
+    if let Some(sum) = &checksum {
+        crate::registry::files::valid_checksum(sum).map_err(StepError::Checksum)?;
+        if !local.is_empty() || has_inline {
+            return Err(StepError::Checksum(
+                "checksum can't be specified for non-HTTP(S) sources".into(),
+            )
+            .into());
+        }
+    }
+    let work = crate::scratch::private_tempdir("add-", &s.b.opts.scratch_dir)
+        .map_err(|e| BuildError::io("creating a scratch dir", e))?;
+    let urls = urls
+        .into_iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let name = crate::registry::files::url_file_name(&url);
+            UrlSource {
+                rel: format!("url-{i}/{name}"),
+                url,
+                fetched: None,
+            }
+        })
+        .collect();
+    Ok(AddParts {
+        words: std::mem::replace(sources, local),
+        urls,
+        git,
+        keep_git_dir: flags.keep_git_dir,
+        checksum,
+        work: Arc::new(work),
     })
 }
 
