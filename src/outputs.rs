@@ -41,15 +41,28 @@ pub(crate) async fn publish_all(
             .with_context(|| format!("pushing {d}"))?;
     }
     for d in destinations {
-        match publish::push_manifest(&publisher, d, s).await {
-            Ok(digest) => kiln::log_info!("pushed {d}@{digest}"),
-            Err(e) if out.ignore_immutable_tags && publish::is_immutable_tag_error(&e) => {
-                kiln::log_warn!(
-                    "{d}: the tag is immutable there and was not moved ({e}); --push-ignore-immutable-tag-errors counts the push as done"
-                )
-            }
-            Err(e) => return Err(e).with_context(|| format!("pushing {d}")),
+        let pushed = publish::push_manifest(&publisher, d, s).await;
+        tag_moved(out, d, pushed, "")?;
+    }
+    Ok(())
+}
+
+/// A manifest's push under a tag: logged, or under
+/// `--push-ignore-immutable-tag-errors` an immutable tag counted as done.
+fn tag_moved(
+    out: &cli::Outputs,
+    d: &Reference,
+    pushed: Result<Digest, publish::PublishError>,
+    what: &str,
+) -> Result<()> {
+    match pushed {
+        Ok(digest) => kiln::log_info!("pushed {d}@{digest}{what}"),
+        Err(e) if out.ignore_immutable_tags && publish::is_immutable_tag_error(&e) => {
+            kiln::log_warn!(
+                "{d}: the tag is immutable there and was not moved ({e}); --push-ignore-immutable-tag-errors counts the push as done"
+            )
         }
+        Err(e) => return Err(e).with_context(|| format!("pushing {d}")),
     }
     Ok(())
 }
@@ -89,18 +102,13 @@ pub(crate) async fn publish_index(
             .with_context(|| format!("pushing {d}"))?;
     }
     for d in destinations {
-        match publish::index::push_index(&publisher, d, index).await {
-            Ok(digest) => kiln::log_info!(
-                "pushed {d}@{digest} (an index of {} platforms)",
-                images.len()
-            ),
-            Err(e) if out.ignore_immutable_tags && publish::is_immutable_tag_error(&e) => {
-                kiln::log_warn!(
-                    "{d}: the tag is immutable there and was not moved ({e}); --push-ignore-immutable-tag-errors counts the push as done"
-                )
-            }
-            Err(e) => return Err(e).with_context(|| format!("pushing {d}")),
-        }
+        let pushed = publish::index::push_index(&publisher, d, index).await;
+        tag_moved(
+            out,
+            d,
+            pushed,
+            &format!(" (an index of {} platforms)", images.len()),
+        )?;
     }
     Ok(())
 }
