@@ -484,99 +484,142 @@ async fn copy_entries(
         now: session.now,
         zero_mtimes: opts.reproducible,
     };
-    let exclude = sources::exclude_patterns(&p.excludes);
-    let link = p.link;
-    let entries = match p.from {
-        CopyFrom::Context => {
-            let work = p.add.as_ref().map(|a| a.work.path());
-            let tree = SourceTree {
-                context: Some(ctx),
-                exclude: exclude.clone(),
-                unpack: work,
-                ..SourceTree::plain(ctx.root(), "build context".into())
-            };
-            let urls: Vec<String> = p
-                .add
-                .iter()
-                .flat_map(|a| a.urls.iter().map(|u| u.rel.clone()))
-                .collect();
-            let downloads = SourceTree {
-                literal: true,
-                ..SourceTree::plain(work.unwrap_or(ctx.root()), "downloads".into())
-            };
-            let checkouts: Vec<(std::path::PathBuf, String)> = p
-                .add
-                .iter()
-                .flat_map(|a| {
-                    a.git
-                        .iter()
-                        .map(|g| (a.work.path().join(&g.rel), g.source.remote.clone()))
-                })
-                .collect();
-            let git_trees: Vec<SourceTree> = checkouts
-                .iter()
-                .map(|(root, remote)| SourceTree::plain(root, format!("repository {remote}")))
-                .collect();
-            // A repository's tree: its contents go into the destination.
-            let whole = ["/".to_string()];
-            let mut groups = vec![
-                (&tree, req.sources.as_slice()),
-                (&downloads, urls.as_slice()),
-            ];
-            groups.extend(git_trees.iter().map(|t| (t, whole.as_slice())));
-            let index = target_index(session, fs, link).await?;
-            cpu(|| copy::plan_groups(&req, &groups, index.as_ref()))?
-        }
+    let target = Target {
+        session,
+        fs,
+        link: p.link,
+        exclude: sources::exclude_patterns(&p.excludes),
+    };
+    match p.from {
+        CopyFrom::Context => from_context(&target, &req, p.add.as_ref(), ctx).await,
         CopyFrom::Stage(j, name) => {
             let src = built
                 .get(&j)
                 .ok_or_else(|| StepError::StageNotBuilt(name.clone()))?;
-            // The container's root, when it holds the stage (in place): its
-            // files are there already, and unpacking them again takes seconds.
-            let live = live.filter(|l| l.holds(&src.fs.layers) && clear_of(l.keep(), &req.sources));
-            let (root, keep, headers) = match live {
-                Some(l) => (
-                    std::path::Path::new(live::ROOT),
-                    Some(l.keep()),
-                    src.fs.index(session).await?,
-                ),
-                None => {
-                    let (root, headers) = src.fs.source_view(session).await?;
-                    (root.path(), None, headers)
-                }
-            };
-            let tree = SourceTree {
-                headers: Some(headers),
-                exclude: exclude.clone(),
-                keep,
-                ..SourceTree::plain(root, format!("stage {name}"))
-            };
-            {
-                let index = target_index(session, fs, link).await?;
-                cpu(|| copy::plan(&req, &tree, index.as_ref()))?
-            }
+            from_stage(&target, &req, src, &name, live).await
         }
-        CopyFrom::Image(image) => {
-            // A dir of its own: stages running at once may copy from one image.
-            let prefix = format!("from-{}-", image.manifest_digest.file_name());
-            let dir = crate::scratch::private_tempdir(&prefix, &opts.scratch_dir)
-                .map_err(|e| BuildError::io("creating a scratch dir", e))?
-                .keep();
-            let label = format!("image {}", image.reference);
-            let image_fs = StageFs::new(image.layers, dir);
-            let (root, headers) = image_fs.source_view(session).await?;
-            let tree = SourceTree {
-                headers: Some(headers),
-                exclude: exclude.clone(),
-                ..SourceTree::plain(root.path(), label)
-            };
-            {
-                let index = target_index(session, fs, link).await?;
-                cpu(|| copy::plan(&req, &tree, index.as_ref()))?
-            }
+        CopyFrom::Image(image) => from_image(&target, &req, *image, &opts.scratch_dir).await,
+    }
+}
+
+/// What a COPY's layer is planned against, and what every tree it reads shares.
+struct Target<'t> {
+    session: &'t Session,
+    /// The stage's files.
+    fs: &'t StageFs,
+    /// `--link`: planned on nothing instead.
+    link: bool,
+    /// `--exclude` patterns.
+    exclude: Vec<Vec<String>>,
+}
+
+impl Target<'_> {
+    /// The entries `tree` gives the layer.
+    async fn plan(&self, req: &CopyRequest, tree: &SourceTree<'_>) -> Result<Entries, BuildError> {
+        let index = target_index(self.session, self.fs, self.link).await?;
+        cpu(|| copy::plan(req, tree, index.as_ref()))
+    }
+}
+
+/// From the context, and for ADD its downloads and git checkouts: one layer of
+/// them all.
+async fn from_context(
+    target: &Target<'_>,
+    req: &CopyRequest,
+    add: Option<&AddParts>,
+    ctx: &BuildContext,
+) -> Result<Entries, BuildError> {
+    let work = add.map(|a| a.work.path());
+    let tree = SourceTree {
+        context: Some(ctx),
+        exclude: target.exclude.clone(),
+        unpack: work,
+        ..SourceTree::plain(ctx.root(), "build context".into())
+    };
+    let urls: Vec<String> = add
+        .iter()
+        .flat_map(|a| a.urls.iter().map(|u| u.rel.clone()))
+        .collect();
+    let downloads = SourceTree {
+        literal: true,
+        ..SourceTree::plain(work.unwrap_or(ctx.root()), "downloads".into())
+    };
+    let checkouts: Vec<(std::path::PathBuf, String)> = add
+        .iter()
+        .flat_map(|a| {
+            a.git
+                .iter()
+                .map(|g| (a.work.path().join(&g.rel), g.source.remote.clone()))
+        })
+        .collect();
+    let git_trees: Vec<SourceTree> = checkouts
+        .iter()
+        .map(|(root, remote)| SourceTree::plain(root, format!("repository {remote}")))
+        .collect();
+    // A repository's tree: its contents go into the destination.
+    let whole = ["/".to_string()];
+    let mut groups = vec![
+        (&tree, req.sources.as_slice()),
+        (&downloads, urls.as_slice()),
+    ];
+    groups.extend(git_trees.iter().map(|t| (t, whole.as_slice())));
+    let index = target_index(target.session, target.fs, target.link).await?;
+    cpu(|| copy::plan_groups(req, &groups, index.as_ref()))
+}
+
+/// From an earlier stage `src` (named `name`): its unpacked root, or the
+/// container's root when that holds the stage (in place: its files are there
+/// already, and unpacking them again takes seconds).
+async fn from_stage(
+    target: &Target<'_>,
+    req: &CopyRequest,
+    src: &StageState,
+    name: &str,
+    live: Option<&live::LiveRoot>,
+) -> Result<Entries, BuildError> {
+    let session = target.session;
+    let live = live.filter(|l| l.holds(&src.fs.layers) && clear_of(l.keep(), &req.sources));
+    let (root, keep, headers) = match live {
+        Some(l) => (
+            std::path::Path::new(live::ROOT),
+            Some(l.keep()),
+            src.fs.index(session).await?,
+        ),
+        None => {
+            let (root, headers) = src.fs.source_view(session).await?;
+            (root.path(), None, headers)
         }
     };
-    Ok(entries)
+    let tree = SourceTree {
+        headers: Some(headers),
+        exclude: target.exclude.clone(),
+        keep,
+        ..SourceTree::plain(root, format!("stage {name}"))
+    };
+    target.plan(req, &tree).await
+}
+
+/// From an image: unpacked into a directory of its own (stages running at
+/// once may copy from one image).
+async fn from_image(
+    target: &Target<'_>,
+    req: &CopyRequest,
+    image: RemoteImage,
+    scratch_dir: &std::path::Path,
+) -> Result<Entries, BuildError> {
+    let prefix = format!("from-{}-", image.manifest_digest.file_name());
+    let dir = crate::scratch::private_tempdir(&prefix, scratch_dir)
+        .map_err(|e| BuildError::io("creating a scratch dir", e))?
+        .keep();
+    let label = format!("image {}", image.reference);
+    let image_fs = StageFs::new(image.layers, dir);
+    let (root, headers) = image_fs.source_view(target.session).await?;
+    let tree = SourceTree {
+        headers: Some(headers),
+        exclude: target.exclude.clone(),
+        ..SourceTree::plain(root.path(), label)
+    };
+    target.plan(req, &tree).await
 }
 
 /// What a COPY is planned against: the stage's files, or with `--link` nothing
