@@ -3,6 +3,7 @@
 //! ADD), `workdir`, `run`, `config` (the instructions that change only the
 //! config) — each computing its effect, which `effect::apply` makes real.
 
+mod add;
 mod arg;
 mod config;
 mod copy;
