@@ -6,9 +6,9 @@
 
 use super::chmod::Chmod;
 use super::sources::{walk, Source, SourceTree, WalkAt};
-use super::stage::{PathKey, Planned};
 use super::BuildError;
 use super::StepError;
+use crate::layer::entries::{PathKey, Planned};
 use crate::layer::writer::{EntryBody, EntryMeta};
 use crate::pathname::from_os;
 use crate::rootfs::index::{FsIndex, NodeKind};
