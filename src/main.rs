@@ -10,7 +10,7 @@ use clap::Parser;
 use kiln::cache::Cache;
 use kiln::context::BuildContext;
 use kiln::dispatch::{self, Session};
-use kiln::dockerfile::parse_dockerfile;
+use kiln::dockerfile::{parse_dockerfile, Dockerfile};
 use kiln::publish;
 use kiln::publish::index::PlatformImage;
 use kiln::registry::auth::Keychain;
@@ -159,8 +159,9 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
-    let started = std::time::Instant::now();
+/// The log's format and level, as the flags ask (Kaniko's default: color on a
+/// terminal, text elsewhere), and a notice for a `--progress` Kiln reads its own way.
+fn configure_log(cli: &cli::Cli) {
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let format = match cli.log_format {
         _ if cli.json_log() => kiln::log::Format::Json,
@@ -178,6 +179,11 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         ),
         _ => {}
     }
+}
+
+async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
+    let started = std::time::Instant::now();
+    configure_log(&cli);
     let o = cli.validate()?;
     // A context fetched, or a Dockerfile on stdin, is read once: a user
     // namespace (for RUN) is entered before, whatever the Dockerfile says.
@@ -221,24 +227,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     }
     let (context, dockerfile, df) = match local {
         Some(l) => l,
-        None => {
-            let dir = o
-                .context
-                .fetch(
-                    &registry,
-                    &scratch.path().join("context"),
-                    &o.git,
-                    unix_now(),
-                )
-                .await?;
-            let (context, dockerfile) =
-                cli::locate(&dir, o.context_sub_path.as_deref(), &o.dockerfile)?;
-            let text = match &dockerfile {
-                Some(p) => read_dockerfile(p)?,
-                None => read_stdin_dockerfile()?,
-            };
-            (context, dockerfile, parse_dockerfile(&text)?)
-        }
+        None => fetch_context(&o, &registry, scratch.path()).await?,
     };
     if o.dry_run {
         return print_plan(&df, &o);
@@ -307,6 +296,25 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     drop(view);
     println!("{digest}");
     Ok(())
+}
+
+/// A fetched `--context` (or a Dockerfile on stdin): the context directory,
+/// the Dockerfile's path (none for stdin) and the Dockerfile.
+async fn fetch_context(
+    o: &cli::Options,
+    registry: &Registry,
+    scratch: &Path,
+) -> Result<(std::path::PathBuf, Option<std::path::PathBuf>, Dockerfile)> {
+    let dir = o
+        .context
+        .fetch(registry, &scratch.join("context"), &o.git, unix_now())
+        .await?;
+    let (context, dockerfile) = cli::locate(&dir, o.context_sub_path.as_deref(), &o.dockerfile)?;
+    let text = match &dockerfile {
+        Some(p) => read_dockerfile(p)?,
+        None => read_stdin_dockerfile()?,
+    };
+    Ok((context, dockerfile, parse_dockerfile(&text)?))
 }
 
 /// `--dryrun` (Kaniko's fork): prints what would be built, on stdout, and
