@@ -38,11 +38,9 @@ pub(super) fn config(s: &Step, ins: &Instruction) -> Result<Effect, BuildError> 
     let cfg = &mut new.config;
     let text = match ins {
         Instruction::Env(pairs) => {
-            let expanded: Vec<(String, String)> = pairs
-                .iter()
-                .map(|(k, v)| Ok((x(k)?, x(v)?)))
-                .collect::<Result<_, BuildError>>()?;
+            let expanded = expand_pairs(pairs, &x)?;
             for (k, v) in &expanded {
+                // An expansion may leave a name empty; a written one is refused at parse time.
                 if k.is_empty() {
                     return Err(FrontError::BlankEnvName.into());
                 }
@@ -53,14 +51,9 @@ pub(super) fn config(s: &Step, ins: &Instruction) -> Result<Effect, BuildError> 
             history::pairs("ENV", &expanded)
         }
         Instruction::Label(pairs) => {
-            let mut expanded = Vec::new();
-            for (k, v) in pairs {
-                let (k, v) = (x(k)?, x(v)?);
-                cfg.labels
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(k.clone(), v.clone());
-                expanded.push((k, v));
-            }
+            let expanded = expand_pairs(pairs, &x)?;
+            let labels = cfg.labels.get_or_insert_with(BTreeMap::new);
+            labels.extend(expanded.iter().cloned());
             history::pairs("LABEL", &expanded)
         }
         Instruction::Entrypoint(c) => {
@@ -90,11 +83,8 @@ pub(super) fn config(s: &Step, ins: &Instruction) -> Result<Effect, BuildError> 
                     these.extend(expand_port(&word)?);
                 }
             }
-            for port in &these {
-                cfg.exposed_ports
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(port.clone(), serde_json::json!({}));
-            }
+            let exposed = cfg.exposed_ports.get_or_insert_with(BTreeMap::new);
+            exposed.extend(these.iter().map(|p| (p.clone(), serde_json::json!({}))));
             format!("EXPOSE {}", history::port_map(&these))
         }
         Instruction::User(u) => {
@@ -106,14 +96,14 @@ pub(super) fn config(s: &Step, ins: &Instruction) -> Result<Effect, BuildError> 
             let mut expanded = Vec::new();
             for v in vs {
                 let v = x(v)?;
+                // An expansion may leave one empty; a written one is refused at parse time.
                 if v.trim().is_empty() {
                     return Err(FrontError::EmptyVolume.into());
                 }
-                cfg.volumes
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(v.clone(), serde_json::json!({}));
                 expanded.push(v);
             }
+            let volumes = cfg.volumes.get_or_insert_with(BTreeMap::new);
+            volumes.extend(expanded.iter().map(|v| (v.clone(), serde_json::json!({}))));
             format!("VOLUME {}", history::plain_list(&expanded))
         }
         Instruction::StopSignal(s) => {
@@ -149,6 +139,17 @@ pub(super) fn config(s: &Step, ins: &Instruction) -> Result<Effect, BuildError> 
     effect.config = Some(Box::new(new));
     effect.history = Some(text);
     Ok(effect)
+}
+
+/// Each name and value expanded, in order.
+fn expand_pairs(
+    pairs: &[(String, String)],
+    x: &dyn Fn(&str) -> Result<String, crate::dockerfile::shell::ShellError>,
+) -> Result<Vec<(String, String)>, BuildError> {
+    Ok(pairs
+        .iter()
+        .map(|(k, v)| Ok((x(k)?, x(v)?)))
+        .collect::<Result<_, crate::dockerfile::shell::ShellError>>()?)
 }
 
 /// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp` …
