@@ -166,6 +166,9 @@ pub struct Cli {
     /// Local directory for base layers and file indexes (a PVC in Kubernetes); see `executor warmer`.
     #[arg(help_heading = "Cache", long)]
     pub cache_dir: Option<PathBuf>,
+    /// Repository that keeps `RUN --mount=type=cache` contents between builds (default with --cache and no --cache-dir: <cache repository>/mounts).
+    #[arg(help_heading = "Cache", long)]
+    pub cache_mount_repo: Option<String>,
     /// How long cached layers stay valid (Go duration).
     #[arg(help_heading = "Cache", long, default_value = "336h")]
     pub cache_ttl: String,
@@ -770,12 +773,25 @@ impl Cli {
         if self.cache && repo.is_none() {
             kiln::log_warn!("--cache without --cache-repo or --destination: no cache repository, layers are not cached");
         }
+        // A fresh pod has no --cache-dir: with --cache, its cache mounts are
+        // kept beside the layer cache.
+        let mounts_repo = match (&self.cache_mount_repo, &repo) {
+            (Some(r), _) => Some(
+                Reference::parse(r)
+                    .map_err(|e| FlagError::new("cache-mount-repo", r, e.to_string()))?,
+            ),
+            (None, Some(repo)) if self.cache && self.cache_dir.is_none() => {
+                Reference::parse(&format!("{}/{}/mounts", repo.registry, repo.repository)).ok()
+            }
+            (None, _) => None,
+        };
         Ok(CacheSettings {
             layers: self.cache,
             repo,
             dir: self.cache_dir.clone(),
             ttl_secs: (ttl / 1_000_000_000).max(0) as u64,
             push: !self.no_push_cache,
+            mounts_repo,
         })
     }
 }
@@ -1011,6 +1027,34 @@ mod tests {
         assert!(names("--custom-platform=linux/amd64,,linux/arm64").is_err());
         assert!(names("--platform=linux").is_err());
         assert_eq!(platforms(&None).unwrap(), [Platform::host()]);
+    }
+
+    #[test]
+    fn cache_mounts_are_kept_beside_the_layers_in_a_fresh_pod() {
+        let repo = |flags: &[&str]| {
+            let mut args = vec!["executor", "--destination=r.example/app:1"];
+            args.extend(flags);
+            let cli = Cli::try_parse_from(args).expect("parses");
+            let dest = [Reference::parse("r.example/app:1").unwrap()];
+            cli.cache_settings(&dest)
+                .unwrap()
+                .mounts_repo
+                .map(|r| format!("{}/{}", r.registry, r.repository))
+        };
+        assert_eq!(
+            repo(&["--cache", "--cache-repo=r.example/c"]).as_deref(),
+            Some("r.example/c/mounts")
+        );
+        assert_eq!(
+            repo(&["--cache"]).as_deref(),
+            Some("r.example/app/cache/mounts")
+        );
+        assert_eq!(repo(&["--cache", "--cache-dir=/c"]), None);
+        assert_eq!(repo(&[]), None);
+        assert_eq!(
+            repo(&["--cache-dir=/c", "--cache-mount-repo=r.example/m"]).as_deref(),
+            Some("r.example/m")
+        );
     }
 
     #[test]
