@@ -142,6 +142,75 @@ fn cache_mounts_persist_in_the_cache_dir() {
     assert_eq!(pull(&reg, "app:1").files["runs"].digest, sha256_of(b"3\n"));
 }
 
+/// Cache mounts kept in a registry repository outlive the pod: a build with
+/// nothing local reads what the last one left; nothing of the cache reaches
+/// the image; builds at once each store a whole version (the last writer
+/// wins), which the next build reads; `--cache` with a cache repository and no
+/// `--cache-dir` keeps them in `<cache repository>/mounts`.
+#[test]
+fn cache_mounts_outlive_the_pod_in_the_registry() {
+    let reg = TestRegistry::start();
+    let ctx = context(
+        &reg,
+        "FROM {BASE}\nARG RUN=1\nRUN --mount=type=cache,target=/root/.cache/tool echo $RUN >> /root/.cache/tool/runs && cat /root/.cache/tool/runs > /runs\n",
+        &[],
+    );
+    let dest = format!("{}/app:1", reg.host);
+    let kept = format!("{}/kept", reg.host);
+    let build = |run: &str, flags: &[&str]| {
+        let arg = format!("RUN={run}");
+        let mut args = flags.to_vec();
+        args.extend(["--build-arg", &arg]);
+        build_in(ctx.path(), &dest, &args, &[])
+    };
+    for run in ["1", "2"] {
+        assert_ok(&build(run, &["--cache-mount-repo", &kept]));
+    }
+    let img = pull(&reg, "app:1");
+    assert_eq!(img.files["runs"].digest, sha256_of(b"1\n2\n"));
+    let leaked: Vec<&String> = img
+        .layers
+        .iter()
+        .flatten()
+        .filter(|e| e.contains("tool/runs"))
+        .collect();
+    assert!(leaked.is_empty(), "the cache reached the image: {leaked:?}");
+    // Two pods at once, both from the second version.
+    let at_once: Vec<_> = ["3a", "3b"]
+        .into_iter()
+        .map(|run| {
+            let (ctx, dest, kept) = (ctx.path().to_path_buf(), dest.clone(), kept.clone());
+            std::thread::spawn(move || {
+                let arg = format!("RUN={run}");
+                build_in(
+                    &ctx,
+                    &dest,
+                    &["--cache-mount-repo", &kept, "--build-arg", &arg],
+                    &[],
+                )
+            })
+        })
+        .collect();
+    for b in at_once {
+        assert_ok(&b.join().unwrap());
+    }
+    assert_ok(&build("4", &["--cache-mount-repo", &kept]));
+    let runs = pull(&reg, "app:1").files["runs"].digest.clone();
+    assert!(
+        runs == sha256_of(b"1\n2\n3a\n4\n") || runs == sha256_of(b"1\n2\n3b\n4\n"),
+        "the fifth build read no whole version"
+    );
+    // --cache, a cache repository, no --cache-dir: kept beside the layers.
+    let layers = format!("{}/layers", reg.host);
+    for run in ["5", "6"] {
+        assert_ok(&build(run, &["--cache", "--cache-repo", &layers]));
+    }
+    assert_eq!(
+        pull(&reg, "app:1").files["runs"].digest,
+        sha256_of(b"5\n6\n")
+    );
+}
+
 /// Builds running at once on one `--cache-dir`: `locked` runs one step at a
 /// time (no update is lost), `private` gives each its own cache, `shared`
 /// lets all write to one.

@@ -269,12 +269,26 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
             });
         }
         let index = publish::index::serialize(&images)?;
-        outputs::publish_index(&o.outputs, &session, &o.destinations, &images, &index).await?;
+        let (published, ()) = tokio::join!(
+            outputs::publish_index(&o.outputs, &session, &o.destinations, &images, &index),
+            session
+                .cache
+                .store_mounts(&session.registry, scratch.path(), o.compression)
+        );
+        published?;
         index.digest
     } else {
         let image = dispatch::build(&session, &df, &ctx, &opts).await?;
         let s = publish::serialize(&image, &o.annotations)?;
-        outputs::publish_all(&o.outputs, &session, &o.destinations, &image, &s).await?;
+        // Cache mounts are stored while the image is pushed; their failure
+        // is a warning, never the build's.
+        let (published, ()) = tokio::join!(
+            outputs::publish_all(&o.outputs, &session, &o.destinations, &image, &s),
+            session
+                .cache
+                .store_mounts(&session.registry, scratch.path(), o.compression)
+        );
+        published?;
         s.manifest_digest
     };
     // Cache entries after the push: their new blobs are then mounted, not uploaded twice.

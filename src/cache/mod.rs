@@ -4,6 +4,7 @@
 //! Every cache failure is a warning: the build goes on without it.
 
 pub(crate) mod key;
+pub(crate) mod mounts;
 
 use crate::image::model::manifest_for;
 use crate::image::spec::{Descriptor, ImageConfig, Manifest};
@@ -48,6 +49,8 @@ pub struct CacheSettings {
     pub ttl_secs: u64,
     /// False with `--no-push-cache`.
     pub push: bool,
+    /// `--cache-mount-repo`: where `RUN --mount=type=cache` contents are kept.
+    pub mounts_repo: Option<Reference>,
 }
 
 /// An entry waiting to be written to the cache repository.
@@ -66,6 +69,8 @@ pub struct Cache {
     unreachable: AtomicBool,
     pending: Mutex<Vec<Pending>>,
     now: u64,
+    /// The caches of `RUN --mount=type=cache`, where they are kept in a repository.
+    pub(crate) mounts: Option<mounts::MountStore>,
 }
 
 /// Media type of a stored file index (gzip'd JSON list of entries).
@@ -74,10 +79,24 @@ pub(crate) const MT_FILE_INDEX: &str = "application/vnd.kiln.file-index.v1+json+
 impl Cache {
     pub fn new(settings: CacheSettings, now: u64) -> Cache {
         Cache {
+            mounts: settings.mounts_repo.clone().map(mounts::MountStore::new),
             settings,
             unreachable: AtomicBool::new(false),
             pending: Mutex::new(Vec::new()),
             now,
+        }
+    }
+
+    /// After the build: the changed `RUN --mount=type=cache` contents to
+    /// their repository (warnings on failure).
+    pub async fn store_mounts(
+        &self,
+        registry: &Registry,
+        tmp: &Path,
+        compression: crate::layer::writer::Compression,
+    ) {
+        if let (Some(m), true) = (&self.mounts, self.settings.push) {
+            m.store(registry, tmp, compression).await;
         }
     }
 

@@ -161,6 +161,9 @@ pub struct Cli {
     /// Local directory for base layers and file indexes (a PVC in Kubernetes); see `executor warmer`.
     #[arg(help_heading = "Cache", long)]
     pub cache_dir: Option<PathBuf>,
+    /// Repository that keeps `RUN --mount=type=cache` contents between builds (default with --cache and no --cache-dir: <cache repository>/mounts).
+    #[arg(help_heading = "Cache", long)]
+    pub cache_mount_repo: Option<String>,
     /// How long cached layers stay valid (Go duration).
     #[arg(help_heading = "Cache", long, default_value = "336h")]
     pub cache_ttl: String,

@@ -405,7 +405,10 @@ impl Cli {
     }
 
     /// The cache's settings: `--cache-repo`, else `<first destination>/cache`.
-    fn cache_settings(&self, destinations: &[Reference]) -> Result<CacheSettings, FlagError> {
+    pub(super) fn cache_settings(
+        &self,
+        destinations: &[Reference],
+    ) -> Result<CacheSettings, FlagError> {
         let ttl = kiln::times::parse_go_duration(&self.cache_ttl).ok_or_else(|| {
             FlagError::new(
                 "cache-ttl",
@@ -425,12 +428,25 @@ impl Cli {
         if self.cache && repo.is_none() {
             kiln::log_warn!("--cache without --cache-repo or --destination: no cache repository, layers are not cached");
         }
+        // A fresh pod has no --cache-dir: with --cache, its cache mounts are
+        // kept beside the layer cache.
+        let mounts_repo = match (&self.cache_mount_repo, &repo) {
+            (Some(r), _) => Some(
+                Reference::parse(r)
+                    .map_err(|e| FlagError::new("cache-mount-repo", r, e.to_string()))?,
+            ),
+            (None, Some(repo)) if self.cache && self.cache_dir.is_none() => {
+                Reference::parse(&format!("{}/{}/mounts", repo.registry, repo.repository)).ok()
+            }
+            (None, _) => None,
+        };
         Ok(CacheSettings {
             layers: self.cache,
             repo,
             dir: self.cache_dir.clone(),
             ttl_secs: (ttl / 1_000_000_000).max(0) as u64,
             push: !self.no_push_cache,
+            mounts_repo,
         })
     }
 }

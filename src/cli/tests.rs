@@ -3,6 +3,7 @@ use clap::Parser;
 use kiln::context::source::Source;
 use kiln::dispatch::mounts::Secret;
 use kiln::image::spec::Platform;
+use kiln::image::Reference;
 use std::path::PathBuf;
 
 /// Every executor flag of Kaniko v1.9.1, v1.24 and the maintained fork
@@ -126,6 +127,34 @@ fn platform_lists_take_buildx_syntax_and_one_keeps_kanikos_meaning() {
     assert!(names("--custom-platform=linux/amd64,,linux/arm64").is_err());
     assert!(names("--platform=linux").is_err());
     assert_eq!(platforms(&None).unwrap(), [Platform::host()]);
+}
+
+#[test]
+fn cache_mounts_are_kept_beside_the_layers_in_a_fresh_pod() {
+    let repo = |flags: &[&str]| {
+        let mut args = vec!["executor", "--destination=r.example/app:1"];
+        args.extend(flags);
+        let cli = Cli::try_parse_from(args).expect("parses");
+        let dest = [Reference::parse("r.example/app:1").unwrap()];
+        cli.cache_settings(&dest)
+            .unwrap()
+            .mounts_repo
+            .map(|r| format!("{}/{}", r.registry, r.repository))
+    };
+    assert_eq!(
+        repo(&["--cache", "--cache-repo=r.example/c"]).as_deref(),
+        Some("r.example/c/mounts")
+    );
+    assert_eq!(
+        repo(&["--cache"]).as_deref(),
+        Some("r.example/app/cache/mounts")
+    );
+    assert_eq!(repo(&["--cache", "--cache-dir=/c"]), None);
+    assert_eq!(repo(&[]), None);
+    assert_eq!(
+        repo(&["--cache-dir=/c", "--cache-mount-repo=r.example/m"]).as_deref(),
+        Some("r.example/m")
+    );
 }
 
 #[test]

@@ -189,6 +189,12 @@ impl RunMounts {
                         _ => Some(h.source_path(b, built, origin, &source, &own).await?),
                     };
                     let dir = cache_dir(session, m, origin);
+                    if let Some(store) = &session.cache.mounts {
+                        let make = |p: &Path| new_cache_root(p, m);
+                        store
+                            .prepare(&session.registry, &dir, &make, &opts.scratch_dir)
+                            .await;
+                    }
                     let path = match held.get(&dir) {
                         // The same cache twice in one step: one lock.
                         Some(path) => path.clone(),
@@ -363,28 +369,29 @@ fn cache_instance(
             Some(src) if src.is_dir() => copy_tree(src, &tmp),
             Some(src) => std::fs::create_dir(&tmp)
                 .and_then(|()| copy_tree(src, &tmp.join(src.file_name().unwrap_or_default()))),
-            None => std::fs::create_dir(&tmp).and_then(|()| {
-                match std::os::unix::fs::chown(
-                    &tmp,
-                    Some(m.uid.unwrap_or(0)),
-                    Some(m.gid.unwrap_or(0)),
-                ) {
-                    // Not root (the traced rung): the executor's own uid is
-                    // what the step is shown as root.
-                    Err(e)
-                        if e.kind() == std::io::ErrorKind::PermissionDenied
-                            && !nix::unistd::geteuid().is_root() => {}
-                    r => r?,
-                }
-                std::fs::set_permissions(
-                    &tmp,
-                    std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
-                )
-            }),
+            None => new_cache_root(&tmp, m),
         }
         .map_err(err(format!("making the cache {}", path.display())))?;
         std::fs::rename(&tmp, &path).map_err(err(format!("making {}", path.display())))?;
     }
     drop(init);
     Ok((path, lock))
+}
+
+/// An empty cache's directory: the mount's owner and mode (BuildKit's 0755
+/// by default).
+fn new_cache_root(path: &Path, m: &MountSpec) -> std::io::Result<()> {
+    std::fs::create_dir(path)?;
+    match std::os::unix::fs::chown(path, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0))) {
+        // Not root (the traced rung): the executor's own uid is what the
+        // step is shown as root.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && !nix::unistd::geteuid().is_root() => {}
+        r => r?,
+    }
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
+    )
 }
