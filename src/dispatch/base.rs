@@ -8,8 +8,8 @@ use super::StepError;
 use super::{handlers, Build, BuildError, BuildOptions, Session, StageState};
 use crate::dockerfile::shell::Env;
 use crate::dockerfile::{Dockerfile, Stage};
-use crate::image::spec::{ImageConfig, DEFAULT_PATH};
-use crate::image::ManifestFormat;
+use crate::image::spec::{ImageConfig, Platform, DEFAULT_PATH};
+use crate::image::{ManifestFormat, Reference};
 use crate::source::remote::{self, RemoteImage};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -75,28 +75,13 @@ pub(super) async fn start_stage(
     ));
     crate::scratch::private_dir_all(&dir)
         .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
-    let reference = match base {
+    match base {
         // FROM an earlier stage: continue from its state.
         Base::Stage(prev) => {
             let p = built.get(&prev).ok_or_else(|| {
                 StepError::StageNotBuilt(df.stages[prev].name.clone().unwrap_or_default())
             })?;
-            return Ok(StageState {
-                key: p.key.clone(),
-                newest: p.newest,
-                history_base: p.history_base,
-                layer_base: p.layer_base,
-                config: p.config.clone(),
-                fs: StageFs::new(p.fs.layers.clone(), dir),
-                // BuildKit's stage state carries its ARGs into a stage built FROM it:
-                // RUN sees them and names them in its history.
-                args: p.args.clone(),
-                arg_names: p.arg_names.clone(),
-                cmd_set: false,
-                format: p.format,
-                base: p.base.clone(),
-                claim: None,
-            });
+            Ok(after_stage(p, dir))
         }
         Base::Scratch => {
             let mut config = ImageConfig {
@@ -107,30 +92,63 @@ pub(super) async fn start_stage(
             };
             config.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
             config.config.working_dir = Some("/".into());
-            return Ok(StageState {
-                key: format!("scratch {platform}"),
-                newest: None,
-                history_base: 0,
-                layer_base: 0,
+            let fs = StageFs::new(Vec::new(), dir);
+            let key = format!("scratch {platform}");
+            Ok(StageState::fresh(
+                key,
                 config,
-                fs: StageFs::new(Vec::new(), dir),
-                args: Env::new(),
-                arg_names: Vec::new(),
-                cmd_set: false,
-                format: ManifestFormat::Docker,
-                base: None,
-                claim: None,
-            });
+                fs,
+                ManifestFormat::Docker,
+                None,
+            ))
         }
-        Base::Image(reference) => reference,
-    };
-    let base = match fetched {
-        Some(image) => image,
-        None => remote::fetch(&session.registry, &reference, &platform, &session.blobs_dir).await?,
-    };
-    let mut config = base.config.clone();
+        Base::Image(reference) => {
+            let image = match fetched {
+                Some(image) => image,
+                None => {
+                    remote::fetch(&session.registry, &reference, &platform, &session.blobs_dir)
+                        .await?
+                }
+            };
+            let explicit = opts.explicit_platform || stage.platform.is_some();
+            Ok(on_image(image, reference, &platform, explicit, dir))
+        }
+    }
+}
+
+/// A stage FROM an earlier one: its state, in a directory of its own.
+fn after_stage(p: &StageState, dir: std::path::PathBuf) -> StageState {
+    StageState {
+        key: p.key.clone(),
+        newest: p.newest,
+        history_base: p.history_base,
+        layer_base: p.layer_base,
+        config: p.config.clone(),
+        fs: StageFs::new(p.fs.layers.clone(), dir),
+        // BuildKit's stage state carries its ARGs into a stage built FROM it:
+        // RUN sees them and names them in its history.
+        args: p.args.clone(),
+        arg_names: p.arg_names.clone(),
+        cmd_set: false,
+        format: p.format,
+        base: p.base.clone(),
+        claim: None,
+    }
+}
+
+/// A stage on a registry image: its config as BuildKit keeps it (the target
+/// platform's names where one was asked for, a PATH, a relative WorkingDir
+/// joined to itself), its layers.
+fn on_image(
+    image: RemoteImage,
+    reference: Reference,
+    platform: &Platform,
+    explicit_platform: bool,
+    dir: std::path::PathBuf,
+) -> StageState {
+    let mut config = image.config.clone();
     config.keep_buildkit_fields();
-    if opts.explicit_platform || stage.platform.is_some() {
+    if explicit_platform {
         config.architecture = platform.architecture.clone();
         config.os = platform.os.clone();
         config.variant = platform.variant.clone();
@@ -145,20 +163,36 @@ pub(super) async fn start_stage(
             config.config.working_dir = Some(handlers::absolute(&wd, Some(&wd)));
         }
     }
-    Ok(StageState {
-        // With the platform: a single-platform base taken for two targets
-        // must not give both the same steps.
-        key: format!("{} {platform}", base.manifest_digest),
-        newest: None,
-        history_base: config.history.len(),
-        layer_base: base.layers.len(),
-        config,
-        fs: StageFs::new(base.layers, dir),
-        args: Env::new(),
-        arg_names: Vec::new(),
-        cmd_set: false,
-        format: base.format,
-        base: Some(reference),
-        claim: None,
-    })
+    // With the platform: a single-platform base taken for two targets must
+    // not give both the same steps.
+    let key = format!("{} {platform}", image.manifest_digest);
+    let fs = StageFs::new(image.layers, dir);
+    StageState::fresh(key, config, fs, image.format, Some(reference))
+}
+
+impl StageState {
+    /// A stage's first state on `config` and `fs`: everything in them is the
+    /// base's, nothing declared yet.
+    fn fresh(
+        key: String,
+        config: ImageConfig,
+        fs: StageFs,
+        format: ManifestFormat,
+        base: Option<Reference>,
+    ) -> StageState {
+        StageState {
+            key,
+            newest: None,
+            history_base: config.history.len(),
+            layer_base: fs.layers.len(),
+            config,
+            fs,
+            args: Env::new(),
+            arg_names: Vec::new(),
+            cmd_set: false,
+            format,
+            base,
+            claim: None,
+        }
+    }
 }
