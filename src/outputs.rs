@@ -29,11 +29,7 @@ pub(crate) async fn publish_all(
     if !out.push {
         return Ok(());
     }
-    let publisher = publish::Publisher {
-        registry: &session.registry,
-        store: &session.store,
-        tmp: &session.blobs_dir,
-    };
+    let publisher = publisher(session);
     // Every destination gets every blob before any tag moves.
     for d in destinations {
         publish::push_blobs(&publisher, d, image, s)
@@ -45,6 +41,15 @@ pub(crate) async fn publish_all(
         tag_moved(out, d, pushed, "")?;
     }
     Ok(())
+}
+
+/// The session's registry client and blob store, as publish reads them.
+fn publisher(session: &Session) -> publish::Publisher<'_> {
+    publish::Publisher {
+        registry: &session.registry,
+        store: &session.store,
+        tmp: &session.blobs_dir,
+    }
 }
 
 /// A manifest's push under a tag: logged, or under
@@ -91,11 +96,7 @@ pub(crate) async fn publish_index(
     if !out.push {
         return Ok(());
     }
-    let publisher = publish::Publisher {
-        registry: &session.registry,
-        store: &session.store,
-        tmp: &session.blobs_dir,
-    };
+    let publisher = publisher(session);
     for d in destinations {
         publish::index::push_images(&publisher, d, images)
             .await
