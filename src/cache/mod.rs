@@ -34,7 +34,7 @@ impl From<RegistryError> for CacheError {
     }
 }
 
-fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> CacheError {
+pub(super) fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> CacheError {
     let op = op.into();
     move |source| CacheError::Io { op, source }
 }
@@ -71,6 +71,31 @@ pub struct Cache {
     now: u64,
     /// The caches of `RUN --mount=type=cache`, where they are kept in a repository.
     pub(crate) mounts: Option<mounts::MountStore>,
+}
+
+/// The config of a stored entry, read into a file of its own (two stages
+/// may look the same key up at once).
+pub(super) async fn config_of(
+    registry: &Registry,
+    r: &Reference,
+    m: &Manifest,
+    tmp: &Path,
+) -> Result<ImageConfig, CacheError> {
+    let cfg_path = crate::scratch::private_temp_file("cache-config-", tmp)
+        .map_err(io("creating a cache config file"))?;
+    registry
+        .download_blob(
+            r,
+            &m.config.digest,
+            m.config.size.min(MAX_CONFIG_BYTES),
+            &cfg_path,
+        )
+        .await?;
+    let bytes = std::fs::read(&cfg_path).map_err(io("reading cache config"))?;
+    serde_json::from_slice(&bytes).map_err(|e| CacheError::Invalid {
+        tag: r.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Media type of a stored file index (gzip'd JSON list of entries).
@@ -161,20 +186,7 @@ impl Cache {
             .first()
             .ok_or_else(|| invalid("no layer".into()))?
             .clone();
-        // A name of its own: two stages may look the same key up at once.
-        let cfg_path = crate::scratch::private_temp_file("cache-config-", tmp)
-            .map_err(io("creating a cache config file"))?;
-        registry
-            .download_blob(
-                &r,
-                &m.config.digest,
-                m.config.size.min(MAX_CONFIG_BYTES),
-                &cfg_path,
-            )
-            .await?;
-        let cfg: ImageConfig =
-            serde_json::from_slice(&std::fs::read(&cfg_path).map_err(io("reading cache config"))?)
-                .map_err(|e| invalid(e.to_string()))?;
+        let cfg = config_of(registry, &r, &m, tmp).await?;
         let created = cfg
             .other
             .get("kiln.cache")

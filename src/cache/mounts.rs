@@ -9,11 +9,12 @@
 //! always sees a whole version and the last writer wins. Every failure is a
 //! warning: the build goes on with an empty cache.
 
+use super::{io, CacheError};
 use crate::image::model::manifest_for;
-use crate::image::spec::{Descriptor, ImageConfig, Manifest};
+use crate::image::spec::{Descriptor, Manifest};
 use crate::image::{Digest, ManifestFormat, Reference};
 use crate::layer::writer::{Compression, LayerWriter};
-use crate::registry::{Access, Registry, RegistryError, MAX_CONFIG_BYTES};
+use crate::registry::{Access, Registry, RegistryError};
 use crate::rootfs::apply::ScratchRoot;
 use crate::rootfs::keep::Keep;
 use crate::sandbox::inplace::{self, Snapshot};
@@ -22,27 +23,6 @@ use std::path::{Path, PathBuf};
 
 /// A stored chain longer than this is replaced by one layer of the whole cache.
 const MAX_CHAIN: usize = 8;
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum MountsError {
-    #[error(transparent)]
-    Registry(Box<RegistryError>),
-    #[error("cache mount {tag}: {reason}")]
-    Invalid { tag: String, reason: String },
-    #[error("{op}: {source}")]
-    Io { op: String, source: std::io::Error },
-}
-
-impl From<RegistryError> for MountsError {
-    fn from(e: RegistryError) -> Self {
-        MountsError::Registry(Box::new(e))
-    }
-}
-
-fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> MountsError {
-    let op = op.into();
-    move |source| MountsError::Io { op, source }
-}
 
 /// A cache this build mounted: what it held when the build took it.
 struct Taken {
@@ -133,7 +113,7 @@ impl MountStore {
         (dir, instance): (&Path, &Path),
         make_root: &(dyn Fn(&Path) -> std::io::Result<()> + Sync),
         tmp: &Path,
-    ) -> Result<Option<Vec<(Descriptor, Digest)>>, MountsError> {
+    ) -> Result<Option<Vec<(Descriptor, Digest)>>, CacheError> {
         let raw = match registry.manifest(r).await {
             Ok(raw) => raw,
             Err(RegistryError::Status { status, .. })
@@ -144,24 +124,12 @@ impl MountStore {
             Err(e) => return Err(e.into()),
         };
         let tag = r.to_string();
-        let invalid = |reason: String| MountsError::Invalid {
+        let invalid = |reason: String| CacheError::Invalid {
             tag: tag.clone(),
             reason,
         };
         let m: Manifest = serde_json::from_slice(&raw.bytes).map_err(|e| invalid(e.to_string()))?;
-        let cfg_path = crate::scratch::private_temp_file("mount-config-", tmp)
-            .map_err(io("creating a cache config file"))?;
-        registry
-            .download_blob(
-                r,
-                &m.config.digest,
-                m.config.size.min(MAX_CONFIG_BYTES),
-                &cfg_path,
-            )
-            .await?;
-        let cfg: ImageConfig =
-            serde_json::from_slice(&std::fs::read(&cfg_path).map_err(io("reading cache config"))?)
-                .map_err(|e| invalid(e.to_string()))?;
+        let cfg = super::config_of(registry, r, &m, tmp).await?;
         if cfg.rootfs.diff_ids.len() != m.layers.len() {
             return Err(invalid("layers and diff_ids differ in number".into()));
         }
@@ -216,7 +184,7 @@ impl MountStore {
         t: &Taken,
         tmp: &Path,
         compression: Compression,
-    ) -> (Reference, Result<(), MountsError>) {
+    ) -> (Reference, Result<(), CacheError>) {
         let r = self.reference(dir);
         let result = self.push_change(registry, &r, t, tmp, compression).await;
         (r, result)
@@ -229,7 +197,7 @@ impl MountStore {
         t: &Taken,
         tmp: &Path,
         compression: Compression,
-    ) -> Result<(), MountsError> {
+    ) -> Result<(), CacheError> {
         if !t.instance.is_dir() {
             return Ok(());
         }
@@ -285,7 +253,7 @@ impl MountStore {
             "config": {},
             "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|(_, d)| d).collect::<Vec<_>>() },
         });
-        let invalid = |e: serde_json::Error| MountsError::Invalid {
+        let invalid = |e: serde_json::Error| CacheError::Invalid {
             tag: r.to_string(),
             reason: e.to_string(),
         };

@@ -168,11 +168,7 @@ impl Walk<'_> {
         for (name, _) in self.before.index.children(rel) {
             let path = join_rel(rel, name);
             if !present.contains(name) && !self.keep.is_kept(&path) {
-                // BuildKit writes whiteouts with no time.
-                self.out.insert(
-                    PathKey(join_rel(rel, &format!(".wh.{name}"))),
-                    upper::marker(0),
-                );
+                whiteout(&mut self.out, rel, name);
                 emitted = true;
             }
         }
@@ -223,14 +219,7 @@ impl Walk<'_> {
             if m.is_dir() {
                 let below = self.dir(&host, &path, in_new || remade)?;
                 if same && below {
-                    // An unchanged directory is in the layer only as a parent.
-                    self.out.insert(
-                        PathKey(path),
-                        Planned {
-                            meta,
-                            body: EntryBody::Dir,
-                        },
-                    );
+                    as_parent(&mut self.out, path, meta);
                     emitted = true;
                 }
             }
@@ -310,11 +299,7 @@ impl Focused<'_> {
                         || e.raw_os_error() == Some(nix::libc::ENOTDIR) =>
                 {
                     if self.index.get(&path).is_some() {
-                        // BuildKit writes whiteouts with no time.
-                        self.out.insert(
-                            PathKey(join_rel(rel, &format!(".wh.{name}"))),
-                            upper::marker(0),
-                        );
+                        whiteout(&mut self.out, rel, name);
                         emitted = true;
                     }
                     continue;
@@ -371,14 +356,7 @@ impl Focused<'_> {
                 }
             }
             if m.is_dir() && self.dir(&host, &path)? && !changed {
-                // An unchanged directory is in the layer only as a parent.
-                self.out.insert(
-                    PathKey(path),
-                    Planned {
-                        meta,
-                        body: EntryBody::Dir,
-                    },
-                );
+                as_parent(&mut self.out, path, meta);
                 emitted = true;
             }
         }
@@ -417,10 +395,7 @@ impl Focused<'_> {
             let present: HashSet<&str> = names.iter().map(String::as_str).collect();
             for (name, _) in self.index.children(path) {
                 if !present.contains(name) {
-                    self.out.insert(
-                        PathKey(join_rel(path, &format!(".wh.{name}"))),
-                        upper::marker(0),
-                    );
+                    whiteout(&mut self.out, path, name);
                 }
             }
         }
@@ -441,6 +416,29 @@ impl Focused<'_> {
         }
         Ok(())
     }
+}
+
+/// A whiteout for `name` in `dir`; BuildKit writes them with no time.
+fn whiteout(out: &mut BTreeMap<PathKey, Planned>, dir: &str, name: &str) {
+    out.insert(
+        PathKey(join_rel(dir, &format!(".wh.{name}"))),
+        upper::marker(0),
+    );
+}
+
+/// An unchanged directory: in the layer only as a parent of a change.
+fn as_parent(
+    out: &mut BTreeMap<PathKey, Planned>,
+    path: String,
+    meta: crate::layer::writer::EntryMeta,
+) {
+    out.insert(
+        PathKey(path),
+        Planned {
+            meta,
+            body: EntryBody::Dir,
+        },
+    );
 }
 
 /// Extended attributes of the image that an unprivileged unpack could not
@@ -508,6 +506,25 @@ mod tests {
             .collect()
     }
 
+    fn fifo(p: &Path) {
+        nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
+    }
+
+    /// What the tests' command does: modify, delete, remake a directory, make
+    /// new entries, a hard link, a symlink, a FIFO.
+    fn a_command(r: &Path) {
+        fs::write(r.join("a/keep"), b"22").unwrap();
+        fs::remove_file(r.join("a/gone")).unwrap();
+        fs::remove_dir_all(r.join("b")).unwrap();
+        fs::create_dir_all(r.join("b/x")).unwrap();
+        fs::write(r.join("b/x/new"), b"n").unwrap();
+        fs::remove_dir_all(r.join("c")).unwrap();
+        fs::write(r.join("new"), b"n").unwrap();
+        fs::hard_link(r.join("new"), r.join("new2")).unwrap();
+        std::os::unix::fs::symlink("new", r.join("link")).unwrap();
+        fifo(&r.join("b/x/pipe"));
+    }
+
     #[test]
     fn a_commands_change_as_the_overlay_reader_gives_it() {
         let d = tempfile::tempdir().unwrap();
@@ -524,26 +541,14 @@ mod tests {
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(p, b"1").unwrap();
         }
-        let fifo = |p: &Path| {
-            nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
-        };
         fifo(&r.join("a/pipe"));
         let keep = Keep::new(["kaniko".to_string()]);
         let before = Snapshot::take(r, &keep).unwrap();
         assert!(before.index.get("kaniko").is_none());
         // Modify, delete, remake a directory, make new entries, a hard link, a
         // symlink; touch what the executor keeps.
-        fs::write(r.join("a/keep"), b"22").unwrap();
-        fs::remove_file(r.join("a/gone")).unwrap();
-        fs::remove_dir_all(r.join("b")).unwrap();
-        fs::create_dir_all(r.join("b/x")).unwrap();
-        fs::write(r.join("b/x/new"), b"n").unwrap();
-        fs::remove_dir_all(r.join("c")).unwrap();
-        fs::write(r.join("new"), b"n").unwrap();
-        fs::hard_link(r.join("new"), r.join("new2")).unwrap();
-        std::os::unix::fs::symlink("new", r.join("link")).unwrap();
+        a_command(r);
         fs::write(r.join("kaniko/executor"), b"x").unwrap();
-        fifo(&r.join("b/x/pipe"));
         let none = HashSet::new();
         let (out, after) = changes(r, &before, &keep, &none).unwrap();
         assert_eq!(
@@ -590,20 +595,7 @@ mod tests {
         ] {
             touch(p);
         }
-        fs::write(r.join("a/keep"), b"22").unwrap();
-        fs::remove_file(r.join("a/gone")).unwrap();
-        fs::remove_dir_all(r.join("b")).unwrap();
-        fs::create_dir_all(r.join("b/x")).unwrap();
-        fs::write(r.join("b/x/new"), b"n").unwrap();
-        fs::remove_dir_all(r.join("c")).unwrap();
-        fs::write(r.join("new"), b"n").unwrap();
-        fs::hard_link(r.join("new"), r.join("new2")).unwrap();
-        std::os::unix::fs::symlink("new", r.join("link")).unwrap();
-        nix::unistd::mkfifo(
-            &r.join("b/x/pipe"),
-            nix::sys::stat::Mode::from_bits_truncate(0o600),
-        )
-        .unwrap();
+        a_command(r);
         // Opened for writing, left as it was: no change.
         fs::OpenOptions::new()
             .append(true)
