@@ -960,7 +960,7 @@ fn concurrent_fetches_of_one_base_read_whole_configs() {
     rt.block_on(async {
         for round in 0..4 {
             let fetches = (0..24)
-                .map(|_| kiln::image::remote::fetch(&registry, &reference, &platform, dir.path()));
+                .map(|_| kiln::source::remote::fetch(&registry, &reference, &platform, dir.path()));
             for (i, r) in futures_util::future::join_all(fetches)
                 .await
                 .into_iter()

@@ -22,6 +22,7 @@ pub mod report;
 pub(crate) mod rootfs;
 pub mod sandbox;
 pub mod scratch;
+pub mod source;
 pub mod times;
 
 #[cfg(test)]

@@ -2,19 +2,19 @@
 //! non-zero exit; the scratch root is removed on success, failure and signals.
 
 mod cli;
+mod outputs;
+mod warmer;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
-use kiln::cache::{Cache, CacheSettings};
+use kiln::cache::Cache;
 use kiln::context::BuildContext;
-use kiln::dispatch::stage::StageFs;
-use kiln::dispatch::{self, BuildOptions, Session};
-use kiln::dockerfile::parse_dockerfile;
-use kiln::image::Reference;
+use kiln::dispatch::{self, Session};
+use kiln::dockerfile::{parse_dockerfile, Dockerfile};
 use kiln::publish;
 use kiln::publish::index::PlatformImage;
 use kiln::registry::auth::Keychain;
-use kiln::registry::{Registry, RegistryOptions};
+use kiln::registry::Registry;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -64,7 +64,7 @@ fn main() {
                 if !called_warmer {
                     rest.remove(1);
                 }
-                warm(cli::WarmerCli::parse_from(rest), &cleanup).await
+                warmer::warm(cli::WarmerCli::parse_from(rest), &cleanup).await
             } else {
                 run(cli::Cli::parse_from(args.clone()), &cleanup).await
             }
@@ -139,7 +139,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 /// BuildKit reads a Dockerfile as bytes: invalid UTF-8 does not stop the build,
 /// and a word with such bytes still names the file that has them.
-fn read_dockerfile(path: &Path) -> Result<String> {
+pub(crate) fn read_dockerfile(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(kiln::pathname::from_bytes(&bytes))
 }
@@ -159,105 +159,9 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Tarball and OCI layout if asked, then every destination: all blobs first,
-/// manifests last.
-async fn publish_all(
-    out: &cli::Outputs,
-    session: &Session,
-    destinations: &[Reference],
-    image: &kiln::image::Image,
-    s: &kiln::image::Serialized,
-) -> Result<()> {
-    if let Some(p) = &out.tar_path {
-        let tags: Vec<String> = destinations.iter().map(|d| d.to_string()).collect();
-        publish::write_tarball(&session.store, image, s, &tags, p).await?;
-        kiln::log_info!("wrote {}", p.display());
-    }
-    if let Some(p) = &out.oci_layout_path {
-        publish::write_oci_layout(&session.store, image, s, p).await?;
-        kiln::log_info!("wrote OCI layout {}", p.display());
-    }
-    if !out.push {
-        return Ok(());
-    }
-    let publisher = publish::Publisher {
-        registry: &session.registry,
-        store: &session.store,
-        tmp: &session.blobs_dir,
-    };
-    // Every destination gets every blob before any tag moves.
-    for d in destinations {
-        publish::push_blobs(&publisher, d, image, s)
-            .await
-            .with_context(|| format!("pushing {d}"))?;
-    }
-    for d in destinations {
-        match publish::push_manifest(&publisher, d, s).await {
-            Ok(digest) => kiln::log_info!("pushed {d}@{digest}"),
-            Err(e) if out.ignore_immutable_tags && publish::is_immutable_tag_error(&e) => {
-                kiln::log_warn!(
-                    "{d}: the tag is immutable there and was not moved ({e}); --push-ignore-immutable-tag-errors counts the push as done"
-                )
-            }
-            Err(e) => return Err(e).with_context(|| format!("pushing {d}")),
-        }
-    }
-    Ok(())
-}
-
-/// [`publish_all`] for a multi-platform build: every platform's blobs and
-/// manifest to every destination, then the index under each tag.
-async fn publish_index(
-    out: &cli::Outputs,
-    session: &Session,
-    destinations: &[Reference],
-    images: &[PlatformImage],
-    index: &publish::index::SerializedIndex,
-) -> Result<()> {
-    if let Some(p) = &out.tar_path {
-        publish::index::write_oci_archive(&session.store, images, index, p, &session.blobs_dir)
-            .await?;
-        kiln::log_info!(
-            "wrote {} (an OCI layout archive: a docker-archive holds one platform)",
-            p.display()
-        );
-    }
-    if let Some(p) = &out.oci_layout_path {
-        publish::index::write_oci_layout(&session.store, images, index, p).await?;
-        kiln::log_info!("wrote OCI layout {}", p.display());
-    }
-    if !out.push {
-        return Ok(());
-    }
-    let publisher = publish::Publisher {
-        registry: &session.registry,
-        store: &session.store,
-        tmp: &session.blobs_dir,
-    };
-    for d in destinations {
-        publish::index::push_images(&publisher, d, images)
-            .await
-            .with_context(|| format!("pushing {d}"))?;
-    }
-    for d in destinations {
-        match publish::index::push_index(&publisher, d, index).await {
-            Ok(digest) => kiln::log_info!(
-                "pushed {d}@{digest} (an index of {} platforms)",
-                images.len()
-            ),
-            Err(e) if out.ignore_immutable_tags && publish::is_immutable_tag_error(&e) => {
-                kiln::log_warn!(
-                    "{d}: the tag is immutable there and was not moved ({e}); --push-ignore-immutable-tag-errors counts the push as done"
-                )
-            }
-            Err(e) => return Err(e).with_context(|| format!("pushing {d}")),
-        }
-    }
-    Ok(())
-}
-
-async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
-    let started = std::time::Instant::now();
+/// The log's format and level, as the flags ask (Kaniko's default: color on a
+/// terminal, text elsewhere), and a notice for a `--progress` Kiln reads its own way.
+fn configure_log(cli: &cli::Cli) {
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let format = match cli.log_format {
         _ if cli.json_log() => kiln::log::Format::Json,
@@ -275,6 +179,11 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         ),
         _ => {}
     }
+}
+
+async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
+    let started = std::time::Instant::now();
+    configure_log(&cli);
     let o = cli.validate()?;
     // A context fetched, or a Dockerfile on stdin, is read once: a user
     // namespace (for RUN) is entered before, whatever the Dockerfile says.
@@ -318,24 +227,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     }
     let (context, dockerfile, df) = match local {
         Some(l) => l,
-        None => {
-            let dir = o
-                .context
-                .fetch(
-                    &registry,
-                    &scratch.path().join("context"),
-                    &o.git,
-                    unix_now(),
-                )
-                .await?;
-            let (context, dockerfile) =
-                cli::locate(&dir, o.context_sub_path.as_deref(), &o.dockerfile)?;
-            let text = match &dockerfile {
-                Some(p) => read_dockerfile(p)?,
-                None => read_stdin_dockerfile()?,
-            };
-            (context, dockerfile, parse_dockerfile(&text)?)
-        }
+        None => fetch_context(&o, &registry, scratch.path()).await?,
     };
     if o.dry_run {
         return print_plan(&df, &o);
@@ -351,7 +243,6 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         registry,
         Cache::new(o.cache.clone(), wall_now),
         blobs_dir,
-        o.cache.dir.clone(),
         o.compression,
         if o.reproducible { 0 } else { wall_now },
     )
@@ -360,20 +251,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         1 => session,
         _ => session.shared_between_platforms(scratch.path()),
     };
-    let opts = BuildOptions {
-        build_args: o.build_args.clone(),
-        target: o.target.clone(),
-        labels: o.labels.clone(),
-        platform: o.platform.clone(),
-        explicit_platform: o.explicit_platform,
-        reproducible: o.reproducible,
-        scratch_dir: scratch.path().to_path_buf(),
-        secrets: o.secrets.clone(),
-        ignore_paths: o.ignore_paths.clone(),
-        single_snapshot: o.single_snapshot,
-        image_format: o.image_format,
-        multi_platform: false,
-    };
+    let opts = o.build_options(scratch.path());
     // The terminal view: bars and step timers below the log until the end.
     let view = kiln::progress::start(o.outputs.progress);
     let ctx = BuildContext::open(&context, dockerfile.as_deref())?;
@@ -392,7 +270,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         }
         let index = publish::index::serialize(&images)?;
         let (published, ()) = tokio::join!(
-            publish_index(&o.outputs, &session, &o.destinations, &images, &index),
+            outputs::publish_index(&o.outputs, &session, &o.destinations, &images, &index),
             session
                 .cache
                 .store_mounts(&session.registry, scratch.path(), o.compression)
@@ -405,7 +283,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         // Cache mounts are stored while the image is pushed; their failure
         // is a warning, never the build's.
         let (published, ()) = tokio::join!(
-            publish_all(&o.outputs, &session, &o.destinations, &image, &s),
+            outputs::publish_all(&o.outputs, &session, &o.destinations, &image, &s),
             session
                 .cache
                 .store_mounts(&session.registry, scratch.path(), o.compression)
@@ -419,32 +297,7 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
         .cache
         .flush(&session.registry, scratch.path(), pushed)
         .await;
-    if let Some(p) = &o.outputs.digest_file {
-        std::fs::write(p, digest.as_str()).with_context(|| format!("writing {}", p.display()))?;
-    }
-    // Under --no-push too, as Kaniko writes them: the digest is the manifest's
-    // (the index's for several platforms).
-    let digest = digest.as_str();
-    let files = [
-        (&o.outputs.image_name_with_digest_file, false),
-        (&o.outputs.image_name_tag_with_digest_file, true),
-    ];
-    for (file, with_tag) in files {
-        let Some(p) = file else { continue };
-        let lines: String = o
-            .destinations
-            .iter()
-            .map(|d| match (with_tag, &d.tag) {
-                (true, t) => format!(
-                    "{}:{}@{digest}\n",
-                    d.name(),
-                    t.as_deref().unwrap_or("latest")
-                ),
-                (false, _) => format!("{}@{digest}\n", d.name()),
-            })
-            .collect();
-        std::fs::write(p, lines).with_context(|| format!("writing {}", p.display()))?;
-    }
+    outputs::write_digest_files(&o.outputs, &o.destinations, &digest)?;
     let t = &session.registry.transfer;
     kiln::report::summary(
         started.elapsed(),
@@ -459,6 +312,25 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
     Ok(())
 }
 
+/// A fetched `--context` (or a Dockerfile on stdin): the context directory,
+/// the Dockerfile's path (none for stdin) and the Dockerfile.
+async fn fetch_context(
+    o: &cli::Options,
+    registry: &Registry,
+    scratch: &Path,
+) -> Result<(std::path::PathBuf, Option<std::path::PathBuf>, Dockerfile)> {
+    let dir = o
+        .context
+        .fetch(registry, &scratch.join("context"), &o.git, unix_now())
+        .await?;
+    let (context, dockerfile) = cli::locate(&dir, o.context_sub_path.as_deref(), &o.dockerfile)?;
+    let text = match &dockerfile {
+        Some(p) => read_dockerfile(p)?,
+        None => read_stdin_dockerfile()?,
+    };
+    Ok((context, dockerfile, parse_dockerfile(&text)?))
+}
+
 /// `--dryrun` (Kaniko's fork): prints what would be built, on stdout, and
 /// fetches, builds and pushes nothing.
 fn print_plan(df: &kiln::dockerfile::Dockerfile, o: &cli::Options) -> Result<()> {
@@ -471,68 +343,5 @@ fn print_plan(df: &kiln::dockerfile::Dockerfile, o: &cli::Options) -> Result<()>
         print!("{}", plan.describe(df));
     }
     kiln::log_info!("--dryrun: nothing was built or pushed");
-    Ok(())
-}
-
-/// `executor warmer`: downloads base layers and computes their file indexes into
-/// `--cache-dir`, so builds with that directory download no base layer.
-async fn warm(cli: cli::WarmerCli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
-    let platforms = cli::platforms(&cli.custom_platform)?;
-    // Each image for each platform: an index gives each its own layers.
-    let mut images: Vec<(String, kiln::image::spec::Platform)> = Vec::new();
-    for platform in &platforms {
-        let mut more = cli.images.clone();
-        if let Some(f) = &cli.dockerfile {
-            let text = read_dockerfile(f)?;
-            let df = parse_dockerfile(&text)?;
-            let args = cli::key_values("build-arg", &cli.build_args, true)?;
-            more.extend(kiln::plan::base_images(&df, &args, platform)?);
-        }
-        images.extend(more.into_iter().map(|i| (i, platform.clone())));
-    }
-    if images.is_empty() {
-        bail!("nothing to warm: pass --image or --dockerfile");
-    }
-    kiln::scratch::private_dir_all(&cli.cache_dir)
-        .with_context(|| format!("creating {}", cli.cache_dir.display()))?;
-    let scratch = kiln::scratch::Scratch::create(&cli.cache_dir, cleanup)?;
-    let mut opts = RegistryOptions {
-        insecure_pull: cli.insecure_pull,
-        insecure_registries: cli.insecure_registries.clone(),
-        skip_tls_verify_pull: cli.skip_tls_verify_pull,
-        retries: 3,
-        ..Default::default()
-    };
-    cli.registries.apply(&mut opts)?;
-    let registry = Registry::new(opts, Keychain::load()?)?;
-    let session = Session::new(
-        registry,
-        Cache::new(
-            CacheSettings {
-                dir: Some(cli.cache_dir.clone()),
-                ..Default::default()
-            },
-            0,
-        ),
-        scratch.path().to_path_buf(),
-        Some(cli.cache_dir.clone()),
-        kiln::layer::writer::Compression::Gzip(6),
-        0,
-    );
-    for (image, platform) in images {
-        let reference = Reference::parse(&image)?;
-        let remote =
-            kiln::image::remote::fetch(&session.registry, &reference, &platform, scratch.path())
-                .await?;
-        for layer in &remote.layers {
-            layer.compressed(&session.store).await?;
-            StageFs::entries(&session, layer).await?;
-        }
-        kiln::log_info!(
-            "warmed {reference} ({} layers) into {}",
-            remote.layers.len(),
-            cli.cache_dir.display()
-        );
-    }
     Ok(())
 }

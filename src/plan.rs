@@ -3,7 +3,7 @@
 //! --from` edges), and early refusal of what Kiln cannot build yet, before any
 //! image is fetched or any layer written.
 
-use crate::dockerfile::mount::{self, MountKind};
+use crate::dockerfile::mount::MountKind;
 use crate::dockerfile::shell::{self, Env, ShellError};
 use crate::dockerfile::{Dockerfile, Instruction, Location, Step};
 use crate::image::spec::Platform;
@@ -84,9 +84,7 @@ pub fn plan(
     for &i in &stages {
         for step in &df.stages[i].steps {
             let keyword = match &step.instruction {
-                Instruction::Run(r)
-                    if r.mounts.iter().any(|m| mount::kind_of(m) == MountKind::Ssh) =>
-                {
+                Instruction::Run(r) if r.mounts.iter().any(|m| m.kind() == MountKind::Ssh) => {
                     "RUN --mount=type=ssh".into()
                 }
                 _ => continue,
@@ -325,7 +323,7 @@ fn from_names(steps: &[Step]) -> Result<Vec<String>, PlanError> {
             Instruction::Copy(c) => names.extend(c.from.clone()),
             Instruction::Run(r) => {
                 for m in &r.mounts {
-                    let from = mount::from_of(m).map_err(|source| PlanError::Mount {
+                    let from = m.from().map_err(|source| PlanError::Mount {
                         line: s.at.line,
                         text: s.at.text.trim().to_string(),
                         source,

@@ -6,7 +6,7 @@
 use kiln::image::model::manifest_for;
 use kiln::image::spec::{Descriptor, ImageConfig, Manifest, MT_DOCKER_LAYER, MT_DOCKER_MANIFEST};
 use kiln::image::ManifestFormat;
-use kiln::image::Reference;
+use kiln::image::{Digest, Reference};
 use kiln::layer::writer::{EntryBody, EntryMeta, LayerWriter};
 use kiln::registry::auth::Keychain;
 use kiln::registry::{Registry, RegistryOptions};
@@ -566,6 +566,7 @@ pub fn pull_arch(reg: &TestRegistry, repo_tag: &str, arch: &str) -> Pulled {
         &format!("the oracle on {repo_tag} ({arch})"),
     );
     let img: OracleImage = serde_json::from_slice(&out.stdout).expect("oracle json");
+    validate_stored(reg, repo_tag, arch);
     let files = img
         .files
         .into_iter()
@@ -604,6 +605,54 @@ pub fn pull_arch(reg: &TestRegistry, repo_tag: &str, arch: &str) -> Pulled {
         manifest: serde_json::from_value(img.manifest).expect("manifest"),
         files,
         layers: img.layers,
+    }
+}
+
+/// Checks the image `repo_tag` names (`arch`'s where it is an index) with
+/// Kiln's own `image::validate`, beside the oracle, reading the bytes the
+/// registry stores (distribution's filesystem layout).
+pub fn validate_stored(reg: &TestRegistry, repo_tag: &str, arch: &str) {
+    let r = reg.reference(repo_tag);
+    let v2 = reg.storage.join("docker/registry/v2");
+    let blob = |d: &Digest| {
+        let hex = d.as_str().strip_prefix("sha256:").expect("sha256 digest");
+        v2.join("blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    };
+    let mut digest = match (&r.digest, &r.tag) {
+        (Some(d), _) => d.clone(),
+        (None, tag) => {
+            let link = v2
+                .join("repositories")
+                .join(&r.repository)
+                .join("_manifests/tags")
+                .join(tag.as_deref().unwrap_or("latest"))
+                .join("current/link");
+            let link = std::fs::read_to_string(&link).expect("tag link");
+            Digest::parse(link.trim()).expect("tag digest")
+        }
+    };
+    let mut manifest = std::fs::read(blob(&digest)).expect("manifest blob");
+    let index: serde_json::Value = serde_json::from_slice(&manifest).expect("manifest json");
+    if index.get("manifests").is_some() {
+        let index: kiln::image::spec::Index = serde_json::from_value(index).expect("index");
+        digest = index
+            .manifests
+            .into_iter()
+            .find(|m| m.platform.as_ref().is_some_and(|p| p.architecture == arch))
+            .expect("the index has the platform")
+            .digest;
+        manifest = std::fs::read(blob(&digest)).expect("manifest blob");
+    }
+    let m: Manifest = serde_json::from_slice(&manifest).expect("manifest");
+    let config = std::fs::read(blob(&m.config.digest)).expect("config blob");
+    let open = |d: &Digest| -> std::io::Result<Box<dyn std::io::Read>> {
+        Ok(Box::new(std::fs::File::open(blob(d))?))
+    };
+    if let Err(e) = kiln::image::validate::image(&manifest, &config, &open) {
+        panic!("{repo_tag} ({arch}) does not validate: {e}");
     }
 }
 

@@ -4,18 +4,25 @@
 //! identity; GOOGLE_APPLICATION_CREDENTIALS and the metadata server;
 //! AZURE_STORAGE_*), plus Kaniko's own `S3_ENDPOINT` and `S3_FORCE_PATH_STYLE`.
 
-use super::source::SourceError;
 use futures_util::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme};
 use std::path::Path;
 use tokio::io::AsyncWriteExt;
 
+/// A bucket download that failed, with the cause in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("--context {url}: {cause}")]
+pub struct BucketError {
+    url: String,
+    cause: String,
+}
+
 /// What Kaniko reads when a bucket names no object.
 const DEFAULT_OBJECT: &str = "context.tar.gz";
 
 /// Downloads the object `url` names into `dest`.
-pub(super) async fn download(url: &str, dest: &Path) -> Result<(), SourceError> {
-    let fail = |cause: String| SourceError::Bucket {
+pub(super) async fn download(url: &str, dest: &Path) -> Result<(), BucketError> {
+    let fail = |cause: String| BucketError {
         url: url.to_string(),
         cause,
     };

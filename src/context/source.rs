@@ -32,8 +32,8 @@ pub enum SourceError {
     Git(#[from] GitError),
     #[error("--context: {0}")]
     Task(String),
-    #[error("--context {url}: {cause}")]
-    Bucket { url: String, cause: String },
+    #[error(transparent)]
+    Bucket(#[from] super::bucket::BucketError),
     #[error("--context {context}: {what} is not a tar archive (plain, or compressed with gzip, bzip2, xz or zstd){}", content_type_note(.content_type))]
     NotTar {
         context: String,

@@ -3,15 +3,12 @@
 //! changes); `apply` is the one place a stage changes.
 
 use super::shared::Claimed;
-use super::stage::{PathKey, Planned};
 use super::{BuildError, Session, StageState};
 use crate::cache::key::CacheKey;
 use crate::image::spec::{History, ImageConfig};
 use crate::image::Layer;
-use std::collections::BTreeMap;
 
-/// The entries of a layer a step plans, by root-relative path.
-pub(crate) type Entries = BTreeMap<PathKey, Planned>;
+pub(crate) use crate::layer::entries::Entries;
 
 /// A step's layer: planned here, or taken from the cache.
 pub(super) enum NewLayer {

@@ -4,9 +4,10 @@
 //! the build); a stage that finds another stage's layers there clears it first.
 
 use super::effect::Entries;
-use super::stage::{PathKey, Planned, StageFs};
+use super::stage::StageFs;
 use super::{cpu, BuildError, Session};
 use crate::image::{Digest, Layer};
+use crate::layer::entries::{PathKey, Planned};
 use crate::layer::writer::{EntryBody, EntryMeta};
 use crate::rootfs::apply::ScratchRoot;
 use crate::rootfs::index::{FsIndex, NodeKind};

@@ -2,12 +2,48 @@
 //! needs an emulator, asked before anything is fetched), and how a build of
 //! several platforms names its log lines and directories.
 
-use super::{base_of, BuildError, BuildOptions};
+use super::FrontError;
+use super::{BuildError, BuildOptions};
+use crate::dockerfile::shell;
 use crate::dockerfile::shell::Env;
-use crate::dockerfile::{Dockerfile, Instruction};
+use crate::dockerfile::{Dockerfile, Instruction, Stage};
 use crate::emulation::{self, BINFMT_DIR};
+use crate::image::spec::Platform;
+use crate::image::Reference;
 use crate::plan::Plan;
 use std::path::Path;
+
+/// What a stage's FROM names, expanded with the global ARGs.
+pub(super) enum Base {
+    Stage(usize),
+    Scratch,
+    Image(Reference),
+}
+
+/// A stage's base and platform.
+pub(super) fn base_of(
+    df: &Dockerfile,
+    stage: &Stage,
+    global: &Env,
+    opts: &BuildOptions,
+) -> Result<(Base, Platform), BuildError> {
+    let image = shell::expand(&stage.image, df.escape, global)?;
+    let platform = match &stage.platform {
+        Some(p) => {
+            let p = shell::expand(p, df.escape, global)?;
+            Platform::parse(&p).ok_or_else(|| FrontError::Platform(p.clone()))?
+        }
+        None => opts.platform.clone(),
+    };
+    let base = if let Some(prev) = df.stage_named(&image, stage.index) {
+        Base::Stage(prev)
+    } else if image == "scratch" {
+        Base::Scratch
+    } else {
+        Base::Image(Reference::parse(&image)?)
+    };
+    Ok((base, platform))
+}
 
 /// Fails when a stage to build has a RUN for a platform this machine can run
 /// neither natively nor through binfmt_misc. With a layer cache the RUNs may

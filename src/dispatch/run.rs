@@ -2,7 +2,6 @@
 //! user and environment it runs with, and its layer: what it changed, read from
 //! the sandbox's upper dir.
 
-use super::effect::Entries;
 use super::live::LiveRoot;
 use super::mounts::HostMounts;
 use super::stage::StageFs;
@@ -11,6 +10,7 @@ use super::{BuildError, Session};
 use crate::dockerfile::shell::Env;
 use crate::dockerfile::{CommandLine, Run};
 use crate::image::spec::ImageConfig;
+use crate::layer::entries::{Entries, PathKey};
 use crate::rootfs::keep::Keep;
 use crate::sandbox::inplace::{self, Snapshot};
 use crate::sandbox::{self, RunSpec, StepDirs};
@@ -314,12 +314,12 @@ pub(super) async fn execute(
     }
     ran.map_err(|e| match e {
         sandbox::SandboxError::Exit(_) | sandbox::SandboxError::Signal(_) => {
-            BuildError::RunFailed {
+            BuildError::from(super::StepError::RunFailed {
                 command: p.argv.join(" "),
                 cause: e.to_string(),
-            }
+            })
         }
-        other => BuildError::Sandbox(other),
+        other => super::SessionError::Sandbox(other).into(),
     })?;
     crate::log_debug!("RUN took {:?}", started.elapsed());
     let index = fs.index(session).await?;
@@ -422,7 +422,7 @@ fn traced_owners(entries: &mut Entries, root: &Path, table: &Path) {
 fn made_devices(entries: &mut Entries, records: &Path) {
     use crate::layer::writer::EntryBody;
     for d in sandbox::devices::read_records(records) {
-        let Some(p) = entries.get_mut(&super::stage::PathKey(d.path.clone())) else {
+        let Some(p) = entries.get_mut(&PathKey(d.path.clone())) else {
             continue;
         };
         if matches!(p.body, EntryBody::File { size: 0, .. }) && p.meta.mode & 0o7777 == d.mode {
@@ -521,7 +521,7 @@ pub(super) fn drop_ignored(entries: &mut Entries, ignored: &[String]) {
 
 /// `/etc` made only to hold the sandbox's stubs is not part of the change.
 fn drop_stub_parents(entries: &mut Entries, index: &crate::rootfs::index::FsIndex) {
-    let key = super::stage::PathKey("etc".into());
+    let key = PathKey("etc".into());
     if index.get("etc").is_none()
         && entries.contains_key(&key)
         && !entries.keys().any(|k| k.0.starts_with("etc/"))
@@ -554,12 +554,14 @@ fn exec_user(
             home: "/root".into(),
         });
     }
-    users::exec_user(&spec, passwd.as_deref(), group.as_deref()).map_err(BuildError::Owner)
+    users::exec_user(&spec, passwd.as_deref(), group.as_deref())
+        .map_err(|e| super::StepError::Owner(e).into())
 }
 
 /// Where a RUN step keeps its overlay dirs: under the stage's scratch dir.
 pub(super) fn step_dirs(stage_dir: &Path, line: usize) -> Result<StepDirs, BuildError> {
-    sandbox::StepDirs::create(&stage_dir.join(format!("run-{line}"))).map_err(BuildError::Sandbox)
+    sandbox::StepDirs::create(&stage_dir.join(format!("run-{line}")))
+        .map_err(|e| super::SessionError::Sandbox(e).into())
 }
 
 #[cfg(test)]
@@ -569,7 +571,7 @@ mod tests {
 
     #[test]
     fn ignored_paths_leave_the_layer_whatever_names_them() {
-        use crate::dispatch::stage::{PathKey, Planned};
+        use crate::layer::entries::Planned;
         use crate::layer::writer::{EntryBody, EntryMeta};
         let entry = || Planned {
             meta: EntryMeta {

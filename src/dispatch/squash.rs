@@ -5,9 +5,10 @@
 //! an opaque marker clears the directory; a path removed and made again as a
 //! directory gets an opaque marker so the base's contents stay hidden.
 
-use super::stage::{PathKey, Planned, StageFs};
+use super::stage::StageFs;
 use super::{BuildError, Session};
 use crate::image::{Layer, ManifestFormat};
+use crate::layer::entries::{PathKey, Planned};
 use crate::layer::reader::{self, Entry, Kind, ReadError, Whiteout};
 use crate::layer::writer::{EntryBody, EntryMeta, LayerWriter};
 use std::collections::{BTreeMap, HashMap, HashSet};

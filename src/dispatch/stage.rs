@@ -3,20 +3,14 @@
 
 use super::{BuildError, Session};
 use crate::image::{Layer, LayerSource, ManifestFormat};
+use crate::layer::entries::{PathKey, Planned};
 use crate::layer::reader::{self, Entry, Kind, Whiteout};
-use crate::layer::writer::{EntryBody, EntryMeta, LayerWriter};
+use crate::layer::writer::{EntryBody, LayerWriter};
 use crate::rootfs::apply::ScratchRoot;
 use crate::rootfs::index::{layer_entries, FsIndex};
 use crate::sandbox::inplace::Snapshot;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-
-/// One entry a step adds, by root-relative path.
-#[derive(Debug, Clone)]
-pub(crate) struct Planned {
-    pub meta: EntryMeta,
-    pub body: EntryBody,
-}
 
 pub struct StageFs {
     pub layers: Vec<Layer>,
@@ -82,7 +76,7 @@ impl StageFs {
         let label = digest.to_string();
         let entries = tokio::task::spawn_blocking(move || layer_entries(&blob, &label))
             .await
-            .map_err(|source| BuildError::LayerTask {
+            .map_err(|source| super::StepError::LayerTask {
                 digest: digest.clone(),
                 source,
             })??;
@@ -374,23 +368,6 @@ fn planned_entry(path: &str, p: &Planned) -> Entry {
     }
 }
 
-/// A root-relative path ordered as a directory walk visits it: by components,
-/// so `a/b` sorts right after `a` and before `a-b`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PathKey(pub String);
-
-impl Ord for PathKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.split('/').cmp(other.0.split('/'))
-    }
-}
-
-impl PartialOrd for PathKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
 /// Keeps the root as unpacked so far as the tree at `path` (a clone made aside,
 /// then renamed into place, so a reader never sees half a tree). Failing only
 /// costs the next build an unpacking.
@@ -413,6 +390,7 @@ fn keep_tree(root: &std::path::Path, path: &std::path::Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layer::writer::EntryMeta;
 
     #[test]
     fn planned_entries_match_what_the_layer_holds() {

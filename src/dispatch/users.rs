@@ -1,6 +1,9 @@
 //! `--chown` and USER owners: numbers, or names looked up in the stage's
 //! `/etc/passwd` and `/etc/group`.
 
+use super::stage::StageFs;
+use super::{BuildError, Session};
+
 /// An owner as BuildKit's file op resolves it, with the names it did not find.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Owner {
@@ -152,6 +155,37 @@ pub(crate) fn exec_user(
         groups,
         home,
     })
+}
+
+/// Looks up `user[:group]` against the stage's passwd and group files when names
+/// are used. `what` names the step in the warning for a name that is missing.
+pub(super) async fn stage_owner(
+    session: &Session,
+    fs: &StageFs,
+    spec: &str,
+    what: &str,
+) -> Result<(u64, u64), BuildError> {
+    let numeric = spec.split(':').all(|p| p.parse::<u64>().is_ok());
+    let (passwd, group) = if numeric {
+        (None, None)
+    } else {
+        let p = fs.read_file(session, "/etc/passwd").await?;
+        let g = fs.read_file(session, "/etc/group").await?;
+        (
+            p.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            g.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        )
+    };
+    let o = parse_owner(spec, passwd.as_deref(), group.as_deref());
+    for name in &o.missing {
+        // BuildKit v0.21 builds on silently; a warning says why the owner is what it is.
+        crate::log_warn!(
+            "{what}: no {name} of the stage; the owner is {}:{}, as BuildKit v0.21 makes it",
+            o.uid,
+            o.gid
+        );
+    }
+    Ok((o.uid, o.gid))
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@
 pub(crate) mod checks;
 pub(crate) mod instruction;
 pub(crate) mod mount;
+mod parse;
 pub(crate) mod parser;
 pub(crate) mod shell;
 
 pub use instruction::{
-    parse_dockerfile, parse_triggers, CommandLine, Copy, Dockerfile, Instruction, InstructionError,
-    Location, Run, Stage, Step,
+    CommandLine, Copy, Dockerfile, Instruction, InstructionError, Location, Run, Stage, Step,
 };
+pub use parse::{parse_dockerfile, parse_triggers};

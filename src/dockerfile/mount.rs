@@ -2,7 +2,7 @@
 //! `key=value` fields (and the bare flags `ro`, `rw`, `required`), values
 //! expanded with the step's variables, checked with BuildKit's messages.
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum MountError {
     #[error("failed to parse csv mounts: {0}")]
     Csv(String),
@@ -105,33 +105,63 @@ fn fields(spec: &str) -> Result<Vec<String>, MountError> {
     }
 }
 
-/// The `from` of a spec as written, for planning before anything is expanded;
-/// a variable there is refused, as BuildKit refuses it.
-pub fn from_of(spec: &str) -> Result<Option<String>, MountError> {
-    let mut from = None;
-    for f in fields(spec)? {
-        if let Some((k, v)) = f.split_once('=') {
-            if k.eq_ignore_ascii_case("from") {
-                if v.contains('$') && v.len() > 1 {
-                    return Err(MountError::FromVariable);
-                }
-                from = Some(v.to_string());
-            }
-        }
-    }
-    Ok(from)
+/// One `RUN --mount` as the Dockerfile writes it, its CSV record read once when
+/// the Dockerfile is parsed. The plan reads its type and `from` as written; the
+/// step expands its values into a [`MountSpec`] ([`RunMount::expand`]). A record
+/// that does not read fails where it is used, as before it was read once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunMount {
+    /// The spec as written (the build checks look for variables in it).
+    pub text: String,
+    fields: Result<Vec<String>, MountError>,
 }
 
-/// The type of a spec as written (`bind` when none is given).
-pub fn kind_of(spec: &str) -> MountKind {
-    fields(spec)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|f| f.split_once('='))
-        .filter(|(k, _)| k.eq_ignore_ascii_case("type"))
-        .filter_map(|(_, v)| parse_kind(v))
-        .next_back()
-        .unwrap_or(MountKind::Bind)
+impl RunMount {
+    pub fn new(text: String) -> RunMount {
+        RunMount {
+            fields: fields(&text),
+            text,
+        }
+    }
+
+    /// The `from` as written, for planning before anything is expanded; a
+    /// variable there is refused, as BuildKit refuses it.
+    pub fn from(&self) -> Result<Option<String>, MountError> {
+        let mut from = None;
+        for f in self.fields.clone()? {
+            if let Some((k, v)) = f.split_once('=') {
+                if k.eq_ignore_ascii_case("from") {
+                    if v.contains('$') && v.len() > 1 {
+                        return Err(MountError::FromVariable);
+                    }
+                    from = Some(v.to_string());
+                }
+            }
+        }
+        Ok(from)
+    }
+
+    /// The type as written (`bind` when none is given).
+    pub fn kind(&self) -> MountKind {
+        self.fields
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|f| f.split_once('='))
+            .filter(|(k, _)| k.eq_ignore_ascii_case("type"))
+            .filter_map(|(_, v)| parse_kind(v))
+            .next_back()
+            .unwrap_or(MountKind::Bind)
+    }
+
+    /// The spec with its values expanded (`expand` gives each value's
+    /// expansion), checked with BuildKit's rules and messages.
+    pub fn expand(
+        &self,
+        expand: &mut dyn FnMut(&str) -> Result<String, String>,
+    ) -> Result<MountSpec, MountError> {
+        parse_fields(self.fields.clone()?, expand)
+    }
 }
 
 fn parse_kind(v: &str) -> Option<MountKind> {
@@ -190,9 +220,9 @@ fn ram_in_bytes(v: &str) -> Option<u64> {
     (n >= 0.0).then_some((n * mult as f64) as u64)
 }
 
-/// Parses one spec; `expand` gives each value's expansion.
-pub fn parse(
-    spec: &str,
+/// Reads one spec's fields; `expand` gives each value's expansion.
+fn parse_fields(
+    fields: Vec<String>,
     expand: &mut dyn FnMut(&str) -> Result<String, String>,
 ) -> Result<MountSpec, MountError> {
     let mut m = MountSpec {
@@ -211,7 +241,7 @@ pub fn parse(
         env: None,
     };
     let mut ro_auto = true;
-    for field in fields(spec)? {
+    for field in fields {
         let (key, value) = match field.split_once('=') {
             Some((k, v)) => (k.to_ascii_lowercase(), v.to_string()),
             None => {
@@ -337,7 +367,7 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> Result<MountSpec, MountError> {
-        parse(s, &mut |v| Ok(v.replace("$D", "/deps")))
+        RunMount::new(s.into()).expand(&mut |v| Ok(v.replace("$D", "/deps")))
     }
 
     #[test]
@@ -402,8 +432,9 @@ mod tests {
             "secret mount should not have a from"
         );
         assert!(e("target=/x,from=$STAGE").contains("variable expansion"));
-        assert_eq!(from_of("from=build,target=/x"), Ok(Some("build".into())));
-        assert_eq!(kind_of("type=ssh"), MountKind::Ssh);
-        assert_eq!(kind_of("target=/x"), MountKind::Bind);
+        let m = |s: &str| RunMount::new(s.into());
+        assert_eq!(m("from=build,target=/x").from(), Ok(Some("build".into())));
+        assert_eq!(m("type=ssh").kind(), MountKind::Ssh);
+        assert_eq!(m("target=/x").kind(), MountKind::Bind);
     }
 }

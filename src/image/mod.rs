@@ -1,16 +1,14 @@
-//! The image model: digests, references, manifest/index/config types, lazy remote
-//! images, one `Image` value with one serializer, and the blob store layers open
-//! their bytes through.
+//! The image vocabulary, at the bottom of the crate: digests, references,
+//! manifest/index/config types, one `Image` value with one serializer, and the
+//! `validate` check of a stored image. It imports nothing else of Kiln's;
+//! where images come from is `source`.
 
 pub(crate) mod digest;
 pub mod model;
 pub(crate) mod reference;
-pub mod remote;
 pub mod spec;
-pub(crate) mod store;
+pub mod validate;
 
 pub use digest::Digest;
-pub use model::{Image, Serialized};
+pub use model::{Image, Layer, LayerSource, ManifestFormat, Serialized};
 pub use reference::Reference;
-pub use remote::{Layer, LayerSource, ManifestFormat, RemoteImage};
-pub use store::{BlobStore, StoreError};

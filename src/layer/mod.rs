@@ -1,6 +1,8 @@
-//! Layers as streams: `writer` makes one (tar → gzip → file, hashing both streams in
-//! one pass), `reader` iterates the entries of one with whiteouts recognised.
+//! Layers as streams: `entries` are a layer's entries before they are written,
+//! `writer` makes one (tar → gzip → file, hashing both streams in one pass),
+//! `reader` iterates the entries of one with whiteouts recognised.
 
+pub(crate) mod entries;
 pub(crate) mod gzip;
 pub(crate) mod reader;
 mod sparse;

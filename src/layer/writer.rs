@@ -461,11 +461,12 @@ mod tests {
             ]
         );
         // Kiln's own reader gives them back as the same kinds.
-        let kinds: Vec<_> = crate::rootfs::index::layer_entries(&l.path, "t")
-            .unwrap()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect();
+        let mut kinds = Vec::new();
+        crate::layer::reader::for_each_entry(&l.path, "t", |e, _| {
+            kinds.push(e.kind);
+            Ok(())
+        })
+        .unwrap();
         use crate::layer::reader::Kind;
         assert_eq!(
             kinds,

@@ -4,7 +4,8 @@
 
 use super::{io, put_layout_blob, put_layout_blobs, write_layout_index, PublishError, Publisher};
 use crate::image::spec::{Descriptor, Index, Platform, MT_OCI_INDEX};
-use crate::image::{BlobStore, Digest, Image, Reference, Serialized};
+use crate::image::{Digest, Image, Reference, Serialized};
+use crate::source::BlobStore;
 use std::path::Path;
 
 /// One platform's image, serialized.

@@ -2,10 +2,9 @@
 //! or cross-mounted, manifest last), to a docker-archive tarball, to an OCI layout.
 
 use crate::image::spec::is_foreign;
-use crate::image::{
-    BlobStore, Digest, Image, Layer, LayerSource, Reference, Serialized, StoreError,
-};
+use crate::image::{Digest, Image, Layer, LayerSource, Reference, Serialized};
 use crate::registry::{Access, Registry, RegistryError};
+use crate::source::{BlobStore, StoreError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

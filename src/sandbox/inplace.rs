@@ -11,7 +11,7 @@
 
 use super::trace::touched::Record;
 use super::upper::{self, UpperError};
-use crate::dispatch::stage::{PathKey, Planned};
+use crate::layer::entries::{PathKey, Planned};
 use crate::layer::writer::EntryBody;
 use crate::rootfs::index::{FsIndex, Node, NodeKind};
 use crate::rootfs::join_rel;

@@ -379,7 +379,7 @@ pub(crate) fn path_candidates(name: &str, env: &[String]) -> Vec<String> {
     }
     env.iter()
         .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(crate::dispatch::DEFAULT_PATH)
+        .unwrap_or(crate::image::spec::DEFAULT_PATH)
         .split(':')
         .map(|dir| format!("{}/{name}", if dir.is_empty() { "." } else { dir }))
         .collect()

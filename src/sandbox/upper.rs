@@ -5,7 +5,7 @@
 //! hides; a copy-up that still matches the lower entry is left out, but every
 //! parent of a change is in; overlay's own xattrs never reach the layer.
 
-use crate::dispatch::stage::{PathKey, Planned};
+use crate::layer::entries::{PathKey, Planned};
 use crate::layer::writer::{EntryBody, EntryMeta};
 use crate::rootfs::index::{FsIndex, NodeKind};
 use crate::rootfs::meta::get_xattr;

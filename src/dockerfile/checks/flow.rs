@@ -6,11 +6,8 @@
 use super::{suggest, warning, Rule, Warning};
 use crate::dockerfile::shell::{self, Env, Matches};
 use crate::dockerfile::{CommandLine, Dockerfile, Instruction, Stage};
-use crate::image::spec::Platform;
+use crate::image::spec::{Platform, DEFAULT_PATH};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-
-/// BuildKit's default PATH for Linux, which every stage's state has.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Build args that never become variables (BuildKit's `nonEnvArgs`).
 const NON_ENV_ARGS: [&str; 2] = ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
@@ -377,7 +374,7 @@ fn steps(
             }
             Instruction::Run(r) => {
                 for m in &r.mounts {
-                    expand(&vars, m, out);
+                    expand(&vars, &m.text, out);
                 }
             }
             Instruction::User(w) | Instruction::StopSignal(w) => {

@@ -1,13 +1,13 @@
 //! Lazy remote images: a base is its manifest, config and layer descriptors;
 //! layer bytes are fetched only when a step needs them.
 
-use super::reference::Reference;
-use super::spec::{
+use crate::image::model::{Layer, LayerSource, ManifestFormat};
+use crate::image::reference::Reference;
+use crate::image::spec::{
     is_index, is_layer, is_schema1, Descriptor, ImageConfig, Index, Manifest, Platform,
 };
-use super::Digest;
+use crate::image::Digest;
 use crate::registry::{Registry, RegistryError, MAX_CONFIG_BYTES};
-use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -32,60 +32,6 @@ pub enum RemoteError {
 }
 
 const MAX_INDEX_DEPTH: usize = 4;
-
-/// Where a layer's bytes are.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LayerSource {
-    /// In a registry repository (registry and repository of the reference).
-    Remote(Reference),
-    /// A blob file this build wrote or downloaded.
-    Local(PathBuf),
-}
-
-/// A layer: descriptor and diff_id known, bytes opened on demand.
-#[derive(Debug, Clone)]
-pub struct Layer {
-    pub descriptor: Descriptor,
-    pub diff_id: Digest,
-    pub source: LayerSource,
-}
-
-/// Whether a manifest uses Docker's or OCI's media types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ManifestFormat {
-    Docker,
-    Oci,
-}
-
-/// OCI's name for a layer media type (Docker's gzip and foreign layers have
-/// OCI twins; others are OCI's already).
-pub(crate) fn oci_layer_type(media_type: &str) -> &str {
-    match media_type {
-        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-        }
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
-            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-        }
-        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
-        other => other,
-    }
-}
-
-/// Docker's name for a layer media type, the inverse of [`oci_layer_type`]
-/// (OCI's zstd layers have no Docker twin and keep their type).
-pub(crate) fn docker_layer_type(media_type: &str) -> &str {
-    match media_type {
-        "application/vnd.oci.image.layer.v1.tar+gzip" => {
-            "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        }
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => {
-            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-        }
-        "application/vnd.oci.image.layer.v1.tar" => "application/vnd.docker.image.rootfs.diff.tar",
-        other => other,
-    }
-}
 
 /// A base image as fetched: config and layers, nothing downloaded yet.
 #[derive(Debug, Clone)]

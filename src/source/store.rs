@@ -3,9 +3,9 @@
 //! (compressed or not), the way go-containerregistry's `Layer` does, so dispatch,
 //! publish and the warmer share one way in and no module reaches into another.
 
-use super::remote::{Layer, LayerSource};
-use super::spec::is_foreign;
-use super::Digest;
+use crate::image::model::{Layer, LayerSource};
+use crate::image::spec::is_foreign;
+use crate::image::Digest;
 use crate::registry::{Registry, RegistryError};
 use std::collections::HashMap;
 use std::io::Read;

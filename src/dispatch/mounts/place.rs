@@ -1,422 +1,30 @@
-//! `RUN --mount`: what each mount shows the command, made on the host before the
-//! step runs. Binds read the context (as `.dockerignore` leaves it), a stage or
-//! an image; caches live in `--cache-dir/mounts` (or scratch) behind file locks;
-//! secrets are files of their own, removed with the step; tmpfs is the kernel's.
-//! With namespaces the helper mounts them (`sandbox::child`) and the mount
-//! points it had to make are taken out of the step's change; in place, where
-//! nothing can be mounted, their contents are put at the targets and taken away
-//! again before the change is read. Nothing of a mount reaches a layer.
+//! Placing a RUN's mounts: for the sandbox, as the mounts its helper makes
+//! (targets resolved inside the stage's root, writable binds as an overlay, the
+//! mount points it must make listed so they leave the change again); in place,
+//! each mount's contents put at its target and every move undone afterwards.
 
-use super::meta::CopyFrom;
-use super::stage::StageFs;
-use super::{cpu, BuildError, BuildOptions, Session, StageState};
-use crate::context::BuildContext;
-use crate::dockerfile::mount::{self, MountKind, MountSpec, Sharing};
-use crate::dockerfile::shell::{self, Env};
-use crate::dockerfile::{Dockerfile, Run};
-use crate::rootfs::copy::copy_tree;
-use crate::rootfs::keep::Keep;
-use crate::sandbox::{Mount, MountWhat};
-use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-/// A `--secret`'s value, read once when the build starts (a RUN in the
-/// container's own root could remove its file before a later step uses it).
-/// Its `Debug` never shows the value.
-#[derive(Clone, PartialEq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    pub fn new(value: Vec<u8>) -> Secret {
-        Secret(value)
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Secret({} bytes)", self.0.len())
-    }
-}
-
-/// A RUN's mounts, expanded, with what each `from` names.
-pub(super) struct RunMounts {
-    mounts: Vec<(MountSpec, Origin)>,
-}
-
-enum Origin {
-    Context,
-    /// A cache with no `from`, a secret, a tmpfs.
-    Nothing,
-    From(CopyFrom),
-}
-
-/// Expands and checks a RUN's `--mount`s and finds what their `from`s name.
-/// Relative targets are under the working directory; a cache's id is its
-/// target unless given; a secret's id is its `source` or its target's name,
-/// and its file is `/run/secrets/<id>` unless it has a target or only an `env`.
-pub(super) async fn prepare(
-    session: &Session,
-    df: &Dockerfile,
-    r: &Run,
-    env: &Env,
-    workdir: &str,
-    stage_index: usize,
-    opts: &BuildOptions,
-) -> Result<RunMounts, BuildError> {
-    let mut out = Vec::new();
-    for text in &r.mounts {
-        let mut expand = |v: &str| shell::expand(v, df.escape, env).map_err(|e| e.to_string());
-        let mut m = mount::parse(text, &mut expand)?;
-        if let Some(t) = &m.target {
-            let abs = super::meta::absolute(t, Some(workdir));
-            if abs == "/" && m.kind != MountKind::Secret {
-                return Err(mount::MountError::Target(abs).into());
-            }
-            m.target = Some(abs);
-        }
-        match m.kind {
-            MountKind::Cache if m.id.is_none() => m.id = m.target.clone(),
-            MountKind::Secret => {
-                let id = m.id.take().or(m.source.take()).or_else(|| {
-                    m.target
-                        .as_deref()
-                        .and_then(|t| t.rsplit('/').next())
-                        .map(str::to_string)
-                });
-                if m.target.is_none() && m.env.is_none() {
-                    m.target = id.as_ref().map(|id| format!("/run/secrets/{id}"));
-                }
-                m.id = id;
-            }
-            _ => {}
-        }
-        let origin = match (&m.kind, &m.from) {
-            (MountKind::Bind | MountKind::Cache, Some(name)) => Origin::From(
-                super::meta::resolve_from(session, df, name.clone(), stage_index, opts).await?,
-            ),
-            (MountKind::Bind, None) => Origin::Context,
-            _ => Origin::Nothing,
-        };
-        out.push((m, origin));
-    }
-    Ok(RunMounts { mounts: out })
-}
-
-impl RunMounts {
-    /// What the cache key needs beyond the instruction's text: the content a
-    /// context bind shows, the state a stage or image bind shows. Never a
-    /// secret's value, nor a cache's contents (BuildKit's rule).
-    pub(super) fn key_inputs(
-        &self,
-        ctx: &BuildContext,
-        built: &HashMap<usize, Arc<StageState>>,
-    ) -> Result<Vec<(&'static str, String)>, BuildError> {
-        let mut v = Vec::new();
-        for (m, origin) in &self.mounts {
-            let source = rooted(m.source.as_deref().unwrap_or("/"));
-            match origin {
-                Origin::Context => {
-                    let tree = context_tree(ctx);
-                    let digest =
-                        cpu(|| super::copy::digest_sources(std::slice::from_ref(&source), &tree))?;
-                    v.push(("mount-context", format!("{source} {digest}")));
-                }
-                Origin::From(CopyFrom::Stage(j, _)) => {
-                    let key = built.get(j).map(|s| s.key.clone()).unwrap_or_default();
-                    v.push(("mount-stage", format!("{source} {key}")));
-                }
-                Origin::From(CopyFrom::Image(img)) => {
-                    v.push(("mount-image", format!("{source} {}", img.manifest_digest)));
-                }
-                Origin::From(CopyFrom::Context) | Origin::Nothing => {}
-            }
-        }
-        Ok(v)
-    }
-
-    /// Makes every mount's host side: stage and image roots unpacked, the
-    /// context filtered, caches locked, secrets written into `dir` (the step's
-    /// own, removed with it).
-    pub(super) async fn host(
-        &self,
-        session: &Session,
-        ctx: &BuildContext,
-        built: &HashMap<usize, Arc<StageState>>,
-        opts: &BuildOptions,
-        dir: &Path,
-    ) -> Result<HostMounts, BuildError> {
-        let mut h = HostMounts::default();
-        // Caches are locked in one order (by id) in every step, so two steps
-        // locking the same two caches cannot wait for each other.
-        let mut order: Vec<usize> = (0..self.mounts.len()).collect();
-        order.sort_by_key(|&i| {
-            let m = &self.mounts[i].0;
-            (m.kind != MountKind::Cache, m.id.clone())
-        });
-        let mut held: HashMap<PathBuf, PathBuf> = HashMap::new();
-        for i in order {
-            let (m, origin) = &self.mounts[i];
-            let own = dir.join(format!("mount-{i}"));
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&own)
-                .map_err(|e| BuildError::io(format!("creating {}", own.display()), e))?;
-            let target = m.target.clone().unwrap_or_default();
-            let source = rooted(m.source.as_deref().unwrap_or("/"));
-            match m.kind {
-                MountKind::Bind => {
-                    let path = h
-                        .source_path(session, ctx, built, origin, &source, &own)
-                        .await?;
-                    h.items.push(Item {
-                        target,
-                        what: Content::Bind {
-                            path,
-                            readonly: m.readonly,
-                        },
-                        own,
-                    });
-                }
-                MountKind::Cache => {
-                    let seed = match origin {
-                        Origin::Nothing => None,
-                        _ => Some(
-                            h.source_path(session, ctx, built, origin, &source, &own)
-                                .await?,
-                        ),
-                    };
-                    let dir = cache_dir(session, m, origin);
-                    if let Some(store) = &session.cache.mounts {
-                        let make = |p: &Path| new_cache_root(p, m);
-                        store
-                            .prepare(&session.registry, &dir, &make, &opts.scratch_dir)
-                            .await;
-                    }
-                    let path = match held.get(&dir) {
-                        // The same cache twice in one step: one lock.
-                        Some(path) => path.clone(),
-                        None => {
-                            let (path, lock) = cpu(|| cache_instance(&dir, m, seed.as_deref()))?;
-                            h.locks.push(lock);
-                            held.insert(dir, path.clone());
-                            path
-                        }
-                    };
-                    h.items.push(Item {
-                        target,
-                        what: Content::Cache {
-                            path,
-                            readonly: m.readonly,
-                        },
-                        own,
-                    });
-                }
-                MountKind::Tmpfs => h.items.push(Item {
-                    target,
-                    what: Content::Tmpfs { size: m.size },
-                    own,
-                }),
-                MountKind::Secret => {
-                    let id = m.id.clone().unwrap_or_default();
-                    let Some(Secret(value)) = opts.secrets.get(&id) else {
-                        if m.required {
-                            return Err(BuildError::SecretNotFound(id));
-                        }
-                        continue;
-                    };
-                    if let Some(var) = &m.env {
-                        h.env
-                            .push((var.clone(), String::from_utf8_lossy(value).into_owned()));
-                    }
-                    if m.target.is_some() {
-                        let file = own.join("secret");
-                        write_secret(&file, value)?;
-                        h.items.push(Item {
-                            target,
-                            what: Content::Secret {
-                                path: file,
-                                mode: m.mode.unwrap_or(0o400),
-                                uid: m.uid.unwrap_or(0),
-                                gid: m.gid.unwrap_or(0),
-                            },
-                            own,
-                        });
-                    }
-                }
-                MountKind::Ssh => {
-                    return Err(BuildError::Owner(
-                        "RUN --mount=type=ssh is not supported by Kiln".into(),
-                    ))
-                }
-            }
-        }
-        // Parents first, for the helper and for placing in place.
-        h.items
-            .sort_by_key(|i| i.target.split('/').filter(|c| !c.is_empty()).count());
-        Ok(h)
-    }
-}
-
-/// A mount's source as BuildKit names it: absolute and clean.
-fn rooted(source: &str) -> String {
-    format!("/{}", crate::pathname::clean_rooted(source))
-}
-
-fn context_tree(ctx: &BuildContext) -> super::copy::SourceTree<'_> {
-    super::copy::SourceTree {
-        context: Some(ctx),
-        literal: true,
-        ..super::copy::SourceTree::plain(ctx.root(), "build context".into())
-    }
-}
-
-/// A secret's host copy: the executor's own, 0400, in the mount's 0700
-/// directory, whatever `mode=` says (the sandbox applies `mode=`, `uid=` and
-/// `gid=` to a copy only the step sees).
-fn write_secret(file: &Path, value: &[u8]) -> Result<(), BuildError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |e| BuildError::io("writing a secret's file", e);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o400)
-        .open(file)
-        .map_err(err)?;
-    f.write_all(value).map_err(err)
-}
-
-/// Where a cache's instances live: caches differ by id and by what a new one
-/// starts from (BuildKit keys a cache by its id and its base).
-fn cache_dir(session: &Session, m: &MountSpec, origin: &Origin) -> PathBuf {
-    let base = match origin {
-        Origin::Nothing => String::new(),
-        Origin::From(CopyFrom::Stage(_, name)) => format!("stage {name}"),
-        Origin::From(CopyFrom::Image(img)) => img.manifest_digest.to_string(),
-        _ => "context".into(),
-    };
-    let name = crate::image::Digest::sha256_of(
-        format!(
-            "{}\0{base}\0{}\0{:?}\0{:?}\0{:?}",
-            m.id.as_deref().unwrap_or(""),
-            m.source.as_deref().unwrap_or(""),
-            m.mode,
-            m.uid,
-            m.gid
-        )
-        .as_bytes(),
-    );
-    session.cache_mounts.join(&name.file_name()[..32])
-}
-
-/// A cache's directory for this step, with the lock that keeps it: `shared`
-/// takes instance 0 with a shared lock, `locked` with an exclusive one (and
-/// waits), `private` the first instance no one else holds. A new instance is
-/// made under `init.lock`, in a temporary name renamed into place, so builds
-/// sharing `--cache-dir` never see one half made.
-fn cache_instance(
-    dir: &Path,
-    m: &MountSpec,
-    seed: Option<&Path>,
-) -> Result<(PathBuf, File), BuildError> {
-    let err = |what: String| move |e| BuildError::io(what, e);
-    // `mounts` and each cache's directory are 0700: an instance keeps BuildKit's
-    // mode for RUN, and what RUN left in it (a setuid binary) must stay out of
-    // other users' reach.
-    crate::scratch::private_dir_all(dir).map_err(err(format!("creating {}", dir.display())))?;
-    let open_lock = |name: &str| {
-        let p = dir.join(name);
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(err(format!("opening {}", p.display())))
-    };
-    let (n, lock) = match m.sharing.unwrap_or_default() {
-        Sharing::Shared => {
-            let f = open_lock("0.lock")?;
-            f.lock_shared().map_err(err("locking a cache".into()))?;
-            (0, f)
-        }
-        Sharing::Locked => {
-            let f = open_lock("0.lock")?;
-            f.lock().map_err(err("locking a cache".into()))?;
-            (0, f)
-        }
-        Sharing::Private => {
-            let mut n = 0;
-            loop {
-                let f = open_lock(&format!("{n}.lock"))?;
-                if f.try_lock().is_ok() {
-                    break (n, f);
-                }
-                n += 1;
-            }
-        }
-    };
-    let path = dir.join(n.to_string());
-    let init = open_lock("init.lock")?;
-    init.lock().map_err(err("locking a cache".into()))?;
-    if !path.is_dir() {
-        let tmp = dir.join(format!("new-{n}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        match seed {
-            Some(src) if src.is_dir() => copy_tree(src, &tmp),
-            Some(src) => std::fs::create_dir(&tmp)
-                .and_then(|()| copy_tree(src, &tmp.join(src.file_name().unwrap_or_default()))),
-            None => new_cache_root(&tmp, m),
-        }
-        .map_err(err(format!("making the cache {}", path.display())))?;
-        std::fs::rename(&tmp, &path).map_err(err(format!("making {}", path.display())))?;
-    }
-    drop(init);
-    Ok((path, lock))
-}
-
-/// An empty cache's directory: the mount's owner and mode (BuildKit's 0755
-/// by default).
-fn new_cache_root(path: &Path, m: &MountSpec) -> std::io::Result<()> {
-    std::fs::create_dir(path)?;
-    match std::os::unix::fs::chown(path, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0))) {
-        // Not root (the traced rung): the executor's own uid is what the
-        // step is shown as root.
-        Err(e)
-            if e.kind() == std::io::ErrorKind::PermissionDenied
-                && !nix::unistd::geteuid().is_root() => {}
-        r => r?,
-    }
-    std::fs::set_permissions(
-        path,
-        std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
-    )
-}
-
+use super::*;
 /// A RUN's mounts on the host side, held until the step ends.
 #[derive(Default)]
-pub(super) struct HostMounts {
-    items: Vec<Item>,
+pub(in crate::dispatch) struct HostMounts {
+    pub(super) items: Vec<Item>,
     /// `RUN --mount=type=secret,env=…`: variables the command gets.
     pub env: Vec<(String, String)>,
     /// Cache locks, released when the step ends.
-    locks: Vec<File>,
+    pub(super) locks: Vec<File>,
     /// Stage and image roots unpacked for binds.
-    roots: Vec<StageFs>,
+    pub(super) roots: Vec<StageFs>,
 }
 
-struct Item {
+pub(super) struct Item {
     /// Absolute in the image, as written (links not resolved yet).
-    target: String,
-    what: Content,
+    pub(super) target: String,
+    pub(super) what: Content,
     /// A scratch directory of this mount's own.
-    own: PathBuf,
+    pub(super) own: PathBuf,
 }
 
-enum Content {
+pub(super) enum Content {
     Bind {
         path: PathBuf,
         readonly: bool,
@@ -439,15 +47,15 @@ enum Content {
 
 impl HostMounts {
     /// The host path that `source` of `origin` names, resolved inside it.
-    async fn source_path(
+    pub(super) async fn source_path(
         &mut self,
-        session: &Session,
-        ctx: &BuildContext,
+        b: &crate::dispatch::Build<'_>,
         built: &HashMap<usize, Arc<StageState>>,
         origin: &Origin,
         source: &str,
         own: &Path,
     ) -> Result<PathBuf, BuildError> {
+        let (session, ctx) = (b.session, b.ctx);
         let (root, label) = match origin {
             Origin::Context => {
                 if !ctx.has_rules() {
@@ -456,14 +64,14 @@ impl HostMounts {
                     // Only what .dockerignore lets through, as BuildKit sends it.
                     let view = own.join("context");
                     let tree = context_tree(ctx);
-                    cpu(|| super::copy::materialize(source, &tree, &view))?;
+                    cpu(|| crate::dispatch::sources::materialize(source, &tree, &view))?;
                     return Ok(view);
                 }
             }
             Origin::From(CopyFrom::Stage(j, name)) => {
                 let st = built
                     .get(j)
-                    .ok_or_else(|| BuildError::StageNotBuilt(name.clone()))?;
+                    .ok_or_else(|| StepError::StageNotBuilt(name.clone()))?;
                 let root = st.fs.rootfs(session).await?;
                 (root.path().to_path_buf(), format!("stage {name}"))
             }
@@ -474,16 +82,17 @@ impl HostMounts {
                 (root, format!("image {}", img.reference))
             }
             Origin::From(CopyFrom::Context) | Origin::Nothing => {
-                return Err(BuildError::NotReady);
+                return Err(StepError::NotReady.into());
             }
         };
         let rel = crate::rootfs::resolve_on_disk(&root, source, true)?;
         let host = root.join(crate::pathname::to_path(&rel));
         if std::fs::symlink_metadata(&host).is_err() {
-            return Err(BuildError::SourceNotFound {
+            return Err(StepError::SourceNotFound {
                 path: source.to_string(),
                 label,
-            });
+            }
+            .into());
         }
         Ok(host)
     }
@@ -491,7 +100,7 @@ impl HostMounts {
     /// The mounts for the sandbox helper over `lower` (the stage's root): each
     /// target resolved inside it, and the mount points it lacks, which the
     /// helper makes and [`remove_stubs`] takes out of the change again.
-    pub(super) fn for_sandbox(
+    pub(in crate::dispatch) fn for_sandbox(
         &self,
         lower: &Path,
     ) -> Result<(Vec<Mount>, Vec<String>), BuildError> {
@@ -576,7 +185,11 @@ impl HostMounts {
 
     /// In place (no mounts possible): puts each mount's contents at its target
     /// in `/`, moving what stands there aside; [`Placed::undo`] reverses it all.
-    pub(super) fn place(&self, root: &Path, keep: &Keep) -> Result<Placed, BuildError> {
+    pub(in crate::dispatch) fn place(
+        &self,
+        root: &Path,
+        keep: &Keep,
+    ) -> Result<Placed, BuildError> {
         let mut placed = Placed::default();
         let result = self.place_all(root, keep, &mut placed);
         if let Err(e) = result {
@@ -591,7 +204,7 @@ impl HostMounts {
             let rel = crate::rootfs::resolve_on_disk(root, &item.target, true)?;
             // The executor's own paths and the container's mounts stay as they are.
             if keep.is_kept(&rel) || keep.holds_kept(&rel) {
-                return Err(BuildError::MountKept(format!("/{rel}")));
+                return Err(StepError::MountKept(format!("/{rel}")).into());
             }
             let at = root.join(crate::pathname::to_path(&rel));
             let err = |e| BuildError::io(format!("placing a mount at {}", at.display()), e);
@@ -680,7 +293,7 @@ fn missing(root: &Path, rel: &str) -> Vec<String> {
 
 /// Takes the mount points the helper made out of the step's upper dir, deepest
 /// first, where they are still empty (BuildKit removes its mount stubs too).
-pub(super) fn remove_stubs(upper: &Path, stubs: &[String]) {
+pub(in crate::dispatch) fn remove_stubs(upper: &Path, stubs: &[String]) {
     for s in stubs.iter().rev() {
         let p = upper.join(crate::pathname::to_path(s));
         match std::fs::symlink_metadata(&p) {
@@ -698,7 +311,7 @@ pub(super) fn remove_stubs(upper: &Path, stubs: &[String]) {
 /// What placing mounts in place changed in `/`, in order, to be undone
 /// backwards before the command's change is read.
 #[derive(Default)]
-pub(super) struct Placed(Vec<Undo>);
+pub(in crate::dispatch) struct Placed(Vec<Undo>);
 
 enum Undo {
     /// A directory made for a mount point.
@@ -717,7 +330,7 @@ impl Placed {
     /// Removes the mounts' contents, returns caches, puts back what stood at
     /// the targets, removes the mount points made. Best effort: a failure is
     /// logged, as the step's change is read next either way.
-    pub(super) fn undo(self) {
+    pub(in crate::dispatch) fn undo(self) {
         for u in self.0.into_iter().rev() {
             let (what, at, r) = match &u {
                 Undo::Stub(p) => ("removing", p, std::fs::remove_dir(p)),
@@ -753,6 +366,7 @@ fn remove_any(p: &Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::*;
     use super::*;
 
     #[test]
@@ -845,7 +459,7 @@ mod tests {
         // Nothing goes where the container keeps its own paths.
         assert!(matches!(
             h.place(&root, &Keep::new(vec!["etc".into()])),
-            Err(BuildError::MountKept(p)) if p == "/etc/conf"
+            Err(BuildError::Step(StepError::MountKept(p))) if p == "/etc/conf"
         ));
         assert_eq!(std::fs::read(root.join("etc/conf")).unwrap(), b"image's");
         let placed = h.place(&root, &Keep::new(vec!["proc".into()])).unwrap();

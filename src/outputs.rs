@@ -1,0 +1,149 @@
+//! What a build writes once it has its image: a tarball and an OCI layout if
+//! asked, every destination (all blobs first, manifests last), the digest files.
+
+use crate::cli;
+use anyhow::{Context, Result};
+use kiln::dispatch::Session;
+use kiln::image::{Digest, Reference};
+use kiln::publish;
+use kiln::publish::index::PlatformImage;
+
+/// Tarball and OCI layout if asked, then every destination: all blobs first,
+/// manifests last.
+pub(crate) async fn publish_all(
+    out: &cli::Outputs,
+    session: &Session,
+    destinations: &[Reference],
+    image: &kiln::image::Image,
+    s: &kiln::image::Serialized,
+) -> Result<()> {
+    if let Some(p) = &out.tar_path {
+        let tags: Vec<String> = destinations.iter().map(|d| d.to_string()).collect();
+        publish::write_tarball(&session.store, image, s, &tags, p).await?;
+        kiln::log_info!("wrote {}", p.display());
+    }
+    if let Some(p) = &out.oci_layout_path {
+        publish::write_oci_layout(&session.store, image, s, p).await?;
+        kiln::log_info!("wrote OCI layout {}", p.display());
+    }
+    if !out.push {
+        return Ok(());
+    }
+    let publisher = publisher(session);
+    // Every destination gets every blob before any tag moves.
+    for d in destinations {
+        publish::push_blobs(&publisher, d, image, s)
+            .await
+            .with_context(|| format!("pushing {d}"))?;
+    }
+    for d in destinations {
+        let pushed = publish::push_manifest(&publisher, d, s).await;
+        tag_moved(out, d, pushed, "")?;
+    }
+    Ok(())
+}
+
+/// The session's registry client and blob store, as publish reads them.
+fn publisher(session: &Session) -> publish::Publisher<'_> {
+    publish::Publisher {
+        registry: &session.registry,
+        store: &session.store,
+        tmp: &session.blobs_dir,
+    }
+}
+
+/// A manifest's push under a tag: logged, or under
+/// `--push-ignore-immutable-tag-errors` an immutable tag counted as done.
+fn tag_moved(
+    out: &cli::Outputs,
+    d: &Reference,
+    pushed: Result<Digest, publish::PublishError>,
+    what: &str,
+) -> Result<()> {
+    match pushed {
+        Ok(digest) => kiln::log_info!("pushed {d}@{digest}{what}"),
+        Err(e) if out.ignore_immutable_tags && publish::is_immutable_tag_error(&e) => {
+            kiln::log_warn!(
+                "{d}: the tag is immutable there and was not moved ({e}); --push-ignore-immutable-tag-errors counts the push as done"
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("pushing {d}")),
+    }
+    Ok(())
+}
+
+/// [`publish_all`] for a multi-platform build: every platform's blobs and
+/// manifest to every destination, then the index under each tag.
+pub(crate) async fn publish_index(
+    out: &cli::Outputs,
+    session: &Session,
+    destinations: &[Reference],
+    images: &[PlatformImage],
+    index: &publish::index::SerializedIndex,
+) -> Result<()> {
+    if let Some(p) = &out.tar_path {
+        publish::index::write_oci_archive(&session.store, images, index, p, &session.blobs_dir)
+            .await?;
+        kiln::log_info!(
+            "wrote {} (an OCI layout archive: a docker-archive holds one platform)",
+            p.display()
+        );
+    }
+    if let Some(p) = &out.oci_layout_path {
+        publish::index::write_oci_layout(&session.store, images, index, p).await?;
+        kiln::log_info!("wrote OCI layout {}", p.display());
+    }
+    if !out.push {
+        return Ok(());
+    }
+    let publisher = publisher(session);
+    for d in destinations {
+        publish::index::push_images(&publisher, d, images)
+            .await
+            .with_context(|| format!("pushing {d}"))?;
+    }
+    for d in destinations {
+        let pushed = publish::index::push_index(&publisher, d, index).await;
+        tag_moved(
+            out,
+            d,
+            pushed,
+            &format!(" (an index of {} platforms)", images.len()),
+        )?;
+    }
+    Ok(())
+}
+
+/// `--digest-file`, `--image-name-with-digest-file` and
+/// `--image-name-tag-with-digest-file`, under `--no-push` too, as Kaniko writes
+/// them: the digest is the manifest's (the index's for several platforms).
+pub(crate) fn write_digest_files(
+    out: &cli::Outputs,
+    destinations: &[Reference],
+    digest: &Digest,
+) -> Result<()> {
+    if let Some(p) = &out.digest_file {
+        std::fs::write(p, digest.as_str()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let digest = digest.as_str();
+    let files = [
+        (&out.image_name_with_digest_file, false),
+        (&out.image_name_tag_with_digest_file, true),
+    ];
+    for (file, with_tag) in files {
+        let Some(p) = file else { continue };
+        let lines: String = destinations
+            .iter()
+            .map(|d| match (with_tag, &d.tag) {
+                (true, t) => format!(
+                    "{}:{}@{digest}\n",
+                    d.name(),
+                    t.as_deref().unwrap_or("latest")
+                ),
+                (false, _) => format!("{}@{digest}\n", d.name()),
+            })
+            .collect();
+        std::fs::write(p, lines).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
