@@ -315,6 +315,18 @@ fn run_is_emulated_for_arm64() {
         log.contains("[linux/arm64 "),
         "steps name their platform: {log}"
     );
+    // So do their end lines and the summary, or two platforms' `[2/3] DONE`
+    // could not be told apart.
+    let ends: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("] DONE ") || l.contains("] CACHED ") || l.contains("slowest steps:")
+        })
+        .collect();
+    assert!(!ends.is_empty(), "{log}");
+    for line in ends {
+        assert!(line.contains("[linux/"), "names no platform: {line}");
+    }
     assert_index(&reg, "kiln-uname:1");
     assert_eq!(
         std::fs::read_to_string(&digest_file).unwrap(),

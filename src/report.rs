@@ -114,6 +114,9 @@ impl Outcome {
 /// One finished step.
 #[derive(Debug, Clone)]
 pub struct StepTime {
+    /// The platform before its number when several are built (`linux/arm64 `,
+    /// as BuildKit's progress names them), else empty.
+    pub platform: String,
     /// Its `[n/total]` number.
     pub n: usize,
     pub total: usize,
@@ -127,15 +130,15 @@ pub struct StepTime {
 pub struct Steps {
     done: Mutex<Vec<StepTime>>,
     /// Steps under way by number, each with its timer on the terminal view.
-    running: Mutex<std::collections::BTreeMap<usize, crate::progress::StepTimer>>,
+    running: Mutex<std::collections::BTreeMap<(String, usize), crate::progress::StepTimer>>,
 }
 
 impl Steps {
     /// A step has started (its first line is logged by the caller).
-    pub fn start(&self, n: usize, total: usize, text: &str) {
-        let timer = crate::progress::step(&format!("[{n}/{total}] {text}"));
+    pub fn start(&self, platform: &str, (n, total): (usize, usize), text: &str) {
+        let timer = crate::progress::step(&format!("[{platform}{n}/{total}] {text}"));
         if let Ok(mut r) = self.running.lock() {
-            r.insert(n, timer);
+            r.insert((platform.to_string(), n), timer);
         }
     }
 
@@ -145,7 +148,8 @@ impl Steps {
         crate::log::emit_with(
             crate::log::Level::Info,
             format_args!(
-                "[{}/{}] {} {}",
+                "[{}{}/{}] {} {}",
+                step.platform,
                 step.n,
                 step.total,
                 step.outcome.word(),
@@ -161,7 +165,7 @@ impl Steps {
             }),
         );
         if let Ok(mut r) = self.running.lock() {
-            r.remove(&step.n);
+            r.remove(&(step.platform.clone(), step.n));
         }
         if let Ok(mut d) = self.done.lock() {
             d.push(step);
@@ -277,7 +281,13 @@ pub fn summary(
         .iter()
         .map(|s| {
             let word = s.text.split_whitespace().next().unwrap_or_default();
-            format!("[{}/{}] {word} ({})", s.n, s.total, seconds(s.took))
+            format!(
+                "[{}{}/{}] {word} ({})",
+                s.platform,
+                s.n,
+                s.total,
+                seconds(s.took)
+            )
         })
         .collect();
     crate::log_info!("slowest steps: {}", list.join(", "));
@@ -312,6 +322,7 @@ mod tests {
     #[test]
     fn slowest_three_first() {
         let step = |n, ms| StepTime {
+            platform: String::new(),
             n,
             total: 5,
             text: format!("RUN {n}"),

@@ -59,16 +59,13 @@ impl Build<'_> {
 
     pub(super) fn log_step(&self, at: &Location) -> StepClock {
         let n = self.steps_started.fetch_add(1, Ordering::Relaxed) + 1;
-        crate::log_info!(
-            "[{}{n}/{}] {}",
-            platform::log_prefix(self.opts),
-            self.steps_total,
-            at.text.trim()
-        );
+        let prefix = platform::log_prefix(self.opts);
+        crate::log_info!("[{prefix}{n}/{}] {}", self.steps_total, at.text.trim());
         self.session
             .steps
-            .start(n, self.steps_total, at.text.trim());
+            .start(&prefix, (n, self.steps_total), at.text.trim());
         StepClock {
+            platform: prefix,
             n,
             text: at.text.trim().to_string(),
             started: std::time::Instant::now(),
@@ -80,6 +77,7 @@ impl Build<'_> {
     pub(super) fn end_step<E>(&self, clock: StepClock, result: Result<bool, &E>) {
         use crate::report::Outcome;
         self.session.steps.finish(crate::report::StepTime {
+            platform: clock.platform,
             n: clock.n,
             total: self.steps_total,
             text: clock.text,
@@ -95,6 +93,7 @@ impl Build<'_> {
 
 /// A step under way: its number and when it started.
 pub(super) struct StepClock {
+    platform: String,
     n: usize,
     text: String,
     started: std::time::Instant,

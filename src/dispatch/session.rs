@@ -48,7 +48,17 @@ pub struct Session {
     pub(super) live: tokio::sync::Mutex<Option<live::LiveRoot>>,
     /// Steps the platforms of a multi-platform build share.
     pub(super) shared: shared::SharedSteps,
+    /// Each layer's entries, read once per build: two platforms' copies of a
+    /// `--platform=$BUILDPLATFORM` stage (or two stages on one base) index
+    /// the same base without inflating it twice.
+    pub(super) entries: std::sync::Mutex<
+        std::collections::HashMap<crate::image::Digest, std::sync::Arc<LayerEntries>>,
+    >,
 }
+
+/// A layer's entries, made by whichever stage reads them first.
+pub(super) type LayerEntries =
+    tokio::sync::OnceCell<std::sync::Arc<Vec<crate::layer::reader::Entry>>>;
 
 impl Session {
     /// A session whose blobs live in the cache's `--cache-dir` when it has one, else in `scratch`,
@@ -79,6 +89,7 @@ impl Session {
             sandbox: std::sync::OnceLock::new(),
             live: tokio::sync::Mutex::new(None),
             shared: shared::SharedSteps::default(),
+            entries: Default::default(),
         }
     }
 

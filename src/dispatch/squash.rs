@@ -30,7 +30,7 @@ pub(super) async fn squash(
 ) -> Result<Layer, BuildError> {
     let mut merged = Merged::new();
     for (i, layer) in layers.iter().enumerate() {
-        for e in StageFs::entries(session, layer).await? {
+        for e in StageFs::entries(session, layer).await?.iter().cloned() {
             merge(&mut merged, i, e);
         }
     }

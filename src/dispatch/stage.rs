@@ -60,15 +60,36 @@ impl StageFs {
     }
 
     /// A layer's entries: from the cache when stored there, else by streaming its
-    /// blob once (and then storing them, so the next build need not download it).
-    pub async fn entries(session: &Session, layer: &Layer) -> Result<Vec<Entry>, BuildError> {
+    /// blob once (and then storing them, so the next build need not download it);
+    /// once per build whichever stage asks.
+    pub async fn entries(
+        session: &Session,
+        layer: &Layer,
+    ) -> Result<std::sync::Arc<Vec<Entry>>, BuildError> {
+        let digest = &layer.descriptor.digest;
+        let cell = session
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(digest.clone())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| Self::read_entries(session, layer))
+            .await
+            .cloned()
+    }
+
+    async fn read_entries(
+        session: &Session,
+        layer: &Layer,
+    ) -> Result<std::sync::Arc<Vec<Entry>>, BuildError> {
         let digest = &layer.descriptor.digest;
         if let Some(e) = session
             .cache
             .layer_entries(&session.registry, digest, &session.blobs_dir)
             .await
         {
-            return Ok(e);
+            return Ok(std::sync::Arc::new(e));
         }
         let blob = Self::blob(session, layer).await?;
         // Decompressing is CPU work: off the runtime's workers, so the other layers'
@@ -85,7 +106,7 @@ impl StageFs {
                 .cache
                 .store_layer_entries(digest, &entries, &session.blobs_dir);
         }
-        Ok(entries)
+        Ok(std::sync::Arc::new(entries))
     }
 
     /// The file index, built from every layer's entries.
