@@ -169,18 +169,29 @@ pub(super) enum Rung<'a> {
     Live(&'a mut LiveRoot),
 }
 
+/// What a RUN runs: the prepared command, the image config it reads USER
+/// and WORKDIR from, and the variables it sees.
+pub(super) struct Command<'a> {
+    pub config: &'a ImageConfig,
+    pub env: &'a Env,
+    pub prepared: &'a PreparedRun,
+}
+
 /// Runs a prepared RUN on the stage's root and returns its layer's entries; the
 /// files they name stay in `dirs` (or the stage's root) until the layer is
 /// written. On the stage's root itself, also the walk that read the change.
 pub(super) async fn execute(
     session: &Session,
     fs: &StageFs,
-    config: &ImageConfig,
-    env: &Env,
-    p: &PreparedRun,
+    cmd: Command<'_>,
     (dirs, mounts): (&StepDirs, &HostMounts),
     rung: Rung<'_>,
 ) -> Result<(Entries, Option<Snapshot>), BuildError> {
+    let Command {
+        config,
+        env,
+        prepared: p,
+    } = cmd;
     let traced = matches!(rung, Rung::Traced);
     let own_root = matches!(rung, Rung::OwnRoot) || traced;
     let mut live = match rung {
@@ -216,30 +227,7 @@ pub(super) async fn execute(
         Some(_) => (Vec::new(), Vec::new()),
         None => mounts.for_sandbox(&lower)?,
     };
-    let etc_dir = dirs.base.join("etc");
-    std::fs::create_dir_all(&etc_dir)
-        .map_err(|e| BuildError::io("creating the step's /etc files", e))?;
-    let mut etc = Vec::new();
-    // In place, /etc's files are the container's own (mounts the root keeps).
-    let provided = match live {
-        Some(_) => Vec::new(),
-        None => buildkit_etc_files(),
-    };
-    for (name, body) in provided {
-        let host = etc_dir.join(name);
-        std::fs::write(&host, body)
-            .map_err(|e| BuildError::io(format!("writing {}", host.display()), e))?;
-        etc.push((format!("etc/{name}"), host));
-    }
-    if let Some((name, bytes)) = &p.script {
-        use std::os::unix::fs::PermissionsExt;
-        let host = dirs.base.join("script");
-        std::fs::write(&host, bytes)
-            .map_err(|e| BuildError::io("writing the heredoc script", e))?;
-        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| BuildError::io("writing the heredoc script", e))?;
-        etc.push((format!("dev/pipes/{name}"), host));
-    }
+    let etc = step_files(dirs, p, live.is_some())?;
     let spec = RunSpec {
         lower,
         upper: dirs.upper.clone(),
@@ -291,21 +279,9 @@ pub(super) async fn execute(
     };
     // On the stage's root itself, the change is what moved since this walk
     // (traced, what the tracer saw the step touch).
-    let before = if own_root && !traced {
-        Some(match fs.take_walked() {
-            Some(s) => s,
-            None => {
-                let t = std::time::Instant::now();
-                let s = super::cpu(|| Snapshot::take(&lower_root, &Keep::default()))?;
-                crate::log_debug!(
-                    "walked the stage's root before the step in {:?}",
-                    t.elapsed()
-                );
-                s
-            }
-        })
-    } else {
-        None
+    let before = match own_root && !traced {
+        true => Some(walk_before(fs, &lower_root)?),
+        false => None,
     };
     let ran = super::cpu(|| sandbox::run(&spec, &spec_file));
     let _ = std::fs::remove_file(&spec_file);
@@ -366,6 +342,54 @@ pub(super) async fn execute(
     }
     made_devices(&mut entries, &sandbox::devices::records_file(&dirs.base));
     Ok((entries, walked))
+}
+
+/// The files bound into the step's root: BuildKit's /etc files (in place,
+/// the container's own stay, as mounts the root keeps) and a heredoc script.
+fn step_files(
+    dirs: &StepDirs,
+    p: &PreparedRun,
+    in_place: bool,
+) -> Result<Vec<(String, std::path::PathBuf)>, BuildError> {
+    let etc_dir = dirs.base.join("etc");
+    std::fs::create_dir_all(&etc_dir)
+        .map_err(|e| BuildError::io("creating the step's /etc files", e))?;
+    let mut etc = Vec::new();
+    let provided = match in_place {
+        true => Vec::new(),
+        false => buildkit_etc_files(),
+    };
+    for (name, body) in provided {
+        let host = etc_dir.join(name);
+        std::fs::write(&host, body)
+            .map_err(|e| BuildError::io(format!("writing {}", host.display()), e))?;
+        etc.push((format!("etc/{name}"), host));
+    }
+    if let Some((name, bytes)) = &p.script {
+        use std::os::unix::fs::PermissionsExt;
+        let host = dirs.base.join("script");
+        std::fs::write(&host, bytes)
+            .map_err(|e| BuildError::io("writing the heredoc script", e))?;
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| BuildError::io("writing the heredoc script", e))?;
+        etc.push((format!("dev/pipes/{name}"), host));
+    }
+    Ok(etc)
+}
+
+/// The stage's root as a step on it finds it: the walk that read the step
+/// before, else a walk now.
+fn walk_before(fs: &StageFs, root: &Path) -> Result<Snapshot, BuildError> {
+    if let Some(s) = fs.take_walked() {
+        return Ok(s);
+    }
+    let t = std::time::Instant::now();
+    let s = super::cpu(|| Snapshot::take(root, &Keep::default()))?;
+    crate::log_debug!(
+        "walked the stage's root before the step in {:?}",
+        t.elapsed()
+    );
+    Ok(s)
 }
 
 /// The image's owners that are not root's: unpacked without privileges,

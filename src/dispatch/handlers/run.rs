@@ -57,12 +57,15 @@ pub(super) async fn run(
         // Proxy build args reach the command only: not its key or history.
         let mut run_env = s.env.clone();
         run_env.extend(command::proxy_env(&opts.build_args));
+        let cmd = command::Command {
+            config: &st.config,
+            env: &run_env,
+            prepared: &prepared,
+        };
         let (mut entries, walked) = command::execute(
             session,
             &st.fs,
-            &st.config,
-            &run_env,
-            &prepared,
+            cmd,
             (&dirs, &host_mounts),
             match live.as_deref_mut() {
                 Some(l) => Rung::Live(l),
