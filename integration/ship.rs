@@ -269,6 +269,23 @@ fn credential_helpers_are_called() {
     );
 }
 
+/// The source ships as a one-way house: no module imports one that imports
+/// it back (`integration/imports` reads the graph from the `crate::` and
+/// `super::` paths and names every cycle).
+#[test]
+fn no_module_imports_back_up_the_data_flow() {
+    let out = std::process::Command::new("python3")
+        .arg(repo().join("integration/imports"))
+        .output()
+        .expect("python3 runs integration/imports");
+    assert!(
+        out.status.success(),
+        "import cycles:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn kubernetes_manifests_validate() {
     let tool = require(
