@@ -174,7 +174,6 @@ impl StageFs {
                 let dir = self.dir.join("rootfs");
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
-                let root = ScratchRoot::new(&dir);
                 // The layers from a registry (the base, cache hits) may be an
                 // unpacked tree already; then only the rest is unpacked. If not,
                 // the tree is kept once those layers are.
@@ -189,33 +188,15 @@ impl StageFs {
                     None => (0, None),
                 };
                 let layers = &self.layers[from..];
-                // Download every layer at once; unpack them in order.
-                let blobs = futures_util::future::try_join_all(
-                    layers.iter().map(|l| Self::blob(session, l)),
-                )
-                .await?;
                 let phase = session.unpack.begin();
-                super::cpu(|| -> Result<(), BuildError> {
-                    let apply = |ls: &[Layer], bs: &[PathBuf]| -> Result<(), BuildError> {
-                        for (l, blob) in ls.iter().zip(bs) {
-                            let report = root.apply_layer(blob, &l.descriptor.digest)?;
-                            if report.skipped_devices > 0 {
-                                crate::log_warn!(
-                                    "layer {}: skipped {} device nodes (not running as root)",
-                                    l.descriptor.digest,
-                                    report.skipped_devices
-                                );
-                            }
-                        }
-                        Ok(())
-                    };
-                    let split = keep.as_ref().map_or(0, |(n, _)| *n);
-                    apply(&layers[..split], &blobs[..split])?;
-                    if let Some((_, path)) = &keep {
-                        keep_tree(&dir, path);
-                    }
-                    apply(&layers[split..], &blobs[split..])
-                })?;
+                // With no cloned tree, the file index comes with the layers.
+                let with_index = from == 0 && !self.index.initialized();
+                let unpacked = super::unpack::unpack(session, &dir, layers, keep, with_index).await?;
+                if let Some(idx) = unpacked.index {
+                    // A step that made it meanwhile keeps its own (the same).
+                    let _ = self.index.set(idx);
+                }
+                let root = unpacked.root;
                 let bytes: u64 = layers.iter().map(|l| l.descriptor.size).sum();
                 let took = phase.done(bytes, layers.len());
                 if !layers.is_empty() {
@@ -392,7 +373,7 @@ fn planned_entry(path: &str, p: &Planned) -> Entry {
 /// Keeps the root as unpacked so far as the tree at `path` (a clone made aside,
 /// then renamed into place, so a reader never sees half a tree). Failing only
 /// costs the next build an unpacking.
-fn keep_tree(root: &std::path::Path, path: &std::path::Path) {
+pub(super) fn keep_tree(root: &std::path::Path, path: &std::path::Path) {
     let Some(parent) = path.parent() else { return };
     // `trees` is 0700; each tree's root keeps the image root's mode (clone_tree).
     let made = crate::scratch::private_dir_all(parent).and_then(|()| {

@@ -1,0 +1,199 @@
+//! A stage's layers unpacked into its root. Every layer downloads at once, each
+//! as soon as the cache repository has said whether it keeps a zstd copy of it
+//! (then the copy is fetched instead of the gzip blob); the layers are then
+//! applied in order, each decompressed on a thread of its own while its files
+//! are written. The file index comes with them when no step has asked for it:
+//! each layer's from the cache while the blobs download, or else read as the
+//! layer is unpacked, never in a second pass.
+
+use super::stage::StageFs;
+use super::{BuildError, Session};
+use crate::image::{Layer, LayerSource};
+use crate::layer::reader::{Entry, ReadError};
+use crate::rootfs::apply::{ApplyError, ScratchRoot};
+use crate::rootfs::index::FsIndex;
+use std::path::{Path, PathBuf};
+
+/// Where a layer's bytes come from.
+struct Source {
+    blob: PathBuf,
+    /// Set when `blob` is the cache repository's zstd copy: its tar must hash
+    /// to the layer's diff_id.
+    copy: bool,
+}
+
+/// The unpacked root, and the file index when it was asked for.
+pub(super) struct Unpacked {
+    pub root: ScratchRoot,
+    pub index: Option<FsIndex>,
+}
+
+/// Unpacks `layers` into the directory `dir`; `keep`: after how many of them
+/// the root is kept as the tree at its path. Copies are used only where `dir`
+/// was empty, so a refused one is undone by emptying it.
+pub(super) async fn unpack(
+    session: &Session,
+    dir: &Path,
+    layers: &[Layer],
+    keep: Option<(usize, PathBuf)>,
+    with_index: bool,
+) -> Result<Unpacked, BuildError> {
+    let copies = std::fs::read_dir(dir)
+        .map_err(|e| BuildError::io(format!("reading {}", dir.display()), e))?
+        .next()
+        .is_none();
+    let cached = async {
+        match with_index {
+            true => {
+                let entries = layers.iter().map(|l| {
+                    let digest = &l.descriptor.digest;
+                    session
+                        .cache
+                        .layer_entries(&session.registry, digest, &session.blobs_dir)
+                });
+                futures_util::future::join_all(entries).await
+            }
+            false => vec![None; layers.len()],
+        }
+    };
+    let sources =
+        futures_util::future::try_join_all(layers.iter().map(|l| source(session, l, copies)));
+    let (sources, mut cached) = futures_util::future::join(sources, cached).await;
+    let mut sources = sources?;
+    let (root, read) = loop {
+        let root = ScratchRoot::new(dir);
+        let applied = super::cpu(|| apply(&root, dir, layers, &sources, &keep, &cached));
+        match applied {
+            Ok(read) => break (root, read),
+            Err(Refused { at, error }) => {
+                // A copy whose tar is not the layer: the gzip layer instead, in
+                // an emptied root, and a new copy made.
+                crate::log_warn!("{error}; using the layer itself");
+                let blob = StageFs::blob(session, &layers[at]).await?;
+                sources[at] = Source { blob, copy: false };
+                empty_dir(dir)?;
+            }
+            Err(Failed(e)) => return Err(e),
+        }
+    };
+    for (l, s) in layers.iter().zip(&sources) {
+        if !s.copy {
+            session
+                .cache
+                .make_zstd_copy(l, s.blob.clone(), &session.blobs_dir);
+        }
+    }
+    let index = match with_index {
+        false => None,
+        true => {
+            let mut idx = FsIndex::default().with_root();
+            for ((l, from_cache), from_unpack) in layers.iter().zip(&mut cached).zip(read) {
+                let entries = match (from_cache.take(), from_unpack) {
+                    (Some(e), _) => e,
+                    (None, Some(e)) => {
+                        if matches!(l.source, LayerSource::Remote(_)) {
+                            let digest = &l.descriptor.digest;
+                            session
+                                .cache
+                                .store_layer_entries(digest, &e, &session.blobs_dir);
+                        }
+                        e
+                    }
+                    (None, None) => StageFs::entries(session, l).await?,
+                };
+                idx.apply_entries(&entries);
+            }
+            Some(idx)
+        }
+    };
+    Ok(Unpacked { root, index })
+}
+
+/// A layer's blob: with `copies`, its zstd copy when the cache repository
+/// holds one that downloads whole, else its own.
+async fn source(session: &Session, layer: &Layer, copies: bool) -> Result<Source, BuildError> {
+    let copy = match copies {
+        true => session.cache.zstd_copy(&session.registry, layer).await,
+        false => None,
+    };
+    if let Some(copy) = copy {
+        match StageFs::blob(session, &copy).await {
+            Ok(blob) => return Ok(Source { blob, copy: true }),
+            Err(e) => crate::log_warn!(
+                "the zstd copy of layer {}: {e}; using the layer itself",
+                layer.descriptor.digest
+            ),
+        }
+    }
+    Ok(Source {
+        blob: StageFs::blob(session, layer).await?,
+        copy: false,
+    })
+}
+
+/// Why applying the layers stopped.
+enum Stop {
+    /// Layer `at` came from a copy whose tar is not the layer.
+    Refused {
+        at: usize,
+        error: ReadError,
+    },
+    Failed(BuildError),
+}
+use Stop::{Failed, Refused};
+
+/// Applies every layer in order: each one's entries when `cached` lacks them.
+fn apply(
+    root: &ScratchRoot,
+    dir: &Path,
+    layers: &[Layer],
+    sources: &[Source],
+    keep: &Option<(usize, PathBuf)>,
+    cached: &[Option<Vec<Entry>>],
+) -> Result<Vec<Option<Vec<Entry>>>, Stop> {
+    let mut read = Vec::new();
+    for (at, (l, s)) in layers.iter().zip(sources).enumerate() {
+        if let Some((n, path)) = keep {
+            if *n == at {
+                super::stage::keep_tree(dir, path);
+            }
+        }
+        let collect = cached.get(at).is_some_and(Option::is_none);
+        let diff_id = s.copy.then_some(&l.diff_id);
+        let report = match root.apply_layer_with(&s.blob, &l.descriptor.digest, collect, diff_id) {
+            Ok(r) => r,
+            Err(ApplyError::Read(error @ ReadError::DiffId { .. })) => {
+                return Err(Refused { at, error })
+            }
+            Err(e) => return Err(Failed(e.into())),
+        };
+        if report.skipped_devices > 0 {
+            crate::log_warn!(
+                "layer {}: skipped {} device nodes (not running as root)",
+                l.descriptor.digest,
+                report.skipped_devices
+            );
+        }
+        read.push(report.entries);
+    }
+    if let Some((n, path)) = keep {
+        if *n == layers.len() {
+            super::stage::keep_tree(dir, path);
+        }
+    }
+    Ok(read)
+}
+
+/// Removes everything in `dir`, keeping it.
+fn empty_dir(dir: &Path) -> Result<(), BuildError> {
+    let err = |e| BuildError::io(format!("emptying {}", dir.display()), e);
+    for child in std::fs::read_dir(dir).map_err(err)? {
+        let p = child.map_err(err)?.path();
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+            _ => std::fs::remove_file(&p),
+        }
+        .map_err(err)?;
+    }
+    Ok(())
+}
