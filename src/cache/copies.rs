@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 /// zstd's level for copies: its default, a quarter of gzip's inflate time to read.
 const COPY_LEVEL: i32 = 3;
 
-/// A copy being made: the step that stores it once it is.
-pub(super) type Making = tokio::task::JoinHandle<Option<Pending>>;
+/// A copy being made (of the layer with this diff_id): the entry that
+/// stores it once it is.
+pub(super) type Making = (Digest, tokio::task::JoinHandle<Option<Pending>>);
 
 fn copy_tag(diff_id: &Digest) -> String {
     format!("zstd-{}", diff_id.encoded())
@@ -81,9 +82,19 @@ impl Cache {
             return;
         }
         let diff_id = layer.diff_id.clone();
-        let out = tmp.join(format!("copy-{}.tar.zst", diff_id.encoded()));
+        let mut making = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        // Stages FROM one base unpack it each: one copy.
+        if making.iter().any(|(d, _)| *d == diff_id) {
+            return;
+        }
+        let Ok(out) = crate::scratch::private_temp_file("copy-", tmp)
+            .and_then(|p| p.keep().map_err(|e| io::Error::other(e.to_string())))
+        else {
+            return;
+        };
         let now = self.now;
-        let making = tokio::task::spawn_blocking(move || {
+        let id = diff_id.clone();
+        let job = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             match compress(&blob, &out, &diff_id) {
                 Ok(digest) => {
@@ -103,16 +114,13 @@ impl Cache {
                 }
             }
         });
-        self.making
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(making);
+        making.push((id, job));
     }
 
     /// Waits for the copies being made and queues them for storing.
     pub(super) async fn copies_made(&self) {
         let making = std::mem::take(&mut *self.making.lock().unwrap_or_else(|e| e.into_inner()));
-        for m in making {
+        for (_, m) in making {
             if let Ok(Some(p)) = m.await {
                 self.queue(p);
             }

@@ -76,7 +76,8 @@ pub(super) async fn unpack(
             Err(Failed(e)) => return Err(e),
         }
     };
-    for (l, s) in layers.iter().zip(&sources) {
+    // Copies were looked up and missed (or refused): the first build makes them.
+    for (l, s) in layers.iter().zip(&sources).filter(|_| copies) {
         if !s.copy {
             session
                 .cache

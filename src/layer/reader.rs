@@ -137,29 +137,11 @@ pub(crate) fn for_each_entry<F>(path: &Path, label: &str, f: F) -> Result<(), Re
 where
     F: FnMut(Entry, &mut dyn Read) -> Result<(), ReadError>,
 {
-    for_each_entry_shown(path, label, &crate::progress::Bar::none(), f)
+    for_each_entry_piped(path, label, &crate::progress::Bar::none(), None, f)
 }
 
-/// [`for_each_entry`], the blob's bytes counted on `bar` (unpacking a root).
-pub(crate) fn for_each_entry_shown<F>(
-    path: &Path,
-    label: &str,
-    bar: &crate::progress::Bar,
-    mut f: F,
-) -> Result<(), ReadError>
-where
-    F: FnMut(Entry, &mut dyn Read) -> Result<(), ReadError>,
-{
-    let io_err = |source| ReadError::Io {
-        layer: label.to_string(),
-        source,
-    };
-    let reader = open_decompressed_shown(path, bar).map_err(io_err)?;
-    for_each_in_stream(reader, label, Names::Layer, &mut f)
-}
-
-/// [`for_each_entry_shown`] with the blob decompressed on a thread of its own,
-/// so inflating and the caller's writing overlap (unpacking a root). With
+/// [`for_each_entry`], the blob's bytes counted on `bar` and decompressed on a
+/// thread of its own, so inflating and the caller's work overlap. With
 /// `diff_id`, the whole tar stream must hash to it, or the read fails once
 /// every entry has been given to `f` (a copy of a layer kept elsewhere).
 pub(crate) fn for_each_entry_piped<F>(

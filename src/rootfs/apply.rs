@@ -142,9 +142,11 @@ impl ScratchRoot {
         collect: bool,
         diff_id: Option<&crate::image::Digest>,
     ) -> Result<ApplyReport, ApplyError> {
+        // Still empty: a RUN on the root itself may have written to it since.
         let fresh = self
             .untouched
-            .swap(false, std::sync::atomic::Ordering::SeqCst);
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+            && fs::read_dir(&self.root).is_ok_and(|mut d| d.next().is_none());
         let mut st = LayerState {
             fresh,
             ..LayerState::default()
