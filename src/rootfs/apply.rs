@@ -9,7 +9,7 @@ use crate::pathname::{display, from_os, to_path};
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +53,10 @@ struct LayerState {
     /// The root was empty when this layer began: a path this layer has not
     /// made does not exist, so it needs no lstat before it is created.
     fresh: bool,
-    /// In a fresh root, the setgid directories this layer made: a file made
-    /// in one takes the directory's group, so its owner must be set.
+    /// In a fresh root, the setgid directories (the root itself when it is
+    /// one, those this layer made, and what was made in them): a file or
+    /// directory made in one takes its group, and a directory its setgid
+    /// bit, so owner and mode must be set.
     setgid_dirs: HashSet<String>,
     /// A file's body on its way to the disk.
     buf: Vec<u8>,
@@ -151,6 +153,11 @@ impl ScratchRoot {
             fresh,
             ..LayerState::default()
         };
+        // A setgid root (a Pod volume with an fsGroup) passes its group on.
+        let setgid_root = fs::metadata(&self.root).map_or(true, |m| m.mode() & 0o2000 != 0);
+        if setgid_root {
+            st.setgid_dirs.insert(String::new());
+        }
         if collect {
             st.report.entries = Some(Vec::new());
         }
@@ -272,7 +279,8 @@ impl ScratchRoot {
                         .create(&host)
                         .map_err(io_err(&rel))?;
                 }
-                if st.fresh && e.mode & 0o2000 != 0 {
+                // mkdir in a setgid directory makes a setgid one too.
+                if st.fresh && (e.mode & 0o2000 != 0 || st.setgid_dirs.contains(parent)) {
                     st.setgid_dirs.insert(rel.clone());
                 }
             }
@@ -332,10 +340,13 @@ impl ScratchRoot {
             self.set_owner(&host, e).map_err(io_err(&rel))?;
         }
         // A directory just made with its mode, whose owner was not set after
-        // (chown clears setuid bits), has it already; a symlink has none.
-        let made_with_mode = is_dir_entry
+        // (chown clears setuid bits) and which inherited no setgid bit, has
+        // it already; a symlink has none.
+        let made_with_mode = st.fresh
+            && is_dir_entry
             && existing.is_none()
             && !owned
+            && !st.setgid_dirs.contains(parent)
             && mode_given_by_create(self.wanted_mode(e, true));
         if !(made_with_mode || matches!(e.kind, Kind::Symlink(_))) {
             let mode = self.wanted_mode(e, is_dir_entry);
@@ -444,6 +455,9 @@ impl ScratchRoot {
             let host = self.host_path(dir);
             if st.fresh && !st.written.contains(dir) {
                 fs::create_dir(&host)?;
+                if st.setgid_dirs.contains(split_parent(dir).0) {
+                    st.setgid_dirs.insert(dir.to_string());
+                }
                 st.real_dirs.insert(dir.to_string());
                 continue;
             }
@@ -556,6 +570,50 @@ pub(super) fn remove_any(p: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fresh_root_sets_what_a_setgid_directory_would_pass_on() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("layer.tar");
+        {
+            let mut b = tar::Builder::new(fs::File::create(&blob).unwrap());
+            let mut add = |path: &str, kind, mode, gid, data: &[u8]| {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(kind);
+                h.set_mode(mode);
+                h.set_uid(0);
+                h.set_gid(gid);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, data).unwrap();
+            };
+            add("shared", tar::EntryType::Directory, 0o2775, 1234, b"");
+            add("shared/sub", tar::EntryType::Directory, 0o755, 0, b"");
+            add("shared/sub/f", tar::EntryType::Regular, 0o644, 0, b"f");
+            add("shared/g", tar::EntryType::Regular, 0o644, 0, b"g");
+            add("plain/h", tar::EntryType::Regular, 0o640, 0, b"h");
+            b.finish().unwrap();
+        }
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        // As root (the CI runs the tests so): owners are given.
+        assert!(super::super::caps::FileCaps::effective().chown);
+        ScratchRoot::new(&root).apply_layer(&blob, "test").unwrap();
+        let meta = |p: &str| fs::symlink_metadata(root.join(p)).unwrap();
+        assert_eq!(
+            (meta("shared").mode() & 0o7777, meta("shared").gid()),
+            (0o2775, 1234)
+        );
+        // Made in a setgid directory: no inherited setgid bit, no inherited group.
+        assert_eq!(
+            (meta("shared/sub").mode() & 0o7777, meta("shared/sub").gid()),
+            (0o755, 0)
+        );
+        assert_eq!(meta("shared/sub/f").gid(), 0);
+        assert_eq!(meta("shared/g").gid(), 0);
+        assert_eq!(meta("plain/h").mode() & 0o7777, 0o640);
+        assert_eq!(fs::read(root.join("shared/sub/f")).unwrap(), b"f");
+    }
 
     #[test]
     fn unprivileged_skips_device_nodes_and_makes_fifos() {
