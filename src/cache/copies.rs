@@ -106,6 +106,7 @@ impl Cache {
                         layer_media_type: MT_OCI_LAYER_ZSTD.into(),
                         note: serde_json::json!({ "created_unix": now, "zstd_copy_of": diff_id.as_str() }),
                         diff_id,
+                        after_push: false,
                     })
                 }
                 Err(e) => {

@@ -65,6 +65,9 @@ struct Pending {
     layer_media_type: String,
     diff_id: Digest,
     note: serde_json::Value,
+    /// A step's layer, which the image's push puts in the destination first
+    /// (then mounted from there, not uploaded again).
+    after_push: bool,
 }
 
 pub struct Cache {
@@ -268,6 +271,7 @@ impl Cache {
             layer_media_type: layer.descriptor.media_type.clone(),
             diff_id: layer.diff_id.clone(),
             note: serde_json::json!({ "created_unix": self.now, "key": key.hex, "inputs": key.inputs }),
+            after_push: true,
         });
     }
 
@@ -284,6 +288,30 @@ impl Cache {
     pub async fn flush(&self, registry: &Registry, tmp: &Path, pushed: Option<&Reference>) {
         self.copies_made().await;
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        self.store_all(registry, &pending, tmp, pushed).await;
+    }
+
+    /// Writes the queued entries that need nothing of the image's push (file
+    /// indexes), while the push goes on; `flush` writes the rest after it.
+    pub async fn flush_beside_push(&self, registry: &Registry, tmp: &Path) {
+        let early: Vec<Pending> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let (early, later) = std::mem::take(&mut *pending)
+                .into_iter()
+                .partition(|p| !p.after_push);
+            *pending = later;
+            early
+        };
+        self.store_all(registry, &early, tmp, None).await;
+    }
+
+    async fn store_all(
+        &self,
+        registry: &Registry,
+        pending: &[Pending],
+        tmp: &Path,
+        pushed: Option<&Reference>,
+    ) {
         let Some(repo) = self.repo() else { return };
         let jobs = pending
             .iter()
@@ -497,6 +525,7 @@ impl Cache {
             layer_media_type: MT_FILE_INDEX.into(),
             diff_id: digest,
             note: serde_json::json!({ "created_unix": self.now, "file_index_of": layer_digest.as_str() }),
+            after_push: false,
         });
     }
 }

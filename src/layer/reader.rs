@@ -158,9 +158,16 @@ where
         layer: label.to_string(),
         source,
     };
-    let hashing = super::HashingReader::new(open_decompressed_shown(path, bar).map_err(io_err)?);
-    let seen = hashing.result();
-    let mut piped = super::pipe::Piped::new(hashing);
+    let source = open_decompressed_shown(path, bar).map_err(io_err)?;
+    // Hashed only when there is a diff_id to check.
+    let (mut piped, seen) = match diff_id {
+        Some(_) => {
+            let hashing = super::HashingReader::new(source);
+            let seen = hashing.result();
+            (super::pipe::Piped::new(hashing), seen)
+        }
+        None => (super::pipe::Piped::new(source), Default::default()),
+    };
     for_each_in_stream(&mut piped, label, Names::Layer, &mut f)?;
     let Some(want) = diff_id else { return Ok(()) };
     // The tar's end blocks, which the entry reader leaves, are the layer's too.
