@@ -66,14 +66,7 @@ impl StageFs {
         session: &Session,
         layer: &Layer,
     ) -> Result<std::sync::Arc<Vec<Entry>>, BuildError> {
-        let digest = &layer.descriptor.digest;
-        let cell = session
-            .entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(digest.clone())
-            .or_default()
-            .clone();
+        let cell = session.entries_of(&layer.descriptor.digest);
         cell.get_or_try_init(|| Self::read_entries(session, layer))
             .await
             .cloned()

@@ -13,6 +13,7 @@ use crate::layer::reader::{Entry, ReadError};
 use crate::rootfs::apply::{ApplyError, ScratchRoot};
 use crate::rootfs::index::FsIndex;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where a layer's bytes come from.
 struct Source {
@@ -44,15 +45,7 @@ pub(super) async fn unpack(
         .is_none();
     let cached = async {
         match with_index {
-            true => {
-                let entries = layers.iter().map(|l| {
-                    let digest = &l.descriptor.digest;
-                    session
-                        .cache
-                        .layer_entries(&session.registry, digest, &session.blobs_dir)
-                });
-                futures_util::future::join_all(entries).await
-            }
+            true => futures_util::future::join_all(layers.iter().map(|l| known(session, l))).await,
             false => vec![None; layers.len()],
         }
     };
@@ -92,12 +85,15 @@ pub(super) async fn unpack(
                 let entries = match (from_cache.take(), from_unpack) {
                     (Some(e), _) => e,
                     (None, Some(e)) => {
+                        let digest = &l.descriptor.digest;
                         if matches!(l.source, LayerSource::Remote(_)) {
-                            let digest = &l.descriptor.digest;
                             session
                                 .cache
                                 .store_layer_entries(digest, &e, &session.blobs_dir);
                         }
+                        // Other stages on this base read them from here.
+                        let e = Arc::new(e);
+                        let _ = session.entries_of(digest).set(e.clone());
                         e
                     }
                     (None, None) => StageFs::entries(session, l).await?,
@@ -108,6 +104,20 @@ pub(super) async fn unpack(
         }
     };
     Ok(Unpacked { root, index })
+}
+
+/// A layer's entries when they need no reading of its blob: read by another
+/// stage of this build, or stored in the cache.
+async fn known(session: &Session, layer: &Layer) -> Option<Arc<Vec<Entry>>> {
+    let digest = &layer.descriptor.digest;
+    if let Some(e) = session.entries_of(digest).get() {
+        return Some(e.clone());
+    }
+    let found = session
+        .cache
+        .layer_entries(&session.registry, digest, &session.blobs_dir)
+        .await?;
+    Some(Arc::new(found))
 }
 
 /// A layer's blob: with `copies`, its zstd copy when the cache repository
@@ -150,7 +160,7 @@ fn apply(
     layers: &[Layer],
     sources: &[Source],
     keep: &Option<(usize, PathBuf)>,
-    cached: &[Option<Vec<Entry>>],
+    cached: &[Option<Arc<Vec<Entry>>>],
 ) -> Result<Vec<Option<Vec<Entry>>>, Stop> {
     let mut read = Vec::new();
     for (at, (l, s)) in layers.iter().zip(sources).enumerate() {
