@@ -184,12 +184,20 @@ impl StageFs {
                 let phase = session.unpack.begin();
                 // With no cloned tree, the file index comes with the layers.
                 let with_index = from == 0 && !self.index.initialized();
-                let unpacked = super::unpack::unpack(session, &dir, layers, keep, with_index).await?;
-                if let Some(idx) = unpacked.index {
+                let (root, known) =
+                    super::unpack::unpack(session, &dir, layers, keep, with_index).await?;
+                if with_index {
+                    let mut idx = FsIndex::default().with_root();
+                    for (l, entries) in layers.iter().zip(known) {
+                        let entries = match entries {
+                            Some(e) => e,
+                            None => Self::entries(session, l).await?,
+                        };
+                        idx.apply_entries(&entries);
+                    }
                     // A step that made it meanwhile keeps its own (the same).
                     let _ = self.index.set(idx);
                 }
-                let root = unpacked.root;
                 let bytes: u64 = layers.iter().map(|l| l.descriptor.size).sum();
                 let took = phase.done(bytes, layers.len());
                 if !layers.is_empty() {
@@ -360,25 +368,6 @@ fn planned_entry(path: &str, p: &Planned) -> Entry {
         mtime: p.meta.mtime,
         whiteout,
         xattrs: p.meta.xattrs.clone(),
-    }
-}
-
-/// Keeps the root as unpacked so far as the tree at `path` (a clone made aside,
-/// then renamed into place, so a reader never sees half a tree). Failing only
-/// costs the next build an unpacking.
-pub(super) fn keep_tree(root: &std::path::Path, path: &std::path::Path) {
-    let Some(parent) = path.parent() else { return };
-    // `trees` is 0700; each tree's root keeps the image root's mode (clone_tree).
-    let made = crate::scratch::private_dir_all(parent).and_then(|()| {
-        let tmp = tempfile::Builder::new()
-            .prefix(".new-")
-            .tempdir_in(parent)?;
-        crate::rootfs::trees::clone_tree(root, tmp.path())?;
-        // Another build may have kept the same tree first: then this one goes.
-        std::fs::rename(tmp.path(), path)
-    });
-    if let Err(e) = made {
-        crate::log_debug!("keeping the unpacked tree {}: {e}", path.display());
     }
 }
 

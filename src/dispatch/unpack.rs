@@ -6,12 +6,10 @@
 //! each layer's from the cache while the blobs download, or else read as the
 //! layer is unpacked, never in a second pass.
 
-use super::stage::StageFs;
 use super::{BuildError, Session};
 use crate::image::{Layer, LayerSource};
 use crate::layer::reader::{Entry, ReadError};
 use crate::rootfs::apply::{ApplyError, ScratchRoot};
-use crate::rootfs::index::FsIndex;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,22 +21,17 @@ struct Source {
     copy: bool,
 }
 
-/// The unpacked root, and the file index when it was asked for.
-pub(super) struct Unpacked {
-    pub root: ScratchRoot,
-    pub index: Option<FsIndex>,
-}
-
 /// Unpacks `layers` into the directory `dir`; `keep`: after how many of them
 /// the root is kept as the tree at its path. Copies are used only where `dir`
-/// was empty, so a refused one is undone by emptying it.
+/// was empty, so a refused one is undone by emptying it. With `with_index`,
+/// each layer's entries where they came without reading its blob again.
 pub(super) async fn unpack(
     session: &Session,
     dir: &Path,
     layers: &[Layer],
     keep: Option<(usize, PathBuf)>,
     with_index: bool,
-) -> Result<Unpacked, BuildError> {
+) -> Result<(ScratchRoot, Vec<Option<Arc<Vec<Entry>>>>), BuildError> {
     let copies = std::fs::read_dir(dir)
         .map_err(|e| BuildError::io(format!("reading {}", dir.display()), e))?
         .next()
@@ -51,7 +44,7 @@ pub(super) async fn unpack(
     };
     let sources =
         futures_util::future::try_join_all(layers.iter().map(|l| source(session, l, copies)));
-    let (sources, mut cached) = futures_util::future::join(sources, cached).await;
+    let (sources, cached) = futures_util::future::join(sources, cached).await;
     let mut sources = sources?;
     let (root, read) = loop {
         let root = ScratchRoot::new(dir);
@@ -62,7 +55,7 @@ pub(super) async fn unpack(
                 // A copy whose tar is not the layer: the gzip layer instead, in
                 // an emptied root, and a new copy made.
                 crate::log_warn!("{error}; using the layer itself");
-                let blob = StageFs::blob(session, &layers[at]).await?;
+                let blob = blob(session, &layers[at]).await?;
                 sources[at] = Source { blob, copy: false };
                 empty_dir(dir)?;
             }
@@ -77,33 +70,31 @@ pub(super) async fn unpack(
                 .make_zstd_copy(l, s.blob.clone(), &session.blobs_dir);
         }
     }
-    let index = match with_index {
-        false => None,
-        true => {
-            let mut idx = FsIndex::default().with_root();
-            for ((l, from_cache), from_unpack) in layers.iter().zip(&mut cached).zip(read) {
-                let entries = match (from_cache.take(), from_unpack) {
-                    (Some(e), _) => e,
-                    (None, Some(e)) => {
-                        let digest = &l.descriptor.digest;
-                        if matches!(l.source, LayerSource::Remote(_)) {
-                            session
-                                .cache
-                                .store_layer_entries(digest, &e, &session.blobs_dir);
-                        }
-                        // Other stages on this base read them from here.
-                        let e = Arc::new(e);
-                        let _ = session.entries_of(digest).set(e.clone());
-                        e
-                    }
-                    (None, None) => StageFs::entries(session, l).await?,
-                };
-                idx.apply_entries(&entries);
+    let mut known = Vec::new();
+    for ((l, from_cache), from_unpack) in layers.iter().zip(cached).zip(read) {
+        known.push(match (from_cache, from_unpack) {
+            (Some(e), _) => Some(e),
+            (None, Some(e)) => {
+                let digest = &l.descriptor.digest;
+                if matches!(l.source, LayerSource::Remote(_)) {
+                    session
+                        .cache
+                        .store_layer_entries(digest, &e, &session.blobs_dir);
+                }
+                // Other stages on this base read them from here.
+                let e = Arc::new(e);
+                let _ = session.entries_of(digest).set(e.clone());
+                Some(e)
             }
-            Some(idx)
-        }
-    };
-    Ok(Unpacked { root, index })
+            (None, None) => None,
+        });
+    }
+    Ok((root, known))
+}
+
+/// A layer's blob file, through the build's blob store.
+async fn blob(session: &Session, layer: &Layer) -> Result<PathBuf, BuildError> {
+    Ok(layer.compressed(&session.store).await?)
 }
 
 /// A layer's entries when they need no reading of its blob: read by another
@@ -128,7 +119,7 @@ async fn source(session: &Session, layer: &Layer, copies: bool) -> Result<Source
         false => None,
     };
     if let Some(copy) = copy {
-        match StageFs::blob(session, &copy).await {
+        match blob(session, &copy).await {
             Ok(blob) => return Ok(Source { blob, copy: true }),
             Err(e) => crate::log_warn!(
                 "the zstd copy of layer {}: {e}; using the layer itself",
@@ -137,7 +128,7 @@ async fn source(session: &Session, layer: &Layer, copies: bool) -> Result<Source
         }
     }
     Ok(Source {
-        blob: StageFs::blob(session, layer).await?,
+        blob: blob(session, layer).await?,
         copy: false,
     })
 }
@@ -166,7 +157,7 @@ fn apply(
     for (at, (l, s)) in layers.iter().zip(sources).enumerate() {
         if let Some((n, path)) = keep {
             if *n == at {
-                super::stage::keep_tree(dir, path);
+                keep_tree(dir, path);
             }
         }
         let collect = cached.get(at).is_some_and(Option::is_none);
@@ -189,7 +180,7 @@ fn apply(
     }
     if let Some((n, path)) = keep {
         if *n == layers.len() {
-            super::stage::keep_tree(dir, path);
+            keep_tree(dir, path);
         }
     }
     Ok(read)
@@ -207,4 +198,23 @@ fn empty_dir(dir: &Path) -> Result<(), BuildError> {
         .map_err(err)?;
     }
     Ok(())
+}
+
+/// Keeps the root as unpacked so far as the tree at `path` (a clone made aside,
+/// then renamed into place, so a reader never sees half a tree). Failing only
+/// costs the next build an unpacking.
+fn keep_tree(root: &std::path::Path, path: &std::path::Path) {
+    let Some(parent) = path.parent() else { return };
+    // `trees` is 0700; each tree's root keeps the image root's mode (clone_tree).
+    let made = crate::scratch::private_dir_all(parent).and_then(|()| {
+        let tmp = tempfile::Builder::new()
+            .prefix(".new-")
+            .tempdir_in(parent)?;
+        crate::rootfs::trees::clone_tree(root, tmp.path())?;
+        // Another build may have kept the same tree first: then this one goes.
+        std::fs::rename(tmp.path(), path)
+    });
+    if let Err(e) = made {
+        crate::log_debug!("keeping the unpacked tree {}: {e}", path.display());
+    }
 }
