@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use kiln::layer::writer::{Compression, EntryBody, EntryMeta, LayerWriter};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
@@ -501,4 +502,122 @@ fn plain_log_times_every_step_and_sums_up() {
         total["pull"]["seconds"].is_f64() && total["push"]["bytes"].is_u64(),
         "{total}"
     );
+}
+
+/// A RUN on the busybox base, so the base is unpacked; `V` makes it miss.
+fn run_context(reg: &TestRegistry) -> tempfile::TempDir {
+    push_busybox_base(reg, "ones/base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    let df = format!("FROM {}/ones/base:1\nARG V=1\nRUN echo $V > /v\n", reg.host);
+    write_context(ctx.path(), &[("Dockerfile", &df)]);
+    ctx
+}
+
+/// Builds `ctx` with `--cache` in a fresh pod (no `--cache-dir`), `V` set.
+fn fresh_pod(reg: &TestRegistry, ctx: &Path, v: &str) -> Output {
+    let arg = format!("V={v}");
+    let repo = format!("{}/ones/cache", reg.host);
+    build(
+        reg,
+        ctx,
+        &[
+            "--build-arg",
+            &arg,
+            "--cache-repo",
+            &repo,
+            "--verbosity",
+            "debug",
+        ],
+    )
+}
+
+/// The tag of a layer's zstd copy in the cache repository.
+fn copy_tag(diff_id: &kiln::image::Digest) -> String {
+    format!("zstd-{}", diff_id.as_str().trim_start_matches("sha256:"))
+}
+
+/// The flattened image without the step's own file.
+fn base_files(reg: &TestRegistry) -> std::collections::BTreeMap<String, Flat> {
+    let mut files = pull(reg, "ones/app:1").files;
+    files.remove("v");
+    files
+}
+
+#[test]
+fn fresh_pods_unpack_the_zstd_copies_the_first_one_made() {
+    let reg = TestRegistry::start();
+    let ctx = run_context(&reg);
+    let first = fresh_pod(&reg, ctx.path(), "1");
+    let e = stderr(&first);
+    assert_eq!(e.matches("zstd copy of sha256:").count(), 3, "{e}");
+    let from_gzip = base_files(&reg);
+    let diff_ids = pull(&reg, "ones/base:1").config.rootfs.diff_ids;
+
+    let second = fresh_pod(&reg, ctx.path(), "2");
+    let e = stderr(&second);
+    for l in pull(&reg, "ones/base:1").manifest.layers {
+        assert!(
+            !e.contains(&format!("downloading layer {}", l.digest)),
+            "the gzip layer is not fetched: {e}"
+        );
+    }
+    assert_eq!(e.matches("from its zstd copy").count(), 3, "{e}");
+    assert!(!e.contains("zstd copy of sha256:"), "made once: {e}");
+    let tag = format!("ones/cache:{}", copy_tag(&diff_ids[0]));
+    let raw = runtime()
+        .block_on(client().manifest(&reg.reference(&tag)))
+        .unwrap();
+    let copy: serde_json::Value = serde_json::from_slice(&raw.bytes).unwrap();
+    assert_eq!(
+        copy["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_eq!(base_files(&reg), from_gzip, "the same root as from gzip");
+    assert_eq!(
+        docker_run(&format!("{}/ones/app:1", reg.host), &["cat", "/v"]),
+        "2\n"
+    );
+}
+
+#[test]
+fn a_copy_that_is_not_its_layer_is_refused_and_the_gzip_layer_used() {
+    let reg = TestRegistry::start();
+    let ctx = run_context(&reg);
+    fresh_pod(&reg, ctx.path(), "1");
+    let from_gzip = base_files(&reg);
+    let diff_id = pull(&reg, "ones/base:1").config.rootfs.diff_ids[0].clone();
+    // The first layer's copy swapped for another tar, under the same tag.
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = LayerWriter::create_with(&dir.path().join("evil"), Compression::Zstd(3)).unwrap();
+    let meta = EntryMeta {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: 1_700_000_000,
+        xattrs: Vec::new(),
+    };
+    w.append("evil", &meta, &EntryBody::Bytes(b"not the base\n".to_vec()))
+        .unwrap();
+    let evil = w.finish().unwrap();
+    let layer = PushLayer {
+        file: &evil,
+        media_type: "application/vnd.oci.image.layer.v1.tar+zstd",
+        urls: None,
+    };
+    let tag = format!("ones/cache:{}", copy_tag(&diff_id));
+    push_image_layers(&reg, &tag, &[layer], serde_json::json!({}));
+
+    let out = fresh_pod(&reg, ctx.path(), "2");
+    let e = stderr(&out);
+    assert!(
+        e.contains(&format!("not its diff_id {diff_id} (refused)")),
+        "{e}"
+    );
+    assert!(e.contains("using the layer itself"), "{e}");
+    assert_eq!(base_files(&reg), from_gzip, "nothing of the copy is left");
+    // The refused copy is made again from the gzip layer.
+    assert_eq!(e.matches("zstd copy of sha256:").count(), 1, "{e}");
+    let again = fresh_pod(&reg, ctx.path(), "3");
+    assert_eq!(stderr(&again).matches("from its zstd copy").count(), 3);
+    assert_eq!(base_files(&reg), from_gzip);
 }

@@ -3,10 +3,11 @@
 //! tagged by layer digest, and under `--cache-dir` with downloaded base layers.
 //! Every cache failure is a warning: the build goes on without it.
 
+mod copies;
 pub(crate) mod key;
 pub(crate) mod mounts;
 
-use crate::image::model::manifest_for;
+use crate::image::model::manifest_with;
 use crate::image::spec::{Descriptor, ImageConfig, Manifest};
 use crate::image::ManifestFormat;
 use crate::image::{Digest, Layer, LayerSource, Reference};
@@ -53,6 +54,9 @@ pub struct CacheSettings {
     pub mounts_repo: Option<Reference>,
 }
 
+/// A stored file index being fetched early.
+type IndexFetch = tokio::task::JoinHandle<Result<Option<Vec<u8>>, RegistryError>>;
+
 /// An entry waiting to be written to the cache repository.
 struct Pending {
     tag: String,
@@ -61,6 +65,9 @@ struct Pending {
     layer_media_type: String,
     diff_id: Digest,
     note: serde_json::Value,
+    /// A step's layer, which the image's push puts in the destination first
+    /// (then mounted from there, not uploaded again).
+    after_push: bool,
 }
 
 pub struct Cache {
@@ -68,6 +75,10 @@ pub struct Cache {
     /// Set after the repository failed once: no more round trips to it.
     unreachable: AtomicBool,
     pending: Mutex<Vec<Pending>>,
+    /// Stored file indexes of base layers on their way (gzip'd JSON).
+    prefetched: Mutex<std::collections::HashMap<Digest, IndexFetch>>,
+    /// zstd copies of base layers being made ([`copies`]).
+    making: Mutex<Vec<copies::Making>>,
     now: u64,
     /// The caches of `RUN --mount=type=cache`, where they are kept in a repository.
     pub(crate) mounts: Option<mounts::MountStore>,
@@ -98,6 +109,11 @@ pub(super) async fn config_of(
     })
 }
 
+/// Annotations of a cache entry's manifest: when it was made (Unix seconds)
+/// and its layer's diff_id, which its config holds too.
+const ANNOTATION_CREATED: &str = "dev.kiln.cache.created";
+const ANNOTATION_DIFF_ID: &str = "dev.kiln.cache.diff-id";
+
 /// Media type of a stored file index (gzip'd JSON list of entries).
 pub(crate) const MT_FILE_INDEX: &str = "application/vnd.kiln.file-index.v1+json+gzip";
 
@@ -108,6 +124,8 @@ impl Cache {
             settings,
             unreachable: AtomicBool::new(false),
             pending: Mutex::new(Vec::new()),
+            prefetched: Mutex::default(),
+            making: Mutex::new(Vec::new()),
             now,
         }
     }
@@ -186,23 +204,19 @@ impl Cache {
             .first()
             .ok_or_else(|| invalid("no layer".into()))?
             .clone();
-        let cfg = config_of(registry, &r, &m, tmp).await?;
-        let created = cfg
-            .other
-            .get("kiln.cache")
-            .and_then(|c| c.get("created_unix"))
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0);
+        // Entries stored since these annotations need no second request.
+        let noted = m.annotations.as_ref().and_then(|a| {
+            let created = a.get(ANNOTATION_CREATED)?.parse::<u64>().ok()?;
+            Some((created, Digest::parse(a.get(ANNOTATION_DIFF_ID)?).ok()?))
+        });
+        let (created, diff_id) = match noted {
+            Some(noted) => noted,
+            None => self.entry_config(registry, &r, &m, tmp, tag).await?,
+        };
         if created + self.settings.ttl_secs < self.now {
             crate::log_info!("cache entry {tag} expired (older than --cache-ttl)");
             return Ok(None);
         }
-        let diff_id = cfg
-            .rootfs
-            .diff_ids
-            .first()
-            .ok_or_else(|| invalid("no diff_id".into()))?
-            .clone();
         Ok(Some((
             Layer {
                 descriptor: layer,
@@ -211,6 +225,35 @@ impl Cache {
             },
             created,
         )))
+    }
+
+    /// When an entry was made and its layer's diff_id, from its config.
+    async fn entry_config(
+        &self,
+        registry: &Registry,
+        r: &Reference,
+        m: &Manifest,
+        tmp: &Path,
+        tag: &str,
+    ) -> Result<(u64, Digest), CacheError> {
+        let invalid = |reason: String| CacheError::Invalid {
+            tag: tag.to_string(),
+            reason,
+        };
+        let cfg = config_of(registry, r, m, tmp).await?;
+        let created = cfg
+            .other
+            .get("kiln.cache")
+            .and_then(|c| c.get("created_unix"))
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        let diff_id = cfg
+            .rootfs
+            .diff_ids
+            .first()
+            .ok_or_else(|| invalid("no diff_id".into()))?
+            .clone();
+        Ok((created, diff_id))
     }
 
     /// Queues a step's layer for storing under its key.
@@ -228,6 +271,7 @@ impl Cache {
             layer_media_type: layer.descriptor.media_type.clone(),
             diff_id: layer.diff_id.clone(),
             note: serde_json::json!({ "created_unix": self.now, "key": key.hex, "inputs": key.inputs }),
+            after_push: true,
         });
     }
 
@@ -242,7 +286,32 @@ impl Cache {
     /// Blobs the destination `pushed` already holds are mounted, not sent again.
     /// Failures are warnings.
     pub async fn flush(&self, registry: &Registry, tmp: &Path, pushed: Option<&Reference>) {
+        self.copies_made().await;
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        self.store_all(registry, &pending, tmp, pushed).await;
+    }
+
+    /// Writes the queued entries that need nothing of the image's push (file
+    /// indexes), while the push goes on; `flush` writes the rest after it.
+    pub async fn flush_beside_push(&self, registry: &Registry, tmp: &Path) {
+        let early: Vec<Pending> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let (early, later) = std::mem::take(&mut *pending)
+                .into_iter()
+                .partition(|p| !p.after_push);
+            *pending = later;
+            early
+        };
+        self.store_all(registry, &early, tmp, None).await;
+    }
+
+    async fn store_all(
+        &self,
+        registry: &Registry,
+        pending: &[Pending],
+        tmp: &Path,
+        pushed: Option<&Reference>,
+    ) {
         let Some(repo) = self.repo() else { return };
         let jobs = pending
             .iter()
@@ -263,21 +332,24 @@ impl Cache {
         pushed: Option<&Reference>,
     ) -> Result<(), CacheError> {
         let r = repo.with_object(Some(p.tag.clone()), None);
-        let mounted = match pushed {
-            Some(d) if d.registry == r.registry && d.repository != r.repository => {
-                registry
-                    .mount_blob(&r, &p.layer_digest, &d.repository)
+        let blob = async {
+            let mounted = match pushed {
+                Some(d) if d.registry == r.registry && d.repository != r.repository => {
+                    registry
+                        .mount_blob(&r, &p.layer_digest, &d.repository)
+                        .await?
+                }
+                _ => false,
+            };
+            if !mounted
+                && !registry
+                    .blob_exists(&r, &p.layer_digest, Access::Push)
                     .await?
+            {
+                registry.upload_blob(&r, &p.layer_digest, &p.blob).await?;
             }
-            _ => false,
+            Ok::<_, CacheError>(())
         };
-        if !mounted
-            && !registry
-                .blob_exists(&r, &p.layer_digest, Access::Push)
-                .await?
-        {
-            registry.upload_blob(&r, &p.layer_digest, &p.blob).await?;
-        }
         let mut cfg = serde_json::json!({
             "architecture": "", "os": "linux",
             "config": {},
@@ -299,8 +371,13 @@ impl Cache {
             annotations: None,
             urls: None,
         };
-        let entry =
-            manifest_for(cfg, &[layer], ManifestFormat::Oci).map_err(|e| CacheError::Invalid {
+        // What a lookup needs, on the manifest: a hit is one request.
+        let annotations = [
+            (ANNOTATION_CREATED.to_string(), self.now.to_string()),
+            (ANNOTATION_DIFF_ID.to_string(), p.diff_id.to_string()),
+        ];
+        let entry = manifest_with(cfg, &[layer], ManifestFormat::Oci, Some(annotations.into()))
+            .map_err(|e| CacheError::Invalid {
                 tag: p.tag.clone(),
                 reason: e.to_string(),
             })?;
@@ -308,14 +385,19 @@ impl Cache {
         // Two stages may queue one key; their stores run at once.
         crate::scratch::write_whole(&cfg_path, &entry.config)
             .map_err(io("writing cache config"))?;
-        if !registry
-            .blob_exists(&r, &entry.config_digest, Access::Push)
-            .await?
-        {
-            registry
-                .upload_blob(&r, &entry.config_digest, &cfg_path)
-                .await?;
-        }
+        // The layer and the config go up at once; the manifest names both.
+        let config = async {
+            if !registry
+                .blob_exists(&r, &entry.config_digest, Access::Push)
+                .await?
+            {
+                registry
+                    .upload_blob(&r, &entry.config_digest, &cfg_path)
+                    .await?;
+            }
+            Ok::<_, CacheError>(())
+        };
+        futures_util::future::try_join(blob, config).await?;
         registry
             .put_manifest(&r, &entry.manifest, entry.manifest_media_type)
             .await?;
@@ -364,34 +446,57 @@ impl Cache {
             return None;
         }
         let repo = self.repo()?;
-        let tag = Self::index_tag(layer_digest);
-        let r = repo.with_object(Some(tag.clone()), None);
-        let raw = match registry.manifest(&r).await {
-            Ok(raw) => raw,
-            Err(RegistryError::Status { status, .. })
-                if status == reqwest::StatusCode::NOT_FOUND =>
-            {
-                return None
-            }
+        let r = repo.with_object(Some(Self::index_tag(layer_digest)), None);
+        let early = self
+            .prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(layer_digest);
+        let fetched = match early {
+            Some(h) => match h.await {
+                Ok(r) => r,
+                Err(_) => fetch_index(registry, &r, tmp).await,
+            },
+            None => fetch_index(registry, &r, tmp).await,
+        };
+        let bytes = match fetched {
+            Ok(found) => found?,
             Err(e) => {
                 self.give_up("index lookup", &e);
                 return None;
             }
         };
-        let m: Manifest = serde_json::from_slice(&raw.bytes).ok()?;
-        let l = m.layers.first()?;
-        // Stages sharing a base read its layers' indexes at once: a file each.
-        let p = crate::scratch::private_temp_file("index-", tmp).ok()?;
-        if let Err(e) = registry.download_blob(&r, &l.digest, l.size, &p).await {
-            self.give_up("index download", &e);
-            return None;
-        }
-        let bytes = std::fs::read(&p).ok()?;
         let entries = decode_entries(&bytes).ok()?;
         if let Some(local) = self.local_index_path(layer_digest) {
             let _ = write_local(&local, &bytes);
         }
         Some(entries)
+    }
+
+    /// Starts fetching the stored file indexes of a base's layers as soon as
+    /// the base is known, so they arrive while its first steps are looked up
+    /// (COPY needs them); [`Cache::layer_entries`] takes them.
+    pub(crate) fn prefetch_layer_entries(
+        &self,
+        registry: &std::sync::Arc<Registry>,
+        layers: &[Layer],
+        tmp: &Path,
+    ) {
+        let Some(repo) = self.repo().filter(|_| self.settings.layers) else {
+            return;
+        };
+        let mut early = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        for l in layers {
+            let d = &l.descriptor.digest;
+            let local = self.local_index_path(d).is_some_and(|p| p.exists());
+            if local || early.contains_key(d) {
+                continue;
+            }
+            let r = repo.with_object(Some(Self::index_tag(d)), None);
+            let (registry, tmp) = (registry.clone(), tmp.to_path_buf());
+            let fetch = async move { fetch_index(&registry, &r, &tmp).await };
+            early.insert(d.clone(), tokio::spawn(fetch));
+        }
     }
 
     /// Keeps a layer's entries under `--cache-dir` and queues them for the repository.
@@ -420,8 +525,37 @@ impl Cache {
             layer_media_type: MT_FILE_INDEX.into(),
             diff_id: digest,
             note: serde_json::json!({ "created_unix": self.now, "file_index_of": layer_digest.as_str() }),
+            after_push: false,
         });
     }
+}
+
+/// A stored file index's bytes (gzip'd JSON) under the tag `r`; `None` when
+/// there is none (or it cannot be read).
+async fn fetch_index(
+    registry: &Registry,
+    r: &Reference,
+    tmp: &Path,
+) -> Result<Option<Vec<u8>>, RegistryError> {
+    let raw = match registry.manifest(r).await {
+        Ok(raw) => raw,
+        Err(RegistryError::Status { status, .. }) if status == reqwest::StatusCode::NOT_FOUND => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(l) = serde_json::from_slice::<Manifest>(&raw.bytes)
+        .ok()
+        .and_then(|m| m.layers.into_iter().next())
+    else {
+        return Ok(None);
+    };
+    // Stages sharing a base read its layers' indexes at once: a file each.
+    let Ok(p) = crate::scratch::private_temp_file("index-", tmp) else {
+        return Ok(None);
+    };
+    registry.download_blob(r, &l.digest, l.size, &p).await?;
+    Ok(std::fs::read(&p).ok())
 }
 
 /// Writes a `--cache-dir` file under a temporary name of its own, then renames it

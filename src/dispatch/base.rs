@@ -49,6 +49,13 @@ pub(super) async fn fetch_bases(
             return Ok(bases);
         }
         for (i, image) in futures_util::future::try_join_all(todo).await? {
+            // Its layers' file indexes are on their way while the first steps
+            // are looked up (COPY needs them).
+            session.cache.prefetch_layer_entries(
+                &session.registry,
+                &image.layers,
+                &session.blobs_dir,
+            );
             if let Some(triggers) = &image.config.config.on_build {
                 let more = crate::plan::trigger_deps(df, i, triggers);
                 plan.add_deps(df, i, more);

@@ -126,6 +126,11 @@ pub(super) async fn lookup(
     {
         Some((layer, created)) => {
             crate::log_info!("cache hit {}", key.hex);
+            // A later COPY reads this layer's file index: on its way meanwhile.
+            let layers = std::slice::from_ref(&layer);
+            session
+                .cache
+                .prefetch_layer_entries(&session.registry, layers, &session.blobs_dir);
             Some(NewLayer::Cached {
                 layer: Box::new(layer),
                 created,

@@ -20,6 +20,7 @@ mod shared;
 mod sources;
 mod squash;
 pub mod stage;
+mod unpack;
 pub(crate) mod users;
 
 pub use error::{BuildError, FrontError, SessionError, StepError};

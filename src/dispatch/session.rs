@@ -61,6 +61,16 @@ pub(super) type LayerEntries =
     tokio::sync::OnceCell<std::sync::Arc<Vec<crate::layer::reader::Entry>>>;
 
 impl Session {
+    /// The cell a layer's entries are read into once per build.
+    pub(super) fn entries_of(&self, digest: &crate::image::Digest) -> std::sync::Arc<LayerEntries> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(digest.clone())
+            .or_default()
+            .clone()
+    }
+
     /// A session whose blobs live in the cache's `--cache-dir` when it has one, else in `scratch`,
     /// with `now` as the time of everything it creates.
     pub fn new(

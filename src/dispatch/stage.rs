@@ -66,14 +66,7 @@ impl StageFs {
         session: &Session,
         layer: &Layer,
     ) -> Result<std::sync::Arc<Vec<Entry>>, BuildError> {
-        let digest = &layer.descriptor.digest;
-        let cell = session
-            .entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(digest.clone())
-            .or_default()
-            .clone();
+        let cell = session.entries_of(&layer.descriptor.digest);
         cell.get_or_try_init(|| Self::read_entries(session, layer))
             .await
             .cloned()
@@ -174,7 +167,6 @@ impl StageFs {
                 let dir = self.dir.join("rootfs");
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
-                let root = ScratchRoot::new(&dir);
                 // The layers from a registry (the base, cache hits) may be an
                 // unpacked tree already; then only the rest is unpacked. If not,
                 // the tree is kept once those layers are.
@@ -189,33 +181,23 @@ impl StageFs {
                     None => (0, None),
                 };
                 let layers = &self.layers[from..];
-                // Download every layer at once; unpack them in order.
-                let blobs = futures_util::future::try_join_all(
-                    layers.iter().map(|l| Self::blob(session, l)),
-                )
-                .await?;
                 let phase = session.unpack.begin();
-                super::cpu(|| -> Result<(), BuildError> {
-                    let apply = |ls: &[Layer], bs: &[PathBuf]| -> Result<(), BuildError> {
-                        for (l, blob) in ls.iter().zip(bs) {
-                            let report = root.apply_layer(blob, &l.descriptor.digest)?;
-                            if report.skipped_devices > 0 {
-                                crate::log_warn!(
-                                    "layer {}: skipped {} device nodes (not running as root)",
-                                    l.descriptor.digest,
-                                    report.skipped_devices
-                                );
-                            }
-                        }
-                        Ok(())
-                    };
-                    let split = keep.as_ref().map_or(0, |(n, _)| *n);
-                    apply(&layers[..split], &blobs[..split])?;
-                    if let Some((_, path)) = &keep {
-                        keep_tree(&dir, path);
+                // With no cloned tree, the file index comes with the layers.
+                let with_index = from == 0 && !self.index.initialized();
+                let (root, known) =
+                    super::unpack::unpack(session, &dir, layers, keep, with_index).await?;
+                if with_index {
+                    let mut idx = FsIndex::default().with_root();
+                    for (l, entries) in layers.iter().zip(known) {
+                        let entries = match entries {
+                            Some(e) => e,
+                            None => Self::entries(session, l).await?,
+                        };
+                        idx.apply_entries(&entries);
                     }
-                    apply(&layers[split..], &blobs[split..])
-                })?;
+                    // A step that made it meanwhile keeps its own (the same).
+                    let _ = self.index.set(idx);
+                }
                 let bytes: u64 = layers.iter().map(|l| l.descriptor.size).sum();
                 let took = phase.done(bytes, layers.len());
                 if !layers.is_empty() {
@@ -386,25 +368,6 @@ fn planned_entry(path: &str, p: &Planned) -> Entry {
         mtime: p.meta.mtime,
         whiteout,
         xattrs: p.meta.xattrs.clone(),
-    }
-}
-
-/// Keeps the root as unpacked so far as the tree at `path` (a clone made aside,
-/// then renamed into place, so a reader never sees half a tree). Failing only
-/// costs the next build an unpacking.
-fn keep_tree(root: &std::path::Path, path: &std::path::Path) {
-    let Some(parent) = path.parent() else { return };
-    // `trees` is 0700; each tree's root keeps the image root's mode (clone_tree).
-    let made = crate::scratch::private_dir_all(parent).and_then(|()| {
-        let tmp = tempfile::Builder::new()
-            .prefix(".new-")
-            .tempdir_in(parent)?;
-        crate::rootfs::trees::clone_tree(root, tmp.path())?;
-        // Another build may have kept the same tree first: then this one goes.
-        std::fs::rename(tmp.path(), path)
-    });
-    if let Err(e) = made {
-        crate::log_debug!("keeping the unpacked tree {}: {e}", path.display());
     }
 }
 

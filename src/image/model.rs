@@ -168,7 +168,8 @@ pub fn manifest_for(
     manifest_with(config, layers, format, None)
 }
 
-fn manifest_with(
+/// [`manifest_for`] with `annotations` on the manifest.
+pub(crate) fn manifest_with(
     config: Vec<u8>,
     layers: &[Descriptor],
     format: ManifestFormat,

@@ -4,6 +4,7 @@
 
 pub(crate) mod entries;
 pub(crate) mod gzip;
+pub(crate) mod pipe;
 pub(crate) mod reader;
 mod sparse;
 pub mod writer;
@@ -38,6 +39,42 @@ impl<W: Write> HashingWriter<W> {
             crate::image::Digest::from_sha256(self.hasher.finalize().into()),
             self.count,
         )
+    }
+}
+
+/// A reader that hashes what passes through it; at its end the `sha256:`
+/// digest is set in [`HashingReader::result`], which another thread may hold.
+pub(crate) struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    result: std::sync::Arc<std::sync::OnceLock<crate::image::Digest>>,
+}
+
+impl<R: io::Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            result: Default::default(),
+        }
+    }
+
+    /// Where the digest appears once the end is read.
+    pub fn result(&self) -> std::sync::Arc<std::sync::OnceLock<crate::image::Digest>> {
+        self.result.clone()
+    }
+}
+
+impl<R: io::Read> io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let hash = self.hasher.clone().finalize().into();
+            self.result
+                .get_or_init(|| crate::image::Digest::from_sha256(hash));
+        }
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
 }
 

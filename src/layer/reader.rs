@@ -11,6 +11,12 @@ use std::path::Path;
 pub enum ReadError {
     #[error("reading layer {layer}: {source}")]
     Io { layer: String, source: io::Error },
+    #[error("layer {layer}: its tar is {got}, not its diff_id {want} (refused)")]
+    DiffId {
+        layer: String,
+        want: String,
+        got: String,
+    },
     #[error("layer {layer}: entry {path:?}: {reason}")]
     Entry {
         layer: String,
@@ -93,12 +99,15 @@ impl Compression {
 }
 
 /// The uncompressed tar stream of a layer blob or archive.
-pub(crate) fn open_decompressed(path: &Path) -> io::Result<Box<dyn Read>> {
+pub(crate) fn open_decompressed(path: &Path) -> io::Result<Box<dyn Read + Send>> {
     open_decompressed_shown(path, &crate::progress::Bar::none())
 }
 
 /// [`open_decompressed`], the blob's bytes counted on `bar` as they are read.
-fn open_decompressed_shown(path: &Path, bar: &crate::progress::Bar) -> io::Result<Box<dyn Read>> {
+fn open_decompressed_shown(
+    path: &Path,
+    bar: &crate::progress::Bar,
+) -> io::Result<Box<dyn Read + Send>> {
     let mut head = [0u8; 6];
     let mut file = File::open(path)?;
     let n = read_full(&mut file, &mut head)?;
@@ -128,14 +137,18 @@ pub(crate) fn for_each_entry<F>(path: &Path, label: &str, f: F) -> Result<(), Re
 where
     F: FnMut(Entry, &mut dyn Read) -> Result<(), ReadError>,
 {
-    for_each_entry_shown(path, label, &crate::progress::Bar::none(), f)
+    for_each_entry_piped(path, label, &crate::progress::Bar::none(), None, f)
 }
 
-/// [`for_each_entry`], the blob's bytes counted on `bar` (unpacking a root).
-pub(crate) fn for_each_entry_shown<F>(
+/// [`for_each_entry`], the blob's bytes counted on `bar` and decompressed on a
+/// thread of its own, so inflating and the caller's work overlap. With
+/// `diff_id`, the whole tar stream must hash to it, or the read fails once
+/// every entry has been given to `f` (a copy of a layer kept elsewhere).
+pub(crate) fn for_each_entry_piped<F>(
     path: &Path,
     label: &str,
     bar: &crate::progress::Bar,
+    diff_id: Option<&crate::image::Digest>,
     mut f: F,
 ) -> Result<(), ReadError>
 where
@@ -145,8 +158,28 @@ where
         layer: label.to_string(),
         source,
     };
-    let reader = open_decompressed_shown(path, bar).map_err(io_err)?;
-    for_each_in_stream(reader, label, Names::Layer, &mut f)
+    let source = open_decompressed_shown(path, bar).map_err(io_err)?;
+    // Hashed only when there is a diff_id to check.
+    let (mut piped, seen) = match diff_id {
+        Some(_) => {
+            let hashing = super::HashingReader::new(source);
+            let seen = hashing.result();
+            (super::pipe::Piped::new(hashing), seen)
+        }
+        None => (super::pipe::Piped::new(source), Default::default()),
+    };
+    for_each_in_stream(&mut piped, label, Names::Layer, &mut f)?;
+    let Some(want) = diff_id else { return Ok(()) };
+    // The tar's end blocks, which the entry reader leaves, are the layer's too.
+    io::copy(&mut piped, &mut io::sink()).map_err(io_err)?;
+    match seen.get() {
+        Some(got) if got == want => Ok(()),
+        got => Err(ReadError::DiffId {
+            layer: label.to_string(),
+            want: want.to_string(),
+            got: got.map_or_else(|| "unread".into(), |d| d.to_string()),
+        }),
+    }
 }
 
 /// Like [`for_each_entry`] over an archive ADD unpacks: compressed in any of

@@ -9,7 +9,7 @@ use crate::pathname::{display, from_os, to_path};
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,13 @@ pub enum ApplyError {
 pub(crate) struct ApplyReport {
     /// Device nodes skipped because the executor is not root.
     pub skipped_devices: usize,
+    /// The layer's entries, when asked for: its file index without a second read.
+    pub entries: Option<Vec<Entry>>,
 }
+
+/// The largest piece of a file's body read before it is written: most files
+/// of a base take one write.
+const BODY_CHUNK: usize = 1 << 20;
 
 /// What one layer's application has seen so far.
 #[derive(Default)]
@@ -44,6 +50,16 @@ struct LayerState {
     /// Device nodes this layer has that could not be made: a hard link to one
     /// is skipped with it rather than failing the unpack.
     skipped: HashSet<String>,
+    /// The root was empty when this layer began: a path this layer has not
+    /// made does not exist, so it needs no lstat before it is created.
+    fresh: bool,
+    /// In a fresh root, the setgid directories (the root itself when it is
+    /// one, those this layer made, and what was made in them): a file or
+    /// directory made in one takes its group, and a directory its setgid
+    /// bit, so owner and mode must be set.
+    setgid_dirs: HashSet<String>,
+    /// A file's body on its way to the disk.
+    buf: Vec<u8>,
     report: ApplyReport,
 }
 
@@ -66,6 +82,8 @@ pub struct ScratchRoot {
     sys: Box<dyn Syscalls>,
     /// Paths no layer may touch (a root shared with the executor).
     keep: Option<super::keep::Keep>,
+    /// Nothing has been applied yet and the directory was empty when made.
+    untouched: std::sync::atomic::AtomicBool,
 }
 
 impl ScratchRoot {
@@ -81,16 +99,19 @@ impl ScratchRoot {
 
     /// A root whose privileged calls go through `sys` (tests record them).
     pub(crate) fn with_syscalls(root: &Path, sys: Box<dyn Syscalls>) -> ScratchRoot {
+        let empty = fs::read_dir(root).is_ok_and(|mut d| d.next().is_none());
         ScratchRoot {
             root: root.to_path_buf(),
             sys,
             keep: None,
+            untouched: std::sync::atomic::AtomicBool::new(empty),
         }
     }
 
     /// The same root, leaving `keep`'s paths as they are whatever a layer says.
     pub(crate) fn keeping(mut self, keep: super::keep::Keep) -> ScratchRoot {
         self.keep = Some(keep);
+        *self.untouched.get_mut() = false;
         self
     }
 
@@ -109,20 +130,53 @@ impl ScratchRoot {
 
     /// Unpacks one layer blob.
     pub(crate) fn apply_layer(&self, blob: &Path, label: &str) -> Result<ApplyReport, ApplyError> {
-        let mut st = LayerState::default();
+        self.apply_layer_with(blob, label, false, None)
+    }
+
+    /// Unpacks one layer blob; with `collect`, the report holds its entries;
+    /// with `diff_id`, the blob's tar must hash to it (a copy of the layer
+    /// kept elsewhere: on a mismatch the root holds what the copy had).
+    /// The blob is decompressed on a thread of its own while this one writes.
+    pub(crate) fn apply_layer_with(
+        &self,
+        blob: &Path,
+        label: &str,
+        collect: bool,
+        diff_id: Option<&crate::image::Digest>,
+    ) -> Result<ApplyReport, ApplyError> {
+        // Still empty: a RUN on the root itself may have written to it since.
+        let fresh = self
+            .untouched
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+            && fs::read_dir(&self.root).is_ok_and(|mut d| d.next().is_none());
+        let mut st = LayerState {
+            fresh,
+            ..LayerState::default()
+        };
+        // A setgid root (a Pod volume with an fsGroup) passes its group on.
+        let setgid_root = fs::metadata(&self.root).map_or(true, |m| m.mode() & 0o2000 != 0);
+        if setgid_root {
+            st.setgid_dirs.insert(String::new());
+        }
+        if collect {
+            st.report.entries = Some(Vec::new());
+        }
         let size = std::fs::metadata(blob).map(|m| m.len()).unwrap_or(0);
         let bar = crate::progress::bar(crate::progress::Kind::Unpack, label, size);
-        reader::for_each_entry_shown(blob, label, &bar, |e, data| {
-            self.apply_entry(&e, data, &mut st, label)
-                .map_err(|err| match err {
-                    ApplyError::Read(r) => r,
-                    // The entry and layer are named once, by ReadError.
-                    ApplyError::Io { source, .. } => ReadError::Entry {
-                        layer: label.to_string(),
-                        path: display(&e.path),
-                        reason: source.to_string(),
-                    },
-                })
+        reader::for_each_entry_piped(blob, label, &bar, diff_id, |e, data| {
+            let applied = self.apply_entry(&e, data, &mut st, label);
+            if let Some(all) = st.report.entries.as_mut() {
+                all.push(e.clone());
+            }
+            applied.map_err(|err| match err {
+                ApplyError::Read(r) => r,
+                // The entry and layer are named once, by ReadError.
+                ApplyError::Io { source, .. } => ReadError::Entry {
+                    layer: label.to_string(),
+                    path: display(&e.path),
+                    reason: source.to_string(),
+                },
+            })
         })?;
         // Deepest last written first: setting a parent's time never touches a child's.
         for (dir, mtime) in st.dir_times.iter().rev() {
@@ -200,7 +254,11 @@ impl ScratchRoot {
         }
         let rel = join_rel(parent, name);
         let host = parent_host.join(to_path(name));
-        let existing = fs::symlink_metadata(&host).ok();
+        let existing = if st.fresh && !st.written.contains(&rel) && !st.real_dirs.contains(&rel) {
+            None
+        } else {
+            fs::symlink_metadata(&host).ok()
+        };
         let is_dir_entry = e.kind == Kind::Dir;
         if let Some(m) = &existing {
             if !(is_dir_entry && m.is_dir()) {
@@ -210,23 +268,46 @@ impl ScratchRoot {
                 remove_any(&host).map_err(io_err(&rel))?;
             }
         }
+        let owned = self.needs_owner(e, parent, st);
         match &e.kind {
             Kind::Dir => {
-                if !host.is_dir()
-                    || fs::symlink_metadata(&host)
-                        .map(|m| m.file_type().is_symlink())
-                        .unwrap_or(false)
-                {
-                    fs::create_dir(&host).map_err(io_err(&rel))?;
+                // A directory that stood there stays (lstat: never a link).
+                if !existing.as_ref().is_some_and(|m| m.is_dir()) {
+                    use std::os::unix::fs::DirBuilderExt;
+                    fs::DirBuilder::new()
+                        .mode(self.wanted_mode(e, true) & 0o777)
+                        .create(&host)
+                        .map_err(io_err(&rel))?;
+                }
+                // mkdir in a setgid directory makes a setgid one too.
+                if st.fresh && (e.mode & 0o2000 != 0 || st.setgid_dirs.contains(parent)) {
+                    st.setgid_dirs.insert(rel.clone());
                 }
             }
             Kind::File => {
+                // Made with its mode, filled in one write, its owner, mode and
+                // times set through the open file: no path is looked up again.
+                use std::os::unix::fs::OpenOptionsExt;
+                let mode = self.wanted_mode(e, false);
                 let mut f = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
+                    .mode(mode & 0o777)
                     .open(&host)
                     .map_err(io_err(&rel))?;
-                io::copy(data, &mut f).map_err(io_err(&rel))?;
+                write_body(data, &mut f, &mut st.buf).map_err(io_err(&rel))?;
+                if owned {
+                    self.set_owner(&host, e).map_err(io_err(&rel))?;
+                }
+                if owned || !mode_given_by_create(mode) {
+                    f.set_permissions(fs::Permissions::from_mode(mode))
+                        .map_err(io_err(&rel))?;
+                }
+                let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(e.mtime);
+                f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
+                    .map_err(io_err(&rel))?;
+                st.written.insert(rel);
+                return Ok(());
             }
             Kind::Symlink(target) => symlink(to_path(target), &host).map_err(io_err(&rel))?,
             Kind::Hardlink(target) if st.skipped.contains(target) => {
@@ -255,8 +336,22 @@ impl ScratchRoot {
                 }
             }
         }
-        self.set_meta(&host, e, is_dir_entry)
-            .map_err(io_err(&rel))?;
+        if owned {
+            self.set_owner(&host, e).map_err(io_err(&rel))?;
+        }
+        // A directory just made with its mode, whose owner was not set after
+        // (chown clears setuid bits) and which inherited no setgid bit, has
+        // it already; a symlink has none.
+        let made_with_mode = st.fresh
+            && is_dir_entry
+            && existing.is_none()
+            && !owned
+            && !st.setgid_dirs.contains(parent)
+            && mode_given_by_create(self.wanted_mode(e, true));
+        if !(made_with_mode || matches!(e.kind, Kind::Symlink(_))) {
+            let mode = self.wanted_mode(e, is_dir_entry);
+            fs::set_permissions(&host, fs::Permissions::from_mode(mode)).map_err(io_err(&rel))?;
+        }
         // A RUN sees the image's times, as it does under BuildKit (make, find
         // -newer), and an overlay copy-up keeps them.
         if is_dir_entry {
@@ -358,6 +453,14 @@ impl ScratchRoot {
         }
         for dir in todo.into_iter().rev() {
             let host = self.host_path(dir);
+            if st.fresh && !st.written.contains(dir) {
+                fs::create_dir(&host)?;
+                if st.setgid_dirs.contains(split_parent(dir).0) {
+                    st.setgid_dirs.insert(dir.to_string());
+                }
+                st.real_dirs.insert(dir.to_string());
+                continue;
+            }
             match fs::symlink_metadata(&host) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
@@ -373,27 +476,80 @@ impl ScratchRoot {
     }
 
     pub(super) fn set_meta(&self, host: &Path, e: &Entry, is_dir: bool) -> io::Result<()> {
-        let caps = self.sys.caps();
         // Owner first: chown clears setuid bits, the mode below sets them again.
-        if caps.chown {
-            match self.sys.lchown(host, e.uid as u32, e.gid as u32) {
-                // An id outside a user namespace's map: the file keeps the
-                // namespace's root as owner (the layer keeps the image's).
-                Err(err) if err.raw_os_error() == Some(nix::libc::EINVAL) => {}
-                r => r?,
-            }
+        if self.sys.caps().chown {
+            self.set_owner(host, e)?;
         }
         if matches!(e.kind, Kind::Symlink(_)) {
             return Ok(());
         }
+        fs::set_permissions(
+            host,
+            fs::Permissions::from_mode(self.wanted_mode(e, is_dir)),
+        )
+    }
+
+    /// Gives `host` the entry's owner.
+    fn set_owner(&self, host: &Path, e: &Entry) -> io::Result<()> {
+        match self.sys.lchown(host, e.uid as u32, e.gid as u32) {
+            // An id outside a user namespace's map: the file keeps the
+            // namespace's root as owner (the layer keeps the image's).
+            Err(err) if err.raw_os_error() == Some(nix::libc::EINVAL) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Whether an entry just made needs its owner set: not when the process
+    /// may not give one, nor when the new file has it already (the process's
+    /// own ids, in a fresh root outside any setgid directory this layer made).
+    fn needs_owner(&self, e: &Entry, parent: &str, st: &LayerState) -> bool {
+        if !self.sys.caps().chown {
+            return false;
+        }
+        let makes_it = self
+            .sys
+            .creator()
+            .is_some_and(|(uid, gid)| u64::from(uid) == e.uid && u64::from(gid) == e.gid);
+        !(st.fresh && makes_it && !st.setgid_dirs.contains(parent))
+    }
+
+    /// The mode an entry gets on disk.
+    fn wanted_mode(&self, e: &Entry, is_dir: bool) -> u32 {
         let mut mode = e.mode & 0o7777;
-        if !caps.dac_override {
+        if !self.sys.caps().dac_override {
             // Without CAP_DAC_OVERRIDE the owner must keep the right to fill a
             // directory and read a file; the image's modes live in the file index.
             mode |= if is_dir { 0o700 } else { 0o400 };
         }
-        fs::set_permissions(host, fs::Permissions::from_mode(mode))
+        mode
     }
+}
+
+/// Copies an entry's body to `f`, a piece of up to [`BODY_CHUNK`] bytes at a time.
+fn write_body(data: &mut dyn Read, f: &mut fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
+    use std::io::Write;
+    buf.resize(BODY_CHUNK, 0);
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match data.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        f.write_all(&buf[..n])?;
+        if n < buf.len() {
+            return Ok(());
+        }
+    }
+}
+
+/// Whether creating a file or directory with `mode` (its permission bits)
+/// gives it exactly `mode`: no special bits, none the umask takes away.
+fn mode_given_by_create(mode: u32) -> bool {
+    mode & 0o7000 == 0 && sys::umask().is_some_and(|m| mode & m == 0)
 }
 
 /// Sets a path's times to a layer entry's (seconds).
@@ -414,6 +570,50 @@ pub(super) fn remove_any(p: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fresh_root_sets_what_a_setgid_directory_would_pass_on() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("layer.tar");
+        {
+            let mut b = tar::Builder::new(fs::File::create(&blob).unwrap());
+            let mut add = |path: &str, kind, mode, gid, data: &[u8]| {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(kind);
+                h.set_mode(mode);
+                h.set_uid(0);
+                h.set_gid(gid);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, data).unwrap();
+            };
+            add("shared", tar::EntryType::Directory, 0o2775, 1234, b"");
+            add("shared/sub", tar::EntryType::Directory, 0o755, 0, b"");
+            add("shared/sub/f", tar::EntryType::Regular, 0o644, 0, b"f");
+            add("shared/g", tar::EntryType::Regular, 0o644, 0, b"g");
+            add("plain/h", tar::EntryType::Regular, 0o640, 0, b"h");
+            b.finish().unwrap();
+        }
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        // As root (the CI runs the tests so): owners are given.
+        assert!(super::super::caps::FileCaps::effective().chown);
+        ScratchRoot::new(&root).apply_layer(&blob, "test").unwrap();
+        let meta = |p: &str| fs::symlink_metadata(root.join(p)).unwrap();
+        assert_eq!(
+            (meta("shared").mode() & 0o7777, meta("shared").gid()),
+            (0o2775, 1234)
+        );
+        // Made in a setgid directory: no inherited setgid bit, no inherited group.
+        assert_eq!(
+            (meta("shared/sub").mode() & 0o7777, meta("shared/sub").gid()),
+            (0o755, 0)
+        );
+        assert_eq!(meta("shared/sub/f").gid(), 0);
+        assert_eq!(meta("shared/g").gid(), 0);
+        assert_eq!(meta("plain/h").mode() & 0o7777, 0o640);
+        assert_eq!(fs::read(root.join("shared/sub/f")).unwrap(), b"f");
+    }
 
     #[test]
     fn unprivileged_skips_device_nodes_and_makes_fifos() {

@@ -129,6 +129,11 @@ impl ScratchRoot {
                 archive: layer,
                 source,
             },
+            // Archives are read without a diff_id to check.
+            other @ ReadError::DiffId { .. } => ArchiveError::Read {
+                archive: label.to_string(),
+                source: io::Error::other(other.to_string()),
+            },
         })?;
         for (rel, mtime) in st.dir_times.iter().rev() {
             match set_mtime(&self.host_path(rel), *mtime) {

@@ -24,6 +24,11 @@ pub(crate) trait Syscalls: Send + Sync {
     fn lchown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
     /// Creates a device node or FIFO with permission bits `mode`.
     fn mknod(&self, path: &Path, node: Node, mode: u32) -> io::Result<()>;
+    /// The owner and group a file this process makes gets (outside setgid
+    /// directories); `None` when not known, so owners are always set.
+    fn creator(&self) -> Option<(u32, u32)> {
+        None
+    }
 }
 
 /// Shared implementations (a test keeps a handle to read the recorded calls).
@@ -39,17 +44,24 @@ impl<T: Syscalls> Syscalls for std::sync::Arc<T> {
     fn mknod(&self, path: &Path, node: Node, mode: u32) -> io::Result<()> {
         (**self).mknod(path, node, mode)
     }
+
+    fn creator(&self) -> Option<(u32, u32)> {
+        (**self).creator()
+    }
 }
 
 /// The kernel, with this process's effective capabilities.
 pub(crate) struct Real {
     caps: FileCaps,
+    /// The effective ids, read once (files made get them).
+    ids: (u32, u32),
 }
 
 impl Real {
     pub(crate) fn effective() -> Real {
         Real {
             caps: FileCaps::effective(),
+            ids: Real::ids(),
         }
     }
 
@@ -58,13 +70,25 @@ impl Real {
     pub fn unprivileged() -> Real {
         Real {
             caps: FileCaps::none(),
+            ids: Real::ids(),
         }
+    }
+
+    fn ids() -> (u32, u32) {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
     }
 }
 
 impl Syscalls for Real {
     fn caps(&self) -> FileCaps {
         self.caps
+    }
+
+    fn creator(&self) -> Option<(u32, u32)> {
+        Some(self.ids)
     }
 
     fn lchown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
@@ -88,6 +112,17 @@ impl Syscalls for Real {
         nix::sys::stat::mknod(path, kind, Mode::from_bits_truncate(mode & 0o777), dev)
             .map_err(io::Error::from)
     }
+}
+
+/// This process's umask, read once from /proc (reading it with umask(2) would
+/// change it for a moment under other threads); `None` where /proc has no line.
+pub(crate) fn umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
 }
 
 /// The test implementation.

@@ -142,10 +142,12 @@ impl Layer {
     /// The layer's tar stream, decompressed whatever the blob's compression.
     pub async fn uncompressed(&self, store: &BlobStore) -> Result<Box<dyn Read>, StoreError> {
         let path = self.compressed(store).await?;
-        crate::layer::reader::open_decompressed(&path).map_err(|source| StoreError::Io {
-            op: format!("opening layer {}", self.descriptor.digest),
-            source,
-        })
+        crate::layer::reader::open_decompressed(&path)
+            .map(|r| r as Box<dyn Read>)
+            .map_err(|source| StoreError::Io {
+                op: format!("opening layer {}", self.descriptor.digest),
+                source,
+            })
     }
 }
 
