@@ -269,30 +269,22 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
             });
         }
         let index = publish::index::serialize(&images)?;
-        let (published, (), ()) = tokio::join!(
+        let (published, ()) = tokio::join!(
             outputs::publish_index(&o.outputs, &session, &o.destinations, &images, &index),
             session
                 .cache
-                .store_mounts(&session.registry, scratch.path(), o.compression),
-            session
-                .cache
-                .flush_beside_push(&session.registry, scratch.path())
+                .beside_push(&session.registry, scratch.path(), o.compression)
         );
         published?;
         index.digest
     } else {
         let image = dispatch::build(&session, &df, &ctx, &opts).await?;
         let s = publish::serialize(&image, &o.annotations)?;
-        // Cache mounts and file indexes are stored while the image is pushed;
-        // their failure is a warning, never the build's.
-        let (published, (), ()) = tokio::join!(
+        let (published, ()) = tokio::join!(
             outputs::publish_all(&o.outputs, &session, &o.destinations, &image, &s),
             session
                 .cache
-                .store_mounts(&session.registry, scratch.path(), o.compression),
-            session
-                .cache
-                .flush_beside_push(&session.registry, scratch.path())
+                .beside_push(&session.registry, scratch.path(), o.compression)
         );
         published?;
         s.manifest_digest

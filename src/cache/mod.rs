@@ -132,7 +132,7 @@ impl Cache {
 
     /// After the build: the changed `RUN --mount=type=cache` contents to
     /// their repository (warnings on failure).
-    pub async fn store_mounts(
+    async fn store_mounts(
         &self,
         registry: &Registry,
         tmp: &Path,
@@ -293,7 +293,21 @@ impl Cache {
 
     /// Writes the queued entries that need nothing of the image's push (file
     /// indexes), while the push goes on; `flush` writes the rest after it.
-    pub async fn flush_beside_push(&self, registry: &Registry, tmp: &Path) {
+    /// What is stored while the image is pushed (changed cache mounts, file
+    /// indexes); failures are warnings, never the build's.
+    pub async fn beside_push(
+        &self,
+        registry: &Registry,
+        tmp: &Path,
+        compression: crate::layer::writer::Compression,
+    ) {
+        tokio::join!(
+            self.store_mounts(registry, tmp, compression),
+            self.flush_beside_push(registry, tmp)
+        );
+    }
+
+    async fn flush_beside_push(&self, registry: &Registry, tmp: &Path) {
         let early: Vec<Pending> = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             let (early, later) = std::mem::take(&mut *pending)
