@@ -82,21 +82,18 @@ impl Tracer {
                 return self.cap_xattr(tid, regs, &r.host, follow);
             }
             libc::SYS_fsetxattr | libc::SYS_fgetxattr => {
+                let cap = self.is_cap(tid, regs)?;
                 if nr == libc::SYS_fsetxattr {
-                    self.touched.touch_fd(tid, regs.int(0));
+                    // The kept capability changes nothing on disk: forced.
+                    self.touched.touch_fd(tid, regs.int(0), cap);
                 }
-                if self.is_cap(tid, regs)? {
-                    if nr == libc::SYS_fsetxattr {
-                        if let Ok(host) = std::fs::read_link(fd_link(tid, regs.int(0))) {
-                            self.touched.force(&host);
-                        }
-                    }
+                if cap {
                     let host = fd_link(tid, regs.int(0));
                     return self.cap_xattr(tid, regs, &host, true).map_err(ebadf);
                 }
             }
             libc::SYS_fchmod | libc::SYS_fremovexattr => {
-                self.touched.touch_fd(tid, regs.int(0));
+                self.touched.touch_fd(tid, regs.int(0), false);
             }
             libc::SYS_access
             | libc::SYS_statfs
@@ -154,7 +151,7 @@ impl Tracer {
                     let r = path!(Some(0), 1, flags(3) & libc::AT_SYMLINK_NOFOLLOW == 0, empty)?;
                     self.touch_or_fd(tid, regs.int(0), &r);
                 } else {
-                    self.touched.touch_fd(tid, regs.int(0));
+                    self.touched.touch_fd(tid, regs.int(0), false);
                 }
             }
             libc::SYS_rename => {
@@ -261,9 +258,7 @@ impl Tracer {
                 );
             }
             libc::SYS_fchown => {
-                if let Ok(host) = std::fs::read_link(fd_link(tid, regs.int(0))) {
-                    self.touched.force(&host);
-                }
+                self.touched.touch_fd(tid, regs.int(0), true);
                 return self
                     .chown(
                         tid,
@@ -308,7 +303,7 @@ impl Tracer {
     fn touch_or_fd(&mut self, tid: i32, dirfd: i32, r: &Option<Resolved>) {
         match r {
             Some(r) => self.touched.touch(&r.host),
-            None => self.touched.touch_fd(tid, dirfd),
+            None => self.touched.touch_fd(tid, dirfd, false),
         }
     }
 

@@ -34,10 +34,14 @@ impl Touched {
         self.forced.insert(host.to_path_buf());
     }
 
-    /// The file descriptor `fd` of thread `tid` is about to change.
-    pub(super) fn touch_fd(&mut self, tid: i32, fd: i32) {
+    /// The file descriptor `fd` of thread `tid` is about to change
+    /// (`forced`: in a way the disk will not show).
+    pub(super) fn touch_fd(&mut self, tid: i32, fd: i32, forced: bool) {
         if let Ok(host) = std::fs::read_link(super::fd_link(tid, fd)) {
-            self.touch(&host);
+            match forced {
+                true => self.force(&host),
+                false => self.touch(&host),
+            }
         }
     }
 
