@@ -4,13 +4,75 @@
 use crate::cli;
 use anyhow::{Context, Result};
 use kiln::dispatch::Session;
+use kiln::image::spec::Platform;
 use kiln::image::{Digest, Reference};
 use kiln::publish;
 use kiln::publish::index::PlatformImage;
+use std::path::Path;
+
+/// What a build made: one image, or one for each platform.
+pub(crate) enum Built {
+    One(Box<kiln::image::Image>),
+    Platforms(Vec<(Platform, kiln::image::Image)>),
+}
+
+/// Writes and pushes what was built, while the cache stores its own beside the
+/// push; the digest the outputs name: the image's, or the index's.
+pub(crate) async fn publish_built(
+    o: &cli::Options,
+    session: &Session,
+    built: Built,
+    scratch: &Path,
+) -> Result<Digest> {
+    let beside = session
+        .cache
+        .beside_push(&session.registry, scratch, o.compression);
+    match built {
+        Built::One(image) => {
+            let image = *image;
+            let s = publish::serialize(&image, &o.annotations)?;
+            let publish = publish_all(&o.outputs, session, &o.destinations, &image, &s);
+            let (published, ()) = tokio::join!(publish, beside);
+            published?;
+            Ok(s.manifest_digest)
+        }
+        Built::Platforms(built) => {
+            let mut images = Vec::new();
+            for (platform, image) in built {
+                let serialized = publish::serialize(&image, &o.annotations)?;
+                images.push(PlatformImage {
+                    platform,
+                    image,
+                    serialized,
+                });
+            }
+            let index = publish::index::serialize(&images)?;
+            let publish = publish_index(&o.outputs, session, &o.destinations, &images, &index);
+            let (published, ()) = tokio::join!(publish, beside);
+            published?;
+            Ok(index.digest)
+        }
+    }
+}
+
+/// `--dryrun` (Kaniko's fork): prints what would be built, on stdout, and
+/// fetches, builds and pushes nothing.
+pub(crate) fn print_plan(df: &kiln::dockerfile::Dockerfile, o: &cli::Options) -> Result<()> {
+    let overrides = o.build_args.iter().cloned().collect();
+    for platform in &o.platforms {
+        let plan = kiln::plan::plan(df, &overrides, o.target.as_deref(), platform)?;
+        if o.platforms.len() > 1 {
+            println!("platform {platform}:");
+        }
+        print!("{}", plan.describe(df));
+    }
+    kiln::log_info!("--dryrun: nothing was built or pushed");
+    Ok(())
+}
 
 /// Tarball and OCI layout if asked, then every destination: all blobs first,
 /// manifests last.
-pub(crate) async fn publish_all(
+async fn publish_all(
     out: &cli::Outputs,
     session: &Session,
     destinations: &[Reference],
@@ -74,7 +136,7 @@ fn tag_moved(
 
 /// [`publish_all`] for a multi-platform build: every platform's blobs and
 /// manifest to every destination, then the index under each tag.
-pub(crate) async fn publish_index(
+async fn publish_index(
     out: &cli::Outputs,
     session: &Session,
     destinations: &[Reference],

@@ -1,7 +1,8 @@
 //! `executor warmer`: fills `--cache-dir` with base layers and their file
 //! indexes, as Kaniko's warmer does.
 
-use crate::{cli, read_dockerfile};
+use crate::cli;
+use crate::inputs::read_dockerfile;
 use anyhow::{bail, Context, Result};
 use kiln::cache::{Cache, CacheSettings};
 use kiln::dispatch::stage::StageFs;
