@@ -2,8 +2,14 @@
 //! program's interpreter (PT_INTERP) by host paths, so the tracer reads them
 //! first and starts the interpreter or loader named inside the root instead.
 
+use super::calls::{Fail, R};
+use super::mem::{self, Regs, Scratch, PATH_MAX};
+use super::paths::io_errno;
+use super::{fd_link, host_bytes, Outcome, Tracer};
 use nix::errno::Errno;
-use std::os::unix::fs::FileExt;
+use nix::libc;
+use nix::unistd::Pid;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 /// The kind of an executable file.
@@ -142,6 +148,162 @@ fn elf_interp(f: &std::fs::File, head: &[u8]) -> Result<Option<Vec<u8>>, Errno> 
 /// 1.2.3), which keeps the program's argv[0] when the loader starts it.
 pub(super) fn loader_takes_argv0(host: &Path) -> bool {
     std::fs::read(host).is_ok_and(|b| b.windows(7).any(|w| w == b"--argv0"))
+}
+
+impl Tracer {
+    /// execve: the program named inside the root, a script's interpreter
+    /// and a dynamic program's loader found there too, so the kernel never
+    /// reads a path of its own.
+    pub(super) fn execve(
+        &mut self,
+        tid: i32,
+        regs: &mut Regs,
+        s: Option<&mut Scratch>,
+        at: bool,
+    ) -> R {
+        let pid = Pid::from_raw(tid);
+        let (path_i, argv_i, env_i) = if at { (1, 2, 3) } else { (0, 1, 2) };
+        let flags = if at { regs.int(4) } else { 0 };
+        let raw = mem::read_cstr(pid, regs.arg(path_i), PATH_MAX)?;
+        let cwd = self.base(tid, libc::AT_FDCWD)?;
+        let (mut host, mut named, mut guest) = if at && raw.is_empty() {
+            if flags & libc::AT_EMPTY_PATH == 0 {
+                return Err(Errno::ENOENT.into());
+            }
+            // fexecve: the file behind the descriptor (a memfd stays itself).
+            let link = fd_link(tid, regs.int(0));
+            let target = std::fs::read_link(&link).map_err(|_| Errno::EBADF)?;
+            match self.fs.to_guest(host_bytes(&target)) {
+                Some(g) => (target, g.clone(), g),
+                None if host_bytes(&target).first() == Some(&b'/') => {
+                    return Err(Errno::EACCES.into())
+                }
+                None => (
+                    link.clone(),
+                    host_bytes(&link).to_vec(),
+                    host_bytes(&link).to_vec(),
+                ),
+            }
+        } else {
+            let base = if raw.first() == Some(&b'/') {
+                b"/".to_vec()
+            } else if at {
+                self.base(tid, regs.int(0))?
+            } else {
+                cwd.clone()
+            };
+            let r = self.fs.resolve(
+                self,
+                tid,
+                &base,
+                &raw,
+                flags & libc::AT_SYMLINK_NOFOLLOW == 0,
+            )?;
+            let named = if raw.first() == Some(&b'/') || base == cwd {
+                raw.clone()
+            } else {
+                let mut n = base.clone();
+                n.push(b'/');
+                n.extend_from_slice(&raw);
+                n
+            };
+            (r.host, named, r.guest)
+        };
+        enum Arg {
+            Old(u64),
+            New(Vec<u8>),
+        }
+        let mut args: Vec<Arg> = mem::read_ptrs(pid, regs.arg(argv_i), 1 << 17)?
+            .into_iter()
+            .map(Arg::Old)
+            .collect();
+        let mut exe = guest.clone();
+        let mut depth = 0;
+        loop {
+            executable(&host)?;
+            match format_of(&host)? {
+                Format::Script { interp, arg } => {
+                    depth += 1;
+                    if depth > 4 || interp.is_empty() {
+                        let e = if interp.is_empty() {
+                            Errno::ENOEXEC
+                        } else {
+                            Errno::ELOOP
+                        };
+                        return Err(e.into());
+                    }
+                    let rest: Vec<Arg> = args.drain(..).skip(1).collect();
+                    args.push(Arg::New(interp.clone()));
+                    if let Some(a) = arg {
+                        args.push(Arg::New(a));
+                    }
+                    args.push(Arg::New(named.clone()));
+                    args.extend(rest);
+                    let r = self.fs.resolve(self, tid, &cwd, &interp, true)?;
+                    host = r.host;
+                    guest = r.guest;
+                    named = interp;
+                    exe = guest.clone();
+                }
+                Format::Elf { interp: None } => break,
+                Format::Elf { interp: Some(ld) } => {
+                    let r = self.fs.resolve(self, tid, b"/", &ld, true)?;
+                    executable(&r.host).map_err(|_| Errno::ENOENT)?;
+                    let argv0 = if args.is_empty() {
+                        Arg::New(named.clone())
+                    } else {
+                        args.remove(0)
+                    };
+                    let takes = *self
+                        .loaders
+                        .entry(r.host.clone())
+                        .or_insert_with(|| loader_takes_argv0(&r.host));
+                    let mut front = vec![Arg::New(ld.clone())];
+                    if takes {
+                        front.push(Arg::New(b"--argv0".to_vec()));
+                        front.push(argv0);
+                    }
+                    front.push(Arg::New(named.clone()));
+                    front.append(&mut args);
+                    args = front;
+                    host = r.host;
+                    break;
+                }
+                Format::Unknown => return Err(Errno::ENOEXEC.into()),
+            }
+        }
+        let s = s.ok_or(Fail::NeedScratch)?;
+        let path_at = s.put_cstr(pid, host_bytes(&host))?;
+        let mut ptrs: Vec<u8> = Vec::with_capacity((args.len() + 1) * 8);
+        for a in args {
+            let p = match a {
+                Arg::Old(p) => p,
+                Arg::New(b) => s.put_cstr(pid, &b)?,
+            };
+            ptrs.extend_from_slice(&p.to_ne_bytes());
+        }
+        ptrs.extend_from_slice(&0u64.to_ne_bytes());
+        let argv_at = s.put(pid, &ptrs)?;
+        let envp = regs.arg(env_i);
+        regs.set_nr(libc::SYS_execve);
+        regs.set_arg(0, path_at);
+        regs.set_arg(1, argv_at);
+        regs.set_arg(2, envp);
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.exec = Some(exe);
+        }
+        Ok(Outcome::Continue)
+    }
+}
+
+/// What the kernel checks before it runs a file: a regular file with an
+/// execute bit (root's rule, which the step is shown).
+fn executable(host: &Path) -> Result<(), Errno> {
+    let m = std::fs::metadata(host).map_err(io_errno)?;
+    if !m.is_file() || m.mode() & 0o111 == 0 {
+        return Err(Errno::EACCES);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -20,9 +20,11 @@
 //! races its own threads against the tracer's rewrite could reach a path it
 //! did not resolve (docs/architecture.md says what that means where).
 
+mod answers;
 mod calls;
 mod exec;
 mod filter;
+mod made;
 mod mem;
 pub(crate) mod owners;
 mod paths;
