@@ -5,14 +5,17 @@
 pub mod auth;
 mod blobs;
 pub(crate) mod files;
+mod manifests;
+mod retry;
+mod token;
+
+use retry::{backoff, retry_after, retryable_status, wait_to_retry};
 mod transport;
 
 use crate::image::reference::Reference;
-use crate::image::spec::MANIFEST_ACCEPT;
 use crate::image::Digest;
-use auth::{parse_challenge, Challenge, Credential, Keychain};
-use base64::Engine;
-use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
+use auth::{parse_challenge, Challenge, Keychain};
+use reqwest::header::AUTHORIZATION;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -361,21 +364,6 @@ impl Registry {
         }
     }
 
-    /// Keeps the auth challenge of a 401 so the first real request is sent with auth.
-    fn learn_challenge(&self, registry: &str, resp: &Response) {
-        if resp.status() != StatusCode::UNAUTHORIZED {
-            return;
-        }
-        let challenge = resp
-            .headers()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_challenge);
-        if challenge.is_some() {
-            Self::lock(&self.challenges).insert(registry.to_string(), challenge);
-        }
-    }
-
     /// Failures worth another try: not TLS problems, which retrying cannot fix.
     fn transient(e: &reqwest::Error) -> bool {
         transport::connect_failure(e).is_none()
@@ -425,111 +413,6 @@ impl Registry {
 
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn auth_header(&self, scope: &Scope<'_>) -> Result<Option<String>, RegistryError> {
-        let challenge = Self::lock(&self.challenges)
-            .get(scope.registry)
-            .cloned()
-            .flatten();
-        match challenge {
-            None => Ok(None),
-            Some(Challenge::Basic) => Ok(match self.keychain.credential(scope.registry)? {
-                Some(Credential::Basic { username, password }) => Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD
-                        .encode(format!("{username}:{password}"))
-                )),
-                _ => None,
-            }),
-            Some(Challenge::Bearer { realm, service }) => {
-                if let Some(t) = Self::lock(&self.tokens).get(&scope.key()) {
-                    return Ok(Some(format!("Bearer {t}")));
-                }
-                let token = self.fetch_token(scope, &realm, service.as_deref()).await?;
-                Self::lock(&self.tokens).insert(scope.key(), token.clone());
-                Ok(Some(format!("Bearer {token}")))
-            }
-        }
-    }
-
-    async fn fetch_token(
-        &self,
-        scope: &Scope<'_>,
-        realm: &str,
-        service: Option<&str>,
-    ) -> Result<String, RegistryError> {
-        let fail = |reason: String| RegistryError::Auth {
-            registry: scope.registry.to_string(),
-            reason,
-        };
-        let mut params: Vec<(&str, String)> = Vec::new();
-        if let Some(s) = service {
-            params.push(("service", s.to_string()));
-        }
-        params.push(("scope", scope.scope_param()));
-        if let Some(from) = scope.mount_from {
-            params.push(("scope", format!("repository:{from}:pull")));
-        }
-        let client = self.client(scope.registry, scope.access);
-        let credential = self.keychain.credential(scope.registry)?;
-        let request = || match &credential {
-            Some(Credential::IdentityToken(refresh)) => {
-                let mut form = params.clone();
-                form.extend([
-                    ("grant_type", "refresh_token".to_string()),
-                    ("refresh_token", refresh.clone()),
-                    ("client_id", "kiln".to_string()),
-                ]);
-                client.post(realm).form(&form)
-            }
-            Some(Credential::Basic { username, password }) => client
-                .get(realm)
-                .query(&params)
-                .basic_auth(username, Some(password)),
-            None => client.get(realm).query(&params),
-        };
-        // The token endpoint gets the same retries as the registry itself.
-        let mut attempt = 0;
-        let resp = loop {
-            let retry_after = match request().send().await {
-                Ok(resp) if retryable_status(resp.status()) && attempt < self.opts.retries => {
-                    retry_after(resp.headers())
-                }
-                Ok(resp) => break resp,
-                Err(e) if attempt < self.opts.retries && Self::transient(&e) => None,
-                Err(e) => {
-                    return Err(
-                        match transport::connect_failure(&e).and_then(|f| f.cause()) {
-                            Some(cause) => fail(format!("token endpoint {realm}: {cause}")),
-                            None => fail(crate::log::one_line(&e)),
-                        },
-                    )
-                }
-            };
-            let op = format!("fetching a token from {realm} for");
-            wait_to_retry(&op, scope, &mut attempt, retry_after).await;
-        };
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(fail(format!(
-                "token endpoint {realm} answered {status}: {}",
-                body.trim()
-            )));
-        }
-        #[derive(serde::Deserialize)]
-        struct Token {
-            token: Option<String>,
-            access_token: Option<String>,
-        }
-        let t: Token = resp
-            .json()
-            .await
-            .map_err(|e| fail(format!("token response: {e}")))?;
-        t.token
-            .or(t.access_token)
-            .ok_or_else(|| fail("token response had no token".into()))
     }
 
     /// Sends a request built by `build`, answering one auth challenge and retrying
@@ -600,174 +483,6 @@ impl Registry {
             body: body.trim().chars().take(500).collect(),
         }
     }
-
-    /// Fetches a manifest or index by tag or digest; the digest is checked when named.
-    pub async fn manifest(&self, r: &Reference) -> Result<RawManifest, RegistryError> {
-        let scope = Scope::of(r, Access::Pull);
-        let op = format!("fetching manifest {}", r.object());
-        let url_path = format!("/v2/{}/manifests/{}", r.repository, r.object());
-        let mut resp = self
-            .send(&op, &scope, |c, base| {
-                Ok(c.get(format!("{base}{url_path}"))
-                    .header("Accept", MANIFEST_ACCEPT))
-            })
-            .await?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(Self::status_error(&op, &scope, status, body));
-        }
-        let media_type = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.split(';').next().unwrap_or(s).trim().to_string())
-            .unwrap_or_default();
-        // distribution's own limit for manifests; nothing larger is read.
-        let mut bytes = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if bytes.len() + chunk.len() > MAX_MANIFEST_BYTES {
-                        return Err(RegistryError::TooLarge {
-                            what: format!("manifest {}", r.object()),
-                            registry: r.registry.clone(),
-                            repository: r.repository.clone(),
-                            limit: MAX_MANIFEST_BYTES as u64,
-                        });
-                    }
-                    bytes.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return Err(Self::request_error(&op, &scope, e)),
-            }
-        }
-        let digest = Digest::sha256_of(&bytes);
-        if let Some(want) = &r.digest {
-            if *want != digest {
-                return Err(RegistryError::DigestMismatch {
-                    what: "manifest".into(),
-                    registry: r.registry.clone(),
-                    repository: r.repository.clone(),
-                    expected: want.to_string(),
-                    actual: digest.to_string(),
-                });
-            }
-        }
-        let media_type = if media_type.is_empty() || media_type == "application/json" {
-            serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| {
-                    v.get("mediaType")
-                        .and_then(|m| m.as_str())
-                        .map(str::to_string)
-                })
-                .unwrap_or_default()
-        } else {
-            media_type
-        };
-        Ok(RawManifest {
-            bytes,
-            media_type,
-            digest,
-        })
-    }
-
-    /// Puts a manifest under `target`'s tag (or digest); returns its digest.
-    pub async fn put_manifest(
-        &self,
-        target: &Reference,
-        bytes: &[u8],
-        media_type: &str,
-    ) -> Result<Digest, RegistryError> {
-        let scope = Scope::of(target, Access::Push);
-        let digest = Digest::sha256_of(bytes);
-        let object = target.tag.clone().unwrap_or_else(|| digest.to_string());
-        let op = format!("pushing manifest {object}");
-        let path = format!("/v2/{}/manifests/{object}", target.repository);
-        let body = bytes.to_vec();
-        let resp = self
-            .send(&op, &scope, |c, base| {
-                Ok(c.put(format!("{base}{path}"))
-                    .header(CONTENT_TYPE, media_type)
-                    .body(body.clone()))
-            })
-            .await?;
-        if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
-            let s = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            return Err(Self::status_error(&op, &scope, s, body));
-        }
-        Ok(digest)
-    }
-
-    /// Lists tags (used by tests and the cache).
-    pub async fn tags(&self, r: &Reference) -> Result<Vec<String>, RegistryError> {
-        let scope = Scope::of(r, Access::Pull);
-        let op = "listing tags".to_string();
-        let path = format!("/v2/{}/tags/list", r.repository);
-        let resp = self
-            .send(&op, &scope, |c, base| Ok(c.get(format!("{base}{path}"))))
-            .await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(Vec::new());
-        }
-        if !resp.status().is_success() {
-            let s = resp.status();
-            return Err(Self::status_error(&op, &scope, s, String::new()));
-        }
-        #[derive(serde::Deserialize)]
-        struct Tags {
-            tags: Option<Vec<String>>,
-        }
-        let t: Tags = resp.json().await.map_err(|source| RegistryError::Http {
-            op,
-            registry: r.registry.clone(),
-            repository: r.repository.clone(),
-            source,
-        })?;
-        Ok(t.tags.unwrap_or_default())
-    }
-}
-
-fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    h.get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s.min(60)))
-}
-
-/// Answers worth another try: the server's own trouble, or "slow down".
-fn retryable_status(s: StatusCode) -> bool {
-    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
-}
-
-/// How long to wait before retry `attempt + 1`: the server's Retry-After, else
-/// exponential backoff from 200 ms.
-fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    retry_after.unwrap_or_else(|| Duration::from_millis(200 * (1 << attempt.min(6))))
-}
-
-/// Waits before the next try ([`backoff`]); counts the attempt and logs it.
-async fn wait_to_retry(
-    op: &str,
-    scope: &Scope<'_>,
-    attempt: &mut u32,
-    retry_after: Option<Duration>,
-) {
-    let backoff = backoff(*attempt, retry_after);
-    *attempt += 1;
-    tracing_retry(op, scope, *attempt, backoff);
-    tokio::time::sleep(backoff).await;
-}
-
-fn tracing_retry(op: &str, scope: &Scope<'_>, attempt: u32, backoff: Duration) {
-    crate::log_warn!(
-        "{op} {}/{}: transient failure, retry {attempt} in {:?}",
-        scope.registry,
-        scope.repository,
-        backoff
-    );
 }
 
 #[cfg(test)]
