@@ -227,3 +227,120 @@ fn children_of(pid: &str) -> Vec<nix::unistd::Pid> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::sys::recording::{Call, Recording};
+    use super::*;
+    use std::path::PathBuf;
+
+    fn spec(root: &Path) -> RunSpec {
+        RunSpec {
+            lower: PathBuf::from("/lower"),
+            upper: PathBuf::from("/upper"),
+            work: PathBuf::from("/work"),
+            merged: root.to_path_buf(),
+            argv: vec!["sh".into(), "-c".into(), "true".into()],
+            env: vec![format!("PATH=/nowhere:{}", root.join("bin").display())],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            hostname: "step".into(),
+            etc: Vec::new(),
+            network_none: false,
+            in_place: false,
+            mounts: Vec::new(),
+            on_root: false,
+            devices: None,
+            procs: None,
+            parent: 0,
+            traced: false,
+            owners: None,
+            owners_seed: Vec::new(),
+            touched: None,
+        }
+    }
+
+    #[test]
+    fn the_root_is_filled_then_pivoted_into_and_the_old_one_detached() {
+        let root = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let hosts = host.path().join("hosts");
+        std::fs::write(&hosts, b"127.0.0.1 localhost\n").unwrap();
+        // The image's /etc is a link out of the root: no file is put through it.
+        std::os::unix::fs::symlink(host.path(), r.join("etc")).unwrap();
+        let mut spec = spec(r);
+        spec.etc = vec![
+            ("etc/hosts".into(), hosts.clone()),
+            ("dev/script".into(), hosts.clone()),
+        ];
+        let sys = Recording::default();
+        enter_root(&sys, &spec).unwrap();
+        let calls = sys.calls();
+        assert_eq!(calls[0], Call::Hostname("step".into()));
+        let here = PathBuf::from(".");
+        assert_eq!(
+            calls[calls.len() - 3..],
+            [
+                Call::Chdir(r.to_path_buf()),
+                Call::PivotRoot(here.clone(), here.clone()),
+                Call::Umount(here, MntFlags::MNT_DETACH),
+            ]
+        );
+        let targets: Vec<&Path> = calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Mount { target, .. } => Some(target.as_path()),
+                _ => None,
+            })
+            .collect();
+        assert!(targets.contains(&r.join("dev/script").as_path()));
+        assert!(!targets.iter().any(|t| t.starts_with(r.join("etc"))));
+        assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_command_is_looked_up_on_its_path_and_execs_with_its_env() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let bin = r.join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("sh"), b"").unwrap();
+        std::fs::set_permissions(bin.join("sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(bin.join("data"), b"").unwrap();
+        let spec = spec(r);
+        let sys = Recording::default();
+        // The recording's execve fails as a missing file would: a shell's 127.
+        let Err(e) = exec(&sys, &spec);
+        assert_eq!(
+            (e.code(), e.to_string()),
+            (127, "sh: ENOENT: No such file or directory".into())
+        );
+        let sh = bin.join("sh").display().to_string();
+        assert_eq!(
+            sys.calls(),
+            [Call::Exec {
+                path: sh,
+                argv: spec.argv.clone(),
+                env: spec.env.clone(),
+            }]
+        );
+
+        let run = |argv: &[&str]| {
+            let mut s = spec.clone();
+            s.argv = argv.iter().map(|a| a.to_string()).collect();
+            let Err(e) = exec(&Recording::default(), &s);
+            (e.code(), e.to_string())
+        };
+        let not_found = (127, "data: executable file not found in $PATH".to_string());
+        assert_eq!(run(&["data"]), not_found);
+        assert_eq!(run(&[]), (127, "RUN: no command given".into()));
+        assert_eq!(
+            run(&["sh", "a\0b"]),
+            (127, "\"a\\0b\": contains a NUL byte".into())
+        );
+    }
+}

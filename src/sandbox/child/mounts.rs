@@ -150,3 +150,80 @@ pub(super) fn locked_flags(sys: &dyn Syscalls, p: &Path) -> MsFlags {
     }
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::sys::recording::{mount as recorded, Recording};
+    use super::*;
+    use nix::sys::statvfs::FsFlags;
+
+    #[test]
+    fn inside_refuses_dot_dot_and_links_out_of_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("usr/lib")).unwrap();
+        std::fs::write(r.join("usr/file"), b"").unwrap();
+        std::os::unix::fs::symlink("/etc", r.join("etc")).unwrap();
+        assert_eq!(inside(r, "/usr/lib/x").unwrap(), r.join("usr/lib/x"));
+        assert_eq!(inside(r, "usr//lib/").unwrap(), r.join("usr/lib"));
+        let err = |rel| inside(r, rel).unwrap_err().to_string();
+        assert_eq!(err("usr/../../etc"), "/usr/../../etc: not a clean path");
+        assert_eq!(err("./usr"), "/./usr: not a clean path");
+        assert_eq!(
+            err("etc/passwd"),
+            format!(
+                "/etc/passwd: {} is a symbolic link in the image",
+                r.join("etc").display()
+            )
+        );
+        // The last component may not be a link either: the mount would follow it.
+        assert!(matches!(inside(r, "etc"), Err(ChildError::Symlink { .. })));
+        assert_eq!(
+            err("usr/file/x"),
+            "/usr/file/x: a parent is not a directory"
+        );
+    }
+
+    #[test]
+    fn the_overlay_falls_back_to_plain_options_then_names_both_failures() {
+        let (l, u, w, t) = (
+            Path::new("/l"),
+            Path::new("/u"),
+            Path::new("/w"),
+            Path::new("/t"),
+        );
+        let sys = Recording::default();
+        mount_overlay(&sys, l, u, w, t).unwrap();
+        let opts = "lowerdir=/l,upperdir=/u,workdir=/w,userxattr,volatile";
+        let overlay = |data| {
+            recorded(
+                Some("overlay"),
+                t,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(data),
+            )
+        };
+        assert_eq!(sys.calls(), [overlay(opts)]);
+        // A kernel before 5.11 knows neither option.
+        let old = Recording::default().refusing(opts);
+        mount_overlay(&old, l, u, w, t).unwrap();
+        assert_eq!(old.calls(), [overlay("lowerdir=/l,upperdir=/u,workdir=/w")]);
+        let refused = Recording::default().refusing("overlay");
+        let e = mount_overlay(&refused, l, u, w, t).unwrap_err();
+        assert!(matches!(e, ChildError::Overlay { .. }), "{e}");
+    }
+
+    #[test]
+    fn locked_flags_are_the_mounts_atime_and_security_flags() {
+        let sys = Recording::default().with_flags(
+            "/sys",
+            FsFlags::ST_RDONLY | FsFlags::ST_NOSUID | FsFlags::ST_NOEXEC | FsFlags::ST_RELATIME,
+        );
+        assert_eq!(
+            locked_flags(&sys, Path::new("/sys")),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME
+        );
+        assert_eq!(locked_flags(&sys, Path::new("/other")), MsFlags::empty());
+    }
+}

@@ -112,3 +112,194 @@ impl Syscalls for Real {
         nix::unistd::execve(path, argv, env)
     }
 }
+
+/// The test implementation.
+#[cfg(test)]
+pub(crate) mod recording {
+    use super::*;
+    use std::cell::RefCell;
+    use std::path::PathBuf;
+
+    /// One recorded call.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(crate) enum Call {
+        Unshare(CloneFlags),
+        Mount {
+            source: Option<String>,
+            target: PathBuf,
+            fstype: Option<String>,
+            flags: MsFlags,
+            data: Option<String>,
+        },
+        Umount(PathBuf, MntFlags),
+        PivotRoot(PathBuf, PathBuf),
+        Chdir(PathBuf),
+        Hostname(String),
+        Groups(Vec<u32>),
+        Gid(u32),
+        Uid(u32),
+        Chown(PathBuf, u32, u32),
+        Exec {
+            path: String,
+            argv: Vec<String>,
+            env: Vec<String>,
+        },
+    }
+
+    /// Records every call and succeeds, but for the mounts it is told to
+    /// refuse (not recorded); execve fails with ENOENT.
+    #[derive(Default)]
+    pub(crate) struct Recording {
+        calls: RefCell<Vec<Call>>,
+        /// Mounts with this type, source or data fail with EPERM.
+        refused: Vec<String>,
+        /// What statvfs says of these paths (nothing of others).
+        flags: Vec<(PathBuf, FsFlags)>,
+        /// The mount points mountinfo lists.
+        points: Vec<String>,
+    }
+
+    impl Recording {
+        /// Refuses mounts whose type, source or data is `what`.
+        pub(crate) fn refusing(mut self, what: &str) -> Recording {
+            self.refused.push(what.to_string());
+            self
+        }
+
+        /// statvfs says `flags` of `path`.
+        pub(crate) fn with_flags(mut self, path: impl Into<PathBuf>, flags: FsFlags) -> Recording {
+            self.flags.push((path.into(), flags));
+            self
+        }
+
+        /// mountinfo lists `point` (as the kernel writes it, octal escapes and all).
+        pub(crate) fn with_mount_point(mut self, point: &str) -> Recording {
+            self.points.push(point.to_string());
+            self
+        }
+
+        pub(crate) fn calls(&self) -> Vec<Call> {
+            self.calls.borrow().clone()
+        }
+
+        fn record(&self, call: Call) {
+            self.calls.borrow_mut().push(call);
+        }
+    }
+
+    /// A mount call as recorded, for comparisons.
+    pub(crate) fn mount(
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Call {
+        Call::Mount {
+            source: source.map(str::to_string),
+            target: target.to_path_buf(),
+            fstype: fstype.map(str::to_string),
+            flags,
+            data: data.map(str::to_string),
+        }
+    }
+
+    impl Syscalls for Recording {
+        fn unshare(&self, flags: CloneFlags) -> nix::Result<()> {
+            self.record(Call::Unshare(flags));
+            Ok(())
+        }
+
+        fn mount(
+            &self,
+            source: Option<&str>,
+            target: &Path,
+            fstype: Option<&str>,
+            flags: MsFlags,
+            data: Option<&str>,
+        ) -> nix::Result<()> {
+            let named = |r: &String| [fstype, source, data].contains(&Some(r.as_str()));
+            if self.refused.iter().any(named) {
+                return Err(nix::Error::EPERM);
+            }
+            self.record(mount(source, target, fstype, flags, data));
+            Ok(())
+        }
+
+        fn umount(&self, target: &Path, flags: MntFlags) -> nix::Result<()> {
+            self.record(Call::Umount(target.to_path_buf(), flags));
+            Ok(())
+        }
+
+        fn pivot_root(&self, new_root: &Path, put_old: &Path) -> nix::Result<()> {
+            self.record(Call::PivotRoot(
+                new_root.to_path_buf(),
+                put_old.to_path_buf(),
+            ));
+            Ok(())
+        }
+
+        fn chdir(&self, dir: &Path) -> nix::Result<()> {
+            self.record(Call::Chdir(dir.to_path_buf()));
+            Ok(())
+        }
+
+        fn sethostname(&self, name: &str) -> nix::Result<()> {
+            self.record(Call::Hostname(name.to_string()));
+            Ok(())
+        }
+
+        fn setgroups(&self, groups: &[Gid]) -> nix::Result<()> {
+            self.record(Call::Groups(groups.iter().map(|g| g.as_raw()).collect()));
+            Ok(())
+        }
+
+        fn setgid(&self, gid: Gid) -> nix::Result<()> {
+            self.record(Call::Gid(gid.as_raw()));
+            Ok(())
+        }
+
+        fn setuid(&self, uid: Uid) -> nix::Result<()> {
+            self.record(Call::Uid(uid.as_raw()));
+            Ok(())
+        }
+
+        fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+            self.record(Call::Chown(path.to_path_buf(), uid, gid));
+            Ok(())
+        }
+
+        fn statvfs(&self, path: &Path) -> nix::Result<FsFlags> {
+            Ok(self
+                .flags
+                .iter()
+                .find(|(p, _)| p == path)
+                .map_or(FsFlags::empty(), |(_, f)| *f))
+        }
+
+        fn mountinfo(&self) -> io::Result<String> {
+            // The fields before and after the mount point as a kernel writes them.
+            Ok(self
+                .points
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("{} 1 0:{i} / {p} rw,relatime - tmpfs tmpfs rw\n", 30 + i))
+                .collect())
+        }
+
+        fn execve(
+            &self,
+            path: &CStr,
+            argv: &[CString],
+            env: &[CString],
+        ) -> nix::Result<Infallible> {
+            let text = |c: &CStr| c.to_string_lossy().into_owned();
+            self.record(Call::Exec {
+                path: text(path),
+                argv: argv.iter().map(|a| text(a)).collect(),
+                env: env.iter().map(|a| text(a)).collect(),
+            });
+            Err(nix::Error::ENOENT)
+        }
+    }
+}

@@ -156,3 +156,155 @@ fn mask_and_freeze(sys: &dyn Syscalls, root: &Path) -> Result<(), ChildError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::sys::recording::{mount as recorded, Call, Recording};
+    use super::*;
+    use nix::sys::statvfs::FsFlags;
+
+    fn bind(source: &Path, target: &Path) -> Call {
+        recorded(source.to_str(), target, None, MsFlags::MS_BIND, None)
+    }
+
+    fn rec_bind(source: &Path, target: &Path) -> Call {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+        recorded(source.to_str(), target, None, flags, None)
+    }
+
+    fn read_only(target: &Path, keep: MsFlags) -> Call {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | keep;
+        recorded(None, target, None, flags, None)
+    }
+
+    #[test]
+    fn system_dirs_are_mounted_in_order_with_their_flags() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let sub = r.join("sys/fs/cgroup");
+        let sys = Recording::default()
+            .with_flags("/sys", FsFlags::ST_NOSUID | FsFlags::ST_NODEV)
+            .with_flags(&sub, FsFlags::ST_NOEXEC)
+            .with_mount_point("/")
+            .with_mount_point(r.join("sys").to_str().unwrap())
+            .with_mount_point(sub.to_str().unwrap())
+            .with_mount_point(sub.to_str().unwrap());
+        mount_system_dirs(&sys, r, true).unwrap();
+
+        let dev = r.join("dev");
+        let mut want = vec![
+            recorded(Some("proc"), &r.join("proc"), Some("proc"), NOSUID, None),
+            recorded(
+                Some("tmpfs"),
+                &dev,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+                Some("mode=755,size=65536k"),
+            ),
+        ];
+        for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+            want.push(bind(&Path::new("/dev").join(node), &dev.join(node)));
+        }
+        want.extend([
+            recorded(
+                Some("devpts"),
+                &dev.join("pts"),
+                Some("devpts"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                Some("newinstance,ptmxmode=0666,mode=0620"),
+            ),
+            recorded(
+                Some("shm"),
+                &dev.join("shm"),
+                Some("tmpfs"),
+                NOSUID,
+                Some("mode=1777,size=65536k"),
+            ),
+            rec_bind(Path::new("/sys"), &r.join("sys")),
+            // The host's locked nosuid and nodev kept, nosuid, nodev, noexec added.
+            read_only(&r.join("sys"), NOSUID),
+            // Each mount below /sys once, keeping its own locked flags.
+            read_only(&sub, MsFlags::MS_NOEXEC),
+        ]);
+        assert_eq!(sys.calls(), want);
+        assert_eq!(
+            std::fs::read_link(dev.join("stderr")).unwrap(),
+            Path::new("/proc/self/fd/2")
+        );
+        assert!(dev.join("tty").is_file(), "a mount point for the node");
+    }
+
+    #[test]
+    fn proc_is_bound_where_a_fresh_one_is_refused_and_shm_may_be_the_steps() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let sys = Recording::default().refusing("proc");
+        mount_system_dirs(&sys, r, false).unwrap();
+        let mounts = sys.calls();
+        assert_eq!(mounts[0], rec_bind(Path::new("/proc"), &r.join("proc")));
+        assert!(!mounts.iter().any(|c| matches!(
+            c,
+            Call::Mount { target, .. } if target.ends_with("dev/shm")
+        )));
+
+        let e = mount_system_dirs(
+            &Recording::default().refusing("proc").refusing("/proc"),
+            r,
+            true,
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("mounting proc: EPERM"), "{e}");
+    }
+
+    #[test]
+    fn masked_paths_are_hidden_and_read_only_paths_remounted_read_only() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for dir in ["proc/sys", "proc/scsi", "sys/firmware"] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        for file in ["proc/sysrq-trigger", "proc/kcore"] {
+            std::fs::write(r.join(file), b"").unwrap();
+        }
+        let sys_dir = r.join("proc/sys");
+        let sys = Recording::default().with_flags(&sys_dir, FsFlags::ST_NOSUID);
+        mask_and_freeze(&sys, r).unwrap();
+        let trigger = r.join("proc/sysrq-trigger");
+        let empty = MsFlags::MS_RDONLY | NOSUID;
+        let tmpfs = |p: &str| {
+            recorded(
+                Some("tmpfs"),
+                &r.join(p),
+                Some("tmpfs"),
+                empty,
+                Some("size=0"),
+            )
+        };
+        assert_eq!(
+            sys.calls(),
+            [
+                // What the kernel lacks (proc/bus, proc/fs, ...) is left alone.
+                rec_bind(&sys_dir, &sys_dir),
+                read_only(&sys_dir, MsFlags::MS_NOSUID),
+                rec_bind(&trigger, &trigger),
+                read_only(&trigger, MsFlags::empty()),
+                bind(Path::new("/dev/null"), &r.join("proc/kcore")),
+                tmpfs("proc/scsi"),
+                tmpfs("sys/firmware"),
+            ]
+        );
+    }
+
+    #[test]
+    fn mount_points_below_are_read_unescaped_and_strictly_below() {
+        let sys = Recording::default()
+            .with_mount_point("/r/sys")
+            .with_mount_point("/r/sys/a\\040b")
+            .with_mount_point("/r/sysfs")
+            .with_mount_point("/other");
+        assert_eq!(
+            mounts_under(&sys, Path::new("/r/sys")).unwrap(),
+            [PathBuf::from("/r/sys/a b")]
+        );
+    }
+}
