@@ -1,8 +1,9 @@
 //! Everything that needs the kernel's permission goes through [`Syscalls`], the
 //! way youki's `Syscall` trait does: the real implementation makes the calls, the
 //! test one records them, so the privileged paths (owners, device nodes) are
-//! tested without privileges. RUN's namespaces, mounts and root change belong
-//! here too when it lands.
+//! tested without privileges. RUN's namespaces, mounts and root change have a
+//! seam of their own beside the helper that makes them (`sandbox::child::sys`):
+//! `rootfs` sits below `sandbox` in the data flow.
 
 use super::caps::FileCaps;
 use std::io;

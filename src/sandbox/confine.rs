@@ -1,7 +1,7 @@
 //! What a RUN command may do, set in the helper just before `execve`: the
 //! capability set runc gives a container by default, and a seccomp filter of
 //! the kind Docker and containerd apply. The mounts that mask and freeze /proc
-//! and /sys are the helper's (`child::mount_system_dirs`).
+//! and /sys are the helper's (`child::system_dirs`).
 //!
 //! The filter is a deny list, not Docker's allow list: what it must stop is the
 //! short list of calls that reach past a namespace (handles to host inodes,
