@@ -432,7 +432,6 @@ impl Tracer {
             (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(p)
         })
     }
-
 }
 
 /// Whether this process may trace a child of its own under a seccomp filter
