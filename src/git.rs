@@ -32,9 +32,9 @@ pub enum GitError {
 /// An ADD source word split as BuildKit's `ParseGitRef` does: `remote#ref:subdir`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct GitRef {
-    pub remote: String,
-    pub reference: Option<String>,
-    pub subdir: Option<String>,
+    pub(crate) remote: String,
+    pub(crate) reference: Option<String>,
+    pub(crate) subdir: Option<String>,
 }
 
 impl GitRef {
@@ -58,8 +58,8 @@ impl GitRef {
 /// TLS verification.
 #[derive(Default, Clone)]
 pub(crate) struct Access {
-    pub basic_auth: Option<(String, String)>,
-    pub insecure_skip_tls: bool,
+    pub(crate) basic_auth: Option<(String, String)>,
+    pub(crate) insecure_skip_tls: bool,
 }
 
 impl std::fmt::Debug for Access {

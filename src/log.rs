@@ -79,7 +79,7 @@ pub fn emit(level: Level, msg: std::fmt::Arguments<'_>) {
 
 /// Writes one line; with JSON logs, `fields` (an object) joins `level`, `msg`
 /// and `time`, so a collector reads numbers without parsing the message.
-pub fn emit_with(level: Level, msg: std::fmt::Arguments<'_>, fields: serde_json::Value) {
+pub(crate) fn emit_with(level: Level, msg: std::fmt::Arguments<'_>, fields: serde_json::Value) {
     if (level as u8) < LEAST.load(Ordering::Relaxed) {
         return;
     }
@@ -132,13 +132,13 @@ pub fn emit_with(level: Level, msg: std::fmt::Arguments<'_>, fields: serde_json:
 /// bars, so neither is glued to the other; a line the command leaves
 /// open for a while is written as it stands (see [`CommandOutput::flush`]).
 #[derive(Default)]
-pub struct CommandOutput {
+pub(crate) struct CommandOutput {
     pending: Vec<u8>,
 }
 
 impl CommandOutput {
     /// Takes bytes the command wrote; writes every line they complete.
-    pub fn feed(&mut self, bytes: &[u8]) {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
         self.pending.extend_from_slice(bytes);
         // A line longer than this is written in pieces rather than held.
         const MOST: usize = 64 << 10;
@@ -154,14 +154,14 @@ impl CommandOutput {
 
     /// Writes what is pending of an unfinished line (the command is quiet for
     /// a while: a prompt, dots of progress); a log line coming next ends it.
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if !self.pending.is_empty() {
             write_output(&std::mem::take(&mut self.pending));
         }
     }
 
     /// The command is done: what is left, and its line ended.
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         self.flush();
         if OPEN_LINE.swap(false, Ordering::Relaxed) {
             crate::progress::write(b"\n");
@@ -169,7 +169,7 @@ impl CommandOutput {
     }
 
     /// Whether part of a line is held back.
-    pub fn pending(&self) -> bool {
+    pub(crate) fn pending(&self) -> bool {
         !self.pending.is_empty()
     }
 }
@@ -178,7 +178,7 @@ impl CommandOutput {
 /// through the log module as it comes: whole lines, and an unfinished line
 /// once the command has been quiet for 100 ms. The receiver hears when the
 /// pipe is closed and everything is written.
-pub fn relay_output(reader: std::io::PipeReader) -> std::sync::mpsc::Receiver<()> {
+pub(crate) fn relay_output(reader: std::io::PipeReader) -> std::sync::mpsc::Receiver<()> {
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};

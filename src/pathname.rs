@@ -97,7 +97,7 @@ pub(crate) fn clean_rooted(p: &str) -> String {
 }
 
 /// How a name is shown to people: the bytes, invalid ones as U+FFFD.
-pub fn display(name: &str) -> String {
+pub(crate) fn display(name: &str) -> String {
     String::from_utf8_lossy(&to_bytes(name)).into_owned()
 }
 

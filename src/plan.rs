@@ -45,23 +45,23 @@ fn expand_error(at: &Location) -> impl FnOnce(ShellError) -> PlanError + '_ {
 #[derive(Debug)]
 pub struct Plan {
     /// What FROM lines see: the platform ARGs, then the global ARGs.
-    pub global: Env,
+    pub(crate) global: Env,
     /// ARGs declared before the first FROM (a stage's `ARG X` imports these).
-    pub declared: Env,
+    pub(crate) declared: Env,
     /// BuildKit's predefined ARGs (platforms, `TARGETSTAGE`), build args applied:
     /// what a stage's `ARG X` without a value takes when no global ARG names it.
-    pub predefined: Env,
+    pub(crate) predefined: Env,
     /// Build args the global ARGs consumed.
-    pub used: Vec<String>,
+    pub(crate) used: Vec<String>,
     /// The stage whose image is the result.
-    pub target: usize,
+    pub(crate) target: usize,
     /// The stages to build, in Dockerfile order.
-    pub stages: Vec<usize>,
+    pub(crate) stages: Vec<usize>,
     /// For each stage, the earlier stages it reads (FROM, `COPY --from`): it can
     /// start once they are built, concurrently with the others.
-    pub deps: Vec<Vec<usize>>,
+    pub(crate) deps: Vec<Vec<usize>>,
     /// The first RUN of the stages to build (RUN needs a sandbox).
-    pub first_run: Option<Location>,
+    pub(crate) first_run: Option<Location>,
 }
 
 /// Plans a build of `df` for `platform`, with `--build-arg`s and `--target`.

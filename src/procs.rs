@@ -110,7 +110,7 @@ pub(crate) fn open_at(
 /// SIGKILLs every recorded process still running as the one recorded, and
 /// waits (up to two seconds) until they are gone: a pid namespace's other
 /// processes die with its init. Returns how many it killed.
-pub fn kill_recorded(dir: &Path) -> usize {
+pub(crate) fn kill_recorded(dir: &Path) -> usize {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
     };

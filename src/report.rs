@@ -26,15 +26,15 @@ struct PhaseState {
 /// Totals of one phase so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PhaseTotals {
-    pub busy: Duration,
-    pub bytes: u64,
+    pub(crate) busy: Duration,
+    pub(crate) bytes: u64,
     /// Layers (or blobs) done.
-    pub items: usize,
+    pub(crate) items: usize,
 }
 
 impl Phase {
     /// Starts one piece of work; it ends when the guard is dropped.
-    pub fn begin(&self) -> PhaseGuard<'_> {
+    pub(crate) fn begin(&self) -> PhaseGuard<'_> {
         if let Ok(mut s) = self.state.lock() {
             if s.running == 0 {
                 s.since = Some(Instant::now());
@@ -61,7 +61,7 @@ impl Phase {
 }
 
 /// One piece of a phase's work under way.
-pub struct PhaseGuard<'a> {
+pub(crate) struct PhaseGuard<'a> {
     phase: &'a Phase,
     started: Instant,
 }
@@ -69,7 +69,7 @@ pub struct PhaseGuard<'a> {
 impl PhaseGuard<'_> {
     /// Counts the piece as done with `bytes` of `items` layers moved; returns
     /// its own wall time.
-    pub fn done(self, bytes: u64, items: usize) -> Duration {
+    pub(crate) fn done(self, bytes: u64, items: usize) -> Duration {
         if let Ok(mut s) = self.phase.state.lock() {
             s.bytes += bytes;
             s.items += items;
@@ -93,7 +93,7 @@ impl Drop for PhaseGuard<'_> {
 
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Done,
     /// Its layer came from the cache.
     Cached,
@@ -102,7 +102,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// BuildKit's plain progress words.
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             Outcome::Done => "DONE",
             Outcome::Cached => "CACHED",
@@ -116,13 +116,13 @@ impl Outcome {
 pub struct StepTime {
     /// The platform before its number when several are built (`linux/arm64 `,
     /// as BuildKit's progress names them), else empty.
-    pub platform: String,
+    pub(crate) platform: String,
     /// Its `[n/total]` number.
-    pub n: usize,
-    pub total: usize,
-    pub text: String,
-    pub took: Duration,
-    pub outcome: Outcome,
+    pub(crate) n: usize,
+    pub(crate) total: usize,
+    pub(crate) text: String,
+    pub(crate) took: Duration,
+    pub(crate) outcome: Outcome,
 }
 
 /// Every finished step of a build.
@@ -135,7 +135,7 @@ pub struct Steps {
 
 impl Steps {
     /// A step has started (its first line is logged by the caller).
-    pub fn start(&self, platform: &str, (n, total): (usize, usize), text: &str) {
+    pub(crate) fn start(&self, platform: &str, (n, total): (usize, usize), text: &str) {
         let timer = crate::progress::step(&format!("[{platform}{n}/{total}] {text}"));
         if let Ok(mut r) = self.running.lock() {
             r.insert((platform.to_string(), n), timer);
@@ -143,7 +143,7 @@ impl Steps {
     }
 
     /// Logs the step's end (`[n/total] DONE 0.3s`, `CACHED`, `ERROR`) and keeps it.
-    pub fn finish(&self, step: StepTime) {
+    pub(crate) fn finish(&self, step: StepTime) {
         let secs = step.took.as_secs_f64();
         crate::log::emit_with(
             crate::log::Level::Info,
@@ -178,7 +178,7 @@ impl Steps {
 }
 
 /// The three slowest steps, slowest first (ties by step number).
-pub fn slowest(steps: &[StepTime]) -> Vec<StepTime> {
+pub(crate) fn slowest(steps: &[StepTime]) -> Vec<StepTime> {
     let mut s = steps.to_vec();
     s.sort_by(|a, b| b.took.cmp(&a.took).then(a.n.cmp(&b.n)));
     s.truncate(3);
@@ -186,7 +186,7 @@ pub fn slowest(steps: &[StepTime]) -> Vec<StepTime> {
 }
 
 /// A duration as BuildKit's plain progress prints it: `0.3s`, `12.0s`, `2m03.4s`.
-pub fn seconds(d: Duration) -> String {
+pub(crate) fn seconds(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s < 60.0 {
         format!("{s:.1}s")
@@ -197,7 +197,7 @@ pub fn seconds(d: Duration) -> String {
 }
 
 /// Bytes for people: `340.1 MB` (decimal units, as the terminal view counts).
-pub fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     let n = n as f64;
     if n >= 1e9 {
         format!("{:.1} GB", n / 1e9)
@@ -211,7 +211,7 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// `bytes` over `d` as a rate, when the time is long enough to mean something.
-pub fn rate(n: u64, d: Duration) -> String {
+pub(crate) fn rate(n: u64, d: Duration) -> String {
     let s = d.as_secs_f64();
     if s < 0.01 {
         return String::new();

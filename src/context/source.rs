@@ -75,8 +75,8 @@ pub enum Source {
 /// Kaniko's `--git` options, each given as its own `--git key=value`.
 #[derive(Debug, Default, Clone)]
 pub struct GitOptions {
-    pub branch: Option<String>,
-    pub insecure_skip_tls: bool,
+    pub(crate) branch: Option<String>,
+    pub(crate) insecure_skip_tls: bool,
 }
 
 impl GitOptions {

@@ -8,21 +8,21 @@ use super::parser::Heredoc;
 #[derive(Debug, thiserror::Error)]
 #[error("Dockerfile:{line}: {message}{}", if text.is_empty() { String::new() } else { format!(": {text}") })]
 pub struct InstructionError {
-    pub line: usize,
-    pub text: String,
-    pub message: String,
+    pub(crate) line: usize,
+    pub(crate) text: String,
+    pub(crate) message: String,
 }
 
 /// Where an instruction stands in the Dockerfile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Location {
-    pub line: usize,
+    pub(crate) line: usize,
     /// The instruction as written, continuations joined.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 impl Location {
-    pub fn error(&self, message: impl Into<String>) -> InstructionError {
+    pub(crate) fn error(&self, message: impl Into<String>) -> InstructionError {
         InstructionError {
             line: self.line,
             text: self.text.trim().to_string(),
@@ -42,24 +42,24 @@ pub enum CommandLine {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Copy {
     /// ADD, with its flags: URLs, git and archives as sources.
-    pub add: Option<AddFlags>,
-    pub sources: Vec<String>,
-    pub dest: String,
-    pub from: Option<String>,
-    pub chown: Option<String>,
-    pub chmod: Option<String>,
-    pub link: bool,
-    pub excludes: Vec<String>,
-    pub heredocs: Vec<Heredoc>,
+    pub(crate) add: Option<AddFlags>,
+    pub(crate) sources: Vec<String>,
+    pub(crate) dest: String,
+    pub(crate) from: Option<String>,
+    pub(crate) chown: Option<String>,
+    pub(crate) chmod: Option<String>,
+    pub(crate) link: bool,
+    pub(crate) excludes: Vec<String>,
+    pub(crate) heredocs: Vec<Heredoc>,
 }
 
 /// The flags only ADD takes, unexpanded.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct AddFlags {
+pub(crate) struct AddFlags {
     /// `--checksum=sha256:…` of a URL source.
-    pub checksum: Option<String>,
+    pub(crate) checksum: Option<String>,
     /// `--keep-git-dir`: a git source keeps its `.git`.
-    pub keep_git_dir: bool,
+    pub(crate) keep_git_dir: bool,
 }
 
 /// Whether an ADD source is a URL BuildKit downloads.
@@ -80,18 +80,18 @@ pub(crate) fn is_git_source(src: &str) -> bool {
 /// HEALTHCHECK: the test and the durations in nanoseconds, unset ones `None`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Healthcheck {
-    pub test: Vec<String>,
-    pub interval: Option<i64>,
-    pub timeout: Option<i64>,
-    pub start_period: Option<i64>,
-    pub start_interval: Option<i64>,
-    pub retries: Option<i64>,
+    pub(crate) test: Vec<String>,
+    pub(crate) interval: Option<i64>,
+    pub(crate) timeout: Option<i64>,
+    pub(crate) start_period: Option<i64>,
+    pub(crate) start_interval: Option<i64>,
+    pub(crate) retries: Option<i64>,
 }
 
 impl Healthcheck {
     /// As an image config holds it (Docker's `HealthConfig`), leaving out what
     /// the instruction does not set.
-    pub fn to_config(&self) -> serde_json::Value {
+    pub(crate) fn to_config(&self) -> serde_json::Value {
         let mut hc = serde_json::Map::new();
         hc.insert("Test".into(), self.test.clone().into());
         for (key, value) in [
@@ -112,12 +112,12 @@ impl Healthcheck {
 /// RUN: the command and its flags, unexpanded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
-    pub command: CommandLine,
-    pub heredocs: Vec<Heredoc>,
+    pub(crate) command: CommandLine,
+    pub(crate) heredocs: Vec<Heredoc>,
     /// `--mount` specs, each read once into its fields.
-    pub mounts: Vec<super::mount::RunMount>,
+    pub(crate) mounts: Vec<super::mount::RunMount>,
     /// `--network=default|none|host`.
-    pub network: Option<String>,
+    pub(crate) network: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -142,19 +142,19 @@ pub enum Instruction {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
-    pub at: Location,
-    pub instruction: Instruction,
+    pub(crate) at: Location,
+    pub(crate) instruction: Instruction,
 }
 
 /// `FROM image [AS name]` and the steps under it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stage {
-    pub index: usize,
-    pub at: Location,
-    pub image: String,
-    pub name: Option<String>,
-    pub platform: Option<String>,
-    pub steps: Vec<Step>,
+    pub(crate) index: usize,
+    pub(crate) at: Location,
+    pub(crate) image: String,
+    pub(crate) name: Option<String>,
+    pub(crate) platform: Option<String>,
+    pub(crate) steps: Vec<Step>,
 }
 
 /// `ARG` declarations: name and optional default.
@@ -163,11 +163,11 @@ pub(crate) type ArgList = Vec<(String, Option<String>)>;
 /// A Dockerfile ready to plan: global ARGs, stages, and its escape character.
 #[derive(Debug, Clone)]
 pub struct Dockerfile {
-    pub escape: char,
+    pub(crate) escape: char,
     /// `# syntax=` as written: Kiln has one frontend and says so when asked for another.
     pub syntax: Option<String>,
-    pub global_args: Vec<(Location, ArgList)>,
-    pub stages: Vec<Stage>,
+    pub(crate) global_args: Vec<(Location, ArgList)>,
+    pub(crate) stages: Vec<Stage>,
     /// What the build checks read that the instructions drop.
     pub(crate) facts: super::checks::Facts,
 }

@@ -42,7 +42,7 @@ pub enum MountError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MountKind {
+pub(crate) enum MountKind {
     Bind,
     Cache,
     Tmpfs,
@@ -51,7 +51,7 @@ pub enum MountKind {
 }
 
 impl MountKind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             MountKind::Bind => "bind",
             MountKind::Cache => "cache",
@@ -64,7 +64,7 @@ impl MountKind {
 
 /// How concurrent users of one cache share it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Sharing {
+pub(crate) enum Sharing {
     #[default]
     Shared,
     Private,
@@ -73,22 +73,22 @@ pub enum Sharing {
 
 /// One `--mount`, its values expanded; defaults are applied where it is used.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MountSpec {
-    pub kind: MountKind,
-    pub target: Option<String>,
-    pub source: Option<String>,
-    pub from: Option<String>,
-    pub readonly: bool,
-    pub id: Option<String>,
-    pub sharing: Option<Sharing>,
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub required: bool,
+pub(crate) struct MountSpec {
+    pub(crate) kind: MountKind,
+    pub(crate) target: Option<String>,
+    pub(crate) source: Option<String>,
+    pub(crate) from: Option<String>,
+    pub(crate) readonly: bool,
+    pub(crate) id: Option<String>,
+    pub(crate) sharing: Option<Sharing>,
+    pub(crate) mode: Option<u32>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) required: bool,
     /// tmpfs `size`, in bytes.
-    pub size: Option<u64>,
+    pub(crate) size: Option<u64>,
     /// secret `env`: the variable the secret's value is given in.
-    pub env: Option<String>,
+    pub(crate) env: Option<String>,
 }
 
 /// The CSV fields of a spec (Go's encoding/csv: commas, double quotes).
@@ -110,14 +110,14 @@ fn fields(spec: &str) -> Result<Vec<String>, MountError> {
 /// step expands its values into a [`MountSpec`] ([`RunMount::expand`]). A record
 /// that does not read fails where it is used, as before it was read once.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunMount {
+pub(crate) struct RunMount {
     /// The spec as written (the build checks look for variables in it).
-    pub text: String,
+    pub(crate) text: String,
     fields: Result<Vec<String>, MountError>,
 }
 
 impl RunMount {
-    pub fn new(text: String) -> RunMount {
+    pub(crate) fn new(text: String) -> RunMount {
         RunMount {
             fields: fields(&text),
             text,
@@ -126,7 +126,7 @@ impl RunMount {
 
     /// The `from` as written, for planning before anything is expanded; a
     /// variable there is refused, as BuildKit refuses it.
-    pub fn from(&self) -> Result<Option<String>, MountError> {
+    pub(crate) fn from(&self) -> Result<Option<String>, MountError> {
         let mut from = None;
         for f in self.fields.clone()? {
             if let Some((k, v)) = f.split_once('=') {
@@ -142,7 +142,7 @@ impl RunMount {
     }
 
     /// The type as written (`bind` when none is given).
-    pub fn kind(&self) -> MountKind {
+    pub(crate) fn kind(&self) -> MountKind {
         self.fields
             .as_deref()
             .unwrap_or_default()
@@ -156,7 +156,7 @@ impl RunMount {
 
     /// The spec with its values expanded (`expand` gives each value's
     /// expansion), checked with BuildKit's rules and messages.
-    pub fn expand(
+    pub(crate) fn expand(
         &self,
         expand: &mut dyn FnMut(&str) -> Result<String, String>,
     ) -> Result<MountSpec, MountError> {

@@ -8,61 +8,61 @@ use std::fmt::Write as _;
 #[derive(Debug, thiserror::Error)]
 #[error("Dockerfile:{line}: {message}")]
 pub(crate) struct ParseError {
-    pub line: usize,
-    pub message: String,
+    pub(crate) line: usize,
+    pub(crate) message: String,
 }
 
 /// One instruction as BuildKit's parser sees it.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Node {
+pub(crate) struct Node {
     /// Lower-case instruction keyword (`copy`, `from` …).
-    pub keyword: String,
+    pub(crate) keyword: String,
     /// The keyword as written, for messages.
-    pub original_keyword: String,
+    pub(crate) original_keyword: String,
     /// Leading `--flag[=value]` words, unparsed.
-    pub flags: Vec<String>,
+    pub(crate) flags: Vec<String>,
     /// Arguments after the line parser for this keyword ran.
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
     /// True when the arguments came from a JSON array.
-    pub json: bool,
+    pub(crate) json: bool,
     /// The logical line (continuations joined), for history and messages.
-    pub original: String,
+    pub(crate) original: String,
     /// ONBUILD's wrapped instruction.
-    pub sub: Option<Box<Node>>,
-    pub heredocs: Vec<Heredoc>,
+    pub(crate) sub: Option<Box<Node>>,
+    pub(crate) heredocs: Vec<Heredoc>,
     /// 1-based first and last physical line.
-    pub start_line: usize,
-    pub end_line: usize,
+    pub(crate) start_line: usize,
+    pub(crate) end_line: usize,
 }
 
 /// A here-document attached to RUN, COPY or ADD.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Heredoc {
-    pub name: String,
-    pub content: String,
+pub(crate) struct Heredoc {
+    pub(crate) name: String,
+    pub(crate) content: String,
     /// False when the delimiter was quoted: no expansion of the body.
-    pub expand: bool,
+    pub(crate) expand: bool,
     /// `<<-`: leading tabs stripped.
-    pub chomp: bool,
+    pub(crate) chomp: bool,
     /// The body lines as written (tabs kept), for ONBUILD trigger texts.
-    pub raw: String,
+    pub(crate) raw: String,
 }
 
 /// A parsed Dockerfile.
 #[derive(Debug, Clone)]
 pub(crate) struct Ast {
-    pub escape: char,
-    pub syntax: Option<String>,
+    pub(crate) escape: char,
+    pub(crate) syntax: Option<String>,
     /// `# check=` as written: which build checks run and whether they fail the build.
-    pub check: Option<String>,
+    pub(crate) check: Option<String>,
     /// The last line of each instruction that had an empty continuation line
     /// (where BuildKit reports NoEmptyContinuation).
-    pub empty_continuations: Vec<usize>,
-    pub nodes: Vec<Node>,
+    pub(crate) empty_continuations: Vec<usize>,
+    pub(crate) nodes: Vec<Node>,
 }
 
 /// Parses a whole Dockerfile.
-pub fn parse(text: &str) -> Result<Ast, ParseError> {
+pub(crate) fn parse(text: &str) -> Result<Ast, ParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines: Vec<&str> = text.split('\n').collect();
     // A final newline does not start another line.

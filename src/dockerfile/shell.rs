@@ -11,22 +11,22 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("failed to process {word:?}: {reason}")]
 pub struct ShellError {
-    pub word: String,
-    pub reason: String,
+    pub(crate) word: String,
+    pub(crate) reason: String,
 }
 
 /// Variables visible to an expansion. Keys are case-sensitive (Linux).
-pub type Env = BTreeMap<String, String>;
+pub(crate) type Env = BTreeMap<String, String>;
 
 /// Result of one expansion: the word and its split form.
 #[derive(Debug, Default)]
 pub(crate) struct Expanded {
-    pub word: String,
-    pub words: Vec<String>,
+    pub(crate) word: String,
+    pub(crate) words: Vec<String>,
 }
 
 /// Expands `word` with escape character `escape` against `env`.
-pub fn expand(word: &str, escape: char, env: &Env) -> Result<String, ShellError> {
+pub(crate) fn expand(word: &str, escape: char, env: &Env) -> Result<String, ShellError> {
     Ok(process(word, escape, env)?.word)
 }
 
@@ -43,7 +43,7 @@ pub(crate) fn expand_heredoc(body: &str, env: &Env) -> Result<String, ShellError
 }
 
 /// Full expansion result: the word and its split form.
-pub fn process(word: &str, escape: char, env: &Env) -> Result<Expanded, ShellError> {
+pub(crate) fn process(word: &str, escape: char, env: &Env) -> Result<Expanded, ShellError> {
     run(word, escape, true, env)
 }
 
@@ -55,8 +55,8 @@ fn run(word: &str, escape: char, quotes: bool, env: &Env) -> Result<Expanded, Sh
 /// `ProcessWordWithMatches`): the build checks read them.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct Matches {
-    pub matched: BTreeSet<String>,
-    pub unmatched: BTreeSet<String>,
+    pub(crate) matched: BTreeSet<String>,
+    pub(crate) unmatched: BTreeSet<String>,
 }
 
 /// Expands `word` and says which variables it looked up; the matches are

@@ -13,7 +13,7 @@ use probe::Probe;
 use std::path::Path;
 
 /// Where the kernel shows its handlers.
-pub const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
+pub(crate) const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmulationError {
@@ -128,7 +128,11 @@ impl Handler {
 /// enabled handler in `binfmt_dir` with the F flag. Where `binfmt_dir` is not
 /// mounted (a container's /proc), a probe executable written in `scratch` asks
 /// the kernel.
-pub fn check(platform: &Platform, binfmt_dir: &Path, scratch: &Path) -> Result<(), EmulationError> {
+pub(crate) fn check(
+    platform: &Platform,
+    binfmt_dir: &Path,
+    scratch: &Path,
+) -> Result<(), EmulationError> {
     let arch = platform.architecture.as_str();
     if native(&Platform::host(), arch) {
         return Ok(());

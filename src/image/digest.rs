@@ -67,7 +67,7 @@ impl Digest {
     }
 
     /// `algorithm-hex`: a file name that holds nothing but the digest.
-    pub fn file_name(&self) -> String {
+    pub(crate) fn file_name(&self) -> String {
         self.0.replace(':', "-")
     }
 }

@@ -24,9 +24,9 @@ pub enum LayerSource {
 /// A layer: descriptor and diff_id known, bytes opened on demand.
 #[derive(Debug, Clone)]
 pub struct Layer {
-    pub descriptor: Descriptor,
-    pub diff_id: Digest,
-    pub source: LayerSource,
+    pub(crate) descriptor: Descriptor,
+    pub(crate) diff_id: Digest,
+    pub(crate) source: LayerSource,
 }
 
 /// Whether a manifest uses Docker's or OCI's media types.
@@ -72,9 +72,9 @@ pub(crate) fn docker_layer_type(media_type: &str) -> &str {
 /// config says about the layers.
 #[derive(Debug, Clone)]
 pub struct Image {
-    pub config: ImageConfig,
-    pub layers: Vec<Layer>,
-    pub format: ManifestFormat,
+    pub(crate) config: ImageConfig,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) format: ManifestFormat,
     /// History entries before this index are the base's; `finish` dates the rest.
     base_history: usize,
 }
@@ -86,7 +86,7 @@ pub struct Serialized {
     pub config_digest: Digest,
     pub manifest: Vec<u8>,
     pub manifest_digest: Digest,
-    pub manifest_media_type: &'static str,
+    pub(crate) manifest_media_type: &'static str,
 }
 
 impl ManifestFormat {
@@ -102,7 +102,11 @@ impl ManifestFormat {
 impl Image {
     /// An image to append to: `config` (with the base's history) and the base's
     /// layers, in the base's manifest format.
-    pub fn on_base(config: ImageConfig, layers: Vec<Layer>, format: ManifestFormat) -> Image {
+    pub(crate) fn on_base(
+        config: ImageConfig,
+        layers: Vec<Layer>,
+        format: ManifestFormat,
+    ) -> Image {
         Image {
             base_history: config.history.len(),
             config,
@@ -113,7 +117,7 @@ impl Image {
 
     /// Appends one step: its history entry and, unless the entry is an empty
     /// layer's, its layer.
-    pub fn append(&mut self, layer: Option<Layer>, history: History) {
+    pub(crate) fn append(&mut self, layer: Option<Layer>, history: History) {
         debug_assert_eq!(layer.is_none(), history.empty_layer);
         self.layers.extend(layer);
         self.config.history.push(history);
@@ -123,7 +127,7 @@ impl Image {
     /// (a base's too; zstd layers have no Docker name and keep theirs), the
     /// config's diff_ids taken from the layers, and `created` on the config and
     /// on every appended history entry.
-    pub fn finish(mut self, format: ManifestFormat, created: &str) -> Image {
+    pub(crate) fn finish(mut self, format: ManifestFormat, created: &str) -> Image {
         if format != self.format {
             for l in &mut self.layers {
                 let mt = &l.descriptor.media_type;
@@ -146,7 +150,7 @@ impl Image {
 
     /// Config and manifest bytes; `annotations` (Kaniko's `--annotation`) go
     /// on the manifest when there are any.
-    pub fn serialize(
+    pub(crate) fn serialize(
         &self,
         annotations: &BTreeMap<String, String>,
     ) -> Result<Serialized, serde_json::Error> {

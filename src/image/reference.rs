@@ -6,8 +6,8 @@ use std::fmt;
 #[derive(Debug, thiserror::Error)]
 #[error("invalid image reference {reference:?}: {reason}")]
 pub struct ReferenceError {
-    pub reference: String,
-    pub reason: &'static str,
+    pub(crate) reference: String,
+    pub(crate) reason: &'static str,
 }
 
 /// A parsed image reference.
@@ -121,7 +121,7 @@ impl Reference {
     }
 
     /// What to ask the registry's manifest endpoint for: digest first, else tag.
-    pub fn object(&self) -> &str {
+    pub(crate) fn object(&self) -> &str {
         self.digest
             .as_deref()
             .or(self.tag.as_deref())

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 /// One entry a step adds, by root-relative path.
 #[derive(Debug, Clone)]
 pub(crate) struct Planned {
-    pub meta: EntryMeta,
-    pub body: EntryBody,
+    pub(crate) meta: EntryMeta,
+    pub(crate) body: EntryBody,
 }
 
 /// A root-relative path ordered as a directory walk visits it: by components,

@@ -74,7 +74,7 @@ pub(crate) struct GzipWriter<W: Write> {
 }
 
 impl<W: Write> GzipWriter<W> {
-    pub fn new(mut inner: W, level: u32) -> io::Result<GzipWriter<W>> {
+    pub(crate) fn new(mut inner: W, level: u32) -> io::Result<GzipWriter<W>> {
         // Header: no name, mtime 0, OS "unknown" (as flate2's GzBuilder writes it).
         inner.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
         Ok(GzipWriter {
@@ -146,7 +146,7 @@ impl<W: Write> GzipWriter<W> {
     }
 
     /// Finishes the stream (trailer: CRC-32 and size) and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(crate) fn finish(mut self) -> io::Result<W> {
         self.submit(true)?;
         self.drain(0)?;
         self.inner.write_all(&self.crc.sum().to_le_bytes())?;

@@ -24,7 +24,7 @@ pub(crate) struct HashingWriter<W> {
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         HashingWriter {
             inner,
             hasher: Sha256::new(),
@@ -33,7 +33,7 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// The inner writer, the `sha256:` digest and byte count of everything written.
-    pub fn finish(self) -> (W, crate::image::Digest, u64) {
+    pub(crate) fn finish(self) -> (W, crate::image::Digest, u64) {
         (
             self.inner,
             crate::image::Digest::from_sha256(self.hasher.finalize().into()),
@@ -51,7 +51,7 @@ pub(crate) struct HashingReader<R> {
 }
 
 impl<R: io::Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         HashingReader {
             inner,
             hasher: Sha256::new(),
@@ -60,7 +60,7 @@ impl<R: io::Read> HashingReader<R> {
     }
 
     /// Where the digest appears once the end is read.
-    pub fn result(&self) -> std::sync::Arc<std::sync::OnceLock<crate::image::Digest>> {
+    pub(crate) fn result(&self) -> std::sync::Arc<std::sync::OnceLock<crate::image::Digest>> {
         self.result.clone()
     }
 }

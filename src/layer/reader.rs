@@ -26,7 +26,7 @@ pub enum ReadError {
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum Kind {
+pub(crate) enum Kind {
     File,
     Dir,
     Symlink(String),
@@ -38,7 +38,7 @@ pub enum Kind {
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum Whiteout {
+pub(crate) enum Whiteout {
     /// `.wh.name`: remove `path`.
     Remove(String),
     /// `.wh..wh..opq`: hide what lower layers had under this directory.
@@ -48,16 +48,16 @@ pub enum Whiteout {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     /// Relative to the root, no leading `/`; empty for the root itself.
-    pub path: String,
-    pub kind: Kind,
-    pub mode: u32,
-    pub uid: u64,
-    pub gid: u64,
-    pub size: u64,
-    pub mtime: u64,
-    pub whiteout: Option<Whiteout>,
+    pub(crate) path: String,
+    pub(crate) kind: Kind,
+    pub(crate) mode: u32,
+    pub(crate) uid: u64,
+    pub(crate) gid: u64,
+    pub(crate) size: u64,
+    pub(crate) mtime: u64,
+    pub(crate) whiteout: Option<Whiteout>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub xattrs: super::Xattrs,
+    pub(crate) xattrs: super::Xattrs,
 }
 
 /// PAX records carrying extended attributes (GNU tar, Go's archive/tar, BuildKit).
@@ -74,7 +74,7 @@ fn blank(field: &[u8]) -> bool {
 /// lie, magic numbers cannot. Layers are gzip or zstd; ADD's archives may also
 /// be bzip2 or xz (BuildKit's DecompressStream knows all four).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
+pub(crate) enum Compression {
     None,
     Gzip,
     Zstd,

@@ -8,10 +8,10 @@ use std::io::{self, Read};
 /// Where the data of a sparse file lies: (offset, length) pairs, and its real size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SparseFile {
-    pub name: Option<String>,
-    pub real_size: u64,
+    pub(crate) name: Option<String>,
+    pub(crate) real_size: u64,
     /// `None` for format 1.0, whose map opens the entry's data.
-    pub map: Option<Vec<(u64, u64)>>,
+    pub(crate) map: Option<Vec<(u64, u64)>>,
 }
 
 /// The sparse description in an entry's PAX records, if it is a PAX sparse file.
@@ -138,7 +138,7 @@ pub(crate) struct Expanded<'a> {
 }
 
 impl<'a> Expanded<'a> {
-    pub fn new(data: &'a mut dyn Read, map: Vec<(u64, u64)>, real_size: u64) -> Self {
+    pub(crate) fn new(data: &'a mut dyn Read, map: Vec<(u64, u64)>, real_size: u64) -> Self {
         let mut map = map.into_iter();
         let current = map.next();
         Expanded {

@@ -28,9 +28,9 @@ pub enum ApplyError {
 #[derive(Debug, Default)]
 pub(crate) struct ApplyReport {
     /// Device nodes skipped because the executor is not root.
-    pub skipped_devices: usize,
+    pub(crate) skipped_devices: usize,
     /// The layer's entries, when asked for: its file index without a second read.
-    pub entries: Option<Vec<Entry>>,
+    pub(crate) entries: Option<Vec<Entry>>,
 }
 
 /// The largest piece of a file's body read before it is written: most files
@@ -77,7 +77,7 @@ impl LayerState {
 }
 
 /// A directory that layers are unpacked into.
-pub struct ScratchRoot {
+pub(crate) struct ScratchRoot {
     root: PathBuf,
     sys: Box<dyn Syscalls>,
     /// Paths no layer may touch (a root shared with the executor).
@@ -87,13 +87,13 @@ pub struct ScratchRoot {
 }
 
 impl ScratchRoot {
-    pub fn new(root: &Path) -> ScratchRoot {
+    pub(crate) fn new(root: &Path) -> ScratchRoot {
         ScratchRoot::with_syscalls(root, Box::new(sys::Real::effective()))
     }
 
     /// A root that acts as an unprivileged executor would (tests of that path).
     #[cfg(any(test, feature = "fuzzing"))]
-    pub fn unprivileged(root: &Path) -> ScratchRoot {
+    pub(crate) fn unprivileged(root: &Path) -> ScratchRoot {
         ScratchRoot::with_syscalls(root, Box::new(sys::Real::unprivileged()))
     }
 
@@ -115,7 +115,7 @@ impl ScratchRoot {
         self
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.root
     }
 

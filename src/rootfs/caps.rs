@@ -10,11 +10,11 @@ const CAP_MKNOD: u32 = 27;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FileCaps {
     /// Give files any owner.
-    pub chown: bool,
+    pub(crate) chown: bool,
     /// Write into directories whatever their mode.
-    pub dac_override: bool,
+    pub(crate) dac_override: bool,
     /// Create device nodes.
-    pub mknod: bool,
+    pub(crate) mknod: bool,
 }
 
 impl FileCaps {
@@ -28,7 +28,7 @@ impl FileCaps {
     }
 
     #[cfg(any(test, feature = "fuzzing"))]
-    pub fn none() -> FileCaps {
+    pub(crate) fn none() -> FileCaps {
         FileCaps::from_mask(0)
     }
 

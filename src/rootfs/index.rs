@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum NodeKind {
+pub(crate) enum NodeKind {
     File,
     Dir,
     Symlink(String),
@@ -21,19 +21,19 @@ pub enum NodeKind {
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Node {
-    pub kind: NodeKind,
-    pub mode: u32,
-    pub uid: u64,
-    pub gid: u64,
-    pub size: u64,
-    pub mtime: u64,
+pub(crate) struct Node {
+    pub(crate) kind: NodeKind,
+    pub(crate) mode: u32,
+    pub(crate) uid: u64,
+    pub(crate) gid: u64,
+    pub(crate) size: u64,
+    pub(crate) mtime: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub xattrs: crate::layer::Xattrs,
+    pub(crate) xattrs: crate::layer::Xattrs,
 }
 
 impl Node {
-    pub fn dir(mode: u32, uid: u64, gid: u64, mtime: u64) -> Node {
+    pub(crate) fn dir(mode: u32, uid: u64, gid: u64, mtime: u64) -> Node {
         Node {
             kind: NodeKind::Dir,
             mode,
@@ -48,12 +48,12 @@ impl Node {
 
 /// Path (root-relative, `""` is the root) → node.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct FsIndex {
+pub(crate) struct FsIndex {
     nodes: BTreeMap<String, Node>,
 }
 
 impl FsIndex {
-    pub fn get(&self, p: &str) -> Option<&Node> {
+    pub(crate) fn get(&self, p: &str) -> Option<&Node> {
         self.nodes.get(p)
     }
 
@@ -83,16 +83,20 @@ impl FsIndex {
         self.nodes.insert(path, node);
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.nodes.len()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
         self.nodes.iter()
     }
 
     /// Resolves an absolute image path following symlinks inside the root.
-    pub fn resolve(&self, path: &str, follow_last: bool) -> Result<String, super::ResolveError> {
+    pub(crate) fn resolve(
+        &self,
+        path: &str,
+        follow_last: bool,
+    ) -> Result<String, super::ResolveError> {
         resolve_in_root(path, follow_last, |c| match self.nodes.get(c) {
             Some(Node {
                 kind: NodeKind::Symlink(t),

@@ -15,7 +15,7 @@ pub(crate) struct Keep {
 }
 
 impl Keep {
-    pub fn new(paths: impl IntoIterator<Item = String>) -> Keep {
+    pub(crate) fn new(paths: impl IntoIterator<Item = String>) -> Keep {
         let mut paths: Vec<String> = paths
             .into_iter()
             .map(|p| p.trim_matches('/').to_string())
@@ -26,12 +26,12 @@ impl Keep {
         Keep { paths }
     }
 
-    pub fn paths(&self) -> &[String] {
+    pub(crate) fn paths(&self) -> &[String] {
         &self.paths
     }
 
     /// `rel` is a kept path or lies below one.
-    pub fn is_kept(&self, rel: &str) -> bool {
+    pub(crate) fn is_kept(&self, rel: &str) -> bool {
         self.paths.iter().any(|k| {
             rel == k || (rel.starts_with(k.as_str()) && rel.as_bytes().get(k.len()) == Some(&b'/'))
         })
@@ -39,7 +39,7 @@ impl Keep {
 
     /// `rel` is a directory with a kept path somewhere below it (the root always
     /// is, when anything is kept).
-    pub fn holds_kept(&self, rel: &str) -> bool {
+    pub(crate) fn holds_kept(&self, rel: &str) -> bool {
         self.paths.iter().any(|k| {
             rel.is_empty() || (k.starts_with(rel) && k.as_bytes().get(rel.len()) == Some(&b'/'))
         })
@@ -47,7 +47,7 @@ impl Keep {
 
     /// Removes what `host` (the directory at `rel`) holds, except kept paths;
     /// a directory that holds a kept path is emptied the same way, not removed.
-    pub fn clear_dir(&self, host: &Path, rel: &str) -> io::Result<()> {
+    pub(crate) fn clear_dir(&self, host: &Path, rel: &str) -> io::Result<()> {
         for child in std::fs::read_dir(host)? {
             let child = child?;
             let path = join_rel(rel, &crate::pathname::from_os(&child.file_name()));

@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// A device node or FIFO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Node {
+pub(crate) enum Node {
     Char(u32, u32),
     Block(u32, u32),
     Fifo,
@@ -68,7 +68,7 @@ impl Real {
 
     /// As an executor without any capability acts (tests of that path).
     #[cfg(any(test, feature = "fuzzing"))]
-    pub fn unprivileged() -> Real {
+    pub(crate) fn unprivileged() -> Real {
         Real {
             caps: FileCaps::none(),
             ids: Real::ids(),
@@ -144,7 +144,7 @@ pub(crate) mod recording {
     /// ownership changes and stands an empty file in for each device node.
     pub(crate) struct Recording {
         caps: FileCaps,
-        pub calls: Mutex<Vec<Call>>,
+        pub(crate) calls: Mutex<Vec<Call>>,
     }
 
     impl Recording {
@@ -159,7 +159,7 @@ pub(crate) mod recording {
             }
         }
 
-        pub fn calls(&self) -> Vec<Call> {
+        pub(crate) fn calls(&self) -> Vec<Call> {
             self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
         }
 

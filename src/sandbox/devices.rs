@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 /// One recorded device: its root-relative path, kind and numbers, mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Device {
-    pub path: String,
-    pub block: bool,
-    pub major: u32,
-    pub minor: u32,
-    pub mode: u32,
+    pub(crate) path: String,
+    pub(crate) block: bool,
+    pub(crate) major: u32,
+    pub(crate) minor: u32,
+    pub(crate) mode: u32,
 }
 
 impl Device {

@@ -67,75 +67,75 @@ fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
 /// What the helper does: everything decided by the parent, so the helper only
 /// makes system calls.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunSpec {
+pub(crate) struct RunSpec {
     /// The stage's unpacked root (the overlay's lower dir; never written).
-    pub lower: PathBuf,
-    pub upper: PathBuf,
-    pub work: PathBuf,
-    pub merged: PathBuf,
-    pub argv: Vec<String>,
+    pub(crate) lower: PathBuf,
+    pub(crate) upper: PathBuf,
+    pub(crate) work: PathBuf,
+    pub(crate) merged: PathBuf,
+    pub(crate) argv: Vec<String>,
     /// `KEY=VALUE`, PATH among them (the command is looked up with it, in the root).
-    pub env: Vec<String>,
-    pub cwd: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-    pub hostname: String,
+    pub(crate) env: Vec<String>,
+    pub(crate) cwd: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) groups: Vec<u32>,
+    pub(crate) hostname: String,
     /// Files bind-mounted over root paths (resolv.conf, hosts, hostname, a script).
-    pub etc: Vec<(String, PathBuf)>,
+    pub(crate) etc: Vec<(String, PathBuf)>,
     /// `RUN --network=none`: a network namespace of its own (loopback only).
-    pub network_none: bool,
+    pub(crate) network_none: bool,
     /// The in-place rung: no namespaces, the command runs in this process's own
     /// root (`lower` is `/`; `etc` holds only files under /dev).
     #[serde(default)]
-    pub in_place: bool,
+    pub(crate) in_place: bool,
     /// `RUN --mount`s, mounted over the root before the command starts (never
     /// in place, where the parent puts their contents there instead).
     #[serde(default)]
-    pub mounts: Vec<Mount>,
+    pub(crate) mounts: Vec<Mount>,
     /// The stage's root itself (`lower`) is the command's root, no overlay:
     /// the parent reads the change by a walk ([`Isolation::OwnRoot`]).
     #[serde(default)]
-    pub on_root: bool,
+    pub(crate) on_root: bool,
     /// Where the helper writes the device nodes it made for the command in
     /// the kernel's stead ([`devices`]); the parent puts them in the layer.
     #[serde(default)]
-    pub devices: Option<PathBuf>,
+    pub(crate) devices: Option<PathBuf>,
     /// Where the helper records the processes that must not outlive the build
     /// (see [`crate::procs`]): the scratch dir's.
     #[serde(default)]
-    pub procs: Option<PathBuf>,
+    pub(crate) procs: Option<PathBuf>,
     /// The executor's pid: the helper dies with it (PR_SET_PDEATHSIG), and
     /// exits at once when it is gone before that was set.
     #[serde(default)]
-    pub parent: u32,
+    pub(crate) parent: u32,
     /// The traced rung ([`trace`]): no namespaces, the command under this
     /// helper's ptrace supervision on the stage's root (`lower`).
     #[serde(default)]
-    pub traced: bool,
+    pub(crate) traced: bool,
     /// Where the traced rung writes the owners the command gave its files.
     #[serde(default)]
-    pub owners: Option<PathBuf>,
+    pub(crate) owners: Option<PathBuf>,
     /// The image's owners of root paths not owned by root (`path`, uid, gid):
     /// unpacked without privileges they are the executor's on disk.
     #[serde(default)]
-    pub owners_seed: Vec<(String, u32, u32)>,
+    pub(crate) owners_seed: Vec<(String, u32, u32)>,
     /// Where the traced rung writes the paths the command changed
     /// ([`trace::touched`]): the parent reads the change from them alone.
     #[serde(default)]
-    pub touched: Option<PathBuf>,
+    pub(crate) touched: Option<PathBuf>,
 }
 
 /// One `RUN --mount` as the helper makes it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Mount {
+pub(crate) struct Mount {
     /// Root-relative, its symlinks already resolved inside the root.
-    pub target: String,
-    pub what: MountWhat,
+    pub(crate) target: String,
+    pub(crate) what: MountWhat,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum MountWhat {
+pub(crate) enum MountWhat {
     /// A host directory or file (a cache, a secret's file, a bind source).
     Bind {
         source: PathBuf,
@@ -164,14 +164,14 @@ pub enum MountWhat {
 
 /// Where a step's change is captured, under the stage's scratch dir.
 pub(crate) struct StepDirs {
-    pub base: PathBuf,
-    pub upper: PathBuf,
-    pub work: PathBuf,
-    pub merged: PathBuf,
+    pub(crate) base: PathBuf,
+    pub(crate) upper: PathBuf,
+    pub(crate) work: PathBuf,
+    pub(crate) merged: PathBuf,
 }
 
 impl StepDirs {
-    pub fn create(base: &Path) -> Result<StepDirs, SandboxError> {
+    pub(crate) fn create(base: &Path) -> Result<StepDirs, SandboxError> {
         let d = StepDirs {
             upper: base.join("upper"),
             work: base.join("work"),
@@ -189,7 +189,7 @@ impl StepDirs {
     }
 
     /// Removes everything the step left in scratch.
-    pub fn remove(self) {
+    pub(crate) fn remove(self) {
         let _ = std::fs::remove_dir_all(&self.base);
     }
 }

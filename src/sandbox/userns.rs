@@ -17,8 +17,8 @@ static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0
 /// A subordinate range from /etc/subuid or /etc/subgid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Range {
-    pub start: u32,
-    pub count: u32,
+    pub(crate) start: u32,
+    pub(crate) count: u32,
 }
 
 /// What the namespace maps: 0 to the user's own id, 1.. to the range.

@@ -5,5 +5,4 @@
 pub mod remote;
 pub(crate) mod store;
 
-pub use remote::{RemoteError, RemoteImage};
-pub use store::{BlobStore, StoreError};
+pub(crate) use store::{BlobStore, StoreError};

@@ -36,11 +36,11 @@ const MAX_INDEX_DEPTH: usize = 4;
 /// A base image as fetched: config and layers, nothing downloaded yet.
 #[derive(Debug, Clone)]
 pub struct RemoteImage {
-    pub reference: Reference,
+    pub(crate) reference: Reference,
     /// Digest of the image manifest (after platform selection).
-    pub manifest_digest: Digest,
-    pub format: ManifestFormat,
-    pub config: ImageConfig,
+    pub(crate) manifest_digest: Digest,
+    pub(crate) format: ManifestFormat,
+    pub(crate) config: ImageConfig,
     pub layers: Vec<Layer>,
 }
 

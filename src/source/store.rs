@@ -8,7 +8,6 @@ use crate::image::spec::is_foreign;
 use crate::image::Digest;
 use crate::registry::{Registry, RegistryError};
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -56,7 +55,11 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
-    pub fn new(registry: Arc<Registry>, cache_dir: Option<PathBuf>, scratch: PathBuf) -> Self {
+    pub(crate) fn new(
+        registry: Arc<Registry>,
+        cache_dir: Option<PathBuf>,
+        scratch: PathBuf,
+    ) -> Self {
         BlobStore {
             registry,
             cache_dir,
@@ -137,17 +140,6 @@ impl Layer {
     /// The layer's blob as stored (gzip, zstd or plain tar), as a file.
     pub async fn compressed(&self, store: &BlobStore) -> Result<PathBuf, StoreError> {
         store.layer_file(self).await
-    }
-
-    /// The layer's tar stream, decompressed whatever the blob's compression.
-    pub async fn uncompressed(&self, store: &BlobStore) -> Result<Box<dyn Read>, StoreError> {
-        let path = self.compressed(store).await?;
-        crate::layer::reader::open_decompressed(&path)
-            .map(|r| r as Box<dyn Read>)
-            .map_err(|source| StoreError::Io {
-                op: format!("opening layer {}", self.descriptor.digest),
-                source,
-            })
     }
 }
 

@@ -16,28 +16,28 @@ const NON_ENV_ARGS: [&str; 2] = ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SC
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BaseFacts {
     /// The FROM image, expanded.
-    pub name: String,
+    pub(crate) name: String,
     /// The base config's `Env`.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Whether the base config sets `Shell`.
-    pub shell: bool,
+    pub(crate) shell: bool,
     /// The platform asked for, and the one the config says.
-    pub expected: Option<Platform>,
-    pub actual: Option<Platform>,
+    pub(crate) expected: Option<Platform>,
+    pub(crate) actual: Option<Platform>,
 }
 
 /// What the build knows before it dispatches: arguments and resolved bases.
 pub(crate) struct Scope<'a> {
     /// `--build-arg`s.
-    pub build_args: &'a BTreeMap<String, String>,
+    pub(crate) build_args: &'a BTreeMap<String, String>,
     /// The predefined ARGs, build args applied (BuildKit's `defaultArgs`).
-    pub predefined: &'a Env,
+    pub(crate) predefined: &'a Env,
     /// What FROM lines see: predefined and global ARGs, build args applied.
-    pub global: &'a Env,
+    pub(crate) global: &'a Env,
     /// The stages the build dispatches, in Dockerfile order.
-    pub stages: &'a [usize],
+    pub(crate) stages: &'a [usize],
     /// Registry bases by stage.
-    pub bases: &'a HashMap<usize, BaseFacts>,
+    pub(crate) bases: &'a HashMap<usize, BaseFacts>,
 }
 
 pub(super) fn check(df: &Dockerfile, scope: &Scope<'_>) -> Vec<Warning> {

@@ -23,11 +23,11 @@ pub(crate) const CHECK_BUILD_ARG: &str = "BUILDKIT_DOCKERFILE_CHECK";
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Facts {
     /// `# check=` as written.
-    pub check: Option<String>,
+    pub(crate) check: Option<String>,
     /// Last lines of instructions that had an empty continuation line.
-    pub empty_continuations: Vec<usize>,
+    pub(crate) empty_continuations: Vec<usize>,
     /// Every instruction node, keywords as written.
-    pub nodes: Vec<Node>,
+    pub(crate) nodes: Vec<Node>,
 }
 
 impl Facts {
@@ -96,9 +96,9 @@ impl Rule {
 /// One violation: the rule, BuildKit's message and the line it reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Warning {
-    pub rule: Rule,
-    pub message: String,
-    pub line: usize,
+    pub(crate) rule: Rule,
+    pub(crate) message: String,
+    pub(crate) line: usize,
 }
 
 impl std::fmt::Display for Warning {
@@ -136,11 +136,11 @@ pub enum CheckError {
 /// `# check=skip=…;error=…;experimental=…`, as BuildKit's `ParseLintOptions`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct CheckConfig {
-    pub skip_all: bool,
-    pub skip: Vec<String>,
-    pub experimental_all: bool,
-    pub experimental: Vec<String>,
-    pub error: bool,
+    pub(crate) skip_all: bool,
+    pub(crate) skip: Vec<String>,
+    pub(crate) experimental_all: bool,
+    pub(crate) experimental: Vec<String>,
+    pub(crate) error: bool,
 }
 
 impl CheckConfig {

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn cases(kind: &str) -> Vec<std::path::PathBuf> {

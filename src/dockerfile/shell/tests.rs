@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn conformance_dir() -> std::path::PathBuf {

@@ -14,23 +14,23 @@ pub(super) const PATH_MAX: usize = 4096;
 pub(super) struct Regs(pub libc::user_regs_struct);
 
 impl Regs {
-    pub fn get(pid: Pid) -> nix::Result<Regs> {
+    pub(crate) fn get(pid: Pid) -> nix::Result<Regs> {
         ptrace::getregs(pid).map(Regs)
     }
 
-    pub fn set(&self, pid: Pid) -> nix::Result<()> {
+    pub(crate) fn set(&self, pid: Pid) -> nix::Result<()> {
         ptrace::setregs(pid, self.0)
     }
 
-    pub fn nr(&self) -> i64 {
+    pub(crate) fn nr(&self) -> i64 {
         self.0.orig_rax as i64
     }
 
-    pub fn set_nr(&mut self, nr: i64) {
+    pub(crate) fn set_nr(&mut self, nr: i64) {
         self.0.orig_rax = nr as u64;
     }
 
-    pub fn arg(&self, i: usize) -> u64 {
+    pub(crate) fn arg(&self, i: usize) -> u64 {
         let r = &self.0;
         match i {
             0 => r.rdi,
@@ -43,11 +43,11 @@ impl Regs {
     }
 
     /// An argument that holds an `int` (a dirfd, a pid): its low 32 bits, signed.
-    pub fn int(&self, i: usize) -> i32 {
+    pub(crate) fn int(&self, i: usize) -> i32 {
         self.arg(i) as u32 as i32
     }
 
-    pub fn set_arg(&mut self, i: usize, v: u64) {
+    pub(crate) fn set_arg(&mut self, i: usize, v: u64) {
         let r = &mut self.0;
         match i {
             0 => r.rdi = v,
@@ -61,19 +61,19 @@ impl Regs {
 
     /// The call is skipped and seems to return `value` (a negative errno for
     /// an error): the kernel takes rax as the result of a skipped call.
-    pub fn skip(&mut self, value: i64) {
+    pub(crate) fn skip(&mut self, value: i64) {
         self.0.orig_rax = u64::MAX;
         self.0.rax = value as u64;
     }
 
     /// Back onto the `syscall` instruction (two bytes) with its number in rax,
     /// so the call is made again once the tracee runs.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.0.rip -= 2;
         self.0.rax = self.0.orig_rax;
     }
 
-    pub fn result(&self) -> i64 {
+    pub(crate) fn result(&self) -> i64 {
         self.0.rax as i64
     }
 }
@@ -181,8 +181,8 @@ pub(super) fn read_ptrs(pid: Pid, addr: u64, max: usize) -> nix::Result<Vec<u64>
 /// Where the tracer writes the strings it gives a call: a private mapping
 /// made in the tracee by an injected mmap, a bump allocator over it.
 pub(super) struct Scratch {
-    pub base: u64,
-    pub used: usize,
+    pub(crate) base: u64,
+    pub(crate) used: usize,
 }
 
 /// The size of a thread's scratch mapping: room for a rewritten argv.
@@ -190,7 +190,7 @@ pub(super) const SCRATCH_LEN: usize = 1 << 20;
 
 impl Scratch {
     /// Puts `data` in the tracee's scratch and returns its address.
-    pub fn put(&mut self, pid: Pid, data: &[u8]) -> nix::Result<u64> {
+    pub(crate) fn put(&mut self, pid: Pid, data: &[u8]) -> nix::Result<u64> {
         let len = (data.len() + 15) & !15;
         if self.used + len > SCRATCH_LEN {
             return Err(nix::Error::E2BIG);
@@ -202,7 +202,7 @@ impl Scratch {
     }
 
     /// A NUL-terminated copy of `s`.
-    pub fn put_cstr(&mut self, pid: Pid, s: &[u8]) -> nix::Result<u64> {
+    pub(crate) fn put_cstr(&mut self, pid: Pid, s: &[u8]) -> nix::Result<u64> {
         let mut v = Vec::with_capacity(s.len() + 1);
         v.extend_from_slice(s);
         v.push(0);

@@ -15,9 +15,9 @@ pub(crate) type Inode = (u64, u64);
 /// after the recorded one was removed may get its inode number again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Owner {
-    pub uid: u32,
-    pub gid: u32,
-    pub born: Option<u128>,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) born: Option<u128>,
 }
 
 /// An inode's birth time (statx's btime), in nanoseconds.
@@ -42,7 +42,7 @@ pub(super) struct Owners {
 }
 
 impl Owners {
-    pub fn new(real: (u32, u32)) -> Owners {
+    pub(crate) fn new(real: (u32, u32)) -> Owners {
         Owners {
             table: HashMap::new(),
             caps: HashMap::new(),
@@ -52,7 +52,7 @@ impl Owners {
 
     /// The owner the step sees for a file the kernel says `uid:gid` owns;
     /// `born` gives the file's birth time when the table has its inode.
-    pub fn owner(
+    pub(crate) fn owner(
         &self,
         inode: Inode,
         uid: u32,
@@ -62,23 +62,23 @@ impl Owners {
         lookup(&self.table, inode, born).unwrap_or_else(|| seen(self.real, uid, gid))
     }
 
-    pub fn set(&mut self, inode: Inode, uid: u32, gid: u32, born: Option<u128>) {
+    pub(crate) fn set(&mut self, inode: Inode, uid: u32, gid: u32, born: Option<u128>) {
         self.table.insert(inode, Owner { uid, gid, born });
     }
 
-    pub fn set_cap(&mut self, inode: Inode, value: Vec<u8>, born: Option<u128>) {
+    pub(crate) fn set_cap(&mut self, inode: Inode, value: Vec<u8>, born: Option<u128>) {
         self.caps.insert(inode, (value, born));
     }
 
     /// The capability xattr recorded for the file now at `inode`.
-    pub fn cap(&self, inode: Inode, born: impl FnOnce() -> Option<u128>) -> Option<&[u8]> {
+    pub(crate) fn cap(&self, inode: Inode, born: impl FnOnce() -> Option<u128>) -> Option<&[u8]> {
         let (v, b) = self.caps.get(&inode)?;
         (b.is_none() || *b == born()).then_some(v.as_slice())
     }
 
     /// Written for the layer writer: `o dev ino uid gid born` per owner,
     /// `c dev ino born hex` per capability.
-    pub fn save(&self, file: &Path) -> std::io::Result<()> {
+    pub(crate) fn save(&self, file: &Path) -> std::io::Result<()> {
         let mut f = std::io::BufWriter::new(std::fs::File::create(file)?);
         let text = |b: Option<u128>| b.map_or("-".to_string(), |b| b.to_string());
         for ((dev, ino), o) in &self.table {
@@ -113,8 +113,8 @@ pub(crate) fn lookup(
 /// What a traced step left: owners and capabilities by inode.
 #[derive(Default)]
 pub(crate) struct Table {
-    pub owners: HashMap<Inode, Owner>,
-    pub caps: HashMap<Inode, (Vec<u8>, Option<u128>)>,
+    pub(crate) owners: HashMap<Inode, Owner>,
+    pub(crate) caps: HashMap<Inode, (Vec<u8>, Option<u128>)>,
 }
 
 /// The table a traced step left.

@@ -68,7 +68,7 @@ fn is_number(c: &[u8]) -> Option<i32> {
 }
 
 impl Fs {
-    pub fn new(root: PathBuf, binds: Vec<(Vec<u8>, PathBuf)>) -> Fs {
+    pub(crate) fn new(root: PathBuf, binds: Vec<(Vec<u8>, PathBuf)>) -> Fs {
         let mut binds: Vec<(Vec<u8>, PathBuf)> = binds
             .into_iter()
             .map(|(g, h)| {
@@ -88,7 +88,7 @@ impl Fs {
     }
 
     /// The host path of a clean absolute guest path (no lookup on disk).
-    pub fn to_host(&self, guest: &[u8]) -> PathBuf {
+    pub(crate) fn to_host(&self, guest: &[u8]) -> PathBuf {
         for (g, h) in &self.binds {
             if let Some(n) = under(guest, g) {
                 let rest = &guest[n..];
@@ -109,7 +109,7 @@ impl Fs {
 
     /// The guest path of a host path the step can reach; `None` for anything
     /// else (the executor's files, the container's root).
-    pub fn to_guest(&self, host: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn to_guest(&self, host: &[u8]) -> Option<Vec<u8>> {
         for (g, h) in &self.binds {
             if let Some(n) = under(host, h.as_os_str().as_bytes()) {
                 let mut out = g.clone();
@@ -138,7 +138,7 @@ impl Fs {
     /// Resolves `path` (relative to the guest directory `base` unless
     /// absolute) for the thread `tid`; `follow` says whether a symlink in the
     /// last component is followed (a trailing slash always follows it).
-    pub fn resolve(
+    pub(crate) fn resolve(
         &self,
         procs: &dyn Procs,
         tid: i32,
@@ -337,7 +337,7 @@ impl Fs {
 
     /// What `readlink` shows the step for a magic link of /proc (its target
     /// inside the root); `None` for any other path.
-    pub fn magic_target(
+    pub(crate) fn magic_target(
         &self,
         procs: &dyn Procs,
         tid: i32,
@@ -371,8 +371,8 @@ enum MagicTarget {
 /// A guest path and the host path it stands for.
 #[derive(Debug)]
 pub(super) struct Resolved {
-    pub guest: Vec<u8>,
-    pub host: PathBuf,
+    pub(crate) guest: Vec<u8>,
+    pub(crate) host: PathBuf,
 }
 
 pub(super) fn io_errno(e: std::io::Error) -> Errno {
