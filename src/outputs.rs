@@ -122,7 +122,9 @@ async fn with_cache(
 ) -> Result<()> {
     let pushed = o.destinations.first().filter(|_| o.outputs.push);
     let flush = session.cache.flush(&session.registry, scratch, pushed);
-    let (moved, ()) = tokio::join!(manifests, flush);
+    // Every blob is in place: the push check's sessions no layer took end now.
+    let cancel = session.registry.cancel_spare_uploads();
+    let (moved, (), ()) = tokio::join!(manifests, flush, cancel);
     moved
 }
 

@@ -154,6 +154,9 @@ pub struct Registry {
     tokens: Mutex<HashMap<String, String>>,
     /// The scheme found by probing, per registry and TLS verification setting.
     schemes: Mutex<HashMap<(String, bool), SchemeCell>>,
+    /// Upload sessions the push check opened, by registry and repository: the
+    /// first layer uploaded there uses one instead of opening its own.
+    spare_uploads: Mutex<HashMap<(String, String), String>>,
 }
 
 type SchemeCell = std::sync::Arc<tokio::sync::OnceCell<&'static str>>;
@@ -266,6 +269,7 @@ impl Registry {
             challenges: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             schemes: Mutex::new(HashMap::new()),
+            spare_uploads: Mutex::new(HashMap::new()),
         })
     }
 
