@@ -618,3 +618,100 @@ fn immutable_tags_fail_unless_told_to_ignore_them() {
         "both pushes met the immutable tag"
     );
 }
+
+/// The push check's upload session is kept for the first layer uploaded there;
+/// when the registry no longer takes it, the layer goes up through a session
+/// of its own and the push succeeds.
+#[test]
+fn a_layer_whose_kept_upload_session_fails_is_still_uploaded() {
+    let files = [
+        ("Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n"),
+        ("a.txt", "a layer of its own\n"),
+    ];
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(ctx.path(), &files);
+    // Reproducible, so a first registry gives the layer's digest in advance.
+    let first = TestRegistry::start();
+    let out = build_with(
+        ctx.path(),
+        &format!("{}/app:1", first.host),
+        &["--reproducible"],
+    );
+    assert_ok(&out);
+    let pulled = pull(&first, "app:1");
+    let layer = pulled.manifest.layers[0].digest.to_string();
+
+    let reg = TestRegistry::start();
+    let proxy = FaultProxy::start(&reg.host);
+    // Only the layer's PUT (its digest is in the query), the first time.
+    proxy.add(
+        "PUT",
+        &format!("digest={layer}"),
+        Fault::Status(404, None),
+        1,
+    );
+    let out = executor(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &format!("{}/app:1", proxy.host),
+        "--reproducible",
+        "--push-retry",
+        "0",
+    ]);
+    assert_ok(&out);
+    assert!(proxy.pending().is_empty(), "the kept session's PUT failed");
+    assert_eq!(
+        proxy.count(&format!("digest={layer}")),
+        2,
+        "the layer went up again through a session of its own"
+    );
+    assert_eq!(tag_digest(&reg, "app:1"), tag_digest(&first, "app:1"));
+    assert_eq!(
+        pull(&reg, "app:1").files["a.txt"].digest,
+        sha256_of(b"a layer of its own\n")
+    );
+}
+
+/// Cache entries are stored while the manifest goes up: when it fails, the tag
+/// does not move (nothing a pull or a later build takes for the image), and
+/// the next build reuses the entry and pushes the same image.
+#[test]
+fn a_failed_manifest_push_leaves_only_cache_entries() {
+    let reg = TestRegistry::start();
+    let proxy = FaultProxy::start(&reg.host);
+    let files = [
+        ("Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n"),
+        ("a.txt", "kept in the cache\n"),
+    ];
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(ctx.path(), &files);
+    proxy.add("PUT", "/v2/app/manifests/1", Fault::Status(500, None), 100);
+    let build = |host: &str| {
+        executor(&[
+            "--context",
+            ctx.path().to_str().unwrap(),
+            "--destination",
+            &format!("{host}/app:1"),
+            "--cache",
+            "--push-retry",
+            "0",
+        ])
+    };
+    let out = build(&proxy.host);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("500"), "{e}");
+    assert_nothing_pushed(&reg, "app:1", "the manifest was refused");
+
+    let out = build(&reg.host);
+    assert_ok(&out);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("cache hit"),
+        "the failed build's entry is used: {e}"
+    );
+    assert_eq!(
+        pull(&reg, "app:1").files["a.txt"].digest,
+        sha256_of(b"kept in the cache\n")
+    );
+}

@@ -115,13 +115,9 @@ async fn run(cli: cli::Cli, cleanup: &kiln::scratch::Cleanup) -> Result<()> {
             dispatch::multi::build_platforms(&session, df, &ctx, &opts, &o.platforms).await?,
         ),
     };
+    // The cache's entries are stored with it (their new blobs mounted from the
+    // destination, not uploaded twice).
     let digest = outputs::publish_built(&o, &session, built, scratch.path()).await?;
-    // Cache entries after the push: their new blobs are then mounted, not uploaded twice.
-    let pushed = o.destinations.first().filter(|_| o.outputs.push);
-    session
-        .cache
-        .flush(&session.registry, scratch.path(), pushed)
-        .await;
     outputs::write_digest_files(&o.outputs, &o.destinations, &digest)?;
     let t = &session.registry.transfer;
     kiln::report::summary(

@@ -17,7 +17,8 @@ pub(crate) enum Built {
 }
 
 /// Writes and pushes what was built, while the cache stores its own beside the
-/// push; the digest the outputs name: the image's, or the index's.
+/// push (a step's entry once its layer is in the destination: [`with_cache`]);
+/// the digest the outputs name: the image's, or the index's.
 pub(crate) async fn publish_built(
     o: &cli::Options,
     session: &Session,
@@ -31,7 +32,7 @@ pub(crate) async fn publish_built(
         Built::One(image) => {
             let image = *image;
             let s = publish::serialize(&image, &o.annotations)?;
-            let publish = publish_all(&o.outputs, session, &o.destinations, &image, &s);
+            let publish = publish_all(o, session, &image, &s, scratch);
             let (published, ()) = tokio::join!(publish, beside);
             published?;
             Ok(s.manifest_digest)
@@ -47,7 +48,7 @@ pub(crate) async fn publish_built(
                 });
             }
             let index = publish::index::serialize(&images)?;
-            let publish = publish_index(&o.outputs, session, &o.destinations, &images, &index);
+            let publish = publish_index(o, session, &images, &index, scratch);
             let (published, ()) = tokio::join!(publish, beside);
             published?;
             Ok(index.digest)
@@ -73,12 +74,13 @@ pub(crate) fn print_plan(df: &kiln::dockerfile::Dockerfile, o: &cli::Options) ->
 /// Tarball and OCI layout if asked, then every destination: all blobs first,
 /// manifests last.
 async fn publish_all(
-    out: &cli::Outputs,
+    o: &cli::Options,
     session: &Session,
-    destinations: &[Reference],
     image: &kiln::image::Image,
     s: &kiln::image::Serialized,
+    scratch: &Path,
 ) -> Result<()> {
+    let (out, destinations) = (&o.outputs, &o.destinations);
     if let Some(p) = &out.tar_path {
         let tags: Vec<String> = destinations.iter().map(|d| d.to_string()).collect();
         publish::write_tarball(&session.store, image, s, &tags, p).await?;
@@ -89,7 +91,7 @@ async fn publish_all(
         kiln::log_info!("wrote OCI layout {}", p.display());
     }
     if !out.push {
-        return Ok(());
+        return with_cache(o, session, scratch, async { Ok(()) }).await;
     }
     let publisher = publisher(session);
     // Every destination gets every blob before any tag moves.
@@ -98,11 +100,32 @@ async fn publish_all(
             .await
             .with_context(|| format!("pushing {d}"))?;
     }
-    for d in destinations {
-        let pushed = publish::push_manifest(&publisher, d, s).await;
-        tag_moved(out, d, pushed, "")?;
-    }
-    Ok(())
+    let manifests = async {
+        for d in destinations {
+            let pushed = publish::push_manifest(&publisher, d, s).await;
+            tag_moved(out, d, pushed, "")?;
+        }
+        Ok(())
+    };
+    with_cache(o, session, scratch, manifests).await
+}
+
+/// Runs `manifests` while the cache stores the steps' entries, which mount their
+/// layers from the first destination, where every blob now is (a store's
+/// failure is a warning). The entries name layers, never the image, so a
+/// manifest that fails leaves no tag a later build or pull takes for it.
+async fn with_cache(
+    o: &cli::Options,
+    session: &Session,
+    scratch: &Path,
+    manifests: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
+    let pushed = o.destinations.first().filter(|_| o.outputs.push);
+    let flush = session.cache.flush(&session.registry, scratch, pushed);
+    // Every blob is in place: the push check's sessions no layer took end now.
+    let cancel = session.registry.cancel_spare_uploads();
+    let (moved, (), ()) = tokio::join!(manifests, flush, cancel);
+    moved
 }
 
 /// The session's registry client and blob store, as publish reads them.
@@ -137,12 +160,13 @@ fn tag_moved(
 /// [`publish_all`] for a multi-platform build: every platform's blobs and
 /// manifest to every destination, then the index under each tag.
 async fn publish_index(
-    out: &cli::Outputs,
+    o: &cli::Options,
     session: &Session,
-    destinations: &[Reference],
     images: &[PlatformImage],
     index: &publish::index::SerializedIndex,
+    scratch: &Path,
 ) -> Result<()> {
+    let (out, destinations) = (&o.outputs, &o.destinations);
     if let Some(p) = &out.tar_path {
         publish::index::write_oci_archive(&session.store, images, index, p, &session.blobs_dir)
             .await?;
@@ -156,7 +180,7 @@ async fn publish_index(
         kiln::log_info!("wrote OCI layout {}", p.display());
     }
     if !out.push {
-        return Ok(());
+        return with_cache(o, session, scratch, async { Ok(()) }).await;
     }
     let publisher = publisher(session);
     for d in destinations {
@@ -164,16 +188,19 @@ async fn publish_index(
             .await
             .with_context(|| format!("pushing {d}"))?;
     }
-    for d in destinations {
-        let pushed = publish::index::push_index(&publisher, d, index).await;
-        tag_moved(
-            out,
-            d,
-            pushed,
-            &format!(" (an index of {} platforms)", images.len()),
-        )?;
-    }
-    Ok(())
+    let manifests = async {
+        for d in destinations {
+            let pushed = publish::index::push_index(&publisher, d, index).await;
+            tag_moved(
+                out,
+                d,
+                pushed,
+                &format!(" (an index of {} platforms)", images.len()),
+            )?;
+        }
+        Ok(())
+    };
+    with_cache(o, session, scratch, manifests).await
 }
 
 /// `--digest-file`, `--image-name-with-digest-file` and

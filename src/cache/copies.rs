@@ -107,6 +107,7 @@ impl Cache {
                         note: serde_json::json!({ "created_unix": now, "zstd_copy_of": diff_id.as_str() }),
                         diff_id,
                         after_push: false,
+                        config_upload: None,
                     })
                 }
                 Err(e) => {

@@ -54,8 +54,13 @@ pub struct CacheSettings {
     pub mounts_repo: Option<Reference>,
 }
 
-/// A stored file index being fetched early.
-type IndexFetch = tokio::task::JoinHandle<Result<Option<Vec<u8>>, RegistryError>>;
+/// A stored file index being fetched (and decoded) early: its bytes, and its
+/// entries when they decode.
+type IndexFetch =
+    tokio::task::JoinHandle<Result<Option<(Vec<u8>, Option<Vec<Entry>>)>, RegistryError>>;
+
+/// A cache entry's config blob on its way up, started when its step was recorded.
+type ConfigUpload = tokio::task::JoinHandle<Result<(), RegistryError>>;
 
 /// An entry waiting to be written to the cache repository.
 struct Pending {
@@ -68,6 +73,8 @@ struct Pending {
     /// A step's layer, which the image's push puts in the destination first
     /// (then mounted from there, not uploaded again).
     after_push: bool,
+    /// Its config's upload, when it started early (a step's entry).
+    config_upload: Option<ConfigUpload>,
 }
 
 pub struct Cache {
@@ -256,15 +263,23 @@ impl Cache {
         Ok((created, diff_id))
     }
 
-    /// Queues a step's layer for storing under its key.
-    pub(crate) fn record(&self, key: &CacheKey, layer: &Layer) {
+    /// Queues a step's layer for storing under its key. The entry's config goes
+    /// up now, so that once the image's push has put the layer in the destination
+    /// only a mount and the entry's manifest are left.
+    pub(crate) fn record(
+        &self,
+        registry: &std::sync::Arc<Registry>,
+        key: &CacheKey,
+        layer: &Layer,
+        tmp: &Path,
+    ) {
         if !self.settings.layers || !self.settings.push {
             return;
         }
         let LayerSource::Local(blob) = &layer.source else {
             return;
         };
-        self.queue(Pending {
+        let mut p = Pending {
             tag: key.hex.clone(),
             blob: blob.clone(),
             layer_digest: layer.descriptor.digest.clone(),
@@ -272,7 +287,28 @@ impl Cache {
             diff_id: layer.diff_id.clone(),
             note: serde_json::json!({ "created_unix": self.now, "key": key.hex, "inputs": key.inputs }),
             after_push: true,
-        });
+            config_upload: None,
+        };
+        p.config_upload = self.upload_config_early(registry, &p, tmp);
+        self.queue(p);
+    }
+
+    /// Starts uploading an entry's config (a blob no manifest names yet, so a
+    /// build that fails later leaves nothing a lookup finds).
+    fn upload_config_early(
+        &self,
+        registry: &std::sync::Arc<Registry>,
+        p: &Pending,
+        tmp: &Path,
+    ) -> Option<ConfigUpload> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let r = self.repo()?.with_object(Some(p.tag.clone()), None);
+        let entry = self.entry_of(p).ok()?;
+        let cfg_path = self.write_config(p, &entry, tmp).ok()?;
+        let registry = registry.clone();
+        Some(runtime.spawn(async move {
+            ensure_blob(&registry, &r, &entry.config_digest, &cfg_path).await
+        }))
     }
 
     fn queue(&self, p: Pending) {
@@ -288,7 +324,7 @@ impl Cache {
     pub async fn flush(&self, registry: &Registry, tmp: &Path, pushed: Option<&Reference>) {
         self.copies_made().await;
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        self.store_all(registry, &pending, tmp, pushed).await;
+        self.store_all(registry, pending, tmp, pushed).await;
     }
 
     /// Writes the queued entries that need nothing of the image's push (file
@@ -316,19 +352,19 @@ impl Cache {
             *pending = later;
             early
         };
-        self.store_all(registry, &early, tmp, None).await;
+        self.store_all(registry, early, tmp, None).await;
     }
 
     async fn store_all(
         &self,
         registry: &Registry,
-        pending: &[Pending],
+        pending: Vec<Pending>,
         tmp: &Path,
         pushed: Option<&Reference>,
     ) {
         let Some(repo) = self.repo() else { return };
         let jobs = pending
-            .iter()
+            .into_iter()
             .map(|p| self.store(registry, repo, p, tmp, pushed));
         for r in futures_util::future::join_all(jobs).await {
             if let Err(e) = r {
@@ -341,7 +377,7 @@ impl Cache {
         &self,
         registry: &Registry,
         repo: &Reference,
-        p: &Pending,
+        mut p: Pending,
         tmp: &Path,
         pushed: Option<&Reference>,
     ) -> Result<(), CacheError> {
@@ -355,14 +391,43 @@ impl Cache {
                 }
                 _ => false,
             };
-            if !mounted
-                && !registry
-                    .blob_exists(&r, &p.layer_digest, Access::Push)
-                    .await?
-            {
-                registry.upload_blob(&r, &p.layer_digest, &p.blob).await?;
+            if !mounted {
+                ensure_blob(registry, &r, &p.layer_digest, &p.blob).await?;
             }
             Ok::<_, CacheError>(())
+        };
+        let entry = self.entry_of(&p)?;
+        // The layer and the config go up at once; the manifest names both.
+        let early = p.config_upload.take();
+        let config = async {
+            let done = match early {
+                Some(upload) => upload.await.ok(),
+                None => None,
+            };
+            match done {
+                Some(uploaded) => uploaded?,
+                None => {
+                    let cfg_path = self.write_config(&p, &entry, tmp)?;
+                    ensure_blob(registry, &r, &entry.config_digest, &cfg_path).await?;
+                }
+            }
+            Ok::<_, CacheError>(())
+        };
+        futures_util::future::try_join(blob, config).await?;
+        registry
+            .put_manifest(&r, &entry.manifest, entry.manifest_media_type)
+            .await?;
+        if crate::log::debug_enabled() {
+            crate::log_debug!("cache stored {}", p.tag);
+        }
+        Ok(())
+    }
+
+    /// An entry's config and manifest: the same bytes however often made.
+    fn entry_of(&self, p: &Pending) -> Result<crate::image::Serialized, CacheError> {
+        let invalid = |e: serde_json::Error| CacheError::Invalid {
+            tag: p.tag.clone(),
+            reason: e.to_string(),
         };
         let mut cfg = serde_json::json!({
             "architecture": "", "os": "linux",
@@ -370,10 +435,7 @@ impl Cache {
             "rootfs": { "type": "layers", "diff_ids": [p.diff_id] },
         });
         cfg["kiln.cache"] = p.note.clone();
-        let cfg = serde_json::to_vec(&cfg).map_err(|e| CacheError::Invalid {
-            tag: p.tag.clone(),
-            reason: e.to_string(),
-        })?;
+        let cfg = serde_json::to_vec(&cfg).map_err(invalid)?;
         let size = std::fs::metadata(&p.blob)
             .map_err(io("reading cache blob"))?
             .len();
@@ -390,35 +452,21 @@ impl Cache {
             (ANNOTATION_CREATED.to_string(), self.now.to_string()),
             (ANNOTATION_DIFF_ID.to_string(), p.diff_id.to_string()),
         ];
-        let entry = manifest_with(cfg, &[layer], ManifestFormat::Oci, Some(annotations.into()))
-            .map_err(|e| CacheError::Invalid {
-                tag: p.tag.clone(),
-                reason: e.to_string(),
-            })?;
+        manifest_with(cfg, &[layer], ManifestFormat::Oci, Some(annotations.into())).map_err(invalid)
+    }
+
+    /// The file an entry's config uploads from.
+    fn write_config(
+        &self,
+        p: &Pending,
+        entry: &crate::image::Serialized,
+        tmp: &Path,
+    ) -> Result<PathBuf, CacheError> {
         let cfg_path = tmp.join(format!("cache-out-{}", p.tag));
         // Two stages may queue one key; their stores run at once.
         crate::scratch::write_whole(&cfg_path, &entry.config)
             .map_err(io("writing cache config"))?;
-        // The layer and the config go up at once; the manifest names both.
-        let config = async {
-            if !registry
-                .blob_exists(&r, &entry.config_digest, Access::Push)
-                .await?
-            {
-                registry
-                    .upload_blob(&r, &entry.config_digest, &cfg_path)
-                    .await?;
-            }
-            Ok::<_, CacheError>(())
-        };
-        futures_util::future::try_join(blob, config).await?;
-        registry
-            .put_manifest(&r, &entry.manifest, entry.manifest_media_type)
-            .await?;
-        if crate::log::debug_enabled() {
-            crate::log_debug!("cache stored {}", p.tag);
-        }
-        Ok(())
+        Ok(cfg_path)
     }
 
     // --- file indexes of layers -------------------------------------------------
@@ -469,18 +517,18 @@ impl Cache {
         let fetched = match early {
             Some(h) => match h.await {
                 Ok(r) => r,
-                Err(_) => fetch_index(registry, &r, tmp).await,
+                Err(_) => fetch_index(registry, &r, tmp).await.map(decoded),
             },
-            None => fetch_index(registry, &r, tmp).await,
+            None => fetch_index(registry, &r, tmp).await.map(decoded),
         };
-        let bytes = match fetched {
+        let (bytes, entries) = match fetched {
             Ok(found) => found?,
             Err(e) => {
                 self.give_up("index lookup", &e);
                 return None;
             }
         };
-        let entries = decode_entries(&bytes).ok()?;
+        let entries = entries?;
         if let Some(local) = self.local_index_path(layer_digest) {
             let _ = write_local(&local, &bytes);
         }
@@ -508,7 +556,17 @@ impl Cache {
             }
             let r = repo.with_object(Some(Self::index_tag(d)), None);
             let (registry, tmp) = (registry.clone(), tmp.to_path_buf());
-            let fetch = async move { fetch_index(&registry, &r, &tmp).await };
+            // Decoded (about 2 µs a path) on a blocking thread as soon as it
+            // arrives: off the path of the COPY that waits for it.
+            let fetch = async move {
+                match fetch_index(&registry, &r, &tmp).await? {
+                    Some(bytes) => Ok(tokio::task::spawn_blocking(move || decoded(Some(bytes)))
+                        .await
+                        .ok()
+                        .flatten()),
+                    None => Ok(None),
+                }
+            };
             early.insert(d.clone(), tokio::spawn(fetch));
         }
     }
@@ -540,8 +598,22 @@ impl Cache {
             diff_id: digest,
             note: serde_json::json!({ "created_unix": self.now, "file_index_of": layer_digest.as_str() }),
             after_push: false,
+            config_upload: None,
         });
     }
+}
+
+/// Uploads a blob unless the repository holds it already.
+async fn ensure_blob(
+    registry: &Registry,
+    r: &Reference,
+    digest: &Digest,
+    path: &Path,
+) -> Result<(), RegistryError> {
+    if !registry.blob_exists(r, digest, Access::Push).await? {
+        registry.upload_blob(r, digest, path).await?;
+    }
+    Ok(())
 }
 
 /// A stored file index's bytes (gzip'd JSON) under the tag `r`; `None` when
@@ -577,6 +649,14 @@ async fn fetch_index(
 fn write_local(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     crate::scratch::private_dir_all(path.parent().unwrap_or(Path::new(".")))?;
     crate::scratch::write_whole(path, bytes)
+}
+
+/// A fetched index's bytes with their entries, `None` where they do not decode.
+fn decoded(bytes: Option<Vec<u8>>) -> Option<(Vec<u8>, Option<Vec<Entry>>)> {
+    bytes.map(|b| {
+        let entries = decode_entries(&b).ok();
+        (b, entries)
+    })
 }
 
 fn encode_entries(entries: &[Entry]) -> std::io::Result<Vec<u8>> {

@@ -152,7 +152,9 @@ pub(super) async fn lookup(
 /// hits this entry needs neither the layer's bytes nor the base's.
 fn record(session: &Session, st: &mut StageState, key: &CacheKey) {
     if let Some(l) = st.fs.layers.last() {
-        session.cache.record(key, l);
+        session
+            .cache
+            .record(&session.registry, key, l, &session.blobs_dir);
         if session.cache.settings.layers {
             session.cache.store_layer_entries(
                 &l.descriptor.digest,

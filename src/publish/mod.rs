@@ -94,7 +94,7 @@ async fn ensure_layer(
         }
     }
     let path = layer.compressed(p.store).await?;
-    registry.upload_blob(dest, digest, &path).await?;
+    registry.upload_layer(dest, digest, &path).await?;
     Ok("uploaded")
 }
 

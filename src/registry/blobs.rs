@@ -227,20 +227,57 @@ impl Registry {
         }
     }
 
-    /// Kaniko's push permission check: opens an upload session and cancels it, so
-    /// scheme, TLS and credential problems with a destination show before the build.
+    /// Kaniko's push permission check: opens an upload session, so scheme, TLS
+    /// and credential problems with a destination show before the build. The
+    /// session is kept for the first layer uploaded there (one request less on
+    /// the push's path); [`Registry::cancel_spare_uploads`] ends it if unused.
     pub async fn check_push(&self, target: &Reference) -> Result<(), RegistryError> {
         let scope = Scope::of(target, Access::Push);
         let url = self.start_upload("checking push access", &scope).await?;
-        // Cancel the session in the background; its answer does not matter.
-        let mut req = self.client(&target.registry, Access::Push).delete(url);
-        if let Some(h) = self.auth_header(&scope).await? {
+        let key = (target.registry.clone(), target.repository.clone());
+        let old = Self::lock(&self.spare_uploads).insert(key, url);
+        if let Some(old) = old {
+            self.cancel_upload(&scope, old).await;
+        }
+        Ok(())
+    }
+
+    /// Ends the upload sessions no layer took (their answers do not matter).
+    pub async fn cancel_spare_uploads(&self) {
+        let spare: Vec<_> = Self::lock(&self.spare_uploads).drain().collect();
+        let cancels = spare
+            .into_iter()
+            .map(|((registry, repository), url)| async move {
+                let scope = Scope {
+                    registry: &registry,
+                    repository: &repository,
+                    access: Access::Push,
+                    mount_from: None,
+                };
+                self.cancel_upload(&scope, url).await;
+            });
+        futures_util::future::join_all(cancels).await;
+    }
+
+    async fn cancel_upload(&self, scope: &Scope<'_>, url: String) {
+        let mut req = self.client(scope.registry, Access::Push).delete(url);
+        if let Ok(Some(h)) = self.auth_header(scope).await {
             req = req.header(AUTHORIZATION, h);
         }
-        tokio::spawn(async move {
-            let _ = req.send().await;
-        });
-        Ok(())
+        let _ = req.send().await;
+    }
+
+    /// [`Registry::upload_blob`] for a layer: into the session the push check
+    /// left for its repository, if there is one.
+    pub(crate) async fn upload_layer(
+        &self,
+        target: &Reference,
+        digest: &str,
+        file: &Path,
+    ) -> Result<(), RegistryError> {
+        let key = (target.registry.clone(), target.repository.clone());
+        let spare = Self::lock(&self.spare_uploads).remove(&key);
+        self.upload(target, digest, file, spare).await
     }
 
     /// Uploads a blob from a file in one PUT after opening an upload session.
@@ -250,11 +287,28 @@ impl Registry {
         digest: &str,
         file: &Path,
     ) -> Result<(), RegistryError> {
+        self.upload(target, digest, file, None).await
+    }
+
+    /// [`Registry::upload_blob`], first into the session `spare` if given; when
+    /// that fails in any way (the registry may have ended it), a session of its
+    /// own is opened at once, as if the spare had never been.
+    async fn upload(
+        &self,
+        target: &Reference,
+        digest: &str,
+        file: &Path,
+        mut spare: Option<String>,
+    ) -> Result<(), RegistryError> {
         let scope = Scope::of(target, Access::Push);
         let op = format!("uploading blob {digest}");
         let mut attempt = 0;
         loop {
-            let mut url = self.start_upload(&op, &scope).await?;
+            let on_spare = spare.is_some();
+            let mut url = match spare.take() {
+                Some(url) => url,
+                None => self.start_upload(&op, &scope).await?,
+            };
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(&format!("digest={digest}"));
             let size = std::fs::metadata(file)
@@ -295,6 +349,12 @@ impl Registry {
                 Ok(resp) if resp.status() == StatusCode::CREATED => {
                     bar.done();
                     return Ok(());
+                }
+                Ok(_) | Err(_) if on_spare => {
+                    crate::log_debug!(
+                        "{op}: the push check's upload session failed; opening another"
+                    );
+                    continue;
                 }
                 Ok(resp) => {
                     let s = resp.status();

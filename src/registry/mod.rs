@@ -7,6 +7,7 @@ mod blobs;
 pub(crate) mod files;
 mod manifests;
 mod retry;
+mod roots;
 mod token;
 
 use retry::{backoff, retry_after, retryable_status, wait_to_retry};
@@ -153,6 +154,9 @@ pub struct Registry {
     tokens: Mutex<HashMap<String, String>>,
     /// The scheme found by probing, per registry and TLS verification setting.
     schemes: Mutex<HashMap<(String, bool), SchemeCell>>,
+    /// Upload sessions the push check opened, by registry and repository: the
+    /// first layer uploaded there uses one instead of opening its own.
+    spare_uploads: Mutex<HashMap<(String, String), String>>,
 }
 
 type SchemeCell = std::sync::Arc<tokio::sync::OnceCell<&'static str>>;
@@ -241,16 +245,31 @@ impl Registry {
                 Ok((r, client))
             })
             .collect::<Result<HashMap<_, _>, RegistryError>>()?;
+        let tls = roots::client_config().map_err(|e| RegistryError::Tls {
+            op: "creating HTTP client".into(),
+            registry: String::new(),
+            cause: e.to_string(),
+        })?;
         Ok(Registry {
             transfer: Default::default(),
-            http: builder(true).build().map_err(http_err(""))?,
-            http_unverified: builder(false).build().map_err(http_err(""))?,
+            // Its roots are read at the first certificate ([`roots`]).
+            http: builder(true)
+                .use_preconfigured_tls(tls)
+                .build()
+                .map_err(http_err(""))?,
+            // Verifies nothing: reading the system's roots for it (reqwest does)
+            // would cost every build about 10 ms.
+            http_unverified: builder(false)
+                .tls_built_in_root_certs(false)
+                .build()
+                .map_err(http_err(""))?,
             own,
             opts,
             keychain,
             challenges: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             schemes: Mutex::new(HashMap::new()),
+            spare_uploads: Mutex::new(HashMap::new()),
         })
     }
 
