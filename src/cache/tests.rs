@@ -1,3 +1,4 @@
+use super::indexes::{decode_entries, encode_entries};
 use super::*;
 use crate::layer::reader::Kind;
 
