@@ -282,6 +282,67 @@ fn run_steps_are_cached_by_command_and_args() {
     assert_eq!(docker_run(&format!("{}/ones/app:1", reg.host), &[]), "2\n");
 }
 
+/// The first change after priming a `--cache-dir` starts from the base's kept
+/// tree: its steps before the change are cache hits, so more of its layers come
+/// from the registry than the primed tree holds; it clones the base's tree and
+/// unpacks the hits' layer alone (it unpacked the whole base again), and keeps
+/// the longer tree as links to the base's.
+#[test]
+fn the_first_change_after_priming_starts_from_the_kept_base_tree() {
+    use std::os::unix::fs::MetadataExt;
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "ones/base:1");
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cd = cache_dir.path().to_str().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    let df = format!(
+        "FROM {}/ones/base:1\nRUN echo dep > /dep\nARG V\nRUN cat /dep > /v && echo $V >> /v\n",
+        reg.host
+    );
+    write_context(ctx.path(), &[("Dockerfile", &df)]);
+    let primed = build(&reg, ctx.path(), &["--cache-dir", cd, "--build-arg", "V=1"]);
+    let base_layers = stderr(&primed)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("INFO unpacked ")?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("the base unpacked: {}", stderr(&primed)));
+    let changed = build(&reg, ctx.path(), &["--cache-dir", cd, "--build-arg", "V=2"]);
+    let e = stderr(&changed);
+    assert!(e.contains("CACHED"), "the dependency step is a hit: {e}");
+    let unpacked: Vec<&str> = e
+        .lines()
+        .filter(|l| l.starts_with("INFO unpacked "))
+        .collect();
+    assert!(
+        unpacked.len() == 1 && unpacked[0].starts_with("INFO unpacked 1 layers ("),
+        "only the hit's layer is unpacked on the base's tree ({base_layers} base layers): {unpacked:?}"
+    );
+    assert_eq!(
+        docker_run(&format!("{}/ones/app:1", reg.host), &["cat", "/v"]),
+        "dep\n2\n"
+    );
+    // Two trees (the base's; the base's and the hit's), sharing the base's files.
+    let trees: Vec<_> = std::fs::read_dir(cache_dir.path().join("trees"))
+        .unwrap()
+        .flatten()
+        .map(|t| t.path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(trees.len(), 2, "{trees:?}");
+    let inode =
+        |t: &std::path::PathBuf| std::fs::metadata(t.join("usr/bin/busybox")).unwrap().ino();
+    assert_eq!(
+        inode(&trees[0]),
+        inode(&trees[1]),
+        "the longer tree links the base's files"
+    );
+}
+
 /// `--cache-dir` keeps the base unpacked (hard links into it give each build its
 /// root), and nothing a build does to its root reaches the kept tree.
 #[test]

@@ -168,17 +168,18 @@ impl StageFs {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| BuildError::io(format!("creating {}", dir.display()), e))?;
                 // The layers from a registry (the base, cache hits) may be an
-                // unpacked tree already; then only the rest is unpacked. If not,
-                // the tree is kept once those layers are.
-                let (from, keep) = match self.cached_tree(session) {
-                    Some((n, path)) if path.is_dir() => {
-                        super::cpu(|| crate::rootfs::trees::clone_tree(&path, &dir)).map_err(
+                // unpacked tree already, or their first ones (the base's, when
+                // the hits are new); then only the rest is unpacked, and the
+                // tree of all of them is kept once they are.
+                let paths = self.cached_trees(session);
+                let (from, keep) = match crate::rootfs::trees::longest_kept(&paths) {
+                    Some((k, path)) => {
+                        super::cpu(|| crate::rootfs::trees::clone_tree(path, &dir)).map_err(
                             |e| BuildError::io(format!("cloning {}", path.display()), e),
                         )?;
-                        (n, None)
+                        (k, (k < paths.len()).then(|| (paths.len() - k, paths[paths.len() - 1].clone())))
                     }
-                    Some((n, path)) => (0, Some((n, path))),
-                    None => (0, None),
+                    None => (0, paths.last().map(|p| (paths.len(), p.clone()))),
                 };
                 let layers = &self.layers[from..];
                 let phase = session.unpack.begin();
@@ -219,17 +220,20 @@ impl StageFs {
             .await
     }
 
-    /// How many leading layers came from a registry, and where their unpacked
-    /// tree is kept; none without `--cache-dir` or the right to give files any
-    /// owner and mode (a clone must match the tree).
-    fn cached_tree(&self, session: &Session) -> Option<(usize, PathBuf)> {
-        let trees = session.trees.as_ref()?;
+    /// Where the unpacked trees of the leading layers that came from a registry
+    /// are kept (one per leading run, the last holding all of them); none
+    /// without `--cache-dir` or the right to give files any owner and mode (a
+    /// clone must match the tree).
+    fn cached_trees(&self, session: &Session) -> Vec<PathBuf> {
+        let Some(trees) = session.trees.as_ref() else {
+            return Vec::new();
+        };
         if session.trees_off.load(std::sync::atomic::Ordering::SeqCst) {
-            return None;
+            return Vec::new();
         }
         let caps = crate::rootfs::caps::FileCaps::effective();
         if !(caps.chown && caps.dac_override) {
-            return None;
+            return Vec::new();
         }
         let n = self
             .layers
@@ -240,7 +244,7 @@ impl StageFs {
             .iter()
             .map(|l| l.diff_id.as_str())
             .collect();
-        (n > 0).then(|| (n, crate::rootfs::trees::tree_path(trees, &ids)))
+        crate::rootfs::trees::tree_paths(trees, &ids)
     }
 
     /// Reads one file's bytes from the layers (for /etc/passwd and /etc/group).

@@ -16,18 +16,34 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// The tree directory for `diff_ids`, under `trees`.
-pub(crate) fn tree_path(trees: &Path, diff_ids: &[&str]) -> PathBuf {
+/// The tree directories for each leading run of `diff_ids` under `trees`: the
+/// first layer's, the first two's, …, all of them (the last).
+pub(crate) fn tree_paths(trees: &Path, diff_ids: &[&str]) -> Vec<PathBuf> {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     // Owners on disk are as the current user namespace maps them.
     h.update(fs::read("/proc/self/uid_map").unwrap_or_default());
     h.update(fs::read("/proc/self/gid_map").unwrap_or_default());
-    for d in diff_ids {
-        h.update(d.as_bytes());
-        h.update(b"\n");
-    }
-    trees.join(hex::encode(h.finalize()))
+    diff_ids
+        .iter()
+        .map(|d| {
+            h.update(d.as_bytes());
+            h.update(b"\n");
+            trees.join(hex::encode(h.clone().finalize()))
+        })
+        .collect()
+}
+
+/// Of `paths` (from [`tree_paths`]), how many layers the longest tree kept holds,
+/// and where it is. A build whose steps before a change were cache hits has
+/// more layers from the registry than any kept tree: it starts from the base's.
+pub(crate) fn longest_kept(paths: &[PathBuf]) -> Option<(usize, &Path)> {
+    paths
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, p)| p.is_dir())
+        .map(|(i, p)| (i + 1, p.as_path()))
 }
 
 /// Makes `dst` (absent or empty) a copy of `src` whose files are hard links to
@@ -71,6 +87,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_leading_run_of_layers_has_its_own_tree_and_the_longest_kept_is_found() {
+        let t = tempfile::tempdir().unwrap();
+        let paths = tree_paths(t.path(), &["sha256:a", "sha256:b", "sha256:c"]);
+        assert_eq!(paths.len(), 3);
+        assert_eq!(paths[1], tree_paths(t.path(), &["sha256:a", "sha256:b"])[1]);
+        assert_eq!(paths[0], tree_paths(t.path(), &["sha256:a"])[0]);
+        assert_ne!(paths[0], paths[1]);
+        assert_eq!(longest_kept(&paths), None);
+        fs::create_dir_all(&paths[0]).unwrap();
+        assert_eq!(longest_kept(&paths), Some((1, paths[0].as_path())));
+        fs::create_dir_all(&paths[1]).unwrap();
+        assert_eq!(longest_kept(&paths), Some((2, paths[1].as_path())));
+    }
+
+    #[test]
     fn a_clone_shares_files_and_owns_its_directories() {
         let t = tempfile::tempdir().unwrap();
         let src = t.path().join("src");
@@ -96,15 +127,5 @@ mod tests {
         fs::remove_file(dst.join("d/e/f")).unwrap();
         fs::write(dst.join("d/e/f"), b"y").unwrap();
         assert_eq!(fs::read(src.join("d/e/f")).unwrap(), b"x");
-    }
-
-    #[test]
-    fn keys_follow_the_layers() {
-        let t = Path::new("/c");
-        assert_eq!(tree_path(t, &["sha256:a"]), tree_path(t, &["sha256:a"]));
-        assert_ne!(
-            tree_path(t, &["sha256:a"]),
-            tree_path(t, &["sha256:a", "sha256:b"])
-        );
     }
 }
