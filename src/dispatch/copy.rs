@@ -131,7 +131,15 @@ pub(crate) fn plan_groups(
             None => planning.walk_dir(tree, &src.host, &src.rel, &target_dir)?,
             Some(n) => {
                 let dest = join_rel(&target_dir, &n);
-                planning.add_entry(tree, &src.host, &src.meta, &dest, true)?;
+                planning.add_entry(
+                    tree,
+                    Found {
+                        host: &src.host,
+                        meta: &src.meta,
+                    },
+                    &dest,
+                    true,
+                )?;
             }
         }
     }
@@ -249,6 +257,13 @@ struct Planning<'r> {
     rules: Rules<'r>,
 }
 
+/// A file found in a source tree: its host path and what lstat said of it.
+#[derive(Clone, Copy)]
+struct Found<'a> {
+    host: &'a Path,
+    meta: &'a fs::Metadata,
+}
+
 impl<'r> Planning<'r> {
     fn new(rules: Rules<'r>) -> Self {
         Planning {
@@ -258,16 +273,16 @@ impl<'r> Planning<'r> {
         }
     }
 
-    /// Plans the file `host` of `tree` at `dest`; `top` for a source named by
+    /// Plans the file `found` of `tree` at `dest`; `top` for a source named by
     /// the instruction itself, which is never a hard link to another.
     fn add_entry(
         &mut self,
         tree: &SourceTree<'_>,
-        host: &Path,
-        meta: &fs::Metadata,
+        found: Found<'_>,
         dest: &str,
         top: bool,
     ) -> Result<(), BuildError> {
+        let Found { host, meta } = found;
         let Planning { out, links, rules } = self;
         let header = tree.headers.and_then(|index| {
             host.strip_prefix(tree.root)
@@ -355,7 +370,7 @@ impl<'r> Planning<'r> {
             host_dir,
             WalkAt::start(rel_dir, ""),
             &mut |sub, host, meta| {
-                self.add_entry(tree, host, meta, &join_rel(dest_dir, sub), false)
+                self.add_entry(tree, Found { host, meta }, &join_rel(dest_dir, sub), false)
             },
         )
         .map(|_| ())

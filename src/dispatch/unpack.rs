@@ -48,7 +48,7 @@ pub(super) async fn unpack(
     let mut sources = sources?;
     let (root, read) = loop {
         let root = ScratchRoot::new(dir);
-        let applied = super::cpu(|| apply(&root, dir, layers, &sources, &keep, &cached));
+        let applied = super::cpu(|| apply(&root, layers, &sources, &keep, &cached));
         match applied {
             Ok(read) => break (root, read),
             Err(Refused { at, error }) => {
@@ -147,7 +147,6 @@ use Stop::{Failed, Refused};
 /// Applies every layer in order: each one's entries when `cached` lacks them.
 fn apply(
     root: &ScratchRoot,
-    dir: &Path,
     layers: &[Layer],
     sources: &[Source],
     keep: &Option<(usize, PathBuf)>,
@@ -157,7 +156,7 @@ fn apply(
     for (at, (l, s)) in layers.iter().zip(sources).enumerate() {
         if let Some((n, path)) = keep {
             if *n == at {
-                keep_tree(dir, path);
+                keep_tree(root.path(), path);
             }
         }
         let collect = cached.get(at).is_some_and(Option::is_none);
@@ -180,7 +179,7 @@ fn apply(
     }
     if let Some((n, path)) = keep {
         if *n == layers.len() {
-            keep_tree(dir, path);
+            keep_tree(root.path(), path);
         }
     }
     Ok(read)

@@ -173,7 +173,17 @@ impl RunMounts {
             let source = rooted(m.source.as_deref().unwrap_or("/"));
             match m.kind {
                 MountKind::Bind => {
-                    let path = h.source_path(b, built, origin, &source, &own).await?;
+                    let path = h
+                        .source_path(
+                            b,
+                            built,
+                            place::MountSource {
+                                origin,
+                                path: &source,
+                            },
+                            &own,
+                        )
+                        .await?;
                     h.items.push(Item {
                         target,
                         what: Content::Bind {
@@ -186,7 +196,18 @@ impl RunMounts {
                 MountKind::Cache => {
                     let seed = match origin {
                         Origin::Nothing => None,
-                        _ => Some(h.source_path(b, built, origin, &source, &own).await?),
+                        _ => Some(
+                            h.source_path(
+                                b,
+                                built,
+                                place::MountSource {
+                                    origin,
+                                    path: &source,
+                                },
+                                &own,
+                            )
+                            .await?,
+                        ),
                     };
                     let dir = cache_dir(session, m, origin);
                     if let Some(store) = &session.cache.mounts {

@@ -45,16 +45,28 @@ pub(super) enum Content {
     },
 }
 
+/// Where a mount's contents come from: the context, a stage or image, and the
+/// path inside it.
+#[derive(Clone, Copy)]
+pub(super) struct MountSource<'a> {
+    pub(super) origin: &'a Origin,
+    pub(super) path: &'a str,
+}
+
 impl HostMounts {
-    /// The host path that `source` of `origin` names, resolved inside it.
+    /// The host path that `from.path` of `from.origin` names, resolved inside
+    /// it; `own` is the mount's own work directory.
     pub(super) async fn source_path(
         &mut self,
         b: &crate::dispatch::Build<'_>,
         built: &HashMap<usize, Arc<StageState>>,
-        origin: &Origin,
-        source: &str,
+        from: MountSource<'_>,
         own: &Path,
     ) -> Result<PathBuf, BuildError> {
+        let MountSource {
+            origin,
+            path: source,
+        } = from;
         let (session, ctx) = (b.session, b.ctx);
         let (root, label) = match origin {
             Origin::Context => {
