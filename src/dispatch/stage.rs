@@ -172,15 +172,19 @@ impl StageFs {
                 // the hits are new); then only the rest is unpacked, and the
                 // tree of all of them is kept once they are.
                 let paths = self.cached_trees(session);
-                let (from, keep) = match crate::rootfs::trees::longest_kept(&paths) {
+                let from = match crate::rootfs::trees::longest_kept(&paths) {
                     Some((k, path)) => {
                         super::cpu(|| crate::rootfs::trees::clone_tree(path, &dir)).map_err(
                             |e| BuildError::io(format!("cloning {}", path.display()), e),
                         )?;
-                        (k, (k < paths.len()).then(|| (paths.len() - k, paths[paths.len() - 1].clone())))
+                        k
                     }
-                    None => (0, paths.last().map(|p| (paths.len(), p.clone()))),
+                    None => 0,
                 };
+                let keep = paths
+                    .last()
+                    .filter(|_| from < paths.len())
+                    .map(|all| (paths.len() - from, all.clone()));
                 let layers = &self.layers[from..];
                 let phase = session.unpack.begin();
                 // With no cloned tree, the file index comes with the layers.
