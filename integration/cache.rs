@@ -682,3 +682,40 @@ fn a_copy_that_is_not_its_layer_is_refused_and_the_gzip_layer_used() {
     assert_eq!(stderr(&again).matches("from its zstd copy").count(), 3);
     assert_eq!(base_files(&reg), from_gzip);
 }
+
+/// Stages whose steps differ but whose COPY makes the same layer store entries
+/// that name one blob, all at once at the end of the build: every entry is
+/// stored (the registry saw the blob placed once, not rewritten under a
+/// manifest that names it), and a rebuild takes every step from the cache.
+#[test]
+fn entries_sharing_one_layer_are_all_stored() {
+    let reg = TestRegistry::start();
+    push_busybox_base(&reg, "ones/base:1");
+    let ctx = tempfile::tempdir().unwrap();
+    let stages = 8;
+    let mut df = String::new();
+    for n in 0..stages {
+        df += &format!(
+            "FROM {}/ones/base:1 AS s{n}\nRUN echo {n} > /n\nCOPY data.txt /shared\n",
+            reg.host
+        );
+    }
+    df += &format!("FROM {}/ones/base:1\n", reg.host);
+    for n in 0..stages {
+        df += &format!("COPY --from=s{n} /shared /s{n}\n");
+    }
+    write_context(
+        ctx.path(),
+        &[("Dockerfile", &df), ("data.txt", "one layer\n")],
+    );
+    let first = stderr(&build(&reg, ctx.path(), &[]));
+    assert!(!first.contains("WARN"), "{first}");
+    let again = build(&reg, ctx.path(), &[]);
+    let e = stderr(&again);
+    assert_eq!(e.matches("cache miss").count(), 0, "{e}");
+    assert_eq!(e.matches("cache hit").count(), 3 * stages, "{e}");
+    assert_eq!(
+        docker_run(&format!("{}/ones/app:1", reg.host), &["cat", "/s7"]),
+        "one layer\n"
+    );
+}

@@ -307,7 +307,7 @@ impl Cache {
         let cfg_path = self.write_config(p, &entry, tmp).ok()?;
         let registry = registry.clone();
         Some(runtime.spawn(async move {
-            ensure_blob(&registry, &r, &entry.config_digest, &cfg_path).await
+            ensure_blob(&registry, &r, &entry.config_digest, &cfg_path, None).await
         }))
     }
 
@@ -363,8 +363,11 @@ impl Cache {
         pushed: Option<&Reference>,
     ) {
         let Some(repo) = self.repo() else { return };
+        // Stages on one base queue its file index alike: one write of a tag.
+        let mut tags = std::collections::HashSet::new();
         let jobs = pending
             .into_iter()
+            .filter(|p| tags.insert(p.tag.clone()))
             .map(|p| self.store(registry, repo, p, tmp, pushed));
         for r in futures_util::future::join_all(jobs).await {
             if let Err(e) = r {
@@ -382,19 +385,13 @@ impl Cache {
         pushed: Option<&Reference>,
     ) -> Result<(), CacheError> {
         let r = repo.with_object(Some(p.tag.clone()), None);
+        let from = pushed
+            .filter(|d| d.registry == r.registry && d.repository != r.repository)
+            .map(|d| d.repository.as_str());
         let blob = async {
-            let mounted = match pushed {
-                Some(d) if d.registry == r.registry && d.repository != r.repository => {
-                    registry
-                        .mount_blob(&r, &p.layer_digest, &d.repository)
-                        .await?
-                }
-                _ => false,
-            };
-            if !mounted {
-                ensure_blob(registry, &r, &p.layer_digest, &p.blob).await?;
-            }
-            Ok::<_, CacheError>(())
+            ensure_blob(registry, &r, &p.layer_digest, &p.blob, from)
+                .await
+                .map_err(CacheError::from)
         };
         let entry = self.entry_of(&p)?;
         // The layer and the config go up at once; the manifest names both.
@@ -408,7 +405,7 @@ impl Cache {
                 Some(uploaded) => uploaded?,
                 None => {
                     let cfg_path = self.write_config(&p, &entry, tmp)?;
-                    ensure_blob(registry, &r, &entry.config_digest, &cfg_path).await?;
+                    ensure_blob(registry, &r, &entry.config_digest, &cfg_path, None).await?;
                 }
             }
             Ok::<_, CacheError>(())
@@ -478,16 +475,29 @@ impl Cache {
     }
 }
 
-/// Uploads a blob unless the repository holds it already.
-async fn ensure_blob(
+/// Puts a blob in the repository unless it holds it already: mounted from the
+/// repository `from` if the registry agrees, else uploaded; once per build
+/// ([`Registry::place_once`]).
+pub(super) async fn ensure_blob(
     registry: &Registry,
     r: &Reference,
     digest: &Digest,
     path: &Path,
+    from: Option<&str>,
 ) -> Result<(), RegistryError> {
-    if !registry.blob_exists(r, digest, Access::Push).await? {
-        registry.upload_blob(r, digest, path).await?;
-    }
+    registry
+        .place_once(r, digest, || async {
+            if let Some(from) = from {
+                if registry.mount_blob(r, digest, from).await? {
+                    return Ok(());
+                }
+            }
+            if !registry.blob_exists(r, digest, Access::Push).await? {
+                registry.upload_blob(r, digest, path).await?;
+            }
+            Ok::<_, RegistryError>(())
+        })
+        .await?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use crate::image::model::manifest_for;
 use crate::image::spec::{Descriptor, Manifest};
 use crate::image::{Digest, ManifestFormat, Reference};
 use crate::layer::writer::{Compression, LayerWriter};
-use crate::registry::{Access, Registry, RegistryError};
+use crate::registry::{Registry, RegistryError};
 use crate::rootfs::apply::ScratchRoot;
 use crate::rootfs::keep::Keep;
 use crate::sandbox::inplace::{self, Snapshot};
@@ -245,9 +245,7 @@ impl MountStore {
             },
             file.diff_id.clone(),
         ));
-        if !registry.blob_exists(r, &file.digest, Access::Push).await? {
-            registry.upload_blob(r, &file.digest, &file.path).await?;
-        }
+        super::ensure_blob(registry, r, &file.digest, &file.path, None).await?;
         let cfg = serde_json::json!({
             "architecture": "", "os": "linux",
             "config": {},
@@ -264,14 +262,7 @@ impl MountStore {
             .map_err(io("creating a cache config file"))?;
         crate::scratch::write_whole(&cfg_path, &entry.config)
             .map_err(io("writing a cache config"))?;
-        if !registry
-            .blob_exists(r, &entry.config_digest, Access::Push)
-            .await?
-        {
-            registry
-                .upload_blob(r, &entry.config_digest, &cfg_path)
-                .await?;
-        }
+        super::ensure_blob(registry, r, &entry.config_digest, &cfg_path, None).await?;
         registry
             .put_manifest(r, &entry.manifest, entry.manifest_media_type)
             .await?;

@@ -64,18 +64,32 @@ pub struct Publisher<'a> {
     pub tmp: &'a Path,
 }
 
-/// Makes sure `dest`'s repository has one layer blob, moving as little as possible.
+/// Makes sure `dest`'s repository has one layer blob, moving as little as
+/// possible; once per blob and repository ([`Registry::place_once`]).
 async fn ensure_layer(
+    p: &Publisher<'_>,
+    dest: &Reference,
+    layer: &Layer,
+) -> Result<&'static str, PublishError> {
+    if is_foreign(&layer.descriptor) {
+        // Registries may refuse them; pullers fetch them from their `urls`.
+        return Ok("foreign, not pushed");
+    }
+    let digest = &layer.descriptor.digest;
+    let placed = p
+        .registry
+        .place_once(dest, digest, || place_layer(p, dest, layer))
+        .await?;
+    Ok(placed.unwrap_or("exists"))
+}
+
+async fn place_layer(
     p: &Publisher<'_>,
     dest: &Reference,
     layer: &Layer,
 ) -> Result<&'static str, PublishError> {
     let registry = p.registry;
     let digest = &layer.descriptor.digest;
-    if is_foreign(&layer.descriptor) {
-        // Registries may refuse them; pullers fetch them from their `urls`.
-        return Ok("foreign, not pushed");
-    }
     match &layer.source {
         LayerSource::Remote(src) if src.registry == dest.registry => {
             if src.repository == dest.repository

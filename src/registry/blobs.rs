@@ -13,6 +13,35 @@ use std::path::Path;
 use tokio::io::AsyncWriteExt;
 
 impl Registry {
+    /// Runs `place`, which puts one blob in `r`'s repository (a check, a mount,
+    /// an upload), once per blob and repository for this client: a caller that
+    /// finds it placed, or being placed, waits and gets `None`; a failed
+    /// placement leaves the next caller to try. Distribution's filesystem
+    /// storage rewrites a blob's link in the repository in place, so a second
+    /// placement of it lets a manifest put at the same time find the link empty
+    /// (400 DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN): cache entries of stages or
+    /// platforms whose steps made one layer did.
+    pub(crate) async fn place_once<T, E, Fut>(
+        &self,
+        r: &Reference,
+        digest: &str,
+        place: impl FnOnce() -> Fut,
+    ) -> Result<Option<T>, E>
+    where
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let key = (r.registry.clone(), r.repository.clone(), digest.to_string());
+        let cell = Self::lock(&self.placed).entry(key).or_default().clone();
+        let mut placed_here = None;
+        let slot = &mut placed_here;
+        cell.get_or_try_init(move || async move {
+            *slot = Some(place().await?);
+            Ok::<(), E>(())
+        })
+        .await?;
+        Ok(placed_here)
+    }
+
     /// Whether the repository already holds a blob.
     pub(crate) async fn blob_exists(
         &self,

@@ -157,7 +157,12 @@ pub struct Registry {
     /// Upload sessions the push check opened, by registry and repository: the
     /// first layer uploaded there uses one instead of opening its own.
     spare_uploads: Mutex<HashMap<(String, String), String>>,
+    /// Blobs this client put in place (or is putting), by registry, repository
+    /// and digest: see [`Registry::place_once`].
+    placed: Mutex<HashMap<(String, String, String), PlacedCell>>,
 }
+
+type PlacedCell = std::sync::Arc<tokio::sync::OnceCell<()>>;
 
 type SchemeCell = std::sync::Arc<tokio::sync::OnceCell<&'static str>>;
 
@@ -270,6 +275,7 @@ impl Registry {
             tokens: Mutex::new(HashMap::new()),
             schemes: Mutex::new(HashMap::new()),
             spare_uploads: Mutex::new(HashMap::new()),
+            placed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -524,5 +530,54 @@ mod tests {
         assert!(r.plain_allowed("registry.kube-system.svc.cluster.local:5000", Access::Pull));
         assert!(r.plain_allowed("ghcr.io", Access::Push));
         assert!(!r.plain_allowed("ghcr.io", Access::Pull));
+    }
+
+    /// Concurrent placements of one blob run once; another repository's is its
+    /// own; a failed one leaves the next caller to try.
+    #[test]
+    fn a_blob_is_placed_once_per_repository() {
+        let r = Registry::new(RegistryOptions::default(), Keychain::default()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        let place = |how: &'static str| {
+            let runs = &runs;
+            move || async move {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                if how == "fails" {
+                    Err("refused")
+                } else {
+                    Ok(how)
+                }
+            }
+        };
+        let a = Reference::parse("reg.test/a:1").unwrap();
+        let b = Reference::parse("reg.test/b:1").unwrap();
+        runtime.block_on(async {
+            let (one, two) = tokio::join!(
+                r.place_once(&a, "sha256:1", place("uploaded")),
+                r.place_once(&a, "sha256:1", place("uploaded"))
+            );
+            assert_eq!((one, two), (Ok(Some("uploaded")), Ok(None)));
+            assert_eq!(
+                r.place_once(&a, "sha256:1", place("uploaded")).await,
+                Ok(None)
+            );
+            assert_eq!(
+                r.place_once(&b, "sha256:1", place("mounted")).await,
+                Ok(Some("mounted"))
+            );
+            assert_eq!(
+                r.place_once(&a, "sha256:2", place("fails")).await,
+                Err("refused")
+            );
+            assert_eq!(
+                r.place_once(&a, "sha256:2", place("uploaded")).await,
+                Ok(Some("uploaded"))
+            );
+        });
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 4);
     }
 }
