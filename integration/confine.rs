@@ -41,6 +41,28 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// The descriptors the step was started with, but for the listing's own.
+const FDS: &str = r#"
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+int main(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) { printf("RESULT fds unreadable\n"); return 0; }
+    int own = dirfd(d);
+    struct dirent *e;
+    char sep = ' ';
+    printf("RESULT fds");
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || atoi(e->d_name) == own) continue;
+        printf("%c%s", sep, e->d_name);
+        sep = ',';
+    }
+    printf("\n");
+    return 0;
+}
+"#;
+
 /// `RESULT name value…` lines the step printed, from the executor's log.
 fn results(out: &std::process::Output) -> BTreeMap<String, String> {
     String::from_utf8_lossy(&out.stderr)
@@ -102,6 +124,7 @@ fn run_steps_cannot_reach_the_host() {
         &work.path().join("shocker.c"),
         &ctx.join("shocker"),
     );
+    compile_static(&gcc, FDS, &work.path().join("fds.c"), &ctx.join("fds"));
     // Where the shocker would create its file: this test's own temp dir,
     // relative to the root of its filesystem (the one scratch is on, too).
     let escaped = work.path().join("escaped");
@@ -136,6 +159,7 @@ fn run_steps_cannot_reach_the_host() {
         format!("echo RESULT firmware $({bb} ls /sys/firmware | {bb} wc -l)"),
         format!("echo RESULT dev $({bb} ls /dev | {bb} tr '\\n' ,)"),
         format!("{bb} unshare -U -r true 2>/dev/null; echo RESULT unshare $?"),
+        "/fds".to_string(),
         format!("{bb} nsenter -t 1 -m true 2>/dev/null; echo RESULT nsenter $?"),
         format!("echo RESULT pids-cgroup $({bb} grep -E ':pids:|^0::' /proc/self/cgroup | {bb} head -1 | {bb} cut -d: -f3)"),
         // The step's pids cgroup (v1's pids hierarchy, or v2's), as /sys shows it.
@@ -144,7 +168,7 @@ fn run_steps_cannot_reach_the_host() {
         ),
     ];
     let df = format!(
-        "FROM {}/base:1\nCOPY shocker /shocker\nRUN {}\n",
+        "FROM {}/base:1\nCOPY shocker fds /\nRUN {}\n",
         reg.host,
         steps.join("; ")
     );
@@ -237,6 +261,8 @@ fn confined_as_runc_confines(
         );
     }
     assert_ne!(want("unshare"), "0", "no new user namespace");
+    // Nothing of the helper's (its pipes) or of whoever started the executor.
+    assert_eq!(want("fds"), "0,1,2", "{log}");
     assert_ne!(want("nsenter"), "0", "no joining the host's namespaces");
 }
 
@@ -492,6 +518,7 @@ fn traced_steps_reach_nothing_of_the_executor() {
     let ctx = work.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
     compile_static(&gcc, PEEK, &work.path().join("peek.c"), &ctx.join("peek"));
+    compile_static(&gcc, FDS, &work.path().join("fds.c"), &ctx.join("fds"));
     let token = "kiln-traced-creds-5e1d";
     let creds = work.path().join("config.json");
     std::fs::write(
@@ -522,11 +549,12 @@ fn traced_steps_reach_nothing_of_the_executor() {
         })
         .collect();
     steps.push("/peek".to_string());
+    steps.push("/fds".to_string());
     steps.push(format!(
         "{bb} mkdir -p /kaniko && echo pwned > /kaniko/executor"
     ));
     let df = format!(
-        "FROM {}/base:1\nCOPY peek /peek\nRUN {}\n",
+        "FROM {}/base:1\nCOPY peek fds /\nRUN {}\n",
         reg.host,
         steps.join("; ")
     );
@@ -562,6 +590,7 @@ fn traced_steps_reach_nothing_of_the_executor() {
             ("signal", "Operation not permitted"),
             ("proc-mem", "Permission denied"),
             ("proc-environ", "Permission denied"),
+            ("fds", "0,1,2"),
         ] {
             assert_eq!(
                 r.get(k).map(String::as_str),

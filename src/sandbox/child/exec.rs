@@ -132,6 +132,7 @@ fn exec(sys: &dyn Syscalls, spec: &RunSpec) -> Result<Infallible, ChildError> {
     let argv = spec.argv.iter().map(c).collect::<Result<Vec<_>, _>>()?;
     let env = spec.env.iter().map(c).collect::<Result<Vec<_>, _>>()?;
     let path = c(&path)?;
+    sys.only_stdio_across_exec()?;
     let Err(source) = sys.execve(&path, &argv, &env);
     Err(ChildError::Exec {
         program: program.clone(),
@@ -320,13 +321,17 @@ mod tests {
             (127, "sh: ENOENT: No such file or directory".into())
         );
         let sh = bin.join("sh").display().to_string();
+        // Nothing above stderr crosses the exec.
         assert_eq!(
             sys.calls(),
-            [Call::Exec {
-                path: sh,
-                argv: spec.argv.clone(),
-                env: spec.env.clone(),
-            }]
+            [
+                Call::OnlyStdio,
+                Call::Exec {
+                    path: sh,
+                    argv: spec.argv.clone(),
+                    env: spec.env.clone(),
+                }
+            ]
         );
 
         let run = |argv: &[&str]| {

@@ -80,7 +80,7 @@ pub(super) fn in_user_namespace(
 }
 
 fn pipe() -> Result<(File, File), ChildError> {
-    let (r, w) = nix::unistd::pipe().map_err(ChildError::Pipe)?;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ChildError::Pipe)?;
     Ok((File::from(r), File::from(w)))
 }
 

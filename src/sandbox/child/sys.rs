@@ -45,6 +45,8 @@ pub(crate) trait Syscalls {
     fn statvfs(&self, path: &Path) -> nix::Result<FsFlags>;
     /// This process's mount table (/proc/self/mountinfo).
     fn mountinfo(&self) -> io::Result<String>;
+    /// Marks every descriptor above stderr close-on-exec.
+    fn only_stdio_across_exec(&self) -> Result<(), crate::sandbox::confine::ConfineError>;
     /// Replaces this process; returns only with why it could not.
     fn execve(&self, path: &CStr, argv: &[CString], env: &[CString]) -> nix::Result<Infallible>;
 }
@@ -108,6 +110,10 @@ impl Syscalls for Real {
         std::fs::read_to_string("/proc/self/mountinfo")
     }
 
+    fn only_stdio_across_exec(&self) -> Result<(), crate::sandbox::confine::ConfineError> {
+        crate::sandbox::confine::only_stdio_across_exec()
+    }
+
     fn execve(&self, path: &CStr, argv: &[CString], env: &[CString]) -> nix::Result<Infallible> {
         nix::unistd::execve(path, argv, env)
     }
@@ -139,6 +145,7 @@ pub(crate) mod recording {
         Gid(u32),
         Uid(u32),
         Chown(PathBuf, u32, u32),
+        OnlyStdio,
         Exec {
             path: String,
             argv: Vec<String>,
@@ -285,6 +292,11 @@ pub(crate) mod recording {
                 .enumerate()
                 .map(|(i, p)| format!("{} 1 0:{i} / {p} rw,relatime - tmpfs tmpfs rw\n", 30 + i))
                 .collect())
+        }
+
+        fn only_stdio_across_exec(&self) -> Result<(), crate::sandbox::confine::ConfineError> {
+            self.record(Call::OnlyStdio);
+            Ok(())
         }
 
         fn execve(

@@ -332,6 +332,10 @@ fn start_child(
         );
         return SETUP_FAILED;
     }
+    if let Err(e) = super::confine::only_stdio_across_exec() {
+        eprintln!("sandbox: {e}");
+        return SETUP_FAILED;
+    }
     for f in filters {
         if let Err(e) = super::confine::load(f, 0) {
             eprintln!("sandbox: installing the seccomp filter: {e}");
