@@ -715,3 +715,55 @@ fn a_failed_manifest_push_leaves_only_cache_entries() {
         sha256_of(b"kept in the cache\n")
     );
 }
+
+/// A manifest put refused as distribution's filesystem storage refuses it
+/// when another client rewrote a blob's link at that moment (an empty link:
+/// DIGEST_INVALID beside MANIFEST_BLOB_UNKNOWN) is tried again; a blob that
+/// is really missing (MANIFEST_BLOB_UNKNOWN alone) fails at once.
+#[test]
+fn a_manifest_put_that_met_a_link_being_rewritten_is_tried_again() {
+    let reg = TestRegistry::start();
+    let proxy = FaultProxy::start(&reg.host);
+    const RACE: &str = r#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"},{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:423426987450336bf09c7736fb0c82c8a1fabf1cfb0660492e69f7e5b86ed486"}]}"#;
+    const MISSING: &str = r#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:423426987450336bf09c7736fb0c82c8a1fabf1cfb0660492e69f7e5b86ed486"}]}"#;
+    proxy.add("PUT", "/v2/app/manifests/1", Fault::Reply(400, RACE), 2);
+    proxy.add("PUT", "/v2/app/manifests/2", Fault::Reply(400, MISSING), 1);
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(
+        ctx.path(),
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY a.txt /\n"),
+            ("a.txt", "a\n"),
+        ],
+    );
+    let push = |tag: &str| {
+        executor(&[
+            "--context",
+            ctx.path().to_str().unwrap(),
+            "--destination",
+            &format!("{}/app:{tag}", proxy.host),
+        ])
+    };
+    let out = push("1");
+    assert_ok(&out);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("pushing manifest 1") && e.contains("retry 2"),
+        "{e}"
+    );
+    assert_eq!(proxy.count("PUT /v2/app/manifests/1"), 3, "{e}");
+    assert!(tag_digest(&reg, "app:1").starts_with("sha256:"));
+
+    let out = push("2");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{e}");
+    assert!(
+        e.contains("MANIFEST_BLOB_UNKNOWN") && e.contains("pushing manifest 2"),
+        "{e}"
+    );
+    assert_eq!(
+        proxy.count("PUT /v2/app/manifests/2"),
+        1,
+        "a missing blob is not retried: {e}"
+    );
+}

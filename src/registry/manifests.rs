@@ -94,19 +94,27 @@ impl Registry {
         let op = format!("pushing manifest {object}");
         let path = format!("/v2/{}/manifests/{object}", target.repository);
         let body = bytes.to_vec();
-        let resp = self
-            .send(&op, &scope, |c, base| {
-                Ok(c.put(format!("{base}{path}"))
-                    .header(CONTENT_TYPE, media_type)
-                    .body(body.clone()))
-            })
-            .await?;
-        if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
+        let mut attempt = 0;
+        loop {
+            let resp = self
+                .send(&op, &scope, |c, base| {
+                    Ok(c.put(format!("{base}{path}"))
+                        .header(CONTENT_TYPE, media_type)
+                        .body(body.clone()))
+                })
+                .await?;
+            if resp.status().is_success() {
+                return Ok(digest);
+            }
             let s = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            return Err(Self::status_error(&op, &scope, s, body));
+            let text = resp.text().await.unwrap_or_default();
+            if s == StatusCode::BAD_REQUEST && link_read_empty(&text) && attempt < self.opts.retries
+            {
+                super::wait_to_retry(&op, &scope, &mut attempt, None).await;
+                continue;
+            }
+            return Err(Self::status_error(&op, &scope, s, text));
         }
-        Ok(digest)
     }
 
     /// Lists tags (used by tests and the cache).
@@ -136,4 +144,13 @@ impl Registry {
         })?;
         Ok(t.tags.unwrap_or_default())
     }
+}
+
+/// Whether a refused manifest put says what distribution's filesystem storage
+/// says when it read a blob's link while another client rewrote it in place
+/// (another build placing the same blob in the repository at that moment): a
+/// digest that would not parse beside the blob it could not find. A blob
+/// really missing is MANIFEST_BLOB_UNKNOWN alone, and is not tried again.
+fn link_read_empty(body: &str) -> bool {
+    body.contains("DIGEST_INVALID") && body.contains("MANIFEST_BLOB_UNKNOWN")
 }
