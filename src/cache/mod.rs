@@ -304,7 +304,7 @@ impl Cache {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let r = self.repo()?.with_object(Some(p.tag.clone()), None);
         let entry = self.entry_of(p).ok()?;
-        let cfg_path = self.write_config(p, &entry, tmp).ok()?;
+        let cfg_path = write_config(&entry, tmp).ok()?;
         let registry = registry.clone();
         Some(runtime.spawn(async move {
             ensure_blob(&registry, &r, &entry.config_digest, &cfg_path, None).await
@@ -363,7 +363,8 @@ impl Cache {
         pushed: Option<&Reference>,
     ) {
         let Some(repo) = self.repo() else { return };
-        // Stages on one base queue its file index alike: one write of a tag.
+        // One write per tag: stages on one base queue its file index alike,
+        // and stages that ran one key at once queue two entries (either serves).
         let mut tags = std::collections::HashSet::new();
         let jobs = pending
             .into_iter()
@@ -404,7 +405,7 @@ impl Cache {
             match done {
                 Some(uploaded) => uploaded?,
                 None => {
-                    let cfg_path = self.write_config(&p, &entry, tmp)?;
+                    let cfg_path = write_config(&entry, tmp)?;
                     ensure_blob(registry, &r, &entry.config_digest, &cfg_path, None).await?;
                 }
             }
@@ -452,20 +453,6 @@ impl Cache {
         manifest_with(cfg, &[layer], ManifestFormat::Oci, Some(annotations.into())).map_err(invalid)
     }
 
-    /// The file an entry's config uploads from.
-    fn write_config(
-        &self,
-        p: &Pending,
-        entry: &crate::image::Serialized,
-        tmp: &Path,
-    ) -> Result<PathBuf, CacheError> {
-        let cfg_path = tmp.join(format!("cache-out-{}", p.tag));
-        // Two stages may queue one key; their stores run at once.
-        crate::scratch::write_whole(&cfg_path, &entry.config)
-            .map_err(io("writing cache config"))?;
-        Ok(cfg_path)
-    }
-
     /// Where a base layer blob is kept under `--cache-dir`.
     pub fn local_blob_path(&self, digest: &Digest) -> Option<PathBuf> {
         self.settings
@@ -473,6 +460,15 @@ impl Cache {
             .as_ref()
             .map(|d| d.join("blobs").join(digest.file_name()))
     }
+}
+
+/// The file an entry's config uploads from.
+fn write_config(entry: &crate::image::Serialized, tmp: &Path) -> Result<PathBuf, CacheError> {
+    // Named by content: two stages may queue one key with layers that
+    // differ (their files' times), and their uploads run at once.
+    let cfg_path = tmp.join(format!("cache-out-{}", entry.config_digest.file_name()));
+    crate::scratch::write_whole(&cfg_path, &entry.config).map_err(io("writing cache config"))?;
+    Ok(cfg_path)
 }
 
 /// Puts a blob in the repository unless it holds it already: mounted from the

@@ -128,7 +128,8 @@ pub struct Cli {
     /// A push the registry refuses because the tag is immutable there (Artifact Registry, ECR) counts as done.
     #[arg(help_heading = "Push", long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub push_ignore_immutable_tag_errors: bool,
-    /// Retries for registry requests after 5xx, 429, resets and timeouts.
+    /// Retries for registry requests after 5xx, 429, resets and timeouts, and for a
+    /// manifest put that met a blob link another client was rewriting (distribution's 400).
     #[arg(help_heading = "Push", long, default_value_t = 3)]
     pub push_retry: u32,
     /// gzip level for new layers (0-9; -1, Kaniko's default, is 6).

@@ -272,12 +272,25 @@ pub(crate) fn only_stdio_across_exec() -> Result<(), ConfineError> {
         return Ok(());
     }
     // Before Linux 5.11, or under a seccomp profile without close_range: one
-    // by one, as /proc lists them (the listing's own descriptor is gone by then).
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .map_err(ConfineError::Descriptors)?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > 2)
-        .collect();
+    // by one, as /proc lists them (the listing's own descriptor is gone by
+    // then), or every number below the limit where /proc cannot be read.
+    let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&fd| fd > 2)
+            .collect(),
+        Err(_) => {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes the struct it is given.
+            if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+                return Err(ConfineError::Descriptors(std::io::Error::last_os_error()));
+            }
+            (3..limit.rlim_cur.min(1 << 20) as i32).collect()
+        }
+    };
     for fd in fds {
         // SAFETY: F_SETFD on a number this process may or may not hold.
         if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
@@ -368,18 +381,33 @@ mod tests {
     /// standard three keep theirs.
     #[test]
     fn only_stdio_crosses_exec() {
+        // The child of this threaded harness must not allocate, so it must not
+        // reach the /proc fallback: close_range (Linux 5.11) is required here.
+        // SAFETY: an empty range; only flags would change.
+        let probe = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                u32::MAX,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        assert_eq!(
+            probe, 0,
+            "this test needs close_range with CLOSE_RANGE_CLOEXEC (Linux 5.11)"
+        );
         let cloexec = |fd: i32| {
             // SAFETY: F_GETFD reads one descriptor's flags.
             let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
             flags >= 0 && flags & libc::FD_CLOEXEC != 0
         };
-        // SAFETY: the child only makes raw syscalls (close_range succeeds on
-        // this kernel, so the /proc fallback's allocation is not reached) and exits.
+        let null = c"/dev/null";
+        // SAFETY: the child only makes raw syscalls and exits.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
-                // SAFETY: dup of stdin, a descriptor without close-on-exec.
-                let inherited = unsafe { libc::dup(0) };
-                let before = !cloexec(inherited);
+                // SAFETY: a descriptor opened without O_CLOEXEC.
+                let inherited = unsafe { libc::open(null.as_ptr(), libc::O_RDONLY) };
+                let before = inherited > 2 && !cloexec(inherited);
                 let done = only_stdio_across_exec().is_ok();
                 let after = cloexec(inherited) && !(0..3).any(cloexec);
                 // SAFETY: exit without running the test harness's atexit handlers.

@@ -11,6 +11,7 @@
 //! tested there). Files the mount code makes (mount points, /dev's links) are
 //! made directly: in a test they land in a temporary root.
 
+use crate::sandbox::confine::ConfineError;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::statvfs::FsFlags;
@@ -46,7 +47,7 @@ pub(crate) trait Syscalls {
     /// This process's mount table (/proc/self/mountinfo).
     fn mountinfo(&self) -> io::Result<String>;
     /// Marks every descriptor above stderr close-on-exec.
-    fn only_stdio_across_exec(&self) -> Result<(), crate::sandbox::confine::ConfineError>;
+    fn only_stdio_across_exec(&self) -> Result<(), ConfineError>;
     /// Replaces this process; returns only with why it could not.
     fn execve(&self, path: &CStr, argv: &[CString], env: &[CString]) -> nix::Result<Infallible>;
 }
@@ -110,7 +111,7 @@ impl Syscalls for Real {
         std::fs::read_to_string("/proc/self/mountinfo")
     }
 
-    fn only_stdio_across_exec(&self) -> Result<(), crate::sandbox::confine::ConfineError> {
+    fn only_stdio_across_exec(&self) -> Result<(), ConfineError> {
         crate::sandbox::confine::only_stdio_across_exec()
     }
 
@@ -294,7 +295,7 @@ pub(crate) mod recording {
                 .collect())
         }
 
-        fn only_stdio_across_exec(&self) -> Result<(), crate::sandbox::confine::ConfineError> {
+        fn only_stdio_across_exec(&self) -> Result<(), ConfineError> {
             self.record(Call::OnlyStdio);
             Ok(())
         }

@@ -332,6 +332,8 @@ fn start_child(
         );
         return SETUP_FAILED;
     }
+    // Before the filters: under them, its /proc read (where close_range is
+    // refused) would stop for the tracer, whose root rewrites the path.
     if let Err(e) = super::confine::only_stdio_across_exec() {
         eprintln!("sandbox: {e}");
         return SETUP_FAILED;
