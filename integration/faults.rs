@@ -14,6 +14,19 @@ fn context(base: &str) -> tempfile::TempDir {
     ctx
 }
 
+/// A context whose Dockerfile needs no base: one file on scratch.
+fn scratch_context() -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(
+        ctx.path(),
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY a.txt /\n"),
+            ("a.txt", "a\n"),
+        ],
+    );
+    ctx
+}
+
 #[test]
 fn transient_faults_are_retried() {
     let reg = TestRegistry::start();
@@ -584,14 +597,7 @@ fn immutable_tags_fail_unless_told_to_ignore_them() {
     let proxy = FaultProxy::start(&reg.host);
     const ECR: &str = r#"{"errors":[{"code":"TAG_INVALID","message":"The image tag '1' already exists in the 'app' repository and cannot be overwritten because the repository is immutable."}]}"#;
     proxy.add("PUT", "/v2/app/manifests/1", Fault::Reply(400, ECR), 2);
-    let ctx = tempfile::tempdir().unwrap();
-    write_context(
-        ctx.path(),
-        &[
-            ("Dockerfile", "FROM scratch\nCOPY a.txt /\n"),
-            ("a.txt", "a\n"),
-        ],
-    );
+    let ctx = scratch_context();
     let dest = format!("{}/app:1", proxy.host);
     let args = [
         "--context",
@@ -728,14 +734,7 @@ fn a_manifest_put_that_met_a_link_being_rewritten_is_tried_again() {
     const MISSING: &str = r#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:423426987450336bf09c7736fb0c82c8a1fabf1cfb0660492e69f7e5b86ed486"}]}"#;
     proxy.add("PUT", "/v2/app/manifests/1", Fault::Reply(400, RACE), 2);
     proxy.add("PUT", "/v2/app/manifests/2", Fault::Reply(400, MISSING), 1);
-    let ctx = tempfile::tempdir().unwrap();
-    write_context(
-        ctx.path(),
-        &[
-            ("Dockerfile", "FROM scratch\nCOPY a.txt /\n"),
-            ("a.txt", "a\n"),
-        ],
-    );
+    let ctx = scratch_context();
     let push = |tag: &str| {
         executor(&[
             "--context",
